@@ -1,0 +1,97 @@
+package membership
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func startNode(t *testing.T, name string, role Role, key []byte) *Node {
+	t.Helper()
+	n, err := New(Config{Name: name, BindAddr: "127.0.0.1", BindPort: 0, Fast: true, SecretKey: key,
+		Meta: Meta{Role: role, GRPCAddr: "127.0.0.1:1234"}}, nil)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// waitFor retries until cond holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestClusterConvergesAndSeesRoles(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	c := startNode(t, "coord", RoleCoordinator, key)
+	a1 := startNode(t, "agent-1", RoleAgent, key)
+	a2 := startNode(t, "agent-2", RoleAgent, key)
+	g := startNode(t, "gpu-1", RoleGPUNode, key)
+	for _, n := range []*Node{a1, a2, g} {
+		if _, err := n.Join([]string{c.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "4 members", func() bool { return len(c.Members()) == 4 })
+	ms := c.Members()
+	if got := len(ByRole(ms, RoleAgent)); got != 2 {
+		t.Errorf("agents = %d, want 2", got)
+	}
+	gs := ByRole(ms, RoleGPUNode)
+	if len(gs) != 1 || gs[0].GRPCAddr != "127.0.0.1:1234" || gs[0].Version != ProtocolVersion {
+		t.Errorf("gpunodes = %+v, want one with the announced address and version", gs)
+	}
+	select {
+	case <-c.Changes():
+	default:
+		t.Error("no change signal after joins")
+	}
+
+	// A node that leaves disappears from the alive view.
+	if err := a2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "agent-2 gone", func() bool { return len(ByRole(c.Members(), RoleAgent)) == 1 })
+}
+
+func TestNodeWithoutKeyCannotJoin(t *testing.T) {
+	c := startNode(t, "coord", RoleCoordinator, []byte("0123456789abcdef"))
+	intruder := startNode(t, "intruder", RoleAgent, nil)
+	if _, err := intruder.Join([]string{c.Addr()}); err == nil {
+		t.Fatal("join without the gossip key succeeded")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(c.Members()); n != 1 {
+		t.Errorf("coordinator sees %d members, want only itself", n)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no name", Config{Meta: Meta{Role: RoleAgent}}},
+		{"bad role", Config{Name: "x", Meta: Meta{Role: "boss"}}},
+		{"bad key", Config{Name: "x", Meta: Meta{Role: RoleAgent}, SecretKey: []byte("short")}},
+		{"meta too big", Config{Name: "x", Meta: Meta{Role: RoleAgent, GRPCAddr: fmt.Sprintf("%0600d", 0)}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.BindAddr, tt.cfg.Fast = "127.0.0.1", true
+			if n, err := New(tt.cfg, nil); err == nil {
+				n.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+		})
+	}
+}
