@@ -1,0 +1,442 @@
+// Package coordinator plans experiments, drives a gpunode and agents, merges
+// the agents' histograms and writes the results. The domain logic here never
+// imports gRPC: it talks to gpunodes and agents through the small interfaces
+// below, which grpc.go implements over the generated clients.
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+)
+
+// GPUNode is what the coordinator needs from a gpunode.
+type GPUNode interface {
+	Info(ctx context.Context) (*pb.InfoResponse, error)
+	StartEngine(ctx context.Context, req *pb.StartEngineRequest) (*pb.EngineInfo, error)
+	StopEngine(ctx context.Context, req *pb.StopEngineRequest) (*pb.StopEngineResponse, error)
+	// StreamSamples calls fn for each sample until ctx ends or the stream fails.
+	StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.HostSample)) error
+}
+
+// Agent is what the coordinator needs from an agent.
+type Agent interface {
+	// RunProbe runs one segment and calls fn for each interval report, in
+	// order, until the final one. Cancelling ctx ends the agent's lease.
+	RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error
+}
+
+// Dialer connects to members by their announced gRPC address.
+type Dialer interface {
+	GPUNode(ctx context.Context, addr string) (GPUNode, io.Closer, error)
+	Agent(ctx context.Context, addr string) (Agent, io.Closer, error)
+}
+
+// Members is the membership view.
+type Members interface {
+	Members() []membership.Member
+	Changes() <-chan struct{}
+}
+
+// Config configures a Coordinator.
+type Config struct {
+	// OutDir is the default directory under which results/<run>/ is written.
+	OutDir string
+	// DiscoveryTimeout bounds the wait for a gpunode and an agent to appear.
+	DiscoveryTimeout time.Duration
+	// SampleInterval is how often the gpunode samples during a run.
+	SampleInterval time.Duration
+	// ReadyTimeout bounds the engine's start.
+	ReadyTimeout time.Duration
+	// RequestTimeout bounds each probe request.
+	RequestTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		OutDir:           "results",
+		DiscoveryTimeout: 30 * time.Second,
+		SampleInterval:   100 * time.Millisecond,
+		ReadyTimeout:     15 * time.Minute,
+		RequestTimeout:   10 * time.Minute,
+	}
+}
+
+// Coordinator runs experiments. It is safe for concurrent use, but runs one
+// experiment at a time because each owns the engine of its gpunode.
+type Coordinator struct {
+	cfg     Config
+	members Members
+	dialer  Dialer
+	logger  *slog.Logger
+	runMu   sync.Mutex
+}
+
+// New returns a Coordinator.
+func New(cfg Config, members Members, dialer Dialer, logger *slog.Logger) *Coordinator {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger}
+}
+
+// Members returns the current membership view.
+func (c *Coordinator) Members() []membership.Member { return c.members.Members() }
+
+// BaselineSpec configures the cold/warm baseline of DESIGN.md, steps 1–6.
+type BaselineSpec struct {
+	Profile   string          `json:"profile"`
+	Knobs     *pb.EngineKnobs `json:"-"`
+	Prompt    string          `json:"prompt"`
+	MaxTokens int             `json:"max_tokens"`
+	WarmRuns  int             `json:"warm_runs"`
+	API       string          `json:"api"`
+	ColdMode  string          `json:"cold_mode"`
+	OutDir    string          `json:"-"`
+	RunID     string          `json:"run_id"`
+}
+
+// DefaultPrompt is the baseline's prompt when none is given.
+const DefaultPrompt = "Explain, in one short paragraph, what time-to-first-token measures for an LLM inference server."
+
+var runIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// withDefaults fills unset fields.
+func (s BaselineSpec) withDefaults(outDir string) BaselineSpec {
+	if s.Profile == "" {
+		s.Profile = "sim"
+	}
+	if s.Prompt == "" {
+		s.Prompt = DefaultPrompt
+	}
+	if s.MaxTokens == 0 {
+		s.MaxTokens = 64
+	}
+	if s.WarmRuns == 0 {
+		s.WarmRuns = 5
+	}
+	if s.API == "" {
+		s.API = "chat"
+	}
+	if s.ColdMode == "" {
+		s.ColdMode = "warm-restart"
+	}
+	if s.OutDir == "" {
+		s.OutDir = outDir
+	}
+	if s.Knobs == nil {
+		s.Knobs = &pb.EngineKnobs{}
+	}
+	return s
+}
+
+// Validate checks the spec and names the field and the fix on error.
+func (s BaselineSpec) Validate() error {
+	var errs []error
+	if s.MaxTokens < 1 || s.MaxTokens > 1_000_000 {
+		errs = append(errs, fmt.Errorf("max_tokens %d is out of range: use 1..1000000", s.MaxTokens))
+	}
+	if s.WarmRuns < 1 || s.WarmRuns > 10_000 {
+		errs = append(errs, fmt.Errorf("warm_runs %d is out of range: use 1..10000", s.WarmRuns))
+	}
+	if s.API != "chat" && s.API != "completions" {
+		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
+	}
+	switch s.ColdMode {
+	case "warm-restart", "cold-disk", "cold-compile":
+	default:
+		errs = append(errs, fmt.Errorf("cold_mode %q is unknown: use warm-restart, cold-disk or cold-compile", s.ColdMode))
+	}
+	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
+		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+	}
+	return errors.Join(errs...)
+}
+
+// RunResult names what a run wrote.
+type RunResult struct {
+	RunID   string
+	Dir     string
+	Results *Results
+}
+
+func (c *Coordinator) newRunID() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return c.cfg.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// waitForMembers waits until at least one gpunode and one agent are alive.
+func (c *Coordinator) waitForMembers(ctx context.Context) (gpu membership.Member, agents []membership.Member, err error) {
+	timer := time.NewTimer(c.cfg.DiscoveryTimeout)
+	defer timer.Stop()
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		ms := c.members.Members()
+		gpus := membership.ByRole(ms, membership.RoleGPUNode)
+		agents = membership.ByRole(ms, membership.RoleAgent)
+		if len(gpus) > 0 && len(agents) > 0 {
+			return gpus[0], agents, nil
+		}
+		select {
+		case <-ctx.Done():
+			return gpu, nil, ctx.Err()
+		case <-timer.C:
+			return gpu, nil, fmt.Errorf("after %s the cluster has %d gpunode(s) and %d agent(s); a run needs at least one of each: start them with `ttftlab gpunode --join ADDR` and `ttftlab agent --join ADDR`",
+				c.cfg.DiscoveryTimeout, len(gpus), len(agents))
+		case <-c.members.Changes():
+		case <-poll.C:
+		}
+	}
+}
+
+// RunBaseline runs the cold/warm baseline: stop the engine and take the
+// "before" sample, restart the engine, send cold_1 the moment it is ready,
+// then warm_1..warm_N back to back. Each event is appended to
+// <out>/<run>/events.jsonl and passed to emit as it happens; results.json and
+// first_token_latency.md are rendered from that file at the end, also when
+// the run fails part-way.
+func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(Event)) (RunResult, error) {
+	spec = spec.withDefaults(c.cfg.OutDir)
+	if err := spec.Validate(); err != nil {
+		return RunResult{}, err
+	}
+	if !c.runMu.TryLock() {
+		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
+	}
+	defer c.runMu.Unlock()
+	if spec.RunID == "" {
+		spec.RunID = c.newRunID()
+	}
+	dir := filepath.Join(spec.OutDir, spec.RunID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return RunResult{}, fmt.Errorf("create run directory: %w", err)
+	}
+	evlog, err := openEventLog(filepath.Join(dir, "events.jsonl"), c.cfg.Now)
+	if err != nil {
+		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", spec.RunID, err)
+	}
+	r := &baselineRun{c: c, spec: spec, log: evlog, emit: emit}
+	runErr := r.run(ctx)
+	end := map[string]string{"status": "ok"}
+	if runErr != nil {
+		end = map[string]string{"status": "failed", "error": runErr.Error()}
+	}
+	r.record(EventRunEnd, end)
+	if err := evlog.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("close event log: %w", err)
+	}
+	res, renderErr := RenderDir(dir)
+	out := RunResult{RunID: spec.RunID, Dir: dir, Results: res}
+	return out, errors.Join(runErr, renderErr)
+}
+
+type baselineRun struct {
+	c    *Coordinator
+	spec BaselineSpec
+	log  *eventLog
+	emit func(Event)
+
+	mu         sync.Mutex
+	lastSample *pb.HostSample
+	sampleCond chan struct{} // closed and replaced on every sample
+}
+
+// record appends an event; a disk error is logged once per event and the
+// run continues, because eventLog keeps the error and the run fails at the
+// end when the log cannot be closed or rendered.
+func (r *baselineRun) record(kind string, v any) {
+	ev, err := r.log.Append(kind, v)
+	if err != nil {
+		r.c.logger.Error("event not saved", "kind", kind, "err", err)
+	}
+	if r.emit != nil && kind != EventSample {
+		r.emit(ev)
+	}
+}
+
+func (r *baselineRun) mark(name string) { r.record(EventMark, markData{Name: name}) }
+
+// nextSample waits for a sample taken after now, so that a mark is followed
+// by a sample that reflects it.
+func (r *baselineRun) nextSample(ctx context.Context, wait time.Duration) {
+	r.mu.Lock()
+	ch := r.sampleCond
+	r.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for i := 0; i < 2; i++ { // two ticks: the first may have been taken before the mark.
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		}
+		r.mu.Lock()
+		ch = r.sampleCond
+		r.mu.Unlock()
+	}
+}
+
+func (r *baselineRun) run(ctx context.Context) error {
+	c := r.c
+	r.record(EventRunStart, struct {
+		BaselineSpec
+		Knobs *pb.EngineKnobs `json:"knobs"`
+	}{r.spec, r.spec.Knobs})
+
+	gpuM, agentMs, err := c.waitForMembers(ctx)
+	if err != nil {
+		return err
+	}
+	r.record(EventMembers, c.members.Members())
+
+	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("connect to gpunode %s at %s: %w", gpuM.Name, gpuM.GRPCAddr, err)
+	}
+	defer gclose.Close()
+	info, err := gn.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
+	}
+	r.record(EventNodeInfo, info)
+
+	// The sampler streams for the whole run; samples are recorded as they arrive.
+	sctx, stopSamples := context.WithCancel(ctx)
+	var swg sync.WaitGroup
+	r.sampleCond = make(chan struct{})
+	swg.Add(1)
+	go func() {
+		defer swg.Done()
+		err := gn.StreamSamples(sctx, c.cfg.SampleInterval, func(s *pb.HostSample) {
+			r.record(EventSample, s)
+			r.mu.Lock()
+			r.lastSample = s
+			close(r.sampleCond)
+			r.sampleCond = make(chan struct{})
+			r.mu.Unlock()
+		})
+		if err != nil && sctx.Err() == nil {
+			r.record(EventWarning, map[string]string{"message": "gpunode sample stream ended: " + err.Error()})
+		}
+	}()
+	defer func() {
+		stopSamples()
+		swg.Wait()
+	}()
+
+	// Step 1: the "before" sample, with no engine running.
+	if _, err := gn.StopEngine(ctx, &pb.StopEngineRequest{}); err != nil {
+		return fmt.Errorf("stop engine before the run: %w", err)
+	}
+	r.mark(MarkBeforeEngine)
+	r.nextSample(ctx, 2*time.Second)
+
+	// Steps 2–3: start the engine and wait until it is ready.
+	r.mark(MarkEngineSpawn)
+	eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{
+		Profile:        r.spec.Profile,
+		Knobs:          r.spec.Knobs,
+		ReadyTimeoutMs: c.cfg.ReadyTimeout.Milliseconds(),
+		ColdMode:       r.spec.ColdMode,
+	})
+	if err != nil {
+		return fmt.Errorf("start engine (profile %q): %w", r.spec.Profile, err)
+	}
+	r.record(EventEngineReady, eng)
+
+	agentM := agentMs[0]
+	ag, aclose, err := c.dialer.Agent(ctx, agentM.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("connect to agent %s at %s: %w", agentM.Name, agentM.GRPCAddr, err)
+	}
+	defer aclose.Close()
+	probe := func(labels []string) error {
+		req := &pb.RunProbeRequest{
+			RunId:       r.spec.RunID,
+			AgentId:     agentM.Name,
+			Target:      &pb.Target{BaseUrl: eng.GetBaseUrl(), Model: eng.GetServedModelName(), Api: r.spec.API},
+			Workload:    &pb.Workload{Prompt: r.spec.Prompt, MaxTokens: int32(r.spec.MaxTokens)},
+			Concurrency: 1,
+			Requests:    int32(len(labels)),
+			Labels:      labels,
+			IntervalMs:  1000,
+			TimeoutMs:   c.cfg.RequestTimeout.Milliseconds(),
+		}
+		return ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
+			r.record(EventInterval, rep)
+			return nil
+		})
+	}
+
+	// Step 4: cold_1, the moment the engine is ready.
+	r.mark(MarkColdStart)
+	if err := probe([]string{"cold_1"}); err != nil {
+		return fmt.Errorf("cold_1 probe on agent %s: %w", agentM.Name, err)
+	}
+	r.mark(MarkColdEnd)
+	// Steps 5–6: warm_1 immediately after, then warm_2..N.
+	labels := make([]string, r.spec.WarmRuns)
+	for i := range labels {
+		labels[i] = fmt.Sprintf("warm_%d", i+1)
+	}
+	r.mark(MarkWarmStart)
+	if err := probe(labels); err != nil {
+		return fmt.Errorf("warm probes on agent %s: %w", agentM.Name, err)
+	}
+	r.mark(MarkWarmEnd)
+	r.nextSample(ctx, 2*time.Second)
+	return nil
+}
+
+// RenderDir rebuilds results.json and first_token_latency.md from a run
+// directory's events.jsonl. It is what `ttftlab report DIR` runs.
+func RenderDir(dir string) (*Results, error) {
+	events, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	res, err := Build(events)
+	if err != nil {
+		return nil, fmt.Errorf("build results from %s: %w", dir, err)
+	}
+	if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
+		return res, err
+	}
+	md := RenderMarkdown(res)
+	if err := writeFileAtomic(filepath.Join(dir, "first_token_latency.md"), []byte(md)); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// sanitizeOneLine keeps a string on one line for tables.
+func sanitizeOneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", "\\|")
+}

@@ -1,0 +1,135 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// GRPCDialer implements Dialer over gRPC. Plaintext is used only for
+// loopback addresses unless Insecure is set; TLS arrives with `ttftlab certs`.
+type GRPCDialer struct {
+	// Insecure allows plaintext to non-loopback addresses.
+	Insecure bool
+	// Token, when set, is sent as a bearer token.
+	Token string
+}
+
+var _ Dialer = GRPCDialer{}
+
+func (d GRPCDialer) dial(addr string) (*grpc.ClientConn, error) {
+	if err := CheckPlaintext(addr, d.Insecure); err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if d.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(d.Token)))
+	}
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return cc, nil
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// GPUNode connects to a gpunode.
+func (d GRPCDialer) GPUNode(_ context.Context, addr string) (GPUNode, io.Closer, error) {
+	cc, err := d.dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return GPUNodeClient{C: pb.NewGPUNodeServiceClient(cc)}, cc, nil
+}
+
+// Agent connects to an agent.
+func (d GRPCDialer) Agent(_ context.Context, addr string) (Agent, io.Closer, error) {
+	cc, err := d.dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return AgentClient{C: pb.NewAgentServiceClient(cc)}, cc, nil
+}
+
+// GPUNodeClient adapts the generated client to GPUNode.
+type GPUNodeClient struct{ C pb.GPUNodeServiceClient }
+
+// Info implements GPUNode.
+func (g GPUNodeClient) Info(ctx context.Context) (*pb.InfoResponse, error) {
+	return g.C.Info(ctx, &pb.InfoRequest{})
+}
+
+// StartEngine implements GPUNode.
+func (g GPUNodeClient) StartEngine(ctx context.Context, req *pb.StartEngineRequest) (*pb.EngineInfo, error) {
+	resp, err := g.C.StartEngine(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetEngine(), nil
+}
+
+// StopEngine implements GPUNode.
+func (g GPUNodeClient) StopEngine(ctx context.Context, req *pb.StopEngineRequest) (*pb.StopEngineResponse, error) {
+	return g.C.StopEngine(ctx, req)
+}
+
+// StreamSamples implements GPUNode.
+func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.HostSample)) error {
+	st, err := g.C.StreamSamples(ctx, &pb.StreamSamplesRequest{IntervalMs: interval.Milliseconds()})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		fn(m.GetSample())
+	}
+}
+
+// AgentClient adapts the generated client to Agent.
+type AgentClient struct{ C pb.AgentServiceClient }
+
+// RunProbe implements Agent.
+func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the agent's lease if we stop reading early.
+	st, err := a.C.RunProbe(ctx, req)
+	if err != nil {
+		return err
+	}
+	sawFinal := false
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if !sawFinal {
+					return errors.New("agent closed the stream without a final report")
+				}
+				return nil
+			}
+			return err
+		}
+		rep := m.GetReport()
+		sawFinal = sawFinal || rep.GetFinal()
+		if err := fn(rep); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package coordinator
+
+import (
+	"fmt"
+	"strings"
+)
+
+func fmtPtr(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+// RenderMarkdown renders first_token_latency.md, following the sections of
+// the user's template: Server Config, Single-Run Measurements, Warm-Run
+// Variance, Sanity Metrics and Observations, plus the cold-start phases.
+func RenderMarkdown(r *Results) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	p("# First-token latency: cold vs warm\n\n")
+	if r.Simulated {
+		p("> **Simulated engine.** These numbers come from `ttftlab sim`, a performance model of vLLM on the named GPU, not from a real GPU. Point ttftlab at a real vLLM server to measure one.\n\n")
+	}
+	p("Run `%s`, status **%s**", r.RunID, r.Status)
+	if !r.StartedAt.IsZero() {
+		p(", started %s", r.StartedAt.Format("2006-01-02 15:04:05 UTC"))
+	}
+	p(".\n\n")
+	if r.Error != "" {
+		p("**The run failed:** %s\n\n", sanitizeOneLine(r.Error))
+	}
+
+	p("## Server Config\n\n")
+	p("| item | value |\n|---|---|\n")
+	p("| MODEL | `%s` (served as `%s`) |\n", r.Engine.Model, r.Engine.ServedModelName)
+	p("| engine | %s, version %s |\n", orNA(r.Engine.Kind), orNA(r.Engine.Version))
+	p("| engine flags | `%s` |\n", sanitizeOneLine(strings.Join(r.Engine.Argv, " ")))
+	gpus := "none visible"
+	if len(r.Node.GPUs) > 0 {
+		gpus = strings.Join(r.Node.GPUs, "; ")
+	}
+	if !r.Node.NVMLAvailable {
+		gpus += " (" + orNA(r.Node.NVMLError) + ")"
+	} else if r.Node.Driver != "" {
+		gpus += ", driver " + r.Node.Driver
+	}
+	p("| GPU | %s |\n", sanitizeOneLine(gpus))
+	p("| OS / kernel | %s / %s |\n", orNA(r.Node.OS), orNA(r.Node.Kernel))
+	p("| host | %s, %d CPUs |\n", orNA(r.Node.Hostname), r.Node.CPUs)
+	p("| API / max_tokens | %s / %d |\n", r.Spec.API, r.Spec.MaxTokens)
+	p("| restart mode | %s |\n", r.Spec.ColdMode)
+	p("| spawn → ready | %.2f s |\n\n", r.Engine.ReadyS)
+
+	if len(r.Engine.Phases) > 0 {
+		p("### Cold-start phases\n\n")
+		p("| phase | start_s | end_s | duration_s | source | detail |\n|---|---:|---:|---:|---|---|\n")
+		for _, ph := range r.Engine.Phases {
+			p("| %s | %.2f | %.2f | %.2f | %s | %s |\n", ph.Name, ph.StartS, ph.EndS, ph.DurationS, ph.Source, sanitizeOneLine(ph.Detail))
+		}
+		p("\n")
+	}
+
+	p("## Single-Run Measurements (Cold vs Warm)\n\n")
+	p("| run | ttft_s | e2e_s | tokens | notes |\n|---|---:|---:|---:|---|\n")
+	for _, label := range []string{"cold_1", "warm_1"} {
+		run := runByLabel(r.Runs, label)
+		if run == nil {
+			p("| %s | n/a | n/a | n/a | not run |\n", label)
+			continue
+		}
+		p("| %s | %.4f | %.4f | %d | %s |\n", label, run.TTFTS, run.E2ES, run.OutputTokens, runNote(run))
+	}
+	p("\n")
+
+	p("## Warm-Run Variance (steady state)\n\n")
+	p("Prompt (%s API, max_tokens %d):\n\n> %s\n\n", r.Spec.API, r.Spec.MaxTokens, sanitizeOneLine(r.Spec.Prompt))
+	p("| run | ttft_s | e2e_s | tokens | notes |\n|---|---:|---:|---:|---|\n")
+	for _, run := range r.Runs {
+		if !strings.HasPrefix(run.Label, "warm_") {
+			continue
+		}
+		p("| %s | %.4f | %.4f | %d | %s |\n", strings.TrimPrefix(run.Label, "warm_"), run.TTFTS, run.E2ES, run.OutputTokens, runNote(&run))
+	}
+	p("\n")
+	if w := r.Warm; w != nil {
+		p("| statistic | ttft_s |\n|---|---:|\n")
+		p("| min | %.4f |\n| median | %.4f |\n| max | %.4f |\n| mean ± stddev | %.4f ± %.4f |\n\n", w.MinS, w.MedianS, w.MaxS, w.MeanS, w.StddevS)
+	} else {
+		p("No successful warm run.\n\n")
+	}
+
+	p("## Sanity Metrics\n\n")
+	s := r.Sanity
+	p("| metric | value |\n|---|---|\n")
+	gpuVal := func(v *float64, format string) string {
+		if v == nil {
+			return "not measured: " + strings.TrimPrefix(orNA(s.GPUNote), "not measured: ")
+		}
+		return fmt.Sprintf(format, *v)
+	}
+	p("| GPU memory before server start | %s |\n", gpuVal(s.GPUMemBeforeMiB, "%.0f MiB"))
+	p("| GPU memory after cold request | %s |\n", gpuVal(s.GPUMemAfterColdMiB, "%.0f MiB"))
+	if s.GPUUtilWarmPct != nil {
+		p("| GPU utilisation during warm probes | %.0f%% mean, %.0f%% max |\n", *s.GPUUtilWarmPct, *s.GPUUtilWarmMaxPct)
+	} else {
+		p("| GPU utilisation during warm probes | %s |\n", gpuVal(nil, ""))
+	}
+	p("| engine CPU, cold request | %s |\n", fmtPtr(s.CPUColdPct, "%.0f%%"))
+	p("| engine CPU, warm requests | %s |\n", fmtPtr(s.CPUWarmPct, "%.0f%%"))
+	p("\nCPU: %s. Samples taken: %d.\n\n", s.CPUNote, s.Samples)
+
+	if len(r.Histograms) > 0 {
+		p("### Merged agent histograms (ms)\n\n")
+		p("| metric | count | mean | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, m := range []string{"ttft", "e2e", "itl", "icl", "tpot"} {
+			if h, ok := r.Histograms[m]; ok && h.Count > 0 {
+				p("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", m, h.Count, h.Mean, h.P50, h.P90, h.P99, h.Max)
+			}
+		}
+		p("\n")
+	}
+
+	p("## Observations\n\n")
+	if len(r.Observations) == 0 {
+		p("- Nothing to observe: no request completed.\n")
+	}
+	for _, o := range r.Observations {
+		p("- %s\n", o)
+	}
+	for _, w := range r.Warnings {
+		p("- Warning: %s\n", w)
+	}
+	return b.String()
+}
+
+func orNA(s string) string {
+	if s == "" {
+		return "n/a"
+	}
+	return s
+}
+
+func runNote(r *Run) string {
+	if r.Error != "" {
+		return "error: " + sanitizeOneLine(r.Error)
+	}
+	return fmt.Sprintf("first byte %.4f s, prompt %d tokens", r.FirstByteS, r.PromptTokens)
+}

@@ -1,0 +1,539 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Results is what results.json holds. It is built from events.jsonl alone,
+// so it can be rebuilt at any time.
+type Results struct {
+	RunID      string      `json:"run_id"`
+	Status     string      `json:"status"`
+	Error      string      `json:"error,omitempty"`
+	Simulated  bool        `json:"simulated"`
+	StartedAt  time.Time   `json:"started_at"`
+	FinishedAt time.Time   `json:"finished_at"`
+	Spec       SpecFacts   `json:"spec"`
+	Node       NodeFacts   `json:"node"`
+	Engine     EngineFacts `json:"engine"`
+	Runs       []Run       `json:"runs"`
+	Warm       *WarmStats  `json:"warm,omitempty"`
+	Sanity     Sanity      `json:"sanity"`
+	// Histograms are the agents' interval histograms merged, per metric, in
+	// milliseconds.
+	Histograms   map[string]hdr.Summary   `json:"histograms_ms"`
+	Agents       map[string]AgentCoverage `json:"agents"`
+	Observations []string                 `json:"observations"`
+	Warnings     []string                 `json:"warnings,omitempty"`
+}
+
+// SpecFacts is the run's configuration as requested.
+type SpecFacts struct {
+	Profile   string          `json:"profile"`
+	Prompt    string          `json:"prompt"`
+	MaxTokens int             `json:"max_tokens"`
+	WarmRuns  int             `json:"warm_runs"`
+	API       string          `json:"api"`
+	ColdMode  string          `json:"cold_mode"`
+	Knobs     json.RawMessage `json:"knobs,omitempty"`
+}
+
+// NodeFacts describes the gpunode's host.
+type NodeFacts struct {
+	Hostname      string   `json:"hostname"`
+	OS            string   `json:"os"`
+	Kernel        string   `json:"kernel"`
+	NVMLAvailable bool     `json:"nvml_available"`
+	NVMLError     string   `json:"nvml_error,omitempty"`
+	Driver        string   `json:"driver,omitempty"`
+	GPUs          []string `json:"gpus"`
+	CPUs          int      `json:"cpus"`
+}
+
+// EngineFacts describes the engine and its start.
+type EngineFacts struct {
+	Kind            string   `json:"kind"`
+	Model           string   `json:"model"`
+	ServedModelName string   `json:"served_model_name"`
+	Version         string   `json:"version"`
+	BaseURL         string   `json:"base_url"`
+	Argv            []string `json:"argv"`
+	ReadyS          float64  `json:"ready_s"`
+	Phases          []Phase  `json:"phases"`
+	Simulated       bool     `json:"simulated"`
+}
+
+// Phase is one cold-start phase.
+type Phase struct {
+	Name      string  `json:"name"`
+	StartS    float64 `json:"start_s"`
+	EndS      float64 `json:"end_s"`
+	DurationS float64 `json:"duration_s"`
+	Source    string  `json:"source"`
+	Detail    string  `json:"detail,omitempty"`
+}
+
+// Run is one labelled request.
+type Run struct {
+	Label        string  `json:"label"`
+	Agent        string  `json:"agent"`
+	TTFTS        float64 `json:"ttft_s"`
+	E2ES         float64 `json:"e2e_s"`
+	FirstByteS   float64 `json:"first_byte_s"`
+	FirstChunkS  float64 `json:"first_chunk_s"`
+	OutputTokens int     `json:"output_tokens"`
+	PromptTokens int     `json:"prompt_tokens"`
+	SendUnixNano int64   `json:"send_unix_nano"`
+	Error        string  `json:"error,omitempty"`
+	Preview      string  `json:"output_preview,omitempty"`
+}
+
+// WarmStats summarise the warm runs' TTFT.
+type WarmStats struct {
+	N       int     `json:"n"`
+	MinS    float64 `json:"min_ttft_s"`
+	MedianS float64 `json:"median_ttft_s"`
+	MaxS    float64 `json:"max_ttft_s"`
+	MeanS   float64 `json:"mean_ttft_s"`
+	StddevS float64 `json:"stddev_ttft_s"`
+	// BandPct is half the min–max spread as a percentage of the median: the
+	// warm band is median ± BandPct.
+	BandPct float64 `json:"band_pct"`
+	// DriftS is the least-squares slope of TTFT over run index, in seconds per run.
+	DriftS   float64  `json:"drift_s_per_run"`
+	Outliers []string `json:"outliers"`
+}
+
+// Sanity holds the host and GPU sanity metrics. A nil value was not
+// measured; the matching note says why.
+type Sanity struct {
+	GPUMemBeforeMiB    *float64 `json:"gpu_mem_before_mib"`
+	GPUMemAfterColdMiB *float64 `json:"gpu_mem_after_cold_mib"`
+	GPUMemTotalMiB     *float64 `json:"gpu_mem_total_mib"`
+	GPUUtilWarmPct     *float64 `json:"gpu_util_warm_pct"`
+	GPUUtilWarmMaxPct  *float64 `json:"gpu_util_warm_max_pct"`
+	CPUColdPct         *float64 `json:"engine_cpu_cold_pct"`
+	CPUWarmPct         *float64 `json:"engine_cpu_warm_pct"`
+	GPUNote            string   `json:"gpu_note,omitempty"`
+	CPUNote            string   `json:"cpu_note,omitempty"`
+	Samples            int      `json:"samples"`
+}
+
+// AgentCoverage says what each agent delivered.
+type AgentCoverage struct {
+	Intervals int   `json:"intervals"`
+	Requests  int64 `json:"requests_ok"`
+	Failed    int64 `json:"requests_failed"`
+	Final     int   `json:"final_reports"`
+}
+
+var pjsonIn = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+type timedSample struct {
+	t int64
+	s *pb.HostSample
+}
+
+// Build turns a run's events into Results. It asserts that the merged
+// histogram counts equal the sum of the agents' counts.
+func Build(events []Event) (*Results, error) {
+	res := &Results{Status: "incomplete", Histograms: map[string]hdr.Summary{}, Agents: map[string]AgentCoverage{}}
+	marks := map[string]int64{}
+	var samples []timedSample
+	merged := hdr.Set{}
+	var perAgentCount = map[string]int64{}
+	for i, ev := range events {
+		switch ev.Kind {
+		case EventRunStart:
+			res.StartedAt = time.Unix(0, ev.T).UTC()
+			var s struct {
+				SpecFacts
+				RunID string          `json:"run_id"`
+				Knobs json.RawMessage `json:"knobs"`
+			}
+			if err := json.Unmarshal(ev.Data, &s); err != nil {
+				return nil, fmt.Errorf("event %d (run_start): %w", i+1, err)
+			}
+			res.RunID = s.RunID
+			res.Spec = s.SpecFacts
+			res.Spec.Knobs = s.Knobs
+		case EventNodeInfo:
+			var info pb.InfoResponse
+			if err := pjsonIn.Unmarshal(ev.Data, &info); err != nil {
+				return nil, fmt.Errorf("event %d (node_info): %w", i+1, err)
+			}
+			res.Node = NodeFacts{Hostname: info.GetHostname(), OS: info.GetOs(), Kernel: info.GetKernel(),
+				NVMLAvailable: info.GetNvmlAvailable(), NVMLError: info.GetNvmlError(), Driver: info.GetDriverVersion(), CPUs: int(info.GetCpuCount())}
+			for _, g := range info.GetGpus() {
+				res.Node.GPUs = append(res.Node.GPUs, fmt.Sprintf("%d: %s (%.1f GiB)", g.GetIndex(), g.GetName(), float64(g.GetMemoryTotalBytes())/(1<<30)))
+			}
+		case EventSample:
+			var s pb.HostSample
+			if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
+				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
+			}
+			t := s.GetUnixNano()
+			if t == 0 {
+				t = ev.T
+			}
+			samples = append(samples, timedSample{t: t, s: &s})
+		case EventMark:
+			var m markData
+			if err := json.Unmarshal(ev.Data, &m); err != nil {
+				return nil, fmt.Errorf("event %d (mark): %w", i+1, err)
+			}
+			marks[m.Name] = ev.T
+		case EventEngineReady:
+			var e pb.EngineInfo
+			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
+				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
+			}
+			res.Engine = EngineFacts{Kind: e.GetKind(), Model: e.GetModel(), ServedModelName: e.GetServedModelName(), Version: e.GetVersion(),
+				BaseURL: e.GetBaseUrl(), Argv: e.GetArgv(), ReadyS: e.GetReadyS(), Simulated: e.GetSimulated()}
+			for _, p := range e.GetPhases() {
+				res.Engine.Phases = append(res.Engine.Phases, Phase{Name: p.GetName(), StartS: p.GetStartS(), EndS: p.GetEndS(),
+					DurationS: p.GetDurationS(), Source: p.GetSource(), Detail: p.GetDetail()})
+			}
+			res.Simulated = e.GetSimulated()
+		case EventInterval:
+			var rep pb.IntervalReport
+			if err := pjsonIn.Unmarshal(ev.Data, &rep); err != nil {
+				return nil, fmt.Errorf("event %d (interval): %w", i+1, err)
+			}
+			cov := res.Agents[rep.GetAgentId()]
+			cov.Intervals++
+			cov.Requests += int64(rep.GetRequestsOk())
+			cov.Failed += int64(rep.GetRequestsFailed())
+			if rep.GetFinal() {
+				cov.Final++
+			}
+			res.Agents[rep.GetAgentId()] = cov
+			for _, eh := range rep.GetHistograms() {
+				h, err := hdr.Decode(eh.GetV2())
+				if err != nil {
+					return nil, fmt.Errorf("event %d: agent %s histogram %s: %w", i+1, rep.GetAgentId(), eh.GetMetric(), err)
+				}
+				if eh.GetMetric() == hdr.TTFT {
+					perAgentCount[rep.GetAgentId()] += h.Count()
+				}
+				merged.Get(eh.GetMetric()).Merge(h)
+			}
+			for _, rr := range rep.GetRequests() {
+				res.Runs = append(res.Runs, Run{Label: rr.GetLabel(), Agent: rep.GetAgentId(), TTFTS: rr.GetTtftS(), E2ES: rr.GetE2ES(),
+					FirstByteS: rr.GetFirstByteS(), FirstChunkS: rr.GetFirstChunkS(), OutputTokens: int(rr.GetOutputTokens()),
+					PromptTokens: int(rr.GetPromptTokens()), SendUnixNano: rr.GetSendUnixNano(), Error: rr.GetError(), Preview: rr.GetOutputPreview()})
+			}
+		case EventWarning:
+			var w struct{ Message string }
+			_ = json.Unmarshal(ev.Data, &w)
+			res.Warnings = append(res.Warnings, w.Message)
+		case EventRunEnd:
+			res.FinishedAt = time.Unix(0, ev.T).UTC()
+			var e struct{ Status, Error string }
+			if err := json.Unmarshal(ev.Data, &e); err != nil {
+				return nil, fmt.Errorf("event %d (run_end): %w", i+1, err)
+			}
+			res.Status, res.Error = e.Status, e.Error
+		}
+	}
+	// The merge must be lossless: merged count == Σ agents' counts.
+	var sum int64
+	for _, n := range perAgentCount {
+		sum += n
+	}
+	if h, ok := merged[hdr.TTFT]; ok && h.Count() != sum {
+		return nil, fmt.Errorf("merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", h.Count(), sum)
+	}
+	for m, h := range merged {
+		res.Histograms[m] = h.Summarize()
+	}
+	res.Warm = warmStats(res.Runs)
+	res.Sanity = sanity(samples, marks, res.Node)
+	res.Observations = observations(res)
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n == 0 {
+		return math.NaN()
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func warmStats(runs []Run) *WarmStats {
+	var xs []float64
+	var labels []string
+	for _, r := range runs {
+		if strings.HasPrefix(r.Label, "warm_") && r.Error == "" {
+			xs = append(xs, r.TTFTS)
+			labels = append(labels, r.Label)
+		}
+	}
+	if len(xs) == 0 {
+		return nil
+	}
+	w := &WarmStats{N: len(xs), MinS: xs[0], MaxS: xs[0], Outliers: []string{}}
+	var sum float64
+	for _, x := range xs {
+		w.MinS = math.Min(w.MinS, x)
+		w.MaxS = math.Max(w.MaxS, x)
+		sum += x
+	}
+	w.MeanS = sum / float64(len(xs))
+	w.MedianS = median(xs)
+	var ss float64
+	for _, x := range xs {
+		ss += (x - w.MeanS) * (x - w.MeanS)
+	}
+	if len(xs) > 1 {
+		w.StddevS = math.Sqrt(ss / float64(len(xs)-1))
+	}
+	if w.MedianS > 0 {
+		w.BandPct = (w.MaxS - w.MinS) / 2 / w.MedianS * 100
+	}
+	// Drift: least-squares slope over run index.
+	if n := float64(len(xs)); n > 1 {
+		var sx, sy, sxy, sxx float64
+		for i, y := range xs {
+			x := float64(i)
+			sx, sy, sxy, sxx = sx+x, sy+y, sxy+x*y, sxx+x*x
+		}
+		w.DriftS = (n*sxy - sx*sy) / (n*sxx - sx*sx)
+	}
+	// Outliers: further than 3 scaled MADs from the median, and at least 10%
+	// away (a MAD of nearly zero would otherwise flag noise).
+	dev := make([]float64, len(xs))
+	for i, x := range xs {
+		dev[i] = math.Abs(x - w.MedianS)
+	}
+	mad := 1.4826 * median(dev)
+	for i, x := range xs {
+		if d := math.Abs(x - w.MedianS); d > 3*mad && d > 0.1*w.MedianS {
+			w.Outliers = append(w.Outliers, labels[i])
+		}
+	}
+	return w
+}
+
+func ptr(v float64) *float64 { return &v }
+
+const mib = 1 << 20
+
+// sampleAt returns the first sample at or after t.
+func sampleAt(samples []timedSample, t int64) *pb.HostSample {
+	for _, s := range samples {
+		if s.t >= t {
+			return s.s
+		}
+	}
+	return nil
+}
+
+func window(samples []timedSample, from, to int64) []*pb.HostSample {
+	var out []*pb.HostSample
+	for _, s := range samples {
+		if s.t >= from && s.t <= to {
+			out = append(out, s.s)
+		}
+	}
+	return out
+}
+
+func gpuMemMiB(s *pb.HostSample) (float64, bool) {
+	if s == nil || len(s.GetGpus()) == 0 {
+		return 0, false
+	}
+	var used uint64
+	for _, g := range s.GetGpus() {
+		used += g.GetMemoryUsedBytes()
+	}
+	return float64(used) / mib, true
+}
+
+func sanity(samples []timedSample, marks map[string]int64, node NodeFacts) Sanity {
+	out := Sanity{Samples: len(samples)}
+	if len(samples) == 0 {
+		out.GPUNote = "not measured: the gpunode sent no samples during the run"
+		out.CPUNote = out.GPUNote
+		return out
+	}
+	nvmlOK := false
+	for _, s := range samples {
+		if len(s.s.GetGpus()) > 0 {
+			nvmlOK = true
+			break
+		}
+	}
+	if !nvmlOK {
+		reason := node.NVMLError
+		for _, s := range samples {
+			if e := s.s.GetNvmlError(); e != "" {
+				reason = e
+				break
+			}
+		}
+		if reason == "" {
+			reason = "the gpunode reported no GPUs"
+		}
+		out.GPUNote = "not measured: " + reason
+	} else {
+		if t, ok := marks[MarkBeforeEngine]; ok {
+			if v, ok := gpuMemMiB(sampleAt(samples, t)); ok {
+				out.GPUMemBeforeMiB = ptr(v)
+			}
+		}
+		if t, ok := marks[MarkColdEnd]; ok {
+			if s := sampleAt(samples, t); s != nil {
+				if v, ok := gpuMemMiB(s); ok {
+					out.GPUMemAfterColdMiB = ptr(v)
+				}
+				var tot uint64
+				for _, g := range s.GetGpus() {
+					tot += g.GetMemoryTotalBytes()
+				}
+				out.GPUMemTotalMiB = ptr(float64(tot) / mib)
+			}
+		}
+		if ws := window(samples, marks[MarkWarmStart], marks[MarkWarmEnd]); len(ws) > 0 {
+			var sum, max float64
+			var n int
+			for _, s := range ws {
+				for _, g := range s.GetGpus() {
+					u := float64(g.GetGpuUtilPercent())
+					sum += u
+					n++
+					max = math.Max(max, u)
+				}
+			}
+			if n > 0 {
+				out.GPUUtilWarmPct, out.GPUUtilWarmMaxPct = ptr(sum/float64(n)), ptr(max)
+			}
+		} else {
+			out.GPUNote = "GPU utilisation not measured: the warm window was shorter than one sampling interval"
+		}
+	}
+	cpuMean := func(from, to int64) (*float64, int) {
+		ws := window(samples, from, to)
+		var sum float64
+		var n int
+		for _, s := range ws {
+			if c := s.GetEngineCpuPercent(); c >= 0 {
+				sum += c
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, 0
+		}
+		return ptr(sum / float64(n)), n
+	}
+	var nCold, nWarm int
+	out.CPUColdPct, nCold = cpuMean(marks[MarkColdStart], marks[MarkColdEnd])
+	out.CPUWarmPct, nWarm = cpuMean(marks[MarkWarmStart], marks[MarkWarmEnd])
+	switch {
+	case nCold == 0 && nWarm == 0:
+		out.CPUNote = "not measured: no sample with a running engine fell inside the cold or warm windows"
+	case nCold == 0:
+		out.CPUNote = "cold CPU not measured: the cold request finished within one sampling interval"
+	case nWarm == 0:
+		out.CPUNote = "warm CPU not measured: the warm requests finished within one sampling interval"
+	default:
+		out.CPUNote = fmt.Sprintf("engine process tree, 100%% = one core; mean of %d cold and %d warm samples", nCold, nWarm)
+	}
+	return out
+}
+
+func runByLabel(runs []Run, label string) *Run {
+	for i := range runs {
+		if runs[i].Label == label {
+			return &runs[i]
+		}
+	}
+	return nil
+}
+
+func observations(res *Results) []string {
+	var out []string
+	cold := runByLabel(res.Runs, "cold_1")
+	w := res.Warm
+	if cold != nil && cold.Error == "" && w != nil && w.MedianS > 0 {
+		out = append(out, fmt.Sprintf("Cold TTFT is %.2f× the warm median (%.1f ms vs %.1f ms): the first request after a restart pays %.1f ms extra.",
+			cold.TTFTS/w.MedianS, cold.TTFTS*1000, w.MedianS*1000, (cold.TTFTS-w.MedianS)*1000))
+	}
+	if cold != nil && res.Engine.ReadyS > 0 && cold.Error == "" {
+		out = append(out, fmt.Sprintf("From spawn to first token after a restart: %.2f s (%.2f s to ready + %.3f s cold TTFT).",
+			res.Engine.ReadyS+cold.TTFTS, res.Engine.ReadyS, cold.TTFTS))
+	}
+	if w != nil {
+		out = append(out, fmt.Sprintf("Warm band: %.1f ms ± %.1f%% over %d runs (min %.1f, max %.1f ms); drift %+.2f ms per run.",
+			w.MedianS*1000, w.BandPct, w.N, w.MinS*1000, w.MaxS*1000, w.DriftS*1000))
+		if len(w.Outliers) > 0 {
+			out = append(out, "Outliers among the warm runs (more than 3 MADs and 10% from the median): "+strings.Join(w.Outliers, ", ")+".")
+		} else {
+			out = append(out, "No outliers among the warm runs (none more than 3 MADs and 10% from the median).")
+		}
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" {
+			out = append(out, fmt.Sprintf("%s failed: %s.", r.Label, r.Error))
+		}
+	}
+	if s := res.Sanity; s.GPUMemBeforeMiB != nil && s.GPUMemAfterColdMiB != nil {
+		out = append(out, fmt.Sprintf("The engine holds %.0f MiB of GPU memory after the cold request (before start: %.0f MiB).",
+			*s.GPUMemAfterColdMiB-*s.GPUMemBeforeMiB, *s.GPUMemBeforeMiB))
+	}
+	if res.Simulated {
+		out = append(out, "These figures come from ttftlab's simulated vLLM engine (a performance model), not from a real GPU.")
+	}
+	return out
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}
+
+// writeFileAtomic writes via a temporary file and a rename, so a reader
+// never sees half a report.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// CheckPlaintext refuses plaintext gRPC to a non-loopback address unless
+// insecure is set.
+func CheckPlaintext(addr string, insecure bool) error {
+	if insecure {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q is not host:port: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("refusing plaintext gRPC to non-loopback address %s: pass --insecure to allow it on a trusted network", addr)
+}
+
+// Server adapts a Coordinator to the generated CoordinatorService.
+type Server struct {
+	pb.UnimplementedCoordinatorServiceServer
+	c *Coordinator
+}
+
+// NewServer returns the gRPC adapter.
+func NewServer(c *Coordinator) *Server { return &Server{c: c} }
+
+// ListMembers implements CoordinatorService.
+func (s *Server) ListMembers(context.Context, *pb.ListMembersRequest) (*pb.ListMembersResponse, error) {
+	resp := &pb.ListMembersResponse{}
+	for _, m := range s.c.Members() {
+		resp.Members = append(resp.Members, &pb.Member{Name: m.Name, Role: string(m.Role), GrpcAddr: m.GRPCAddr, State: m.State, ProtocolVersion: m.Version})
+	}
+	return resp, nil
+}
+
+// RunBaseline implements CoordinatorService.
+func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreamingServer[pb.RunBaselineResponse]) error {
+	spec := BaselineSpec{
+		Profile: req.GetProfile(), Knobs: req.GetKnobs(), Prompt: req.GetPrompt(), MaxTokens: int(req.GetMaxTokens()),
+		WarmRuns: int(req.GetWarmRuns()), API: req.GetApi(), ColdMode: req.GetColdMode(), OutDir: req.GetOutDir(), RunID: req.GetRunId(),
+	}
+	if err := spec.withDefaults("x").Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var sendErr error
+	res, err := s.c.RunBaseline(st.Context(), spec, func(ev Event) {
+		if sendErr != nil {
+			return
+		}
+		sendErr = st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: spec.RunID, UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}})
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return status.Error(codes.Canceled, err.Error())
+		}
+		return status.Errorf(codes.Aborted, "run %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
+	}
+	return st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+}
