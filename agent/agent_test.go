@@ -1,0 +1,388 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ttftlab/ttftlab/internal/hdr"
+)
+
+func testSpec(base string) Spec {
+	return Spec{
+		RunID:       "run1",
+		AgentID:     "agent1",
+		Target:      Target{BaseURL: base, Model: "m", API: APIChat},
+		Workload:    Workload{Prompt: "hi", MaxTokens: 8},
+		Concurrency: 1,
+		Requests:    1,
+		Interval:    20 * time.Millisecond,
+	}
+}
+
+// collect runs spec and returns every report.
+func collect(t *testing.T, ctx context.Context, a *Agent, spec Spec) ([]Report, error) {
+	t.Helper()
+	var reps []Report
+	err := a.Run(ctx, spec, func(r Report) error {
+		reps = append(reps, r)
+		return nil
+	})
+	return reps, err
+}
+
+// merged decodes and merges every report's histograms.
+func merged(t *testing.T, reps []Report) hdr.Set {
+	t.Helper()
+	set := hdr.Set{}
+	for _, r := range reps {
+		if len(r.Histograms) != len(metrics) {
+			t.Fatalf("report %d has %d histograms, want %d", r.Seq, len(r.Histograms), len(metrics))
+		}
+		for _, h := range r.Histograms {
+			d, err := hdr.Decode(h.V2)
+			if err != nil {
+				t.Fatalf("report %d metric %s: %v", r.Seq, h.Metric, err)
+			}
+			set.Get(h.Metric).Merge(d)
+		}
+	}
+	return set
+}
+
+// checkSequence checks seq numbering, contiguous intervals and the final
+// flag, and returns the totals.
+func checkSequence(t *testing.T, reps []Report) (ok, failed uint64, errs map[string]uint64) {
+	t.Helper()
+	if len(reps) == 0 {
+		t.Fatal("no reports")
+	}
+	errs = map[string]uint64{}
+	for i, r := range reps {
+		if r.Seq != uint64(i) {
+			t.Errorf("report %d has seq %d", i, r.Seq)
+		}
+		if r.Final != (i == len(reps)-1) {
+			t.Errorf("report %d final=%v", i, r.Final)
+		}
+		if i > 0 && !r.Start.Equal(reps[i-1].End) {
+			t.Errorf("report %d starts at %v, previous ended at %v", i, r.Start, reps[i-1].End)
+		}
+		if r.End.Before(r.Start) {
+			t.Errorf("report %d ends before it starts", i)
+		}
+		if r.RunID != "run1" || r.AgentID != "agent1" {
+			t.Errorf("report %d ids %q %q", i, r.RunID, r.AgentID)
+		}
+		ok += r.OK
+		failed += r.Failed
+		for k, v := range r.ErrorsByKind {
+			errs[k] += v
+		}
+	}
+	if last := reps[len(reps)-1]; last.InFlight != 0 {
+		t.Errorf("final report has %d in flight", last.InFlight)
+	}
+	return ok, failed, errs
+}
+
+func TestRunLabelsInOrder(t *testing.T) {
+	f := newFakeServer(t, streamTokens(4, 10*time.Millisecond))
+	spec := testSpec(f.URL)
+	spec.Labels = []string{"cold_1", "warm_1", "warm_2", "warm_3", "warm_4"}
+	spec.Requests = len(spec.Labels)
+	reps, err := collect(t, context.Background(), New(DefaultConfig(), nil), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, failed, _ := checkSequence(t, reps)
+	if ok != 5 || failed != 0 {
+		t.Fatalf("ok %d failed %d, want 5, 0", ok, failed)
+	}
+	if len(reps) < 2 {
+		t.Errorf("%d reports; want several 20 ms intervals over a ≥200 ms run", len(reps))
+	}
+	var recs []Record
+	var tokens uint64
+	for _, r := range reps {
+		recs = append(recs, r.Records...)
+		tokens += r.OutputTokens
+	}
+	if tokens != 5*4 {
+		t.Errorf("output tokens %d, want 20", tokens)
+	}
+	if len(recs) != len(spec.Labels) {
+		t.Fatalf("%d records, want %d", len(recs), len(spec.Labels))
+	}
+	for i, rec := range recs {
+		if rec.Label != spec.Labels[i] || rec.Index != i {
+			t.Errorf("record %d is %q (index %d), want %q", i, rec.Label, rec.Index, spec.Labels[i])
+		}
+		if rec.Err != "" || rec.TTFT <= 0 || rec.E2E < rec.TTFT || rec.FirstChunk > rec.TTFT || rec.FirstByte > rec.FirstChunk ||
+			rec.OutputTokens != 4 || rec.PromptTokens != 7 || rec.UsageSource != UsageContinuous || rec.Preview != "t1 t2 t3 t4 " {
+			t.Errorf("record %d = %+v", i, rec)
+		}
+		if i > 0 && !rec.Send.After(recs[i-1].Send.Add(recs[i-1].E2E)) {
+			t.Errorf("record %d sent at %v before record %d ended", i, rec.Send, i-1)
+		}
+	}
+	f.mu.Lock()
+	maxOpen := f.maxOpen
+	f.mu.Unlock()
+	if maxOpen != 1 {
+		t.Errorf("server saw %d requests at once, want 1", maxOpen)
+	}
+	set := merged(t, reps)
+	for _, m := range []string{hdr.TTFT, hdr.E2E, hdr.TPOT} {
+		if got := set.Get(m).Count(); got != 5 {
+			t.Errorf("merged %s count %d, want 5 (one per request)", m, got)
+		}
+	}
+	if got := set.Get(hdr.ITL).Count(); got != 5*3 {
+		t.Errorf("merged itl count %d, want 15", got)
+	}
+	if got := set.Get(hdr.ICL).Count(); got != 5*3 {
+		t.Errorf("merged icl count %d, want 15", got)
+	}
+}
+
+func TestRunConcurrency(t *testing.T) {
+	f := newFakeServer(t, streamTokens(3, 5*time.Millisecond))
+	spec := testSpec(f.URL)
+	spec.Concurrency = 4
+	spec.Requests = 24
+	reps, err := collect(t, context.Background(), New(DefaultConfig(), nil), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, failed, _ := checkSequence(t, reps)
+	if ok != 24 || failed != 0 || f.requests.Load() != 24 {
+		t.Fatalf("ok %d failed %d server saw %d; want 24, 0, 24", ok, failed, f.requests.Load())
+	}
+	f.mu.Lock()
+	maxOpen := f.maxOpen
+	f.mu.Unlock()
+	if maxOpen > 4 || maxOpen < 2 {
+		t.Errorf("server saw at most %d at once, want 2..4", maxOpen)
+	}
+	if got := merged(t, reps).Get(hdr.TTFT).Count(); got != 24 {
+		t.Errorf("merged ttft count %d, want 24", got)
+	}
+	for _, r := range reps {
+		if len(r.Records) != 0 {
+			t.Fatalf("report %d has records without labels or Records", r.Seq)
+		}
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"message":"overloaded","type":"x","param":null,"code":503}}`))
+	})
+	spec := testSpec(f.URL)
+	spec.Requests = 8
+	spec.Concurrency = 2
+	spec.Records = true
+	reps, err := collect(t, context.Background(), New(DefaultConfig(), nil), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, failed, errs := checkSequence(t, reps)
+	if ok != 0 || failed != 8 || errs["http_503"] != 8 {
+		t.Errorf("ok %d failed %d errors %v; want 0, 8, http_503:8", ok, failed, errs)
+	}
+	var samples []string
+	var recs int
+	for _, r := range reps {
+		samples = append(samples, r.ErrorSamples...)
+		recs += len(r.Records)
+	}
+	if len(samples) != 5 || !strings.Contains(samples[0], "http_503: overloaded") {
+		t.Errorf("samples = %q, want 5 naming http_503: overloaded", samples)
+	}
+	if recs != 8 {
+		t.Errorf("%d records with Records set, want 8", recs)
+	}
+	if got := merged(t, reps).Get(hdr.TTFT).Count(); got != 0 {
+		t.Errorf("failed requests recorded %d TTFTs, want 0", got)
+	}
+}
+
+func TestRunCancelStopsLoad(t *testing.T) {
+	f := newFakeServer(t, streamTokens(1000, 10*time.Millisecond))
+	spec := testSpec(f.URL)
+	spec.Concurrency = 4
+	spec.Requests = 1000
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+
+	var mu sync.Mutex
+	var reps []Report
+	start := time.Now()
+	err := New(DefaultConfig(), nil).Run(ctx, spec, func(r Report) error {
+		mu.Lock()
+		defer mu.Unlock()
+		reps = append(reps, r)
+		return nil
+	})
+	took := time.Since(start)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	if took > time.Second {
+		t.Errorf("Run took %v after cancel at 200 ms, want prompt return", took)
+	}
+	sent := f.requests.Load()
+	time.Sleep(200 * time.Millisecond)
+	if after := f.requests.Load(); after != sent {
+		t.Errorf("server saw %d requests after Run returned, had %d", after, sent)
+	}
+	if sent != 4 {
+		t.Errorf("server saw %d requests, want the 4 first ones only", sent)
+	}
+	f.mu.Lock()
+	open := f.open
+	f.mu.Unlock()
+	if open != 0 {
+		t.Errorf("%d requests still open on the server", open)
+	}
+	_, failed, errs := checkSequence(t, reps)
+	if failed != 4 || errs[KindCanceled] != 4 {
+		t.Errorf("failed %d errors %v; want 4 canceled", failed, errs)
+	}
+}
+
+func TestRunBarrier(t *testing.T) {
+	var first time.Time
+	var once sync.Once
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { first = time.Now() })
+		streamTokens(1, 0)(w, r)
+	})
+	spec := testSpec(f.URL)
+	spec.Start = time.Now().Add(150 * time.Millisecond)
+	if _, err := collect(t, context.Background(), New(DefaultConfig(), nil), spec); err != nil {
+		t.Fatal(err)
+	}
+	if first.Before(spec.Start) {
+		t.Errorf("first request at %v, before the barrier %v", first, spec.Start)
+	}
+}
+
+func TestRunCancelDuringBarrier(t *testing.T) {
+	f := newFakeServer(t, streamTokens(1, 0))
+	spec := testSpec(f.URL)
+	spec.Start = time.Now().Add(time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	reps, err := collect(t, ctx, New(DefaultConfig(), nil), spec)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run = %v, want DeadlineExceeded", err)
+	}
+	if len(reps) != 1 || !reps[0].Final || f.requests.Load() != 0 {
+		t.Errorf("reports %+v, requests %d; want one empty final report and no load", reps, f.requests.Load())
+	}
+}
+
+func TestRunEmitErrorStops(t *testing.T) {
+	f := newFakeServer(t, streamTokens(1000, 5*time.Millisecond))
+	spec := testSpec(f.URL)
+	spec.Requests = 100
+	spec.Concurrency = 2
+	boom := errors.New("stream broken")
+	err := New(DefaultConfig(), nil).Run(context.Background(), spec, func(Report) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run = %v, want the emit error", err)
+	}
+	sent := f.requests.Load()
+	time.Sleep(100 * time.Millisecond)
+	if f.requests.Load() != sent || sent > 2 {
+		t.Errorf("server saw %d then %d requests; want load to stop at the first failed report", sent, f.requests.Load())
+	}
+}
+
+func TestRunRefusesBadSpecs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxConcurrency = 8
+	cfg.CheckTarget = func(base string) error {
+		if strings.Contains(base, "forbidden") {
+			return errors.New("not announced by any gpunode")
+		}
+		return nil
+	}
+	a := New(cfg, nil)
+	tests := []struct {
+		name   string
+		mutate func(*Spec)
+		want   error
+	}{
+		{"too much concurrency", func(s *Spec) { s.Concurrency = 9 }, ErrInvalidSpec},
+		{"target not allowed", func(s *Spec) { s.Target.BaseURL = "http://forbidden:8000" }, ErrTargetNotAllowed},
+		{"invalid", func(s *Spec) { s.Requests = 0 }, ErrInvalidSpec},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := testSpec("http://127.0.0.1:1")
+			tt.mutate(&spec)
+			called := false
+			err := a.Run(context.Background(), spec, func(Report) error { called = true; return nil })
+			if !errors.Is(err, tt.want) || called {
+				t.Errorf("Run = %v (emitted %v), want %v and no report", err, called, tt.want)
+			}
+		})
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Spec)
+		want   string // substring; empty means valid
+	}{
+		{"valid", func(*Spec) {}, ""},
+		{"empty api means chat", func(s *Spec) { s.Target.API = "" }, ""},
+		{"zero concurrency", func(s *Spec) { s.Concurrency = 0 }, "concurrency 0 is invalid: set concurrency ≥ 1"},
+		{"zero requests", func(s *Spec) { s.Requests = 0 }, "requests 0 is invalid: set requests ≥ 1"},
+		{"labels mismatch", func(s *Spec) { s.Labels = []string{"a", "b"} }, "labels has 2 names for 1 requests"},
+		{"no url", func(s *Spec) { s.Target.BaseURL = "" }, "target.base_url is empty"},
+		{"relative url", func(s *Spec) { s.Target.BaseURL = "localhost:8000" }, "not an absolute http(s) URL"},
+		{"no model", func(s *Spec) { s.Target.Model = "" }, "target.model is empty"},
+		{"bad api", func(s *Spec) { s.Target.API = "responses" }, `target.api "responses" is unknown`},
+		{"zero max tokens", func(s *Spec) { s.Workload.MaxTokens = 0 }, "workload.max_tokens 0 is invalid"},
+		{"negative temperature", func(s *Spec) { s.Workload.Temperature = -1 }, "workload.temperature -1 is invalid"},
+		{"negative interval", func(s *Spec) { s.Interval = -time.Second }, "interval -1s is negative"},
+		{"negative timeout", func(s *Spec) { s.Timeout = -time.Second }, "timeout -1s is negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := testSpec("http://127.0.0.1:8000")
+			tt.mutate(&s)
+			err := s.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalidSpec)):
+				t.Errorf("Validate = %v, want an ErrInvalidSpec containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Example of the record a failed labelled request carries.
+func TestRecordOfFailure(t *testing.T) {
+	res := Result{Send: time.Unix(100, 0), Done: time.Unix(101, 0), CachedTokens: -1,
+		Err: &Error{Kind: KindTruncated, Class: KindTruncated, Detail: "stream ended without [DONE]"}}
+	rec := newRecord(3, "warm_2", &res)
+	if rec.Err != "truncated: stream ended without [DONE]" || rec.ErrKind != KindTruncated || rec.E2E != time.Second || rec.TTFT != 0 {
+		t.Errorf("record = %+v", rec)
+	}
+	if s := errorSample(3, "warm_2", res.Err); s != fmt.Sprintf("request 3 (warm_2): %s", res.Err) {
+		t.Errorf("sample = %q", s)
+	}
+}

@@ -1,0 +1,925 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// API names accepted in Request.API and Target.API.
+const (
+	APICompletions = "completions"
+	APIChat        = "chat"
+)
+
+// Usage sources: where a Result's token counts come from.
+const (
+	// UsageContinuous means every chunk carried cumulative usage
+	// (stream_options.continuous_usage_stats), so each chunk's token count is
+	// exact.
+	UsageContinuous = "continuous"
+	// UsageFinal means only the final usage chunk was sent: the output token
+	// count is exact, but each content chunk counts as one token for ITL.
+	UsageFinal = "final"
+	// UsageCounted means no usage was sent: every token-bearing chunk counts
+	// as one token, and the output token count is the number of such chunks.
+	UsageCounted = "counted"
+)
+
+// Error kinds. HTTP errors use the kind "http_<code>" (for example http_400)
+// and the class KindHTTP4xx or KindHTTP5xx; every other error's class equals
+// its kind.
+const (
+	KindHTTP4xx         = "http_4xx"
+	KindHTTP5xx         = "http_5xx"
+	KindStreamError     = "stream_error"
+	KindTimeoutTTFT     = "timeout_ttft"
+	KindTimeoutTotal    = "timeout_total"
+	KindTruncated       = "truncated"
+	KindMalformedJSON   = "malformed_json"
+	KindConnectRefused  = "connect_refused"
+	KindConnectTimeout  = "connect_timeout"
+	KindConnectionReset = "connection_reset"
+	KindCanceled        = "canceled"
+	KindOther           = "other"
+)
+
+const (
+	// maxErrorBody bounds the error body kept in a Result.
+	maxErrorBody = 1 << 10
+	// previewBytes bounds Result.Preview.
+	previewBytes = 200
+	// defaultMaxLine bounds one SSE line; a longer line fails the request
+	// rather than exhausting memory.
+	defaultMaxLine = 64 << 20
+	// maxJSONBody bounds a non-streaming response body.
+	maxJSONBody = 64 << 20
+	// drainLimit and drainTimeout bound the read after [DONE] or an HTTP
+	// error that returns the connection to the pool.
+	drainLimit   = 64 << 10
+	drainTimeout = time.Second
+	// readerSize is the initial SSE read buffer; longer lines grow a
+	// separate buffer.
+	readerSize = 32 << 10
+	// maxChunkTokens caps the tokens one chunk may claim, so that a server
+	// reporting absurd usage cannot make ITL recording loop for long. Real
+	// chunks carry a handful of tokens.
+	maxChunkTokens = 1 << 16
+)
+
+var (
+	errTTFTTimeout  = errors.New("no token before the TTFT timeout")
+	errTotalTimeout = errors.New("request did not finish before the total timeout")
+	errDrain        = errors.New("drain after end of stream")
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// MaxConns is the number of keep-alive connections kept per host; size it
+	// to the concurrency. 0 means 64.
+	MaxConns int
+	// ConnectTimeout bounds the TCP (and TLS) connect. 0 means 10 s.
+	ConnectTimeout time.Duration
+	// TTFTTimeout cancels a request that has produced no token (content or
+	// reasoning) this long after it was sent. 0 means no separate limit.
+	TTFTTimeout time.Duration
+	// Timeout bounds a whole request, connect included. 0 means none.
+	Timeout time.Duration
+	// MaxLineBytes bounds one SSE line. 0 means 64 MiB.
+	MaxLineBytes int
+}
+
+// Client sends streaming OpenAI-compatible requests and times them. It holds
+// one http.Transport whose keep-alive connections are shared by all requests.
+// A Client is safe for concurrent use.
+type Client struct {
+	cfg     ClientConfig
+	tr      *http.Transport
+	hc      *http.Client
+	readers sync.Pool // *bufio.Reader
+}
+
+// NewClient returns a Client for cfg.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.MaxLineBytes <= 0 {
+		cfg.MaxLineBytes = defaultMaxLine
+	}
+	d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		// No proxy from the environment: load must go where the spec says.
+		Proxy:               nil,
+		DialContext:         d.DialContext,
+		TLSHandshakeTimeout: cfg.ConnectTimeout,
+		MaxIdleConns:        max(100, cfg.MaxConns),
+		MaxIdleConnsPerHost: cfg.MaxConns,
+		IdleConnTimeout:     90 * time.Second,
+		// Compression would let a gzip layer buffer chunks and skew timing.
+		DisableCompression: true,
+		ForceAttemptHTTP2:  false,
+	}
+	return &Client{
+		cfg: cfg,
+		tr:  tr,
+		hc: &http.Client{
+			Transport: tr,
+			// A redirected POST turns into a GET; report the 3xx instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// Close releases the Client's idle connections. Requests still running are
+// not affected.
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// Request is one completion request.
+type Request struct {
+	// BaseURL is the server's base URL, with or without a trailing /v1.
+	BaseURL string
+	// API is APICompletions or APIChat; empty means APIChat.
+	API         string
+	Model       string
+	Prompt      string
+	MaxTokens   int
+	IgnoreEOS   bool
+	Temperature float64
+	// Stream asks for SSE streaming; measurements always stream. Without it
+	// the whole body arrives at once and TTFT equals E2E.
+	Stream bool
+	APIKey string
+}
+
+// Mark is one token-bearing chunk: its arrival time since Result.Send and
+// the number of tokens it carried.
+type Mark struct {
+	At     time.Duration
+	Tokens int32
+	// Reasoning is set when the chunk carried only reasoning content.
+	Reasoning bool
+}
+
+// Result is one request's timings and counts. Timestamps come from
+// time.Now and carry the monotonic clock; a zero Time means the event did not
+// happen.
+type Result struct {
+	// Send is taken just before the request is handed to the transport, so
+	// it includes connecting when no idle connection is available.
+	Send time.Time
+	// Header is when the response headers arrived.
+	Header time.Time
+	// FirstChunk is the first SSE data line, including the chat role chunk.
+	FirstChunk time.Time
+	// FirstToken is the first chunk with non-empty text or delta.content.
+	FirstToken time.Time
+	// FirstReasoning is the first chunk with non-empty reasoning content.
+	FirstReasoning time.Time
+	// Last is the last token-bearing chunk (content or reasoning).
+	Last time.Time
+	// Done is [DONE], the end of the stream, or the failure.
+	Done time.Time
+
+	// Connected and Wrote are offsets from Send to the connection being
+	// obtained and the request being written (httptrace); Reused says
+	// whether the connection came from the keep-alive pool.
+	Connected time.Duration
+	Wrote     time.Duration
+	Reused    bool
+
+	Status       int
+	PromptTokens int
+	OutputTokens int
+	// CachedTokens is prompt_tokens_details.cached_tokens; -1 when absent.
+	CachedTokens int
+	// UsageSource is UsageContinuous, UsageFinal or UsageCounted.
+	UsageSource string
+	// Chunks counts SSE data lines, [DONE] excluded.
+	Chunks int
+	// Marks lists the token-bearing chunks in arrival order.
+	Marks        []Mark
+	FinishReason string
+	// Preview is the start of the generated content, at most 200 bytes.
+	Preview string
+
+	// Err is nil on success.
+	Err *Error
+}
+
+// OK reports whether the request succeeded.
+func (r *Result) OK() bool { return r.Err == nil }
+
+// TTFT returns FirstToken − Send, or 0 when no token arrived.
+func (r *Result) TTFT() time.Duration {
+	if r.FirstToken.IsZero() {
+		return 0
+	}
+	return r.FirstToken.Sub(r.Send)
+}
+
+// E2E returns Last − Send, or Done − Send when no token arrived.
+func (r *Result) E2E() time.Duration {
+	switch {
+	case !r.Last.IsZero():
+		return r.Last.Sub(r.Send)
+	case !r.Done.IsZero():
+		return r.Done.Sub(r.Send)
+	}
+	return 0
+}
+
+// firstGenerated returns the first token-bearing chunk of either kind.
+func (r *Result) firstGenerated() time.Time {
+	switch {
+	case r.FirstReasoning.IsZero():
+		return r.FirstToken
+	case r.FirstToken.IsZero() || r.FirstReasoning.Before(r.FirstToken):
+		return r.FirstReasoning
+	}
+	return r.FirstToken
+}
+
+// TPOT returns (Last − first generated token) / (OutputTokens − 1) and true
+// when OutputTokens ≥ 2. The first generated token is FirstToken unless
+// reasoning came first, since OutputTokens counts reasoning tokens too.
+func (r *Result) TPOT() (time.Duration, bool) {
+	first := r.firstGenerated()
+	if r.OutputTokens < 2 || first.IsZero() || r.Last.IsZero() {
+		return 0, false
+	}
+	return r.Last.Sub(first) / time.Duration(r.OutputTokens-1), true
+}
+
+// Error is a failed request's cause.
+type Error struct {
+	// Kind is one of the Kind constants, or "http_<code>".
+	Kind string
+	// Class is KindHTTP4xx or KindHTTP5xx for HTTP errors, else Kind.
+	Class string
+	// Status is the HTTP status, when there was one.
+	Status int
+	// Detail says what happened in a few words.
+	Detail string
+	// Body is the start of the error body or error chunk, at most 1 KiB.
+	Body string
+	// Err is the underlying transport error, if any.
+	Err error
+}
+
+// Error returns "kind: detail".
+func (e *Error) Error() string {
+	if e.Detail == "" {
+		return e.Kind
+	}
+	return e.Kind + ": " + e.Detail
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Do sends req and reads the whole response. It never panics and never
+// returns a nil-Send Result: every failure is described by Result.Err.
+func (c *Client) Do(ctx context.Context, req Request) (r Result) {
+	r.CachedTokens = -1
+	url, err := endpoint(req.BaseURL, req.API)
+	if err != nil {
+		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
+		return r
+	}
+	body, err := requestBody(req)
+	if err != nil {
+		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
+		return r
+	}
+	if c.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, c.cfg.Timeout, errTotalTimeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	var tr reqTrace
+	hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, tr.hooks()), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
+		return r
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if req.Stream {
+		hreq.Header.Set("Accept", "text/event-stream")
+	}
+	if req.APIKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+req.APIKey)
+	}
+
+	// One mark per token at most; capped so a huge max_tokens does not
+	// reserve memory up front.
+	r.Marks = make([]Mark, 0, min(max(req.MaxTokens, 1)+1, 4096))
+	r.Send = time.Now()
+	tr.base = r.Send
+	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes}
+	if c.cfg.TTFTTimeout > 0 {
+		s.ttft = time.AfterFunc(c.cfg.TTFTTimeout, func() { cancel(errTTFTTimeout) })
+		defer s.ttft.Stop()
+	}
+	defer tr.fill(&r)
+
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		r.Done = time.Now()
+		r.Err = classify(ctx, err, false)
+		return r
+	}
+	r.Header = time.Now()
+	r.Status = resp.StatusCode
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		r.Err = httpError(resp)
+		r.Done = time.Now()
+		drain(resp.Body, cancel)
+		return r
+	}
+
+	br := c.reader(resp.Body)
+	defer c.readers.Put(br)
+	if !req.Stream || isJSON(resp.Header.Get("Content-Type")) {
+		s.readJSON(ctx, br)
+		return r
+	}
+	if s.read(ctx, br) {
+		drain(br, cancel)
+	}
+	return r
+}
+
+func (c *Client) reader(body io.Reader) *bufio.Reader {
+	if br, ok := c.readers.Get().(*bufio.Reader); ok {
+		br.Reset(body)
+		return br
+	}
+	return bufio.NewReaderSize(body, readerSize)
+}
+
+// Models returns the model ids listed by the server's /v1/models.
+func (c *Client) Models(ctx context.Context, baseURL, apiKey string) ([]string, error) {
+	base, err := normalizeBase(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	if c.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/models", nil)
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		e := httpError(resp)
+		return nil, fmt.Errorf("list models: %w", e)
+	}
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("list models: decode %s/v1/models: %w", base, err)
+	}
+	ids := make([]string, 0, len(list.Data))
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	return ids, nil
+}
+
+// normalizeBase trims a trailing slash and /v1 from a base URL and checks
+// that it is an absolute http(s) URL.
+func normalizeBase(base string) (string, error) {
+	b := strings.TrimRight(strings.TrimSpace(base), "/")
+	b = strings.TrimSuffix(b, "/v1")
+	if !strings.HasPrefix(b, "http://") && !strings.HasPrefix(b, "https://") {
+		return "", fmt.Errorf("base URL %q is not an http(s) URL: use a URL such as http://127.0.0.1:8000", base)
+	}
+	return b, nil
+}
+
+func endpoint(base, api string) (string, error) {
+	b, err := normalizeBase(base)
+	if err != nil {
+		return "", err
+	}
+	switch api {
+	case APIChat, "":
+		return b + "/v1/chat/completions", nil
+	case APICompletions:
+		return b + "/v1/completions", nil
+	}
+	return "", fmt.Errorf("api %q is unknown: use %q or %q", api, APIChat, APICompletions)
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type streamOptions struct {
+	IncludeUsage         bool `json:"include_usage"`
+	ContinuousUsageStats bool `json:"continuous_usage_stats"`
+}
+
+type requestJSON struct {
+	Model         string         `json:"model"`
+	Prompt        *string        `json:"prompt,omitempty"`
+	Messages      []chatMessage  `json:"messages,omitempty"`
+	MaxTokens     int            `json:"max_tokens,omitempty"`
+	Temperature   float64        `json:"temperature"`
+	IgnoreEOS     bool           `json:"ignore_eos,omitempty"`
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options,omitempty"`
+}
+
+func requestBody(req Request) ([]byte, error) {
+	j := requestJSON{
+		Model:       req.Model,
+		MaxTokens:   req.MaxTokens,
+		Temperature: req.Temperature,
+		IgnoreEOS:   req.IgnoreEOS,
+		Stream:      req.Stream,
+	}
+	if req.API == APICompletions {
+		p := req.Prompt
+		j.Prompt = &p
+	} else {
+		j.Messages = []chatMessage{{Role: "user", Content: req.Prompt}}
+	}
+	if req.Stream {
+		j.StreamOptions = &streamOptions{IncludeUsage: true, ContinuousUsageStats: true}
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return b, nil
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// reqTrace records connection events as offsets from base. The hooks run on
+// transport goroutines, hence the atomics.
+type reqTrace struct {
+	base      time.Time
+	connected atomic.Int64
+	wrote     atomic.Int64
+	reused    atomic.Bool
+}
+
+func (t *reqTrace) hooks() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) {
+			t.connected.Store(int64(time.Since(t.base)))
+			t.reused.Store(info.Reused)
+		},
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			t.wrote.Store(int64(time.Since(t.base)))
+		},
+	}
+}
+
+func (t *reqTrace) fill(r *Result) {
+	r.Connected = time.Duration(t.connected.Load())
+	r.Wrote = time.Duration(t.wrote.Load())
+	r.Reused = t.reused.Load()
+}
+
+// drain reads what is left of a body, bounded in size and time, so that the
+// connection returns to the keep-alive pool.
+func drain(body io.Reader, cancel context.CancelCauseFunc) {
+	t := time.AfterFunc(drainTimeout, func() { cancel(errDrain) })
+	defer t.Stop()
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainLimit))
+}
+
+// httpError builds the Error for a non-2xx response, keeping the start of
+// the body.
+func httpError(resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	code := resp.StatusCode
+	e := &Error{
+		Kind:   fmt.Sprintf("http_%d", code),
+		Status: code,
+		Body:   clip(b, maxErrorBody),
+	}
+	switch {
+	case code >= 500:
+		e.Class = KindHTTP5xx
+	case code >= 400:
+		e.Class = KindHTTP4xx
+	default:
+		e.Class = KindOther
+	}
+	e.Detail = http.StatusText(code)
+	if msg := errorMessage(b); msg != "" {
+		e.Detail = msg
+	}
+	return e
+}
+
+// errorMessage extracts the message from the OpenAI error shapes:
+// {"error":{"message":...}}, {"error":"..."} and {"object":"error","message":...}.
+func errorMessage(b []byte) string {
+	var v struct {
+		Object  string          `json:"object"`
+		Message string          `json:"message"`
+		Error   json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		return ""
+	}
+	if len(v.Error) > 0 {
+		var o struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+		}
+		if json.Unmarshal(v.Error, &o) == nil && o.Message != "" {
+			return o.Message
+		}
+		var s string
+		if json.Unmarshal(v.Error, &s) == nil && s != "" {
+			return s
+		}
+	}
+	return v.Message
+}
+
+// classify maps a transport error to an Error. Cancellations are told apart
+// by the context's cause.
+func classify(ctx context.Context, err error, afterHeaders bool) *Error {
+	e := &Error{Err: err, Detail: err.Error()}
+	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
+		switch {
+		case errors.Is(cause, errTTFTTimeout):
+			e.Kind, e.Detail = KindTimeoutTTFT, cause.Error()
+		case errors.Is(cause, errTotalTimeout):
+			e.Kind, e.Detail = KindTimeoutTotal, cause.Error()
+		default:
+			e.Kind, e.Detail = KindCanceled, cause.Error()
+		}
+		e.Class = e.Kind
+		return e
+	}
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		e.Kind = KindConnectRefused
+	case errors.As(err, &oe) && oe.Op == "dial" && errors.As(err, &ne) && ne.Timeout():
+		e.Kind = KindConnectTimeout
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		e.Kind = KindConnectionReset
+	case afterHeaders && errors.Is(err, io.ErrUnexpectedEOF):
+		e.Kind = KindTruncated
+	case !afterHeaders && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		// The server closed the connection before answering.
+		e.Kind = KindConnectionReset
+	default:
+		e.Kind = KindOther
+	}
+	e.Class = e.Kind
+	return e
+}
+
+// chunkJSON is the part of a streamed chunk the client reads. One value is
+// reused for every chunk of a stream.
+type chunkJSON struct {
+	Object  string          `json:"object"`
+	Message string          `json:"message"`
+	Error   json.RawMessage `json:"error"`
+	Choices []choiceJSON    `json:"choices"`
+	Usage   *usageJSON      `json:"usage"`
+}
+
+type choiceJSON struct {
+	Text         string    `json:"text"`
+	Delta        deltaJSON `json:"delta"`
+	Message      deltaJSON `json:"message"`
+	FinishReason *string   `json:"finish_reason"`
+}
+
+type deltaJSON struct {
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content"`
+	Reasoning        string `json:"reasoning"`
+}
+
+type usageJSON struct {
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens *int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+func (c *chunkJSON) reset() {
+	c.Object, c.Message, c.Error = "", "", c.Error[:0]
+	// encoding/json decodes into the existing elements without zeroing
+	// them, so a field absent from this chunk would keep the last value.
+	clear(c.Choices[:cap(c.Choices)])
+	c.Choices = c.Choices[:0]
+	c.Usage = nil
+}
+
+func (c *chunkJSON) isError() bool {
+	return c.Object == "error" || (len(c.Error) > 0 && !bytes.Equal(c.Error, []byte("null")))
+}
+
+// stream is the state of one response being read.
+type stream struct {
+	r       *Result
+	ttft    *time.Timer // stopped at the first generated token
+	maxLine int
+	c       chunkJSON
+	event   string // the current SSE event name
+
+	gotToken   bool
+	continuous bool
+	usage      bool
+	cumAtMark  int // cumulative completion tokens at the last mark
+	counted    int
+	preview    []byte
+	doneSeen   bool
+}
+
+// read reads an SSE stream to [DONE], EOF or failure. It returns true when
+// [DONE] was seen and the rest of the body should be drained.
+func (s *stream) read(ctx context.Context, br *bufio.Reader) bool {
+	var long []byte // a line longer than the reader's buffer
+	for {
+		b, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if len(long)+len(b) > s.maxLine {
+				s.fail(time.Now(), &Error{Kind: KindOther, Class: KindOther,
+					Detail: fmt.Sprintf("SSE line longer than %d bytes", s.maxLine)})
+				return false
+			}
+			long = append(long, b...)
+			continue
+		}
+		if len(long) > 0 {
+			long = append(long, b...)
+			b = long
+		}
+		now := time.Now()
+		if len(b) > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			if stop := s.line(now, trimEOL(b)); stop {
+				return s.doneSeen
+			}
+		}
+		long = long[:0]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				s.fail(now, &Error{Kind: KindTruncated, Class: KindTruncated, Detail: "stream ended without [DONE]"})
+				return false
+			}
+			s.fail(now, classify(ctx, err, true))
+			return false
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b
+}
+
+var (
+	fieldData  = []byte("data")
+	fieldEvent = []byte("event")
+	doneMarker = []byte("[DONE]")
+)
+
+// line handles one SSE line and reports whether the stream is over.
+func (s *stream) line(now time.Time, b []byte) bool {
+	if len(b) == 0 {
+		s.event = "" // end of an event
+		return false
+	}
+	if b[0] == ':' {
+		return false // comment or keep-alive
+	}
+	field, value := b, []byte(nil)
+	if i := bytes.IndexByte(b, ':'); i >= 0 {
+		field, value = b[:i], b[i+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch {
+	case bytes.Equal(field, fieldEvent):
+		s.event = string(value)
+		return false
+	case !bytes.Equal(field, fieldData):
+		return false // id:, retry: and unknown fields
+	}
+	if s.r.FirstChunk.IsZero() {
+		s.r.FirstChunk = now
+	}
+	if bytes.Equal(bytes.TrimSpace(value), doneMarker) {
+		s.doneSeen = true
+		s.finish(now)
+		return true
+	}
+	s.r.Chunks++
+	if err := s.chunk(now, value); err != nil {
+		s.fail(now, err)
+		return true
+	}
+	return false
+}
+
+// chunk handles one data payload.
+func (s *stream) chunk(now time.Time, data []byte) *Error {
+	s.c.reset()
+	if err := json.Unmarshal(data, &s.c); err != nil {
+		return &Error{Kind: KindMalformedJSON, Class: KindMalformedJSON, Detail: err.Error(), Body: clip(data, maxErrorBody), Err: err}
+	}
+	if s.c.isError() || s.event == "error" {
+		msg := errorMessage(data)
+		if msg == "" {
+			msg = "error chunk in stream"
+		}
+		return &Error{Kind: KindStreamError, Class: KindStreamError, Detail: msg, Body: clip(data, maxErrorBody)}
+	}
+	s.observe(now, &s.c)
+	return nil
+}
+
+// observe folds one parsed chunk (or a whole non-streaming body) into the
+// result.
+func (s *stream) observe(now time.Time, c *chunkJSON) {
+	r := s.r
+	if u := c.Usage; u != nil {
+		s.usage = true
+		if len(c.Choices) > 0 {
+			s.continuous = true
+		}
+		r.PromptTokens = u.PromptTokens
+		r.OutputTokens = u.CompletionTokens
+		if d := u.PromptTokensDetails; d != nil && d.CachedTokens != nil {
+			r.CachedTokens = *d.CachedTokens
+		}
+	}
+	var content, reasoning bool
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		if ch.FinishReason != nil && *ch.FinishReason != "" {
+			r.FinishReason = *ch.FinishReason
+		}
+		for _, t := range [...]string{ch.Text, ch.Delta.Content, ch.Message.Content} {
+			if t != "" {
+				content = true
+				s.appendPreview(t)
+			}
+		}
+		if ch.Delta.ReasoningContent != "" || ch.Delta.Reasoning != "" ||
+			ch.Message.ReasoningContent != "" || ch.Message.Reasoning != "" {
+			reasoning = true
+		}
+	}
+	if !content && !reasoning {
+		return
+	}
+	if !s.gotToken {
+		s.gotToken = true
+		if s.ttft != nil {
+			s.ttft.Stop()
+		}
+	}
+	if content && r.FirstToken.IsZero() {
+		r.FirstToken = now
+	}
+	if reasoning && r.FirstReasoning.IsZero() {
+		r.FirstReasoning = now
+	}
+	r.Last = now
+	k := 1
+	if c.Usage != nil && len(c.Choices) > 0 {
+		// Continuous usage: the tokens since the previous mark, including
+		// any carried by chunks without text.
+		k = max(c.Usage.CompletionTokens-s.cumAtMark, 1)
+		s.cumAtMark = c.Usage.CompletionTokens
+	}
+	s.counted += k
+	r.Marks = append(r.Marks, Mark{At: now.Sub(r.Send), Tokens: int32(min(k, maxChunkTokens)), Reasoning: !content})
+}
+
+func (s *stream) appendPreview(t string) {
+	if len(s.preview) >= previewBytes {
+		return
+	}
+	s.preview = append(s.preview, t[:min(len(t), previewBytes-len(s.preview))]...)
+}
+
+// finish sets Done and the derived fields.
+func (s *stream) finish(now time.Time) {
+	r := s.r
+	if r.Done.IsZero() {
+		r.Done = now
+	}
+	switch {
+	case s.continuous:
+		r.UsageSource = UsageContinuous
+	case s.usage:
+		r.UsageSource = UsageFinal
+	default:
+		r.UsageSource = UsageCounted
+		r.OutputTokens = s.counted
+	}
+	r.Preview = validPrefix(s.preview)
+}
+
+func (s *stream) fail(now time.Time, e *Error) {
+	s.finish(now)
+	s.r.Err = e
+}
+
+// readJSON reads a non-streaming response body.
+func (s *stream) readJSON(ctx context.Context, br *bufio.Reader) {
+	b, err := io.ReadAll(io.LimitReader(br, maxJSONBody))
+	now := time.Now()
+	if err != nil {
+		s.finish(now)
+		s.r.Err = classify(ctx, err, true)
+		return
+	}
+	s.r.FirstChunk = now
+	s.r.Chunks = 1
+	if e := s.chunk(now, b); e != nil {
+		s.fail(now, e)
+		return
+	}
+	if s.usage {
+		// A non-streamed body's usage is final by construction.
+		s.continuous = false
+	}
+	s.finish(now)
+}
+
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return validPrefix(b)
+}
+
+// validPrefix returns b as valid UTF-8 without a trailing partial rune;
+// invalid bytes elsewhere become U+FFFD.
+func validPrefix(b []byte) string {
+	for i := 1; i <= utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				b = b[:len(b)-i]
+			}
+			break
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}

@@ -1,0 +1,542 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ttftlab/ttftlab/internal/hdr"
+)
+
+func TestChatRoleChunkDoesNotEndTTFT(t *testing.T) {
+	const pause = 150 * time.Millisecond
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.data(chatRole(0))
+		time.Sleep(pause)
+		s.data(chatContent("Hello", 1))
+		s.data(chatContent(" world", 2))
+		s.data(chatChunkJSON(`{"content":""}`, 3)) // finish chunk: no text
+		s.data(finalUsage(7, 3))
+		s.done()
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(f.URL))
+	wantOK(t, r)
+
+	if got := r.FirstChunk.Sub(r.Send); got >= pause {
+		t.Errorf("first chunk at %v, want before the %v pause", got, pause)
+	}
+	if got := r.TTFT(); got < pause {
+		t.Errorf("TTFT = %v, want ≥ %v: the role-only chunk must not count as a token", got, pause)
+	}
+	must(t, r.FirstToken.After(r.FirstChunk), "FirstToken %v not after FirstChunk %v", r.FirstToken, r.FirstChunk)
+	must(t, !r.Last.Before(r.FirstToken), "Last before FirstToken")
+	must(t, !r.Done.Before(r.Last), "Done before Last")
+	if r.OutputTokens != 3 || r.PromptTokens != 7 || r.UsageSource != UsageContinuous {
+		t.Errorf("tokens out=%d prompt=%d source=%q, want 3, 7, continuous", r.OutputTokens, r.PromptTokens, r.UsageSource)
+	}
+	if r.Preview != "Hello world" {
+		t.Errorf("Preview = %q, want %q", r.Preview, "Hello world")
+	}
+	if r.Chunks != 5 {
+		t.Errorf("Chunks = %d, want 5", r.Chunks)
+	}
+	if r.CachedTokens != -1 {
+		t.Errorf("CachedTokens = %d, want -1 when absent", r.CachedTokens)
+	}
+	if len(r.Marks) != 2 {
+		t.Fatalf("Marks = %+v, want 2 token-bearing chunks", r.Marks)
+	}
+
+	f.mu.Lock()
+	body := f.bodies[0]
+	f.mu.Unlock()
+	so, _ := body["stream_options"].(map[string]any)
+	if body["stream"] != true || so["include_usage"] != true || so["continuous_usage_stats"] != true {
+		t.Errorf("request body = %v, want stream with include_usage and continuous_usage_stats", body)
+	}
+	if _, ok := body["messages"]; !ok {
+		t.Errorf("chat request body has no messages: %v", body)
+	}
+}
+
+func TestCompletionsTTFT(t *testing.T) {
+	const pause = 80 * time.Millisecond
+	var path string
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		path = r.URL.Path
+		s := startSSE(w)
+		time.Sleep(pause)
+		s.data(completionText(" Paris", -1))
+		s.data(completionText(" is", -1))
+		s.data(`{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`)
+		s.done()
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	req := chatReq(f.URL + "/v1/")
+	req.API = APICompletions
+	r := c.Do(context.Background(), req)
+	wantOK(t, r)
+	if path != "/v1/completions" {
+		t.Errorf("path = %q, want /v1/completions (base URL with /v1/ must be normalised)", path)
+	}
+	if r.TTFT() < pause {
+		t.Errorf("TTFT = %v, want ≥ %v", r.TTFT(), pause)
+	}
+	if r.FirstChunk != r.FirstToken {
+		t.Errorf("completions have no role chunk: FirstChunk %v != FirstToken %v", r.FirstChunk, r.FirstToken)
+	}
+	if r.UsageSource != UsageFinal || r.OutputTokens != 2 || r.PromptTokens != 5 || r.CachedTokens != 4 {
+		t.Errorf("source=%q out=%d prompt=%d cached=%d, want final, 2, 5, 4", r.UsageSource, r.OutputTokens, r.PromptTokens, r.CachedTokens)
+	}
+	if r.Preview != " Paris is" {
+		t.Errorf("Preview = %q", r.Preview)
+	}
+}
+
+func TestContinuousUsageSplitsITL(t *testing.T) {
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.data(chatRole(0))
+		s.data(chatContent("a", 1))
+		time.Sleep(60 * time.Millisecond)
+		s.data(chatContent("bcd", 4)) // three tokens in one chunk
+		s.data(finalUsage(7, 4))
+		s.done()
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(f.URL))
+	wantOK(t, r)
+	if len(r.Marks) != 2 || r.Marks[0].Tokens != 1 || r.Marks[1].Tokens != 3 {
+		t.Fatalf("Marks = %+v, want tokens 1 then 3", r.Marks)
+	}
+	set := hdr.Set{}
+	recordMetrics(set, &r)
+	gap := r.Marks[1].At - r.Marks[0].At
+	itl, icl := set.Get(hdr.ITL).Summarize(), set.Get(hdr.ICL).Summarize()
+	if itl.Count != 3 || icl.Count != 1 {
+		t.Fatalf("ITL count %d, ICL count %d; want 3 and 1", itl.Count, icl.Count)
+	}
+	wantMS := float64(gap/3) / float64(time.Millisecond)
+	if math.Abs(itl.Max-wantMS) > wantMS*0.002+0.001 || math.Abs(itl.Min-wantMS) > wantMS*0.002+0.001 {
+		t.Errorf("ITL min/max = %v/%v ms, want %v ms (gap %v / 3)", itl.Min, itl.Max, wantMS, gap)
+	}
+	tpot, ok := r.TPOT()
+	if want := r.Last.Sub(r.FirstToken) / 3; !ok || tpot != want {
+		t.Errorf("TPOT = %v, %v; want %v", tpot, ok, want)
+	}
+	if set.Get(hdr.TTFT).Count() != 1 || set.Get(hdr.E2E).Count() != 1 || set.Get(hdr.TPOT).Count() != 1 {
+		t.Errorf("ttft/e2e/tpot counts = %d/%d/%d, want 1 each", set.Get(hdr.TTFT).Count(), set.Get(hdr.E2E).Count(), set.Get(hdr.TPOT).Count())
+	}
+}
+
+func TestTokenCountingFallbacks(t *testing.T) {
+	tests := []struct {
+		name       string
+		chunks     []string
+		wantSource string
+		wantOut    int
+	}{
+		{
+			name:       "no usage counts one token per content chunk",
+			chunks:     []string{chatRole(-1), chatContent("a", -1), chatContent("b", -1), chatContent("", -1), chatContent("c", -1)},
+			wantSource: UsageCounted,
+			wantOut:    3,
+		},
+		{
+			name:       "final usage only",
+			chunks:     []string{chatRole(-1), chatContent("ab", -1), chatContent("cd", -1), finalUsage(7, 4)},
+			wantSource: UsageFinal,
+			wantOut:    4,
+		},
+		{
+			name:       "continuous usage",
+			chunks:     []string{chatRole(0), chatContent("ab", 2), chatContent("cd", 4), finalUsage(7, 4)},
+			wantSource: UsageContinuous,
+			wantOut:    4,
+		},
+		{
+			name:       "completions without usage",
+			chunks:     []string{completionText("x", -1), completionText("y", -1)},
+			wantSource: UsageCounted,
+			wantOut:    2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				for _, c := range tt.chunks {
+					s.data(c)
+				}
+				s.done()
+			})
+			c := NewClient(ClientConfig{})
+			defer c.Close()
+			r := c.Do(context.Background(), chatReq(f.URL))
+			wantOK(t, r)
+			if r.UsageSource != tt.wantSource || r.OutputTokens != tt.wantOut {
+				t.Errorf("source %q, out %d; want %q, %d", r.UsageSource, r.OutputTokens, tt.wantSource, tt.wantOut)
+			}
+			if tt.wantSource != UsageContinuous {
+				for _, m := range r.Marks {
+					if m.Tokens != 1 {
+						t.Errorf("mark %+v: want 1 token per chunk without continuous usage", m)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestSSEFraming(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+	}{
+		{"CRLF line endings", "data: " + chatRole(0) + "\r\n\r\ndata: " + chatContent("hi", 1) + "\r\n\r\ndata: [DONE]\r\n\r\n"},
+		{"comments, event and id lines", ": keep-alive\n\nevent: message\nid: 1\ndata: " + chatContent("hi", 1) + "\n\nretry: 10\n:\ndata: [DONE]\n\n"},
+		{"no space after colon, no blank lines", "data:" + chatContent("hi", 1) + "\ndata:[DONE]\n"},
+		{"[DONE] without trailing newline", "data: " + chatContent("hi", 1) + "\n\ndata: [DONE]"},
+		{"unknown lines ignored", "garbage line\n\ndata: " + chatContent("hi", 1) + "\n\ndata: [DONE]\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+				startSSE(w).raw(tt.raw)
+			})
+			c := NewClient(ClientConfig{})
+			defer c.Close()
+			r := c.Do(context.Background(), chatReq(f.URL))
+			wantOK(t, r)
+			if r.Preview != "hi" || r.FirstToken.IsZero() {
+				t.Errorf("Preview %q FirstToken %v, want hi and set", r.Preview, r.FirstToken)
+			}
+		})
+	}
+}
+
+func TestLongSSELine(t *testing.T) {
+	big := strings.Repeat("x", 4<<20)
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.data(chatRole(0))
+		s.data(chatContent(big, 1))
+		s.data(chatContent("y", 2))
+		s.done()
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(f.URL))
+	wantOK(t, r)
+	if len(r.Marks) != 2 || r.OutputTokens != 2 {
+		t.Errorf("marks %d, out %d; want 2, 2", len(r.Marks), r.OutputTokens)
+	}
+	if len(r.Preview) != previewBytes {
+		t.Errorf("Preview length %d, want %d", len(r.Preview), previewBytes)
+	}
+}
+
+func TestReasoningTrackedSeparately(t *testing.T) {
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := startSSE(w)
+		s.data(chatRole(0))
+		s.data(chatChunkJSON(`{"reasoning_content":"think"}`, 1))
+		time.Sleep(50 * time.Millisecond)
+		s.data(chatContent("answer", 2))
+		s.done()
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(f.URL))
+	wantOK(t, r)
+	must(t, !r.FirstReasoning.IsZero() && r.FirstReasoning.Before(r.FirstToken), "FirstReasoning %v should precede FirstToken %v", r.FirstReasoning, r.FirstToken)
+	if r.Preview != "answer" {
+		t.Errorf("Preview = %q, want only content", r.Preview)
+	}
+	if tpot, ok := r.TPOT(); !ok || tpot != r.Last.Sub(r.FirstReasoning) {
+		t.Errorf("TPOT = %v, %v; want Last − FirstReasoning", tpot, ok)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		handler    func(w http.ResponseWriter, r *http.Request)
+		url        string // overrides the fake server
+		cfg        ClientConfig
+		ctx        func() (context.Context, context.CancelFunc)
+		wantKind   string
+		wantClass  string
+		wantDetail string
+		wantBody   string
+		maxElapsed time.Duration
+	}{
+		{
+			name: "mid-stream error chunk (0.10.1+)",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(chatRole(0))
+				s.data(chatContent("a", 1))
+				s.data(`{"error": {"message": "boom", "type": "BadRequestError", "param": null, "code": 400}}`)
+				s.done()
+			},
+			wantKind: KindStreamError, wantClass: KindStreamError, wantDetail: "boom", wantBody: `"boom"`,
+		},
+		{
+			name: "mid-stream error chunk (old shape)",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(chatRole(0))
+				s.data(`{"object": "error", "message": "old boom", "type": "BadRequestError", "param": null, "code": 400}`)
+				s.done()
+			},
+			wantKind: KindStreamError, wantClass: KindStreamError, wantDetail: "old boom",
+		},
+		{
+			name: "EOF without [DONE]",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(chatContent("a", 1))
+			},
+			wantKind: KindTruncated, wantClass: KindTruncated,
+		},
+		{
+			name: "connection cut mid-stream",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(chatContent("a", 1))
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+			},
+			wantKind: KindTruncated, wantClass: KindTruncated,
+		},
+		{
+			name: "connection closed before headers",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+			},
+			wantKind: KindConnectionReset, wantClass: KindConnectionReset,
+		},
+		{
+			name: "500 keeps the body",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusInternalServerError)
+				_, _ = w.Write([]byte(`{"error":{"message":"engine dead","type":"InternalServerError","param":null,"code":500}}`))
+			},
+			wantKind: "http_500", wantClass: KindHTTP5xx, wantDetail: "engine dead", wantBody: "engine dead",
+		},
+		{
+			name: "400 old body shape",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"object":"error","message":"This model's maximum context length is 4096 tokens.","type":"BadRequestError","param":null,"code":400}`))
+			},
+			wantKind: "http_400", wantClass: KindHTTP4xx, wantDetail: "maximum context length",
+		},
+		{
+			name: "401 string error",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = w.Write([]byte(`{"error":"Unauthorized"}`))
+			},
+			wantKind: "http_401", wantClass: KindHTTP4xx, wantDetail: "Unauthorized",
+		},
+		{
+			name: "error body truncated to 1 KiB",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusBadGateway)
+				_, _ = w.Write([]byte(strings.Repeat("z", 10000)))
+			},
+			wantKind: "http_502", wantClass: KindHTTP5xx, wantBody: strings.Repeat("z", maxErrorBody),
+		},
+		{
+			name: "malformed JSON chunk",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(`{"choices":[{"delta":{"content":"a"}`)
+				s.done()
+			},
+			wantKind: KindMalformedJSON, wantClass: KindMalformedJSON, wantBody: `{"choices"`,
+		},
+		{
+			name:     "connection refused",
+			url:      "refused",
+			wantKind: KindConnectRefused, wantClass: KindConnectRefused,
+		},
+		{
+			name: "TTFT timeout",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				s := startSSE(w)
+				s.data(chatRole(0))
+				select {
+				case <-time.After(5 * time.Second):
+				case <-r.Context().Done():
+				}
+			},
+			cfg:        ClientConfig{TTFTTimeout: 100 * time.Millisecond},
+			wantKind:   KindTimeoutTTFT,
+			wantClass:  KindTimeoutTTFT,
+			maxElapsed: 2 * time.Second,
+		},
+		{
+			name:       "total timeout after tokens",
+			handler:    streamTokens(100, 20*time.Millisecond),
+			cfg:        ClientConfig{TTFTTimeout: time.Second, Timeout: 150 * time.Millisecond},
+			wantKind:   KindTimeoutTotal,
+			wantClass:  KindTimeoutTotal,
+			maxElapsed: 2 * time.Second,
+		},
+		{
+			name:    "caller cancels",
+			handler: streamTokens(100, 20*time.Millisecond),
+			ctx: func() (context.Context, context.CancelFunc) {
+				return context.WithTimeout(context.Background(), 100*time.Millisecond)
+			},
+			wantKind:   KindCanceled,
+			wantClass:  KindCanceled,
+			maxElapsed: 2 * time.Second,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := tt.url
+			if url == "refused" {
+				url = refusedURL(t)
+			} else {
+				url = newFakeServer(t, tt.handler).URL
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			if tt.ctx != nil {
+				ctx, cancel = tt.ctx()
+			}
+			defer cancel()
+			c := NewClient(tt.cfg)
+			defer c.Close()
+			start := time.Now()
+			r := c.Do(ctx, chatReq(url))
+			elapsed := time.Since(start)
+			if r.Err == nil {
+				t.Fatalf("Do succeeded, want %s", tt.wantKind)
+			}
+			if r.Err.Kind != tt.wantKind || r.Err.Class != tt.wantClass {
+				t.Errorf("kind %q class %q, want %q %q (err: %v)", r.Err.Kind, r.Err.Class, tt.wantKind, tt.wantClass, r.Err)
+			}
+			if !strings.Contains(r.Err.Detail, tt.wantDetail) {
+				t.Errorf("detail %q, want it to contain %q", r.Err.Detail, tt.wantDetail)
+			}
+			if !strings.Contains(r.Err.Body, tt.wantBody) || len(r.Err.Body) > maxErrorBody {
+				t.Errorf("body %q (%d bytes), want ≤1 KiB containing %q", clip([]byte(r.Err.Body), 80), len(r.Err.Body), tt.wantBody)
+			}
+			if tt.maxElapsed > 0 && elapsed > tt.maxElapsed {
+				t.Errorf("took %v, want ≤ %v", elapsed, tt.maxElapsed)
+			}
+			if r.Done.IsZero() {
+				t.Errorf("Done not set on failure")
+			}
+		})
+	}
+}
+
+func TestKeepAliveReusesConnection(t *testing.T) {
+	f := newFakeServer(t, streamTokens(3, 0))
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	for i := range 3 {
+		r := c.Do(context.Background(), chatReq(f.URL))
+		wantOK(t, r)
+		if i > 0 && !r.Reused {
+			t.Errorf("request %d dialled a new connection; want the keep-alive one", i)
+		}
+		if r.Wrote <= 0 || r.Connected > r.Wrote {
+			t.Errorf("request %d: Connected %v, Wrote %v; want 0 ≤ Connected ≤ Wrote, Wrote > 0", i, r.Connected, r.Wrote)
+		}
+	}
+}
+
+func TestNonStreamingJSONBody(t *testing.T) {
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"total_tokens":8,"completion_tokens":5}}`))
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(f.URL)) // asked to stream, got JSON
+	wantOK(t, r)
+	if r.Preview != "whole" || r.OutputTokens != 5 || r.UsageSource != UsageFinal || r.FinishReason != "length" {
+		t.Errorf("got preview %q out %d source %q finish %q", r.Preview, r.OutputTokens, r.UsageSource, r.FinishReason)
+	}
+	if r.TTFT() != r.E2E() {
+		t.Errorf("TTFT %v != E2E %v for a non-streamed body", r.TTFT(), r.E2E())
+	}
+}
+
+func TestModels(t *testing.T) {
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/models" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"qwen","object":"model","owned_by":"vllm"}]}`))
+	})
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	ids, err := c.Models(context.Background(), f.URL+"/v1", "")
+	if err != nil || len(ids) != 1 || ids[0] != "qwen" {
+		t.Fatalf("Models = %v, %v; want [qwen]", ids, err)
+	}
+}
+
+func TestBadRequestNeverSends(t *testing.T) {
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	for _, req := range []Request{
+		{BaseURL: "ftp://x", Stream: true},
+		{BaseURL: "http://127.0.0.1:1", API: "embeddings", Stream: true},
+	} {
+		r := c.Do(context.Background(), req)
+		if r.Err == nil || r.Err.Kind != KindOther || !r.Send.IsZero() {
+			t.Errorf("Do(%+v) = %v, Send %v; want kind other before sending", req, r.Err, r.Send)
+		}
+	}
+}
+
+// FuzzStream feeds arbitrary bytes to the SSE reader: it must never panic,
+// and must always end with Done set and either [DONE] or an error.
+func FuzzStream(f *testing.F) {
+	f.Add([]byte("data: " + chatRole(0) + "\n\ndata: " + chatContent("hi", 1) + "\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":null}}],\"usage\":{\"completion_tokens\":-5}}\n"))
+	f.Add([]byte("data: {\"error\": 3}\n"))
+	f.Add([]byte("data: [1,2]\n:x\r\nevent: error\ndata: {}\n"))
+	f.Add([]byte("data: {\"choices\":[{\"text\":\"\\ud800\"}],\"usage\":{\"completion_tokens\":99999999999}}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := Result{Send: time.Now(), CachedTokens: -1}
+		s := stream{r: &r, maxLine: 1 << 20}
+		done := s.read(context.Background(), bufio.NewReaderSize(strings.NewReader(string(b)), 16))
+		if r.Done.IsZero() {
+			t.Fatalf("Done not set")
+		}
+		if !done && r.Err == nil {
+			t.Fatalf("stream ended without [DONE] and without error")
+		}
+		var e *Error
+		if r.Err != nil && !errors.As(error(r.Err), &e) {
+			t.Fatalf("bad error %v", r.Err)
+		}
+	})
+}
