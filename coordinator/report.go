@@ -22,6 +22,9 @@ func RenderMarkdown(r *Results) string {
 	if r.Simulated {
 		p("> **Simulated engine.** These numbers come from `ttftlab sim`, a performance model of vLLM on the named GPU, not from a real GPU. Point ttftlab at a real vLLM server to measure one.\n\n")
 	}
+	if r.Engine.StartupScale != 0 {
+		p("> **Test run: startup durations scaled by %g** (`--startup-scale`), so the phase times and spawn → ready below are not realistic.\n\n", r.Engine.StartupScale)
+	}
 	p("Run `%s`, status **%s**", r.RunID, r.Status)
 	if !r.StartedAt.IsZero() {
 		p(", started %s", r.StartedAt.Format("2006-01-02 15:04:05 UTC"))

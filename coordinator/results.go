@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,6 +73,9 @@ type EngineFacts struct {
 	ReadyS          float64  `json:"ready_s"`
 	Phases          []Phase  `json:"phases"`
 	Simulated       bool     `json:"simulated"`
+	// StartupScale is the sim's test-only --startup-scale when it is not 1:
+	// the phase durations are then not realistic.
+	StartupScale float64 `json:"startup_scale,omitempty"`
 }
 
 // Phase is one cold-start phase.
@@ -206,6 +210,7 @@ func Build(events []Event) (*Results, error) {
 					DurationS: p.GetDurationS(), Source: p.GetSource(), Detail: p.GetDetail()})
 			}
 			res.Simulated = e.GetSimulated()
+			res.Engine.StartupScale = startupScale(e.GetArgv())
 		case EventInterval:
 			var rep pb.IntervalReport
 			if err := pjsonIn.Unmarshal(ev.Data, &rep); err != nil {
@@ -536,4 +541,26 @@ func writeFileAtomic(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// startupScale returns the value of --startup-scale in argv, or 0 when it is
+// absent or 1.
+func startupScale(argv []string) float64 {
+	for i, a := range argv {
+		var v string
+		switch {
+		case a == "--startup-scale" && i+1 < len(argv):
+			v = argv[i+1]
+		case strings.HasPrefix(a, "--startup-scale="):
+			v = strings.TrimPrefix(a, "--startup-scale=")
+		default:
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f == 1 {
+			return 0
+		}
+		return f
+	}
+	return 0
 }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/grpc"
+)
+
+// service is one daemon's gRPC server plus its cluster membership.
+type service struct {
+	name string
+	gs   *grpc.Server
+	lis  net.Listener
+	mem  *membership.Node
+	done chan error
+}
+
+// serviceConfig holds the flags every daemon shares.
+type serviceConfig struct {
+	name     string
+	grpcAddr string
+	gossip   string
+	join     string
+	keyFile  string
+	key      []byte
+	insecure bool
+	fast     bool
+}
+
+func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.name, "name", string(role)+"-"+host, "unique node name in the cluster")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:0", "gRPC listen address (host:port; port 0 picks one)")
+	fs.StringVar(&c.gossip, "gossip-addr", "127.0.0.1:7946", "memberlist gossip address (host:port)")
+	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of existing members")
+	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
+	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC on non-loopback addresses")
+}
+
+func (c *serviceConfig) load() error {
+	if c.keyFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.keyFile)
+	if err != nil {
+		return fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("--gossip-key-file %s: not base64 (%v): write a key with `head -c 32 /dev/urandom | base64`", c.keyFile, err)
+	}
+	c.key = key
+	return nil
+}
+
+func newGossipKey() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return k
+}
+
+// startService listens, registers the gRPC services, serves, and joins the
+// cluster announcing the real gRPC address.
+func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc.Server), logger *slog.Logger) (*service, error) {
+	if err := coordinator.CheckPlaintext(cfg.grpcAddr, cfg.insecure); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	lis, err := net.Listen("tcp", cfg.grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--grpc-addr %s: %w", cfg.grpcAddr, err)
+	}
+	gs := grpc.NewServer()
+	registerFn(gs)
+	s := &service{name: cfg.name, gs: gs, lis: lis, done: make(chan error, 1)}
+	go func() { s.done <- gs.Serve(lis) }()
+
+	host, portStr, err := net.SplitHostPort(cfg.gossip)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("--gossip-addr %q is not host:port: %w", cfg.gossip, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		s.Close()
+		return nil, fmt.Errorf("--gossip-addr %q: port must be 0..65535", cfg.gossip)
+	}
+	mem, err := membership.New(membership.Config{
+		Name: cfg.name, BindAddr: host, BindPort: port, SecretKey: cfg.key, Fast: cfg.fast,
+		Meta: membership.Meta{Role: role, GRPCAddr: lis.Addr().String()},
+	}, logger)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.mem = mem
+	if cfg.join != "" {
+		if _, err := mem.Join(strings.Split(cfg.join, ",")); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("--join %s: %w", cfg.join, err)
+		}
+	}
+	return s, nil
+}
+
+// Close leaves the cluster, then stops the gRPC server.
+func (s *service) Close() error {
+	var errs []error
+	if s.mem != nil {
+		errs = append(errs, s.mem.Close())
+	}
+	s.gs.Stop()
+	if err := <-s.done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/gpunode"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/grpc"
+)
+
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// serveUntilDone blocks until ctx ends or the gRPC server fails.
+func serveUntilDone(ctx context.Context, s *service, logger *slog.Logger) error {
+	logger.Info("serving", "name", s.name, "grpc", s.lis.Addr().String(), "gossip", s.mem.Addr())
+	select {
+	case <-ctx.Done():
+		return s.Close()
+	case err := <-s.done:
+		s.done <- err
+		s.Close()
+		return fmt.Errorf("gRPC server stopped: %w", err)
+	}
+}
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sc serviceConfig
+	sc.register(fs, membership.RoleCoordinator)
+	out := fs.String("out", "results", "directory for results/<run>/")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := sc.load(); err != nil {
+		return err
+	}
+	logger := newLogger(stderr, *verbose)
+	cfg := coordinator.DefaultConfig()
+	cfg.OutDir = *out
+	var c *coordinator.Coordinator
+	var mem memberView
+	s, err := startService(sc, membership.RoleCoordinator, func(gs *grpc.Server) {
+		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure}, logger)
+		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
+	}, logger)
+	if err != nil {
+		return err
+	}
+	mem.n = s.mem
+	return serveUntilDone(ctx, s, logger)
+}
+
+// memberView defers to a membership node set after the gRPC server starts.
+type memberView struct{ n *membership.Node }
+
+func (m *memberView) Members() []membership.Member {
+	if m.n == nil {
+		return nil
+	}
+	return m.n.Members()
+}
+
+func (m *memberView) Changes() <-chan struct{} {
+	if m.n == nil {
+		return nil
+	}
+	return m.n.Changes()
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sc serviceConfig
+	sc.register(fs, membership.RoleAgent)
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := sc.load(); err != nil {
+		return err
+	}
+	logger := newLogger(stderr, *verbose)
+	a := agent.New(agent.DefaultConfig(), logger)
+	s, err := startService(sc, membership.RoleAgent, func(gs *grpc.Server) {
+		pb.RegisterAgentServiceServer(gs, agent.NewServer(a))
+	}, logger)
+	if err != nil {
+		return err
+	}
+	return serveUntilDone(ctx, s, logger)
+}
+
+func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gpunode", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sc serviceConfig
+	sc.register(fs, membership.RoleGPUNode)
+	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := sc.load(); err != nil {
+		return err
+	}
+	logger := newLogger(stderr, *verbose)
+	n, err := newGPUNode(*logDir, nil, logger)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	s, err := startService(sc, membership.RoleGPUNode, func(gs *grpc.Server) {
+		pb.RegisterGPUNodeServiceServer(gs, gpunode.NewServer(n))
+	}, logger)
+	if err != nil {
+		return err
+	}
+	return serveUntilDone(ctx, s, logger)
+}
+
+// newGPUNode builds a gpunode whose sim profile re-executes this binary.
+// simArgs are extra, locally configured arguments for the sim profile.
+func newGPUNode(logDir string, simArgs []string, logger *slog.Logger) (*gpunode.Node, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable for the sim profile: %w", err)
+	}
+	cfg := gpunode.DefaultConfig()
+	cfg.Profiles = gpunode.BuiltinProfiles(exe)
+	if len(simArgs) > 0 {
+		p := cfg.Profiles["sim"]
+		p.Command = append(append([]string(nil), p.Command...), simArgs...)
+		cfg.Profiles["sim"] = p
+	}
+	cfg.LogDir = logDir
+	cfg.SampleInterval = 100 * time.Millisecond
+	return gpunode.New(cfg, logger)
+}
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("report takes one run directory (results/<run>), got %d arguments", fs.NArg())
+	}
+	dir := fs.Arg(0)
+	if _, err := coordinator.RenderDir(dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rendered %s/results.json and %s/first_token_latency.md\n", dir, dir)
+	return nil
+}

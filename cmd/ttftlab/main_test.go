@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for the ttftlab binary: the
+// gpunode's sim profile re-executes os.Executable() with "sim", which here
+// is this test binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "sim" {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestUpRunsTheWholeBaseline runs `ttftlab up` in process: coordinator,
+// gpunode and two agents join one gossip cluster on loopback, the gpunode
+// spawns the simulated engine as a child process, and the report comes out.
+func TestUpRunsTheWholeBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns an engine")
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
+	}
+	dir := filepath.Join(out, "t1")
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Status string `json:"status"`
+		Runs   []struct {
+			Label        string  `json:"label"`
+			TTFTS        float64 `json:"ttft_s"`
+			E2ES         float64 `json:"e2e_s"`
+			OutputTokens int     `json:"output_tokens"`
+			Error        string  `json:"error"`
+		} `json:"runs"`
+		Engine struct {
+			ReadyS float64 `json:"ready_s"`
+			Phases []struct {
+				Name string `json:"name"`
+			} `json:"phases"`
+			Argv []string `json:"argv"`
+		} `json:"engine"`
+		Simulated bool `json:"simulated"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "ok" || !res.Simulated {
+		t.Fatalf("status %q simulated %v", res.Status, res.Simulated)
+	}
+	var labels []string
+	for _, r := range res.Runs {
+		labels = append(labels, r.Label)
+		if r.Error != "" || r.OutputTokens != 64 || r.TTFTS <= 0 || r.E2ES < r.TTFTS {
+			t.Errorf("run %+v: want no error, 64 tokens, 0 < ttft <= e2e", r)
+		}
+	}
+	if got := strings.Join(labels, ","); got != "cold_1,warm_1,warm_2,warm_3,warm_4" {
+		t.Errorf("runs %s", got)
+	}
+	if len(res.Runs) == 5 && res.Runs[0].TTFTS <= res.Runs[1].TTFTS {
+		t.Errorf("cold TTFT %.4f s is not above warm %.4f s", res.Runs[0].TTFTS, res.Runs[1].TTFTS)
+	}
+	if res.Engine.ReadyS <= 0 {
+		t.Errorf("engine.ready_s = %v", res.Engine.ReadyS)
+	}
+	phases := map[string]bool{}
+	for _, p := range res.Engine.Phases {
+		phases[p.Name] = true
+	}
+	for _, want := range []string{"load_weights", "memory_profile_kv_alloc", "ready"} {
+		if !phases[want] {
+			t.Errorf("engine.phases lacks %s: %v", want, res.Engine.Phases)
+		}
+	}
+	if !strings.Contains(strings.Join(res.Engine.Argv, " "), "--enforce-eager") {
+		t.Errorf("argv %v lacks --enforce-eager, the up default", res.Engine.Argv)
+	}
+	md := stdout.String()
+	for _, want := range []string{"## Server Config", "## Single-Run Measurements (Cold vs Warm)", "## Warm-Run Variance (steady state)",
+		"## Sanity Metrics", "## Observations", "Simulated engine", "startup durations scaled"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "events.jsonl")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestUpRejectsBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--agents", "0"}, "--agents 0"},
+		{[]string{"--max-model-len", "-1"}, "--max-model-len -1"},
+		{[]string{"--enforce-eager=maybe"}, `"maybe" is not a boolean`},
+		{[]string{"--sim-startup-scale", "0"}, "--sim-startup-scale 0"},
+		{[]string{"stray"}, `unexpected argument "stray"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			var stderr bytes.Buffer
+			_, err := parseUp(tt.args, &stderr)
+			if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
+				t.Errorf("err = %v (stderr %q), want it to mention %s", err, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"launch"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `unknown command "launch"`) {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/ttftlab/ttftlab/internal/sim"
+)
+
+// boolSetter is a bool flag that stores a fixed value into a shared
+// variable, so --enable-X and --no-enable-X (argparse's
+// BooleanOptionalAction) both work and the last one given wins.
+type boolSetter struct {
+	p   *bool
+	val bool
+}
+
+func (b boolSetter) String() string {
+	if b.p == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*b.p == b.val)
+}
+
+func (b boolSetter) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	if v {
+		*b.p = b.val
+	} else {
+		*b.p = !b.val
+	}
+	return nil
+}
+
+func (b boolSetter) IsBoolFlag() bool { return true }
+
+// runSim runs `ttftlab sim [MODEL] [flags]`: a simulated vLLM engine that
+// takes vLLM's `vllm serve` flag names, logs vLLM's lines to stdout and
+// serves vLLM's OpenAI API until ctx is done. A startup failure prints
+// vLLM's error text to stdout and returns an error (exit status 1).
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := sim.DefaultConfig()
+	fs := flag.NewFlagSet("ttftlab sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ttftlab sim [MODEL] [flags]\n\nA simulated vLLM engine (vLLM %s API, logs and /metrics).\nModels: %s\nGPUs: %s\n\nFlags:\n",
+			sim.Version, strings.Join(sim.ModelNames(), ", "), strings.Join(sim.GPUNames(), ", "))
+		fs.PrintDefaults()
+	}
+
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "model `name` (a built-in Hugging Face id, matched case-insensitively or by its last path element)")
+	fs.StringVar(&cfg.ServedModelName, "served-model-name", "", "`name` the API serves the model under (default: --model)")
+	fs.StringVar(&cfg.Host, "host", cfg.Host, "`address` to listen on")
+	fs.IntVar(&cfg.Port, "port", cfg.Port, "`port` to listen on (0 picks a free port, printed in the log)")
+	fs.IntVar(&cfg.MaxModelLen, "max-model-len", 0, "context length in `tokens` (default: the model's max_position_embeddings)")
+	fs.Float64Var(&cfg.GPUMemoryUtilization, "gpu-memory-utilization", cfg.GPUMemoryUtilization, "`fraction` of GPU memory vLLM may use, in (0, 1]")
+	fs.IntVar(&cfg.MaxNumSeqs, "max-num-seqs", 0, "maximum running `sequences` (0: 1024 on ≥70 GiB non-A100 GPUs, else 256)")
+	fs.IntVar(&cfg.MaxNumBatchedTokens, "max-num-batched-tokens", 0, "token budget per step (0: 8192 on ≥70 GiB non-A100 GPUs, else 2048)")
+	fs.BoolVar(&cfg.EnforceEager, "enforce-eager", false, "disable torch.compile and CUDA graphs")
+	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching (default on)")
+	fs.Var(boolSetter{&cfg.EnablePrefixCaching, false}, "no-enable-prefix-caching", "disable prefix caching")
+	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, true}, "enable-chunked-prefill", "accepted; vLLM V1 0.11 always chunks prefills")
+	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, false}, "no-enable-chunked-prefill", "accepted and ignored, as in vLLM V1 0.11")
+	fs.BoolVar(&cfg.EnablePromptTokensDetails, "enable-prompt-tokens-details", false, "report usage.prompt_tokens_details.cached_tokens")
+	fs.BoolVar(&cfg.DisableLogStats, "disable-log-stats", false, "do not log the periodic stats line")
+	fs.BoolVar(&cfg.DisableAccessLog, "disable-uvicorn-access-log", false, "do not log each HTTP request")
+	fs.Int64Var(&cfg.KVCacheMemoryBytes, "kv-cache-memory-bytes", 0, "KV cache size in `bytes`, skipping the memory profile (0: profile)")
+	fs.StringVar(&cfg.GPU, "gpu", cfg.GPU, "simulated `GPU`: "+strings.Join(sim.GPUNames(), ", "))
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "`directory` of the simulated page-cache and compile-cache state")
+	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
+	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
+	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")
+	fs.DurationVar(&cfg.FirstRequestDelay, "sim-first-request-delay", cfg.FirstRequestDelay, "lazy-initialisation `duration` the first engine step pays")
+
+	// `vllm serve MODEL [flags]`: accept the model as a leading positional.
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cfg.Model = args[0]
+		args = args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("sim: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("sim: unexpected argument %q; flags are --name value or --name=value", fs.Arg(0))
+	}
+	e, err := sim.New(cfg, stdout, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	if err := e.Run(ctx); err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return nil // interrupted during startup
+		}
+		return fmt.Errorf("sim: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/gpunode"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// upConfig is everything `ttftlab up` needs.
+type upConfig struct {
+	out       string
+	runID     string
+	warmRuns  int
+	agents    int
+	profile   string
+	api       string
+	prompt    string
+	maxTokens int
+	knobs     *pb.EngineKnobs
+	simArgs   []string
+	quiet     bool
+}
+
+// boolKnob is a flag that maps to an OptionalBool.
+type boolKnob struct{ v *pb.OptionalBool }
+
+func (b boolKnob) String() string {
+	if b.v == nil {
+		return ""
+	}
+	switch *b.v {
+	case pb.OptionalBool_OPTIONAL_BOOL_TRUE:
+		return "true"
+	case pb.OptionalBool_OPTIONAL_BOOL_FALSE:
+		return "false"
+	}
+	return ""
+}
+
+func (b boolKnob) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes", "on":
+		*b.v = pb.OptionalBool_OPTIONAL_BOOL_TRUE
+	case "false", "0", "no", "off":
+		*b.v = pb.OptionalBool_OPTIONAL_BOOL_FALSE
+	default:
+		return fmt.Errorf("%q is not a boolean: use true or false", s)
+	}
+	return nil
+}
+
+func (b boolKnob) IsBoolFlag() bool { return true }
+
+func parseUp(args []string, stderr io.Writer) (upConfig, error) {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := upConfig{knobs: &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}}
+	fs.StringVar(&c.out, "out", "results", "directory for results/<run>/")
+	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
+	fs.IntVar(&c.warmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
+	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
+	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on this host)")
+	fs.StringVar(&c.api, "api", "chat", "OpenAI API to probe: chat or completions")
+	fs.StringVar(&c.prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
+	fs.IntVar(&c.maxTokens, "max-tokens", 64, "max_tokens of each probe")
+	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	// Engine flags, typed and named as in vLLM.
+	fs.StringVar(&c.knobs.Model, "model", "Qwen/Qwen2.5-1.5B-Instruct", "model to serve")
+	fs.StringVar(&c.knobs.ServedModelName, "served-model-name", "", "name the engine serves the model as (default: --model)")
+	fs.StringVar(&c.knobs.Gpu, "gpu", "h200", "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	var mml, mns, mnbt int
+	fs.IntVar(&mml, "max-model-len", 0, "engine --max-model-len (0: engine default)")
+	fs.Float64Var(&c.knobs.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization (0: engine default 0.9)")
+	fs.IntVar(&mns, "max-num-seqs", 0, "engine --max-num-seqs (0: engine default)")
+	fs.IntVar(&mnbt, "max-num-batched-tokens", 0, "engine --max-num-batched-tokens (0: engine default)")
+	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (default true for a short demo; false runs compile and CUDA-graph capture)")
+	fs.Var(boolKnob{&c.knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
+	var startupScale float64
+	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: up takes only flags", fs.Arg(0))
+	}
+	for name, v := range map[string]int{"--max-model-len": mml, "--max-num-seqs": mns, "--max-num-batched-tokens": mnbt} {
+		if v < 0 {
+			return c, fmt.Errorf("%s %d is negative: use a positive value, or 0 for the engine default", name, v)
+		}
+	}
+	c.knobs.MaxModelLen, c.knobs.MaxNumSeqs, c.knobs.MaxNumBatchedTokens = int32(mml), int32(mns), int32(mnbt)
+	if c.agents < 1 || c.agents > 64 {
+		return c, fmt.Errorf("--agents %d is out of range: use 1..64", c.agents)
+	}
+	if startupScale <= 0 || startupScale > 10 {
+		return c, fmt.Errorf("--sim-startup-scale %g is out of range: use a value in (0, 10]", startupScale)
+	}
+	if startupScale != 1 {
+		c.simArgs = []string{"--startup-scale", fmt.Sprint(startupScale)}
+	}
+	if c.profile != "sim" {
+		c.knobs.Gpu = ""
+	}
+	return c, nil
+}
+
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseUp(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(io.Discard, false)
+	if os.Getenv("TTFTLAB_DEBUG") != "" {
+		logger = newLogger(stderr, true)
+	}
+	key := newGossipKey()
+	base := serviceConfig{grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", key: key, fast: true}
+
+	// Coordinator.
+	ccfg := coordinator.DefaultConfig()
+	ccfg.OutDir = cfg.out
+	ccfg.DiscoveryTimeout = 20 * time.Second
+	var mem memberView
+	csc := base
+	csc.name = "coordinator"
+	cs, err := startService(csc, membership.RoleCoordinator, func(gs *grpc.Server) {
+		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{}, logger)
+		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
+	}, logger)
+	if err != nil {
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	defer cs.Close()
+	mem.n = cs.mem
+	join := cs.mem.Addr()
+
+	// gpunode, owning the engine process.
+	node, err := newGPUNode(filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
+	if err != nil {
+		return fmt.Errorf("start gpunode: %w", err)
+	}
+	defer node.Close()
+	gsc := base
+	gsc.name, gsc.join = "gpunode-1", join
+	gsvc, err := startService(gsc, membership.RoleGPUNode, func(gs *grpc.Server) {
+		pb.RegisterGPUNodeServiceServer(gs, gpunode.NewServer(node))
+	}, logger)
+	if err != nil {
+		return fmt.Errorf("start gpunode: %w", err)
+	}
+	defer gsvc.Close()
+
+	// Agents.
+	for i := 1; i <= cfg.agents; i++ {
+		a := agent.New(agent.DefaultConfig(), logger)
+		asc := base
+		asc.name, asc.join = fmt.Sprintf("agent-%d", i), join
+		as, err := startService(asc, membership.RoleAgent, func(gs *grpc.Server) {
+			pb.RegisterAgentServiceServer(gs, agent.NewServer(a))
+		}, logger)
+		if err != nil {
+			return fmt.Errorf("start agent %d: %w", i, err)
+		}
+		defer as.Close()
+	}
+
+	// Drive the coordinator through its own gRPC API, as a remote CLI would.
+	cc, err := grpc.NewClient(cs.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to coordinator: %w", err)
+	}
+	defer cc.Close()
+	client := pb.NewCoordinatorServiceClient(cc)
+	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
+		cs.lis.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
+	st, err := client.RunBaseline(ctx, &pb.RunBaselineRequest{
+		Profile: cfg.profile, Knobs: cfg.knobs, Prompt: cfg.prompt, MaxTokens: int32(cfg.maxTokens),
+		WarmRuns: int32(cfg.warmRuns), Api: cfg.api, OutDir: cfg.out, RunId: cfg.runID,
+	})
+	if err != nil {
+		return fmt.Errorf("start baseline: %w", err)
+	}
+	start := time.Now()
+	var dir string
+	for {
+		resp, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		ev := resp.GetEvent()
+		if ev.GetKind() == "done" {
+			dir = ev.GetMessage()
+			continue
+		}
+		fmt.Fprintf(stderr, "[%6.2fs] %s\n", time.Since(start).Seconds(), describeEvent(ev))
+	}
+	if dir == "" {
+		return errors.New("baseline ended without naming its results directory")
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "first_token_latency.md"))
+	if err != nil {
+		return err
+	}
+	if !cfg.quiet {
+		fmt.Fprintf(stdout, "%s\n", md)
+	}
+	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,first_token_latency.md}\n", dir)
+	return nil
+}
+
+// describeEvent renders one progress line.
+func describeEvent(ev *pb.RunEvent) string {
+	data := ev.GetJson()
+	if len(data) > 160 {
+		data = data[:160] + "…"
+	}
+	return ev.GetKind() + " " + data
+}

@@ -1,0 +1,143 @@
+// Package deptest enforces the project's import rules (tailscale's
+// tstest/deptest style): the layering is checked, not hoped for.
+package deptest
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/ttftlab/ttftlab"
+
+type file struct {
+	pkg     string // directory relative to the module root
+	name    string
+	imports []string
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+// sources returns every non-test Go file of the module with its imports.
+func sources(t *testing.T) []file {
+	t.Helper()
+	root := repoRoot(t)
+	var out []file
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); strings.HasPrefix(n, ".") || n == "testdata" || n == "results" || n == "bin" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		fl := file{pkg: filepath.ToSlash(filepath.Dir(rel)), name: filepath.Base(rel)}
+		for _, im := range f.Imports {
+			p, _ := strconv.Unquote(im.Path.Value)
+			fl.imports = append(fl.imports, p)
+		}
+		out = append(out, fl)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 10 {
+		t.Fatalf("found only %d source files; the walk is broken", len(out))
+	}
+	return out
+}
+
+func TestOnlyGPUNodeImportsNVML(t *testing.T) {
+	for _, f := range sources(t) {
+		for _, im := range f.imports {
+			if strings.HasPrefix(im, "github.com/NVIDIA/go-nvml") && f.pkg != "gpunode" {
+				t.Errorf("%s/%s imports %s: only gpunode may import go-nvml", f.pkg, f.name, im)
+			}
+		}
+	}
+}
+
+func TestOnlyMembershipImportsMemberlist(t *testing.T) {
+	for _, f := range sources(t) {
+		for _, im := range f.imports {
+			if strings.HasPrefix(im, "github.com/hashicorp/memberlist") && f.pkg != "internal/membership" {
+				t.Errorf("%s/%s imports %s: only internal/membership may", f.pkg, f.name, im)
+			}
+		}
+	}
+}
+
+// TestOnlyAdaptersImportGRPC keeps domain logic free of gRPC: only the
+// generated code, the adapters (server.go, grpc.go) and the binary may import it.
+func TestOnlyAdaptersImportGRPC(t *testing.T) {
+	for _, f := range sources(t) {
+		allowed := f.pkg == "internal/gen/ttftlab/v1" || f.pkg == "cmd/ttftlab" || f.name == "server.go" || f.name == "grpc.go"
+		for _, im := range f.imports {
+			if (im == "google.golang.org/grpc" || strings.HasPrefix(im, "google.golang.org/grpc/")) && !allowed {
+				t.Errorf("%s/%s imports %s: move the gRPC code into the package's server.go or grpc.go adapter", f.pkg, f.name, im)
+			}
+		}
+	}
+}
+
+// TestAgentAndCoordinatorBuildWithoutCGO checks that neither reaches gpunode
+// (and so go-nvml and cgo) through the module's own packages.
+func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
+	graph := map[string][]string{}
+	for _, f := range sources(t) {
+		for _, im := range f.imports {
+			if strings.HasPrefix(im, module+"/") {
+				graph[f.pkg] = append(graph[f.pkg], strings.TrimPrefix(im, module+"/"))
+			}
+		}
+	}
+	for _, root := range []string{"agent", "coordinator", "internal/sim"} {
+		seen := map[string]bool{}
+		stack := []string{root}
+		for len(stack) > 0 {
+			p := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			stack = append(stack, graph[p]...)
+		}
+		if seen["gpunode"] {
+			t.Errorf("%s depends on gpunode, which pulls in go-nvml and cgo", root)
+		}
+	}
+}
