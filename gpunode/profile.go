@@ -1,0 +1,380 @@
+package gpunode
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"unicode"
+)
+
+// Engine kinds a Profile can have.
+const (
+	KindSim     = "sim"
+	KindVLLM    = "vllm"
+	KindCommand = "command"
+)
+
+// DefaultHost is the address engines listen on unless a profile says
+// otherwise. Engines are reached only from this host by default.
+const DefaultHost = "127.0.0.1"
+
+// Profile is one engine the node may run, from its local configuration. An
+// RPC picks a profile by name and sets Knobs; it can never change Command,
+// Env, Host or Port.
+type Profile struct {
+	Name string
+	// Kind is KindSim, KindVLLM or KindCommand.
+	Kind string
+	// Command is the executable and its leading arguments: "vllm" "serve"
+	// for vLLM, the ttftlab executable and "sim" for the simulator. For
+	// KindCommand it is the whole command line, in which the placeholders
+	// {host}, {port}, {model} and {served_model_name} are replaced by
+	// typed values.
+	Command []string
+	// Env is added to the node's environment for the engine.
+	Env map[string]string
+	// Defaults are the knobs used where a start request leaves one unset.
+	Defaults Knobs
+	// Host is the listen address; empty means DefaultHost.
+	Host string
+	// Port fixes the port; 0 means a free loopback port picked at start.
+	Port int
+}
+
+// Knobs are the typed, range-checked engine settings a start request may
+// change. The zero value of each field means "unset": the profile's
+// default, then the engine's own.
+type Knobs struct {
+	Model                string
+	ServedModelName      string
+	MaxModelLen          int
+	GPUMemoryUtilization float64
+	MaxNumSeqs           int
+	MaxNumBatchedTokens  int
+	EnforceEager         *bool
+	EnablePrefixCaching  *bool
+	EnableChunkedPrefill *bool
+	// GPU names a simulated GPU, such as "h200"; only the sim engine reads it.
+	GPU string
+}
+
+// Override returns k with every field that o sets replaced by o's value.
+func (k Knobs) Override(o Knobs) Knobs {
+	if o.Model != "" {
+		k.Model = o.Model
+	}
+	if o.ServedModelName != "" {
+		k.ServedModelName = o.ServedModelName
+	}
+	if o.MaxModelLen != 0 {
+		k.MaxModelLen = o.MaxModelLen
+	}
+	if o.GPUMemoryUtilization != 0 {
+		k.GPUMemoryUtilization = o.GPUMemoryUtilization
+	}
+	if o.MaxNumSeqs != 0 {
+		k.MaxNumSeqs = o.MaxNumSeqs
+	}
+	if o.MaxNumBatchedTokens != 0 {
+		k.MaxNumBatchedTokens = o.MaxNumBatchedTokens
+	}
+	if o.EnforceEager != nil {
+		k.EnforceEager = new(*o.EnforceEager)
+	}
+	if o.EnablePrefixCaching != nil {
+		k.EnablePrefixCaching = new(*o.EnablePrefixCaching)
+	}
+	if o.EnableChunkedPrefill != nil {
+		k.EnableChunkedPrefill = new(*o.EnableChunkedPrefill)
+	}
+	if o.GPU != "" {
+		k.GPU = o.GPU
+	}
+	return k
+}
+
+// Served returns the served model name: ServedModelName, else Model.
+func (k Knobs) Served() string {
+	if k.ServedModelName != "" {
+		return k.ServedModelName
+	}
+	return k.Model
+}
+
+// KnobError is a knob that failed validation. Its message names the field,
+// the value and the fix.
+type KnobError struct {
+	Field string
+	Value string
+	Fix   string
+}
+
+func (e *KnobError) Error() string {
+	return fmt.Sprintf("%s %s is invalid: %s", e.Field, e.Value, e.Fix)
+}
+
+// Knob limits.
+const (
+	MaxModelLenLimit         = 10_000_000
+	MaxNumSeqsLimit          = 65536
+	MaxNumBatchedTokensLimit = 10_000_000
+	maxNameLen               = 512
+)
+
+// ValidateSet checks the knobs that are set, leaving unset (zero) fields
+// alone. A start request is checked with it before the profile's defaults
+// are applied.
+func (k Knobs) ValidateSet() error {
+	var errs []error
+	if k.Model != "" {
+		errs = append(errs, checkName("model", k.Model))
+	}
+	if k.ServedModelName != "" {
+		errs = append(errs, checkName("served_model_name", k.ServedModelName))
+	}
+	if k.GPU != "" {
+		errs = append(errs, checkName("gpu", k.GPU))
+	}
+	errs = append(errs,
+		checkRange("max_model_len", k.MaxModelLen, MaxModelLenLimit),
+		checkRange("max_num_seqs", k.MaxNumSeqs, MaxNumSeqsLimit),
+		checkRange("max_num_batched_tokens", k.MaxNumBatchedTokens, MaxNumBatchedTokensLimit),
+	)
+	if u := k.GPUMemoryUtilization; u != 0 && !(u > 0 && u <= 1) {
+		errs = append(errs, &KnobError{
+			Field: "gpu_memory_utilization",
+			Value: strconv.FormatFloat(u, 'g', -1, 64),
+			Fix:   "must be in (0, 1], a fraction of GPU memory such as 0.9 (or 0 for the profile default)",
+		})
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks resolved knobs: every set field is in range, and Model is
+// set. Its errors are *KnobError values (joined when there are several).
+func (k Knobs) Validate() error {
+	var errs []error
+	if k.Model == "" {
+		errs = append(errs, &KnobError{Field: "model", Value: `""`, Fix: "set a model name or path, such as Qwen/Qwen2.5-1.5B-Instruct, or give the profile a default model"})
+	}
+	errs = append(errs, k.ValidateSet())
+	return errors.Join(errs...)
+}
+
+func checkRange(field string, v, limit int) error {
+	if v == 0 || (v >= 1 && v <= limit) {
+		return nil
+	}
+	return &KnobError{
+		Field: field,
+		Value: strconv.Itoa(v),
+		Fix:   fmt.Sprintf("must be between 1 and %d (or 0 for the profile default)", limit),
+	}
+}
+
+func checkName(field, v string) error {
+	bad := func(fix string) error { return &KnobError{Field: field, Value: strconv.Quote(v), Fix: fix} }
+	switch {
+	case len(v) > maxNameLen:
+		return bad(fmt.Sprintf("must be at most %d bytes long", maxNameLen))
+	case strings.HasPrefix(v, "-"):
+		return bad("must not start with '-'; give a model name or path such as Qwen/Qwen2.5-1.5B-Instruct")
+	case strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return bad("must not contain whitespace or control characters")
+	case strings.ContainsAny(v, "{}"):
+		return bad("must not contain '{' or '}'")
+	}
+	return nil
+}
+
+// BuiltinProfiles returns the profiles every node has: "sim" runs the
+// simulated engine as `exe sim`, and "vllm" runs `vllm serve`.
+func BuiltinProfiles(exe string) map[string]Profile {
+	return map[string]Profile{
+		"sim": {
+			Name:    "sim",
+			Kind:    KindSim,
+			Command: []string{exe, "sim"},
+			Defaults: Knobs{
+				Model:        "Qwen/Qwen2.5-1.5B-Instruct",
+				GPU:          "h200",
+				EnforceEager: new(true),
+			},
+		},
+		"vllm": {
+			Name:    "vllm",
+			Kind:    KindVLLM,
+			Command: []string{"vllm", "serve"},
+			// Python block-buffers stdout on a pipe; unbuffered output keeps
+			// the arrival times of log lines honest.
+			Env:      map[string]string{"PYTHONUNBUFFERED": "1"},
+			Defaults: Knobs{Model: "Qwen/Qwen2.5-1.5B-Instruct"},
+		},
+	}
+}
+
+// Validate checks the profile's own settings.
+func (p Profile) Validate() error {
+	switch p.Kind {
+	case KindSim, KindVLLM, KindCommand:
+	default:
+		return fmt.Errorf("profile %q: kind %q is unknown; use %q, %q or %q", p.Name, p.Kind, KindSim, KindVLLM, KindCommand)
+	}
+	if len(p.Command) == 0 || p.Command[0] == "" {
+		return fmt.Errorf("profile %q: command is empty; set the engine executable", p.Name)
+	}
+	if p.Port < 0 || p.Port > 65535 {
+		return fmt.Errorf("profile %q: port %d is out of range; use 1..65535, or 0 to pick a free port", p.Name, p.Port)
+	}
+	if err := p.Defaults.ValidateSet(); err != nil {
+		return fmt.Errorf("profile %q defaults: %w", p.Name, err)
+	}
+	return nil
+}
+
+func (p Profile) host() string {
+	if p.Host != "" {
+		return p.Host
+	}
+	return DefaultHost
+}
+
+// Argv returns the engine's command line for the resolved knobs k and the
+// port. It is built from typed values only. k should already be merged
+// with the profile's defaults (p.Defaults.Override(request)).
+func (p Profile) Argv(k Knobs, port int) ([]string, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	if port < 1 || port > 65535 {
+		return nil, fmt.Errorf("port %d is out of range; use 1..65535", port)
+	}
+	argv := slices.Clone(p.Command)
+	switch p.Kind {
+	case KindCommand:
+		return p.commandArgv(argv, k, port)
+	case KindVLLM:
+		argv = append(argv, k.Model)
+	case KindSim:
+		argv = append(argv, "--model", k.Model)
+	}
+	argv = append(argv, "--host", p.host(), "--port", strconv.Itoa(port), "--served-model-name", k.Served())
+	if k.MaxModelLen != 0 {
+		argv = append(argv, "--max-model-len", strconv.Itoa(k.MaxModelLen))
+	}
+	if k.GPUMemoryUtilization != 0 {
+		argv = append(argv, "--gpu-memory-utilization", strconv.FormatFloat(k.GPUMemoryUtilization, 'f', -1, 64))
+	}
+	if k.MaxNumSeqs != 0 {
+		argv = append(argv, "--max-num-seqs", strconv.Itoa(k.MaxNumSeqs))
+	}
+	if k.MaxNumBatchedTokens != 0 {
+		argv = append(argv, "--max-num-batched-tokens", strconv.Itoa(k.MaxNumBatchedTokens))
+	}
+	if k.EnforceEager != nil && *k.EnforceEager {
+		argv = append(argv, "--enforce-eager")
+	}
+	argv = appendBool(argv, "enable-prefix-caching", k.EnablePrefixCaching)
+	argv = appendBool(argv, "enable-chunked-prefill", k.EnableChunkedPrefill)
+	if p.Kind == KindSim && k.GPU != "" {
+		argv = append(argv, "--gpu", k.GPU)
+	}
+	return argv, nil
+}
+
+// appendBool appends argparse's BooleanOptionalAction form of a tri-state.
+func appendBool(argv []string, name string, v *bool) []string {
+	switch {
+	case v == nil:
+		return argv
+	case *v:
+		return append(argv, "--"+name)
+	default:
+		return append(argv, "--no-"+name)
+	}
+}
+
+func (p Profile) commandArgv(argv []string, k Knobs, port int) ([]string, error) {
+	// A generic server understands none of vLLM's knobs; refuse them rather
+	// than drop them silently.
+	unsupported := map[string]bool{
+		"max_model_len":          k.MaxModelLen != 0,
+		"gpu_memory_utilization": k.GPUMemoryUtilization != 0,
+		"max_num_seqs":           k.MaxNumSeqs != 0,
+		"max_num_batched_tokens": k.MaxNumBatchedTokens != 0,
+		"enforce_eager":          k.EnforceEager != nil,
+		"enable_prefix_caching":  k.EnablePrefixCaching != nil,
+		"enable_chunked_prefill": k.EnableChunkedPrefill != nil,
+		"gpu":                    k.GPU != "",
+	}
+	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
+		if unsupported[f] {
+			return nil, &KnobError{Field: f, Value: "(set)", Fix: fmt.Sprintf("profile %q runs a generic command that does not take this knob; leave it unset", p.Name)}
+		}
+	}
+	r := strings.NewReplacer(
+		"{host}", p.host(),
+		"{port}", strconv.Itoa(port),
+		"{model}", k.Model,
+		"{served_model_name}", k.Served(),
+	)
+	for i := range argv {
+		argv[i] = r.Replace(argv[i])
+	}
+	return argv, nil
+}
+
+// PortInUseError reports that an engine's port is taken.
+type PortInUseError struct {
+	Port int
+}
+
+func (e *PortInUseError) Error() string {
+	return fmt.Sprintf("port %d is already in use by another process; stop it or choose another port", e.Port)
+}
+
+// FreePort returns a free TCP port on host, found by listening on port 0.
+func FreePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// checkPortFree fails with *PortInUseError when something listens on
+// host:port, or when the port cannot be bound. vLLM binds with
+// SO_REUSEPORT, so a second vLLM could share the port silently; this check
+// is the only guard.
+func checkPortFree(host string, port int) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	if c, err := net.DialTimeout("tcp", dialable(addr, host, port), dialTimeout); err == nil {
+		c.Close()
+		return &PortInUseError{Port: port}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &PortInUseError{Port: port}
+		}
+		return fmt.Errorf("check port %d on %s: %w", port, host, err)
+	}
+	return l.Close()
+}
+
+// dialable turns a wildcard listen address into one a client can dial.
+func dialable(addr, host string, port int) string {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	return addr
+}

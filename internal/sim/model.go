@@ -1,0 +1,183 @@
+package sim
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Model is the part of a Hugging Face config.json that the simulator needs.
+// All built-in models are bf16 decoder-only transformers.
+type Model struct {
+	// Name is the Hugging Face repository id, e.g. "Qwen/Qwen2.5-1.5B-Instruct".
+	Name string
+	// Architecture is the HF architectures[0] entry, e.g. "Qwen2ForCausalLM".
+	Architecture string
+	// Layers is num_hidden_layers.
+	Layers int
+	// Hidden is hidden_size.
+	Hidden int
+	// Heads is num_attention_heads.
+	Heads int
+	// KVHeads is num_key_value_heads.
+	KVHeads int
+	// HeadDim is head_dim (hidden_size / num_attention_heads when absent).
+	HeadDim int
+	// FFN is intermediate_size.
+	FFN int
+	// Vocab is vocab_size.
+	Vocab int
+	// TiedEmbeddings is tie_word_embeddings: the lm_head shares the embedding.
+	TiedEmbeddings bool
+	// QKVBias reports whether the q, k and v projections carry a bias (Qwen2).
+	QKVBias bool
+	// MaxPositionEmbeddings is max_position_embeddings, vLLM's default max_model_len.
+	MaxPositionEmbeddings int
+	// SlidingWindow is the effective sliding window (0 when none); it only
+	// changes the per-request KV budget vLLM uses for "Maximum concurrency".
+	SlidingWindow int
+}
+
+// bytesPerParam is the size of one bf16 parameter or KV element.
+const bytesPerParam = 2
+
+// NonEmbeddingParams returns the parameter count of the transformer layers
+// and the final norm, excluding the embedding and the lm_head.
+func (m Model) NonEmbeddingParams() int64 {
+	d := int64(m.Hidden)
+	q := int64(m.Heads * m.HeadDim)
+	kv := int64(m.KVHeads * m.HeadDim)
+	perLayer := d*q + 2*d*kv + q*d + 3*d*int64(m.FFN) + 2*d
+	if m.QKVBias {
+		perLayer += q + 2*kv
+	}
+	return int64(m.Layers)*perLayer + d
+}
+
+// LMHeadParams returns V·d, the parameters the lm_head multiplies by per
+// sequence (read every step whether or not they are tied to the embedding).
+func (m Model) LMHeadParams() int64 { return int64(m.Vocab) * int64(m.Hidden) }
+
+// TotalParams returns the parameter count as Hugging Face reports it.
+func (m Model) TotalParams() int64 {
+	n := m.NonEmbeddingParams() + m.LMHeadParams()
+	if !m.TiedEmbeddings {
+		n += m.LMHeadParams()
+	}
+	return n
+}
+
+// WeightBytes returns the bf16 size of the weights, which is both the
+// safetensors payload read from disk and the GPU memory the weights take.
+func (m Model) WeightBytes() int64 { return m.TotalParams() * bytesPerParam }
+
+// KVBytesPerToken returns 2·L·kv_heads·head_dim·2 bytes: K and V for every
+// layer, in bf16.
+func (m Model) KVBytesPerToken() int64 {
+	return 2 * int64(m.Layers) * int64(m.KVHeads) * int64(m.HeadDim) * bytesPerParam
+}
+
+// builtinModels holds the real HF config numbers of the supported models.
+var builtinModels = []Model{
+	{Name: "Qwen/Qwen2.5-0.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 24, Hidden: 896, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "Qwen/Qwen2.5-1.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 1536, Heads: 12, KVHeads: 2, HeadDim: 128, FFN: 8960, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "Qwen/Qwen2.5-3B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 36, Hidden: 2048, Heads: 16, KVHeads: 2, HeadDim: 128, FFN: 11008, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "Qwen/Qwen2.5-7B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 3584, Heads: 28, KVHeads: 4, HeadDim: 128, FFN: 18944, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "microsoft/Phi-3-mini-4k-instruct", Architecture: "Phi3ForCausalLM", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 4096, SlidingWindow: 2047},
+	{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
+	{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
+	{Name: "meta-llama/Llama-3.1-8B-Instruct", Architecture: "LlamaForCausalLM", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, TiedEmbeddings: false, MaxPositionEmbeddings: 131072},
+}
+
+// ModelNames returns the names of the built-in models, sorted.
+func ModelNames() []string {
+	names := make([]string, len(builtinModels))
+	for i, m := range builtinModels {
+		names[i] = m.Name
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LookupModel finds a built-in model by its exact name, case-insensitively,
+// or by the last path element of name (so "/models/Qwen2.5-1.5B-Instruct"
+// and "qwen2.5-1.5b-instruct" both find Qwen/Qwen2.5-1.5B-Instruct).
+func LookupModel(name string) (Model, error) {
+	for _, m := range builtinModels {
+		if strings.EqualFold(m.Name, name) {
+			return m, nil
+		}
+	}
+	base := path.Base(strings.TrimRight(name, "/"))
+	for _, m := range builtinModels {
+		if strings.EqualFold(path.Base(m.Name), base) {
+			return m, nil
+		}
+	}
+	return Model{}, fmt.Errorf("--model %q: unknown model; accepted: %s", name, strings.Join(ModelNames(), ", "))
+}
+
+// GPU describes one accelerator: what torch reports as total memory and the
+// datasheet peaks the roofline uses.
+type GPU struct {
+	// Name is the canonical --gpu value, e.g. "h200".
+	Name string
+	// DeviceName is what torch.cuda.get_device_name returns.
+	DeviceName string
+	// Aliases are other accepted --gpu values.
+	Aliases []string
+	// TotalGiB is torch.cuda.mem_get_info's total, in GiB.
+	TotalGiB float64
+	// PeakFLOPS is the dense bf16 peak, in FLOP/s.
+	PeakFLOPS float64
+	// BandwidthBps is the HBM/GDDR bandwidth, in bytes/s.
+	BandwidthBps float64
+	// EtaMFU is the prefill model-FLOPs utilisation reached by vLLM.
+	EtaMFU float64
+	// IsA100 marks the A100 family, which vLLM's batch defaults single out.
+	IsA100 bool
+}
+
+// builtinGPUs holds the supported accelerators.
+var builtinGPUs = []GPU{
+	{Name: "a100-80g", DeviceName: "NVIDIA A100-SXM4-80GB", Aliases: []string{"a100", "a100-80gb", "a100-sxm4-80gb"}, TotalGiB: 79.15, PeakFLOPS: 312e12, BandwidthBps: 2.039e12, EtaMFU: 0.65, IsA100: true},
+	{Name: "h100-sxm", DeviceName: "NVIDIA H100 80GB HBM3", Aliases: []string{"h100", "h100-80g", "h100-80gb"}, TotalGiB: 79.19, PeakFLOPS: 989e12, BandwidthBps: 3.35e12, EtaMFU: 0.5},
+	{Name: "h200", DeviceName: "NVIDIA H200", Aliases: []string{"h200-141g", "h200-sxm"}, TotalGiB: 140.4, PeakFLOPS: 989e12, BandwidthBps: 4.8e12, EtaMFU: 0.5},
+	{Name: "l40s", DeviceName: "NVIDIA L40S", Aliases: []string{"l40-s"}, TotalGiB: 44.4, PeakFLOPS: 362e12, BandwidthBps: 0.864e12, EtaMFU: 0.5},
+	{Name: "l4", DeviceName: "NVIDIA L4", TotalGiB: 22.0, PeakFLOPS: 121e12, BandwidthBps: 0.3e12, EtaMFU: 0.5},
+}
+
+// GPUNames returns the canonical names of the built-in GPUs.
+func GPUNames() []string {
+	names := make([]string, len(builtinGPUs))
+	for i, g := range builtinGPUs {
+		names[i] = g.Name
+	}
+	return names
+}
+
+// LookupGPU finds a built-in GPU by name or alias, case-insensitively.
+func LookupGPU(name string) (GPU, error) {
+	for _, g := range builtinGPUs {
+		if strings.EqualFold(g.Name, name) {
+			return g, nil
+		}
+		for _, a := range g.Aliases {
+			if strings.EqualFold(a, name) {
+				return g, nil
+			}
+		}
+	}
+	return GPU{}, fmt.Errorf("--gpu %q: unknown GPU; accepted: %s", name, strings.Join(GPUNames(), ", "))
+}
+
+// batchDefaults returns vLLM's `vllm serve` defaults for max_num_batched_tokens
+// and max_num_seqs: 8192 / 1024 on GPUs with at least 70 GiB that are not
+// A100, otherwise 2048 / 256 (vllm/engine/arg_utils.py get_batch_defaults).
+func (g GPU) batchDefaults() (maxBatchedTokens, maxSeqs int) {
+	if g.TotalGiB >= 70 && !g.IsA100 {
+		return 8192, 1024
+	}
+	return 2048, 256
+}

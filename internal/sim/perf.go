@@ -1,0 +1,174 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+)
+
+// PerfParams are the coefficients of the per-step roofline (SIM-NOTES §5).
+// Zero efficiencies mean "derive from the GPU and the model".
+type PerfParams struct {
+	// EtaMFU is the fraction of peak FLOP/s a prefill reaches; 0 means the
+	// GPU's default (0.5 on H100/H200, 0.65 on A100).
+	EtaMFU float64
+	// EtaBW is the fraction of peak bandwidth a decode reaches; 0 means 0.65
+	// for hidden ≤ 2048, 0.75 for hidden ≤ 3072 and 0.80 above.
+	EtaBW float64
+	// TauLayer is the fixed per-layer cost of a CUDA-graph step (30 µs).
+	TauLayer time.Duration
+	// TauLayerEager is the per-layer kernel-launch cost of an eager step
+	// (--enforce-eager, or more than MaxCaptureSize tokens). Eager steps are
+	// launch-bound: their GPU time is at least Layers·TauLayerEager, which
+	// overlaps the roofline time. 220 µs makes batch-1 decode of
+	// Qwen2.5-1.5B on an H200 about 2.4× slower than with CUDA graphs.
+	TauLayerEager time.Duration
+	// TGPU0 is the fixed GPU cost per step: sampler and logits (0.15 ms).
+	TGPU0 time.Duration
+	// TStepCPU is the engine's CPU cost per step: schedule, prepare inputs,
+	// detokenize, stream (1.2 ms).
+	TStepCPU time.Duration
+	// TAPI is the API server's cost per request before it reaches the
+	// engine: HTTP, JSON, tokenisation (8 ms). It is part of the TTFT.
+	TAPI time.Duration
+	// MaxCaptureSize is the largest CUDA-graph batch (512). Steps are padded
+	// to the next capture size: 1, 2, 4, 8, then multiples of 8.
+	MaxCaptureSize int
+}
+
+// DefaultPerfParams returns the calibrated defaults of SIM-NOTES §5.
+func DefaultPerfParams() PerfParams {
+	return PerfParams{
+		TauLayer:       30 * time.Microsecond,
+		TauLayerEager:  220 * time.Microsecond,
+		TGPU0:          150 * time.Microsecond,
+		TStepCPU:       1200 * time.Microsecond,
+		TAPI:           8 * time.Millisecond,
+		MaxCaptureSize: 512,
+	}
+}
+
+func (p PerfParams) validate() error {
+	if p.EtaMFU < 0 || p.EtaMFU > 1 || p.EtaBW < 0 || p.EtaBW > 1 {
+		return fmt.Errorf("sim: efficiencies must be in [0, 1] (got mfu %v, bw %v)", p.EtaMFU, p.EtaBW)
+	}
+	if p.TauLayer < 0 || p.TauLayerEager < 0 || p.TGPU0 < 0 || p.TStepCPU < 0 || p.TAPI < 0 {
+		return fmt.Errorf("sim: step-time coefficients must not be negative")
+	}
+	if p.MaxCaptureSize < 0 {
+		return fmt.Errorf("sim: max capture size %d must not be negative", p.MaxCaptureSize)
+	}
+	return nil
+}
+
+// SeqWork is one sequence's share of an engine step: NewTokens tokens
+// computed now (a prefill chunk, or 1 for a decode) on top of Context tokens
+// whose KV is already cached.
+type SeqWork struct {
+	NewTokens int
+	Context   int
+}
+
+// PerfModel computes the wall-clock duration of one engine step from the
+// batch composition. It is immutable and safe for concurrent use.
+type PerfModel struct {
+	layers     float64
+	attnDim    float64 // H·hd
+	pne        float64 // non-embedding parameters
+	lmHead     float64 // V·d
+	kvTok      float64 // KV bytes per token
+	flops      float64 // η_mfu·F_peak
+	bw         float64 // η_bw·BW
+	tauGraph   float64 // seconds
+	tauEager   float64
+	tgpu0      float64
+	tcpu       float64
+	eager      bool
+	maxCapture int
+}
+
+// NewPerfModel returns the step-time model of model m on GPU g. With eager
+// set (--enforce-eager) no step uses CUDA graphs.
+func NewPerfModel(m Model, g GPU, p PerfParams, eager bool) *PerfModel {
+	mfu := p.EtaMFU
+	if mfu == 0 {
+		mfu = g.EtaMFU
+	}
+	bw := p.EtaBW
+	if bw == 0 {
+		switch {
+		case m.Hidden <= 2048:
+			bw = 0.65
+		case m.Hidden <= 3072:
+			bw = 0.75
+		default:
+			bw = 0.80
+		}
+	}
+	return &PerfModel{
+		layers:     float64(m.Layers),
+		attnDim:    float64(m.Heads * m.HeadDim),
+		pne:        float64(m.NonEmbeddingParams()),
+		lmHead:     float64(m.LMHeadParams()),
+		kvTok:      float64(m.KVBytesPerToken()),
+		flops:      mfu * g.PeakFLOPS,
+		bw:         bw * g.BandwidthBps,
+		tauGraph:   p.TauLayer.Seconds(),
+		tauEager:   p.TauLayerEager.Seconds(),
+		tgpu0:      p.TGPU0.Seconds(),
+		tcpu:       p.TStepCPU.Seconds(),
+		eager:      eager,
+		maxCapture: p.MaxCaptureSize,
+	}
+}
+
+// captureSize returns the CUDA-graph batch size n is padded to: 1, 2, 4, 8,
+// then the next multiple of 8.
+func captureSize(n int) int {
+	switch {
+	case n <= 1:
+		return 1
+	case n <= 2:
+		return 2
+	case n <= 4:
+		return 4
+	default:
+		return (n + 7) / 8 * 8
+	}
+}
+
+// StepTime returns T_step = T_gpu + t_step_cpu for one step over batch:
+//
+//	F     = 2·P_ne·N_tok + 2·V·d·N_seq + Σ 4·L·(H·hd)·n_i·(c_i + n_i/2)
+//	Bytes = 2·(P_ne + V·d) + kv_tok·Σ(c_i + n_i)
+//	T_gpu = max(Bytes/(η_bw·BW), F/(η_mfu·F_peak)) + L·τ_layer + t_gpu0   (CUDA graph)
+//	T_gpu = max(roofline + L·τ_layer, L·τ_eager) + t_gpu0                 (eager)
+//
+// A step runs in a CUDA graph unless the model is eager or it has more than
+// MaxCaptureSize tokens; a graphed step pads N_tok to the capture size (the
+// padding costs linear FLOPs only). An empty batch takes no time.
+func (p *PerfModel) StepTime(batch []SeqWork) time.Duration {
+	if len(batch) == 0 {
+		return 0
+	}
+	var nTok, ctx, attn float64
+	for _, s := range batch {
+		n, c := float64(s.NewTokens), float64(s.Context)
+		nTok += n
+		ctx += c + n
+		attn += n * (c + n/2)
+	}
+	nSeq := float64(len(batch))
+	graphed := !p.eager && int(nTok) <= p.maxCapture
+	linTok := nTok
+	if graphed {
+		linTok = float64(captureSize(int(nTok)))
+	}
+	f := 2*p.pne*linTok + 2*p.lmHead*nSeq + 4*p.layers*p.attnDim*attn
+	bytes := bytesPerParam*(p.pne+p.lmHead) + p.kvTok*ctx
+	roof := max(bytes/p.bw, f/p.flops) + p.layers*p.tauGraph
+	if !graphed {
+		roof = max(roof, p.layers*p.tauEager)
+	}
+	sec := roof + p.tgpu0 + p.tcpu
+	return time.Duration(sec * float64(time.Second))
+}

@@ -1,0 +1,435 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// GiB is 2^30 bytes.
+const GiB = 1 << 30
+
+// KVInputs are the inputs of vLLM V1's KV-capacity computation
+// (vllm/v1/worker/gpu_worker.py determine_available_memory and
+// vllm/v1/core/kv_cache_utils.py).
+type KVInputs struct {
+	TotalGiB        float64 // torch's total GPU memory
+	Utilization     float64 // --gpu-memory-utilization
+	WeightsGiB      float64 // "Model loading took"
+	ActivationGiB   float64 // torch peak increase during the profile run
+	NonTorchGiB     float64 // CUDA context, NCCL, cuBLAS
+	KVBytesPerToken int64   // all layers, K and V
+	MaxModelLen     int
+	// BlocksPerRequest is the KV blocks one max_model_len request needs
+	// (⌈max_model_len/16⌉ for full attention); nil means full attention.
+	BlocksPerRequest func(maxModelLen int) int
+	// KVCacheMemoryBytes, when > 0, replaces the profiled budget.
+	KVCacheMemoryBytes int64
+}
+
+// KVPlan is the KV-cache layout vLLM logs at startup.
+type KVPlan struct {
+	// RequestedGiB is total × utilisation.
+	RequestedGiB float64
+	// AvailableBytes is the KV budget ("Available KV cache memory").
+	AvailableBytes float64
+	// NumBlocks is num_gpu_blocks.
+	NumBlocks int
+	// Tokens is "GPU KV cache size" in tokens: NumBlocks × 16.
+	Tokens int
+	// MaxConcurrency is "Maximum concurrency for max_model_len tokens per request".
+	MaxConcurrency float64
+}
+
+// AvailableGiB returns the KV budget in GiB.
+func (p KVPlan) AvailableGiB() float64 { return p.AvailableBytes / GiB }
+
+// KVError is a KV-capacity startup failure; Error returns vLLM's exact
+// ValueError text.
+type KVError struct {
+	msg string
+}
+
+func (e *KVError) Error() string { return e.msg }
+
+// PlanKV applies vLLM V1's formula:
+//
+//	available  = util·total − weights − peak_activation − non_torch
+//	num_blocks = ⌊available / (16 · kv_bytes_per_token)⌋
+//	max_concurrency = num_blocks / blocks_per_max_len_request
+//
+// It fails, with vLLM's text, when nothing is left for the cache or when one
+// max_model_len request does not fit.
+func PlanKV(in KVInputs) (KVPlan, error) {
+	blocksFor := in.BlocksPerRequest
+	if blocksFor == nil {
+		blocksFor = func(n int) int { return cdiv(n, BlockSize) }
+	}
+	p := KVPlan{RequestedGiB: in.TotalGiB * in.Utilization}
+	if in.KVCacheMemoryBytes > 0 {
+		p.AvailableBytes = float64(in.KVCacheMemoryBytes)
+	} else {
+		p.AvailableBytes = math.Floor((p.RequestedGiB - in.WeightsGiB - in.ActivationGiB - in.NonTorchGiB) * GiB)
+	}
+	if p.AvailableBytes <= 0 {
+		return p, &KVError{msg: "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine."}
+	}
+	blockBytes := float64(BlockSize * in.KVBytesPerToken)
+	needed := float64(blocksFor(in.MaxModelLen)) * blockBytes
+	if needed > p.AvailableBytes {
+		// vLLM's estimate_max_model_len: binary search for the longest
+		// max_model_len that fits.
+		est := 0
+		for lo, hi := 1, in.MaxModelLen; lo <= hi; {
+			mid := (lo + hi) / 2
+			if float64(blocksFor(mid))*blockBytes <= p.AvailableBytes {
+				est, lo = mid, mid+1
+			} else {
+				hi = mid - 1
+			}
+		}
+		estMsg := ""
+		if est > 0 {
+			estMsg = fmt.Sprintf("Based on the available memory, the estimated maximum model length is %d.", est)
+		}
+		return p, &KVError{msg: fmt.Sprintf("To serve at least one request with the models's max seq len (%d), (%.2f GiB KV cache is needed, which is larger than the available KV cache memory (%.2f GiB). %s Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+			in.MaxModelLen, needed/GiB, p.AvailableBytes/GiB, estMsg)}
+	}
+	p.NumBlocks = int(p.AvailableBytes / blockBytes)
+	p.Tokens = p.NumBlocks * BlockSize
+	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksFor(in.MaxModelLen))
+	return p, nil
+}
+
+// peakActivationBytes models the torch peak of vLLM's profile run with
+// max_num_batched_tokens dummy tokens and max_num_seqs sampled sequences:
+// per token the MLP's gate/up output and a few hidden-size buffers
+// (4·ffn + 8·d bytes), plus fp32 logits and probabilities for every
+// sequence (8·vocab bytes). About 1.5 GiB for Qwen2.5-1.5B at 8192 tokens.
+func peakActivationBytes(m Model, maxBatchedTokens, maxSeqs int) float64 {
+	return float64(maxBatchedTokens)*float64(4*m.FFN+8*m.Hidden) + float64(maxSeqs)*float64(m.Vocab)*8
+}
+
+// blocksPerRequest returns the KV blocks one request of n tokens reserves in
+// vLLM's accounting: ⌈n/16⌉, or for a sliding-window model
+// ⌈min(window−1+max_num_batched_tokens, n)/16⌉+1.
+func blocksPerRequest(m Model, maxBatchedTokens int) func(int) int {
+	if m.SlidingWindow == 0 {
+		return func(n int) int { return cdiv(n, BlockSize) }
+	}
+	return func(n int) int {
+		return cdiv(min(m.SlidingWindow-1+maxBatchedTokens, n), BlockSize) + 1
+	}
+}
+
+// commaInt formats n with thousands separators, as Python's f"{n:,}".
+func commaInt(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// State files. The simulator cannot touch a real page cache or Inductor
+// cache, so it records their state under the state directory:
+//
+//	<state-dir>/pagecache/<model>          weights are in the page cache
+//	<state-dir>/compile/<model>-<hash>     the compiled graph is cached
+
+// stateKey turns a model name into a file name.
+func stateKey(model string) string {
+	if m, err := LookupModel(model); err == nil {
+		model = m.Name
+	}
+	return strings.NewReplacer("/", "--", "\\", "--", ":", "_").Replace(model)
+}
+
+func pageCacheFile(stateDir, model string) string {
+	return filepath.Join(stateDir, "pagecache", stateKey(model))
+}
+
+// EvictPageCache forgets that model's weights are in the simulated page
+// cache, so the next start reads them at disk speed (the cold-disk mode).
+func EvictPageCache(stateDir, model string) error {
+	if err := os.Remove(pageCacheFile(stateDir, model)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("evict page cache of %s: %w", model, err)
+	}
+	return nil
+}
+
+// ResetCompileCache empties the simulated torch.compile cache of model, or
+// of every model when model is "", so the next start compiles cold (the
+// cold-compile mode).
+func ResetCompileCache(stateDir, model string) error {
+	dir := filepath.Join(stateDir, "compile")
+	if model == "" {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("reset compile cache: %w", err)
+		}
+		return nil
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, stateKey(model)+"-*"))
+	if err != nil {
+		return fmt.Errorf("reset compile cache of %s: %w", model, err)
+	}
+	for _, f := range matches {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("reset compile cache of %s: %w", model, err)
+		}
+	}
+	return nil
+}
+
+// compileHash is the 10-hex-digit key of the compile cache: the compiled
+// graph depends on the model, the GPU and the token budget.
+func (r resolved) compileHash() string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%s|%d", r.model.Name, r.gpu.Name, r.MaxNumBatchedTokens)
+	return fmt.Sprintf("%016x", h.Sum64())[:10]
+}
+
+func (r resolved) compileFile() string {
+	return filepath.Join(r.StateDir, "compile", stateKey(r.model.Name)+"-"+r.compileHash())
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// touchFile creates p and its directory, recording when.
+func touchFile(p string, now time.Time) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(now.UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// sleepCtx sleeps d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// StartupError is a failed engine start. Its text is the last line vLLM
+// prints; the full vLLM output is in the log.
+type StartupError struct {
+	// Err is the root cause (a *KVError, or a bind error).
+	Err error
+}
+
+func (e *StartupError) Error() string {
+	return "Engine core initialization failed. See root cause above. Failed core proc(s): {}: " + e.Err.Error()
+}
+
+func (e *StartupError) Unwrap() error { return e.Err }
+
+// startup plays vLLM 0.11's startup phases with their log lines and
+// durations and returns the KV plan. Every printed duration is the time the
+// phase really took, so the log agrees with the wall clock (with
+// --startup-scale ≠ 1 both are scaled).
+func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
+	r, l, sp := e.cfg, e.log, e.cfg.Startup
+	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * r.StartupScale) }
+	secs := func(b, bps float64) time.Duration { return time.Duration(b / bps * float64(time.Second)) }
+	m := r.model
+
+	l.info(procAPI, "api_server.py", 1839, "vLLM API server version %s", Version)
+	l.info(procAPI, "utils.py", 233, "non-default args: %s", e.nonDefaultArgs())
+	if r.StartupScale != 1 {
+		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: startup durations are scaled by %g (--startup-scale); phase timings are not realistic.", r.StartupScale)
+	}
+	l.info(procAPI, "model.py", 547, "Resolved architecture: %s", m.Architecture)
+	l.info(procAPI, "model.py", 1510, "Using max model len %d", r.MaxModelLen)
+	l.info(procAPI, "scheduler.py", 205, "Chunked prefill is enabled with max_num_batched_tokens=%d.", r.MaxNumBatchedTokens)
+	if err := sleepCtx(ctx, scale(sp.Bootstrap*6/10)); err != nil {
+		return KVPlan{}, err
+	}
+	l.info(procEngine, "core.py", 644, "Waiting for init message from front-end.")
+	l.info(procEngine, "core.py", 77, "Initializing a V1 LLM engine (v%s) with config: model='%s', speculative_config=None, tokenizer='%s', skip_tokenizer_init=False, tokenizer_mode=auto, revision=None, trust_remote_code=False, dtype=torch.bfloat16, max_seq_len=%d, download_dir=None, load_format=auto, tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, disable_custom_all_reduce=False, quantization=None, enforce_eager=%s, kv_cache_dtype=auto, device_config=cuda, seed=%d, served_model_name=%s, enable_prefix_caching=%s, chunked_prefill_enabled=True",
+		Version, r.Model, r.Model, r.MaxModelLen, pyBool(r.EnforceEager), r.Seed, r.ServedModelName, pyBool(r.EnablePrefixCaching))
+	l.info(procEngine, "parallel_state.py", 1208, "rank 0 in world size 1 is assigned as DP rank 0, PP rank 0, TP rank 0, EP rank 0")
+	if err := sleepCtx(ctx, scale(sp.Bootstrap-sp.Bootstrap*6/10)); err != nil {
+		return KVPlan{}, err
+	}
+
+	// Weights: disk or page cache, then host-to-device.
+	loadStart := time.Now()
+	l.info(procEngine, "gpu_model_runner.py", 2602, "Starting to load model %s...", r.Model)
+	l.info(procEngine, "gpu_model_runner.py", 2634, "Loading model from scratch...")
+	l.info(procEngine, "cuda.py", 366, "Using Flash Attention backend on V1 engine.")
+	l.info(procEngine, "weight_utils.py", 392, "Using model weights format ['*.safetensors']")
+	wb := float64(m.WeightBytes())
+	pcFile := pageCacheFile(r.StateDir, m.Name)
+	readBps := sp.DiskReadBps
+	if fileExists(pcFile) {
+		readBps = sp.PageCacheReadBps
+	}
+	wStart := time.Now()
+	if err := sleepCtx(ctx, scale(sp.WeightsFixed+secs(wb, readBps))); err != nil {
+		return KVPlan{}, err
+	}
+	l.info(procEngine, "default_loader.py", 267, "Loading weights took %.2f seconds", time.Since(wStart).Seconds())
+	if err := touchFile(pcFile, time.Now()); err != nil {
+		e.logger.Warn("record page-cache state", "file", pcFile, "err", err)
+	}
+	if err := sleepCtx(ctx, scale(secs(wb, sp.HostToDeviceBps)+sp.ModelInit)); err != nil {
+		return KVPlan{}, err
+	}
+	weightsGiB := wb / GiB
+	l.info(procEngine, "gpu_model_runner.py", 2653, "Model loading took %.4f GiB and %.6f seconds", weightsGiB, time.Since(loadStart).Seconds())
+
+	// Profile run: torch.compile happens inside it.
+	initStart := time.Now()
+	if !r.EnforceEager {
+		cf := r.compileFile()
+		l.info(procEngine, "backends.py", 548, "Using cache directory: %s for vLLM's torch.compile",
+			filepath.Join(r.StateDir, "torch_compile_cache", r.compileHash(), "rank_0_0", "backbone"))
+		cStart := time.Now()
+		if err := sleepCtx(ctx, scale(sp.Dynamo)); err != nil {
+			return KVPlan{}, err
+		}
+		l.info(procEngine, "backends.py", 559, "Dynamo bytecode transform time: %.2f s", time.Since(cStart).Seconds())
+		iStart := time.Now()
+		if fileExists(cf) {
+			if err := sleepCtx(ctx, scale(sp.CompileWarm)); err != nil {
+				return KVPlan{}, err
+			}
+			l.info(procEngine, "backends.py", 164, "Directly load the compiled graph(s) for dynamic shape from the cache, took %.3f s", time.Since(iStart).Seconds())
+		} else {
+			l.info(procEngine, "backends.py", 197, "Cache the graph for dynamic shape for later use")
+			if err := sleepCtx(ctx, scale(sp.CompileCold)); err != nil {
+				return KVPlan{}, err
+			}
+			l.info(procEngine, "backends.py", 218, "Compiling a graph for dynamic shape takes %.2f s", time.Since(iStart).Seconds())
+			if err := touchFile(cf, time.Now()); err != nil {
+				e.logger.Warn("record compile-cache state", "file", cf, "err", err)
+			}
+		}
+		l.info(procEngine, "monitor.py", 34, "torch.compile takes %.2f s in total", time.Since(cStart).Seconds())
+	}
+	if err := sleepCtx(ctx, scale(sp.MemoryProfile)); err != nil {
+		return KVPlan{}, err
+	}
+	act := r.Memory.PeakActivationGiB
+	if act <= 0 {
+		act = peakActivationBytes(m, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB
+	}
+	plan, err := PlanKV(KVInputs{
+		TotalGiB:           r.gpu.TotalGiB,
+		Utilization:        r.GPUMemoryUtilization,
+		WeightsGiB:         weightsGiB,
+		ActivationGiB:      act,
+		NonTorchGiB:        r.Memory.NonTorchGiB,
+		KVBytesPerToken:    m.KVBytesPerToken(),
+		MaxModelLen:        r.MaxModelLen,
+		BlocksPerRequest:   blocksPerRequest(m, r.MaxNumBatchedTokens),
+		KVCacheMemoryBytes: r.KVCacheMemoryBytes,
+	})
+	l.info(procEngine, "gpu_worker.py", 298, "Available KV cache memory: %.2f GiB", plan.AvailableGiB())
+	if err != nil {
+		e.logEngineFailure("ValueError", err.Error())
+		return plan, &StartupError{Err: err}
+	}
+	l.info(procEngine, "kv_cache_utils.py", 1087, "GPU KV cache size: %s tokens", commaInt(plan.Tokens))
+	l.info(procEngine, "kv_cache_utils.py", 1091, "Maximum concurrency for %s tokens per request: %.2fx", commaInt(r.MaxModelLen), plan.MaxConcurrency)
+	if !r.EnforceEager {
+		gStart := time.Now()
+		if err := sleepCtx(ctx, scale(sp.GraphCapture)); err != nil {
+			return KVPlan{}, err
+		}
+		l.info(procEngine, "gpu_model_runner.py", 3480, "Graph capturing finished in %.0f secs, took %.2f GiB", time.Since(gStart).Seconds(), 0.12+0.04*weightsGiB)
+	}
+	l.info(procEngine, "core.py", 210, "init engine (profile, create kv cache, warmup model) took %.2f seconds", time.Since(initStart).Seconds())
+	l.info(procAPI, "loggers.py", 142, "Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: %d", plan.NumBlocks)
+	l.info(procAPI, "api_server.py", 1634, "Supported_tasks: ['generate']")
+	if err := sleepCtx(ctx, scale(sp.APIStartup)); err != nil {
+		return KVPlan{}, err
+	}
+	return plan, nil
+}
+
+// nonDefaultArgs renders vLLM's "non-default args" dict from the flags given.
+func (e *Engine) nonDefaultArgs() string {
+	u, d := e.cfg.user, DefaultConfig()
+	parts := []string{fmt.Sprintf("'model_tag': '%s'", u.Model)}
+	add := func(cond bool, k, v string) {
+		if cond {
+			parts = append(parts, fmt.Sprintf("'%s': %s", k, v))
+		}
+	}
+	add(true, "host", "'"+u.Host+"'")
+	add(u.Port != 8000, "port", strconv.Itoa(u.Port))
+	add(true, "model", "'"+u.Model+"'")
+	add(u.ServedModelName != "" && u.ServedModelName != u.Model, "served_model_name", "['"+u.ServedModelName+"']")
+	add(u.MaxModelLen != 0, "max_model_len", strconv.Itoa(u.MaxModelLen))
+	add(u.GPUMemoryUtilization != d.GPUMemoryUtilization, "gpu_memory_utilization", strconv.FormatFloat(u.GPUMemoryUtilization, 'f', -1, 64))
+	add(u.EnforceEager, "enforce_eager", "True")
+	add(!u.EnablePrefixCaching, "enable_prefix_caching", "False")
+	add(u.MaxNumSeqs != 0, "max_num_seqs", strconv.Itoa(u.MaxNumSeqs))
+	add(u.MaxNumBatchedTokens != 0, "max_num_batched_tokens", strconv.Itoa(u.MaxNumBatchedTokens))
+	add(u.KVCacheMemoryBytes != 0, "kv_cache_memory_bytes", strconv.FormatInt(u.KVCacheMemoryBytes, 10))
+	add(u.EnablePromptTokensDetails, "enable_prompt_tokens_details", "True")
+	add(u.Seed != 0, "seed", strconv.FormatInt(u.Seed, 10))
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// logEngineFailure prints vLLM V1's output for an engine core that raised
+// excType(msg) during initialisation, ending with the API server's
+// RuntimeError.
+func (e *Engine) logEngineFailure(excType, msg string) {
+	l := e.log
+	tb := []string{
+		"EngineCore failed to start.",
+		"Traceback (most recent call last):",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 699, in run_engine_core`,
+		"    engine_core = EngineCoreProc(*args, **kwargs)",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 498, in __init__`,
+		"    super().__init__(vllm_config, executor_class, log_stats,",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 92, in __init__`,
+		"    self._initialize_kv_caches(vllm_config)",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 199, in _initialize_kv_caches`,
+		"    kv_cache_configs = get_kv_cache_configs(vllm_config, kv_cache_specs,",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/core/kv_cache_utils.py", line 1243, in get_kv_cache_configs`,
+		"    check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/core/kv_cache_utils.py", line 716, in check_enough_kv_cache_memory`,
+		"    raise ValueError(",
+		excType + ": " + msg,
+	}
+	l.line(procEngine, "ERROR", "core.py", 708, "%s", strings.Join(tb, "\n"))
+	l.raw(procEngine, "Process EngineCore_DP0:\n"+strings.Join(tb[1:], "\n"))
+	l.raw(procAPI, strings.Join([]string{
+		"Traceback (most recent call last):",
+		`  File "/usr/local/bin/vllm", line 10, in <module>`,
+		"    sys.exit(main())",
+		`  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/utils.py", line 843, in wait_for_engine_startup`,
+		`    raise RuntimeError("Engine core initialization failed. "`,
+		"RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+	}, "\n"))
+}
