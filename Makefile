@@ -31,7 +31,7 @@ test: ## Run the whole unit and in-process cluster suite with the race detector.
 
 .PHONY: test-e2e
 test-e2e: build ## Run the heavy multi-process scenarios.
-	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -tags e2e ./e2e/...
+	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -run 'TestRealSimEngine|E2E' ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks (record the figures in docs/benchmarks.md).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // upConfig is everything `ttftlab up` needs.
@@ -227,9 +229,49 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // describeEvent renders one progress line.
 func describeEvent(ev *pb.RunEvent) string {
-	data := ev.GetJson()
-	if len(data) > 160 {
-		data = data[:160] + "…"
+	var d map[string]any
+	_ = json.Unmarshal([]byte(ev.GetJson()), &d)
+	str := func(k string) string { v, _ := d[k].(string); return v }
+	switch ev.GetKind() {
+	case coordinator.EventRunStart:
+		return fmt.Sprintf("run %s: profile %s, %d warm runs, %s API", str("run_id"), str("profile"), int(num(d["warm_runs"])), str("api"))
+	case coordinator.EventMembers:
+		var ms []map[string]any
+		_ = json.Unmarshal([]byte(ev.GetJson()), &ms)
+		return fmt.Sprintf("cluster: %d members", len(ms))
+	case coordinator.EventNodeInfo:
+		if nvml, _ := d["nvml_available"].(bool); !nvml {
+			return fmt.Sprintf("gpunode %s: %s", str("hostname"), str("nvml_error"))
+		}
+		return fmt.Sprintf("gpunode %s: NVML driver %s", str("hostname"), str("driver_version"))
+	case coordinator.EventMark:
+		return "— " + str("name")
+	case coordinator.EventEngineReady:
+		return fmt.Sprintf("engine %s ready in %.2f s at %s", str("kind"), num(d["ready_s"]), str("base_url"))
+	case coordinator.EventInterval:
+		var rep pb.IntervalReport
+		if err := protojson.Unmarshal([]byte(ev.GetJson()), &rep); err != nil {
+			return "interval (unreadable: " + err.Error() + ")"
+		}
+		var parts []string
+		for _, r := range rep.GetRequests() {
+			if r.GetError() != "" {
+				parts = append(parts, fmt.Sprintf("%s failed: %s", r.GetLabel(), r.GetError()))
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s ttft %.1f ms", r.GetLabel(), r.GetTtftS()*1000))
+		}
+		return fmt.Sprintf("%s: %d ok, %d failed %s", rep.GetAgentId(), rep.GetRequestsOk(), rep.GetRequestsFailed(), strings.Join(parts, ", "))
+	case coordinator.EventRunEnd:
+		if e := str("error"); e != "" {
+			return "run failed: " + e
+		}
+		return "run " + str("status")
 	}
-	return ev.GetKind() + " " + data
+	return ev.GetKind() + " " + ev.GetJson()
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
 }
