@@ -424,7 +424,10 @@ type StartEngineRequest struct {
 	// ready_timeout_ms bounds the wait for readiness; 0 means the node default.
 	ReadyTimeoutMs int64 `protobuf:"varint,3,opt,name=ready_timeout_ms,json=readyTimeoutMs,proto3" json:"ready_timeout_ms,omitempty"`
 	// cold_mode is "warm-restart" (default), "cold-disk" or "cold-compile".
-	ColdMode      string `protobuf:"bytes,4,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
+	ColdMode string `protobuf:"bytes,4,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
+	// drop_caches additionally drops the whole page cache in cold-disk mode;
+	// it needs root and is refused otherwise.
+	DropCaches    bool `protobuf:"varint,5,opt,name=drop_caches,json=dropCaches,proto3" json:"drop_caches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -485,6 +488,13 @@ func (x *StartEngineRequest) GetColdMode() string {
 		return x.ColdMode
 	}
 	return ""
+}
+
+func (x *StartEngineRequest) GetDropCaches() bool {
+	if x != nil {
+		return x.DropCaches
+	}
+	return false
 }
 
 // StartEngineResponse describes a ready engine.
@@ -550,9 +560,15 @@ type EngineInfo struct {
 	ReadyS float64 `protobuf:"fixed64,10,opt,name=ready_s,json=readyS,proto3" json:"ready_s,omitempty"`
 	// phases are the cold-start phases, from the engine's logs and the
 	// supervisor's own observations, in order of their start.
-	Phases        []*Phase `protobuf:"bytes,11,rep,name=phases,proto3" json:"phases,omitempty"`
-	LogTail       []string `protobuf:"bytes,12,rep,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
-	Simulated     bool     `protobuf:"varint,13,opt,name=simulated,proto3" json:"simulated,omitempty"`
+	Phases    []*Phase `protobuf:"bytes,11,rep,name=phases,proto3" json:"phases,omitempty"`
+	LogTail   []string `protobuf:"bytes,12,rep,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
+	Simulated bool     `protobuf:"varint,13,opt,name=simulated,proto3" json:"simulated,omitempty"`
+	// figures are the numbers parsed from the engine's startup log.
+	Figures *EngineFigures `protobuf:"bytes,14,opt,name=figures,proto3" json:"figures,omitempty"`
+	// timeline merges log phases with sampler evidence (page-cache fill,
+	// weights resident on the GPU, port open, health, ready), in order.
+	Timeline      []*Phase `protobuf:"bytes,15,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	ColdMode      string   `protobuf:"bytes,16,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -678,6 +694,161 @@ func (x *EngineInfo) GetSimulated() bool {
 	return false
 }
 
+func (x *EngineInfo) GetFigures() *EngineFigures {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *EngineInfo) GetTimeline() []*Phase {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+func (x *EngineInfo) GetColdMode() string {
+	if x != nil {
+		return x.ColdMode
+	}
+	return ""
+}
+
+// EngineFigures are the startup figures an engine logged; unset means the
+// log did not say.
+type EngineFigures struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	WeightsLoadS         *float64               `protobuf:"fixed64,1,opt,name=weights_load_s,json=weightsLoadS,proto3,oneof" json:"weights_load_s,omitempty"`
+	ModelLoadGib         *float64               `protobuf:"fixed64,2,opt,name=model_load_gib,json=modelLoadGib,proto3,oneof" json:"model_load_gib,omitempty"`
+	ModelLoadS           *float64               `protobuf:"fixed64,3,opt,name=model_load_s,json=modelLoadS,proto3,oneof" json:"model_load_s,omitempty"`
+	CompileS             *float64               `protobuf:"fixed64,4,opt,name=compile_s,json=compileS,proto3,oneof" json:"compile_s,omitempty"`
+	GraphCaptureS        *float64               `protobuf:"fixed64,5,opt,name=graph_capture_s,json=graphCaptureS,proto3,oneof" json:"graph_capture_s,omitempty"`
+	GraphCaptureGib      *float64               `protobuf:"fixed64,6,opt,name=graph_capture_gib,json=graphCaptureGib,proto3,oneof" json:"graph_capture_gib,omitempty"`
+	KvCacheTokens        *int64                 `protobuf:"varint,7,opt,name=kv_cache_tokens,json=kvCacheTokens,proto3,oneof" json:"kv_cache_tokens,omitempty"`
+	MaxConcurrency       *float64               `protobuf:"fixed64,8,opt,name=max_concurrency,json=maxConcurrency,proto3,oneof" json:"max_concurrency,omitempty"`
+	MaxConcurrencyTokens *int64                 `protobuf:"varint,9,opt,name=max_concurrency_tokens,json=maxConcurrencyTokens,proto3,oneof" json:"max_concurrency_tokens,omitempty"`
+	EngineInitS          *float64               `protobuf:"fixed64,10,opt,name=engine_init_s,json=engineInitS,proto3,oneof" json:"engine_init_s,omitempty"`
+	FirstToReadyS        *float64               `protobuf:"fixed64,11,opt,name=first_to_ready_s,json=firstToReadyS,proto3,oneof" json:"first_to_ready_s,omitempty"`
+	AvailableKvGib       *float64               `protobuf:"fixed64,12,opt,name=available_kv_gib,json=availableKvGib,proto3,oneof" json:"available_kv_gib,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *EngineFigures) Reset() {
+	*x = EngineFigures{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineFigures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineFigures) ProtoMessage() {}
+
+func (x *EngineFigures) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineFigures.ProtoReflect.Descriptor instead.
+func (*EngineFigures) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EngineFigures) GetWeightsLoadS() float64 {
+	if x != nil && x.WeightsLoadS != nil {
+		return *x.WeightsLoadS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetModelLoadGib() float64 {
+	if x != nil && x.ModelLoadGib != nil {
+		return *x.ModelLoadGib
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetModelLoadS() float64 {
+	if x != nil && x.ModelLoadS != nil {
+		return *x.ModelLoadS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetCompileS() float64 {
+	if x != nil && x.CompileS != nil {
+		return *x.CompileS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetGraphCaptureS() float64 {
+	if x != nil && x.GraphCaptureS != nil {
+		return *x.GraphCaptureS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetGraphCaptureGib() float64 {
+	if x != nil && x.GraphCaptureGib != nil {
+		return *x.GraphCaptureGib
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetKvCacheTokens() int64 {
+	if x != nil && x.KvCacheTokens != nil {
+		return *x.KvCacheTokens
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetMaxConcurrency() float64 {
+	if x != nil && x.MaxConcurrency != nil {
+		return *x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetMaxConcurrencyTokens() int64 {
+	if x != nil && x.MaxConcurrencyTokens != nil {
+		return *x.MaxConcurrencyTokens
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetEngineInitS() float64 {
+	if x != nil && x.EngineInitS != nil {
+		return *x.EngineInitS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetFirstToReadyS() float64 {
+	if x != nil && x.FirstToReadyS != nil {
+		return *x.FirstToReadyS
+	}
+	return 0
+}
+
+func (x *EngineFigures) GetAvailableKvGib() float64 {
+	if x != nil && x.AvailableKvGib != nil {
+		return *x.AvailableKvGib
+	}
+	return 0
+}
+
 // Phase is one named span of an engine's start.
 type Phase struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -696,7 +867,7 @@ type Phase struct {
 
 func (x *Phase) Reset() {
 	*x = Phase{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +879,7 @@ func (x *Phase) String() string {
 func (*Phase) ProtoMessage() {}
 
 func (x *Phase) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +892,7 @@ func (x *Phase) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Phase.ProtoReflect.Descriptor instead.
 func (*Phase) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Phase) GetName() string {
@@ -776,7 +947,7 @@ type StopEngineRequest struct {
 
 func (x *StopEngineRequest) Reset() {
 	*x = StopEngineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +959,7 @@ func (x *StopEngineRequest) String() string {
 func (*StopEngineRequest) ProtoMessage() {}
 
 func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +972,7 @@ func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineRequest.ProtoReflect.Descriptor instead.
 func (*StopEngineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopEngineRequest) GetGraceMs() int64 {
@@ -822,7 +993,7 @@ type StopEngineResponse struct {
 
 func (x *StopEngineResponse) Reset() {
 	*x = StopEngineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1005,7 @@ func (x *StopEngineResponse) String() string {
 func (*StopEngineResponse) ProtoMessage() {}
 
 func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1018,7 @@ func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineResponse.ProtoReflect.Descriptor instead.
 func (*StopEngineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopEngineResponse) GetWasRunning() bool {
@@ -875,7 +1046,7 @@ type StreamSamplesRequest struct {
 
 func (x *StreamSamplesRequest) Reset() {
 	*x = StreamSamplesRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1058,7 @@ func (x *StreamSamplesRequest) String() string {
 func (*StreamSamplesRequest) ProtoMessage() {}
 
 func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1071,7 @@ func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesRequest.ProtoReflect.Descriptor instead.
 func (*StreamSamplesRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamSamplesRequest) GetIntervalMs() int64 {
@@ -920,7 +1091,7 @@ type StreamSamplesResponse struct {
 
 func (x *StreamSamplesResponse) Reset() {
 	*x = StreamSamplesResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1103,7 @@ func (x *StreamSamplesResponse) String() string {
 func (*StreamSamplesResponse) ProtoMessage() {}
 
 func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1116,7 @@ func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesResponse.ProtoReflect.Descriptor instead.
 func (*StreamSamplesResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamSamplesResponse) GetSample() *HostSample {
@@ -973,13 +1144,22 @@ type HostSample struct {
 	HostCpuPercent    float64 `protobuf:"fixed64,8,opt,name=host_cpu_percent,json=hostCpuPercent,proto3" json:"host_cpu_percent,omitempty"`
 	MemAvailableBytes uint64  `protobuf:"varint,9,opt,name=mem_available_bytes,json=memAvailableBytes,proto3" json:"mem_available_bytes,omitempty"`
 	PageCacheBytes    uint64  `protobuf:"varint,10,opt,name=page_cache_bytes,json=pageCacheBytes,proto3" json:"page_cache_bytes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	DirtyBytes        uint64  `protobuf:"varint,11,opt,name=dirty_bytes,json=dirtyBytes,proto3" json:"dirty_bytes,omitempty"`
+	// engine_read_bytes is read_bytes of /proc/<pid>/io summed over the engine
+	// process tree.
+	EngineReadBytes uint64 `protobuf:"varint,12,opt,name=engine_read_bytes,json=engineReadBytes,proto3" json:"engine_read_bytes,omitempty"`
+	// disk_read_bytes is the host's cumulative bytes read from block devices.
+	DiskReadBytes uint64 `protobuf:"varint,13,opt,name=disk_read_bytes,json=diskReadBytes,proto3" json:"disk_read_bytes,omitempty"`
+	// engine_metrics are selected gauges and counters scraped from the
+	// engine's /metrics (1 Hz); empty between scrapes.
+	EngineMetrics map[string]float64 `protobuf:"bytes,14,rep,name=engine_metrics,json=engineMetrics,proto3" json:"engine_metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HostSample) Reset() {
 	*x = HostSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1171,7 @@ func (x *HostSample) String() string {
 func (*HostSample) ProtoMessage() {}
 
 func (x *HostSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1184,7 @@ func (x *HostSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostSample.ProtoReflect.Descriptor instead.
 func (*HostSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HostSample) GetSeq() uint64 {
@@ -1077,6 +1257,34 @@ func (x *HostSample) GetPageCacheBytes() uint64 {
 	return 0
 }
 
+func (x *HostSample) GetDirtyBytes() uint64 {
+	if x != nil {
+		return x.DirtyBytes
+	}
+	return 0
+}
+
+func (x *HostSample) GetEngineReadBytes() uint64 {
+	if x != nil {
+		return x.EngineReadBytes
+	}
+	return 0
+}
+
+func (x *HostSample) GetDiskReadBytes() uint64 {
+	if x != nil {
+		return x.DiskReadBytes
+	}
+	return 0
+}
+
+func (x *HostSample) GetEngineMetrics() map[string]float64 {
+	if x != nil {
+		return x.EngineMetrics
+	}
+	return nil
+}
+
 // GPUSample is one GPU's state.
 type GPUSample struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -1086,13 +1294,19 @@ type GPUSample struct {
 	GpuUtilPercent   uint32                 `protobuf:"varint,4,opt,name=gpu_util_percent,json=gpuUtilPercent,proto3" json:"gpu_util_percent,omitempty"`
 	MemUtilPercent   uint32                 `protobuf:"varint,5,opt,name=mem_util_percent,json=memUtilPercent,proto3" json:"mem_util_percent,omitempty"`
 	PowerMw          uint32                 `protobuf:"varint,6,opt,name=power_mw,json=powerMw,proto3" json:"power_mw,omitempty"`
+	EnergyMj         uint64                 `protobuf:"varint,7,opt,name=energy_mj,json=energyMj,proto3" json:"energy_mj,omitempty"`
+	SmClockMhz       uint32                 `protobuf:"varint,8,opt,name=sm_clock_mhz,json=smClockMhz,proto3" json:"sm_clock_mhz,omitempty"`
+	PcieTxKbps       uint32                 `protobuf:"varint,9,opt,name=pcie_tx_kbps,json=pcieTxKbps,proto3" json:"pcie_tx_kbps,omitempty"`
+	PcieRxKbps       uint32                 `protobuf:"varint,10,opt,name=pcie_rx_kbps,json=pcieRxKbps,proto3" json:"pcie_rx_kbps,omitempty"`
+	ThrottleReasons  uint64                 `protobuf:"varint,11,opt,name=throttle_reasons,json=throttleReasons,proto3" json:"throttle_reasons,omitempty"`
+	Processes        []*GPUProcess          `protobuf:"bytes,12,rep,name=processes,proto3" json:"processes,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GPUSample) Reset() {
 	*x = GPUSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1318,7 @@ func (x *GPUSample) String() string {
 func (*GPUSample) ProtoMessage() {}
 
 func (x *GPUSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1331,7 @@ func (x *GPUSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUSample.ProtoReflect.Descriptor instead.
 func (*GPUSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GPUSample) GetIndex() int32 {
@@ -1162,6 +1376,101 @@ func (x *GPUSample) GetPowerMw() uint32 {
 	return 0
 }
 
+func (x *GPUSample) GetEnergyMj() uint64 {
+	if x != nil {
+		return x.EnergyMj
+	}
+	return 0
+}
+
+func (x *GPUSample) GetSmClockMhz() uint32 {
+	if x != nil {
+		return x.SmClockMhz
+	}
+	return 0
+}
+
+func (x *GPUSample) GetPcieTxKbps() uint32 {
+	if x != nil {
+		return x.PcieTxKbps
+	}
+	return 0
+}
+
+func (x *GPUSample) GetPcieRxKbps() uint32 {
+	if x != nil {
+		return x.PcieRxKbps
+	}
+	return 0
+}
+
+func (x *GPUSample) GetThrottleReasons() uint64 {
+	if x != nil {
+		return x.ThrottleReasons
+	}
+	return 0
+}
+
+func (x *GPUSample) GetProcesses() []*GPUProcess {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+// GPUProcess is one compute process on a GPU.
+type GPUProcess struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Pid             uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	UsedMemoryBytes uint64                 `protobuf:"varint,2,opt,name=used_memory_bytes,json=usedMemoryBytes,proto3" json:"used_memory_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GPUProcess) Reset() {
+	*x = GPUProcess{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GPUProcess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GPUProcess) ProtoMessage() {}
+
+func (x *GPUProcess) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GPUProcess.ProtoReflect.Descriptor instead.
+func (*GPUProcess) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GPUProcess) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *GPUProcess) GetUsedMemoryBytes() uint64 {
+	if x != nil {
+		return x.UsedMemoryBytes
+	}
+	return 0
+}
+
 // RunProbeRequest is one segment of a load plan.
 type RunProbeRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1181,14 +1490,24 @@ type RunProbeRequest struct {
 	// start_unix_nano is the barrier time; 0 means at once.
 	StartUnixNano int64 `protobuf:"varint,9,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
 	// timeout_ms bounds each request; 0 means 10 minutes.
-	TimeoutMs     int64 `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int64 `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// load, when set, replaces concurrency/requests with a load model.
+	Load *LoadModel `protobuf:"bytes,11,opt,name=load,proto3" json:"load,omitempty"`
+	// segment is this agent's share of the global plan.
+	Segment *Segment `protobuf:"bytes,12,opt,name=segment,proto3" json:"segment,omitempty"`
+	// generator, when set, generates prompts instead of Workload.prompt.
+	Generator        *WorkloadGen `protobuf:"bytes,13,opt,name=generator,proto3" json:"generator,omitempty"`
+	TtftTimeoutMs    int64        `protobuf:"varint,14,opt,name=ttft_timeout_ms,json=ttftTimeoutMs,proto3" json:"ttft_timeout_ms,omitempty"`
+	ConnectTimeoutMs int64        `protobuf:"varint,15,opt,name=connect_timeout_ms,json=connectTimeoutMs,proto3" json:"connect_timeout_ms,omitempty"`
+	// records asks for per-request records even without labels.
+	Records       bool `protobuf:"varint,16,opt,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunProbeRequest) Reset() {
 	*x = RunProbeRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1519,7 @@ func (x *RunProbeRequest) String() string {
 func (*RunProbeRequest) ProtoMessage() {}
 
 func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1532,7 @@ func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeRequest.ProtoReflect.Descriptor instead.
 func (*RunProbeRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RunProbeRequest) GetRunId() string {
@@ -1286,20 +1605,433 @@ func (x *RunProbeRequest) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *RunProbeRequest) GetLoad() *LoadModel {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *RunProbeRequest) GetSegment() *Segment {
+	if x != nil {
+		return x.Segment
+	}
+	return nil
+}
+
+func (x *RunProbeRequest) GetGenerator() *WorkloadGen {
+	if x != nil {
+		return x.Generator
+	}
+	return nil
+}
+
+func (x *RunProbeRequest) GetTtftTimeoutMs() int64 {
+	if x != nil {
+		return x.TtftTimeoutMs
+	}
+	return 0
+}
+
+func (x *RunProbeRequest) GetConnectTimeoutMs() int64 {
+	if x != nil {
+		return x.ConnectTimeoutMs
+	}
+	return 0
+}
+
+func (x *RunProbeRequest) GetRecords() bool {
+	if x != nil {
+		return x.Records
+	}
+	return false
+}
+
+// LoadModel is the global plan of a load run. Rates and request counts are
+// global; each agent runs its segment's share.
+type LoadModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "closed" (concurrency workers), "constant", "poisson", "gamma"
+	// (open loop at rate), or "ramp" (open loop, rate linear from start_rate
+	// to rate over the duration).
+	Kind        string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Concurrency int32   `protobuf:"varint,2,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	Rate        float64 `protobuf:"fixed64,3,opt,name=rate,proto3" json:"rate,omitempty"`
+	StartRate   float64 `protobuf:"fixed64,4,opt,name=start_rate,json=startRate,proto3" json:"start_rate,omitempty"`
+	// burstiness is the gamma shape: 1 is Poisson, below 1 burstier.
+	Burstiness float64 `protobuf:"fixed64,5,opt,name=burstiness,proto3" json:"burstiness,omitempty"`
+	DurationMs int64   `protobuf:"varint,6,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Requests   int64   `protobuf:"varint,7,opt,name=requests,proto3" json:"requests,omitempty"`
+	// warmup_ms and warmup_requests are left out of the statistics.
+	WarmupMs       int64 `protobuf:"varint,8,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
+	WarmupRequests int64 `protobuf:"varint,9,opt,name=warmup_requests,json=warmupRequests,proto3" json:"warmup_requests,omitempty"`
+	// max_in_flight caps open-loop requests in flight; 0 means no cap.
+	MaxInFlight int32  `protobuf:"varint,10,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	Seed        uint64 `protobuf:"varint,11,opt,name=seed,proto3" json:"seed,omitempty"`
+	// client_bound_p99_ms is the dispatch-lag p99 above which the run is
+	// flagged client-bound; 0 means 10 ms.
+	ClientBoundP99Ms float64 `protobuf:"fixed64,12,opt,name=client_bound_p99_ms,json=clientBoundP99Ms,proto3" json:"client_bound_p99_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *LoadModel) Reset() {
+	*x = LoadModel{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadModel) ProtoMessage() {}
+
+func (x *LoadModel) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadModel.ProtoReflect.Descriptor instead.
+func (*LoadModel) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *LoadModel) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LoadModel) GetConcurrency() int32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *LoadModel) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *LoadModel) GetStartRate() float64 {
+	if x != nil {
+		return x.StartRate
+	}
+	return 0
+}
+
+func (x *LoadModel) GetBurstiness() float64 {
+	if x != nil {
+		return x.Burstiness
+	}
+	return 0
+}
+
+func (x *LoadModel) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *LoadModel) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *LoadModel) GetWarmupMs() int64 {
+	if x != nil {
+		return x.WarmupMs
+	}
+	return 0
+}
+
+func (x *LoadModel) GetWarmupRequests() int64 {
+	if x != nil {
+		return x.WarmupRequests
+	}
+	return 0
+}
+
+func (x *LoadModel) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *LoadModel) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *LoadModel) GetClientBoundP99Ms() float64 {
+	if x != nil {
+		return x.ClientBoundP99Ms
+	}
+	return 0
+}
+
+// Segment is a k6-style execution segment: the half-open interval
+// (start, end] of the plan, as rationals such as "0", "1/3", "1".
+type Segment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         string                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Segment) Reset() {
+	*x = Segment{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Segment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Segment) ProtoMessage() {}
+
+func (x *Segment) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Segment.ProtoReflect.Descriptor instead.
+func (*Segment) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Segment) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *Segment) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+// WorkloadGen generates prompts deterministically from a seed.
+type WorkloadGen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "fixed", "synthetic", "shared_prefix", "jsonl" or "sharegpt".
+	Kind        string      `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	InputLen    *LengthDist `protobuf:"bytes,2,opt,name=input_len,json=inputLen,proto3" json:"input_len,omitempty"`
+	OutputLen   *LengthDist `protobuf:"bytes,3,opt,name=output_len,json=outputLen,proto3" json:"output_len,omitempty"`
+	PrefixLen   int32       `protobuf:"varint,4,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
+	NumPrefixes int32       `protobuf:"varint,5,opt,name=num_prefixes,json=numPrefixes,proto3" json:"num_prefixes,omitempty"`
+	// path is a prompt file on the agent's disk (jsonl, sharegpt).
+	Path          string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Seed          uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadGen) Reset() {
+	*x = WorkloadGen{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadGen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadGen) ProtoMessage() {}
+
+func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadGen.ProtoReflect.Descriptor instead.
+func (*WorkloadGen) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WorkloadGen) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WorkloadGen) GetInputLen() *LengthDist {
+	if x != nil {
+		return x.InputLen
+	}
+	return nil
+}
+
+func (x *WorkloadGen) GetOutputLen() *LengthDist {
+	if x != nil {
+		return x.OutputLen
+	}
+	return nil
+}
+
+func (x *WorkloadGen) GetPrefixLen() int32 {
+	if x != nil {
+		return x.PrefixLen
+	}
+	return 0
+}
+
+func (x *WorkloadGen) GetNumPrefixes() int32 {
+	if x != nil {
+		return x.NumPrefixes
+	}
+	return 0
+}
+
+func (x *WorkloadGen) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WorkloadGen) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+// LengthDist is a token-length distribution.
+type LengthDist struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "fixed", "uniform" or "normal".
+	Kind          string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Mean          float64 `protobuf:"fixed64,2,opt,name=mean,proto3" json:"mean,omitempty"`
+	Min           float64 `protobuf:"fixed64,3,opt,name=min,proto3" json:"min,omitempty"`
+	Max           float64 `protobuf:"fixed64,4,opt,name=max,proto3" json:"max,omitempty"`
+	Stddev        float64 `protobuf:"fixed64,5,opt,name=stddev,proto3" json:"stddev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LengthDist) Reset() {
+	*x = LengthDist{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LengthDist) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LengthDist) ProtoMessage() {}
+
+func (x *LengthDist) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LengthDist.ProtoReflect.Descriptor instead.
+func (*LengthDist) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LengthDist) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LengthDist) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *LengthDist) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *LengthDist) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *LengthDist) GetStddev() float64 {
+	if x != nil {
+		return x.Stddev
+	}
+	return 0
+}
+
 // Target names an OpenAI-compatible endpoint.
 type Target struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	BaseUrl string                 `protobuf:"bytes,1,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	Model   string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	// api is "completions" or "chat".
-	Api           string `protobuf:"bytes,3,opt,name=api,proto3" json:"api,omitempty"`
+	Api           string            `protobuf:"bytes,3,opt,name=api,proto3" json:"api,omitempty"`
+	ApiKey        string            `protobuf:"bytes,4,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	Headers       map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +2043,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +2056,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Target) GetBaseUrl() string {
@@ -1348,20 +2080,36 @@ func (x *Target) GetApi() string {
 	return ""
 }
 
+func (x *Target) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+func (x *Target) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 // Workload says what to send.
 type Workload struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prompt        string                 `protobuf:"bytes,1,opt,name=prompt,proto3" json:"prompt,omitempty"`
-	MaxTokens     int32                  `protobuf:"varint,2,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
-	IgnoreEos     bool                   `protobuf:"varint,3,opt,name=ignore_eos,json=ignoreEos,proto3" json:"ignore_eos,omitempty"`
-	Temperature   float64                `protobuf:"fixed64,4,opt,name=temperature,proto3" json:"temperature,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Prompt      string                 `protobuf:"bytes,1,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	MaxTokens   int32                  `protobuf:"varint,2,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	IgnoreEos   bool                   `protobuf:"varint,3,opt,name=ignore_eos,json=ignoreEos,proto3" json:"ignore_eos,omitempty"`
+	Temperature float64                `protobuf:"fixed64,4,opt,name=temperature,proto3" json:"temperature,omitempty"`
+	// extra_body_json is merged into every request body.
+	ExtraBodyJson string `protobuf:"bytes,5,opt,name=extra_body_json,json=extraBodyJson,proto3" json:"extra_body_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +2121,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +2134,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Workload) GetPrompt() string {
@@ -1417,6 +2165,13 @@ func (x *Workload) GetTemperature() float64 {
 	return 0
 }
 
+func (x *Workload) GetExtraBodyJson() string {
+	if x != nil {
+		return x.ExtraBodyJson
+	}
+	return ""
+}
+
 // RunProbeResponse carries one interval report.
 type RunProbeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1427,7 +2182,7 @@ type RunProbeResponse struct {
 
 func (x *RunProbeResponse) Reset() {
 	*x = RunProbeResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +2194,7 @@ func (x *RunProbeResponse) String() string {
 func (*RunProbeResponse) ProtoMessage() {}
 
 func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +2207,7 @@ func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeResponse.ProtoReflect.Descriptor instead.
 func (*RunProbeResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunProbeResponse) GetReport() *IntervalReport {
@@ -1481,14 +2236,22 @@ type IntervalReport struct {
 	Requests       []*RequestRecord    `protobuf:"bytes,12,rep,name=requests,proto3" json:"requests,omitempty"`
 	Final          bool                `protobuf:"varint,13,opt,name=final,proto3" json:"final,omitempty"`
 	// in_flight is the number of requests still open at the end of the interval.
-	InFlight      uint32 `protobuf:"varint,14,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	InFlight uint32 `protobuf:"varint,14,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// client_bound is set once the dispatch-lag p99 passed the threshold.
+	ClientBound bool `protobuf:"varint,15,opt,name=client_bound,json=clientBound,proto3" json:"client_bound,omitempty"`
+	// usage_source is "continuous", "final" or "counted".
+	UsageSource string `protobuf:"bytes,16,opt,name=usage_source,json=usageSource,proto3" json:"usage_source,omitempty"`
+	// scheduled is the number of requests scheduled so far in this segment.
+	Scheduled uint64 `protobuf:"varint,17,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	// warmup marks an interval inside the warm-up, left out of statistics.
+	Warmup        bool `protobuf:"varint,18,opt,name=warmup,proto3" json:"warmup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
 	*x = IntervalReport{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +2263,7 @@ func (x *IntervalReport) String() string {
 func (*IntervalReport) ProtoMessage() {}
 
 func (x *IntervalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +2276,7 @@ func (x *IntervalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntervalReport.ProtoReflect.Descriptor instead.
 func (*IntervalReport) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IntervalReport) GetRunId() string {
@@ -1614,10 +2377,38 @@ func (x *IntervalReport) GetInFlight() uint32 {
 	return 0
 }
 
+func (x *IntervalReport) GetClientBound() bool {
+	if x != nil {
+		return x.ClientBound
+	}
+	return false
+}
+
+func (x *IntervalReport) GetUsageSource() string {
+	if x != nil {
+		return x.UsageSource
+	}
+	return ""
+}
+
+func (x *IntervalReport) GetScheduled() uint64 {
+	if x != nil {
+		return x.Scheduled
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetWarmup() bool {
+	if x != nil {
+		return x.Warmup
+	}
+	return false
+}
+
 // EncodedHistogram is one metric's histogram.
 type EncodedHistogram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// metric is one of ttft, e2e, itl, tpot.
+	// metric is one of ttft, ttft_sched, e2e, itl, icl, tpot, dispatch_lag.
 	Metric        string `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
 	V2            []byte `protobuf:"bytes,2,opt,name=v2,proto3" json:"v2,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1626,7 +2417,7 @@ type EncodedHistogram struct {
 
 func (x *EncodedHistogram) Reset() {
 	*x = EncodedHistogram{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +2429,7 @@ func (x *EncodedHistogram) String() string {
 func (*EncodedHistogram) ProtoMessage() {}
 
 func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +2442,7 @@ func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedHistogram.ProtoReflect.Descriptor instead.
 func (*EncodedHistogram) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EncodedHistogram) GetMetric() string {
@@ -1691,7 +2482,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +2494,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +2507,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RequestRecord) GetLabel() string {
@@ -1805,7 +2596,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2608,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2621,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
 }
 
 // ListMembersResponse is the membership view.
@@ -1843,7 +2634,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2646,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2659,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -1892,7 +2683,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2695,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2708,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Member) GetName() string {
@@ -1975,7 +2766,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2778,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2791,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -2076,7 +2867,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2879,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2892,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -2126,7 +2917,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2929,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2942,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -2226,14 +3017,16 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x15enable_prefix_caching\x18\b \x01(\x0e2\x18.ttftlab.v1.OptionalBoolR\x13enablePrefixCaching\x12N\n" +
 	"\x16enable_chunked_prefill\x18\t \x01(\x0e2\x18.ttftlab.v1.OptionalBoolR\x14enableChunkedPrefill\x12\x10\n" +
 	"\x03gpu\x18\n" +
-	" \x01(\tR\x03gpu\"\xa4\x01\n" +
+	" \x01(\tR\x03gpu\"\xc5\x01\n" +
 	"\x12StartEngineRequest\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x12-\n" +
 	"\x05knobs\x18\x02 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12(\n" +
 	"\x10ready_timeout_ms\x18\x03 \x01(\x03R\x0ereadyTimeoutMs\x12\x1b\n" +
-	"\tcold_mode\x18\x04 \x01(\tR\bcoldMode\"E\n" +
+	"\tcold_mode\x18\x04 \x01(\tR\bcoldMode\x12\x1f\n" +
+	"\vdrop_caches\x18\x05 \x01(\bR\n" +
+	"dropCaches\"E\n" +
 	"\x13StartEngineResponse\x12.\n" +
-	"\x06engine\x18\x01 \x01(\v2\x16.ttftlab.v1.EngineInfoR\x06engine\"\x8a\x03\n" +
+	"\x06engine\x18\x01 \x01(\v2\x16.ttftlab.v1.EngineInfoR\x06engine\"\x8b\x04\n" +
 	"\n" +
 	"EngineInfo\x12\x19\n" +
 	"\bbase_url\x18\x01 \x01(\tR\abaseUrl\x12*\n" +
@@ -2249,7 +3042,39 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	" \x01(\x01R\x06readyS\x12)\n" +
 	"\x06phases\x18\v \x03(\v2\x11.ttftlab.v1.PhaseR\x06phases\x12\x19\n" +
 	"\blog_tail\x18\f \x03(\tR\alogTail\x12\x1c\n" +
-	"\tsimulated\x18\r \x01(\bR\tsimulated\"\x98\x01\n" +
+	"\tsimulated\x18\r \x01(\bR\tsimulated\x123\n" +
+	"\afigures\x18\x0e \x01(\v2\x19.ttftlab.v1.EngineFiguresR\afigures\x12-\n" +
+	"\btimeline\x18\x0f \x03(\v2\x11.ttftlab.v1.PhaseR\btimeline\x12\x1b\n" +
+	"\tcold_mode\x18\x10 \x01(\tR\bcoldMode\"\x96\x06\n" +
+	"\rEngineFigures\x12)\n" +
+	"\x0eweights_load_s\x18\x01 \x01(\x01H\x00R\fweightsLoadS\x88\x01\x01\x12)\n" +
+	"\x0emodel_load_gib\x18\x02 \x01(\x01H\x01R\fmodelLoadGib\x88\x01\x01\x12%\n" +
+	"\fmodel_load_s\x18\x03 \x01(\x01H\x02R\n" +
+	"modelLoadS\x88\x01\x01\x12 \n" +
+	"\tcompile_s\x18\x04 \x01(\x01H\x03R\bcompileS\x88\x01\x01\x12+\n" +
+	"\x0fgraph_capture_s\x18\x05 \x01(\x01H\x04R\rgraphCaptureS\x88\x01\x01\x12/\n" +
+	"\x11graph_capture_gib\x18\x06 \x01(\x01H\x05R\x0fgraphCaptureGib\x88\x01\x01\x12+\n" +
+	"\x0fkv_cache_tokens\x18\a \x01(\x03H\x06R\rkvCacheTokens\x88\x01\x01\x12,\n" +
+	"\x0fmax_concurrency\x18\b \x01(\x01H\aR\x0emaxConcurrency\x88\x01\x01\x129\n" +
+	"\x16max_concurrency_tokens\x18\t \x01(\x03H\bR\x14maxConcurrencyTokens\x88\x01\x01\x12'\n" +
+	"\rengine_init_s\x18\n" +
+	" \x01(\x01H\tR\vengineInitS\x88\x01\x01\x12,\n" +
+	"\x10first_to_ready_s\x18\v \x01(\x01H\n" +
+	"R\rfirstToReadyS\x88\x01\x01\x12-\n" +
+	"\x10available_kv_gib\x18\f \x01(\x01H\vR\x0eavailableKvGib\x88\x01\x01B\x11\n" +
+	"\x0f_weights_load_sB\x11\n" +
+	"\x0f_model_load_gibB\x0f\n" +
+	"\r_model_load_sB\f\n" +
+	"\n" +
+	"_compile_sB\x12\n" +
+	"\x10_graph_capture_sB\x14\n" +
+	"\x12_graph_capture_gibB\x12\n" +
+	"\x10_kv_cache_tokensB\x12\n" +
+	"\x10_max_concurrencyB\x19\n" +
+	"\x17_max_concurrency_tokensB\x10\n" +
+	"\x0e_engine_init_sB\x13\n" +
+	"\x11_first_to_ready_sB\x13\n" +
+	"\x11_available_kv_gib\"\x98\x01\n" +
 	"\x05Phase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\astart_s\x18\x02 \x01(\x01R\x06startS\x12\x13\n" +
@@ -2269,7 +3094,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
 	"intervalMs\"G\n" +
 	"\x15StreamSamplesResponse\x12.\n" +
-	"\x06sample\x18\x01 \x01(\v2\x16.ttftlab.v1.HostSampleR\x06sample\"\xfa\x02\n" +
+	"\x06sample\x18\x01 \x01(\v2\x16.ttftlab.v1.HostSampleR\x06sample\"\x83\x05\n" +
 	"\n" +
 	"HostSample\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1b\n" +
@@ -2283,14 +3108,36 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x10host_cpu_percent\x18\b \x01(\x01R\x0ehostCpuPercent\x12.\n" +
 	"\x13mem_available_bytes\x18\t \x01(\x04R\x11memAvailableBytes\x12(\n" +
 	"\x10page_cache_bytes\x18\n" +
-	" \x01(\x04R\x0epageCacheBytes\"\xea\x01\n" +
+	" \x01(\x04R\x0epageCacheBytes\x12\x1f\n" +
+	"\vdirty_bytes\x18\v \x01(\x04R\n" +
+	"dirtyBytes\x12*\n" +
+	"\x11engine_read_bytes\x18\f \x01(\x04R\x0fengineReadBytes\x12&\n" +
+	"\x0fdisk_read_bytes\x18\r \x01(\x04R\rdiskReadBytes\x12P\n" +
+	"\x0eengine_metrics\x18\x0e \x03(\v2).ttftlab.v1.HostSample.EngineMetricsEntryR\rengineMetrics\x1a@\n" +
+	"\x12EngineMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xce\x03\n" +
 	"\tGPUSample\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12*\n" +
 	"\x11memory_used_bytes\x18\x02 \x01(\x04R\x0fmemoryUsedBytes\x12,\n" +
 	"\x12memory_total_bytes\x18\x03 \x01(\x04R\x10memoryTotalBytes\x12(\n" +
 	"\x10gpu_util_percent\x18\x04 \x01(\rR\x0egpuUtilPercent\x12(\n" +
 	"\x10mem_util_percent\x18\x05 \x01(\rR\x0ememUtilPercent\x12\x19\n" +
-	"\bpower_mw\x18\x06 \x01(\rR\apowerMw\"\xdf\x02\n" +
+	"\bpower_mw\x18\x06 \x01(\rR\apowerMw\x12\x1b\n" +
+	"\tenergy_mj\x18\a \x01(\x04R\benergyMj\x12 \n" +
+	"\fsm_clock_mhz\x18\b \x01(\rR\n" +
+	"smClockMhz\x12 \n" +
+	"\fpcie_tx_kbps\x18\t \x01(\rR\n" +
+	"pcieTxKbps\x12 \n" +
+	"\fpcie_rx_kbps\x18\n" +
+	" \x01(\rR\n" +
+	"pcieRxKbps\x12)\n" +
+	"\x10throttle_reasons\x18\v \x01(\x04R\x0fthrottleReasons\x124\n" +
+	"\tprocesses\x18\f \x03(\v2\x16.ttftlab.v1.GPUProcessR\tprocesses\"J\n" +
+	"\n" +
+	"GPUProcess\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12*\n" +
+	"\x11used_memory_bytes\x18\x02 \x01(\x04R\x0fusedMemoryBytes\"\xe0\x04\n" +
 	"\x0fRunProbeRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12*\n" +
@@ -2304,20 +3151,70 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x0fstart_unix_nano\x18\t \x01(\x03R\rstartUnixNano\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\n" +
-	" \x01(\x03R\ttimeoutMs\"K\n" +
+	" \x01(\x03R\ttimeoutMs\x12)\n" +
+	"\x04load\x18\v \x01(\v2\x15.ttftlab.v1.LoadModelR\x04load\x12-\n" +
+	"\asegment\x18\f \x01(\v2\x13.ttftlab.v1.SegmentR\asegment\x125\n" +
+	"\tgenerator\x18\r \x01(\v2\x17.ttftlab.v1.WorkloadGenR\tgenerator\x12&\n" +
+	"\x0fttft_timeout_ms\x18\x0e \x01(\x03R\rttftTimeoutMs\x12,\n" +
+	"\x12connect_timeout_ms\x18\x0f \x01(\x03R\x10connectTimeoutMs\x12\x18\n" +
+	"\arecords\x18\x10 \x01(\bR\arecords\"\xfe\x02\n" +
+	"\tLoadModel\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12 \n" +
+	"\vconcurrency\x18\x02 \x01(\x05R\vconcurrency\x12\x12\n" +
+	"\x04rate\x18\x03 \x01(\x01R\x04rate\x12\x1d\n" +
+	"\n" +
+	"start_rate\x18\x04 \x01(\x01R\tstartRate\x12\x1e\n" +
+	"\n" +
+	"burstiness\x18\x05 \x01(\x01R\n" +
+	"burstiness\x12\x1f\n" +
+	"\vduration_ms\x18\x06 \x01(\x03R\n" +
+	"durationMs\x12\x1a\n" +
+	"\brequests\x18\a \x01(\x03R\brequests\x12\x1b\n" +
+	"\twarmup_ms\x18\b \x01(\x03R\bwarmupMs\x12'\n" +
+	"\x0fwarmup_requests\x18\t \x01(\x03R\x0ewarmupRequests\x12\"\n" +
+	"\rmax_in_flight\x18\n" +
+	" \x01(\x05R\vmaxInFlight\x12\x12\n" +
+	"\x04seed\x18\v \x01(\x04R\x04seed\x12-\n" +
+	"\x13client_bound_p99_ms\x18\f \x01(\x01R\x10clientBoundP99Ms\"1\n" +
+	"\aSegment\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\"\xf7\x01\n" +
+	"\vWorkloadGen\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
+	"\tinput_len\x18\x02 \x01(\v2\x16.ttftlab.v1.LengthDistR\binputLen\x125\n" +
+	"\n" +
+	"output_len\x18\x03 \x01(\v2\x16.ttftlab.v1.LengthDistR\toutputLen\x12\x1d\n" +
+	"\n" +
+	"prefix_len\x18\x04 \x01(\x05R\tprefixLen\x12!\n" +
+	"\fnum_prefixes\x18\x05 \x01(\x05R\vnumPrefixes\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12\x12\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"p\n" +
+	"\n" +
+	"LengthDist\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04mean\x18\x02 \x01(\x01R\x04mean\x12\x10\n" +
+	"\x03min\x18\x03 \x01(\x01R\x03min\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\x01R\x03max\x12\x16\n" +
+	"\x06stddev\x18\x05 \x01(\x01R\x06stddev\"\xdb\x01\n" +
 	"\x06Target\x12\x19\n" +
 	"\bbase_url\x18\x01 \x01(\tR\abaseUrl\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
-	"\x03api\x18\x03 \x01(\tR\x03api\"\x82\x01\n" +
+	"\x03api\x18\x03 \x01(\tR\x03api\x12\x17\n" +
+	"\aapi_key\x18\x04 \x01(\tR\x06apiKey\x129\n" +
+	"\aheaders\x18\x05 \x03(\v2\x1f.ttftlab.v1.Target.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
 	"\bWorkload\x12\x16\n" +
 	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x12\x1d\n" +
 	"\n" +
 	"max_tokens\x18\x02 \x01(\x05R\tmaxTokens\x12\x1d\n" +
 	"\n" +
 	"ignore_eos\x18\x03 \x01(\bR\tignoreEos\x12 \n" +
-	"\vtemperature\x18\x04 \x01(\x01R\vtemperature\"F\n" +
+	"\vtemperature\x18\x04 \x01(\x01R\vtemperature\x12&\n" +
+	"\x0fextra_body_json\x18\x05 \x01(\tR\rextraBodyJson\"F\n" +
 	"\x10RunProbeResponse\x122\n" +
-	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\xf1\x04\n" +
+	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\xed\x05\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -2336,7 +3233,11 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\rerror_samples\x18\v \x03(\tR\ferrorSamples\x125\n" +
 	"\brequests\x18\f \x03(\v2\x19.ttftlab.v1.RequestRecordR\brequests\x12\x14\n" +
 	"\x05final\x18\r \x01(\bR\x05final\x12\x1b\n" +
-	"\tin_flight\x18\x0e \x01(\rR\binFlight\x1a?\n" +
+	"\tin_flight\x18\x0e \x01(\rR\binFlight\x12!\n" +
+	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12!\n" +
+	"\fusage_source\x18\x10 \x01(\tR\vusageSource\x12\x1c\n" +
+	"\tscheduled\x18\x11 \x01(\x04R\tscheduled\x12\x16\n" +
+	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
@@ -2414,7 +3315,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
@@ -2424,27 +3325,35 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*StartEngineRequest)(nil),    // 5: ttftlab.v1.StartEngineRequest
 	(*StartEngineResponse)(nil),   // 6: ttftlab.v1.StartEngineResponse
 	(*EngineInfo)(nil),            // 7: ttftlab.v1.EngineInfo
-	(*Phase)(nil),                 // 8: ttftlab.v1.Phase
-	(*StopEngineRequest)(nil),     // 9: ttftlab.v1.StopEngineRequest
-	(*StopEngineResponse)(nil),    // 10: ttftlab.v1.StopEngineResponse
-	(*StreamSamplesRequest)(nil),  // 11: ttftlab.v1.StreamSamplesRequest
-	(*StreamSamplesResponse)(nil), // 12: ttftlab.v1.StreamSamplesResponse
-	(*HostSample)(nil),            // 13: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 14: ttftlab.v1.GPUSample
-	(*RunProbeRequest)(nil),       // 15: ttftlab.v1.RunProbeRequest
-	(*Target)(nil),                // 16: ttftlab.v1.Target
-	(*Workload)(nil),              // 17: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 18: ttftlab.v1.RunProbeResponse
-	(*IntervalReport)(nil),        // 19: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 20: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 21: ttftlab.v1.RequestRecord
-	(*ListMembersRequest)(nil),    // 22: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 23: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 24: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 25: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 26: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 27: ttftlab.v1.RunEvent
-	nil,                           // 28: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*EngineFigures)(nil),         // 8: ttftlab.v1.EngineFigures
+	(*Phase)(nil),                 // 9: ttftlab.v1.Phase
+	(*StopEngineRequest)(nil),     // 10: ttftlab.v1.StopEngineRequest
+	(*StopEngineResponse)(nil),    // 11: ttftlab.v1.StopEngineResponse
+	(*StreamSamplesRequest)(nil),  // 12: ttftlab.v1.StreamSamplesRequest
+	(*StreamSamplesResponse)(nil), // 13: ttftlab.v1.StreamSamplesResponse
+	(*HostSample)(nil),            // 14: ttftlab.v1.HostSample
+	(*GPUSample)(nil),             // 15: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),            // 16: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),       // 17: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),             // 18: ttftlab.v1.LoadModel
+	(*Segment)(nil),               // 19: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),           // 20: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),            // 21: ttftlab.v1.LengthDist
+	(*Target)(nil),                // 22: ttftlab.v1.Target
+	(*Workload)(nil),              // 23: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),      // 24: ttftlab.v1.RunProbeResponse
+	(*IntervalReport)(nil),        // 25: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),      // 26: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),         // 27: ttftlab.v1.RequestRecord
+	(*ListMembersRequest)(nil),    // 28: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 29: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 30: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 31: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 32: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 33: ttftlab.v1.RunEvent
+	nil,                           // 34: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 35: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 36: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -2453,37 +3362,47 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
 	4,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
 	7,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
-	8,  // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
-	13, // 7: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	14, // 8: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	16, // 9: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	17, // 10: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	19, // 11: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	20, // 12: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	28, // 13: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	21, // 14: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	24, // 15: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 16: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	27, // 17: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 18: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 19: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	9,  // 20: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	11, // 21: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	15, // 22: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	22, // 23: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	25, // 24: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	2,  // 25: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 26: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	10, // 27: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	12, // 28: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	18, // 29: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	23, // 30: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	26, // 31: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	9,  // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
+	8,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
+	9,  // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
+	14, // 9: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	15, // 10: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	34, // 11: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	16, // 12: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	22, // 13: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	23, // 14: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	18, // 15: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	19, // 16: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	20, // 17: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	21, // 18: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	21, // 19: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	35, // 20: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	25, // 21: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	26, // 22: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	36, // 23: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	27, // 24: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	30, // 25: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	4,  // 26: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	33, // 27: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	1,  // 28: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	5,  // 29: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	10, // 30: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	12, // 31: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	17, // 32: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	28, // 33: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	31, // 34: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	2,  // 35: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	6,  // 36: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	11, // 37: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	13, // 38: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	24, // 39: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	29, // 40: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	32, // 41: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -2491,13 +3410,14 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 	if File_ttftlab_v1_ttftlab_proto != nil {
 		return
 	}
+	file_ttftlab_v1_ttftlab_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
