@@ -167,6 +167,12 @@ type Request struct {
 	// the whole body arrives at once and TTFT equals E2E.
 	Stream bool
 	APIKey string
+	// Headers are added to the request (after Content-Type and Authorization,
+	// so they can override them).
+	Headers map[string]string
+	// ExtraBody is merged into the JSON body; its keys win over the built
+	// ones (for example "min_tokens" or a different "temperature").
+	ExtraBody map[string]any
 }
 
 // Mark is one token-bearing chunk: its arrival time since Result.Send and
@@ -330,6 +336,9 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	if req.APIKey != "" {
 		hreq.Header.Set("Authorization", "Bearer "+req.APIKey)
 	}
+	for k, v := range req.Headers {
+		hreq.Header.Set(k, v)
+	}
 
 	// One mark per token at most; capped so a huge max_tokens does not
 	// reserve memory up front.
@@ -488,6 +497,19 @@ func requestBody(req Request) ([]byte, error) {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	if len(req.ExtraBody) == 0 {
+		return b, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	for k, v := range req.ExtraBody {
+		m[k] = v
+	}
+	if b, err = json.Marshal(m); err != nil {
+		return nil, fmt.Errorf("encode request with extra body: %w", err)
 	}
 	return b, nil
 }

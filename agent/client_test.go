@@ -3,9 +3,12 @@ package agent
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -539,4 +542,29 @@ func FuzzStream(f *testing.F) {
 			t.Fatalf("bad error %v", r.Err)
 		}
 	})
+}
+
+func TestRequestBodyMergesExtraBodyAndHeaders(t *testing.T) {
+	var gotBody map[string]any
+	var gotHeader string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotHeader = r.Header.Get("X-Tenant")
+		_ = json.NewDecoder(r.Body).Decode(&gotBody)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	res := c.Do(context.Background(), Request{BaseURL: srv.URL, API: APICompletions, Model: "m", Prompt: "p", MaxTokens: 4, Stream: true,
+		Headers: map[string]string{"X-Tenant": "t1"}, ExtraBody: map[string]any{"min_tokens": 4, "temperature": 0.5}})
+	if !res.OK() {
+		t.Fatalf("request failed: %v", res.Err)
+	}
+	if gotHeader != "t1" {
+		t.Errorf("X-Tenant = %q, want t1", gotHeader)
+	}
+	if gotBody["min_tokens"] != float64(4) || gotBody["temperature"] != 0.5 || gotBody["model"] != "m" {
+		t.Errorf("body = %v, want extra keys merged over the built ones", gotBody)
+	}
 }
