@@ -428,6 +428,11 @@ func RenderDir(dir string) (*Results, error) {
 	if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
 		return res, err
 	}
+	for name, svg := range renderPlots(res) {
+		if err := writeFileAtomic(filepath.Join(dir, name), []byte(svg)); err != nil {
+			return res, err
+		}
+	}
 	md := RenderMarkdown(res)
 	if err := writeFileAtomic(filepath.Join(dir, "first_token_latency.md"), []byte(md)); err != nil {
 		return res, err

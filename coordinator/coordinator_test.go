@@ -207,6 +207,15 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	for _, name := range []string{RunsSVG, PhasesSVG} {
+		b, err := os.ReadFile(filepath.Join(res.Dir, name))
+		if err != nil || !strings.Contains(string(b), "<svg") {
+			t.Errorf("plot %s missing or not SVG: %v", name, err)
+		}
+		if !strings.Contains(string(md), "]("+name+")") {
+			t.Errorf("report does not link %s", name)
+		}
+	}
 	// Re-rendering from events.jsonl gives the same results.
 	again, err := RenderDir(res.Dir)
 	if err != nil {

@@ -2,7 +2,10 @@ package coordinator
 
 import (
 	"fmt"
+	"math"
 	"strings"
+
+	"github.com/ttftlab/ttftlab/internal/plot"
 )
 
 func fmtPtr(v *float64, format string) string {
@@ -61,7 +64,7 @@ func RenderMarkdown(r *Results) string {
 		for _, ph := range r.Engine.Phases {
 			p("| %s | %.2f | %.2f | %.2f | %s | %s |\n", ph.Name, ph.StartS, ph.EndS, ph.DurationS, ph.Source, sanitizeOneLine(ph.Detail))
 		}
-		p("\n")
+		p("\n![Cold-start phases](%s)\n\n", PhasesSVG)
 	}
 
 	p("## Single-Run Measurements (Cold vs Warm)\n\n")
@@ -89,6 +92,7 @@ func RenderMarkdown(r *Results) string {
 	if w := r.Warm; w != nil {
 		p("| statistic | ttft_s |\n|---|---:|\n")
 		p("| min | %.4f |\n| median | %.4f |\n| max | %.4f |\n| mean ± stddev | %.4f ± %.4f |\n\n", w.MinS, w.MedianS, w.MaxS, w.MeanS, w.StddevS)
+		p("![TTFT per run](%s)\n\n", RunsSVG)
 	} else {
 		p("No successful warm run.\n\n")
 	}
@@ -149,4 +153,38 @@ func runNote(r *Run) string {
 		return "error: " + sanitizeOneLine(r.Error)
 	}
 	return fmt.Sprintf("first byte %.4f s, prompt %d tokens", r.FirstByteS, r.PromptTokens)
+}
+
+// The plots written next to the report.
+const (
+	RunsSVG   = "ttft_runs.svg"
+	PhasesSVG = "startup_phases.svg"
+)
+
+// renderPlots returns the SVG files of a run, by name.
+func renderPlots(r *Results) map[string]string {
+	out := map[string]string{}
+	var bars []plot.Bar
+	for _, run := range r.Runs {
+		v := run.TTFTS * 1000
+		if run.Error != "" {
+			v = math.NaN()
+		}
+		bars = append(bars, plot.Bar{Label: run.Label, Value: v, Highlight: strings.HasPrefix(run.Label, "cold_")})
+	}
+	if len(bars) > 0 {
+		out[RunsSVG] = plot.Bars("TTFT per run (cold in red)", " ms", bars)
+	}
+	src := r.Engine.Timeline
+	if len(src) == 0 {
+		src = r.Engine.Phases
+	}
+	var spans []plot.Span
+	for _, ph := range src {
+		spans = append(spans, plot.Span{Label: ph.Name, Start: ph.StartS, End: ph.EndS, Group: ph.Source})
+	}
+	if len(spans) > 0 {
+		out[PhasesSVG] = plot.Gantt("Engine cold start: spawn to ready", spans)
+	}
+	return out
 }

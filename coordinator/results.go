@@ -72,7 +72,11 @@ type EngineFacts struct {
 	Argv            []string `json:"argv"`
 	ReadyS          float64  `json:"ready_s"`
 	Phases          []Phase  `json:"phases"`
-	Simulated       bool     `json:"simulated"`
+	// Timeline merges log phases with sampler and supervisor evidence.
+	Timeline  []Phase        `json:"timeline"`
+	Figures   map[string]any `json:"figures,omitempty"`
+	ColdMode  string         `json:"cold_mode,omitempty"`
+	Simulated bool           `json:"simulated"`
 	// StartupScale is the sim's test-only --startup-scale when it is not 1:
 	// the phase durations are then not realistic.
 	StartupScale float64 `json:"startup_scale,omitempty"`
@@ -205,9 +209,14 @@ func Build(events []Event) (*Results, error) {
 			}
 			res.Engine = EngineFacts{Kind: e.GetKind(), Model: e.GetModel(), ServedModelName: e.GetServedModelName(), Version: e.GetVersion(),
 				BaseURL: e.GetBaseUrl(), Argv: e.GetArgv(), ReadyS: e.GetReadyS(), Simulated: e.GetSimulated()}
-			for _, p := range e.GetPhases() {
-				res.Engine.Phases = append(res.Engine.Phases, Phase{Name: p.GetName(), StartS: p.GetStartS(), EndS: p.GetEndS(),
-					DurationS: p.GetDurationS(), Source: p.GetSource(), Detail: p.GetDetail()})
+			res.Engine.Phases = phases(e.GetPhases())
+			res.Engine.Timeline = phases(e.GetTimeline())
+			res.Engine.ColdMode = e.GetColdMode()
+			if f := e.GetFigures(); f != nil {
+				var m map[string]any
+				if b, err := pjson.Marshal(f); err == nil && json.Unmarshal(b, &m) == nil && len(m) > 0 {
+					res.Engine.Figures = m
+				}
 			}
 			res.Simulated = e.GetSimulated()
 			res.Engine.StartupScale = startupScale(e.GetArgv())
@@ -563,4 +572,13 @@ func startupScale(argv []string) float64 {
 		return f
 	}
 	return 0
+}
+
+func phases(in []*pb.Phase) []Phase {
+	out := []Phase{}
+	for _, p := range in {
+		out = append(out, Phase{Name: p.GetName(), StartS: p.GetStartS(), EndS: p.GetEndS(),
+			DurationS: p.GetDurationS(), Source: p.GetSource(), Detail: p.GetDetail()})
+	}
+	return out
 }

@@ -1,0 +1,139 @@
+// Package plot renders the small, dependency-free SVG charts that go next to
+// the Markdown reports: horizontal bars (one value per label) and a Gantt
+// chart of spans. Output is deterministic for the same input, so reports
+// diff cleanly.
+package plot
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"strings"
+)
+
+// Bar is one labelled value.
+type Bar struct {
+	Label string
+	Value float64
+	// Highlight draws the bar in the accent colour (for example cold_1).
+	Highlight bool
+}
+
+// Span is one labelled interval.
+type Span struct {
+	Label      string
+	Start, End float64
+	// Group picks the colour; spans of one group share it.
+	Group string
+}
+
+const (
+	width     = 760
+	rowH      = 22
+	labelW    = 190
+	valueW    = 90
+	top       = 40
+	bottom    = 36
+	accent    = "#d9534f"
+	normal    = "#4a7ebb"
+	gridColor = "#dddddd"
+)
+
+var palette = []string{"#4a7ebb", "#5cb85c", "#f0ad4e", "#9b59b6", "#d9534f", "#17a2b8", "#6c757d"}
+
+func header(b *strings.Builder, h int, title string) {
+	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, h, width, h)
+	fmt.Fprintf(b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, h)
+	fmt.Fprintf(b, `<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", 10, html.EscapeString(title))
+}
+
+// niceMax rounds v up to 1, 2 or 5 times a power of ten.
+func niceMax(v float64) float64 {
+	if v <= 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+func axis(b *strings.Builder, x0, x1 float64, y0, y1 int, max float64, unit string) {
+	for i := 0; i <= 4; i++ {
+		v := max * float64(i) / 4
+		x := x0 + (x1-x0)*float64(i)/4
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s"/>`+"\n", x, y0, x, y1, gridColor)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s%s</text>`+"\n", x, y1+16, trim(v), unit)
+	}
+}
+
+func trim(v float64) string {
+	s := fmt.Sprintf("%.3g", v)
+	return s
+}
+
+// Bars renders a horizontal bar chart. unit is appended to values (e.g. " ms").
+func Bars(title, unit string, bars []Bar) string {
+	var b strings.Builder
+	h := top + len(bars)*rowH + bottom
+	header(&b, h, title)
+	var max float64
+	for _, br := range bars {
+		if !math.IsNaN(br.Value) {
+			max = math.Max(max, br.Value)
+		}
+	}
+	max = niceMax(max)
+	x0, x1 := float64(labelW), float64(width-valueW)
+	axis(&b, x0, x1, top-4, top+len(bars)*rowH, max, unit)
+	for i, br := range bars {
+		y := top + i*rowH
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW-8, y+15, html.EscapeString(br.Label))
+		if math.IsNaN(br.Value) {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#999">n/a</text>`+"\n", x0+4, y+15)
+			continue
+		}
+		w := (x1 - x0) * br.Value / max
+		c := normal
+		if br.Highlight {
+			c = accent
+		}
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", x0, y+3, math.Max(w, 1), rowH-6, c)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%s%s</text>`+"\n", x0+w+4, y+15, trim(br.Value), unit)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// Gantt renders spans on a shared time axis (seconds).
+func Gantt(title string, spans []Span) string {
+	var b strings.Builder
+	h := top + len(spans)*rowH + bottom
+	header(&b, h, title)
+	var max float64
+	for _, s := range spans {
+		max = math.Max(max, s.End)
+	}
+	max = niceMax(max)
+	x0, x1 := float64(labelW), float64(width-valueW)
+	axis(&b, x0, x1, top-4, top+len(spans)*rowH, max, " s")
+	colors := map[string]string{}
+	for i, s := range spans {
+		c, ok := colors[s.Group]
+		if !ok {
+			c = palette[len(colors)%len(palette)]
+			colors[s.Group] = c
+		}
+		y := top + i*rowH
+		xs := x0 + (x1-x0)*s.Start/max
+		w := math.Max((x1-x0)*(s.End-s.Start)/max, 1.5)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW-8, y+15, html.EscapeString(s.Label))
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", xs, y+3, w, rowH-6, c)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">%.2f s</text>`+"\n", xs+w+4, y+15, s.End-s.Start)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}

@@ -1,0 +1,50 @@
+package plot
+
+import (
+	"encoding/xml"
+	"math"
+	"strings"
+	"testing"
+)
+
+func wellFormed(t *testing.T, svg string) {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err != nil {
+			if err.Error() == "EOF" {
+				return
+			}
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+	}
+}
+
+func TestBarsScaleToTheLargestValue(t *testing.T) {
+	svg := Bars("TTFT <per run>", " ms", []Bar{{Label: "cold_1", Value: 400, Highlight: true}, {Label: "warm_1", Value: 20}, {Label: "warm_2", Value: math.NaN()}})
+	wellFormed(t, svg)
+	// Axis max is 500; the plot area is 760-190-90 = 480 px wide, so 400 ms is 384 px and 20 ms 19.2 px.
+	for _, want := range []string{`width="384.0"`, `width="19.2"`, `fill="#d9534f"`, "n/a", "TTFT &lt;per run&gt;", ">500 ms<"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+}
+
+func TestGanttPlacesSpans(t *testing.T) {
+	svg := Gantt("phases", []Span{{Label: "load", Start: 0, End: 5, Group: "log"}, {Label: "ready", Start: 5, End: 10, Group: "supervisor"}})
+	wellFormed(t, svg)
+	// Axis max 10 s: the second span starts at 190 + 480/2 = 430 px.
+	if !strings.Contains(svg, `x="430.0"`) || !strings.Contains(svg, "5.00 s") {
+		t.Errorf("span not placed at 430 px:\n%s", svg)
+	}
+}
+
+func TestNiceMax(t *testing.T) {
+	for in, want := range map[float64]float64{0: 1, 0.7: 1, 1.2: 2, 3: 5, 7: 10, 420: 500, math.NaN(): 1} {
+		if got := niceMax(in); got != want {
+			t.Errorf("niceMax(%v) = %v, want %v", in, got, want)
+		}
+	}
+}
