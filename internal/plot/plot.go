@@ -70,9 +70,12 @@ func axis(b *strings.Builder, x0, x1 float64, y0, y1 int, max float64, unit stri
 	}
 }
 
+// trim formats v with 3 significant digits, never in exponent form.
 func trim(v float64) string {
-	s := fmt.Sprintf("%.3g", v)
-	return s
+	if math.Abs(v) >= 1000 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
 }
 
 // Bars renders a horizontal bar chart. unit is appended to values (e.g. " ms").

@@ -48,3 +48,11 @@ func TestNiceMax(t *testing.T) {
 		}
 	}
 }
+
+func TestTrimAvoidsExponents(t *testing.T) {
+	for in, want := range map[float64]string{1000: "1000", 12345.6: "12346", 17.14: "17.1", 0.5: "0.5"} {
+		if got := trim(in); got != want {
+			t.Errorf("trim(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
