@@ -186,7 +186,7 @@ func (c *Coordinator) newRunID() string {
 }
 
 // waitForMembers waits until at least one gpunode and one agent are alive.
-func (c *Coordinator) waitForMembers(ctx context.Context) (gpu membership.Member, agents []membership.Member, err error) {
+func (c *Coordinator) waitForMembers(ctx context.Context, needGPU bool) (gpu membership.Member, agents []membership.Member, err error) {
 	timer := time.NewTimer(c.cfg.DiscoveryTimeout)
 	defer timer.Stop()
 	poll := time.NewTicker(200 * time.Millisecond)
@@ -195,8 +195,11 @@ func (c *Coordinator) waitForMembers(ctx context.Context) (gpu membership.Member
 		ms := c.members.Members()
 		gpus := membership.ByRole(ms, membership.RoleGPUNode)
 		agents = membership.ByRole(ms, membership.RoleAgent)
-		if len(gpus) > 0 && len(agents) > 0 {
-			return gpus[0], agents, nil
+		if (len(gpus) > 0 || !needGPU) && len(agents) > 0 {
+			if len(gpus) > 0 {
+				gpu = gpus[0]
+			}
+			return gpu, agents, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -236,7 +239,7 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 	if err != nil {
 		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", spec.RunID, err)
 	}
-	r := &baselineRun{c: c, spec: spec, log: evlog, emit: emit}
+	r := &baselineRun{recorder: &recorder{log: evlog, emit: emit, logger: c.logger}, c: c, spec: spec}
 	runErr := r.run(ctx)
 	end := map[string]string{"status": "ok"}
 	if runErr != nil {
@@ -252,54 +255,9 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 }
 
 type baselineRun struct {
+	*recorder
 	c    *Coordinator
 	spec BaselineSpec
-	log  *eventLog
-	emit func(Event)
-
-	mu         sync.Mutex
-	lastSample *pb.HostSample
-	sampleCond chan struct{} // closed and replaced on every sample
-}
-
-// record appends an event; a disk error is logged once per event and the
-// run continues, because eventLog keeps the error and the run fails at the
-// end when the log cannot be closed or rendered.
-func (r *baselineRun) record(kind string, v any) {
-	ev, err := r.log.Append(kind, v)
-	if err != nil {
-		r.c.logger.Error("event not saved", "kind", kind, "err", err)
-	}
-	if r.emit != nil && kind != EventSample {
-		r.emit(ev)
-	}
-}
-
-func (r *baselineRun) mark(name string) { r.record(EventMark, markData{Name: name}) }
-
-// nextSample waits for a sample taken after now, so that a mark is followed
-// by a sample that reflects it.
-func (r *baselineRun) nextSample(ctx context.Context, wait time.Duration) {
-	r.mu.Lock()
-	ch := r.sampleCond
-	r.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for i := 0; i < 2; i++ { // two ticks: the first may have been taken before the mark.
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			return
-		}
-		r.mu.Lock()
-		ch = r.sampleCond
-		r.mu.Unlock()
-	}
 }
 
 func (r *baselineRun) run(ctx context.Context) error {
@@ -309,7 +267,7 @@ func (r *baselineRun) run(ctx context.Context) error {
 		Knobs *pb.EngineKnobs `json:"knobs"`
 	}{r.spec, r.spec.Knobs})
 
-	gpuM, agentMs, err := c.waitForMembers(ctx)
+	gpuM, agentMs, err := c.waitForMembers(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -327,28 +285,8 @@ func (r *baselineRun) run(ctx context.Context) error {
 	r.record(EventNodeInfo, info)
 
 	// The sampler streams for the whole run; samples are recorded as they arrive.
-	sctx, stopSamples := context.WithCancel(ctx)
-	var swg sync.WaitGroup
-	r.sampleCond = make(chan struct{})
-	swg.Add(1)
-	go func() {
-		defer swg.Done()
-		err := gn.StreamSamples(sctx, c.cfg.SampleInterval, func(s *pb.HostSample) {
-			r.record(EventSample, s)
-			r.mu.Lock()
-			r.lastSample = s
-			close(r.sampleCond)
-			r.sampleCond = make(chan struct{})
-			r.mu.Unlock()
-		})
-		if err != nil && sctx.Err() == nil {
-			r.record(EventWarning, map[string]string{"message": "gpunode sample stream ended: " + err.Error()})
-		}
-	}()
-	defer func() {
-		stopSamples()
-		swg.Wait()
-	}()
+	stopSampling := r.startSampling(ctx, gn, c.cfg.SampleInterval)
+	defer stopSampling()
 
 	// Step 1: the "before" sample, with no engine running.
 	if _, err := gn.StopEngine(ctx, &pb.StopEngineRequest{}); err != nil {
@@ -420,6 +358,21 @@ func RenderDir(dir string) (*Results, error) {
 	events, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
 		return nil, err
+	}
+	if isSweep(events) {
+		res, err := BuildSweep(events)
+		if err != nil {
+			return nil, fmt.Errorf("build sweep results from %s: %w", dir, err)
+		}
+		if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
+			return nil, err
+		}
+		for name, svg := range renderSweepPlots(res) {
+			if err := writeFileAtomic(filepath.Join(dir, name), []byte(svg)); err != nil {
+				return nil, err
+			}
+		}
+		return nil, writeFileAtomic(filepath.Join(dir, SweepReport), []byte(RenderSweepMarkdown(res)))
 	}
 	res, err := Build(events)
 	if err != nil {

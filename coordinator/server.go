@@ -73,3 +73,32 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 	}
 	return st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
 }
+
+// RunSweep implements CoordinatorService.
+func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer[pb.RunSweepResponse]) error {
+	spec := SweepSpec{
+		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), BaseURL: req.GetBaseUrl(),
+		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
+		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
+	}
+	if err := spec.withDefaults("x").Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var sendErr error
+	res, err := s.c.RunSweep(st.Context(), spec, func(ev Event) {
+		if sendErr != nil {
+			return
+		}
+		sendErr = st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}})
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return status.Error(codes.Canceled, err.Error())
+		}
+		if res.Dir == "" {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return status.Errorf(codes.Aborted, "sweep %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
+	}
+	return st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+}

@@ -56,3 +56,19 @@ func TestTrimAvoidsExponents(t *testing.T) {
 		}
 	}
 }
+
+func TestLinesPlotsEachSeries(t *testing.T) {
+	svg := Lines("TTFT vs concurrency", "concurrency", " ms", []string{"1", "4", "16"},
+		[]Series{{Name: "p50", Y: []float64{10, 20, 80}}, {Name: "p99", Y: []float64{15, 40, math.NaN()}}})
+	wellFormed(t, svg)
+	if got := strings.Count(svg, "<polyline"); got != 2 {
+		t.Errorf("%d polylines, want 2", got)
+	}
+	if got := strings.Count(svg, "<circle"); got != 5 {
+		t.Errorf("%d points, want 5 (the NaN is a gap)", got)
+	}
+	// Axis max is 100 ms: 80 ms sits at 250 - 200*0.8 = 90 px.
+	if !strings.Contains(svg, `cy="90.0"`) {
+		t.Errorf("80 ms point not at y=90")
+	}
+}

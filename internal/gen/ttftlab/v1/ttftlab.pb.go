@@ -2587,6 +2587,198 @@ func (x *RequestRecord) GetFirstChunkS() float64 {
 	return 0
 }
 
+// RunSweepRequest configures a load sweep.
+type RunSweepRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	RunId  string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	OutDir string                 `protobuf:"bytes,2,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
+	// When base_url is empty the coordinator (re)starts the gpunode's engine
+	// with profile and knobs; otherwise it loads base_url as it is.
+	Profile string       `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	Knobs   *EngineKnobs `protobuf:"bytes,4,opt,name=knobs,proto3" json:"knobs,omitempty"`
+	BaseUrl string       `protobuf:"bytes,5,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
+	Model   string       `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	Api     string       `protobuf:"bytes,7,opt,name=api,proto3" json:"api,omitempty"`
+	// load is the template of every level; each level replaces its
+	// concurrency (closed loop) or its rate (open loop).
+	Load      *LoadModel   `protobuf:"bytes,8,opt,name=load,proto3" json:"load,omitempty"`
+	Levels    []float64    `protobuf:"fixed64,9,rep,packed,name=levels,proto3" json:"levels,omitempty"`
+	Workload  *Workload    `protobuf:"bytes,10,opt,name=workload,proto3" json:"workload,omitempty"`
+	Generator *WorkloadGen `protobuf:"bytes,11,opt,name=generator,proto3" json:"generator,omitempty"`
+	// agent_loss is "continue" (default) or "abort".
+	AgentLoss string `protobuf:"bytes,12,opt,name=agent_loss,json=agentLoss,proto3" json:"agent_loss,omitempty"`
+	// max_agents caps how many agents share each level; 0 means all alive.
+	MaxAgents     int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunSweepRequest) Reset() {
+	*x = RunSweepRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunSweepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunSweepRequest) ProtoMessage() {}
+
+func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
+func (*RunSweepRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RunSweepRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetOutDir() string {
+	if x != nil {
+		return x.OutDir
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetKnobs() *EngineKnobs {
+	if x != nil {
+		return x.Knobs
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetBaseUrl() string {
+	if x != nil {
+		return x.BaseUrl
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetLoad() *LoadModel {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetLevels() []float64 {
+	if x != nil {
+		return x.Levels
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetWorkload() *Workload {
+	if x != nil {
+		return x.Workload
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetGenerator() *WorkloadGen {
+	if x != nil {
+		return x.Generator
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetAgentLoss() string {
+	if x != nil {
+		return x.AgentLoss
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetMaxAgents() int32 {
+	if x != nil {
+		return x.MaxAgents
+	}
+	return 0
+}
+
+// RunSweepResponse carries one event.
+type RunSweepResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *RunEvent              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunSweepResponse) Reset() {
+	*x = RunSweepResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunSweepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunSweepResponse) ProtoMessage() {}
+
+func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
+func (*RunSweepResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RunSweepResponse) GetEvent() *RunEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 // ListMembersRequest asks for the membership view.
 type ListMembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2596,7 +2788,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2800,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2813,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
 }
 
 // ListMembersResponse is the membership view.
@@ -2634,7 +2826,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2838,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2851,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2683,7 +2875,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2887,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2900,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Member) GetName() string {
@@ -2766,7 +2958,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2970,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2983,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -2867,7 +3059,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3071,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3084,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -2917,7 +3109,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3121,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3134,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -3257,7 +3449,26 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\ffirst_byte_s\x18\n" +
 	" \x01(\x01R\n" +
 	"firstByteS\x12\"\n" +
-	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\x14\n" +
+	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xb7\x03\n" +
+	"\x0fRunSweepRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12-\n" +
+	"\x05knobs\x18\x04 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x19\n" +
+	"\bbase_url\x18\x05 \x01(\tR\abaseUrl\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x10\n" +
+	"\x03api\x18\a \x01(\tR\x03api\x12)\n" +
+	"\x04load\x18\b \x01(\v2\x15.ttftlab.v1.LoadModelR\x04load\x12\x16\n" +
+	"\x06levels\x18\t \x03(\x01R\x06levels\x120\n" +
+	"\bworkload\x18\n" +
+	" \x01(\v2\x14.ttftlab.v1.WorkloadR\bworkload\x125\n" +
+	"\tgenerator\x18\v \x01(\v2\x17.ttftlab.v1.WorkloadGenR\tgenerator\x12\x1d\n" +
+	"\n" +
+	"agent_loss\x18\f \x01(\tR\tagentLoss\x12\x1d\n" +
+	"\n" +
+	"max_agents\x18\r \x01(\x05R\tmaxAgents\">\n" +
+	"\x10RunSweepResponse\x12*\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.ttftlab.v1.MemberR\amembers\"\x8e\x01\n" +
@@ -3297,10 +3508,11 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"StopEngine\x12\x1d.ttftlab.v1.StopEngineRequest\x1a\x1e.ttftlab.v1.StopEngineResponse\x12V\n" +
 	"\rStreamSamples\x12 .ttftlab.v1.StreamSamplesRequest\x1a!.ttftlab.v1.StreamSamplesResponse0\x012W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xb6\x01\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xff\x01\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
-	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
+	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
+	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
 
 var (
 	file_ttftlab_v1_ttftlab_proto_rawDescOnce sync.Once
@@ -3315,7 +3527,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
@@ -3345,15 +3557,17 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*IntervalReport)(nil),        // 25: ttftlab.v1.IntervalReport
 	(*EncodedHistogram)(nil),      // 26: ttftlab.v1.EncodedHistogram
 	(*RequestRecord)(nil),         // 27: ttftlab.v1.RequestRecord
-	(*ListMembersRequest)(nil),    // 28: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 29: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 30: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 31: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 32: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 33: ttftlab.v1.RunEvent
-	nil,                           // 34: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 35: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 36: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*RunSweepRequest)(nil),       // 28: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 29: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 30: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 31: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 32: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 33: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 34: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 35: ttftlab.v1.RunEvent
+	nil,                           // 36: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 37: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 38: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -3367,7 +3581,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	9,  // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
 	14, // 9: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	15, // 10: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	34, // 11: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	36, // 11: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	16, // 12: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	22, // 13: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	23, // 14: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -3376,33 +3590,40 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	20, // 17: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	21, // 18: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	21, // 19: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	35, // 20: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	37, // 20: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	25, // 21: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	26, // 22: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	36, // 23: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	38, // 23: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
 	27, // 24: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	30, // 25: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 26: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	33, // 27: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 28: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 29: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	10, // 30: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	12, // 31: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	17, // 32: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	28, // 33: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	31, // 34: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	2,  // 35: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 36: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	11, // 37: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	13, // 38: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	24, // 39: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	29, // 40: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	32, // 41: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	35, // [35:42] is the sub-list for method output_type
-	28, // [28:35] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	4,  // 25: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	18, // 26: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	23, // 27: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	20, // 28: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	35, // 29: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	32, // 30: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	4,  // 31: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	35, // 32: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	1,  // 33: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	5,  // 34: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	10, // 35: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	12, // 36: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	17, // 37: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	30, // 38: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	33, // 39: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	28, // 40: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	2,  // 41: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	6,  // 42: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	11, // 43: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	13, // 44: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	24, // 45: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	31, // 46: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	34, // 47: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	29, // 48: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	41, // [41:49] is the sub-list for method output_type
+	33, // [33:41] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -3417,7 +3638,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

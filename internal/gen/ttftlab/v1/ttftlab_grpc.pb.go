@@ -390,6 +390,7 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 const (
 	CoordinatorService_ListMembers_FullMethodName = "/ttftlab.v1.CoordinatorService/ListMembers"
 	CoordinatorService_RunBaseline_FullMethodName = "/ttftlab.v1.CoordinatorService/RunBaseline"
+	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -406,6 +407,15 @@ type CoordinatorServiceClient interface {
 	// names the result files, or fails with the reason. Cancelling the call
 	// aborts the run; what was measured stays on disk.
 	RunBaseline(ctx context.Context, in *RunBaselineRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunBaselineResponse], error)
+	// RunSweep is server-streaming: it runs one load level after another
+	// (a concurrency or a rate), each split across the alive agents by
+	// execution segment and started behind a barrier, and sends each event as
+	// it happens, ending with a "done" event that names the results directory.
+	// An agent lost mid-level is recorded with its coverage; the sweep then
+	// continues with the others (agent_loss "continue") or stops ("abort").
+	// Cancelling the call ends every agent's lease; what was measured stays on
+	// disk.
+	RunSweep(ctx context.Context, in *RunSweepRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunSweepResponse], error)
 }
 
 type coordinatorServiceClient struct {
@@ -445,6 +455,25 @@ func (c *coordinatorServiceClient) RunBaseline(ctx context.Context, in *RunBasel
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunBaselineClient = grpc.ServerStreamingClient[RunBaselineResponse]
 
+func (c *coordinatorServiceClient) RunSweep(ctx context.Context, in *RunSweepRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunSweepResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_RunSweep_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunSweepRequest, RunSweepResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunSweepClient = grpc.ServerStreamingClient[RunSweepResponse]
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -459,6 +488,15 @@ type CoordinatorServiceServer interface {
 	// names the result files, or fails with the reason. Cancelling the call
 	// aborts the run; what was measured stays on disk.
 	RunBaseline(*RunBaselineRequest, grpc.ServerStreamingServer[RunBaselineResponse]) error
+	// RunSweep is server-streaming: it runs one load level after another
+	// (a concurrency or a rate), each split across the alive agents by
+	// execution segment and started behind a barrier, and sends each event as
+	// it happens, ending with a "done" event that names the results directory.
+	// An agent lost mid-level is recorded with its coverage; the sweep then
+	// continues with the others (agent_loss "continue") or stops ("abort").
+	// Cancelling the call ends every agent's lease; what was measured stays on
+	// disk.
+	RunSweep(*RunSweepRequest, grpc.ServerStreamingServer[RunSweepResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -474,6 +512,9 @@ func (UnimplementedCoordinatorServiceServer) ListMembers(context.Context, *ListM
 }
 func (UnimplementedCoordinatorServiceServer) RunBaseline(*RunBaselineRequest, grpc.ServerStreamingServer[RunBaselineResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunBaseline not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RunSweep(*RunSweepRequest, grpc.ServerStreamingServer[RunSweepResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method RunSweep not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -525,6 +566,17 @@ func _CoordinatorService_RunBaseline_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunBaselineServer = grpc.ServerStreamingServer[RunBaselineResponse]
 
+func _CoordinatorService_RunSweep_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunSweepRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).RunSweep(m, &grpc.GenericServerStream[RunSweepRequest, RunSweepResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunSweepServer = grpc.ServerStreamingServer[RunSweepResponse]
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -541,6 +593,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunBaseline",
 			Handler:       _CoordinatorService_RunBaseline_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunSweep",
+			Handler:       _CoordinatorService_RunSweep_Handler,
 			ServerStreams: true,
 		},
 	},

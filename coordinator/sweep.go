@@ -1,0 +1,340 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/protobuf/proto"
+)
+
+// Sweep event kinds.
+const (
+	EventSweepStart    = "sweep_start"
+	EventLevelStart    = "level_start"
+	EventSweepInterval = "sweep_interval"
+	EventAgentLost     = "agent_lost"
+	EventLevelEnd      = "level_end"
+)
+
+// SweepSpec configures a load sweep: one level after another, each split
+// across the agents by execution segment.
+type SweepSpec struct {
+	RunID     string
+	OutDir    string
+	Profile   string
+	Knobs     *pb.EngineKnobs
+	BaseURL   string
+	Model     string
+	API       string
+	Load      *pb.LoadModel
+	Levels    []float64
+	Workload  *pb.Workload
+	Generator *pb.WorkloadGen
+	// AgentLoss is "continue" or "abort".
+	AgentLoss string
+	MaxAgents int
+}
+
+func (s SweepSpec) withDefaults(outDir string) SweepSpec {
+	if s.OutDir == "" {
+		s.OutDir = outDir
+	}
+	if s.API == "" {
+		s.API = "chat"
+	}
+	if s.AgentLoss == "" {
+		s.AgentLoss = "continue"
+	}
+	if s.Profile == "" && s.BaseURL == "" {
+		s.Profile = "sim"
+	}
+	if s.Knobs == nil {
+		s.Knobs = &pb.EngineKnobs{}
+	}
+	if s.Load == nil {
+		s.Load = &pb.LoadModel{Kind: "closed", DurationMs: 10_000}
+	}
+	if s.Load.GetKind() == "" {
+		s.Load.Kind = "closed"
+	}
+	if s.Workload == nil {
+		s.Workload = &pb.Workload{Prompt: DefaultPrompt, MaxTokens: 64}
+	}
+	return s
+}
+
+// Validate names the bad field and the fix.
+func (s SweepSpec) Validate() error {
+	var errs []error
+	if len(s.Levels) == 0 {
+		errs = append(errs, errors.New("levels is empty: give at least one concurrency or rate, e.g. 1,4,16"))
+	}
+	closed := s.Load.GetKind() == "closed"
+	for _, l := range s.Levels {
+		if l <= 0 || (closed && l != float64(int(l))) {
+			errs = append(errs, fmt.Errorf("level %g is invalid: closed-loop levels are concurrencies (whole numbers ≥ 1), open-loop levels are rates > 0", l))
+		}
+	}
+	switch s.Load.GetKind() {
+	case "closed", "constant", "poisson", "gamma", "ramp":
+	default:
+		errs = append(errs, fmt.Errorf("load kind %q is unknown: use closed, constant, poisson, gamma or ramp", s.Load.GetKind()))
+	}
+	if s.Load.GetDurationMs() <= 0 && s.Load.GetRequests() <= 0 {
+		errs = append(errs, errors.New("each level needs a bound: set load duration_ms or requests"))
+	}
+	if s.API != "chat" && s.API != "completions" {
+		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
+	}
+	if s.AgentLoss != "continue" && s.AgentLoss != "abort" {
+		errs = append(errs, fmt.Errorf("agent_loss %q is unknown: use continue or abort", s.AgentLoss))
+	}
+	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
+		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+	}
+	if s.MaxAgents < 0 {
+		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+	}
+	return errors.Join(errs...)
+}
+
+// sweepStart is the payload of the sweep_start event.
+type sweepStart struct {
+	RunID     string        `json:"run_id"`
+	BaseURL   string        `json:"base_url,omitempty"`
+	Model     string        `json:"model,omitempty"`
+	API       string        `json:"api"`
+	Levels    []float64     `json:"levels"`
+	Load      *pb.LoadModel `json:"-"`
+	LoadJSON  rawJSON       `json:"load"`
+	Workload  rawJSON       `json:"workload"`
+	Generator rawJSON       `json:"generator,omitempty"`
+	AgentLoss string        `json:"agent_loss"`
+}
+
+type levelStart struct {
+	Level   int      `json:"level"`
+	Value   float64  `json:"value"`
+	Agents  []string `json:"agents"`
+	StartNs int64    `json:"start_unix_nano"`
+}
+
+type sweepInterval struct {
+	Level  int     `json:"level"`
+	Report rawJSON `json:"report"`
+}
+
+type agentLost struct {
+	Level     int    `json:"level"`
+	Agent     string `json:"agent"`
+	Error     string `json:"error"`
+	Intervals int    `json:"intervals_received"`
+	InFlight  uint32 `json:"in_flight_at_loss"`
+}
+
+// rawJSON embeds a protobuf message's JSON in an event payload.
+type rawJSON []byte
+
+func (r rawJSON) MarshalJSON() ([]byte, error) {
+	if len(r) == 0 {
+		return []byte("null"), nil
+	}
+	return r, nil
+}
+
+func (r *rawJSON) UnmarshalJSON(b []byte) error {
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+func protoJSON(m proto.Message) rawJSON {
+	if m == nil {
+		return nil
+	}
+	b, err := pjson.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// RunSweep runs the levels one after another. For each level every agent
+// gets the same global plan and its own segment i/n..(i+1)/n, and all start
+// at one barrier time. Intervals are recorded as they arrive. A lost agent
+// is recorded with what it delivered; the level goes on without it.
+func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(Event)) (RunResult, error) {
+	spec = spec.withDefaults(c.cfg.OutDir)
+	if err := spec.Validate(); err != nil {
+		return RunResult{}, err
+	}
+	if !c.runMu.TryLock() {
+		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
+	}
+	defer c.runMu.Unlock()
+	if spec.RunID == "" {
+		spec.RunID = c.newRunID()
+	}
+	dir := filepath.Join(spec.OutDir, spec.RunID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return RunResult{}, fmt.Errorf("create run directory: %w", err)
+	}
+	evlog, err := openEventLog(filepath.Join(dir, "events.jsonl"), c.cfg.Now)
+	if err != nil {
+		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", spec.RunID, err)
+	}
+	r := &recorder{log: evlog, emit: emit, logger: c.logger}
+	runErr := c.sweep(ctx, r, spec)
+	end := map[string]string{"status": "ok"}
+	if runErr != nil {
+		end = map[string]string{"status": "failed", "error": runErr.Error()}
+	}
+	r.record(EventRunEnd, end)
+	if err := evlog.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("close event log: %w", err)
+	}
+	_, renderErr := RenderDir(dir)
+	return RunResult{RunID: spec.RunID, Dir: dir}, errors.Join(runErr, renderErr)
+}
+
+func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) error {
+	gpuM, agentMs, err := c.waitForMembers(ctx, spec.BaseURL == "")
+	if err != nil {
+		return err
+	}
+	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
+		agentMs = agentMs[:spec.MaxAgents]
+	}
+	r.record(EventMembers, c.members.Members())
+	baseURL, model := spec.BaseURL, spec.Model
+	if gpuM.GRPCAddr != "" {
+		gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
+		if err != nil {
+			return fmt.Errorf("connect to gpunode %s at %s: %w", gpuM.Name, gpuM.GRPCAddr, err)
+		}
+		defer gclose.Close()
+		info, err := gn.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
+		}
+		r.record(EventNodeInfo, info)
+		stop := r.startSampling(ctx, gn, c.cfg.SampleInterval)
+		defer stop()
+		if baseURL == "" {
+			eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{Profile: spec.Profile, Knobs: spec.Knobs, ReadyTimeoutMs: c.cfg.ReadyTimeout.Milliseconds()})
+			if err != nil {
+				return fmt.Errorf("start engine (profile %q): %w", spec.Profile, err)
+			}
+			r.record(EventEngineReady, eng)
+			baseURL, model = eng.GetBaseUrl(), eng.GetServedModelName()
+		}
+	}
+	if model == "" {
+		return errors.New("model is empty: name the served model when sweeping an external base_url")
+	}
+	r.record(EventSweepStart, sweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
+		LoadJSON: protoJSON(spec.Load), Workload: protoJSON(spec.Workload), Generator: protoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
+
+	for li, level := range spec.Levels {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		lost, err := c.runLevel(ctx, r, spec, li, level, agentMs, baseURL, model)
+		if err != nil {
+			return err
+		}
+		if len(lost) > 0 && spec.AgentLoss == "abort" {
+			return fmt.Errorf("level %d: lost agent(s) %v and agent_loss is abort", li+1, lost)
+		}
+		// Lost agents sit out the following levels.
+		agentMs = remove(agentMs, lost)
+		if len(agentMs) == 0 {
+			return fmt.Errorf("level %d: every agent was lost", li+1)
+		}
+	}
+	return nil
+}
+
+func remove(ms []membership.Member, names []string) []membership.Member {
+	var out []membership.Member
+outer:
+	for _, m := range ms {
+		for _, n := range names {
+			if m.Name == n {
+				continue outer
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// barrierDelay is how far in the future a level's agents are told to start,
+// so that every agent has its plan before the first request.
+const barrierDelay = 300 * time.Millisecond
+
+func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec, li int, level float64, agents []membership.Member, baseURL, model string) (lost []string, err error) {
+	load := proto.Clone(spec.Load).(*pb.LoadModel)
+	if load.GetKind() == "closed" {
+		load.Concurrency = int32(level)
+	} else {
+		load.Rate = level
+	}
+	start := c.cfg.Now().Add(barrierDelay)
+	names := make([]string, len(agents))
+	for i, a := range agents {
+		names[i] = a.Name
+	}
+	r.record(EventLevelStart, levelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano()})
+	n := len(agents)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, am := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := &pb.RunProbeRequest{
+				RunId:         spec.RunID,
+				AgentId:       am.Name,
+				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API},
+				Workload:      spec.Workload,
+				Generator:     spec.Generator,
+				Load:          load,
+				Segment:       &pb.Segment{Start: fmt.Sprintf("%d/%d", i, n), End: fmt.Sprintf("%d/%d", i+1, n)},
+				IntervalMs:    1000,
+				StartUnixNano: start.UnixNano(),
+				TimeoutMs:     c.cfg.RequestTimeout.Milliseconds(),
+			}
+			intervals := 0
+			var inFlight uint32
+			err := func() error {
+				ag, aclose, err := c.dialer.Agent(ctx, am.GRPCAddr)
+				if err != nil {
+					return err
+				}
+				defer aclose.Close()
+				return ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
+					intervals++
+					inFlight = rep.GetInFlight()
+					r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
+					return nil
+				})
+			}()
+			if err != nil && ctx.Err() == nil {
+				r.record(EventAgentLost, agentLost{Level: li, Agent: am.Name, Error: err.Error(), Intervals: intervals, InFlight: inFlight})
+				mu.Lock()
+				lost = append(lost, am.Name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.record(EventLevelEnd, map[string]any{"level": li})
+	return lost, ctx.Err()
+}

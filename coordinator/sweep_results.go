@@ -1,0 +1,410 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/plot"
+)
+
+// SweepResults is results.json of a sweep, built from events.jsonl alone.
+type SweepResults struct {
+	Kind         string          `json:"kind"`
+	RunID        string          `json:"run_id"`
+	Status       string          `json:"status"`
+	Error        string          `json:"error,omitempty"`
+	Simulated    bool            `json:"simulated"`
+	StartedAt    time.Time       `json:"started_at"`
+	FinishedAt   time.Time       `json:"finished_at"`
+	BaseURL      string          `json:"base_url"`
+	Model        string          `json:"model"`
+	API          string          `json:"api"`
+	Load         json.RawMessage `json:"load"`
+	Workload     json.RawMessage `json:"workload"`
+	Generator    json.RawMessage `json:"generator,omitempty"`
+	Node         NodeFacts       `json:"node"`
+	Engine       *EngineFacts    `json:"engine,omitempty"`
+	Levels       []LevelResult   `json:"levels"`
+	Observations []string        `json:"observations"`
+	Warnings     []string        `json:"warnings,omitempty"`
+}
+
+// LevelResult is one level of a sweep, merged over its agents.
+type LevelResult struct {
+	Level        int                    `json:"level"`
+	Value        float64                `json:"value"`
+	Agents       []string               `json:"agents"`
+	Requests     uint64                 `json:"requests"`
+	Errors       uint64                 `json:"errors"`
+	ErrorsByKind map[string]uint64      `json:"errors_by_kind"`
+	OutputTokens uint64                 `json:"output_tokens"`
+	DurationS    float64                `json:"duration_s"`
+	RequestsPerS float64                `json:"requests_per_s"`
+	TokensPerS   float64                `json:"output_tokens_per_s"`
+	Metrics      map[string]hdr.Summary `json:"metrics_ms"`
+	ClientBound  bool                   `json:"client_bound"`
+	UsageSource  string                 `json:"usage_source,omitempty"`
+	// Coverage is, per agent, the intervals received and whether its final
+	// report arrived; a lost agent keeps every interval it delivered.
+	Coverage map[string]*LevelCoverage `json:"coverage"`
+	Degraded bool                      `json:"degraded"`
+	// GPUUtilPct is the mean GPU utilisation over the level, when NVML is there.
+	GPUUtilPct *float64 `json:"gpu_util_pct"`
+	// EngineWaitingMax is the largest vllm:num_requests_waiting scraped.
+	EngineWaitingMax *float64 `json:"engine_waiting_max"`
+	WarmupIntervals  int      `json:"warmup_intervals"`
+	startNs, endNs   int64
+}
+
+// LevelCoverage is what one agent delivered for one level.
+type LevelCoverage struct {
+	Intervals int    `json:"intervals"`
+	Final     bool   `json:"final"`
+	Lost      bool   `json:"lost"`
+	Error     string `json:"error,omitempty"`
+	InFlight  uint32 `json:"in_flight_at_loss,omitempty"`
+}
+
+// isSweep reports whether a run's events are a sweep's.
+func isSweep(events []Event) bool {
+	for _, ev := range events {
+		if ev.Kind == EventSweepStart || ev.Kind == EventLevelStart {
+			return true
+		}
+	}
+	return false
+}
+
+// BuildSweep turns a sweep's events into SweepResults. It asserts, per level,
+// that the merged TTFT count equals the sum of the agents' counts.
+func BuildSweep(events []Event) (*SweepResults, error) {
+	res := &SweepResults{Kind: "sweep", Status: "incomplete", Levels: []LevelResult{}}
+	var samples []timedSample
+	merged := map[int]hdr.Set{}
+	sums := map[int]int64{}
+	byLevel := map[int]*LevelResult{}
+	level := func(i int) *LevelResult {
+		l, ok := byLevel[i]
+		if !ok {
+			l = &LevelResult{Level: i, ErrorsByKind: map[string]uint64{}, Metrics: map[string]hdr.Summary{}, Coverage: map[string]*LevelCoverage{}}
+			byLevel[i] = l
+		}
+		return l
+	}
+	for i, ev := range events {
+		switch ev.Kind {
+		case EventSweepStart:
+			var s sweepStart
+			if err := json.Unmarshal(ev.Data, &s); err != nil {
+				return nil, fmt.Errorf("event %d (sweep_start): %w", i+1, err)
+			}
+			res.RunID, res.BaseURL, res.Model, res.API = s.RunID, s.BaseURL, s.Model, s.API
+			res.Load, res.Workload = json.RawMessage(s.LoadJSON), json.RawMessage(s.Workload)
+			if len(s.Generator) > 0 && string(s.Generator) != "null" {
+				res.Generator = json.RawMessage(s.Generator)
+			}
+			res.StartedAt = time.Unix(0, ev.T).UTC()
+		case EventNodeInfo, EventEngineReady, EventWarning, EventRunEnd:
+			// Reuse the baseline's decoding of the shared kinds.
+			b, err := Build([]Event{ev})
+			if err != nil {
+				return nil, fmt.Errorf("event %d: %w", i+1, err)
+			}
+			switch ev.Kind {
+			case EventNodeInfo:
+				res.Node = b.Node
+			case EventEngineReady:
+				e := b.Engine
+				res.Engine, res.Simulated = &e, b.Simulated
+			case EventWarning:
+				res.Warnings = append(res.Warnings, b.Warnings...)
+			case EventRunEnd:
+				res.Status, res.Error, res.FinishedAt = b.Status, b.Error, b.FinishedAt
+			}
+		case EventSample:
+			var s pb.HostSample
+			if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
+				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
+			}
+			t := s.GetUnixNano()
+			if t == 0 {
+				t = ev.T
+			}
+			samples = append(samples, timedSample{t: t, s: &s})
+		case EventLevelStart:
+			var ls levelStart
+			if err := json.Unmarshal(ev.Data, &ls); err != nil {
+				return nil, fmt.Errorf("event %d (level_start): %w", i+1, err)
+			}
+			l := level(ls.Level)
+			l.Value, l.Agents = ls.Value, ls.Agents
+			for _, a := range ls.Agents {
+				l.Coverage[a] = &LevelCoverage{}
+			}
+		case EventSweepInterval:
+			var si sweepInterval
+			if err := json.Unmarshal(ev.Data, &si); err != nil {
+				return nil, fmt.Errorf("event %d (sweep_interval): %w", i+1, err)
+			}
+			var rep pb.IntervalReport
+			if err := pjsonIn.Unmarshal(si.Report, &rep); err != nil {
+				return nil, fmt.Errorf("event %d (sweep_interval report): %w", i+1, err)
+			}
+			l := level(si.Level)
+			cov, ok := l.Coverage[rep.GetAgentId()]
+			if !ok {
+				cov = &LevelCoverage{}
+				l.Coverage[rep.GetAgentId()] = cov
+			}
+			cov.Intervals++
+			cov.Final = cov.Final || rep.GetFinal()
+			if rep.GetWarmup() {
+				l.WarmupIntervals++
+				continue
+			}
+			l.Requests += rep.GetRequestsOk()
+			l.Errors += rep.GetRequestsFailed()
+			l.OutputTokens += rep.GetOutputTokens()
+			for k, v := range rep.GetErrorsByKind() {
+				l.ErrorsByKind[k] += v
+			}
+			l.ClientBound = l.ClientBound || rep.GetClientBound()
+			if u := rep.GetUsageSource(); u != "" && (l.UsageSource == "" || u != "continuous") {
+				l.UsageSource = u
+			}
+			if s := rep.GetStartUnixNano(); s > 0 && (l.startNs == 0 || s < l.startNs) {
+				l.startNs = s
+			}
+			l.endNs = max(l.endNs, rep.GetEndUnixNano())
+			set, ok := merged[si.Level]
+			if !ok {
+				set = hdr.Set{}
+				merged[si.Level] = set
+			}
+			for _, eh := range rep.GetHistograms() {
+				h, err := hdr.Decode(eh.GetV2())
+				if err != nil {
+					return nil, fmt.Errorf("event %d: agent %s histogram %s: %w", i+1, rep.GetAgentId(), eh.GetMetric(), err)
+				}
+				if eh.GetMetric() == hdr.TTFT {
+					sums[si.Level] += h.Count()
+				}
+				set.Get(eh.GetMetric()).Merge(h)
+			}
+		case EventAgentLost:
+			var al agentLost
+			if err := json.Unmarshal(ev.Data, &al); err != nil {
+				return nil, fmt.Errorf("event %d (agent_lost): %w", i+1, err)
+			}
+			l := level(al.Level)
+			cov, ok := l.Coverage[al.Agent]
+			if !ok {
+				cov = &LevelCoverage{}
+				l.Coverage[al.Agent] = cov
+			}
+			cov.Lost, cov.Error, cov.InFlight = true, al.Error, al.InFlight
+		}
+	}
+	keys := make([]int, 0, len(byLevel))
+	for k := range byLevel {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	for _, k := range keys {
+		l := byLevel[k]
+		if set, ok := merged[k]; ok {
+			if h, ok := set[hdr.TTFT]; ok && h.Count() != sums[k] {
+				return nil, fmt.Errorf("level %d: merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", k+1, h.Count(), sums[k])
+			}
+			for m, h := range set {
+				l.Metrics[m] = h.Summarize()
+			}
+		}
+		if l.endNs > l.startNs {
+			l.DurationS = float64(l.endNs-l.startNs) / 1e9
+			l.RequestsPerS = float64(l.Requests) / l.DurationS
+			l.TokensPerS = float64(l.OutputTokens) / l.DurationS
+		}
+		for _, c := range l.Coverage {
+			if c.Lost || !c.Final {
+				l.Degraded = true
+			}
+		}
+		ws := window(samples, l.startNs, l.endNs)
+		var util, n float64
+		for _, s := range ws {
+			for _, g := range s.GetGpus() {
+				util += float64(g.GetGpuUtilPercent())
+				n++
+			}
+			if w, ok := s.GetEngineMetrics()["vllm:num_requests_waiting"]; ok {
+				if l.EngineWaitingMax == nil || w > *l.EngineWaitingMax {
+					l.EngineWaitingMax = ptr(w)
+				}
+			}
+		}
+		if n > 0 {
+			l.GPUUtilPct = ptr(util / n)
+		}
+		res.Levels = append(res.Levels, *l)
+	}
+	res.Observations = sweepObservations(res)
+	return res, nil
+}
+
+func levelName(res *SweepResults, v float64) string {
+	if strings.Contains(string(res.Load), `"kind":"closed"`) || len(res.Load) == 0 {
+		return fmt.Sprintf("c=%g", v)
+	}
+	return fmt.Sprintf("%g req/s", v)
+}
+
+func sweepObservations(res *SweepResults) []string {
+	var out []string
+	best := -1
+	for i, l := range res.Levels {
+		if best < 0 || l.TokensPerS > res.Levels[best].TokensPerS {
+			best = i
+		}
+	}
+	if best >= 0 && res.Levels[best].TokensPerS > 0 {
+		l := res.Levels[best]
+		out = append(out, fmt.Sprintf("Peak output throughput %.0f tokens/s at %s (TTFT p99 %.1f ms).", l.TokensPerS, levelName(res, l.Value), l.Metrics[hdr.TTFT].P99))
+	}
+	// The knee: the first level whose TTFT p50 is over twice the first level's.
+	if len(res.Levels) > 1 {
+		base := res.Levels[0].Metrics[hdr.TTFT].P50
+		for _, l := range res.Levels[1:] {
+			if p := l.Metrics[hdr.TTFT].P50; base > 0 && p > 2*base {
+				out = append(out, fmt.Sprintf("TTFT p50 more than doubles by %s (%.1f ms vs %.1f ms at %s): the server queues past this point.",
+					levelName(res, l.Value), p, base, levelName(res, res.Levels[0].Value)))
+				break
+			}
+		}
+	}
+	for _, l := range res.Levels {
+		if l.ClientBound {
+			out = append(out, fmt.Sprintf("%s is client-bound: the agents fell behind the schedule (dispatch lag p99 %.1f ms); its latencies include client queueing, see TTFT_sched.",
+				levelName(res, l.Value), l.Metrics[hdr.DispatchLag].P99))
+		}
+		if l.Degraded {
+			var who []string
+			for a, c := range l.Coverage {
+				if c.Lost {
+					who = append(who, fmt.Sprintf("%s lost after %d intervals (%s)", a, c.Intervals, c.Error))
+				} else if !c.Final {
+					who = append(who, a+" sent no final report")
+				}
+			}
+			sort.Strings(who)
+			out = append(out, fmt.Sprintf("%s is degraded: %s; every interval received is kept.", levelName(res, l.Value), strings.Join(who, "; ")))
+		}
+		if l.Errors > 0 {
+			out = append(out, fmt.Sprintf("%s had %d failed requests: %v.", levelName(res, l.Value), l.Errors, l.ErrorsByKind))
+		}
+	}
+	if res.Simulated {
+		out = append(out, "These figures come from ttftlab's simulated vLLM engine (a performance model), not from a real GPU.")
+	}
+	return out
+}
+
+// Files written next to a sweep report.
+const (
+	SweepReport     = "sweep.md"
+	SweepLatencySVG = "sweep_ttft.svg"
+	SweepThroughSVG = "sweep_throughput.svg"
+)
+
+func renderSweepPlots(res *SweepResults) map[string]string {
+	if len(res.Levels) == 0 {
+		return nil
+	}
+	var xs []string
+	var p50, p99, sched99, tps []float64
+	for _, l := range res.Levels {
+		xs = append(xs, fmt.Sprintf("%g", l.Value))
+		m := func(name string, f func(hdr.Summary) float64) float64 {
+			s, ok := l.Metrics[name]
+			if !ok || s.Count == 0 {
+				return math.NaN()
+			}
+			return f(s)
+		}
+		p50 = append(p50, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P50 }))
+		p99 = append(p99, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 }))
+		sched99 = append(sched99, m(hdr.TTFTSched, func(s hdr.Summary) float64 { return s.P99 }))
+		tps = append(tps, l.TokensPerS)
+	}
+	xl := "concurrency"
+	if len(res.Levels) > 0 && !strings.HasPrefix(levelName(res, 1), "c=") {
+		xl = "request rate (req/s)"
+	}
+	return map[string]string{
+		SweepLatencySVG: plot.Lines("TTFT by load level", xl, " ms", xs, []plot.Series{{Name: "TTFT p50", Y: p50}, {Name: "TTFT p99", Y: p99}, {Name: "TTFT_sched p99", Y: sched99}}),
+		SweepThroughSVG: plot.Lines("Output throughput by load level", xl, "", xs, []plot.Series{{Name: "output tokens/s", Y: tps}}),
+	}
+}
+
+// RenderSweepMarkdown renders sweep.md.
+func RenderSweepMarkdown(res *SweepResults) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	p("# Load sweep\n\n")
+	if res.Simulated {
+		p("> **Simulated engine.** These numbers come from `ttftlab sim`, a performance model of vLLM, not from a real GPU.\n\n")
+	}
+	p("Run `%s`, status **%s**; target `%s`, model `%s`, %s API.\n\n", res.RunID, res.Status, res.BaseURL, res.Model, res.API)
+	if res.Error != "" {
+		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
+	}
+	p("Load template: `%s`. Workload: `%s`.\n\n", sanitizeOneLine(string(res.Load)), sanitizeOneLine(string(res.Workload)))
+	if res.Engine != nil {
+		p("Engine: %s %s, `%s`, ready in %.2f s.\n\n", res.Engine.Kind, res.Engine.Version, sanitizeOneLine(strings.Join(res.Engine.Argv, " ")), res.Engine.ReadyS)
+	}
+	p("| level | agents | requests | errors | req/s | output tok/s | TTFT p50 | TTFT p90 | TTFT p99 | TTFT_sched p99 | TPOT p50 | ITL p99 | E2E p50 | lag p99 | GPU util | notes |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	ms := func(l LevelResult, m string, f func(hdr.Summary) float64) string {
+		s, ok := l.Metrics[m]
+		if !ok || s.Count == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1f", f(s))
+	}
+	p50 := func(s hdr.Summary) float64 { return s.P50 }
+	p90 := func(s hdr.Summary) float64 { return s.P90 }
+	p99 := func(s hdr.Summary) float64 { return s.P99 }
+	for _, l := range res.Levels {
+		var notes []string
+		if l.ClientBound {
+			notes = append(notes, "client-bound")
+		}
+		if l.Degraded {
+			notes = append(notes, "degraded")
+		}
+		if l.UsageSource != "" && l.UsageSource != "continuous" {
+			notes = append(notes, "tokens "+l.UsageSource)
+		}
+		p("| %s | %d | %d | %d | %.2f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, l.RequestsPerS, l.TokensPerS,
+			ms(l, hdr.TTFT, p50), ms(l, hdr.TTFT, p90), ms(l, hdr.TTFT, p99), ms(l, hdr.TTFTSched, p99),
+			ms(l, hdr.TPOT, p50), ms(l, hdr.ITL, p99), ms(l, hdr.E2E, p50), ms(l, hdr.DispatchLag, p99),
+			fmtPtr(l.GPUUtilPct, "%.0f%%"), strings.Join(notes, ", "))
+	}
+	p("\nLatencies in ms, merged losslessly over the agents' HdrHistograms; warm-up intervals are excluded.\n\n")
+	p("![TTFT by level](%s)\n\n![Throughput by level](%s)\n\n", SweepLatencySVG, SweepThroughSVG)
+	p("## Observations\n\n")
+	for _, o := range res.Observations {
+		p("- %s\n", o)
+	}
+	for _, w := range res.Warnings {
+		p("- Warning: %s\n", w)
+	}
+	return b.String()
+}

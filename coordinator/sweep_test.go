@@ -1,0 +1,210 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/membership"
+)
+
+// sweepAgent sends `intervals` reports of `perInterval` requests each; the
+// TTFT grows with the level's concurrency. When dieAfter > 0 it fails after
+// that many intervals.
+type sweepAgent struct {
+	intervals, perInterval, dieAfter int
+	warmup                           bool
+
+	mu   sync.Mutex
+	reqs []*pb.RunProbeRequest
+}
+
+func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
+	a.mu.Lock()
+	a.reqs = append(a.reqs, req)
+	a.mu.Unlock()
+	start := time.Now()
+	for i := 0; i < a.intervals; i++ {
+		if a.dieAfter > 0 && i == a.dieAfter {
+			return errors.New("rpc error: code = Unavailable desc = connection reset")
+		}
+		set := hdr.Set{}
+		for j := 0; j < a.perInterval; j++ {
+			set.Get(hdr.TTFT).Record(time.Duration(req.GetLoad().GetConcurrency()) * 10 * time.Millisecond)
+			set.Get(hdr.TTFTSched).Record(time.Duration(req.GetLoad().GetConcurrency()) * 10 * time.Millisecond)
+		}
+		rep := &pb.IntervalReport{AgentId: req.GetAgentId(), Seq: uint64(i + 1), RequestsOk: uint64(a.perInterval), OutputTokens: uint64(a.perInterval) * 10,
+			StartUnixNano: start.Add(time.Duration(i) * time.Second).UnixNano(), EndUnixNano: start.Add(time.Duration(i+1) * time.Second).UnixNano(),
+			Final: i == a.intervals-1, UsageSource: "continuous", Warmup: a.warmup && i == 0}
+		for m, h := range set {
+			b, _ := h.Encode()
+			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
+		}
+		if err := fn(rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// multiDialer hands out one fake agent per address.
+type multiDialer struct {
+	gpu    GPUNode
+	agents map[string]Agent
+}
+
+func (d multiDialer) GPUNode(context.Context, string) (GPUNode, io.Closer, error) {
+	return d.gpu, nopCloser{}, nil
+}
+func (d multiDialer) Agent(_ context.Context, addr string) (Agent, io.Closer, error) {
+	return d.agents[addr], nopCloser{}, nil
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+func sweepCoordinator(t *testing.T, agents map[string]Agent) *Coordinator {
+	t.Helper()
+	ms := staticMembers{{Name: "g", Meta: membership.Meta{Role: membership.RoleGPUNode, GRPCAddr: "g:1"}, State: "alive"}}
+	for addr := range agents {
+		ms = append(ms, membership.Member{Name: "agent-" + addr, Meta: membership.Meta{Role: membership.RoleAgent, GRPCAddr: addr}, State: "alive"})
+	}
+	cfg := DefaultConfig()
+	cfg.OutDir = t.TempDir()
+	cfg.DiscoveryTimeout = time.Second
+	return New(cfg, ms, multiDialer{gpu: &fakeGPU{}, agents: agents}, nil)
+}
+
+func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
+	a1 := &sweepAgent{intervals: 3, perInterval: 5, warmup: true}
+	a2 := &sweepAgent{intervals: 3, perInterval: 7, warmup: true}
+	c := sweepCoordinator(t, map[string]Agent{"a1": a1, "a2": a2})
+	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "s1", Levels: []float64{1, 8},
+		Load: &pb.LoadModel{Kind: "closed", DurationMs: 3000}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both agents got both levels, with complementary segments and one barrier time.
+	for _, a := range []*sweepAgent{a1, a2} {
+		if len(a.reqs) != 2 {
+			t.Fatalf("agent got %d levels, want 2", len(a.reqs))
+		}
+	}
+	segs := map[string]bool{}
+	for i := range 2 {
+		if a1.reqs[i].GetStartUnixNano() != a2.reqs[i].GetStartUnixNano() || a1.reqs[i].GetStartUnixNano() == 0 {
+			t.Errorf("level %d: agents start at different barrier times", i)
+		}
+		if a1.reqs[i].GetLoad().GetConcurrency() != []int32{1, 8}[i] {
+			t.Errorf("level %d: concurrency %d", i, a1.reqs[i].GetLoad().GetConcurrency())
+		}
+		segs[a1.reqs[i].GetSegment().GetStart()+"-"+a1.reqs[i].GetSegment().GetEnd()] = true
+		segs[a2.reqs[i].GetSegment().GetStart()+"-"+a2.reqs[i].GetSegment().GetEnd()] = true
+	}
+	if !segs["0/2-1/2"] || !segs["1/2-2/2"] || len(segs) != 2 {
+		t.Errorf("segments %v, want 0/2-1/2 and 1/2-2/2", segs)
+	}
+	b, err := os.ReadFile(filepath.Join(res.Dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
+	sr, err := BuildSweep(evs)
+	if err != nil {
+		t.Fatalf("BuildSweep: %v\n%s", err, b)
+	}
+	if len(sr.Levels) != 2 {
+		t.Fatalf("%d levels, want 2", len(sr.Levels))
+	}
+	for _, l := range sr.Levels {
+		// Warm-up intervals (the first of each agent) are excluded: 2×5 + 2×7.
+		if l.Requests != 24 || l.Metrics[hdr.TTFT].Count != 24 || l.WarmupIntervals != 2 {
+			t.Errorf("level %g: requests %d, ttft count %d, warm-up intervals %d; want 24, 24, 2", l.Value, l.Requests, l.Metrics[hdr.TTFT].Count, l.WarmupIntervals)
+		}
+		if l.Degraded {
+			t.Errorf("level %g degraded without a loss", l.Value)
+		}
+	}
+	if sr.Levels[1].Metrics[hdr.TTFT].P50 <= sr.Levels[0].Metrics[hdr.TTFT].P50 {
+		t.Errorf("TTFT did not grow with the level")
+	}
+	md, _ := os.ReadFile(filepath.Join(res.Dir, SweepReport))
+	for _, want := range []string{"| c=1 | 2 | 24 |", "| c=8 | 2 | 24 |", "TTFT p50 more than doubles by c=8", SweepLatencySVG} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("sweep.md lacks %q:\n%s", want, md)
+		}
+	}
+	for _, f := range []string{SweepLatencySVG, SweepThroughSVG} {
+		if _, err := os.Stat(filepath.Join(res.Dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestSweepKeepsALostAgentsIntervals(t *testing.T) {
+	good := &sweepAgent{intervals: 3, perInterval: 5}
+	dying := &sweepAgent{intervals: 3, perInterval: 4, dieAfter: 2}
+	c := sweepCoordinator(t, map[string]Agent{"good": good, "dying": dying})
+	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "lost", Levels: []float64{2, 4}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 3000}}, nil)
+	if err != nil {
+		t.Fatalf("continue policy failed the sweep: %v", err)
+	}
+	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
+	sr, err := BuildSweep(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l0 := sr.Levels[0]
+	cov := l0.Coverage["agent-dying"]
+	if !l0.Degraded || cov == nil || !cov.Lost || cov.Intervals != 2 || !strings.Contains(cov.Error, "connection reset") {
+		t.Errorf("level 1 coverage %+v degraded %v: want the dying agent lost after 2 intervals", cov, l0.Degraded)
+	}
+	// 3×5 from the good agent + 2×4 delivered before the loss.
+	if l0.Requests != 23 || l0.Metrics[hdr.TTFT].Count != 23 {
+		t.Errorf("level 1 requests %d, want 23: intervals received before the loss must be kept", l0.Requests)
+	}
+	// The lost agent sits out level 2.
+	if len(dying.reqs) != 1 || len(sr.Levels[1].Agents) != 1 {
+		t.Errorf("lost agent got %d levels; level 2 agents %v", len(dying.reqs), sr.Levels[1].Agents)
+	}
+	if !strings.Contains(strings.Join(sr.Observations, "\n"), "agent-dying lost after 2 intervals") {
+		t.Errorf("observations %v do not name the loss", sr.Observations)
+	}
+
+	// With the abort policy the sweep stops after the loss, results kept.
+	c2 := sweepCoordinator(t, map[string]Agent{"good": &sweepAgent{intervals: 2, perInterval: 1}, "dying": &sweepAgent{intervals: 2, perInterval: 1, dieAfter: 1}})
+	res2, err := c2.RunSweep(context.Background(), SweepSpec{RunID: "abort", AgentLoss: "abort", Levels: []float64{1, 2}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "agent_loss is abort") {
+		t.Errorf("err = %v, want an abort", err)
+	}
+	if _, err := os.Stat(filepath.Join(res2.Dir, SweepReport)); err != nil {
+		t.Errorf("aborted sweep has no report: %v", err)
+	}
+}
+
+func TestSweepSpecValidation(t *testing.T) {
+	c := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{}})
+	for _, tt := range []struct {
+		spec SweepSpec
+		want string
+	}{
+		{SweepSpec{}, "levels is empty"},
+		{SweepSpec{Levels: []float64{1.5}}, "level 1.5 is invalid"},
+		{SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "bursty", DurationMs: 1}}, `load kind "bursty"`},
+		{SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed"}}, "needs a bound"},
+		{SweepSpec{Levels: []float64{1}, AgentLoss: "panic"}, `agent_loss "panic"`},
+	} {
+		if _, err := c.RunSweep(context.Background(), tt.spec, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err = %v, want %q", err, tt.want)
+		}
+	}
+}
