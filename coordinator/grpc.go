@@ -10,6 +10,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // GRPCDialer implements Dialer over gRPC. Plaintext is used only for
@@ -27,7 +28,11 @@ func (d GRPCDialer) dial(addr string) (*grpc.ClientConn, error) {
 	if err := CheckPlaintext(addr, d.Insecure); err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Detect a vanished agent or gpunode within ~2 s, even without an RST.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: time.Second, PermitWithoutStream: true}),
+	}
 	if d.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(d.Token)))
 	}

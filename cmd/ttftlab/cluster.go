@@ -11,10 +11,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // service is one daemon's gRPC server plus its cluster membership.
@@ -80,7 +82,13 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-addr %s: %w", cfg.grpcAddr, err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(
+		// A run is a lease tied to its stream: ping an idle peer every second
+		// and drop it after one more, so an agent whose coordinator vanished
+		// (even behind a partition, with no RST) stops its load within ~2 s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
+	)
 	registerFn(gs)
 	s := &service{name: cfg.name, gs: gs, lis: lis, done: make(chan error, 1)}
 	go func() { s.done <- gs.Serve(lis) }()
