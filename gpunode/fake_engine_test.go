@@ -29,7 +29,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(fakeModeEnv); mode != "" {
+	if mode := os.Getenv(fakeModeEnv); mode == "supervisor" {
+		os.Exit(miniSupervisor())
+	} else if mode != "" {
 		os.Exit(fakeEngine(mode, os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -100,9 +102,13 @@ func fakeEngine(mode string, args []string) int {
 		return 0
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
-	case "child":
+	case "child", "childpd":
 		child := exec.Command(os.Args[0])
 		child.Env = append(os.Environ(), fakeModeEnv+"=sleeper", "GORACE=atexit_sleep_ms=0")
+		if mode == "childpd" {
+			// Like vLLM's own workers, the child dies with its parent.
+			child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		}
 		if err := child.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, "start child:", err)
 			return 2

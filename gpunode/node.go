@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -57,6 +58,14 @@ type Config struct {
 	NVML NVML
 	// Env is the base environment of engines; nil means os.Environ().
 	Env []string
+	// DropCachesPath is where drop_caches writes; normally
+	// /proc/sys/vm/drop_caches.
+	DropCachesPath string
+	// CompileCacheRoot holds the fresh compile-cache directory of a
+	// cold-compile start (one at a time; the previous is removed).
+	CompileCacheRoot string
+	// MetricsInterval is how often the engine's /metrics is scraped.
+	MetricsInterval time.Duration
 }
 
 // DefaultConfig returns the configuration of a node with the built-in
@@ -75,6 +84,9 @@ func DefaultConfig() Config {
 		LogRingLines:      2000,
 		LogTailLines:      30,
 		ProcRoot:          "/proc",
+		DropCachesPath:    "/proc/sys/vm/drop_caches",
+		CompileCacheRoot:  filepath.Join(os.TempDir(), "ttftlab-gpunode-compile-cache"),
+		MetricsInterval:   time.Second,
 	}
 }
 
@@ -107,6 +119,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProcRoot == "" {
 		c.ProcRoot = d.ProcRoot
+	}
+	if c.DropCachesPath == "" {
+		c.DropCachesPath = d.DropCachesPath
+	}
+	if c.CompileCacheRoot == "" {
+		c.CompileCacheRoot = d.CompileCacheRoot
+	}
+	if c.MetricsInterval <= 0 {
+		c.MetricsInterval = d.MetricsInterval
 	}
 	return c
 }
@@ -205,9 +226,12 @@ type StartSpec struct {
 	Knobs   Knobs
 	// ReadyTimeout bounds the wait for readiness; 0 means the node's.
 	ReadyTimeout time.Duration
-	// ColdMode is "" or "warm-restart"; "cold-disk" and "cold-compile"
-	// are not implemented yet.
+	// ColdMode is "" (the same as "warm-restart"), "warm-restart",
+	// "cold-disk" or "cold-compile".
 	ColdMode string
+	// DropCaches additionally drops the whole page cache in cold-disk
+	// mode; it needs root.
+	DropCaches bool
 }
 
 // Cold modes.
@@ -238,6 +262,14 @@ type EngineInfo struct {
 	Simulated bool
 	// Log is everything the log parser learned.
 	Log vllmlog.Result
+	// Figures are the startup figures from the log.
+	Figures vllmlog.Figures
+	// Timeline merges the log's phases with the sampler's evidence and the
+	// supervisor's milestones, sorted by start.
+	Timeline []vllmlog.Phase
+	// ColdMode is the cold mode the start ran in, and Cold what it did.
+	ColdMode string
+	Cold     ColdReport
 }
 
 // StopResult reports how an engine ended.
@@ -252,6 +284,7 @@ type engine struct {
 	profile Profile
 	knobs   Knobs
 	port    int
+	baseURL string
 }
 
 // Node owns one engine and the sampler. Its methods are safe for
@@ -266,9 +299,10 @@ type Node struct {
 
 	startMu sync.Mutex // serialises StartEngine
 
-	mu     sync.Mutex
-	eng    *engine
-	closed bool
+	mu      sync.Mutex
+	eng     *engine
+	closed  bool
+	coldDir string // the current cold-compile cache directory
 }
 
 // New validates cfg, opens NVML (reporting, not failing, when it is
@@ -297,6 +331,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.info = n.staticInfo()
 	n.smp = newSampler(logger, cfg.SampleInterval, newHostSampler(cfg.ProcRoot), n.gpus, n.enginePID, n.start)
+	n.smp.metrics = newScraper(logger, cfg.MetricsInterval, n.engineBaseURL)
 	go n.smp.run()
 	return n, nil
 }
@@ -372,6 +407,16 @@ func (n *Node) enginePID() int {
 	return n.eng.proc.pid
 }
 
+// engineBaseURL returns the running engine's base URL, or "".
+func (n *Node) engineBaseURL() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.eng == nil || n.eng.proc.hasExited() {
+		return ""
+	}
+	return n.eng.baseURL
+}
+
 // resolve checks spec and returns the profile and resolved knobs.
 func (n *Node) resolve(spec StartSpec) (Profile, Knobs, error) {
 	prof, ok := n.cfg.Profiles[spec.Profile]
@@ -379,16 +424,21 @@ func (n *Node) resolve(spec StartSpec) (Profile, Knobs, error) {
 		return Profile{}, Knobs{}, fmt.Errorf("%w %q; this node knows %s", ErrUnknownProfile, spec.Profile, strings.Join(n.info.Profiles, ", "))
 	}
 	switch spec.ColdMode {
-	case "", ColdWarmRestart:
-	case ColdDisk, ColdCompile:
-		return Profile{}, Knobs{}, fmt.Errorf("cold_mode %q is %w; use %q", spec.ColdMode, ErrNotImplemented, ColdWarmRestart)
+	case "", ColdWarmRestart, ColdDisk, ColdCompile:
 	default:
 		return Profile{}, Knobs{}, fmt.Errorf("%w: cold_mode %q is unknown; use %q, %q or %q", ErrInvalidArgument, spec.ColdMode, ColdWarmRestart, ColdDisk, ColdCompile)
 	}
+	if spec.DropCaches && spec.ColdMode != ColdDisk {
+		return Profile{}, Knobs{}, fmt.Errorf("%w: drop_caches is for cold_mode %q only", ErrInvalidArgument, ColdDisk)
+	}
+
 	if spec.ReadyTimeout < 0 {
 		return Profile{}, Knobs{}, fmt.Errorf("%w: ready timeout %s is negative; use 0 for the node default", ErrInvalidArgument, spec.ReadyTimeout)
 	}
 	if err := spec.Knobs.ValidateSet(); err != nil {
+		return Profile{}, Knobs{}, err
+	}
+	if err := prof.CheckRequest(spec.Knobs); err != nil {
 		return Profile{}, Knobs{}, err
 	}
 	k := prof.Defaults.Override(spec.Knobs)
@@ -439,10 +489,23 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	if err != nil {
 		return EngineInfo{}, err
 	}
+	env := n.engineEnv(prof, k, port)
+	cold, coldEnv, err := n.prepareCold(spec, prof, k, env)
+	if err != nil {
+		return EngineInfo{}, err
+	}
+	env = append(env, coldEnv...)
+
+	// Record samples from just before the spawn to readiness: they are the
+	// evidence of the timeline's sampler phases.
+	baseline, _ := n.smp.latest()
+	rec := newRecorder(n.smp)
+	defer rec.stop()
+
 	p, err := spawn(ctx, n.log, spawnConfig{
 		launcher: n.cfg.Launcher,
 		argv:     argv,
-		env:      n.engineEnv(prof),
+		env:      env,
 		logDir:   n.cfg.LogDir,
 		name:     prof.Name,
 		ringSize: n.cfg.LogRingLines,
@@ -450,7 +513,9 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	if err != nil {
 		return EngineInfo{}, err
 	}
-	e := &engine{proc: p, profile: prof, knobs: k, port: port}
+	pr := newProber(host, port, k.Served())
+	defer pr.close()
+	e := &engine{proc: p, profile: prof, knobs: k, port: port, baseURL: pr.baseURL()}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -459,18 +524,18 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	}
 	n.eng = e
 	n.mu.Unlock()
-	n.log.Info("engine spawned", "profile", prof.Name, "pid", p.pid, "port", port, "argv", argv)
+	n.log.Info("engine spawned", "profile", prof.Name, "pid", p.pid, "port", port, "argv", argv, "cold_mode", cold.Mode)
 
-	pr := newProber(host, port, k.Served())
-	defer pr.close()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	rt, stage, err := pr.waitReady(wctx, p, n.cfg.ReadyPollInterval)
 	cancel()
 	if err != nil {
 		return EngineInfo{}, n.failStart(ctx, e, stage, timeout, err)
 	}
+	samples := rec.stop()
 
 	res := p.parser.Result()
+	phases := withSupervisorPhases(res.Phases, p.spawn, rt)
 	info := EngineInfo{
 		Profile:         prof.Name,
 		Kind:            prof.Kind,
@@ -484,11 +549,25 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 		Spawn:           p.spawn,
 		Ready:           rt.ready,
 		ReadyDuration:   rt.ready.Sub(p.spawn),
-		Phases:          withSupervisorPhases(res.Phases, p.spawn, rt),
+		Phases:          phases,
 		LogTail:         p.tailText(n.cfg.LogTailLines),
 		Simulated:       prof.Kind == KindSim,
 		Log:             res,
+		Figures:         res.Figures(),
+		ColdMode:        cold.Mode,
+		Cold:            cold,
 	}
+	info.Timeline = buildTimeline(timelineInput{
+		phases:   phases,
+		spawn:    p.spawn,
+		ready:    rt.ready,
+		baseline: baseline,
+		samples:  samples,
+		cold:     cold,
+		nvml:     n.gpus.available(),
+		nvmlWhy:  n.gpus.reason,
+		log:      res,
+	})
 	if info.Version == "" {
 		info.Version = pr.version(ctx)
 	}
@@ -543,17 +622,14 @@ func withSupervisorPhases(phases []vllmlog.Phase, spawn time.Time, rt readyTimes
 	return out
 }
 
-// engineEnv is the base environment plus the profile's, in sorted order.
-func (n *Node) engineEnv(p Profile) []string {
+// engineEnv is the base environment plus the profile's (placeholders
+// filled from the resolved knobs), in sorted order; later entries win.
+func (n *Node) engineEnv(p Profile, k Knobs, port int) []string {
 	env := n.cfg.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	env = slices.Clone(env)
-	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
-		env = append(env, k+"="+p.Env[k])
-	}
-	return env
+	return append(slices.Clone(env), p.EnvFor(k, port)...)
 }
 
 // dialHost maps a wildcard listen host to loopback for picking a port.
@@ -624,5 +700,14 @@ func (n *Node) Close() error {
 	defer n.startMu.Unlock()
 	n.smp.close()
 	n.gpus.close()
+	n.mu.Lock()
+	dir := n.coldDir
+	n.coldDir = ""
+	n.mu.Unlock()
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			n.log.Warn("remove compile cache", "dir", dir, "err", err)
+		}
+	}
 	return nil
 }

@@ -306,7 +306,8 @@ func TestStartEngineRejectsBadSpecs(t *testing.T) {
 		want string
 	}{
 		{"unknown profile", StartSpec{Profile: "nope"}, ErrUnknownProfile, `unknown profile "nope"; this node knows ready`},
-		{"cold disk", StartSpec{Profile: "ready", ColdMode: ColdDisk}, ErrNotImplemented, `cold_mode "cold-disk" is not implemented yet; use "warm-restart"`},
+		{"cold disk without weights", StartSpec{Profile: "ready", ColdMode: ColdDisk}, ErrFailedPrecondition, `cold-disk: no weight files for "test/model"`},
+		{"drop caches without cold disk", StartSpec{Profile: "ready", DropCaches: true}, ErrInvalidArgument, `drop_caches is for cold_mode "cold-disk" only`},
 		{"cold bogus", StartSpec{Profile: "ready", ColdMode: "freezing"}, ErrInvalidArgument, `cold_mode "freezing" is unknown`},
 		{"negative timeout", StartSpec{Profile: "ready", ReadyTimeout: -1}, ErrInvalidArgument, "negative"},
 	}

@@ -4,6 +4,8 @@ package gpunode
 
 import (
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
@@ -71,23 +73,117 @@ func openGPUs(lib NVML, log *slog.Logger) *gpus {
 		g.info = append(g.info, gi)
 	}
 	info := g.info
+	pcie := newPCIePoller(devs, pcieInterval)
+	go pcie.run()
+	g.shutdown = func() {
+		pcie.close()
+		lib.Shutdown()
+	}
 	g.read = func() []GPUSample {
 		out := make([]GPUSample, len(devs))
 		for i, d := range devs {
-			// A field NVML cannot read (not supported on this GPU) stays zero.
-			s := GPUSample{Index: info[i].Index}
-			if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
-				s.MemoryUsedBytes, s.MemoryTotalBytes = mem.Used, mem.Total
-			}
-			if u, ret := d.GetUtilizationRates(); ret == nvml.SUCCESS {
-				s.GPUUtilPercent, s.MemUtilPercent = u.Gpu, u.Memory
-			}
-			if p, ret := d.GetPowerUsage(); ret == nvml.SUCCESS {
-				s.PowerMilliwatts = p
-			}
+			s := readDevice(d)
+			s.Index = info[i].Index
+			s.PCIeTXKBps, s.PCIeRXKBps = pcie.get(i)
 			out[i] = s
 		}
 		return out
 	}
 	return g
+}
+
+// readDevice reads one GPU's fast fields. A field NVML cannot read (not
+// supported on this GPU) stays zero.
+func readDevice(d nvml.Device) GPUSample {
+	var s GPUSample
+	if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
+		s.MemoryUsedBytes, s.MemoryTotalBytes = mem.Used, mem.Total
+	}
+	if u, ret := d.GetUtilizationRates(); ret == nvml.SUCCESS {
+		s.GPUUtilPercent, s.MemUtilPercent = u.Gpu, u.Memory
+	}
+	if p, ret := d.GetPowerUsage(); ret == nvml.SUCCESS {
+		s.PowerMilliwatts = p
+	}
+	if e, ret := d.GetTotalEnergyConsumption(); ret == nvml.SUCCESS {
+		s.EnergyMillijoules = e
+	}
+	if c, ret := d.GetClockInfo(nvml.CLOCK_SM); ret == nvml.SUCCESS {
+		s.SMClockMHz = c
+	}
+	// The clocks-event name replaced the throttle one in driver 535;
+	// older drivers only know the latter.
+	if r, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
+		s.ThrottleReasons = r
+	} else if r, ret := d.GetCurrentClocksThrottleReasons(); ret == nvml.SUCCESS {
+		s.ThrottleReasons = r
+	}
+	if ps, ret := d.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
+		for _, p := range ps {
+			s.Processes = append(s.Processes, GPUProcess{PID: p.Pid, UsedMemoryBytes: p.UsedGpuMemory})
+		}
+	}
+	return s
+}
+
+// pcieInterval is how often PCIe throughput is read. Each
+// nvmlDeviceGetPcieThroughput call samples for about 20 ms, so reading it
+// inline at 10 Hz on 8 GPUs would take longer than the sampling period.
+const pcieInterval = time.Second
+
+// pciePoller reads PCIe TX/RX of every GPU on its own goroutine and keeps
+// the latest values. run is started by openGPUs and close joins it.
+type pciePoller struct {
+	devs     []nvml.Device
+	interval time.Duration
+
+	mu     sync.Mutex
+	tx, rx []uint32
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newPCIePoller(devs []nvml.Device, interval time.Duration) *pciePoller {
+	return &pciePoller{
+		devs: devs, interval: interval,
+		tx: make([]uint32, len(devs)), rx: make([]uint32, len(devs)),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+func (p *pciePoller) run() {
+	defer close(p.done)
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		for i, d := range p.devs {
+			tx, rtx := d.GetPcieThroughput(nvml.PCIE_UTIL_TX_BYTES)
+			rx, rrx := d.GetPcieThroughput(nvml.PCIE_UTIL_RX_BYTES)
+			p.mu.Lock()
+			if rtx == nvml.SUCCESS {
+				p.tx[i] = tx
+			}
+			if rrx == nvml.SUCCESS {
+				p.rx[i] = rx
+			}
+			p.mu.Unlock()
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *pciePoller) get(i int) (tx, rx uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tx[i], p.rx[i]
+}
+
+func (p *pciePoller) close() {
+	close(p.stop)
+	<-p.done
 }

@@ -13,6 +13,15 @@ import (
 	nvmlserver "github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
+// mockRest fills in the fields the dgxh200 mock leaves to the test.
+func mockRest(dev *nvmlserver.Device) {
+	dev.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return 123_456, nvml.SUCCESS }
+	dev.GetClockInfoFunc = func(nvml.ClockType) (uint32, nvml.Return) { return 1980, nvml.SUCCESS }
+	dev.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) { return 0, nvml.SUCCESS }
+	dev.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.SUCCESS }
+	dev.GetPcieThroughputFunc = func(nvml.PcieUtilCounter) (uint32, nvml.Return) { return 512, nvml.SUCCESS }
+}
+
 func TestGPUSamplingDGXH200(t *testing.T) {
 	lib := dgxh200.New()
 	// The mock implements identity and memory; utilisation and power are
@@ -24,6 +33,7 @@ func TestGPUSamplingDGXH200(t *testing.T) {
 			return nvml.Utilization{Gpu: 50, Memory: 20}, nvml.SUCCESS
 		}
 		dev.GetPowerUsageFunc = func() (uint32, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+		mockRest(dev)
 	}
 	g := openGPUs(lib, slog.New(slog.DiscardHandler))
 	defer g.close()
@@ -37,7 +47,7 @@ func TestGPUSamplingDGXH200(t *testing.T) {
 	if reason != "" || len(samples) != 8 {
 		t.Fatalf("%d samples, reason %q", len(samples), reason)
 	}
-	if s := samples[3]; s.MemoryUsedBytes != 4<<30 || s.GPUUtilPercent != 50 || s.MemUtilPercent != 20 || s.PowerMilliwatts != 0 {
+	if s := samples[3]; s.MemoryUsedBytes != 4<<30 || s.GPUUtilPercent != 50 || s.MemUtilPercent != 20 || s.PowerMilliwatts != 0 || s.EnergyMillijoules != 123_456 || s.SMClockMHz != 1980 {
 		t.Errorf("GPU 3 sample = %+v", s)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
@@ -44,6 +45,32 @@ func fakeH200s(shutdowns *int) *mock.Interface {
 				}
 				return uint32(100_000 + i*1000), nvml.SUCCESS
 			},
+			GetTotalEnergyConsumptionFunc: func() (uint64, nvml.Return) { return uint64(1_000_000 * (i + 1)), nvml.SUCCESS },
+			GetClockInfoFunc: func(c nvml.ClockType) (uint32, nvml.Return) {
+				if c != nvml.CLOCK_SM {
+					return 0, nvml.ERROR_INVALID_ARGUMENT
+				}
+				return 1980, nvml.SUCCESS
+			},
+			GetCurrentClocksEventReasonsFunc: func() (uint64, nvml.Return) {
+				if i == 7 { // an old driver: only the throttle name
+					return 0, nvml.ERROR_FUNCTION_NOT_FOUND
+				}
+				return 0x4, nvml.SUCCESS // SW power cap
+			},
+			GetCurrentClocksThrottleReasonsFunc: func() (uint64, nvml.Return) { return 0x1, nvml.SUCCESS },
+			GetComputeRunningProcessesFunc: func() ([]nvml.ProcessInfo, nvml.Return) {
+				if i != 2 {
+					return nil, nvml.SUCCESS
+				}
+				return []nvml.ProcessInfo{{Pid: 4242, UsedGpuMemory: 2 << 30}}, nvml.SUCCESS
+			},
+			GetPcieThroughputFunc: func(c nvml.PcieUtilCounter) (uint32, nvml.Return) {
+				if c == nvml.PCIE_UTIL_TX_BYTES {
+					return uint32(1000 + i), nvml.SUCCESS
+				}
+				return uint32(2000 + i), nvml.SUCCESS
+			},
 		}
 	}
 	return &mock.Interface{
@@ -75,16 +102,29 @@ func TestGPUSamplingThroughNVML(t *testing.T) {
 	if diff := cmp.Diff(GPUInfo{Index: 3, Name: "NVIDIA H200 141GB HBM3e", UUID: "GPU-00000003", MemoryTotalBytes: h200Bytes}, g.info[3]); diff != "" {
 		t.Errorf("GPU 3 info (-want +got):\n%s", diff)
 	}
+	// PCIe is read off the sampling path; wait for the poller's first pass.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if tx, _ := g.read()[7].PCIeTXKBps, 0; tx != 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	samples, reason := g.sample()
 	if reason != "" || len(samples) != 8 {
 		t.Fatalf("sample: %d samples, reason %q", len(samples), reason)
 	}
-	want := GPUSample{Index: 2, MemoryUsedBytes: 2 << 30, MemoryTotalBytes: h200Bytes, GPUUtilPercent: 20, MemUtilPercent: 10, PowerMilliwatts: 102_000}
+	want := GPUSample{Index: 2, MemoryUsedBytes: 2 << 30, MemoryTotalBytes: h200Bytes, GPUUtilPercent: 20, MemUtilPercent: 10, PowerMilliwatts: 102_000,
+		EnergyMillijoules: 3_000_000, SMClockMHz: 1980, PCIeTXKBps: 1002, PCIeRXKBps: 2002, ThrottleReasons: 0x4,
+		Processes: []GPUProcess{{PID: 4242, UsedMemoryBytes: 2 << 30}}}
 	if diff := cmp.Diff(want, samples[2]); diff != "" {
 		t.Errorf("GPU 2 sample (-want +got):\n%s", diff)
 	}
 	if samples[7].PowerMilliwatts != 0 || samples[7].GPUUtilPercent != 70 {
 		t.Errorf("GPU 7 (power not supported) = %+v, want power 0, the rest read", samples[7])
+	}
+	if samples[7].ThrottleReasons != 0x1 {
+		t.Errorf("GPU 7 throttle reasons = %#x, want the older API's 0x1", samples[7].ThrottleReasons)
 	}
 	g.close()
 	if shutdowns != 1 {
@@ -152,4 +192,10 @@ func TestNVMLReasons(t *testing.T) {
 			t.Errorf("nvmlReason(%d) = %q, want %q", ret, got, want)
 		}
 	}
+}
+
+// benchNVML is the 8×H200 mock for BenchmarkSampleOnce.
+func benchNVML() NVML {
+	var shutdowns int
+	return fakeH200s(&shutdowns)
 }

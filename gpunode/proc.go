@@ -120,7 +120,7 @@ func readCPUTimes(root string) (cpuTimes, error) {
 
 // memInfo is the part of /proc/meminfo the node reads, in bytes.
 type memInfo struct {
-	total, available, cached uint64
+	total, available, cached, dirty uint64
 }
 
 func readMemInfo(root string) (memInfo, error) {
@@ -154,6 +154,8 @@ func readMemInfo(root string) (memInfo, error) {
 			m.available = n
 		case "Cached":
 			m.cached = n
+		case "Dirty":
+			m.dirty = n
 		}
 	}
 	return m, sc.Err()
@@ -166,6 +168,12 @@ type hostReading struct {
 	engineRSSBytes    uint64
 	memAvailableBytes uint64
 	pageCacheBytes    uint64
+	dirtyBytes        uint64
+	// engineReadBytes is read_bytes of /proc/<pid>/io summed over the
+	// engine tree (processes that exited take their count with them).
+	engineReadBytes uint64
+	// diskReadBytes is the host's cumulative bytes read from whole disks.
+	diskReadBytes uint64
 }
 
 // hostSampler turns successive /proc readings into rates. It is not safe
@@ -179,7 +187,18 @@ type hostSampler struct {
 	prevAt    time.Time
 	prevRoot  int            // the engine pid of the previous reading
 	prevTicks map[int]uint64 // engine tree ticks by pid
+
+	// tree caches the engine tree's pids between full scans of every
+	// process, which are the expensive part of a sample; new children
+	// are found at the next scan, at most treeRescan later.
+	tree     []int
+	treeRoot int
+	treeScan time.Time
 }
+
+// treeRescan is how often the whole process table is scanned for new
+// members of the engine tree; between scans only known members are read.
+const treeRescan = time.Second
 
 func newHostSampler(root string) *hostSampler {
 	return &hostSampler{root: root, pageSize: uint64(os.Getpagesize())}
@@ -210,7 +229,11 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 
 	mem, err := readMemInfo(h.root)
 	keep(err)
-	r.memAvailableBytes, r.pageCacheBytes = mem.available, mem.cached
+	r.memAvailableBytes, r.pageCacheBytes, r.dirtyBytes = mem.available, mem.cached, mem.dirty
+
+	disk, err := readDiskReadBytes(h.root)
+	keep(err)
+	r.diskReadBytes = disk
 
 	r.engineCPUPercent = -1
 	if enginePID <= 0 {
@@ -218,14 +241,14 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 		h.prevAt = now
 		return r, firstErr
 	}
-	stats, err := readAllStats(h.root)
+	tree, err := h.engineStats(now, enginePID)
 	keep(err)
-	tree := descendants(stats, enginePID)
 	ticks := make(map[int]uint64, len(tree))
 	var delta uint64
 	for _, s := range tree {
 		ticks[s.pid] = s.ticks
 		r.engineRSSBytes += s.rss * h.pageSize
+		r.engineReadBytes += readIOReadBytes(h.root, s.pid)
 		if prev, ok := h.prevTicks[s.pid]; ok {
 			delta += s.ticks - min(s.ticks, prev)
 		} else if h.prevRoot == enginePID {
@@ -240,6 +263,118 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 	}
 	h.prevRoot, h.prevTicks, h.prevAt = enginePID, ticks, now
 	return r, firstErr
+}
+
+// engineStats reads the engine tree: every known member's stat, or, at
+// most every treeRescan (or when the engine changed or a member vanished),
+// a full scan of the process table.
+func (h *hostSampler) engineStats(now time.Time, enginePID int) ([]procStat, error) {
+	if h.treeRoot == enginePID && now.Sub(h.treeScan) < treeRescan && len(h.tree) > 0 {
+		out := make([]procStat, 0, len(h.tree))
+		complete := true
+		for _, pid := range h.tree {
+			b, err := os.ReadFile(filepath.Join(h.root, strconv.Itoa(pid), "stat"))
+			if err != nil {
+				complete = false
+				break
+			}
+			s, err := parseProcStat(b)
+			if err != nil {
+				complete = false
+				break
+			}
+			out = append(out, s)
+		}
+		if complete {
+			return out, nil
+		}
+	}
+	stats, err := readAllStats(h.root)
+	tree := engineTree(stats, enginePID)
+	h.tree = h.tree[:0]
+	for _, s := range tree {
+		h.tree = append(h.tree, s.pid)
+	}
+	h.treeRoot, h.treeScan = enginePID, now
+	return tree, err
+}
+
+// engineTree returns the engine's processes: root, every process below
+// it, and every other member of its process group (a worker whose parent
+// died is reparented away from the tree but stays in the group).
+func engineTree(stats []procStat, root int) []procStat {
+	tree := descendants(stats, root)
+	in := make(map[int]bool, len(tree))
+	for _, s := range tree {
+		in[s.pid] = true
+	}
+	for _, s := range stats {
+		if s.pgrp == root && !in[s.pid] {
+			tree = append(tree, s)
+		}
+	}
+	return tree
+}
+
+// readIOReadBytes returns read_bytes of /proc/<pid>/io (bytes this
+// process caused to be fetched from storage), or 0 when it cannot be read
+// (the process is gone, or belongs to another user).
+func readIOReadBytes(root string, pid int) uint64 {
+	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "io"))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "read_bytes:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// readDiskReadBytes sums sectors read (×512, the unit of /proc/diskstats
+// whatever the device's sector size) over whole disks, skipping
+// partitions, loop, ram, zram and device-mapper/md devices (which would
+// count the same reads twice).
+func readDiskReadBytes(root string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(root, "diskstats"))
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 6 || !isWholeDisk(f[2]) {
+			continue
+		}
+		sectors, err := strconv.ParseUint(f[5], 10, 64)
+		if err != nil {
+			continue
+		}
+		total += sectors * 512
+	}
+	return total, nil
+}
+
+// isWholeDisk reports whether a /proc/diskstats device name is a whole
+// physical disk rather than a partition or a virtual device.
+func isWholeDisk(name string) bool {
+	for _, p := range []string{"loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd"} {
+		if strings.HasPrefix(name, p) {
+			return false
+		}
+	}
+	last := name[len(name)-1]
+	isDigit := last >= '0' && last <= '9'
+	switch {
+	case strings.HasPrefix(name, "nvme"), strings.HasPrefix(name, "mmcblk"):
+		// nvme0n1 is a disk, nvme0n1p1 a partition; mmcblk0 vs mmcblk0p1.
+		return !strings.Contains(name[4:], "p")
+	case strings.HasPrefix(name, "sd"), strings.HasPrefix(name, "vd"), strings.HasPrefix(name, "xvd"), strings.HasPrefix(name, "hd"):
+		return !isDigit
+	}
+	return !isDigit
 }
 
 // descendants returns root and every process below it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +45,94 @@ type Profile struct {
 	Host string
 	// Port fixes the port; 0 means a free loopback port picked at start.
 	Port int
+
+	// Launcher picks how a KindVLLM profile starts vLLM: LauncherServe
+	// (`vllm serve MODEL`, the default) or LauncherAPIServer (`python3 -m
+	// vllm.entrypoints.openai.api_server --model MODEL`). Command, when set,
+	// replaces the launcher's executable and leading arguments.
+	Launcher string
+	// Dtype, KVCacheDtype and TensorParallelSize are profile-level vLLM
+	// settings (--dtype, --kv-cache-dtype, --tensor-parallel-size); empty
+	// or 0 leaves vLLM's default. A request cannot change them.
+	Dtype              string
+	KVCacheDtype       string
+	TensorParallelSize int
+	// StateDir is the simulator's --state-dir (KindSim only), where it
+	// keeps its simulated page-cache and compile-cache state; cold starts
+	// reset that state.
+	StateDir string
+	// AllowedModels, when not empty, lists the models a request may ask
+	// for (the default model is always allowed).
+	AllowedModels []string
+	// AllowedKnobs, when not nil, lists the knobs a request may set (by
+	// their proto names, such as "max_model_len"); nil allows every knob
+	// the profile's kind takes.
+	AllowedKnobs []string
+}
+
+// Launchers of a KindVLLM profile.
+const (
+	LauncherServe     = "serve"
+	LauncherAPIServer = "api_server"
+)
+
+// Values vLLM accepts for --dtype and --kv-cache-dtype.
+var (
+	ValidDtypes        = []string{"auto", "half", "float16", "bfloat16", "float", "float32"}
+	ValidKVCacheDtypes = []string{"auto", "fp8", "fp8_e4m3", "fp8_e5m2"}
+)
+
+// MaxTensorParallelSize bounds tensor_parallel_size.
+const MaxTensorParallelSize = 64
+
+// KnobNames are the knobs a start request may set, by their proto names.
+var KnobNames = []string{
+	"model", "served_model_name", "max_model_len", "gpu_memory_utilization",
+	"max_num_seqs", "max_num_batched_tokens", "enforce_eager",
+	"enable_prefix_caching", "enable_chunked_prefill", "gpu",
+}
+
+// setKnobs returns the names of the knobs k sets.
+func (k Knobs) setKnobs() []string {
+	set := map[string]bool{
+		"model":                  k.Model != "",
+		"served_model_name":      k.ServedModelName != "",
+		"max_model_len":          k.MaxModelLen != 0,
+		"gpu_memory_utilization": k.GPUMemoryUtilization != 0,
+		"max_num_seqs":           k.MaxNumSeqs != 0,
+		"max_num_batched_tokens": k.MaxNumBatchedTokens != 0,
+		"enforce_eager":          k.EnforceEager != nil,
+		"enable_prefix_caching":  k.EnablePrefixCaching != nil,
+		"enable_chunked_prefill": k.EnableChunkedPrefill != nil,
+		"gpu":                    k.GPU != "",
+	}
+	var out []string
+	for _, n := range KnobNames {
+		if set[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// CheckRequest checks that a start request's knobs (before defaults are
+// applied) are ones this profile lets a request set: every knob must be in
+// AllowedKnobs (when set), the model in AllowedModels (when set), and a
+// KindCommand profile takes only the knobs its command or env uses.
+func (p Profile) CheckRequest(req Knobs) error {
+	for _, name := range req.setKnobs() {
+		if p.AllowedKnobs != nil && !slices.Contains(p.AllowedKnobs, name) {
+			allowed := "none"
+			if len(p.AllowedKnobs) > 0 {
+				allowed = strings.Join(p.AllowedKnobs, ", ")
+			}
+			return &KnobError{Field: name, Value: "(set)", Fix: fmt.Sprintf("profile %q does not let a request set it (allowed_knobs: %s); leave it unset or use another profile", p.Name, allowed)}
+		}
+	}
+	if req.Model != "" && len(p.AllowedModels) > 0 && req.Model != p.Defaults.Model && !slices.Contains(p.AllowedModels, req.Model) {
+		return &KnobError{Field: "model", Value: strconv.Quote(req.Model), Fix: fmt.Sprintf("profile %q allows only %s", p.Name, strings.Join(append([]string{p.Defaults.Model}, p.AllowedModels...), ", "))}
+	}
+	return nil
 }
 
 // Knobs are the typed, range-checked engine settings a start request may
@@ -234,6 +323,49 @@ func (p Profile) Validate() error {
 	if err := p.Defaults.ValidateSet(); err != nil {
 		return fmt.Errorf("profile %q defaults: %w", p.Name, err)
 	}
+	if p.Launcher != "" && p.Kind != KindVLLM {
+		return fmt.Errorf("profile %q: launcher is for kind %q only; remove it", p.Name, KindVLLM)
+	}
+	switch p.Launcher {
+	case "", LauncherServe, LauncherAPIServer:
+	default:
+		return fmt.Errorf("profile %q: launcher %q is unknown; use %q or %q", p.Name, p.Launcher, LauncherServe, LauncherAPIServer)
+	}
+	if p.Dtype != "" && !slices.Contains(ValidDtypes, p.Dtype) {
+		return fmt.Errorf("profile %q: dtype %q is not one vLLM accepts; use one of %s", p.Name, p.Dtype, strings.Join(ValidDtypes, ", "))
+	}
+	if p.KVCacheDtype != "" && !slices.Contains(ValidKVCacheDtypes, p.KVCacheDtype) {
+		return fmt.Errorf("profile %q: kv_cache_dtype %q is not one vLLM accepts; use one of %s", p.Name, p.KVCacheDtype, strings.Join(ValidKVCacheDtypes, ", "))
+	}
+	if p.TensorParallelSize < 0 || p.TensorParallelSize > MaxTensorParallelSize {
+		return fmt.Errorf("profile %q: tensor_parallel_size %d is out of range; use 1..%d, or 0 for vLLM's default (1)", p.Name, p.TensorParallelSize, MaxTensorParallelSize)
+	}
+	if devs, ok := p.Env["CUDA_VISIBLE_DEVICES"]; ok && p.TensorParallelSize > 1 && devs != "" {
+		if n := len(strings.Split(devs, ",")); n < p.TensorParallelSize {
+			return fmt.Errorf("profile %q: tensor_parallel_size %d needs %d GPUs but CUDA_VISIBLE_DEVICES=%q names %d; list more GPUs or lower it", p.Name, p.TensorParallelSize, p.TensorParallelSize, devs, n)
+		}
+	}
+	if p.Kind != KindVLLM && (p.Dtype != "" || p.KVCacheDtype != "" || p.TensorParallelSize != 0) {
+		return fmt.Errorf("profile %q: dtype, kv_cache_dtype and tensor_parallel_size are for kind %q only; remove them", p.Name, KindVLLM)
+	}
+	if p.StateDir != "" && p.Kind != KindSim {
+		return fmt.Errorf("profile %q: state_dir is for kind %q only; remove it", p.Name, KindSim)
+	}
+	for _, k := range p.AllowedKnobs {
+		if !slices.Contains(KnobNames, k) {
+			return fmt.Errorf("profile %q: allowed_knobs names %q, which is not a knob; use some of %s", p.Name, k, strings.Join(KnobNames, ", "))
+		}
+	}
+	for _, m := range p.AllowedModels {
+		if err := checkName("allowed_models", m); err != nil {
+			return fmt.Errorf("profile %q: %w", p.Name, err)
+		}
+	}
+	for k, v := range p.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("profile %q: env %q is not a valid variable", p.Name, k)
+		}
+	}
 	return nil
 }
 
@@ -262,7 +394,11 @@ func (p Profile) Argv(k Knobs, port int) ([]string, error) {
 	case KindCommand:
 		return p.commandArgv(argv, k, port)
 	case KindVLLM:
-		argv = append(argv, k.Model)
+		if p.Launcher == LauncherAPIServer {
+			argv = append(argv, "--model", k.Model)
+		} else {
+			argv = append(argv, k.Model)
+		}
 	case KindSim:
 		argv = append(argv, "--model", k.Model)
 	}
@@ -287,6 +423,18 @@ func (p Profile) Argv(k Knobs, port int) ([]string, error) {
 	if p.Kind == KindSim && k.GPU != "" {
 		argv = append(argv, "--gpu", k.GPU)
 	}
+	if p.Kind == KindSim && p.StateDir != "" {
+		argv = append(argv, "--state-dir", p.StateDir)
+	}
+	if p.Dtype != "" {
+		argv = append(argv, "--dtype", p.Dtype)
+	}
+	if p.KVCacheDtype != "" {
+		argv = append(argv, "--kv-cache-dtype", p.KVCacheDtype)
+	}
+	if p.TensorParallelSize > 0 {
+		argv = append(argv, "--tensor-parallel-size", strconv.Itoa(p.TensorParallelSize))
+	}
 	return argv, nil
 }
 
@@ -303,8 +451,9 @@ func appendBool(argv []string, name string, v *bool) []string {
 }
 
 func (p Profile) commandArgv(argv []string, k Knobs, port int) ([]string, error) {
-	// A generic server understands none of vLLM's knobs; refuse them rather
-	// than drop them silently.
+	// A generic server understands only the knobs its profile hands it
+	// through an env placeholder such as MAX_MODEL_LEN: "{max_model_len}";
+	// refuse the others rather than drop them silently.
 	unsupported := map[string]bool{
 		"max_model_len":          k.MaxModelLen != 0,
 		"gpu_memory_utilization": k.GPUMemoryUtilization != 0,
@@ -316,8 +465,8 @@ func (p Profile) commandArgv(argv []string, k Knobs, port int) ([]string, error)
 		"gpu":                    k.GPU != "",
 	}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
-		if unsupported[f] {
-			return nil, &KnobError{Field: f, Value: "(set)", Fix: fmt.Sprintf("profile %q runs a generic command that does not take this knob; leave it unset", p.Name)}
+		if unsupported[f] && !p.envUses(f) {
+			return nil, &KnobError{Field: f, Value: "(set)", Fix: fmt.Sprintf("profile %q runs a generic command that does not take this knob (no env value uses {%s}); leave it unset", p.Name, f)}
 		}
 	}
 	r := strings.NewReplacer(
@@ -330,6 +479,79 @@ func (p Profile) commandArgv(argv []string, k Knobs, port int) ([]string, error)
 		argv[i] = r.Replace(argv[i])
 	}
 	return argv, nil
+}
+
+// envUses reports whether any env value of the profile holds {knob}.
+func (p Profile) envUses(knob string) bool {
+	for _, v := range p.Env {
+		if strings.Contains(v, "{"+knob+"}") {
+			return true
+		}
+	}
+	return false
+}
+
+// knobValues are the typed values of the env placeholders; an unset knob
+// has no value, and an env variable that uses it is left out.
+func knobValues(k Knobs, host string, port int) map[string]string {
+	v := map[string]string{
+		"host":              host,
+		"port":              strconv.Itoa(port),
+		"model":             k.Model,
+		"served_model_name": k.Served(),
+	}
+	setInt := func(name string, n int) {
+		if n != 0 {
+			v[name] = strconv.Itoa(n)
+		}
+	}
+	setInt("max_model_len", k.MaxModelLen)
+	setInt("max_num_seqs", k.MaxNumSeqs)
+	setInt("max_num_batched_tokens", k.MaxNumBatchedTokens)
+	if k.GPUMemoryUtilization != 0 {
+		v["gpu_memory_utilization"] = strconv.FormatFloat(k.GPUMemoryUtilization, 'f', -1, 64)
+	}
+	setBool := func(name string, b *bool) {
+		if b != nil {
+			v[name] = map[bool]string{true: "1", false: "0"}[*b]
+		}
+	}
+	setBool("enforce_eager", k.EnforceEager)
+	setBool("enable_prefix_caching", k.EnablePrefixCaching)
+	setBool("enable_chunked_prefill", k.EnableChunkedPrefill)
+	if k.GPU != "" {
+		v["gpu"] = k.GPU
+	}
+	return v
+}
+
+var placeholderRE = regexp.MustCompile(`\{([a-z_]+)\}`)
+
+// EnvFor returns the profile's env with placeholders ({port}, {model},
+// {max_model_len}, …) replaced by the resolved knobs' typed values, as
+// sorted KEY=VALUE pairs. A variable whose value names an unset knob is
+// left out, so that the engine sees its own default.
+func (p Profile) EnvFor(k Knobs, port int) []string {
+	vals := knobValues(k, p.host(), port)
+	var out []string
+	for _, key := range slices.Sorted(maps.Keys(p.Env)) {
+		v := p.Env[key]
+		missing := false
+		v = placeholderRE.ReplaceAllStringFunc(v, func(m string) string {
+			name := m[1 : len(m)-1]
+			if val, ok := vals[name]; ok {
+				return val
+			}
+			if slices.Contains(KnobNames, name) {
+				missing = true
+			}
+			return m
+		})
+		if !missing {
+			out = append(out, key+"="+v)
+		}
+	}
+	return out
 }
 
 // PortInUseError reports that an engine's port is taken.

@@ -22,13 +22,34 @@ type GPUSample struct {
 	GPUUtilPercent   uint32
 	MemUtilPercent   uint32
 	PowerMilliwatts  uint32
+	// EnergyMillijoules is the GPU's energy counter since the driver
+	// loaded (Volta and later).
+	EnergyMillijoules uint64
+	SMClockMHz        uint32
+	// PCIeTXKBps and PCIeRXKBps are PCIe throughput in KB/s. NVML samples
+	// them over 20 ms per call, so they are read at most once a second, off
+	// the sampling path, and carried between readings.
+	PCIeTXKBps uint32
+	PCIeRXKBps uint32
+	// ThrottleReasons is NVML's clocks-event (throttle) reason bitmask.
+	ThrottleReasons uint64
+	// Processes are the compute processes on the GPU.
+	Processes []GPUProcess
+}
+
+// GPUProcess is one compute process on a GPU.
+type GPUProcess struct {
+	PID             uint32
+	UsedMemoryBytes uint64
 }
 
 // Sample is one sample of the GPUs, the host and the engine process tree.
 type Sample struct {
 	// Seq counts samples from 1; a subscriber that sees a gap missed
 	// samples because it was slow.
-	Seq  uint64
+	Seq uint64
+	// Time is the wall-clock time of the sample; it also carries Go's
+	// monotonic reading, so Time.Sub between samples is monotonic.
 	Time time.Time
 	// Mono is the node's monotonic clock: time since the node started.
 	Mono time.Duration
@@ -44,6 +65,15 @@ type Sample struct {
 	HostCPUPercent    float64
 	MemAvailableBytes uint64
 	PageCacheBytes    uint64
+	DirtyBytes        uint64
+	// EngineReadBytes is read_bytes of /proc/<pid>/io summed over the
+	// engine's process tree; DiskReadBytes is the host's cumulative bytes
+	// read from whole disks (/proc/diskstats).
+	EngineReadBytes uint64
+	DiskReadBytes   uint64
+	// EngineMetrics are the engine's /metrics figures (see keptMetrics),
+	// set on the first sample after each scrape (1 Hz) and nil otherwise.
+	EngineMetrics map[string]float64
 }
 
 // gpus is the node's view of the GPUs. When NVML is unavailable, reason
@@ -90,6 +120,9 @@ type sampler struct {
 	gpus      *gpus
 	enginePID func() int
 	start     time.Time
+	// metrics scrapes the engine's /metrics on its own goroutine; nil
+	// means no scraping.
+	metrics *scraper
 
 	mu     sync.Mutex
 	subs   map[uint64]chan Sample
@@ -118,6 +151,10 @@ func newSampler(log *slog.Logger, interval time.Duration, host *hostSampler, g *
 
 func (s *sampler) run() {
 	defer close(s.done)
+	if s.metrics != nil {
+		go s.metrics.run()
+		defer s.metrics.close()
+	}
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	warned := false
@@ -140,6 +177,10 @@ func (s *sampler) take(now time.Time, warned *bool) Sample {
 		*warned = true
 	}
 	gs, reason := s.gpus.sample()
+	var em map[string]float64
+	if s.metrics != nil {
+		em = s.metrics.take()
+	}
 	return Sample{
 		Time:              now,
 		Mono:              now.Sub(s.start),
@@ -150,7 +191,18 @@ func (s *sampler) take(now time.Time, warned *bool) Sample {
 		HostCPUPercent:    hr.hostCPUPercent,
 		MemAvailableBytes: hr.memAvailableBytes,
 		PageCacheBytes:    hr.pageCacheBytes,
+		DirtyBytes:        hr.dirtyBytes,
+		EngineReadBytes:   hr.engineReadBytes,
+		DiskReadBytes:     hr.diskReadBytes,
+		EngineMetrics:     em,
 	}
+}
+
+// sampleOnce takes one full sample: host, engine tree, GPUs and any new
+// /metrics scrape. The sampler goroutine calls it at each tick.
+func (s *sampler) sampleOnce(now time.Time) Sample {
+	warned := true
+	return s.take(now, &warned)
 }
 
 // publish numbers smp and sends it to every subscriber without blocking.

@@ -22,6 +22,16 @@ func TestHostSamplerFakeProc(t *testing.T) {
 	if r1.engineCPUPercent != 0 || r1.hostCPUPercent != 0 {
 		t.Errorf("first sample rates = engine %v host %v, want 0 (no baseline)", r1.engineCPUPercent, r1.hostCPUPercent)
 	}
+	if r1.dirtyBytes != 2048*1024 {
+		t.Errorf("dirty = %d, want %d", r1.dirtyBytes, 2048*1024)
+	}
+	// nvme0n1 1000 + sda 50 sectors; partitions, loop and dm-0 skipped.
+	if want := uint64(1050 * 512); r1.diskReadBytes != want {
+		t.Errorf("disk read = %d, want %d", r1.diskReadBytes, want)
+	}
+	if want := uint64(1 << 20); r1.engineReadBytes != want {
+		t.Errorf("engine read = %d, want %d (pid 100 only: 101 has no io file, 200 is not the engine's)", r1.engineReadBytes, want)
+	}
 	page := uint64(os.Getpagesize())
 	if want := (1000 + 500) * page; r1.engineRSSBytes != want {
 		t.Errorf("first RSS = %d, want %d (pid 100 and its child 101, not 200)", r1.engineRSSBytes, want)
@@ -39,6 +49,12 @@ func TestHostSamplerFakeProc(t *testing.T) {
 	// 100: +40 ticks, 101: +10, 102 (new grandchild): 10 — 60 ticks in 1 s.
 	if !approx(r2.engineCPUPercent, 60) {
 		t.Errorf("engine CPU = %v%%, want 60%%", r2.engineCPUPercent)
+	}
+	if want := uint64(5070 * 512); r2.diskReadBytes != want {
+		t.Errorf("second disk read = %d, want %d", r2.diskReadBytes, want)
+	}
+	if want := uint64(5 << 20); r2.engineReadBytes != want {
+		t.Errorf("second engine read = %d, want %d (100 and its grandchild 102)", r2.engineReadBytes, want)
 	}
 	if want := (1000 + 500 + 100) * page; r2.engineRSSBytes != want {
 		t.Errorf("second RSS = %d, want %d", r2.engineRSSBytes, want)
@@ -72,6 +88,18 @@ func TestParseProcStat(t *testing.T) {
 	}
 	if _, err := parseProcStat([]byte("garbage")); err == nil {
 		t.Errorf("parseProcStat(garbage) returned no error")
+	}
+}
+
+func TestIsWholeDisk(t *testing.T) {
+	for name, want := range map[string]bool{
+		"sda": true, "sda1": false, "vdb": true, "vdb3": false, "xvda": true, "xvda1": false,
+		"nvme0n1": true, "nvme0n1p2": false, "nvme10n2": true, "mmcblk0": true, "mmcblk0p1": false,
+		"loop0": false, "ram0": false, "zram0": false, "dm-0": false, "md0": false, "sr0": false,
+	} {
+		if got := isWholeDisk(name); got != want {
+			t.Errorf("isWholeDisk(%q) = %v, want %v", name, got, want)
+		}
 	}
 }
 

@@ -76,6 +76,7 @@ func (s *server) StartEngine(ctx context.Context, req *ttftlabv1.StartEngineRequ
 		Knobs:        knobs,
 		ReadyTimeout: time.Duration(req.GetReadyTimeoutMs()) * time.Millisecond,
 		ColdMode:     req.GetColdMode(),
+		DropCaches:   req.GetDropCaches(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -112,6 +113,7 @@ func (s *server) StreamSamples(req *ttftlabv1.StreamSamplesRequest, stream grpc.
 	defer cancel()
 	ctx := stream.Context()
 	var last time.Duration
+	var pending map[string]float64
 	sent := false
 	for {
 		select {
@@ -122,8 +124,16 @@ func (s *server) StreamSamples(req *ttftlabv1.StreamSamplesRequest, stream grpc.
 				return status.Error(codes.Unavailable, "gpunode is shutting down")
 			}
 			if sent && smp.Mono-last < want-slack {
+				// Keep a skipped sample's /metrics scrape for the next one sent.
+				if smp.EngineMetrics != nil {
+					pending = smp.EngineMetrics
+				}
 				continue
 			}
+			if smp.EngineMetrics == nil && pending != nil {
+				smp.EngineMetrics = pending
+			}
+			pending = nil
 			if err := stream.Send(&ttftlabv1.StreamSamplesResponse{Sample: sampleToPB(smp)}); err != nil {
 				return err
 			}
@@ -184,6 +194,25 @@ func engineInfoToPB(e EngineInfo) *ttftlabv1.EngineInfo {
 	for _, p := range e.Phases {
 		out.Phases = append(out.Phases, phaseToPB(p))
 	}
+	for _, p := range e.Timeline {
+		out.Timeline = append(out.Timeline, phaseToPB(p))
+	}
+	out.ColdMode = e.ColdMode
+	f := e.Figures
+	out.Figures = &ttftlabv1.EngineFigures{
+		WeightsLoadS:         f.WeightsLoadS,
+		ModelLoadGib:         f.ModelLoadGiB,
+		ModelLoadS:           f.ModelLoadS,
+		CompileS:             f.CompileS,
+		GraphCaptureS:        f.GraphCaptureS,
+		GraphCaptureGib:      f.GraphCaptureGiB,
+		KvCacheTokens:        f.KVCacheTokens,
+		MaxConcurrency:       f.MaxConcurrency,
+		MaxConcurrencyTokens: f.MaxConcurrencyTokens,
+		EngineInitS:          f.EngineInitS,
+		FirstToReadyS:        f.FirstToReadyS,
+		AvailableKvGib:       f.AvailableKVGiB,
+	}
 	return out
 }
 
@@ -209,16 +238,29 @@ func sampleToPB(s Sample) *ttftlabv1.HostSample {
 		HostCpuPercent:    s.HostCPUPercent,
 		MemAvailableBytes: s.MemAvailableBytes,
 		PageCacheBytes:    s.PageCacheBytes,
+		DirtyBytes:        s.DirtyBytes,
+		EngineReadBytes:   s.EngineReadBytes,
+		DiskReadBytes:     s.DiskReadBytes,
+		EngineMetrics:     s.EngineMetrics,
 	}
 	for _, g := range s.GPUs {
-		out.Gpus = append(out.Gpus, &ttftlabv1.GPUSample{
+		gs := &ttftlabv1.GPUSample{
 			Index:            int32(g.Index),
 			MemoryUsedBytes:  g.MemoryUsedBytes,
 			MemoryTotalBytes: g.MemoryTotalBytes,
 			GpuUtilPercent:   g.GPUUtilPercent,
 			MemUtilPercent:   g.MemUtilPercent,
 			PowerMw:          g.PowerMilliwatts,
-		})
+			EnergyMj:         g.EnergyMillijoules,
+			SmClockMhz:       g.SMClockMHz,
+			PcieTxKbps:       g.PCIeTXKBps,
+			PcieRxKbps:       g.PCIeRXKBps,
+			ThrottleReasons:  g.ThrottleReasons,
+		}
+		for _, p := range g.Processes {
+			gs.Processes = append(gs.Processes, &ttftlabv1.GPUProcess{Pid: p.PID, UsedMemoryBytes: p.UsedMemoryBytes})
+		}
+		out.Gpus = append(out.Gpus, gs)
 	}
 	return out
 }
@@ -239,7 +281,7 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrNotImplemented):
 		return status.Error(codes.Unimplemented, err.Error())
-	case errors.As(err, &portErr), errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+	case errors.As(err, &portErr), errors.Is(err, ErrFailedPrecondition), errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		// The engine cannot be started here: its port is taken or its
 		// executable is missing.
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -110,7 +110,8 @@ func TestServerErrors(t *testing.T) {
 		{"flag as model", &ttftlabv1.StartEngineRequest{Profile: "ready", Knobs: &ttftlabv1.EngineKnobs{Model: "--help"}}, codes.InvalidArgument, []string{"model", "must not start with '-'"}},
 		{"bad optional bool", &ttftlabv1.StartEngineRequest{Profile: "ready", Knobs: &ttftlabv1.EngineKnobs{EnforceEager: 7}}, codes.InvalidArgument, []string{"enforce_eager"}},
 		{"bad timeout", &ttftlabv1.StartEngineRequest{Profile: "ready", ReadyTimeoutMs: -1}, codes.InvalidArgument, []string{"ready_timeout_ms -1"}},
-		{"cold compile", &ttftlabv1.StartEngineRequest{Profile: "ready", ColdMode: ColdCompile}, codes.Unimplemented, []string{"not implemented yet"}},
+		{"drop caches without cold disk", &ttftlabv1.StartEngineRequest{Profile: "ready", ColdMode: ColdCompile, DropCaches: true}, codes.InvalidArgument, []string{`drop_caches is for cold_mode "cold-disk" only`}},
+		{"cold disk with no weights", &ttftlabv1.StartEngineRequest{Profile: "ready", ColdMode: ColdDisk}, codes.FailedPrecondition, []string{"no weight files", "HF_HOME"}},
 		{"engine exits", &ttftlabv1.StartEngineRequest{Profile: "oom"}, codes.Aborted, []string{"exit status 1", "cuda_oom", "CUDA out of memory", "last "}},
 	}
 	for _, tt := range tests {

@@ -118,6 +118,29 @@ type spawnConfig struct {
 
 // spawn starts an engine in its own process group and starts the
 // goroutines that capture its output and reap it.
+//
+// Orphan guarantee. While the node runs, stop ends the whole process
+// group: SIGTERM, SIGKILL after the grace period, then SIGKILL again until
+// no live member is left, so every process the engine forked that stayed
+// in its group dies, whatever its parent did. When the node itself dies —
+// even by SIGKILL, which it cannot catch — the kernel sends the engine
+// leader SIGTERM (PR_SET_PDEATHSIG; it fires when the thread that forked
+// the engine exits, and Go's runtime keeps its threads). The leader's own
+// children are then ended by the engine's own parent-death handling, not
+// by the node: real vLLM's API server handles SIGTERM by shutting down its
+// EngineCore process, and its EngineCore and worker processes also watch
+// their parent and exit when it is gone (in V1 since about 0.9, a worker
+// exits when the "death pipe" from its parent closes). The node does not
+// rely on that beyond the leader. TestNoOrphanAfterSupervisorSIGKILL
+// proves the chain with a fake engine whose worker sets its own
+// parent-death signal: the engine and its worker are gone within 2 s of
+// the node's SIGKILL. Not covered: a process that leaves the group
+// (setsid, or a daemon that double-forks) and has no parent-death
+// handling of its own, after the node was SIGKILLed. The node does not
+// make itself a child subreaper (PR_SET_CHILD_SUBREAPER): that would only
+// help while it lives, when the group kill already reaches those
+// processes, and it would have to reap adopted zombies behind os/exec's
+// back.
 func spawn(ctx context.Context, log *slog.Logger, sc spawnConfig) (*process, error) {
 	cmd := sc.launcher(ctx, sc.argv, sc.env)
 	if cmd == nil {

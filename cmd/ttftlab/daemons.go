@@ -113,6 +113,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var sc serviceConfig
 	sc.register(fs, membership.RoleGPUNode)
 	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
+	config := fs.String("config", "", "YAML `file` of engine profiles (default: the built-in sim and vllm profiles)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -121,7 +122,24 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
-	n, err := newGPUNode(*logDir, nil, logger)
+	var n *gpunode.Node
+	var err error
+	if *config != "" {
+		exe, xerr := os.Executable()
+		if xerr != nil {
+			return fmt.Errorf("find own executable for sim profiles: %w", xerr)
+		}
+		profiles, perr := gpunode.LoadFile(*config, exe)
+		if perr != nil {
+			return perr
+		}
+		cfg := gpunode.DefaultConfig()
+		cfg.Profiles = profiles
+		cfg.LogDir = *logDir
+		n, err = gpunode.New(cfg, logger)
+	} else {
+		n, err = newGPUNode(*logDir, nil, logger)
+	}
 	if err != nil {
 		return err
 	}
@@ -167,6 +185,6 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := coordinator.RenderDir(dir); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "rendered %s/results.json and %s/first_token_latency.md\n", dir, dir)
+	fmt.Fprintf(stdout, "rendered results.json and the reports in %s\n", dir)
 	return nil
 }

@@ -25,7 +25,10 @@ Commands:
   agent        run an agent daemon
   gpunode      run a gpunode daemon (owns the engine process)
   sim          run the simulated vLLM engine (vLLM's flags and API)
+  baseline     run the cold/warm baseline on a running cluster (--coordinator ADDR)
+  members      list the cluster as the coordinator sees it (--coordinator ADDR)
   probe        stream one request and print its TTFT as JSON
+  vllm         vLLM helpers: 'ttftlab vllm parse-log FILE' prints the startup figures as JSON
   report       re-render results.json and first_token_latency.md from a run directory
   version      print the version
 
@@ -64,6 +67,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSim(ctx, rest, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, stdout, stderr)
+	case "baseline":
+		return runBaseline(ctx, rest, stdout, stderr)
+	case "members":
+		return runMembers(ctx, rest, stdout, stderr)
+	case "vllm":
+		return runVLLM(ctx, rest, stdout, stderr)
 	case "report":
 		return runReport(ctx, rest, stdout, stderr)
 	case "version", "--version":

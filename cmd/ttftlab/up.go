@@ -35,6 +35,7 @@ type upConfig struct {
 	knobs     *pb.EngineKnobs
 	simArgs   []string
 	quiet     bool
+	coldMode  string
 }
 
 // boolKnob is a flag that maps to an OptionalBool.
@@ -67,15 +68,14 @@ func (b boolKnob) Set(s string) error {
 
 func (b boolKnob) IsBoolFlag() bool { return true }
 
-func parseUp(args []string, stderr io.Writer) (upConfig, error) {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	c := upConfig{knobs: &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}}
-	fs.StringVar(&c.out, "out", "results", "directory for results/<run>/")
+// registerBaselineFlags registers the flags shared by `up` and `baseline`;
+// finish validates them after parsing.
+func registerBaselineFlags(fs *flag.FlagSet, c *upConfig) (finish func() error) {
+	c.knobs = &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
+	fs.StringVar(&c.out, "out", "results", "directory for results/<run>/ (on the coordinator's disk)")
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	fs.IntVar(&c.warmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
-	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
-	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on this host)")
+	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
 	fs.StringVar(&c.api, "api", "chat", "OpenAI API to probe: chat or completions")
 	fs.StringVar(&c.prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
 	fs.IntVar(&c.maxTokens, "max-tokens", 64, "max_tokens of each probe")
@@ -91,20 +91,45 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	fs.IntVar(&mnbt, "max-num-batched-tokens", 0, "engine --max-num-batched-tokens (0: engine default)")
 	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (default true for a short demo; false runs compile and CUDA-graph capture)")
 	fs.Var(boolKnob{&c.knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
+	fs.StringVar(&c.coldMode, "cold-mode", "warm-restart", "restart mode: warm-restart, cold-disk (evict the weights from the page cache) or cold-compile (fresh compile cache)")
+	return func() error {
+		if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected argument %q: %s takes only flags", fs.Arg(0), fs.Name())
+		}
+		for name, v := range map[string]int{"--max-model-len": mml, "--max-num-seqs": mns, "--max-num-batched-tokens": mnbt} {
+			if v < 0 {
+				return fmt.Errorf("%s %d is negative: use a positive value, or 0 for the engine default", name, v)
+			}
+		}
+		c.knobs.MaxModelLen, c.knobs.MaxNumSeqs, c.knobs.MaxNumBatchedTokens = int32(mml), int32(mns), int32(mnbt)
+		if c.profile != "sim" {
+			c.knobs.Gpu = ""
+		}
+		return nil
+	}
+}
+
+func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
+	return &pb.RunBaselineRequest{
+		Profile: c.profile, Knobs: c.knobs, Prompt: c.prompt, MaxTokens: int32(c.maxTokens),
+		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.out, RunId: c.runID, ColdMode: c.coldMode,
+	}
+}
+
+func parseUp(args []string, stderr io.Writer) (upConfig, error) {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c upConfig
+	finish := registerBaselineFlags(fs, &c)
+	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: up takes only flags", fs.Arg(0))
+	if err := finish(); err != nil {
+		return c, err
 	}
-	for name, v := range map[string]int{"--max-model-len": mml, "--max-num-seqs": mns, "--max-num-batched-tokens": mnbt} {
-		if v < 0 {
-			return c, fmt.Errorf("%s %d is negative: use a positive value, or 0 for the engine default", name, v)
-		}
-	}
-	c.knobs.MaxModelLen, c.knobs.MaxNumSeqs, c.knobs.MaxNumBatchedTokens = int32(mml), int32(mns), int32(mnbt)
 	if c.agents < 1 || c.agents > 64 {
 		return c, fmt.Errorf("--agents %d is out of range: use 1..64", c.agents)
 	}
@@ -113,9 +138,6 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if startupScale != 1 {
 		c.simArgs = []string{"--startup-scale", fmt.Sprint(startupScale)}
-	}
-	if c.profile != "sim" {
-		c.knobs.Gpu = ""
 	}
 	return c, nil
 }
@@ -189,32 +211,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	client := pb.NewCoordinatorServiceClient(cc)
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
 		cs.lis.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
-	st, err := client.RunBaseline(ctx, &pb.RunBaselineRequest{
-		Profile: cfg.profile, Knobs: cfg.knobs, Prompt: cfg.prompt, MaxTokens: int32(cfg.maxTokens),
-		WarmRuns: int32(cfg.warmRuns), Api: cfg.api, OutDir: cfg.out, RunId: cfg.runID,
-	})
+	st, err := client.RunBaseline(ctx, cfg.baselineRequest())
 	if err != nil {
 		return fmt.Errorf("start baseline: %w", err)
 	}
-	start := time.Now()
-	var dir string
-	for {
+	dir, err := followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("baseline: %w", err)
-		}
-		ev := resp.GetEvent()
-		if ev.GetKind() == "done" {
-			dir = ev.GetMessage()
-			continue
-		}
-		fmt.Fprintf(stderr, "[%6.2fs] %s\n", time.Since(start).Seconds(), describeEvent(ev))
-	}
-	if dir == "" {
-		return errors.New("baseline ended without naming its results directory")
+		return resp.GetEvent(), err
+	}, stderr)
+	if err != nil {
+		return fmt.Errorf("baseline: %w", err)
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "first_token_latency.md"))
 	if err != nil {
@@ -225,6 +231,31 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,first_token_latency.md}\n", dir)
 	return nil
+}
+
+// followEvents prints a run's progress until its stream ends and returns
+// the results directory named by the final "done" event.
+func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer) (string, error) {
+	start := time.Now()
+	var dir string
+	for {
+		ev, err := recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return dir, err
+		}
+		if ev.GetKind() == "done" {
+			dir = ev.GetMessage()
+			continue
+		}
+		fmt.Fprintf(stderr, "[%6.2fs] %s\n", time.Since(start).Seconds(), describeEvent(ev))
+	}
+	if dir == "" {
+		return "", errors.New("the run ended without naming its results directory")
+	}
+	return dir, nil
 }
 
 // describeEvent renders one progress line.
@@ -262,6 +293,27 @@ func describeEvent(ev *pb.RunEvent) string {
 			parts = append(parts, fmt.Sprintf("%s ttft %.1f ms", r.GetLabel(), r.GetTtftS()*1000))
 		}
 		return fmt.Sprintf("%s: %d ok, %d failed %s", rep.GetAgentId(), rep.GetRequestsOk(), rep.GetRequestsFailed(), strings.Join(parts, ", "))
+	case coordinator.EventSweepStart:
+		return fmt.Sprintf("sweep of %s at %s: levels %v", str("model"), str("base_url"), d["levels"])
+	case coordinator.EventLevelStart:
+		return fmt.Sprintf("level %d (%g) on %d agent(s)", int(num(d["level"]))+1, num(d["value"]), len(asSlice(d["agents"])))
+	case coordinator.EventSweepInterval:
+		var rep pb.IntervalReport
+		if b, err := json.Marshal(d["report"]); err == nil {
+			_ = protojson.Unmarshal(b, &rep)
+		}
+		tag := ""
+		if rep.GetWarmup() {
+			tag = " (warm-up)"
+		}
+		if rep.GetClientBound() {
+			tag += " CLIENT-BOUND"
+		}
+		return fmt.Sprintf("  %s #%d: %d ok, %d failed, %d in flight%s", rep.GetAgentId(), rep.GetSeq(), rep.GetRequestsOk(), rep.GetRequestsFailed(), rep.GetInFlight(), tag)
+	case coordinator.EventAgentLost:
+		return fmt.Sprintf("AGENT LOST: %s after %d intervals: %s", str("agent"), int(num(d["intervals_received"])), str("error"))
+	case coordinator.EventLevelEnd:
+		return fmt.Sprintf("level %d done", int(num(d["level"]))+1)
 	case coordinator.EventRunEnd:
 		if e := str("error"); e != "" {
 			return "run failed: " + e
@@ -269,6 +321,11 @@ func describeEvent(ev *pb.RunEvent) string {
 		return "run " + str("status")
 	}
 	return ev.GetKind() + " " + ev.GetJson()
+}
+
+func asSlice(v any) []any {
+	s, _ := v.([]any)
+	return s
 }
 
 func num(v any) float64 {

@@ -30,6 +30,8 @@ const (
 const (
 	SourceLog        = "log"
 	SourceSupervisor = "supervisor"
+	// SourceSampler marks a phase inferred from host and GPU samples.
+	SourceSampler = "sampler"
 )
 
 // Failure kinds, from the lines vLLM prints when a start fails.
@@ -64,7 +66,19 @@ type Failure struct {
 	// At is the arrival offset since spawn.
 	At   time.Duration
 	Line string
+	// Message is the failure's own text: the line's message with the
+	// exception class ("torch.OutOfMemoryError: ") taken off.
+	Message string
 }
+
+// String returns "kind: message", such as "cuda_oom: CUDA out of memory.
+// Tried to allocate 2.00 GiB. …", clipped to a readable length.
+func (f Failure) String() string {
+	return f.Kind + ": " + clip(f.Message, maxFailureMessage)
+}
+
+// maxFailureMessage bounds Failure.String's message.
+const maxFailureMessage = 300
 
 // Result is what a Parser has learned so far. Optional figures are nil
 // until their line has been seen.
@@ -91,6 +105,18 @@ type Result struct {
 	GraphCaptureS        *float64
 	GraphCaptureGiB      *float64
 	InitEngineS          *float64
+	// InitCompileS is the "(compilation: X s)" part of the init engine
+	// line (vLLM ~0.20+).
+	InitCompileS *float64
+	// KVBlocks is V0's "# GPU blocks: N" (also "# cuda blocks"), and
+	// BlockSize the block size read from the engine config (default 16);
+	// KVCacheTokens is their product when V1's token line is absent.
+	KVBlocks  *int64
+	BlockSize int64
+	// FirstToReadyS is the time from the first timestamped line to the
+	// line that says the server is ready to serve, from the log's own
+	// timestamps (whole seconds, no year: midnight and new year wrap).
+	FirstToReadyS *float64
 	// APIServerListening is set by "Starting vLLM API server"/"Starting
 	// vLLM server on"; AppStartupComplete by uvicorn's line.
 	APIServerListening bool
@@ -147,13 +173,21 @@ type Parser struct {
 	mu    sync.Mutex
 	res   Result
 	marks [numMarks]*time.Duration
+	// owners remembers, per figure, the process whose line set it: with
+	// tensor parallelism every rank prints the same lines, and sums must
+	// not add ranks together.
+	owners map[string]string
+	stamps stampClock
+	// stampListening and stampAppStartup are the log times of the ready
+	// lines (or of the last timestamp before them).
+	stampListening, stampAppStartup *time.Time
 }
 
 // NewParser returns a Parser whose offsets are measured from spawn, the
 // time the engine process was started. Use a time.Time with a monotonic
 // reading (from time.Now) for both spawn and the line arrival times.
 func NewParser(spawn time.Time) *Parser {
-	return &Parser{spawn: spawn}
+	return &Parser{spawn: spawn, owners: map[string]string{}}
 }
 
 var (
@@ -167,13 +201,15 @@ var (
 	reDynamo        = regexp.MustCompile(`Dynamo bytecode transform time: ([\d.]+) s`)
 	reCompileGraph  = regexp.MustCompile(`Compiling a graph for .* takes ([\d.]+) s`)
 	reCompileCache  = regexp.MustCompile(`Directly load the compiled graph\(s\) for .* took ([\d.]+) s`)
-	reCompileTotal  = regexp.MustCompile(`torch\.compile (?:takes|and initial profiling run took) ([\d.]+) s in total`)
+	reCompileTotal  = regexp.MustCompile(`torch\.compile (?:takes|took|and initial profiling run took) ([\d.]+) s in total`)
 	reAvailableKV   = regexp.MustCompile(`Available KV cache memory: (-?[\d.]+) GiB`)
 	reKVTokens      = regexp.MustCompile(`GPU KV cache size: ([\d,]+) tokens`)
 	reConcurrency   = regexp.MustCompile(`Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x`)
 	reGraphCapture  = regexp.MustCompile(`Graph capturing finished in ([\d.]+) secs?(?:, took (-?[\d.]+) GiB)?`)
-	reInitEngine    = regexp.MustCompile(`init engine \(profile, create kv cache, warmup model\) took ([\d.]+) seconds`)
-	reV0CacheBlocks = regexp.MustCompile(`# (?:GPU|cuda|CUDA|npu) blocks: \d+, # CPU blocks: \d+`)
+	reInitEngine    = regexp.MustCompile(`init engine \(profile, create kv cache, warmup model\) took ([\d.]+) (?:seconds|s)(?: \(compilation: ([\d.]+) s\))?`)
+	reV0CacheBlocks = regexp.MustCompile(`# (?:GPU|cuda|CUDA|npu|xpu|XPU) blocks: (\d+)(?:, # CPU blocks: \d+)?`)
+	reBlockSize     = regexp.MustCompile(`\bblock_size[=':\s]+(\d+)`)
+	reExceptionHead = regexp.MustCompile(`^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit)): `)
 )
 
 var failurePatterns = []struct {
@@ -182,7 +218,9 @@ var failurePatterns = []struct {
 }{
 	{FailCUDAOOM, "CUDA out of memory"},
 	{FailCUDAOOM, "OutOfMemoryError"},
-	{FailKVCacheTooSmall, "To serve at least one request with the models's max seq len"},
+	{FailCUDAOOM, "CUDA driver error: out of memory"},
+	// "models's" until ~0.12, then "model's".
+	{FailKVCacheTooSmall, "To serve at least one request with the model"},
 	{FailKVCacheTooSmall, "larger than the maximum number of tokens that can be stored in KV cache"},
 	{FailNoKVMemory, "No available memory for the cache blocks"},
 	{FailInsufficientFreeMem, "is less than desired GPU memory utilization"},
@@ -239,15 +277,59 @@ func addTo(dst **float64, v float64) {
 	**dst += v
 }
 
+// proc names the process a line came from, for per-process sums.
+func proc(l Line) string {
+	if l.Process == "" {
+		return "main"
+	}
+	return l.Process + "/" + strconv.Itoa(l.PID)
+}
+
+// mine reports whether the figure key belongs to l's process, claiming it
+// for that process when no process has it yet. Every rank of a
+// tensor-parallel engine prints the same lines; the first rank to print a
+// figure owns it.
+func (p *Parser) mine(key string, l Line) bool {
+	owner, ok := p.owners[key]
+	if !ok {
+		p.owners[key] = proc(l)
+		return true
+	}
+	return owner == proc(l)
+}
+
+// first sets *dst to v unless it is already set.
+func first[T any](dst **T, v T) bool {
+	if *dst != nil {
+		return false
+	}
+	*dst = new(v)
+	return true
+}
+
+// failureMessage is a failure line's own text, without the exception
+// class that Python puts in front.
+func failureMessage(msg string) string {
+	msg = strings.TrimSpace(msg)
+	if loc := reExceptionHead.FindStringIndex(msg); loc != nil {
+		msg = msg[loc[1]:]
+	}
+	return msg
+}
+
 func (p *Parser) parse(off time.Duration, raw string) {
 	l := ParseLine(raw)
 	msg := l.Message
 	r := &p.res
 
+	if l.Time != "" {
+		p.stamps.observe(l.Time)
+	}
+
 	for _, fp := range failurePatterns {
 		if strings.Contains(msg, fp.substr) {
 			if !slices.ContainsFunc(r.Failures, func(f Failure) bool { return f.Kind == fp.kind }) {
-				r.Failures = append(r.Failures, Failure{Kind: fp.kind, At: off, Line: l.Raw})
+				r.Failures = append(r.Failures, Failure{Kind: fp.kind, At: off, Line: l.Raw, Message: failureMessage(msg)})
 			}
 			break
 		}
@@ -257,9 +339,15 @@ func (p *Parser) parse(off time.Duration, raw string) {
 	case strings.Contains(msg, "Application startup complete."):
 		r.AppStartupComplete = true
 		p.set(mAppStartup, off)
+		if p.stampAppStartup == nil && p.stamps.ok {
+			p.stampAppStartup = new(p.stamps.last)
+		}
 	case strings.Contains(msg, "Starting vLLM API server") || strings.Contains(msg, "Starting vLLM server on"):
 		r.APIServerListening = true
 		p.set(mListening, off)
+		if p.stampListening == nil && p.stamps.ok {
+			p.stampListening = new(p.stamps.last)
+		}
 	case strings.Contains(msg, "server version"):
 		if m := reVersion.FindStringSubmatch(msg); m != nil && r.Version == "" {
 			r.Version = m[1]
@@ -274,86 +362,87 @@ func (p *Parser) parse(off time.Duration, raw string) {
 		}
 		p.set(mLoadStart, off)
 	case strings.Contains(msg, "Time spent downloading weights"):
-		if m := reDownload.FindStringSubmatch(msg); m != nil {
+		if m := reDownload.FindStringSubmatch(msg); m != nil && p.mine("download", l) {
 			addTo(&r.DownloadS, float(m[1]))
 		}
 	case strings.Contains(msg, "Loading weights took"):
-		if m := reWeights.FindStringSubmatch(msg); m != nil {
-			r.LoadWeightsS = new(float(m[1]))
+		if m := reWeights.FindStringSubmatch(msg); m != nil && first(&r.LoadWeightsS, float(m[1])) {
 			p.set(mWeightsDone, off)
 		}
 	case strings.Contains(msg, "Model loading took"):
-		if m := reModelLoaded.FindStringSubmatch(msg); m != nil {
-			r.ModelLoadGiB = new(float(m[1]))
+		if m := reModelLoaded.FindStringSubmatch(msg); m != nil && first(&r.ModelLoadGiB, float(m[1])) {
 			r.ModelLoadS = new(float(m[3]))
 			p.set(mModelLoaded, off)
 		}
 	case strings.Contains(msg, "Loading model weights took"):
-		if m := reV0Weights.FindStringSubmatch(msg); m != nil {
-			r.ModelLoadGiB = new(float(m[1]))
+		if m := reV0Weights.FindStringSubmatch(msg); m != nil && first(&r.ModelLoadGiB, float(m[1])) {
 			p.set(mModelLoaded, off)
 		}
 	case strings.Contains(msg, "Dynamo bytecode transform time"):
-		if m := reDynamo.FindStringSubmatch(msg); m != nil {
+		if m := reDynamo.FindStringSubmatch(msg); m != nil && p.mine("compile", l) {
 			addTo(&r.DynamoTransform, float(m[1]))
 			p.set(mCompileFirst, off)
 			p.setLast(mCompileLast, off)
 		}
 	case strings.Contains(msg, "Compiling a graph for"):
-		if m := reCompileGraph.FindStringSubmatch(msg); m != nil {
+		if m := reCompileGraph.FindStringSubmatch(msg); m != nil && p.mine("compile", l) {
 			addTo(&r.CompileGraphS, float(m[1]))
 			p.set(mCompileFirst, off)
 			p.setLast(mCompileLast, off)
 		}
 	case strings.Contains(msg, "Directly load the compiled graph"):
-		if m := reCompileCache.FindStringSubmatch(msg); m != nil {
+		if m := reCompileCache.FindStringSubmatch(msg); m != nil && p.mine("compile", l) {
 			addTo(&r.CompileCacheS, float(m[1]))
 			p.set(mCompileFirst, off)
 			p.setLast(mCompileLast, off)
 		}
 	case strings.Contains(msg, "torch.compile"):
-		if m := reCompileTotal.FindStringSubmatch(msg); m != nil {
-			r.TorchCompileTotalS = new(float(m[1]))
+		if m := reCompileTotal.FindStringSubmatch(msg); m != nil && first(&r.TorchCompileTotalS, float(m[1])) {
 			p.set(mCompileFirst, off)
 			p.setLast(mCompileLast, off)
 			p.set(mCompileTotal, off)
 		}
 	case strings.Contains(msg, "Available KV cache memory"):
-		if m := reAvailableKV.FindStringSubmatch(msg); m != nil {
-			r.AvailableKVGiB = new(float(m[1]))
+		if m := reAvailableKV.FindStringSubmatch(msg); m != nil && first(&r.AvailableKVGiB, float(m[1])) {
 			p.set(mKVFirst, off)
 			p.setLast(mKVLast, off)
 		}
 	case strings.Contains(msg, "GPU KV cache size"):
-		if m := reKVTokens.FindStringSubmatch(msg); m != nil {
-			r.KVCacheTokens = new(integer(m[1]))
+		if m := reKVTokens.FindStringSubmatch(msg); m != nil && first(&r.KVCacheTokens, integer(m[1])) {
 			p.set(mKVFirst, off)
 			p.setLast(mKVLast, off)
 		}
 	case strings.Contains(msg, "Maximum concurrency for"):
-		if m := reConcurrency.FindStringSubmatch(msg); m != nil {
+		if m := reConcurrency.FindStringSubmatch(msg); m != nil && first(&r.MaxConcurrency, float(m[2])) {
 			r.MaxConcurrencyTokens = new(integer(m[1]))
-			r.MaxConcurrency = new(float(m[2]))
 			p.set(mKVFirst, off)
 			p.setLast(mKVLast, off)
 		}
-	case strings.Contains(msg, "CPU blocks:"):
-		if reV0CacheBlocks.MatchString(msg) {
+	case strings.Contains(msg, " blocks: "):
+		if m := reV0CacheBlocks.FindStringSubmatch(msg); m != nil && first(&r.KVBlocks, integer(m[1])) {
 			p.set(mKVFirst, off)
 			p.setLast(mKVLast, off)
 		}
 	case strings.Contains(msg, "Graph capturing finished"):
-		if m := reGraphCapture.FindStringSubmatch(msg); m != nil {
-			r.GraphCaptureS = new(float(m[1]))
+		if m := reGraphCapture.FindStringSubmatch(msg); m != nil && first(&r.GraphCaptureS, float(m[1])) {
 			if m[2] != "" {
 				r.GraphCaptureGiB = new(float(m[2]))
 			}
 			p.set(mGraphDone, off)
 		}
 	case strings.Contains(msg, "init engine (profile, create kv cache, warmup model)"):
-		if m := reInitEngine.FindStringSubmatch(msg); m != nil {
-			r.InitEngineS = new(float(m[1]))
+		if m := reInitEngine.FindStringSubmatch(msg); m != nil && first(&r.InitEngineS, float(m[1])) {
+			if m[2] != "" {
+				r.InitCompileS = new(float(m[2]))
+			}
 			p.set(mInitDone, off)
+		}
+	}
+	// The engine config (V0 "Initializing an LLM engine … block_size=16",
+	// "args: Namespace(… block_size=16 …)") names the block size.
+	if r.BlockSize == 0 && strings.Contains(msg, "block_size") {
+		if m := reBlockSize.FindStringSubmatch(msg); m != nil {
+			r.BlockSize = integer(m[1])
 		}
 	}
 }
@@ -373,8 +462,25 @@ func (p *Parser) Result() Result {
 	r := p.res
 	r.Failures = slices.Clone(r.Failures)
 	r.Phases = p.phases()
+	if r.BlockSize == 0 {
+		r.BlockSize = defaultBlockSize
+	}
+	if r.KVCacheTokens == nil && r.KVBlocks != nil {
+		r.KVCacheTokens = new(*r.KVBlocks * r.BlockSize)
+	}
+	ready := p.stampAppStartup
+	if ready == nil {
+		ready = p.stampListening
+	}
+	if ready != nil && p.stamps.ok {
+		r.FirstToReadyS = new(ready.Sub(p.stamps.first).Seconds())
+	}
 	return r
 }
+
+// defaultBlockSize is vLLM's KV block size on CUDA when the log does not
+// name one.
+const defaultBlockSize = 16
 
 func (p *Parser) phases() []Phase {
 	var out []Phase

@@ -141,6 +141,8 @@ func TestParserV011(t *testing.T) {
 		GraphCaptureS:        new(5.0),
 		GraphCaptureGiB:      new(0.67),
 		InitEngineS:          new(36.05),
+		BlockSize:            16,
+		FirstToReadyS:        new(44.0),
 		APIServerListening:   true,
 		AppStartupComplete:   true,
 		Lines:                len(v011Log),

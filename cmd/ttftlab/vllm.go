@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ttftlab/ttftlab/internal/vllmlog"
+)
+
+const vllmUsage = `Usage: ttftlab vllm parse-log FILE
+
+parse-log reads a saved vLLM log (any version from 0.6, V0 or V1, with or
+without process prefixes and colour codes; "-" reads standard input) and
+prints one JSON object: weights_load_s, model_load_gib, model_load_s,
+compile_s, graph_capture_s, graph_capture_gib, kv_cache_tokens,
+max_concurrency, max_concurrency_tokens, engine_init_s, first_to_ready_s
+(each a number, or null when the log does not say) and error (the
+classified failure, "kind: message", or null).
+`
+
+// runVLLM implements `ttftlab vllm SUBCOMMAND`.
+func runVLLM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, vllmUsage)
+		return errors.New("vllm: no subcommand given; try 'ttftlab vllm parse-log FILE'")
+	}
+	switch args[0] {
+	case "parse-log":
+		return runVLLMParseLog(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, vllmUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, vllmUsage)
+	return fmt.Errorf("vllm: unknown subcommand %q; try 'ttftlab vllm parse-log FILE'", args[0])
+}
+
+func runVLLMParseLog(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vllm parse-log", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, vllmUsage) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("vllm parse-log takes one log file (or - for standard input), got %d arguments", fs.NArg())
+	}
+	var in io.Reader = os.Stdin
+	if name := fs.Arg(0); name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("vllm parse-log: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	res, err := vllmlog.ParseLog(in)
+	if err != nil {
+		return fmt.Errorf("vllm parse-log: %w", err)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(res.Figures())
+}
