@@ -122,24 +122,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
-	var n *gpunode.Node
-	var err error
-	if *config != "" {
-		exe, xerr := os.Executable()
-		if xerr != nil {
-			return fmt.Errorf("find own executable for sim profiles: %w", xerr)
-		}
-		profiles, perr := gpunode.LoadFile(*config, exe)
-		if perr != nil {
-			return perr
-		}
-		cfg := gpunode.DefaultConfig()
-		cfg.Profiles = profiles
-		cfg.LogDir = *logDir
-		n, err = gpunode.New(cfg, logger)
-	} else {
-		n, err = newGPUNode(*logDir, nil, logger)
-	}
+	n, err := newGPUNode(*config, *logDir, nil, logger)
 	if err != nil {
 		return err
 	}
@@ -153,19 +136,27 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return serveUntilDone(ctx, s, logger)
 }
 
-// newGPUNode builds a gpunode whose sim profile re-executes this binary.
-// simArgs are extra, locally configured arguments for the sim profile.
-func newGPUNode(logDir string, simArgs []string, logger *slog.Logger) (*gpunode.Node, error) {
+// newGPUNode builds a gpunode with the profiles of configPath, or the
+// built-in sim and vllm profiles when it is empty; sim profiles re-execute
+// this binary. simArgs are extra, locally configured arguments for the
+// built-in sim profile.
+func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger) (*gpunode.Node, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for the sim profile: %w", err)
 	}
 	cfg := gpunode.DefaultConfig()
-	cfg.Profiles = gpunode.BuiltinProfiles(exe)
-	if len(simArgs) > 0 {
-		p := cfg.Profiles["sim"]
-		p.Command = append(append([]string(nil), p.Command...), simArgs...)
-		cfg.Profiles["sim"] = p
+	if configPath != "" {
+		if cfg.Profiles, err = gpunode.LoadFile(configPath, exe); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg.Profiles = gpunode.BuiltinProfiles(exe)
+		if len(simArgs) > 0 {
+			p := cfg.Profiles["sim"]
+			p.Command = append(append([]string(nil), p.Command...), simArgs...)
+			cfg.Profiles["sim"] = p
+		}
 	}
 	cfg.LogDir = logDir
 	cfg.SampleInterval = 100 * time.Millisecond

@@ -36,6 +36,8 @@ type upConfig struct {
 	simArgs   []string
 	quiet     bool
 	coldMode  string
+	// gpunodeConfig is the in-process gpunode's profile file.
+	gpunodeConfig string
 }
 
 // boolKnob is a flag that maps to an OptionalBool.
@@ -103,7 +105,15 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig) (finish func() error) 
 		}
 		c.knobs.MaxModelLen, c.knobs.MaxNumSeqs, c.knobs.MaxNumBatchedTokens = int32(mml), int32(mns), int32(mnbt)
 		if c.profile != "sim" {
-			c.knobs.Gpu = ""
+			// The short-demo defaults are the sim's; other profiles keep their own.
+			set := map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			if !set["gpu"] {
+				c.knobs.Gpu = ""
+			}
+			if !set["enforce-eager"] {
+				c.knobs.EnforceEager = pb.OptionalBool_OPTIONAL_BOOL_UNSPECIFIED
+			}
 		}
 		return nil
 	}
@@ -122,6 +132,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	var c upConfig
 	finish := registerBaselineFlags(fs, &c)
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
+	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
 	if err := fs.Parse(args); err != nil {
@@ -173,7 +184,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	join := cs.mem.Addr()
 
 	// gpunode, owning the engine process.
-	node, err := newGPUNode(filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
+	node, err := newGPUNode(cfg.gpunodeConfig, filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
 	if err != nil {
 		return fmt.Errorf("start gpunode: %w", err)
 	}
