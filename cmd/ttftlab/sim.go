@@ -57,7 +57,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.PrintDefaults()
 	}
 
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "model `name` (a built-in Hugging Face id, matched case-insensitively or by its last path element)")
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "model `name` (a built-in Hugging Face id, matched case-insensitively or by its last path element; with --model-config only a name)")
+	fs.StringVar(&cfg.ModelConfig, "model-config", "", "simulate the model of a Hugging Face config.json at `path` (file or directory) instead of a built-in one")
+	calibPath := fs.String("calibration", "", "JSON `file` overriding the timing, startup, memory and GPU parameters (see docs/sim.md); unknown keys are errors")
 	fs.StringVar(&cfg.ServedModelName, "served-model-name", "", "`name` the API serves the model under (default: --model)")
 	fs.StringVar(&cfg.Host, "host", cfg.Host, "`address` to listen on")
 	fs.IntVar(&cfg.Port, "port", cfg.Port, "`port` to listen on (0 picks a free port, printed in the log)")
@@ -82,9 +84,11 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&cfg.FirstRequestDelay, "sim-first-request-delay", cfg.FirstRequestDelay, "lazy-initialisation `duration` the first engine step pays")
 
 	// `vllm serve MODEL [flags]`: accept the model as a leading positional.
+	modelPositional := false
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cfg.Model = args[0]
 		args = args[1:]
+		modelPositional = true
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,6 +98,25 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sim: unexpected argument %q; flags are --name value or --name=value", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.ModelConfig != "" && !set["model"] && !modelPositional {
+		cfg.Model = "" // name the model after the config
+	}
+	if *calibPath != "" {
+		cal, err := sim.LoadCalibration(*calibPath)
+		if err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+		// Explicit flags win over the file.
+		if set["sim-bootstrap"] && cal.Startup != nil {
+			cal.Startup.Bootstrap = nil
+		}
+		if set["sim-first-request-delay"] {
+			cal.FirstRequestDelay = nil
+		}
+		cal.Apply(&cfg)
 	}
 	e, err := sim.New(cfg, stdout, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

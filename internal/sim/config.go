@@ -16,8 +16,17 @@ const Version = "0.11.0+sim"
 // (see cmd/ttftlab/sim.go for the flag names) plus the simulator's own
 // timing-model knobs. Start from DefaultConfig.
 type Config struct {
-	// Model is --model, a built-in model name (see LookupModel).
+	// Model is --model, a built-in model name (see LookupModel). With
+	// ModelConfig set it only names the model ("" takes the config's
+	// _name_or_path).
 	Model string
+	// ModelConfig is --model-config, the path of a Hugging Face config.json
+	// (or its directory) describing a model that is not built in.
+	ModelConfig string
+	// Calibration, when set, overrides the GPU's datasheet figures at
+	// resolve time; Calibration.Apply has already copied its other fields
+	// into Perf, Startup, Memory and FirstRequestDelay.
+	Calibration *Calibration
 	// ServedModelName is --served-model-name; empty means Model.
 	ServedModelName string
 	// Host and Port are where the API server listens. Port 0 picks a free port.
@@ -176,17 +185,34 @@ func (c Config) Validate() error {
 
 // resolve validates c and fills in the model- and GPU-dependent defaults.
 func (c Config) resolve() (resolved, error) {
-	m, err := LookupModel(c.Model)
-	if err != nil {
-		return resolved{}, err
+	var m Model
+	var err error
+	switch {
+	case c.ModelConfig != "":
+		if m, err = LoadHFConfig(c.ModelConfig); err != nil {
+			return resolved{}, err
+		}
+		if c.Model != "" {
+			m.Name = c.Model
+		}
+	case c.Model == "":
+		return resolved{}, errNoModel
+	default:
+		if m, err = LookupModel(c.Model); err != nil {
+			return resolved{}, err
+		}
 	}
 	g, err := LookupGPU(c.GPU)
 	if err != nil {
 		return resolved{}, err
 	}
+	g = c.Calibration.applyGPU(g)
 	r := resolved{Config: c, user: c, model: m, gpu: g}
+	if r.Model == "" {
+		r.Model = m.Name
+	}
 	if r.ServedModelName == "" {
-		r.ServedModelName = c.Model
+		r.ServedModelName = r.Model
 	}
 	if r.Host == "" {
 		return resolved{}, errors.New("--host: must not be empty; use 127.0.0.1 or 0.0.0.0")

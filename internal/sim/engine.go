@@ -65,7 +65,7 @@ func New(cfg Config, logw io.Writer, logger *slog.Logger) (*Engine, error) {
 		logger: logger,
 		perf:   NewPerfModel(r.model, r.gpu, r.Perf, r.EnforceEager),
 		tok:    newTokenizer(r.model.Vocab, r.Seed),
-		met:    newMetrics(r.ServedModelName, time.Now()),
+		met:    newMetrics(r.ServedModelName, r.MaxModelLen, time.Now()),
 		bound:  make(chan struct{}),
 		ready:  make(chan struct{}),
 		idBase: rand.Uint64(),

@@ -166,6 +166,13 @@ func (p *blockPool) release(blocks []int32) {
 	}
 }
 
+// resetCache forgets every cached block hash. The caller has checked that
+// no block is in use.
+func (p *blockPool) resetCache() {
+	clear(p.cached)
+	clear(p.hashed)
+}
+
 // cacheBlock records that full block b holds the prefix with hash h. When
 // another block already holds h, b stays unhashed (a duplicate).
 func (p *blockPool) cacheBlock(b int32, h uint64) {

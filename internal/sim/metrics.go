@@ -16,7 +16,24 @@ var (
 	ttftBuckets = []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0}
 	itlBuckets  = []float64{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}
 	latBuckets  = []float64{0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0}
+	iterBuckets = []float64{1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}
+	nBuckets    = []float64{1, 2, 5, 10, 20}
 )
+
+// buckets125 returns vLLM's build_1_2_5_buckets(maxValue): 1, 2, 5, 10, 20,
+// 50, … up to maxValue.
+func buckets125(maxValue int) []float64 {
+	var b []float64
+	for exp := 1.0; ; exp *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * exp
+			if v > float64(maxValue) {
+				return b
+			}
+			b = append(b, v)
+		}
+	}
+}
 
 // finishReasons are the finished_reason label values of vllm:request_success_total.
 var finishReasons = []string{"abort", "length", "stop"}
@@ -45,7 +62,7 @@ func (h *histogram) observe(v float64) {
 // requestTimes are the timestamps of one finished request.
 type requestTimes struct {
 	arrival, queued, scheduled, firstToken, lastToken, finished time.Time
-	promptTokens, outputTokens                                  int
+	promptTokens, outputTokens, maxTokens                       int
 	reason                                                      string
 }
 
@@ -56,7 +73,8 @@ type metrics struct {
 	labels  string // engine="0",model_name="..."
 	created float64
 
-	ttft, e2e, itl, tpot, queue, prefill, decode, inference *histogram
+	ttft, e2e, itl, tpot, queue, prefill, decode, inference  *histogram
+	iteration, reqPrompt, reqGen, maxGen, paramsN, paramsMax *histogram
 
 	promptTokens, genTokens, preemptions, pcQueries, pcHits float64
 	success                                                 map[string]float64
@@ -64,11 +82,14 @@ type metrics struct {
 	kvUsage                                                 float64
 	cacheInfo                                               string // label set of vllm:cache_config_info
 
-	// Interval counters for the stats line, reset by takeInterval.
-	ivPrompt, ivGen float64
+	// Interval counters for the stats line, reset by takeInterval; the
+	// hit-rate counters are reset only by a prefix-cache reset.
+	ivPrompt, ivGen   float64
+	ivQueries, ivHits float64
 }
 
-func newMetrics(modelName string, now time.Time) *metrics {
+func newMetrics(modelName string, maxModelLen int, now time.Time) *metrics {
+	tokBuckets := buckets125(maxModelLen)
 	m := &metrics{
 		labels:  `engine="0",model_name="` + escapeLabel(modelName) + `"`,
 		created: float64(now.UnixNano()) / 1e9,
@@ -81,7 +102,13 @@ func newMetrics(modelName string, now time.Time) *metrics {
 		decode:  newHistogram("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", latBuckets),
 		inference: newHistogram("vllm:request_inference_time_seconds",
 			"Histogram of time spent in RUNNING phase for request.", latBuckets),
-		success: map[string]float64{},
+		iteration: newHistogram("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", iterBuckets),
+		reqPrompt: newHistogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokBuckets),
+		reqGen:    newHistogram("vllm:request_generation_tokens", "Number of generation tokens processed.", tokBuckets),
+		maxGen:    newHistogram("vllm:request_max_num_generation_tokens", "Histogram of maximum number of requested generation tokens.", tokBuckets),
+		paramsN:   newHistogram("vllm:request_params_n", "Histogram of the n request parameter.", nBuckets),
+		paramsMax: newHistogram("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", tokBuckets),
+		success:   map[string]float64{},
 	}
 	return m
 }
@@ -152,12 +179,30 @@ func (m *metrics) observePrefillDone(promptTokens int, ttft time.Duration) {
 	m.ttft.observe(ttft.Seconds())
 }
 
+// observeIteration records the tokens of one engine step that produced
+// output: the prompt tokens of prefills that finished plus the new tokens.
+func (m *metrics) observeIteration(tokens int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.iteration.observe(float64(tokens))
+}
+
+// resetPrefixStats restarts the prefix-cache hit rate of the stats line
+// after a cache reset; the Prometheus counters keep counting, as in vLLM.
+func (m *metrics) resetPrefixStats() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ivQueries, m.ivHits = 0, 0
+}
+
 // observePrefixQuery records one prefix-cache lookup, in tokens.
 func (m *metrics) observePrefixQuery(queries, hits int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pcQueries += float64(queries)
 	m.pcHits += float64(hits)
+	m.ivQueries += float64(queries)
+	m.ivHits += float64(hits)
 }
 
 // observePreemption counts one preemption.
@@ -180,6 +225,11 @@ func (m *metrics) observeFinished(t requestTimes) {
 	m.prefill.observe(t.firstToken.Sub(t.scheduled).Seconds())
 	m.decode.observe(t.lastToken.Sub(t.firstToken).Seconds())
 	m.inference.observe(t.finished.Sub(t.scheduled).Seconds())
+	m.reqPrompt.observe(float64(t.promptTokens))
+	m.reqGen.observe(float64(t.outputTokens))
+	m.maxGen.observe(float64(t.maxTokens))
+	m.paramsN.observe(1)
+	m.paramsMax.observe(float64(t.maxTokens))
 	if t.outputTokens > 1 {
 		m.tpot.observe(t.lastToken.Sub(t.firstToken).Seconds() / float64(t.outputTokens-1))
 	}
@@ -205,8 +255,8 @@ func (m *metrics) takeInterval() intervalStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := intervalStats{prompt: m.ivPrompt, gen: m.ivGen, running: m.running, waiting: m.waiting, kvUsage: m.kvUsage}
-	if m.pcQueries > 0 {
-		s.hitRate = m.pcHits / m.pcQueries
+	if m.ivQueries > 0 {
+		s.hitRate = m.ivHits / m.ivQueries
 	}
 	m.ivPrompt, m.ivGen = 0, 0
 	return s
@@ -282,7 +332,8 @@ func (m *metrics) write(w io.Writer) error {
 		fmt.Fprintf(&b, "vllm:request_success_created{engine=\"0\",finished_reason=\"%s\",%s} %s\n", r, l[len(`engine="0",`):], pyFloat(m.created))
 	}
 
-	for _, h := range []*histogram{m.ttft, m.itl, m.tpot, m.e2e, m.queue, m.inference, m.prefill, m.decode} {
+	for _, h := range []*histogram{m.iteration, m.ttft, m.itl, m.tpot, m.e2e, m.queue, m.inference, m.prefill, m.decode,
+		m.reqPrompt, m.reqGen, m.maxGen, m.paramsN, m.paramsMax} {
 		hist(h)
 	}
 	if m.cacheInfo != "" {

@@ -37,10 +37,25 @@ type Model struct {
 	// SlidingWindow is the effective sliding window (0 when none); it only
 	// changes the per-request KV budget vLLM uses for "Maximum concurrency".
 	SlidingWindow int
+	// DTypeBytes is the size of one parameter or KV element (torch_dtype):
+	// 2 for bfloat16 and float16, 4 for float32; 0 means 2.
+	DTypeBytes int
+	// ExtraParams are weights outside the language model (a vision tower
+	// and projector): loaded at startup and counted in "Model loading
+	// took", but not read by a text-only step.
+	ExtraParams int64
 }
 
 // bytesPerParam is the size of one bf16 parameter or KV element.
 const bytesPerParam = 2
+
+// dtypeBytes returns the element size of the model's weights and KV cache.
+func (m Model) dtypeBytes() int64 {
+	if m.DTypeBytes > 0 {
+		return int64(m.DTypeBytes)
+	}
+	return bytesPerParam
+}
 
 // NonEmbeddingParams returns the parameter count of the transformer layers
 // and the final norm, excluding the embedding and the lm_head.
@@ -65,17 +80,23 @@ func (m Model) TotalParams() int64 {
 	if !m.TiedEmbeddings {
 		n += m.LMHeadParams()
 	}
-	return n
+	return n + m.ExtraParams
 }
 
-// WeightBytes returns the bf16 size of the weights, which is both the
-// safetensors payload read from disk and the GPU memory the weights take.
-func (m Model) WeightBytes() int64 { return m.TotalParams() * bytesPerParam }
+// WeightBytes returns the size of the weights in their dtype, which is both
+// the safetensors payload read from disk and the GPU memory they take.
+func (m Model) WeightBytes() int64 { return m.TotalParams() * m.dtypeBytes() }
 
-// KVBytesPerToken returns 2·L·kv_heads·head_dim·2 bytes: K and V for every
-// layer, in bf16.
+// StepWeightBytes returns the weight bytes one text step reads: the
+// transformer layers and the lm_head (V·d, read whether or not it is tied).
+func (m Model) StepWeightBytes() int64 {
+	return (m.NonEmbeddingParams() + m.LMHeadParams()) * m.dtypeBytes()
+}
+
+// KVBytesPerToken returns 2·L·kv_heads·head_dim·dtype bytes: K and V for
+// every layer (28 KiB for Qwen2.5-1.5B in bf16).
 func (m Model) KVBytesPerToken() int64 {
-	return 2 * int64(m.Layers) * int64(m.KVHeads) * int64(m.HeadDim) * bytesPerParam
+	return 2 * int64(m.Layers) * int64(m.KVHeads) * int64(m.HeadDim) * m.dtypeBytes()
 }
 
 // builtinModels holds the real HF config numbers of the supported models.
@@ -88,6 +109,10 @@ var builtinModels = []Model{
 	{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
 	{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
 	{Name: "meta-llama/Llama-3.1-8B-Instruct", Architecture: "LlamaForCausalLM", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, TiedEmbeddings: false, MaxPositionEmbeddings: 131072},
+	// The text model is Mistral-7B (vocab 32064); ExtraParams is the
+	// CLIP ViT-L/14-336 vision tower (303,507,456) plus the 1024→4096→4096
+	// projector and the image_newline vector (20,983,808).
+	{Name: "llava-hf/llava-v1.6-mistral-7b-hf", Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 32768, ExtraParams: 324_491_264},
 }
 
 // ModelNames returns the names of the built-in models, sorted.

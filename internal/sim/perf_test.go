@@ -53,13 +53,15 @@ func TestDecodeCalibration(t *testing.T) {
 	}
 }
 
+// TestEagerSlowdown checks the GPU part of a batch-1 decode: eager is about
+// 2.4× the CUDA-graph time on an H200 ([M]: 4.35 vs 1.78 ms at ctx 512).
 func TestEagerSlowdown(t *testing.T) {
 	step := []SeqWork{{NewTokens: 1, Context: 512}}
-	graph := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", false).StepTime(step)
-	eager := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", true).StepTime(step)
+	graph := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", false).GPUTime(step)
+	eager := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", true).GPUTime(step)
 	ratio := float64(eager) / float64(graph)
-	t.Logf("batch-1 decode on H200: graph %v, eager %v, ratio %.2f", graph, eager, ratio)
-	if ratio < 2.1 || ratio > 2.7 {
+	t.Logf("batch-1 decode GPU time on H200: graph %v, eager %v, ratio %.2f", graph, eager, ratio)
+	if ratio < 2.1 || ratio > 2.8 {
 		t.Errorf("eager/graph = %.2f, want about 2.4", ratio)
 	}
 }

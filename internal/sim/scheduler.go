@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -110,8 +111,15 @@ type scheduler struct {
 	inboxMu sync.Mutex
 	inbox   []*request
 	aborts  []*request
+	resets  []chan<- resetResult
 	closed  bool
 	wakeCh  chan struct{} // capacity 1: a pending wake-up is enough
+
+	// sleeping pauses the step loop (POST /sleep); requests queue meanwhile.
+	sleeping atomic.Bool
+
+	// jitter records how late each step starts against its modelled start.
+	jitter jitterHist
 
 	// Owned by the loop goroutine.
 	waiting     []*request
@@ -168,6 +176,39 @@ func (s *scheduler) abort(r *request) {
 	s.wake()
 }
 
+// resetResult is the answer to a prefix-cache reset: ok, or the number of
+// blocks still in use that prevented it.
+type resetResult struct {
+	ok   bool
+	used int
+}
+
+// resetPrefixCache asks the loop to drop every cached block hash, as
+// vLLM's reset_prefix_cache does; it fails while any block is in use.
+func (s *scheduler) resetPrefixCache(ctx context.Context) (resetResult, error) {
+	ch := make(chan resetResult, 1) // the loop answers without waiting
+	s.inboxMu.Lock()
+	if s.closed {
+		s.inboxMu.Unlock()
+		return resetResult{}, errEngineStopped
+	}
+	s.resets = append(s.resets, ch)
+	s.inboxMu.Unlock()
+	s.wake()
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return resetResult{}, ctx.Err()
+	}
+}
+
+// setSleeping pauses or resumes the step loop.
+func (s *scheduler) setSleeping(v bool) {
+	s.sleeping.Store(v)
+	s.wake()
+}
+
 func (s *scheduler) wake() {
 	select {
 	case s.wakeCh <- struct{}{}:
@@ -179,23 +220,35 @@ func (s *scheduler) wake() {
 // the previous step's deadline (see run).
 const maxCatchUp = 5 * time.Millisecond
 
+// Spin-wait bounds: the loop's timer fires spinEarly before a deadline and
+// the goroutine spins the rest, so Go-runtime wake-up latency (a timer
+// goroutine waits behind runnable HTTP handlers on a busy 2-core host) is
+// absorbed by the margin instead of delaying the step. The margin adapts to
+// the observed wake-up latency.
+const (
+	minSpinEarly = 50 * time.Microsecond
+	maxSpinEarly = 2 * time.Millisecond
+)
+
 // run is the step loop. It returns when ctx is done, ending every request
 // it holds with errEngineStopped.
 //
 // Steps are chained on deadlines: while the engine stays busy, a step starts
 // at the previous step's modelled end rather than when the timer actually
-// fired, so timer overshoot (0.2–0.7 ms on a loaded VM) does not accumulate
-// and the mean step time matches the model. A step that starts more than
-// maxCatchUp late (the process was descheduled) is charged from now.
+// fired, so lateness does not accumulate and the mean step time matches the
+// model. A step that starts more than maxCatchUp late (the process was
+// descheduled) is charged from now. How late each step really started is
+// recorded in s.jitter.
 func (s *scheduler) run(ctx context.Context) {
 	defer s.stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	var deadline time.Time // modelled end of the previous step; zero after idle
+	early := 500 * time.Microsecond
 	for {
 		s.drain(time.Now())
-		if len(s.running) == 0 && len(s.waiting) == 0 {
+		if (len(s.running) == 0 && len(s.waiting) == 0) || s.sleeping.Load() {
 			s.publishGauges()
 			deadline = time.Time{}
 			select {
@@ -222,12 +275,23 @@ func (s *scheduler) run(ctx context.Context) {
 			s.lazyPending = false
 		}
 		deadline = start.Add(d)
-		timer.Reset(time.Until(deadline))
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
+		if wait := time.Until(deadline) - early; wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+			// Adapt the margin to how late the timer goroutine ran.
+			woke := time.Until(deadline)
+			lag := early - woke
+			early = min(max(early+(2*lag-early)/8, minSpinEarly), maxSpinEarly)
 		}
+		for time.Now().Before(deadline) {
+			// Spin: yielding here would queue the loop behind every
+			// runnable handler.
+		}
+		s.jitter.observe(time.Since(deadline))
 		s.complete(batch, time.Now())
 	}
 }
@@ -236,9 +300,12 @@ func (s *scheduler) run(ctx context.Context) {
 func (s *scheduler) stop() {
 	s.inboxMu.Lock()
 	s.closed = true
-	pending := s.inbox
-	s.inbox, s.aborts = nil, nil
+	pending, resets := s.inbox, s.resets
+	s.inbox, s.aborts, s.resets = nil, nil, nil
 	s.inboxMu.Unlock()
+	for _, ch := range resets {
+		ch <- resetResult{}
+	}
 	for _, r := range slices.Concat(pending, s.waiting, s.running) {
 		s.end(r, "abort", errEngineStopped, time.Now())
 	}
@@ -248,9 +315,18 @@ func (s *scheduler) stop() {
 // drain moves submitted requests to the waiting queue and applies aborts.
 func (s *scheduler) drain(now time.Time) {
 	s.inboxMu.Lock()
-	in, ab := s.inbox, s.aborts
-	s.inbox, s.aborts = nil, nil
+	in, ab, rs := s.inbox, s.aborts, s.resets
+	s.inbox, s.aborts, s.resets = nil, nil, nil
 	s.inboxMu.Unlock()
+	for _, ch := range rs {
+		used := s.kv.pool.usable() - s.kv.pool.numFree
+		ok := used == 0
+		if ok {
+			s.kv.pool.resetCache()
+			s.met.resetPrefixStats()
+		}
+		ch <- resetResult{ok: ok, used: used}
+	}
 	for _, r := range in {
 		r.state = stateWaiting
 		r.queued = now
@@ -366,6 +442,7 @@ func (s *scheduler) stepTime(batch []scheduledWork) time.Duration {
 // finishes requests that reached max_tokens.
 func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
 	finished := false
+	iterTokens := 0 // vLLM: prompt tokens of finished prefills + new tokens
 	for _, w := range batch {
 		r := w.req
 		if r.state != stateRunning {
@@ -378,8 +455,10 @@ func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
 		}
 		k := len(r.tokens) - r.promptLen // index of the new token
 		r.tokens = append(r.tokens, s.tok.outputID(k))
+		iterTokens++
 		if k == 0 {
 			r.firstToken = now
+			iterTokens += r.promptLen
 			s.met.observePrefillDone(r.promptLen, now.Sub(r.arrival))
 		}
 		s.met.observeToken(now.Sub(r.lastToken), k == 0)
@@ -397,6 +476,9 @@ func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
 	if finished {
 		s.running = slices.DeleteFunc(s.running, func(x *request) bool { return x.state == stateFinished })
 	}
+	if iterTokens > 0 {
+		s.met.observeIteration(iterTokens)
+	}
 	s.publishGauges()
 }
 
@@ -411,7 +493,7 @@ func (s *scheduler) end(r *request, reason string, err error, now time.Time) {
 	t := requestTimes{
 		arrival: r.arrival, queued: r.queued, scheduled: r.scheduled,
 		firstToken: r.firstToken, lastToken: r.lastToken, finished: now,
-		promptTokens: r.promptLen, outputTokens: len(r.tokens) - r.promptLen, reason: reason,
+		promptTokens: r.promptLen, outputTokens: len(r.tokens) - r.promptLen, maxTokens: r.maxTokens, reason: reason,
 	}
 	if err != nil {
 		t.reason = "abort"

@@ -19,7 +19,7 @@ func testScheduler(t testing.TB, numBlocks, maxSeqs, budget int) *scheduler {
 		maxNumSeqs:          maxSeqs,
 		maxNumBatchedTokens: budget,
 		tok:                 newTokenizer(m.Vocab, 0),
-		met:                 newMetrics("m", time.Now()),
+		met:                 newMetrics("m", 32768, time.Now()),
 	})
 }
 

@@ -25,6 +25,10 @@ var routes = []route{
 	{"/v1/chat/completions", "POST"},
 	{"/v1/completions", "POST"},
 	{"/metrics", "GET"},
+	{"/reset_prefix_cache", "POST"},
+	{"/sleep", "POST"},
+	{"/wake_up", "POST"},
+	{"/is_sleeping", "GET"},
 }
 
 // Handler returns the engine's HTTP API. It is usable once Ready is closed.
@@ -41,6 +45,12 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics/", e.handleMetrics)
 	mux.HandleFunc("POST /v1/completions", e.handleCompletions)
 	mux.HandleFunc("POST /v1/chat/completions", e.handleChat)
+	// vLLM serves these only with VLLM_SERVER_DEV_MODE=1; the simulator
+	// always does.
+	mux.HandleFunc("POST /reset_prefix_cache", e.handleResetPrefixCache)
+	mux.HandleFunc("POST /sleep", e.handleSleep)
+	mux.HandleFunc("POST /wake_up", e.handleWakeUp)
+	mux.HandleFunc("GET /is_sleeping", e.handleIsSleeping)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not Found"})
 	})
@@ -161,6 +171,70 @@ func (e *Engine) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	e.met.write(&b) //nolint:errcheck // a bytes.Buffer does not fail
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write(b.Bytes()) //nolint:errcheck // the client may be gone
+}
+
+// handleResetPrefixCache drops every cached block hash and answers 200 with
+// an empty body, as vLLM does, whether or not the reset succeeded (it fails
+// while requests hold blocks; the engine then logs a warning).
+func (e *Engine) handleResetPrefixCache(w http.ResponseWriter, r *http.Request) {
+	e.log.info(procAPI, "api_server.py", 1003, "Resetting prefix cache with specific %s...", "None")
+	res, err := e.sched.resetPrefixCache(r.Context())
+	switch {
+	case err != nil:
+	case res.ok:
+		e.log.info(procEngine, "block_pool.py", 355, "Successfully reset prefix cache")
+	default:
+		e.log.line(procEngine, "WARNING", "block_pool.py", 343, "Failed to reset prefix cache because some blocks (%d) are not freed yet", res.used)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleSleep pauses the engine (vLLM's sleep mode): the prefix cache is
+// dropped, waiting requests queue until /wake_up, and the level-1 weight
+// offload takes weights/host-to-device bandwidth (scaled by --startup-scale).
+func (e *Engine) handleSleep(w http.ResponseWriter, r *http.Request) {
+	level := r.URL.Query().Get("level")
+	if level == "" {
+		level = "1"
+	}
+	if level != "1" && level != "2" {
+		writeError(w, validationError("level: Input should be 1 or 2, got %q", level))
+		return
+	}
+	start := time.Now()
+	if _, err := e.sched.resetPrefixCache(r.Context()); err != nil {
+		return
+	}
+	e.sched.setSleeping(true)
+	d := 100 * time.Millisecond
+	if level == "1" {
+		d += time.Duration(float64(e.cfg.model.WeightBytes()) / e.cfg.Startup.HostToDeviceBps * float64(time.Second))
+	}
+	if sleepCtx(r.Context(), time.Duration(float64(d)*e.cfg.StartupScale)) != nil {
+		return
+	}
+	e.log.info(procEngine, "gpu_worker.py", 117, "Sleep mode freed %.2f GiB memory, %.2f GiB memory is still in use.",
+		e.plan.AvailableGiB()+float64(e.cfg.model.WeightBytes())/GiB, e.cfg.Memory.NonTorchGiB)
+	e.log.info(procEngine, "abstract.py", 245, "It took %.6f seconds to fall asleep.", time.Since(start).Seconds())
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleWakeUp reloads the weights and resumes the engine.
+func (e *Engine) handleWakeUp(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if e.sched.sleeping.Load() {
+		d := time.Duration(float64(e.cfg.model.WeightBytes()) / e.cfg.Startup.HostToDeviceBps * float64(time.Second))
+		if sleepCtx(r.Context(), time.Duration(float64(d)*e.cfg.StartupScale)) != nil {
+			return
+		}
+	}
+	e.sched.setSleeping(false)
+	e.log.info(procEngine, "abstract.py", 265, "It took %.6f seconds to wake up tags %s.", time.Since(start).Seconds(), "{'weights', 'kv_cache'}")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (e *Engine) handleIsSleeping(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"is_sleeping": e.sched.sleeping.Load()})
 }
 
 // modelCard is vLLM's ModelCard.

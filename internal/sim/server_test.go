@@ -52,8 +52,23 @@ func testConfig(t *testing.T) Config {
 
 type testEngine struct {
 	*Engine
-	log  *syncBuffer
-	done chan error // Run's result
+	log    *syncBuffer
+	done   chan error // Run's result
+	cancel context.CancelFunc
+}
+
+// Close stops the engine and waits for Run to return.
+func (te *testEngine) Close() {
+	te.cancel()
+	err := <-te.done
+	te.done <- err // for the cleanup
+}
+
+func mustUnmarshal(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%v in %s", err, b)
+	}
 }
 
 // launch starts Run in the background; Cleanup stops it and checks it
@@ -66,7 +81,7 @@ func launch(t *testing.T, c Config) *testEngine {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	te := &testEngine{Engine: e, log: log, done: make(chan error, 1)}
+	te := &testEngine{Engine: e, log: log, done: make(chan error, 1), cancel: cancel}
 	go func() { te.done <- e.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -108,6 +108,35 @@ func PlanKV(in KVInputs) (KVPlan, error) {
 	return p, nil
 }
 
+// kvInputs returns the inputs of the KV plan of r.
+func (r resolved) kvInputs() KVInputs {
+	act := r.Memory.PeakActivationGiB
+	if act <= 0 {
+		act = peakActivationBytes(r.model, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB
+	}
+	return KVInputs{
+		TotalGiB:           r.gpu.TotalGiB,
+		Utilization:        r.GPUMemoryUtilization,
+		WeightsGiB:         float64(r.model.WeightBytes()) / GiB,
+		ActivationGiB:      act,
+		NonTorchGiB:        r.Memory.NonTorchGiB,
+		KVBytesPerToken:    r.model.KVBytesPerToken(),
+		MaxModelLen:        r.MaxModelLen,
+		BlocksPerRequest:   blocksPerRequest(r.model, r.MaxNumBatchedTokens),
+		KVCacheMemoryBytes: r.KVCacheMemoryBytes,
+	}
+}
+
+// PlanKV computes the KV-cache plan the engine would log at startup for c,
+// without starting it.
+func (c Config) PlanKV() (KVPlan, error) {
+	r, err := c.resolve()
+	if err != nil {
+		return KVPlan{}, err
+	}
+	return PlanKV(r.kvInputs())
+}
+
 // peakActivationBytes models the torch peak of vLLM's profile run with
 // max_num_batched_tokens dummy tokens and max_num_seqs sampled sequences:
 // per token the MLP's gate/up output and a few hidden-size buffers
@@ -337,21 +366,7 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 	if err := sleepCtx(ctx, scale(sp.MemoryProfile)); err != nil {
 		return KVPlan{}, err
 	}
-	act := r.Memory.PeakActivationGiB
-	if act <= 0 {
-		act = peakActivationBytes(m, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB
-	}
-	plan, err := PlanKV(KVInputs{
-		TotalGiB:           r.gpu.TotalGiB,
-		Utilization:        r.GPUMemoryUtilization,
-		WeightsGiB:         weightsGiB,
-		ActivationGiB:      act,
-		NonTorchGiB:        r.Memory.NonTorchGiB,
-		KVBytesPerToken:    m.KVBytesPerToken(),
-		MaxModelLen:        r.MaxModelLen,
-		BlocksPerRequest:   blocksPerRequest(m, r.MaxNumBatchedTokens),
-		KVCacheMemoryBytes: r.KVCacheMemoryBytes,
-	})
+	plan, err := PlanKV(r.kvInputs())
 	l.info(procEngine, "gpu_worker.py", 298, "Available KV cache memory: %.2f GiB", plan.AvailableGiB())
 	if err != nil {
 		e.logEngineFailure("ValueError", err.Error())
@@ -378,7 +393,7 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 // nonDefaultArgs renders vLLM's "non-default args" dict from the flags given.
 func (e *Engine) nonDefaultArgs() string {
 	u, d := e.cfg.user, DefaultConfig()
-	parts := []string{fmt.Sprintf("'model_tag': '%s'", u.Model)}
+	parts := []string{fmt.Sprintf("'model_tag': '%s'", e.cfg.Model)}
 	add := func(cond bool, k, v string) {
 		if cond {
 			parts = append(parts, fmt.Sprintf("'%s': %s", k, v))
@@ -386,8 +401,8 @@ func (e *Engine) nonDefaultArgs() string {
 	}
 	add(true, "host", "'"+u.Host+"'")
 	add(u.Port != 8000, "port", strconv.Itoa(u.Port))
-	add(true, "model", "'"+u.Model+"'")
-	add(u.ServedModelName != "" && u.ServedModelName != u.Model, "served_model_name", "['"+u.ServedModelName+"']")
+	add(true, "model", "'"+e.cfg.Model+"'")
+	add(u.ServedModelName != "" && u.ServedModelName != e.cfg.Model, "served_model_name", "['"+u.ServedModelName+"']")
 	add(u.MaxModelLen != 0, "max_model_len", strconv.Itoa(u.MaxModelLen))
 	add(u.GPUMemoryUtilization != d.GPUMemoryUtilization, "gpu_memory_utilization", strconv.FormatFloat(u.GPUMemoryUtilization, 'f', -1, 64))
 	add(u.EnforceEager, "enforce_eager", "True")

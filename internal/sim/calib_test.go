@@ -1,0 +1,174 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/calibration.md")
+
+// calibRow is one line of the calibration table: a published real-vLLM
+// figure and what the simulator computes for the same setting.
+type calibRow struct {
+	source, setting, metric string
+	published, sim          float64
+	// tol is the accepted |relative error|; 0 means the row is reported
+	// but not asserted (a known miss, explained in docs/sim.md).
+	tol float64
+}
+
+func (r calibRow) err() float64 { return r.sim/r.published - 1 }
+
+// qwenSpeed returns the Qwen2.5 speed benchmark's "speed" (generated tokens
+// per second, batch 1, 2048 tokens generated) for an input of in tokens:
+// the prompt is prefilled in max_num_batched_tokens chunks, then every
+// decode step runs alone.
+func qwenSpeed(t *testing.T, model string, in int) float64 {
+	t.Helper()
+	c := DefaultConfig()
+	c.Model, c.GPU = model, "a100-80g"
+	r, err := c.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPerfModel(r.model, r.gpu, r.Perf, false)
+	const out = 2048
+	var total time.Duration
+	for done := 0; done < in; {
+		n := min(r.MaxNumBatchedTokens, in-done)
+		total += p.StepTime([]SeqWork{{NewTokens: n, Context: done}})
+		done += n
+	}
+	for k := 1; k < out; k++ {
+		total += p.StepTime([]SeqWork{{NewTokens: 1, Context: in + k - 1}})
+	}
+	return out / total.Seconds()
+}
+
+// calibrationTable computes every row of docs/sim.md's calibration table.
+func calibrationTable(t *testing.T) []calibRow {
+	t.Helper()
+	var rows []calibRow
+	const qwenSrc = "Qwen2.5 speed benchmark (vLLM 0.6.3)"
+	for _, tt := range []struct {
+		model string
+		want  float64
+	}{
+		{"Qwen/Qwen2.5-0.5B-Instruct", 311.6},
+		{"Qwen/Qwen2.5-1.5B-Instruct", 183.3},
+		{"Qwen/Qwen2.5-3B-Instruct", 127.6},
+		{"Qwen/Qwen2.5-7B-Instruct", 84.3},
+	} {
+		rows = append(rows, calibRow{qwenSrc, "A100-80G, " + strings.TrimPrefix(tt.model, "Qwen/") + ", batch 1, input 1", "decode tok/s",
+			tt.want, qwenSpeed(t, tt.model, 1), 0.20})
+	}
+	for _, tt := range []struct {
+		in   int
+		want float64
+	}{{6144, 176.7}, {14336, 168.7}, {30720, 152.0}} {
+		rows = append(rows, calibRow{qwenSrc, fmt.Sprintf("A100-80G, Qwen2.5-1.5B-Instruct, batch 1, input %dk", tt.in/1024), "decode tok/s",
+			tt.want, qwenSpeed(t, "Qwen/Qwen2.5-1.5B-Instruct", tt.in), 0.20})
+	}
+
+	c := DefaultConfig()
+	c.Model, c.GPU, c.MaxModelLen, c.MaxNumBatchedTokens = "llava-hf/llava-v1.6-mistral-7b-hf", "h100", 4096, 16384
+	plan, err := c.PlanKV()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const llavaSrc = "vLLM 0.10.2 startup log (SIM-NOTES row 13)"
+	rows = append(rows,
+		calibRow{llavaSrc, "H100, llava-v1.6-mistral-7b, max-model-len 4096, util 0.9", "GPU KV cache size (tokens)", 451744, float64(plan.Tokens), 0.20},
+		calibRow{llavaSrc, "same", "Maximum concurrency (×)", 110.29, plan.MaxConcurrency, 0.20},
+		calibRow{llavaSrc, "same", "Available KV cache memory (GiB)", 55.15, plan.AvailableGiB(), 0.20},
+	)
+
+	const mSrc = "[M] H200 PyTorch microbenchmark, GPU kernels only"
+	qwen := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", true)
+	for _, tt := range []struct {
+		tokens int
+		ms     float64
+	}{{128, 4.9}, {512, 5.8}, {1024, 6.9}, {2048, 12.7}, {4096, 25.4}, {8192, 56.9}} {
+		got := qwen.GPUTime([]SeqWork{{NewTokens: tt.tokens}})
+		rows = append(rows, calibRow{mSrc, fmt.Sprintf("Qwen2.5-1.5B shape, eager prefill T=%d", tt.tokens), "step ms", tt.ms, ms(got), 0.20})
+	}
+	graph := mustPerf(t, "Qwen/Qwen2.5-1.5B-Instruct", "h200", false)
+	for _, tt := range []struct {
+		batch int
+		ms    float64
+	}{{1, 1.77}, {8, 1.98}, {32, 2.37}, {64, 2.74}, {128, 3.76}, {256, 6.02}} {
+		b := make([]SeqWork, tt.batch)
+		for i := range b {
+			b[i] = SeqWork{NewTokens: 1, Context: 2048}
+		}
+		rows = append(rows, calibRow{mSrc, fmt.Sprintf("Qwen2.5-1.5B shape, CUDA-graph decode, ctx 2048, batch %d", tt.batch), "step ms", tt.ms, ms(graph.GPUTime(b)), 0.20})
+	}
+	rows = append(rows,
+		calibRow{mSrc, "Qwen2.5-1.5B shape, eager decode, ctx 512, batch 1", "step ms", 4.35, ms(qwen.GPUTime([]SeqWork{{NewTokens: 1, Context: 512}})), 0.20},
+		calibRow{mSrc, "Qwen2.5-1.5B shape, eager decode, ctx 2048, batch 1", "step ms", 8.07, ms(qwen.GPUTime([]SeqWork{{NewTokens: 1, Context: 2048}})), 0})
+	return rows
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// formatNum prints v with a precision that suits its size.
+func formatNum(v float64) string {
+	switch {
+	case v >= 10000:
+		return commaInt(int(math.Round(v)))
+	case v >= 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func calibrationMarkdown(rows []calibRow) string {
+	var b strings.Builder
+	b.WriteString("| Source | Setting | Metric | Published | Sim | Error |\n|---|---|---|---:|---:|---:|\n")
+	for _, r := range rows {
+		mark := ""
+		if r.tol == 0 {
+			mark = " (not asserted)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %+.1f%%%s |\n", r.source, r.setting, r.metric, formatNum(r.published), formatNum(r.sim), 100*r.err(), mark)
+	}
+	return b.String()
+}
+
+// TestCalibrationTable checks the simulator's defaults against published
+// real-vLLM figures (docs/sim.md). Run with -update to rewrite
+// testdata/calibration.md, which docs/sim.md reproduces.
+func TestCalibrationTable(t *testing.T) {
+	rows := calibrationTable(t)
+	md := calibrationMarkdown(rows)
+	t.Logf("\n%s", md)
+	for _, r := range rows {
+		if r.tol > 0 && math.Abs(r.err()) > r.tol {
+			t.Errorf("%s / %s: sim %s vs published %s: %+.1f%% (limit ±%.0f%%)", r.setting, r.metric, formatNum(r.sim), formatNum(r.published), 100*r.err(), 100*r.tol)
+		}
+	}
+	golden := filepath.Join("testdata", "calibration.md")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(md), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestCalibrationTable -update ./internal/sim/)", err)
+	}
+	if string(want) != md {
+		t.Errorf("%s is stale; run go test -run TestCalibrationTable -update ./internal/sim/ and copy it into docs/sim.md", golden)
+	}
+}
