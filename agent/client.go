@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -72,9 +71,14 @@ const (
 	// error that returns the connection to the pool.
 	drainLimit   = 64 << 10
 	drainTimeout = time.Second
-	// readerSize is the initial SSE read buffer; longer lines grow a
-	// separate buffer.
-	readerSize = 32 << 10
+	// readerSize is the SSE read buffer an open stream holds; a longer line
+	// grows a temporary buffer (see lineReader).
+	readerSize = 2 << 10
+	// marksHint bounds the Marks capacity reserved up front; a longer
+	// stream grows the slice by appending.
+	marksHint = 64
+	// maxPooledMarks bounds the Marks capacity Release keeps for reuse.
+	maxPooledMarks = 8 << 10
 	// maxChunkTokens caps the tokens one chunk may claim, so that a server
 	// reporting absurd usage cannot make ITL recording loop for long. Real
 	// chunks carry a handful of tokens.
@@ -107,10 +111,9 @@ type ClientConfig struct {
 // one http.Transport whose keep-alive connections are shared by all requests.
 // A Client is safe for concurrent use.
 type Client struct {
-	cfg     ClientConfig
-	tr      *http.Transport
-	hc      *http.Client
-	readers sync.Pool // *bufio.Reader
+	cfg ClientConfig
+	tr  *http.Transport
+	hc  *http.Client
 }
 
 // NewClient returns a Client for cfg.
@@ -132,7 +135,18 @@ func NewClient(cfg ClientConfig) *Client {
 		TLSHandshakeTimeout: cfg.ConnectTimeout,
 		MaxIdleConns:        max(100, cfg.MaxConns),
 		MaxIdleConnsPerHost: cfg.MaxConns,
-		IdleConnTimeout:     90 * time.Second,
+		// A request that finds every connection busy waits for one rather
+		// than dialling: a connection goes back to the pool a moment after
+		// its body ends, and a worker's next request must not race it into
+		// an extra dial (and later an idle close: port churn).
+		MaxConnsPerHost: cfg.MaxConns,
+		IdleConnTimeout: 90 * time.Second,
+		// Each connection keeps a read and a write buffer for its lifetime.
+		// Responses are read through a lineReader, and requests are small
+		// or written straight through, so small buffers keep an open
+		// stream's memory down without costing throughput.
+		ReadBufferSize:  transportReadBuffer,
+		WriteBufferSize: transportWriteBuffer,
 		// Compression would let a gzip layer buffer chunks and skew timing.
 		DisableCompression: true,
 		ForceAttemptHTTP2:  false,
@@ -174,6 +188,12 @@ type Request struct {
 	// ones (for example "min_tokens" or a different "temperature").
 	ExtraBody map[string]any
 }
+
+// Transport buffer sizes; see NewClient.
+const (
+	transportReadBuffer  = 2 << 10
+	transportWriteBuffer = 1 << 10
+)
 
 // Mark is one token-bearing chunk: its arrival time since Result.Send and
 // the number of tokens it carried.
@@ -220,7 +240,8 @@ type Result struct {
 	UsageSource string
 	// Chunks counts SSE data lines, [DONE] excluded.
 	Chunks int
-	// Marks lists the token-bearing chunks in arrival order.
+	// Marks lists the token-bearing chunks in arrival order. Release hands
+	// its storage back for reuse.
 	Marks        []Mark
 	FinishReason string
 	// Preview is the start of the generated content, at most 200 bytes.
@@ -228,6 +249,32 @@ type Result struct {
 
 	// Err is nil on success.
 	Err *Error
+
+	// marks is the pooled box Marks came from; see Release.
+	marks *[]Mark
+}
+
+// markPool holds *[]Mark boxes of capacity marksHint or more.
+var markPool = sync.Pool{New: func() any {
+	m := make([]Mark, 0, marksHint)
+	return &m
+}}
+
+// Release hands r.Marks back to a pool, so that a later request reuses its
+// storage, and sets r.Marks to nil. Call it, at most once per Result, when
+// the marks are no longer needed (for example once they are recorded into
+// histograms); a copy of r must not use its Marks afterwards. Calling it is
+// optional: an unreleased Result is simply garbage collected.
+func (r *Result) Release() {
+	if r.marks == nil {
+		r.Marks = nil
+		return
+	}
+	if cap(r.Marks) <= maxPooledMarks {
+		*r.marks = r.Marks[:0]
+		markPool.Put(r.marks)
+	}
+	r.Marks, r.marks = nil, nil
 }
 
 // OK reports whether the request succeeded.
@@ -340,9 +387,10 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 		hreq.Header.Set(k, v)
 	}
 
-	// One mark per token at most; capped so a huge max_tokens does not
-	// reserve memory up front.
-	r.Marks = make([]Mark, 0, min(max(req.MaxTokens, 1)+1, 4096))
+	// One mark per token-bearing chunk; the pooled storage holds
+	// marksHint of them, and a longer stream grows it by appending.
+	r.marks = markPool.Get().(*[]Mark)
+	r.Marks = (*r.marks)[:0]
 	r.Send = time.Now()
 	tr.base = r.Send
 	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes}
@@ -369,24 +417,16 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 		return r
 	}
 
-	br := c.reader(resp.Body)
-	defer c.readers.Put(br)
 	if !req.Stream || isJSON(resp.Header.Get("Content-Type")) {
-		s.readJSON(ctx, br)
+		s.readJSON(ctx, resp.Body)
 		return r
 	}
-	if s.read(ctx, br) {
-		drain(br, cancel)
+	lr := getLineReader(resp.Body, c.cfg.MaxLineBytes)
+	defer lr.put()
+	if s.read(ctx, lr) {
+		drain(resp.Body, cancel)
 	}
 	return r
-}
-
-func (c *Client) reader(body io.Reader) *bufio.Reader {
-	if br, ok := c.readers.Get().(*bufio.Reader); ok {
-		br.Reset(body)
-		return br
-	}
-	return bufio.NewReaderSize(body, readerSize)
 }
 
 // Models returns the model ids listed by the server's /v1/models.
@@ -644,56 +684,12 @@ func classify(ctx context.Context, err error, afterHeaders bool) *Error {
 	return e
 }
 
-// chunkJSON is the part of a streamed chunk the client reads. One value is
-// reused for every chunk of a stream.
-type chunkJSON struct {
-	Object  string          `json:"object"`
-	Message string          `json:"message"`
-	Error   json.RawMessage `json:"error"`
-	Choices []choiceJSON    `json:"choices"`
-	Usage   *usageJSON      `json:"usage"`
-}
-
-type choiceJSON struct {
-	Text         string    `json:"text"`
-	Delta        deltaJSON `json:"delta"`
-	Message      deltaJSON `json:"message"`
-	FinishReason *string   `json:"finish_reason"`
-}
-
-type deltaJSON struct {
-	Content          string `json:"content"`
-	ReasoningContent string `json:"reasoning_content"`
-	Reasoning        string `json:"reasoning"`
-}
-
-type usageJSON struct {
-	PromptTokens        int `json:"prompt_tokens"`
-	CompletionTokens    int `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens *int `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-}
-
-func (c *chunkJSON) reset() {
-	c.Object, c.Message, c.Error = "", "", c.Error[:0]
-	// encoding/json decodes into the existing elements without zeroing
-	// them, so a field absent from this chunk would keep the last value.
-	clear(c.Choices[:cap(c.Choices)])
-	c.Choices = c.Choices[:0]
-	c.Usage = nil
-}
-
-func (c *chunkJSON) isError() bool {
-	return c.Object == "error" || (len(c.Error) > 0 && !bytes.Equal(c.Error, []byte("null")))
-}
-
 // stream is the state of one response being read.
 type stream struct {
 	r       *Result
 	ttft    *time.Timer // stopped at the first generated token
 	maxLine int
-	c       chunkJSON
+	c       chunkScan
 	event   string // the current SSE event name
 
 	gotToken   bool
@@ -707,37 +703,26 @@ type stream struct {
 
 // read reads an SSE stream to [DONE], EOF or failure. It returns true when
 // [DONE] was seen and the rest of the body should be drained.
-func (s *stream) read(ctx context.Context, br *bufio.Reader) bool {
-	var long []byte // a line longer than the reader's buffer
+func (s *stream) read(ctx context.Context, lr *lineReader) bool {
+	s.preview = lr.preview[:0]
+	s.c.preview = &s.preview
 	for {
-		b, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if len(long)+len(b) > s.maxLine {
-				s.fail(time.Now(), &Error{Kind: KindOther, Class: KindOther,
-					Detail: fmt.Sprintf("SSE line longer than %d bytes", s.maxLine)})
-				return false
-			}
-			long = append(long, b...)
-			continue
-		}
-		if len(long) > 0 {
-			long = append(long, b...)
-			b = long
-		}
-		now := time.Now()
-		if len(b) > 0 && (err == nil || errors.Is(err, io.EOF)) {
-			if stop := s.line(now, trimEOL(b)); stop {
-				return s.doneSeen
-			}
-		}
-		long = long[:0]
+		b, at, err := lr.next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			now := time.Now()
+			var tooLong errLineTooLong
+			switch {
+			case errors.As(err, &tooLong):
+				s.fail(now, &Error{Kind: KindOther, Class: KindOther, Detail: err.Error()})
+			case errors.Is(err, io.EOF):
 				s.fail(now, &Error{Kind: KindTruncated, Class: KindTruncated, Detail: "stream ended without [DONE]"})
-				return false
+			default:
+				s.fail(now, classify(ctx, err, true))
 			}
-			s.fail(now, classify(ctx, err, true))
 			return false
+		}
+		if stop := s.line(at, trimEOL(b)); stop {
+			return s.doneSeen
 		}
 	}
 }
@@ -799,11 +784,10 @@ func (s *stream) line(now time.Time, b []byte) bool {
 
 // chunk handles one data payload.
 func (s *stream) chunk(now time.Time, data []byte) *Error {
-	s.c.reset()
-	if err := json.Unmarshal(data, &s.c); err != nil {
+	if err := s.c.scan(data); err != nil {
 		return &Error{Kind: KindMalformedJSON, Class: KindMalformedJSON, Detail: err.Error(), Body: clip(data, maxErrorBody), Err: err}
 	}
-	if s.c.isError() || s.event == "error" {
+	if s.c.isErr() || s.event == "error" {
 		msg := errorMessage(data)
 		if msg == "" {
 			msg = "error chunk in stream"
@@ -814,38 +798,26 @@ func (s *stream) chunk(now time.Time, data []byte) *Error {
 	return nil
 }
 
-// observe folds one parsed chunk (or a whole non-streaming body) into the
+// observe folds one scanned chunk (or a whole non-streaming body) into the
 // result.
-func (s *stream) observe(now time.Time, c *chunkJSON) {
+func (s *stream) observe(now time.Time, c *chunkScan) {
 	r := s.r
-	if u := c.Usage; u != nil {
+	if c.usage {
 		s.usage = true
-		if len(c.Choices) > 0 {
+		if c.nChoices > 0 {
 			s.continuous = true
 		}
-		r.PromptTokens = u.PromptTokens
-		r.OutputTokens = u.CompletionTokens
-		if d := u.PromptTokensDetails; d != nil && d.CachedTokens != nil {
-			r.CachedTokens = *d.CachedTokens
+		r.PromptTokens = c.prompt
+		r.OutputTokens = c.completion
+		if c.hasCached {
+			r.CachedTokens = c.cached
 		}
 	}
-	var content, reasoning bool
-	for i := range c.Choices {
-		ch := &c.Choices[i]
-		if ch.FinishReason != nil && *ch.FinishReason != "" {
-			r.FinishReason = *ch.FinishReason
-		}
-		for _, t := range [...]string{ch.Text, ch.Delta.Content, ch.Message.Content} {
-			if t != "" {
-				content = true
-				s.appendPreview(t)
-			}
-		}
-		if ch.Delta.ReasoningContent != "" || ch.Delta.Reasoning != "" ||
-			ch.Message.ReasoningContent != "" || ch.Message.Reasoning != "" {
-			reasoning = true
-		}
+	if len(c.finish) > 0 && string(c.finish) != r.FinishReason {
+		var buf [64]byte
+		r.FinishReason = string(appendUnescaped(buf[:0], c.finish, true, len(buf)))
 	}
+	content, reasoning := c.content, c.reasoning
 	if !content && !reasoning {
 		return
 	}
@@ -863,21 +835,14 @@ func (s *stream) observe(now time.Time, c *chunkJSON) {
 	}
 	r.Last = now
 	k := 1
-	if c.Usage != nil && len(c.Choices) > 0 {
+	if c.usage && c.nChoices > 0 {
 		// Continuous usage: the tokens since the previous mark, including
 		// any carried by chunks without text.
-		k = max(c.Usage.CompletionTokens-s.cumAtMark, 1)
-		s.cumAtMark = c.Usage.CompletionTokens
+		k = max(c.completion-s.cumAtMark, 1)
+		s.cumAtMark = c.completion
 	}
 	s.counted += k
 	r.Marks = append(r.Marks, Mark{At: now.Sub(r.Send), Tokens: int32(min(k, maxChunkTokens)), Reasoning: !content})
-}
-
-func (s *stream) appendPreview(t string) {
-	if len(s.preview) >= previewBytes {
-		return
-	}
-	s.preview = append(s.preview, t[:min(len(t), previewBytes-len(s.preview))]...)
 }
 
 // finish sets Done and the derived fields.
@@ -904,8 +869,11 @@ func (s *stream) fail(now time.Time, e *Error) {
 }
 
 // readJSON reads a non-streaming response body.
-func (s *stream) readJSON(ctx context.Context, br *bufio.Reader) {
-	b, err := io.ReadAll(io.LimitReader(br, maxJSONBody))
+func (s *stream) readJSON(ctx context.Context, body io.Reader) {
+	var pv [previewBytes + utf8.UTFMax]byte
+	s.preview = pv[:0]
+	s.c.preview = &s.preview
+	b, err := io.ReadAll(io.LimitReader(body, maxJSONBody))
 	now := time.Now()
 	if err != nil {
 		s.finish(now)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
 func TestChatRoleChunkDoesNotEndTTFT(t *testing.T) {
@@ -530,7 +532,9 @@ func FuzzStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := Result{Send: time.Now(), CachedTokens: -1}
 		s := stream{r: &r, maxLine: 1 << 20}
-		done := s.read(context.Background(), bufio.NewReaderSize(strings.NewReader(string(b)), 16))
+		small := make([]byte, 16)
+		lr := &lineReader{rd: strings.NewReader(string(b)), small: small, buf: small, max: 1 << 20}
+		done := s.read(context.Background(), lr)
 		if r.Done.IsZero() {
 			t.Fatalf("Done not set")
 		}
@@ -566,5 +570,97 @@ func TestRequestBodyMergesExtraBodyAndHeaders(t *testing.T) {
 	}
 	if gotBody["min_tokens"] != float64(4) || gotBody["temperature"] != 0.5 || gotBody["model"] != "m" {
 		t.Errorf("body = %v, want extra keys merged over the built ones", gotBody)
+	}
+}
+
+// TestPoolSizedToConcurrency proves there is no dial per request: the
+// server counts the connections it accepts, and 8 workers sending 25
+// requests each over a client with MaxConns 8 must open at most 8.
+func TestPoolSizedToConcurrency(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const workers, each = 8, 25
+	c := NewClient(ClientConfig{MaxConns: workers})
+	defer c.Close()
+	var wg sync.WaitGroup
+	var reused, failed atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				r := c.Do(context.Background(), chatReq(srv.URL))
+				if r.Err != nil || r.OutputTokens != 5 {
+					failed.Add(1)
+				}
+				if r.Reused {
+					reused.Add(1)
+				}
+				r.Release()
+			}
+		})
+	}
+	wg.Wait()
+	st := srv.Stats()
+	if failed.Load() != 0 || st.Streams != workers*each {
+		t.Fatalf("%d failed, %d streams served; want 0 and %d", failed.Load(), st.Streams, workers*each)
+	}
+	if st.Conns > workers {
+		t.Errorf("server accepted %d connections for %d requests; want at most %d (one per worker)", st.Conns, workers*each, workers)
+	}
+	if want := int64(workers*each) - st.Conns; reused.Load() < want {
+		t.Errorf("%d requests reused a connection, want at least %d", reused.Load(), want)
+	}
+}
+
+func TestReleaseReusesMarks(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	r := c.Do(context.Background(), chatReq(srv.URL))
+	wantOK(t, r)
+	if len(r.Marks) != 40 || r.OutputTokens != 40 {
+		t.Fatalf("marks %d, tokens %d; want 40, 40", len(r.Marks), r.OutputTokens)
+	}
+	r.Release()
+	if r.Marks != nil {
+		t.Errorf("Marks not cleared by Release")
+	}
+	r.Release() // a second call is harmless
+}
+
+func TestCancelStopsStream(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 100, HoldAfter: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := NewClient(ClientConfig{})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for srv.Stats().Held == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	r := c.Do(ctx, chatReq(srv.URL))
+	if r.Err == nil || r.Err.Kind != KindCanceled || len(r.Marks) > 3 {
+		t.Fatalf("err %v, marks %d; want canceled within the first 3 marks", r.Err, len(r.Marks))
+	}
+	// The server notices the closed connection when it writes again; a
+	// connection kept open would instead wait for its next request.
+	srv.Release()
+	deadline := time.Now().Add(2 * time.Second)
+	for srv.Stats().OpenConns != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("connection still open after cancel: %+v", srv.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

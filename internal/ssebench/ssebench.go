@@ -1,0 +1,461 @@
+// Package ssebench is a fast local server that streams vLLM-shaped SSE
+// chunks, for benchmarks of the agent's HTTP/SSE client.
+//
+// It is a raw-TCP HTTP/1.1 responder, not net/http: every stream writes
+// pre-built, pre-framed bytes (chunked transfer encoding, one SSE event per
+// HTTP chunk, as uvicorn sends them), so that on a small machine the server
+// leaves as much CPU as possible to the client being measured. It speaks
+// just enough HTTP for a keep-alive client: a request line, headers, a
+// Content-Length body.
+//
+// POST /v1/chat/completions and POST /v1/completions stream chat or
+// completion chunks with continuous usage (VLLM-FACTS §3 shapes, vLLM
+// 0.10.2+ fields). The stream's shape comes from Config, and each request
+// may override it with headers: X-Bench-Tokens, X-Bench-Tokens-Per-Chunk,
+// X-Bench-Delay and X-Bench-TTFT (Go durations) and X-Bench-Hold-After.
+// GET /bench/stats returns counters as JSON, and POST /bench/release lets
+// the held streams finish.
+package ssebench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config is the default shape of every stream.
+type Config struct {
+	// Tokens is the number of completion tokens per stream; 0 means 16.
+	Tokens int
+	// TokensPerChunk is the number of tokens each content chunk carries;
+	// 0 means 1.
+	TokensPerChunk int
+	// TTFT is the wait between the headers (and the chat role chunk) and
+	// the first token chunk.
+	TTFT time.Duration
+	// Delay is the wait between content chunks; 0 writes them back to back,
+	// coalesced into as few writes as possible.
+	Delay time.Duration
+	// HoldAfter, when positive, makes each stream stop after this many
+	// tokens and wait for Release (or Close) before finishing.
+	HoldAfter int
+	// OnFirstToken, when set, is called with the request's X-Request-Id
+	// header and the time taken just before the write of the first token
+	// chunk. It is called from connection goroutines, concurrently.
+	OnFirstToken func(id string, at time.Time)
+}
+
+// Stats are the server's counters.
+type Stats struct {
+	// Conns is the number of connections accepted so far.
+	Conns int64 `json:"conns"`
+	// OpenConns is the number of connections open now.
+	OpenConns int64 `json:"open_conns"`
+	// Streams is the number of streams started so far.
+	Streams int64 `json:"streams"`
+	// Held is the number of streams waiting for Release now.
+	Held int64 `json:"held"`
+	// MaxHeld is the largest Held seen.
+	MaxHeld int64 `json:"max_held"`
+	// Tokens is the number of tokens written so far.
+	Tokens int64 `json:"tokens"`
+}
+
+// Server is a running benchmark SSE server. It is safe for concurrent use.
+type Server struct {
+	// URL is the base URL, http://127.0.0.1:port.
+	URL string
+
+	cfg Config
+	ln  net.Listener
+
+	conns, open, streams, held, maxHeld, tokens atomic.Int64
+
+	mu      sync.Mutex
+	release chan struct{} // closed by Release, then replaced
+	live    map[net.Conn]struct{}
+	closed  bool
+	done    chan struct{} // closed by Close
+	wg      sync.WaitGroup
+
+	bodies sync.Map // shape → *body
+}
+
+// Start listens on 127.0.0.1 on a free port and serves until Close.
+func Start(cfg Config) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("ssebench: listen: %w", err)
+	}
+	s := &Server{
+		URL:     "http://" + ln.Addr().String(),
+		cfg:     cfg,
+		ln:      ln,
+		release: make(chan struct{}),
+		live:    map[net.Conn]struct{}{},
+		done:    make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Conns: s.conns.Load(), OpenConns: s.open.Load(), Streams: s.streams.Load(),
+		Held: s.held.Load(), MaxHeld: s.maxHeld.Load(), Tokens: s.tokens.Load(),
+	}
+}
+
+// Release lets every stream held so far finish.
+func (s *Server) Release() {
+	s.mu.Lock()
+	close(s.release)
+	s.release = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Close stops the server, closes every connection and waits for the
+// connection goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	err := s.ln.Close()
+	for c := range s.live {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: back off briefly.
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.live[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.conns.Add(1)
+		s.open.Add(1)
+		go s.serve(c)
+	}
+}
+
+// request is what serve reads of one HTTP request.
+type request struct {
+	method, path string
+	id           string
+	shape        shape
+	ttft, delay  time.Duration
+	holdAfter    int
+	close        bool
+}
+
+func (s *Server) serve(c net.Conn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.live, c)
+		s.mu.Unlock()
+		c.Close()
+		s.open.Add(-1)
+		s.wg.Done()
+	}()
+	br := bufio.NewReaderSize(c, 2<<10)
+	for {
+		req, err := s.readRequest(br)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			}
+			return
+		}
+		switch {
+		case req.method == "POST" && (req.path == "/v1/chat/completions" || req.path == "/v1/completions"):
+			if !s.stream(c, req) {
+				return
+			}
+		case req.method == "GET" && req.path == "/bench/stats":
+			b, _ := json.Marshal(s.Stats())
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b); err != nil {
+				return
+			}
+		case req.method == "POST" && req.path == "/bench/release":
+			s.Release()
+			if _, err := io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n"); err != nil {
+				return
+			}
+		default:
+			if _, err := io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+		if req.close {
+			return
+		}
+	}
+}
+
+// readRequest reads one request's head and discards its body.
+func (s *Server) readRequest(br *bufio.Reader) (request, error) {
+	req := request{
+		shape:     shape{tokens: s.cfg.Tokens, perChunk: s.cfg.TokensPerChunk},
+		ttft:      s.cfg.TTFT,
+		delay:     s.cfg.Delay,
+		holdAfter: s.cfg.HoldAfter,
+	}
+	line, err := readLine(br)
+	if err != nil {
+		return req, err
+	}
+	parts := strings.SplitN(line, " ", 3)
+	if len(parts) != 3 {
+		return req, fmt.Errorf("bad request line %q", line)
+	}
+	req.method, req.path = parts[0], parts[1]
+	if i := strings.IndexByte(req.path, '?'); i >= 0 {
+		req.path = req.path[:i]
+	}
+	var length int64
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return req, err
+		}
+		if line == "" {
+			break
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return req, fmt.Errorf("bad header line %q", line)
+		}
+		value = strings.TrimSpace(value)
+		switch strings.ToLower(name) {
+		case "content-length":
+			if length, err = strconv.ParseInt(value, 10, 64); err != nil || length < 0 {
+				return req, fmt.Errorf("bad content-length %q", value)
+			}
+		case "connection":
+			req.close = strings.EqualFold(value, "close")
+		case "x-request-id":
+			req.id = value
+		case "x-bench-tokens":
+			req.shape.tokens, _ = strconv.Atoi(value)
+		case "x-bench-tokens-per-chunk":
+			req.shape.perChunk, _ = strconv.Atoi(value)
+		case "x-bench-hold-after":
+			req.holdAfter, _ = strconv.Atoi(value)
+		case "x-bench-delay":
+			req.delay, _ = time.ParseDuration(value)
+		case "x-bench-ttft":
+			req.ttft, _ = time.ParseDuration(value)
+		}
+	}
+	if _, err := br.Discard(int(length)); err != nil {
+		return req, err
+	}
+	req.shape.chat = req.path == "/v1/chat/completions"
+	if req.shape.tokens <= 0 {
+		req.shape.tokens = 16
+	}
+	if req.shape.perChunk <= 0 {
+		req.shape.perChunk = 1
+	}
+	return req, nil
+}
+
+func readLine(br *bufio.Reader) (string, error) {
+	b, err := br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	return string(bytes.TrimRight(b, "\r\n")), nil
+}
+
+// stream writes one streamed response and reports whether the connection
+// is still usable.
+func (s *Server) stream(c net.Conn, req request) bool {
+	s.streams.Add(1)
+	b := s.body(req.shape)
+	if _, err := c.Write(b.all[:b.offs[0]]); err != nil {
+		return false
+	}
+	if req.ttft > 0 && !s.sleep(req.ttft) {
+		return false
+	}
+	n := len(b.offs) - 1 // content chunks
+	held := false
+	for k := 0; k < n; {
+		if k > 0 && req.delay > 0 && !s.sleep(req.delay) {
+			return false
+		}
+		if req.holdAfter > 0 && !held && b.tokensBefore(k) >= req.holdAfter {
+			held = true
+			if !s.hold() {
+				return false
+			}
+		}
+		// Write chunk k, and when nothing waits in between, the chunks
+		// after it up to the next hold point.
+		end := k + 1
+		if req.delay == 0 {
+			for end < n && (req.holdAfter <= 0 || held || b.tokensBefore(end) < req.holdAfter) {
+				end++
+			}
+		}
+		if k == 0 && s.cfg.OnFirstToken != nil {
+			s.cfg.OnFirstToken(req.id, time.Now())
+		}
+		if _, err := c.Write(b.all[b.offs[k]:b.offs[end]]); err != nil {
+			return false
+		}
+		s.tokens.Add(int64(b.tokensBefore(end) - b.tokensBefore(k)))
+		k = end
+	}
+	_, err := c.Write(b.all[b.offs[n]:])
+	return err == nil
+}
+
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+func (s *Server) hold() bool {
+	s.mu.Lock()
+	rel := s.release
+	s.mu.Unlock()
+	h := s.held.Add(1)
+	for {
+		m := s.maxHeld.Load()
+		if h <= m || s.maxHeld.CompareAndSwap(m, h) {
+			break
+		}
+	}
+	defer s.held.Add(-1)
+	select {
+	case <-rel:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// shape identifies one pre-built response.
+type shape struct {
+	chat     bool
+	tokens   int
+	perChunk int
+}
+
+// body is one pre-built response: all holds the status line, headers and
+// chat role chunk (up to offs[0]), content chunk k in offs[k]:offs[k+1],
+// and the usage chunk, [DONE] and the last chunk after offs[n].
+type body struct {
+	all              []byte
+	offs             []int
+	perChunk, tokens int
+}
+
+// tokensBefore returns the tokens carried by content chunks 0..k-1.
+func (b *body) tokensBefore(k int) int { return min(k*b.perChunk, b.tokens) }
+
+func (s *Server) body(sh shape) *body {
+	if b, ok := s.bodies.Load(sh); ok {
+		return b.(*body)
+	}
+	b, _ := s.bodies.LoadOrStore(sh, build(sh))
+	return b.(*body)
+}
+
+const (
+	chatID = "chatcmpl-b3f1c2d4e5f60718293a4b5c6d7e8f90"
+	cmplID = "cmpl-b3f1c2d4e5f60718293a4b5c6d7e8f90"
+	model  = "Qwen/Qwen2.5-7B-Instruct"
+	prompt = 128
+)
+
+// build renders a response. The last chunk carries the remainder when
+// tokens is not a multiple of perChunk, so tokensBefore holds for every
+// chunk but the last.
+func build(sh shape) *body {
+	var all []byte
+	all = append(all, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"...)
+	event := func(json string) {
+		ev := "data: " + json + "\n\n"
+		all = strconv.AppendInt(all, int64(len(ev)), 16)
+		all = append(all, "\r\n"...)
+		all = append(all, ev...)
+		all = append(all, "\r\n"...)
+	}
+	usage := func(n int) string {
+		return fmt.Sprintf(`{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}`, prompt, prompt+n, n)
+	}
+	if sh.chat {
+		event(`{"id":"` + chatID + `","object":"chat.completion.chunk","created":1718000000,"model":"` + model + `","prompt_token_ids":null,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":` + usage(0) + `}`)
+	}
+	b := &body{perChunk: sh.perChunk, tokens: sh.tokens}
+	for done := 0; done < sh.tokens; {
+		k := min(sh.perChunk, sh.tokens-done)
+		done += k
+		text := strings.Repeat(" tok", k)
+		finish := "null"
+		if done == sh.tokens {
+			finish = `"length"`
+		}
+		b.offs = append(b.offs, len(all))
+		if sh.chat {
+			event(`{"id":"` + chatID + `","object":"chat.completion.chunk","created":1718000000,"model":"` + model + `","choices":[{"index":0,"delta":{"content":"` + text + `"},"logprobs":null,"finish_reason":` + finish + `,"token_ids":null}],"usage":` + usage(done) + `}`)
+		} else {
+			event(`{"id":"` + cmplID + `","object":"text_completion","created":1718000000,"model":"` + model + `","choices":[{"index":0,"text":"` + text + `","logprobs":null,"finish_reason":` + finish + `,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}],"usage":` + usage(done) + `}`)
+		}
+	}
+	b.offs = append(b.offs, len(all))
+	obj, id := "text_completion", cmplID
+	if sh.chat {
+		obj, id = "chat.completion.chunk", chatID
+	}
+	event(`{"id":"` + id + `","object":"` + obj + `","created":1718000000,"model":"` + model + `","choices":[],"usage":` + usage(sh.tokens) + `}`)
+	event("[DONE]")
+	all = append(all, "0\r\n\r\n"...)
+	b.all = all
+	return b
+}

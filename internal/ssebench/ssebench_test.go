@@ -1,0 +1,112 @@
+package ssebench
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestStreamShapeAndKeepAlive(t *testing.T) {
+	var firsts atomic.Int64
+	s, err := Start(Config{Tokens: 10, TokensPerChunk: 3, OnFirstToken: func(id string, at time.Time) {
+		if id == "r1" && !at.IsZero() {
+			firsts.Add(1)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/v1/chat/completions"} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL+path, strings.NewReader(`{"stream":true}`))
+		req.Header.Set("X-Request-Id", "r1")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" {
+			t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		var data []string
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				data = append(data, v)
+			}
+		}
+		resp.Body.Close()
+		if err := sc.Err(); err != nil {
+			t.Fatal(err)
+		}
+		wantEvents := 4 + 1 + 1 // 4 content chunks (3+3+3+1), usage, [DONE]
+		if path == "/v1/chat/completions" {
+			wantEvents++ // role chunk
+		}
+		if len(data) != wantEvents || data[len(data)-1] != "[DONE]" {
+			t.Fatalf("%s: %d events ending %q, want %d ending [DONE]", path, len(data), data[len(data)-1], wantEvents)
+		}
+		for _, d := range data[:len(data)-1] {
+			if !json.Valid([]byte(d)) {
+				t.Fatalf("invalid chunk JSON %s", d)
+			}
+		}
+		var last struct {
+			Usage struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		_ = json.Unmarshal([]byte(data[len(data)-2]), &last)
+		if last.Usage.CompletionTokens != 10 {
+			t.Errorf("final usage %d, want 10", last.Usage.CompletionTokens)
+		}
+	}
+	if st := s.Stats(); st.Conns != 1 || st.Streams != 3 || st.Tokens != 30 || firsts.Load() != 3 {
+		t.Errorf("stats %+v, first tokens %d; want 1 connection, 3 streams, 30 tokens, 3 first tokens", st, firsts.Load())
+	}
+}
+
+func TestHoldAndRelease(t *testing.T) {
+	s, err := Start(Config{Tokens: 8, HoldAfter: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	done := make(chan string)
+	go func() {
+		resp, err := http.Post(s.URL+"/v1/completions", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- string(b)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Held != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("stream never held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := s.Stats(); st.Tokens != 4 {
+		t.Errorf("tokens written before the hold = %d, want 4", st.Tokens)
+	}
+	resp, err := http.Post(s.URL+"/bench/release", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b := <-done; !strings.Contains(b, "data: [DONE]") {
+		t.Errorf("body does not end with [DONE]: %q", b)
+	}
+	if st := s.Stats(); st.Held != 0 || st.MaxHeld != 1 || st.Tokens != 8 {
+		t.Errorf("stats %+v, want 0 held, max 1, 8 tokens", st)
+	}
+}
