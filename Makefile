@@ -37,6 +37,10 @@ test-e2e: build ## Run the heavy multi-process scenarios.
 bench: ## Run the benchmarks (record the figures in docs/benchmarks.md).
 	go test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-python
+bench-python: ## Compare the agent's SSE client with the Python aiohttp reference client (needs python3-aiohttp).
+	go test -run '^$$' -bench 'PythonReference' -benchtime 1x ./agent/
+
 $(BUF):
 	GOBIN=$(TMP_BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
