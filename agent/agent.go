@@ -2,6 +2,19 @@
 // the simulator) and reports what it measured as interval reports carrying
 // delta HdrHistograms.
 //
+// A run follows a load model: closed loop (N workers, each sending its next
+// request when the previous one ends) or open loop (requests due at times a
+// Pacer fixes in advance, sent then whatever is in flight). Every request is
+// stamped with its intended send time t_sched, and latencies are measured
+// from it as well as from the actual send, so a client that falls behind
+// cannot hide it (no coordinated omission): TTFT_sched = t_tok1 − t_sched and
+// dispatch lag = t_send − t_sched are histogrammed, and a run whose lag p99
+// passes a threshold is flagged client-bound.
+//
+// A multi-agent run gives each agent a segment of one global plan
+// (internal/segment); each agent sends exactly the global requests its
+// segment owns, with the prompts the single-agent run would send.
+//
 // The package is transport-neutral: server.go adapts it to gRPC, and the
 // rest never imports google.golang.org/grpc.
 package agent
@@ -10,14 +23,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/url"
+	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
 // ErrInvalidSpec is wrapped by every error Spec.Validate returns.
@@ -27,12 +42,30 @@ var ErrInvalidSpec = errors.New("invalid spec")
 // Config.CheckTarget refuses the spec's target.
 var ErrTargetNotAllowed = errors.New("target not allowed")
 
-// Metrics lists the histograms every report carries, in order.
-var metrics = [...]string{hdr.TTFT, hdr.E2E, hdr.ITL, hdr.ICL, hdr.TPOT}
+// metrics lists the histograms every report carries, in order.
+var metrics = [...]string{hdr.TTFT, hdr.TTFTSched, hdr.E2E, hdr.ITL, hdr.ICL, hdr.TPOT, hdr.DispatchLag}
+
+// Metrics returns the names of the histograms every report carries.
+func Metrics() []string { return metrics[:] }
+
+// DefaultClientBoundP99 is the dispatch-lag p99 above which a run is flagged
+// client-bound when the load model sets no threshold.
+const DefaultClientBoundP99 = 10 * time.Millisecond
+
+// Limits on load models, so that a spec cannot make an agent loop for ever
+// before it starts.
+const (
+	maxRate        = 1e6
+	maxWarmupHits  = 10_000_000
+	defaultOpenCap = 1024 // idle connections kept for open-loop runs
+)
 
 // Config configures an Agent.
 type Config struct {
-	// MaxConcurrency is the largest concurrency a spec may ask for.
+	// MaxConcurrency is the largest closed-loop concurrency a spec may ask
+	// for, and the hard cap on requests in flight in an open-loop run (an
+	// arrival that finds the cap reached waits, and the wait shows as
+	// dispatch lag).
 	MaxConcurrency int
 	// ConnectTimeout bounds each TCP connect.
 	ConnectTimeout time.Duration
@@ -48,6 +81,11 @@ type Config struct {
 	// CheckTarget, when set, is asked whether load may be sent to a base URL;
 	// a non-nil error refuses the run.
 	CheckTarget func(baseURL string) error
+	// DatasetDir, when set, is the only directory dataset files are read
+	// from: generator paths are resolved inside it and cannot leave it.
+	// When empty, Run reads any local path (the standalone CLI), and the
+	// gRPC server refuses dataset generators.
+	DatasetDir string
 }
 
 // DefaultConfig returns the defaults.
@@ -69,14 +107,145 @@ type Target struct {
 	// API is APICompletions or APIChat; empty means APIChat.
 	API    string
 	APIKey string
+	// Headers are added to every request.
+	Headers map[string]string
 }
 
-// Workload says what each request sends.
+// Workload says what each request sends, unless a generator says otherwise.
 type Workload struct {
 	Prompt      string
 	MaxTokens   int
 	IgnoreEOS   bool
 	Temperature float64
+	// ExtraBody is merged into every request body (see ParseExtraBody).
+	ExtraBody map[string]any
+}
+
+// LoadModel is the global plan of a run. Counts and rates are global: each
+// agent runs its segment's share.
+type LoadModel struct {
+	// Kind is LoadClosed, LoadConstant, LoadPoisson, LoadGamma or LoadRamp.
+	Kind string
+	// Concurrency is the closed-loop worker count.
+	Concurrency int
+	// Rate is the open-loop rate in requests per second (for LoadRamp, the
+	// rate reached at the end).
+	Rate float64
+	// StartRate is LoadRamp's rate at the start.
+	StartRate float64
+	// Burstiness is LoadGamma's shape; 0 means 1 (Poisson).
+	Burstiness float64
+	// Duration and Requests bound the measured part of the run; the first
+	// reached ends it, and at least one must be set. In open loop, Duration
+	// bounds the schedule (requests due later are not sent); in closed loop
+	// no request starts after it. Requests in flight then finish.
+	Duration time.Duration
+	Requests int64
+	// Warmup and WarmupRequests (at most one) add a warm-up before the
+	// measured part: the requests due (open loop) or started (closed loop)
+	// in the first Warmup, or the first WarmupRequests requests. Their
+	// results are reported in intervals flagged warmup and left out of the
+	// statistics.
+	Warmup         time.Duration
+	WarmupRequests int64
+	// MaxInFlight caps the open-loop requests in flight (its segment share,
+	// at least 1); 0 means no cap beyond Config.MaxConcurrency. An arrival
+	// that finds the cap reached waits, and its wait is dispatch lag.
+	MaxInFlight int
+	// Seed makes random arrivals reproducible.
+	Seed uint64
+	// ClientBoundP99 is the dispatch-lag p99 above which the run is flagged
+	// client-bound; 0 means DefaultClientBoundP99.
+	ClientBoundP99 time.Duration
+}
+
+func (m *LoadModel) open() bool { return m.Kind != LoadClosed }
+
+func (m *LoadModel) burstiness() float64 {
+	if m.Burstiness == 0 {
+		return 1
+	}
+	return m.Burstiness
+}
+
+// totalDuration is the schedule's length, warm-up included; 0 is unbounded.
+func (m *LoadModel) totalDuration() time.Duration {
+	if m.Duration <= 0 {
+		return 0
+	}
+	return m.Warmup + m.Duration
+}
+
+// totalRequests is the global request count with count-based warm-up; 0 is
+// unbounded (or set later from a time-based warm-up).
+func (m *LoadModel) totalRequests() uint64 {
+	if m.Requests <= 0 {
+		return 0
+	}
+	return uint64(m.WarmupRequests + m.Requests)
+}
+
+func (m *LoadModel) validate() error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch m.Kind {
+	case LoadClosed:
+		if m.Concurrency < 1 {
+			return fmt.Errorf("load.concurrency %d is invalid for a closed loop: set concurrency ≥ 1", m.Concurrency)
+		}
+		if m.Rate != 0 || m.StartRate != 0 || m.Burstiness != 0 {
+			return errors.New("load.rate, start_rate or burstiness is set for a closed loop: leave them 0, or pick an open-loop kind")
+		}
+		if m.MaxInFlight != 0 {
+			return errors.New("load.max_in_flight is set for a closed loop, where concurrency already caps it: leave it 0")
+		}
+	case LoadConstant, LoadPoisson, LoadGamma, LoadRamp:
+		if m.Concurrency != 0 {
+			return fmt.Errorf("load.concurrency %d is set for open-loop kind %q: leave it 0 (use max_in_flight to cap requests in flight)", m.Concurrency, m.Kind)
+		}
+		if !finite(m.Rate) || m.Rate <= 0 || m.Rate > maxRate {
+			return fmt.Errorf("load.rate %v is invalid: set a rate in requests per second in (0, %g]", m.Rate, maxRate)
+		}
+		if m.Kind == LoadRamp {
+			if !finite(m.StartRate) || m.StartRate < 0 || m.StartRate > maxRate {
+				return fmt.Errorf("load.start_rate %v is invalid: set a rate in [0, %g]", m.StartRate, maxRate)
+			}
+			if m.Duration <= 0 {
+				return errors.New("load.duration is 0 for a ramp: set the duration the rate ramps over")
+			}
+		} else if m.StartRate != 0 {
+			return fmt.Errorf("load.start_rate is set for kind %q: use kind %q to ramp the rate", m.Kind, LoadRamp)
+		}
+		if m.Kind == LoadGamma {
+			if b := m.Burstiness; !finite(b) || b < 0 || (b > 0 && b < 1e-3) || b > 1e3 {
+				return fmt.Errorf("load.burstiness %v is invalid: set a gamma shape in [0.001, 1000] (1 is Poisson, below 1 burstier)", b)
+			}
+		} else if m.Burstiness != 0 {
+			return fmt.Errorf("load.burstiness is set for kind %q: use kind %q for bursty arrivals", m.Kind, LoadGamma)
+		}
+		if m.MaxInFlight < 0 {
+			return fmt.Errorf("load.max_in_flight %d is negative: set it ≥ 0 (0 means no cap)", m.MaxInFlight)
+		}
+	case "":
+		return fmt.Errorf("load.kind is empty: use %q, %q, %q, %q or %q", LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+	default:
+		return fmt.Errorf("load.kind %q is unknown: use %q, %q, %q, %q or %q", m.Kind, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+	}
+	if m.Duration < 0 || m.Requests < 0 {
+		return fmt.Errorf("load.duration %v or requests %d is negative: set them ≥ 0", m.Duration, m.Requests)
+	}
+	if m.Duration == 0 && m.Requests == 0 {
+		return errors.New("load has no bound: set duration, requests or both (the first reached ends the run)")
+	}
+	if m.Warmup < 0 || m.WarmupRequests < 0 {
+		return fmt.Errorf("load.warmup %v or warmup_requests %d is negative: set them ≥ 0", m.Warmup, m.WarmupRequests)
+	}
+	if m.Warmup > 0 && m.WarmupRequests > 0 {
+		return errors.New("load sets both warmup and warmup_requests: pick one")
+	}
+	if m.ClientBoundP99 < 0 {
+		return fmt.Errorf("load.client_bound_p99 %v is negative: set it ≥ 0 (0 means %v)", m.ClientBoundP99, DefaultClientBoundP99)
+	}
+	return nil
 }
 
 // Spec is one segment of a load plan; it mirrors RunProbeRequest.
@@ -85,25 +254,45 @@ type Spec struct {
 	AgentID  string
 	Target   Target
 	Workload Workload
-	// Concurrency is the closed-loop concurrency.
+	// Load, when its Kind is set, is the global load plan, and Segment this
+	// agent's share of it. Otherwise Concurrency and Requests describe a
+	// closed loop of this agent alone.
+	Load    LoadModel
+	Segment segment.Segment
+	// Generator, when set, generates each request's prompt and length.
+	Generator WorkloadGen
+	// Concurrency is the closed-loop concurrency when Load is not set.
 	Concurrency int
-	// Requests is the number of requests to send.
+	// Requests is the number of requests to send when Load is not set.
 	Requests int
-	// Labels, when set, name each request in order; len(Labels) must equal
-	// Requests, and every report then carries per-request records. With
-	// Concurrency 1 the requests run strictly in order.
+	// Labels, when set, name each request in order of its global index;
+	// len(Labels) must equal the number of requests (warm-up included), and
+	// every report then carries per-request records. With concurrency 1 the
+	// requests run strictly in order.
 	Labels []string
 	// Records asks for per-request records even without labels.
 	Records bool
 	// Interval is the report period; 0 means Config.DefaultInterval.
 	Interval time.Duration
-	// Start is the barrier time; zero or past means at once.
+	// Start is the barrier time; zero means at once. An open-loop schedule
+	// counts from it, so agents that share it share one schedule.
 	Start time.Time
 	// Timeout bounds each request; 0 means Config.DefaultTimeout.
 	Timeout time.Duration
 	// TTFTTimeout bounds the wait for each request's first token; 0 means
 	// Config.TTFTTimeout.
 	TTFTTimeout time.Duration
+	// ConnectTimeout bounds each connect; 0 means Config.ConnectTimeout.
+	ConnectTimeout time.Duration
+}
+
+// load returns the effective load model: Load, or the closed loop that
+// Concurrency and Requests describe.
+func (s *Spec) load() LoadModel {
+	if s.Load.Kind != "" {
+		return s.Load
+	}
+	return LoadModel{Kind: LoadClosed, Concurrency: s.Concurrency, Requests: int64(s.Requests)}
 }
 
 // Validate checks the spec and returns an error that names the bad field and
@@ -112,6 +301,7 @@ func (s *Spec) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, a...))
 	}
+	wrap := func(err error) error { return fmt.Errorf("%w: %w", ErrInvalidSpec, err) }
 	if s.Target.BaseURL == "" {
 		return bad("target.base_url is empty: set it to the server's URL, for example http://127.0.0.1:8000")
 	}
@@ -127,20 +317,46 @@ func (s *Spec) Validate() error {
 	default:
 		return bad("target.api %q is unknown: use %q or %q", s.Target.API, APIChat, APICompletions)
 	}
-	if s.Workload.MaxTokens < 1 {
+	if err := validHeaders(s.Target.Headers); err != nil {
+		return wrap(err)
+	}
+	if err := s.Generator.validate(s.Workload); err != nil {
+		return wrap(err)
+	}
+	if s.Workload.MaxTokens < 0 || (s.Workload.MaxTokens < 1 && s.Generator.needsMaxTokens()) {
 		return bad("workload.max_tokens %d is invalid: set max_tokens ≥ 1", s.Workload.MaxTokens)
 	}
 	if t := s.Workload.Temperature; t < 0 || math.IsNaN(t) || math.IsInf(t, 0) {
 		return bad("workload.temperature %v is invalid: set a temperature ≥ 0", t)
 	}
-	if s.Concurrency < 1 {
-		return bad("concurrency %d is invalid: set concurrency ≥ 1", s.Concurrency)
+	for _, k := range []string{"stream", "prompt", "messages", "model"} {
+		if _, ok := s.Workload.ExtraBody[k]; ok {
+			return bad("workload.extra_body sets %q, which the agent controls: remove it", k)
+		}
 	}
-	if s.Requests < 1 {
-		return bad("requests %d is invalid: set requests ≥ 1", s.Requests)
+	if s.Load.Kind == "" {
+		if !s.Segment.IsFull() {
+			return bad("segment %s is set but load is not: segments split a load model; set load or drop the segment", s.Segment)
+		}
+		if s.Concurrency < 1 {
+			return bad("concurrency %d is invalid: set concurrency ≥ 1", s.Concurrency)
+		}
+		if s.Requests < 1 {
+			return bad("requests %d is invalid: set requests ≥ 1", s.Requests)
+		}
+	} else {
+		if s.Concurrency != 0 || s.Requests != 0 {
+			return bad("concurrency %d and requests %d are set along with load: set them in load only", s.Concurrency, s.Requests)
+		}
+		if err := s.Load.validate(); err != nil {
+			return wrap(err)
+		}
 	}
-	if len(s.Labels) > 0 && len(s.Labels) != s.Requests {
-		return bad("labels has %d names for %d requests: give one label per request or none", len(s.Labels), s.Requests)
+	if len(s.Labels) > 0 {
+		m := s.load()
+		if want := m.totalRequests(); m.Warmup > 0 || uint64(len(s.Labels)) != want {
+			return bad("labels has %d names for %d requests: give one label per request or none", len(s.Labels), want)
+		}
 	}
 	if s.Interval < 0 {
 		return bad("interval %v is negative: set interval ≥ 0 (0 means the default)", s.Interval)
@@ -150,6 +366,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.TTFTTimeout < 0 {
 		return bad("ttft timeout %v is negative: set it ≥ 0 (0 means the default)", s.TTFTTimeout)
+	}
+	if s.ConnectTimeout < 0 {
+		return bad("connect timeout %v is negative: set it ≥ 0 (0 means the default)", s.ConnectTimeout)
 	}
 	return nil
 }
@@ -164,16 +383,23 @@ type Histogram struct {
 
 // Record is one request's measurements.
 type Record struct {
-	// Index is the request's position in the run, from 0.
+	// Index is the request's global index in the run, from 0.
 	Index int
 	Label string
+	// Sched is the intended send time; Send the actual one.
+	Sched time.Time
 	Send  time.Time
 	// TTFT, E2E, FirstByte and FirstChunk are offsets from Send; zero when
 	// the event did not happen.
-	TTFT         time.Duration
-	E2E          time.Duration
-	FirstByte    time.Duration
-	FirstChunk   time.Duration
+	TTFT       time.Duration
+	E2E        time.Duration
+	FirstByte  time.Duration
+	FirstChunk time.Duration
+	// TTFTSched is the first token's offset from Sched; DispatchLag is
+	// Send − Sched.
+	TTFTSched    time.Duration
+	DispatchLag  time.Duration
+	Warmup       bool
 	OutputTokens int
 	PromptTokens int
 	// CachedTokens is -1 when the server did not report it.
@@ -195,7 +421,7 @@ type Report struct {
 	Start   time.Time
 	End     time.Time
 	// Histograms are this interval's deltas, one per metric, always all of
-	// ttft, e2e, itl, icl and tpot.
+	// Metrics().
 	Histograms   []Histogram
 	OK           uint64
 	Failed       uint64
@@ -207,7 +433,25 @@ type Report struct {
 	Records []Record
 	// InFlight is the number of requests open at the end of the interval.
 	InFlight int
-	Final    bool
+	// Scheduled is the number of requests this agent has reached the
+	// intended send time of so far (cumulative).
+	Scheduled uint64
+	// Warmup marks a report of warm-up requests only. Each interval has one
+	// measured report and, while warm-up requests finish or are open, a
+	// warm-up report for the same interval just before it.
+	Warmup bool
+	// ClientBound is set once the measured dispatch-lag p99 passed the
+	// threshold; it stays set.
+	ClientBound bool
+	// UsageSource is the weakest usage source among this report's
+	// successful requests (counted < final < continuous); empty when none.
+	UsageSource string
+	// MeasuredStart is the earliest intended send time and MeasuredEnd the
+	// latest finish of a measured request so far (cumulative; zero when
+	// none), for throughput over the measured span.
+	MeasuredStart time.Time
+	MeasuredEnd   time.Time
+	Final         bool
 }
 
 // Agent runs load segments. It is safe for concurrent use; each Run has its
@@ -215,6 +459,9 @@ type Report struct {
 type Agent struct {
 	cfg Config
 	log *slog.Logger
+	// send replaces Client.Do in tests that run in a synctest bubble, where
+	// time is virtual and exact.
+	send func(ctx context.Context, c *Client, req Request) Result
 }
 
 // New returns an Agent. A nil logger discards logs.
@@ -241,6 +488,106 @@ func New(cfg Config, logger *slog.Logger) *Agent {
 	return &Agent{cfg: cfg, log: logger}
 }
 
+// openDataset opens a generator's dataset file, inside Config.DatasetDir
+// when it is set.
+func (a *Agent) openDataset(path string) (io.ReadCloser, error) {
+	if a.cfg.DatasetDir == "" {
+		return os.Open(path)
+	}
+	root, err := os.OpenRoot(a.cfg.DatasetDir)
+	if err != nil {
+		return nil, fmt.Errorf("dataset directory: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: name a file inside the agent's dataset directory %s", err, a.cfg.DatasetDir)
+	}
+	return f, nil
+}
+
+// plan is a run's share of the load model, fixed before it starts.
+type plan struct {
+	model LoadModel
+	seg   segment.Segment
+	// workers is the closed-loop worker count.
+	workers int
+	// pacer is the open-loop schedule in global arrival indices, bounded.
+	pacer Pacer
+	// inflightCap bounds open-loop requests in flight.
+	inflightCap int
+	// warmHits: global indices below it are warm-up.
+	warmHits uint64
+	// warmDur: closed-loop requests started before it are warm-up.
+	warmDur time.Duration
+	// endDur: no request is started (closed) or due (open) from it on; 0
+	// means none.
+	endDur time.Duration
+	// maxIdx: global indices from it on are not sent; 0 means none.
+	maxIdx uint64
+	// quota caps measured closed-loop requests (time-based warm-up); -1
+	// means none.
+	quota     int64
+	threshold time.Duration
+}
+
+func (a *Agent) plan(spec *Spec) (*plan, error) {
+	m := spec.load()
+	p := &plan{model: m, seg: spec.Segment, quota: -1, endDur: m.totalDuration(), threshold: m.ClientBoundP99}
+	if p.threshold == 0 {
+		p.threshold = DefaultClientBoundP99
+	}
+	if !m.open() {
+		p.workers = int(p.seg.Scale(int64(m.Concurrency)))
+		if p.workers > a.cfg.MaxConcurrency {
+			return nil, fmt.Errorf("%w: concurrency %d exceeds this agent's limit of %d: lower concurrency or spread the load over more agents",
+				ErrInvalidSpec, p.workers, a.cfg.MaxConcurrency)
+		}
+		p.warmHits = uint64(m.WarmupRequests)
+		p.warmDur = m.Warmup
+		if m.Requests > 0 {
+			if m.Warmup > 0 {
+				p.quota = p.seg.Scale(m.Requests)
+			} else {
+				p.maxIdx = m.totalRequests()
+			}
+		}
+		return p, nil
+	}
+	p.inflightCap = a.cfg.MaxConcurrency
+	if m.MaxInFlight > 0 {
+		p.inflightCap = min(p.inflightCap, max(int(p.seg.Scale(int64(m.MaxInFlight))), 1))
+	}
+	p.warmHits = uint64(m.WarmupRequests)
+	if m.Warmup > 0 {
+		// The arrivals due in the warm-up are warm-up; the request bound
+		// counts the measured ones after them.
+		base, err := NewPacer(LoadModel{Kind: m.Kind, Rate: m.Rate, StartRate: m.StartRate, Burstiness: m.Burstiness,
+			Seed: m.Seed, Duration: m.totalDuration(), Warmup: 0})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+		}
+		n := uint64(0)
+		for ; ; n++ {
+			at, stop := base.Due(n)
+			if stop || at >= m.Warmup {
+				break
+			}
+			if n >= maxWarmupHits {
+				return nil, fmt.Errorf("%w: load.warmup %v holds more than %d requests at rate %g: shorten the warm-up", ErrInvalidSpec, m.Warmup, maxWarmupHits, m.Rate)
+			}
+		}
+		p.warmHits = n
+		m.WarmupRequests = int64(n)
+	}
+	pacer, err := NewPacer(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	p.pacer = pacer
+	return p, nil
+}
+
 // Run validates spec, waits for its start time and runs it, calling emit
 // with one Report per interval and a last one with Final set. emit is called
 // from Run's goroutine only, never concurrently; an emit error stops the run
@@ -252,7 +599,7 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	if spec.Concurrency > a.cfg.MaxConcurrency {
+	if spec.Load.Kind == "" && spec.Concurrency > a.cfg.MaxConcurrency {
 		return fmt.Errorf("%w: concurrency %d exceeds this agent's limit of %d: lower concurrency or spread the load over more agents",
 			ErrInvalidSpec, spec.Concurrency, a.cfg.MaxConcurrency)
 	}
@@ -260,6 +607,14 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 		if err := a.cfg.CheckTarget(spec.Target.BaseURL); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrTargetNotAllowed, spec.Target.BaseURL, err)
 		}
+	}
+	pl, err := a.plan(&spec)
+	if err != nil {
+		return err
+	}
+	gen, err := NewGenerator(spec.Workload, spec.Generator, a.openDataset)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	if spec.Interval == 0 {
 		spec.Interval = a.cfg.DefaultInterval
@@ -270,19 +625,28 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	if spec.TTFTTimeout == 0 {
 		spec.TTFTTimeout = a.cfg.TTFTTimeout
 	}
+	if spec.ConnectTimeout == 0 {
+		spec.ConnectTimeout = a.cfg.ConnectTimeout
+	}
 	if spec.Target.API == "" {
 		spec.Target.API = APIChat
 	}
-	workers := min(spec.Concurrency, spec.Requests)
+	conns := pl.workers
+	if pl.pacer != nil {
+		conns = min(pl.inflightCap, defaultOpenCap)
+	}
 	client := NewClient(ClientConfig{
-		MaxConns:       workers,
-		ConnectTimeout: a.cfg.ConnectTimeout,
+		MaxConns:       max(conns, 1),
+		ConnectTimeout: spec.ConnectTimeout,
 		TTFTTimeout:    spec.TTFTTimeout,
 		Timeout:        spec.Timeout,
 	})
 	defer client.Close()
 
-	r := newRun(spec, client, a.cfg.MaxErrorSamples, a.log)
+	r := newRun(spec, pl, gen, client, a.cfg.MaxErrorSamples, a.log)
+	if a.send != nil {
+		r.send = func(ctx context.Context, req Request) Result { return a.send(ctx, client, req) }
+	}
 	log := a.log.With("run_id", spec.RunID, "agent_id", spec.AgentID)
 
 	if wait := time.Until(spec.Start); !spec.Start.IsZero() && wait > 0 {
@@ -298,18 +662,26 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 		}
 	}
 
-	log.Info("run started", "target", spec.Target.BaseURL, "model", spec.Target.Model,
-		"api", spec.Target.API, "concurrency", workers, "requests", spec.Requests)
-	r.intervalStart = time.Now()
+	// t0 anchors the schedule: the barrier when there is one, so agents
+	// that share a barrier share a schedule, with this clock's monotonic
+	// reading so that timer waits ignore wall-clock steps.
+	now := time.Now()
+	r.t0 = now
+	if !spec.Start.IsZero() {
+		r.t0 = now.Add(spec.Start.Sub(now))
+	}
+	log.Info("run started", "target", spec.Target.BaseURL, "model", spec.Target.Model, "api", spec.Target.API,
+		"load", pl.model.Kind, "segment", pl.seg.String(), "workers", pl.workers, "rate", pl.seg.ScaleRate(pl.model.Rate))
+	r.intervalStart = now
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.work(loadCtx)
-		}()
+	if pl.pacer != nil {
+		wg.Go(func() { r.schedule(loadCtx, &wg) })
+	} else {
+		for range pl.workers {
+			wg.Go(func() { r.work(loadCtx) })
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -330,7 +702,7 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 			}
 		case <-done:
 			err := r.emit(emit, true)
-			log.Info("run finished", "ok", r.totalOK, "failed", r.totalFailed, "reports", r.seq)
+			log.Info("run finished", "ok", r.totalOK, "failed", r.totalFailed, "reports", r.seq, "client_bound", r.clientBound)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -339,48 +711,103 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	}
 }
 
-// run is the state of one Run. Fields under mu are shared with the workers;
-// the rest belong to Run's goroutine.
+// acc accumulates one interval of either warm-up or measured requests.
+type acc struct {
+	set       hdr.Set
+	ok        uint64
+	failed    uint64
+	outTokens uint64
+	errs      map[string]uint64
+	samples   []string
+	recs      []Record
+	usage     string
+}
+
+func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}} }
+
+func (c *acc) empty() bool { return c.ok == 0 && c.failed == 0 && len(c.recs) == 0 }
+
+// usageRank orders usage sources from weakest to strongest.
+func usageRank(s string) int {
+	switch s {
+	case UsageCounted:
+		return 1
+	case UsageFinal:
+		return 2
+	case UsageContinuous:
+		return 3
+	}
+	return 4
+}
+
+// run is the state of one Run. Fields under mu are shared with the request
+// goroutines; the rest belong to Run's goroutine or are fixed.
 type run struct {
 	spec       Spec
+	plan       *plan
+	gen        *Generator
 	client     *Client
+	send       func(context.Context, Request) Result
 	log        *slog.Logger
 	maxSamples int
 	records    bool
+	base       Request
+	t0         time.Time
+	sem        chan struct{} // open-loop in-flight cap; sized by the cap
 
-	// next is the next request index to hand out. A later open-loop
-	// schedule replaces it with a pacer goroutine.
-	next atomic.Int64
+	// Closed-loop index dispenser.
+	dmu     sync.Mutex
+	nextIdx uint64
+	taken   int64
 
-	mu          sync.Mutex
-	cur         hdr.Set
-	ok          uint64
-	failed      uint64
-	outTokens   uint64
-	errs        map[string]uint64
-	samples     []string
-	nSamples    int
-	recs        []Record
-	inFlight    int
-	totalOK     uint64
-	totalFailed uint64
+	mu           sync.Mutex
+	meas, warm   acc
+	lag          *hdr.Histogram // measured dispatch lag, cumulative
+	clientBound  bool
+	inFlight     int
+	warmInFlight int
+	scheduled    uint64
+	nSamples     int
+	totalOK      uint64
+	totalFailed  uint64
+	measStart    time.Time
+	measEnd      time.Time
 
-	// Owned by Run's goroutine.
-	spare         hdr.Set
-	seq           uint64
-	intervalStart time.Time
+	// Owned by Run's goroutine: the accumulators swapped in next, kept to
+	// reuse their histograms.
+	spareWarm, spareMeas acc
+	seq                  uint64
+	intervalStart        time.Time
 }
 
-func newRun(spec Spec, client *Client, maxSamples int, log *slog.Logger) *run {
+func newRun(spec Spec, pl *plan, gen *Generator, client *Client, maxSamples int, log *slog.Logger) *run {
 	r := &run{
 		spec:       spec,
+		plan:       pl,
+		gen:        gen,
 		client:     client,
 		log:        log,
 		maxSamples: maxSamples,
 		records:    spec.Records || len(spec.Labels) > 0,
-		cur:        newSet(),
-		spare:      newSet(),
-		errs:       map[string]uint64{},
+		meas:       newAcc(),
+		warm:       newAcc(),
+		spareMeas:  newAcc(),
+		spareWarm:  newAcc(),
+		lag:        hdr.New(),
+		send:       client.Do,
+		base: Request{
+			BaseURL:     spec.Target.BaseURL,
+			API:         spec.Target.API,
+			Model:       spec.Target.Model,
+			APIKey:      spec.Target.APIKey,
+			Headers:     spec.Target.Headers,
+			ExtraBody:   spec.Workload.ExtraBody,
+			Temperature: spec.Workload.Temperature,
+			Stream:      true,
+		},
+	}
+	if pl.pacer != nil {
+		r.sem = make(chan struct{}, pl.inflightCap)
 	}
 	return r
 }
@@ -393,38 +820,120 @@ func newSet() hdr.Set {
 	return s
 }
 
-// work is one closed-loop worker: it takes the next request index until
-// none is left or ctx is done.
-func (r *run) work(ctx context.Context) {
-	req := Request{
-		BaseURL:     r.spec.Target.BaseURL,
-		API:         r.spec.Target.API,
-		Model:       r.spec.Target.Model,
-		APIKey:      r.spec.Target.APIKey,
-		Prompt:      r.spec.Workload.Prompt,
-		MaxTokens:   r.spec.Workload.MaxTokens,
-		IgnoreEOS:   r.spec.Workload.IgnoreEOS,
-		Temperature: r.spec.Workload.Temperature,
-		Stream:      true,
+// take hands a closed-loop worker that became free at now its next global
+// request index, and says whether it is warm-up.
+func (r *run) take(now time.Time) (i uint64, warm, ok bool) {
+	p := r.plan
+	r.dmu.Lock()
+	defer r.dmu.Unlock()
+	el := now.Sub(r.t0)
+	if p.endDur > 0 && el >= p.endDur {
+		return 0, false, false
 	}
-	for {
-		if ctx.Err() != nil {
+	// The next index this segment owns, scanning no further than the bound.
+	for i = r.nextIdx; !p.seg.Owns(i); i++ {
+		if p.maxIdx > 0 && i >= p.maxIdx {
+			return 0, false, false
+		}
+	}
+	if p.maxIdx > 0 && i >= p.maxIdx {
+		return 0, false, false
+	}
+	warm = i < p.warmHits || el < p.warmDur
+	if !warm && p.quota >= 0 {
+		if r.taken >= p.quota {
+			return 0, false, false
+		}
+		r.taken++
+	}
+	r.nextIdx = i + 1
+	return i, warm, true
+}
+
+// work is one closed-loop worker: its intended send time is the moment it
+// becomes free, so its dispatch lag is the client's own overhead.
+func (r *run) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		free := time.Now()
+		i, warm, ok := r.take(free)
+		if !ok {
 			return
 		}
-		i := int(r.next.Add(1) - 1)
-		if i >= r.spec.Requests {
-			return
-		}
-		r.mu.Lock()
-		r.inFlight++
-		r.mu.Unlock()
-		res := r.client.Do(ctx, req)
-		r.observe(i, &res)
+		r.begin(warm)
+		r.do(ctx, i, free, warm, r.gen.Prompt(i))
 	}
 }
 
+// schedule walks the global open-loop schedule and dispatches, at its
+// intended time, each arrival this agent's segment owns, in a goroutine of
+// its own: no arrival waits for an earlier one unless the in-flight cap is
+// reached, and then the wait is dispatch lag. Request goroutines join wg.
+func (r *run) schedule(ctx context.Context, wg *sync.WaitGroup) {
+	p := r.plan
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for n := uint64(0); ; n++ {
+		at, stop := p.pacer.Due(n)
+		if stop {
+			return
+		}
+		if !p.seg.Owns(n) {
+			continue
+		}
+		sched := r.t0.Add(at)
+		warm := n < p.warmHits
+		prompt := r.gen.Prompt(n) // built before the due time, off the lag
+		if d := time.Until(sched); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.mu.Lock()
+		r.scheduled++
+		r.mu.Unlock()
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		r.begin(warm)
+		wg.Go(func() {
+			defer func() { <-r.sem }()
+			r.do(ctx, n, sched, warm, prompt)
+		})
+	}
+}
+
+func (r *run) begin(warm bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.plan.pacer == nil {
+		r.scheduled++
+	}
+	r.inFlight++
+	if warm {
+		r.warmInFlight++
+	}
+}
+
+// do sends request i, intended at sched, and records it.
+func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Prompt) {
+	req := r.base
+	req.Prompt, req.MaxTokens, req.IgnoreEOS = p.Text, p.MaxTokens, p.IgnoreEOS
+	res := r.send(ctx, req)
+	r.observe(int(i), sched, warm, &res)
+	res.Release() // observe keeps no reference to the marks.
+}
+
 // observe records one finished request.
-func (r *run) observe(i int, res *Result) {
+func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
+	end := time.Now()
 	label := ""
 	if i < len(r.spec.Labels) {
 		label = r.spec.Labels[i]
@@ -436,22 +945,60 @@ func (r *run) observe(i int, res *Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inFlight--
-	if res.OK() {
-		r.ok++
-		r.totalOK++
-		r.outTokens += uint64(max(res.OutputTokens, 0))
-		recordMetrics(r.cur, res)
+	c := &r.meas
+	if warm {
+		r.warmInFlight--
+		c = &r.warm
 	} else {
-		r.failed++
-		r.totalFailed++
-		r.errs[res.Err.Kind]++
+		if r.measStart.IsZero() || sched.Before(r.measStart) {
+			r.measStart = sched
+		}
+		if end.After(r.measEnd) {
+			r.measEnd = end
+		}
+	}
+	if !res.Send.IsZero() {
+		// Dispatch lag is the client's, so failed requests count too.
+		lag := max(res.Send.Sub(sched), 0)
+		c.set.Get(hdr.DispatchLag).Record(lag)
+		if !warm {
+			r.lag.Record(lag)
+		}
+	}
+	if res.OK() {
+		c.ok++
+		c.outTokens += uint64(max(res.OutputTokens, 0))
+		if usageRank(res.UsageSource) < usageRank(c.usage) {
+			c.usage = res.UsageSource
+		}
+		recordMetrics(c.set, res)
+		if !res.FirstToken.IsZero() {
+			c.set.Get(hdr.TTFTSched).Record(res.FirstToken.Sub(sched))
+		}
+		if !warm {
+			r.totalOK++
+		}
+	} else {
+		c.failed++
+		c.errs[res.Err.Kind]++
 		if r.nSamples < r.maxSamples {
 			r.nSamples++
-			r.samples = append(r.samples, errorSample(i, label, res.Err))
+			c.samples = append(c.samples, errorSample(i, label, res.Err))
+		}
+		if !warm {
+			r.totalFailed++
 		}
 	}
 	if r.records {
-		r.recs = append(r.recs, newRecord(i, label, res))
+		rec := newRecord(i, label, res)
+		rec.Sched, rec.Warmup = sched, warm
+		if !res.Send.IsZero() {
+			rec.DispatchLag = max(res.Send.Sub(sched), 0)
+		}
+		if !res.FirstToken.IsZero() {
+			rec.TTFTSched = res.FirstToken.Sub(sched)
+		}
+		c.recs = append(c.recs, rec)
 	}
 }
 
@@ -496,7 +1043,7 @@ func newRecord(i int, label string, res *Result) Record {
 	return rec
 }
 
-// recordMetrics adds a successful result's metrics to s.
+// recordMetrics adds a successful result's send-relative metrics to s.
 func recordMetrics(s hdr.Set, res *Result) {
 	if !res.FirstToken.IsZero() {
 		s.Get(hdr.TTFT).Record(res.TTFT())
@@ -522,44 +1069,67 @@ func recordMetrics(s hdr.Set, res *Result) {
 	}
 }
 
-// emit swaps the interval state out, encodes it, and calls emit. It runs on
-// Run's goroutine only.
+// emit swaps the interval state out, encodes it, and calls emit: first a
+// warm-up report when warm-up requests finished or are open, then the
+// measured one. It runs on Run's goroutine only.
 func (r *run) emit(emit func(Report) error, final bool) error {
 	now := time.Now()
 	r.mu.Lock()
-	set := r.cur
-	r.cur = r.spare
-	rep := Report{
-		RunID:        r.spec.RunID,
-		AgentID:      r.spec.AgentID,
-		Seq:          r.seq,
-		Start:        r.intervalStart,
-		End:          now,
-		OK:           r.ok,
-		Failed:       r.failed,
-		OutputTokens: r.outTokens,
-		ErrorsByKind: r.errs,
-		ErrorSamples: r.samples,
-		Records:      r.recs,
-		InFlight:     r.inFlight,
-		Final:        final,
+	warmPending := !r.warm.empty() || r.warmInFlight > 0
+	warm, meas := r.warm, r.meas
+	r.warm, r.meas = r.spareWarm, r.spareMeas
+	if !r.clientBound && r.lag.Count() > 0 && time.Duration(r.lag.Summarize().P99*float64(time.Millisecond)) > r.plan.threshold {
+		r.clientBound = true
 	}
-	r.ok, r.failed, r.outTokens = 0, 0, 0
-	r.errs = map[string]uint64{}
-	r.samples, r.recs = nil, nil
+	base := Report{
+		RunID:         r.spec.RunID,
+		AgentID:       r.spec.AgentID,
+		Start:         r.intervalStart,
+		End:           now,
+		InFlight:      r.inFlight,
+		Scheduled:     r.scheduled,
+		ClientBound:   r.clientBound,
+		MeasuredStart: r.measStart,
+		MeasuredEnd:   r.measEnd,
+	}
 	r.mu.Unlock()
-
-	r.seq++
 	r.intervalStart = now
+
+	defer func() { r.spareWarm, r.spareMeas = recycle(warm), recycle(meas) }()
+	if warmPending {
+		rep := base
+		rep.Warmup = true
+		if err := r.report(emit, rep, &warm); err != nil {
+			return err
+		}
+	}
+	rep := base
+	rep.Final = final
+	return r.report(emit, rep, &meas)
+}
+
+// recycle empties an accumulator whose report went out, keeping its
+// histograms' allocations.
+func recycle(c acc) acc {
+	for _, h := range c.set {
+		h.Reset()
+	}
+	return acc{set: c.set, errs: map[string]uint64{}}
+}
+
+func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
+	rep.Seq = r.seq
+	r.seq++
+	rep.OK, rep.Failed, rep.OutputTokens = c.ok, c.failed, c.outTokens
+	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
+	rep.UsageSource = c.usage
 	rep.Histograms = make([]Histogram, 0, len(metrics))
 	for _, m := range metrics {
-		b, err := set.Get(m).Encode()
+		b, err := c.set.Get(m).Encode()
 		if err != nil {
 			return fmt.Errorf("report %d: %w", rep.Seq, err)
 		}
 		rep.Histograms = append(rep.Histograms, Histogram{Metric: m, V2: b})
-		set.Get(m).Reset()
 	}
-	r.spare = set
 	return emit(rep)
 }

@@ -63,6 +63,7 @@ func checkSequence(t *testing.T, reps []Report) (ok, failed uint64, errs map[str
 		t.Fatal("no reports")
 	}
 	errs = map[string]uint64{}
+	var prev *Report
 	for i, r := range reps {
 		if r.Seq != uint64(i) {
 			t.Errorf("report %d has seq %d", i, r.Seq)
@@ -70,9 +71,18 @@ func checkSequence(t *testing.T, reps []Report) (ok, failed uint64, errs map[str
 		if r.Final != (i == len(reps)-1) {
 			t.Errorf("report %d final=%v", i, r.Final)
 		}
-		if i > 0 && !r.Start.Equal(reps[i-1].End) {
-			t.Errorf("report %d starts at %v, previous ended at %v", i, r.Start, reps[i-1].End)
+		if r.Warmup {
+			// A warm-up report shares its interval with the measured
+			// report after it and is left out of the totals.
+			if i+1 >= len(reps) || reps[i+1].Warmup || !reps[i+1].Start.Equal(r.Start) || !reps[i+1].End.Equal(r.End) {
+				t.Errorf("warm-up report %d is not followed by a measured report of the same interval", i)
+			}
+			continue
 		}
+		if prev != nil && !r.Start.Equal(prev.End) {
+			t.Errorf("report %d starts at %v, previous ended at %v", i, r.Start, prev.End)
+		}
+		prev = &reps[i]
 		if r.End.Before(r.Start) {
 			t.Errorf("report %d ends before it starts", i)
 		}

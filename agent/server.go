@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
 // server adapts an Agent to the AgentService gRPC service.
@@ -29,11 +32,18 @@ func NewServer(a *Agent) ttftlabv1.AgentServiceServer {
 
 // RunProbe validates the request, runs it and streams each report.
 func (s *server) RunProbe(req *ttftlabv1.RunProbeRequest, stream grpc.ServerStreamingServer[ttftlabv1.RunProbeResponse]) error {
-	spec := specFromProto(req)
+	spec, err := specFromProto(req)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	if err := spec.Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	err := s.a.Run(stream.Context(), spec, func(r Report) error {
+	if spec.Generator.Path != "" && s.a.cfg.DatasetDir == "" {
+		return status.Errorf(codes.FailedPrecondition,
+			"generator.path %q: this agent reads no dataset files over RPC: start it with a dataset directory, or use a synthetic or shared_prefix generator", spec.Generator.Path)
+	}
+	err = s.a.Run(stream.Context(), spec, func(r Report) error {
 		return stream.Send(&ttftlabv1.RunProbeResponse{Report: reportToProto(r)})
 	})
 	return toStatus(err)
@@ -59,8 +69,12 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-func specFromProto(req *ttftlabv1.RunProbeRequest) Spec {
+// specFromProto converts a request. It fails only on fields that cannot be
+// represented (a malformed segment or extra body); Spec.Validate checks the
+// rest. Errors name the field and the fix.
+func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 	t, w := req.GetTarget(), req.GetWorkload()
+	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 	spec := Spec{
 		RunID:   req.GetRunId(),
 		AgentID: req.GetAgentId(),
@@ -68,6 +82,8 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) Spec {
 			BaseURL: t.GetBaseUrl(),
 			Model:   t.GetModel(),
 			API:     t.GetApi(),
+			APIKey:  t.GetApiKey(),
+			Headers: t.GetHeaders(),
 		},
 		Workload: Workload{
 			Prompt:      w.GetPrompt(),
@@ -75,16 +91,76 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) Spec {
 			IgnoreEOS:   w.GetIgnoreEos(),
 			Temperature: w.GetTemperature(),
 		},
-		Concurrency: int(req.GetConcurrency()),
-		Requests:    int(req.GetRequests()),
-		Labels:      req.GetLabels(),
-		Interval:    time.Duration(req.GetIntervalMs()) * time.Millisecond,
-		Timeout:     time.Duration(req.GetTimeoutMs()) * time.Millisecond,
+		Concurrency:    int(req.GetConcurrency()),
+		Requests:       int(req.GetRequests()),
+		Labels:         req.GetLabels(),
+		Records:        req.GetRecords(),
+		Interval:       ms(req.GetIntervalMs()),
+		Timeout:        ms(req.GetTimeoutMs()),
+		TTFTTimeout:    ms(req.GetTtftTimeoutMs()),
+		ConnectTimeout: ms(req.GetConnectTimeoutMs()),
+	}
+	if len(spec.Target.Headers) == 0 {
+		spec.Target.Headers = nil
 	}
 	if ns := req.GetStartUnixNano(); ns != 0 {
 		spec.Start = time.Unix(0, ns)
 	}
-	return spec
+	if eb := w.GetExtraBodyJson(); eb != "" {
+		m, err := ParseExtraBody(eb)
+		if err != nil {
+			return Spec{}, fmt.Errorf("workload.extra_body_json: %w", err)
+		}
+		spec.Workload.ExtraBody = m
+	}
+	if l := req.GetLoad(); l != nil {
+		p99 := l.GetClientBoundP99Ms()
+		if math.IsNaN(p99) || math.IsInf(p99, 0) || p99 < 0 || p99 > 3.6e6 {
+			return Spec{}, fmt.Errorf("load.client_bound_p99_ms %v is invalid: set milliseconds in [0, 3600000] (0 means 10)", p99)
+		}
+		spec.Load = LoadModel{
+			Kind:           l.GetKind(),
+			Concurrency:    int(l.GetConcurrency()),
+			Rate:           l.GetRate(),
+			StartRate:      l.GetStartRate(),
+			Burstiness:     l.GetBurstiness(),
+			Duration:       ms(l.GetDurationMs()),
+			Requests:       l.GetRequests(),
+			Warmup:         ms(l.GetWarmupMs()),
+			WarmupRequests: l.GetWarmupRequests(),
+			MaxInFlight:    int(l.GetMaxInFlight()),
+			Seed:           l.GetSeed(),
+			ClientBoundP99: time.Duration(p99 * float64(time.Millisecond)),
+		}
+		if spec.Load.Kind == "" {
+			return Spec{}, fmt.Errorf("%w: load.kind is empty: use %q, %q, %q, %q or %q", ErrInvalidSpec, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+		}
+	}
+	if sg := req.GetSegment(); sg != nil && (sg.GetStart() != "" || sg.GetEnd() != "") {
+		seg, err := segment.Parse(sg.GetStart(), sg.GetEnd())
+		if err != nil {
+			return Spec{}, fmt.Errorf("%w: segment: %w: give 0 ≤ start < end ≤ 1, for example start \"1/3\" end \"2/3\"", ErrInvalidSpec, err)
+		}
+		spec.Segment = seg
+	}
+	if g := req.GetGenerator(); g != nil {
+		dist := func(d *ttftlabv1.LengthDist) LengthDist {
+			if d == nil {
+				return LengthDist{}
+			}
+			return LengthDist{Kind: d.GetKind(), Mean: d.GetMean(), Min: d.GetMin(), Max: d.GetMax(), Stddev: d.GetStddev()}
+		}
+		spec.Generator = WorkloadGen{
+			Kind:        g.GetKind(),
+			InputLen:    dist(g.GetInputLen()),
+			OutputLen:   dist(g.GetOutputLen()),
+			PrefixLen:   int(g.GetPrefixLen()),
+			NumPrefixes: int(g.GetNumPrefixes()),
+			Path:        g.GetPath(),
+			Seed:        g.GetSeed(),
+		}
+	}
+	return spec, nil
 }
 
 func reportToProto(r Report) *ttftlabv1.IntervalReport {
@@ -101,6 +177,10 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		ErrorSamples:   validUTF8(r.ErrorSamples),
 		Final:          r.Final,
 		InFlight:       uint32(max(r.InFlight, 0)),
+		ClientBound:    r.ClientBound,
+		UsageSource:    r.UsageSource,
+		Scheduled:      r.Scheduled,
+		Warmup:         r.Warmup,
 	}
 	for _, h := range r.Histograms {
 		p.Histograms = append(p.Histograms, &ttftlabv1.EncodedHistogram{Metric: h.Metric, V2: h.V2})

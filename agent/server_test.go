@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
 // startAgentServer serves an Agent over bufconn and returns a client.
@@ -173,7 +175,11 @@ func TestProtoConversion(t *testing.T) {
 		Start:       start,
 		Timeout:     1500 * time.Millisecond,
 	}
-	if diff := cmp.Diff(want, specFromProto(req)); diff != "" {
+	got, err := specFromProto(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(segment.Segment{})); diff != "" {
 		t.Errorf("specFromProto (-want +got):\n%s", diff)
 	}
 
@@ -206,5 +212,97 @@ func TestProtoConversion(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantPB, reportToProto(rep), protocmp.Transform()); diff != "" {
 		t.Errorf("reportToProto (-want +got):\n%s", diff)
+	}
+}
+
+func TestProtoConversionLoad(t *testing.T) {
+	req := protoRequest("http://h:8000")
+	req.Labels, req.Concurrency, req.Requests = nil, 0, 0
+	req.Target.ApiKey = "sk"
+	req.Target.Headers = map[string]string{"X-Tenant": "a"}
+	req.Workload.ExtraBodyJson = `{"min_tokens": 2}`
+	req.Records = true
+	req.TtftTimeoutMs, req.ConnectTimeoutMs = 300, 400
+	req.Load = &ttftlabv1.LoadModel{Kind: "gamma", Rate: 12.5, Burstiness: 0.5, DurationMs: 2000, Requests: 100,
+		WarmupRequests: 4, MaxInFlight: 8, Seed: 9, ClientBoundP99Ms: 2.5}
+	req.Segment = &ttftlabv1.Segment{Start: "1/3", End: "2/3"}
+	req.Generator = &ttftlabv1.WorkloadGen{Kind: "shared_prefix", InputLen: &ttftlabv1.LengthDist{Kind: "uniform", Min: 20, Max: 40},
+		OutputLen: &ttftlabv1.LengthDist{Kind: "fixed", Mean: 16}, PrefixLen: 10, NumPrefixes: 3, Seed: 5}
+	got, err := specFromProto(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, _ := segment.Parse("1/3", "2/3")
+	want := Spec{
+		RunID: "run1", AgentID: "agent1",
+		Target:   Target{BaseURL: "http://h:8000", Model: "m", API: "chat", APIKey: "sk", Headers: map[string]string{"X-Tenant": "a"}},
+		Workload: Workload{Prompt: "hi", MaxTokens: 8, ExtraBody: map[string]any{"min_tokens": json.Number("2")}},
+		Load: LoadModel{Kind: LoadGamma, Rate: 12.5, Burstiness: 0.5, Duration: 2 * time.Second, Requests: 100, WarmupRequests: 4,
+			MaxInFlight: 8, Seed: 9, ClientBoundP99: 2500 * time.Microsecond},
+		Segment: seg,
+		Generator: WorkloadGen{Kind: GenSharedPrefix, InputLen: LengthDist{Kind: DistUniform, Min: 20, Max: 40},
+			OutputLen: Fixed(16), PrefixLen: 10, NumPrefixes: 3, Seed: 5},
+		Records: true, Interval: 20 * time.Millisecond,
+		TTFTTimeout: 300 * time.Millisecond, ConnectTimeout: 400 * time.Millisecond,
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(segment.Segment{})); diff != "" {
+		t.Errorf("specFromProto (-want +got):\n%s", diff)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate = %v", err)
+	}
+
+	rep := reportToProto(Report{ClientBound: true, UsageSource: UsageFinal, Scheduled: 7, Warmup: true})
+	if !rep.GetClientBound() || rep.GetUsageSource() != UsageFinal || rep.GetScheduled() != 7 || !rep.GetWarmup() {
+		t.Errorf("reportToProto dropped fields: %v", rep)
+	}
+}
+
+func TestServerRejectsBadLoad(t *testing.T) {
+	client := startAgentServer(t, New(DefaultConfig(), nil))
+	open := func(r *ttftlabv1.RunProbeRequest) {
+		r.Labels, r.Concurrency, r.Requests = nil, 0, 0
+		r.Load = &ttftlabv1.LoadModel{Kind: "poisson", Rate: 5, Requests: 10}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*ttftlabv1.RunProbeRequest)
+		code   codes.Code
+		want   string
+	}{
+		{"segment reversed", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Segment = &ttftlabv1.Segment{Start: "2/3", End: "1/3"} },
+			codes.InvalidArgument, "segment 2/3:1/3 is empty"},
+		{"segment garbage", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Segment = &ttftlabv1.Segment{Start: "half"} },
+			codes.InvalidArgument, `segment: segment start: "half" is not a rational`},
+		{"segment without load", func(r *ttftlabv1.RunProbeRequest) { r.Segment = &ttftlabv1.Segment{Start: "0", End: "1/2"} },
+			codes.InvalidArgument, "segment 0:1/2 is set but load is not"},
+		{"unknown kind", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.Kind = "zigzag" }, codes.InvalidArgument, `load.kind "zigzag" is unknown`},
+		{"empty kind", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.Kind = "" }, codes.InvalidArgument, "load.kind is empty"},
+		{"zero rate", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.Rate = 0 }, codes.InvalidArgument, "load.rate 0 is invalid"},
+		{"no bound", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.Requests = 0 }, codes.InvalidArgument, "load has no bound"},
+		{"both warmups", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.WarmupMs, r.Load.WarmupRequests = 10, 1 }, codes.InvalidArgument, "pick one"},
+		{"ramp without duration", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.Kind = "ramp" }, codes.InvalidArgument, "load.duration is 0 for a ramp"},
+		{"legacy and load", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Concurrency = 2 }, codes.InvalidArgument, "set them in load only"},
+		{"bad extra body", func(r *ttftlabv1.RunProbeRequest) { r.Workload.ExtraBodyJson = "[1]" }, codes.InvalidArgument, "workload.extra_body_json"},
+		{"bad header", func(r *ttftlabv1.RunProbeRequest) { r.Target.Headers = map[string]string{"X-A": "b\r\nc"} }, codes.InvalidArgument, "line break"},
+		{"no input len", func(r *ttftlabv1.RunProbeRequest) { r.Generator = &ttftlabv1.WorkloadGen{Kind: "synthetic"} },
+			codes.InvalidArgument, "generator.input_len.kind is empty"},
+		{"bad p99", func(r *ttftlabv1.RunProbeRequest) { open(r); r.Load.ClientBoundP99Ms = -1 }, codes.InvalidArgument, "client_bound_p99_ms"},
+		{"dataset over rpc", func(r *ttftlabv1.RunProbeRequest) {
+			r.Generator = &ttftlabv1.WorkloadGen{Kind: "sharegpt", Path: "/etc/passwd"}
+		}, codes.FailedPrecondition, "reads no dataset files over RPC"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := protoRequest("http://127.0.0.1:1")
+			tt.mutate(req)
+			stream, err := client.RunProbe(context.Background(), req)
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("RunProbe = %v, want %v containing %q", err, tt.code, tt.want)
+			}
+		})
 	}
 }

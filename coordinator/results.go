@@ -227,12 +227,18 @@ func Build(events []Event) (*Results, error) {
 			}
 			cov := res.Agents[rep.GetAgentId()]
 			cov.Intervals++
-			cov.Requests += int64(rep.GetRequestsOk())
-			cov.Failed += int64(rep.GetRequestsFailed())
+			if !rep.GetWarmup() {
+				cov.Requests += int64(rep.GetRequestsOk())
+				cov.Failed += int64(rep.GetRequestsFailed())
+			}
 			if rep.GetFinal() {
 				cov.Final++
 			}
 			res.Agents[rep.GetAgentId()] = cov
+			if rep.GetWarmup() {
+				// Warm-up intervals are left out of every statistic.
+				continue
+			}
 			for _, eh := range rep.GetHistograms() {
 				h, err := hdr.Decode(eh.GetV2())
 				if err != nil {

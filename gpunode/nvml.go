@@ -73,10 +73,10 @@ func openGPUs(lib NVML, log *slog.Logger) *gpus {
 		g.info = append(g.info, gi)
 	}
 	info := g.info
-	pcie := newPCIePoller(devs, pcieInterval)
-	go pcie.run()
+	slow := newSlowPoller(devs, slowInterval)
+	go slow.run()
 	g.shutdown = func() {
-		pcie.close()
+		slow.close()
 		lib.Shutdown()
 	}
 	g.read = func() []GPUSample {
@@ -84,7 +84,9 @@ func openGPUs(lib NVML, log *slog.Logger) *gpus {
 		for i, d := range devs {
 			s := readDevice(d)
 			s.Index = info[i].Index
-			s.PCIeTXKBps, s.PCIeRXKBps = pcie.get(i)
+			f := slow.get(i)
+			s.PCIeTXKBps, s.PCIeRXKBps, s.ThrottleReasons = f.tx, f.rx, f.throttle
+			s.Processes = append([]GPUProcess(nil), f.processes...)
 			out[i] = s
 		}
 		return out
@@ -92,8 +94,8 @@ func openGPUs(lib NVML, log *slog.Logger) *gpus {
 	return g
 }
 
-// readDevice reads one GPU's fast fields. A field NVML cannot read (not
-// supported on this GPU) stays zero.
+// readDevice reads one GPU's fast fields, the ones sampled at the full
+// rate. A field NVML cannot read (not supported on this GPU) stays zero.
 func readDevice(d nvml.Device) GPUSample {
 	var s GPUSample
 	if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
@@ -111,79 +113,101 @@ func readDevice(d nvml.Device) GPUSample {
 	if c, ret := d.GetClockInfo(nvml.CLOCK_SM); ret == nvml.SUCCESS {
 		s.SMClockMHz = c
 	}
-	// The clocks-event name replaced the throttle one in driver 535;
-	// older drivers only know the latter.
-	if r, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
-		s.ThrottleReasons = r
-	} else if r, ret := d.GetCurrentClocksThrottleReasons(); ret == nvml.SUCCESS {
-		s.ThrottleReasons = r
-	}
-	if ps, ret := d.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
-		for _, p := range ps {
-			s.Processes = append(s.Processes, GPUProcess{PID: p.Pid, UsedMemoryBytes: p.UsedGpuMemory})
-		}
-	}
 	return s
 }
 
-// pcieInterval is how often PCIe throughput is read. Each
-// nvmlDeviceGetPcieThroughput call samples for about 20 ms, so reading it
-// inline at 10 Hz on 8 GPUs would take longer than the sampling period.
-const pcieInterval = time.Second
+// slowFields are the fields read at 1 Hz by the poller: PCIe throughput,
+// throttle reasons and the compute processes.
+type slowFields struct {
+	tx, rx    uint32
+	throttle  uint64
+	processes []GPUProcess
+}
 
-// pciePoller reads PCIe TX/RX of every GPU on its own goroutine and keeps
-// the latest values. run is started by openGPUs and close joins it.
-type pciePoller struct {
+// readSlow reads one GPU's slow fields.
+func readSlow(d nvml.Device) slowFields {
+	var f slowFields
+	if tx, ret := d.GetPcieThroughput(nvml.PCIE_UTIL_TX_BYTES); ret == nvml.SUCCESS {
+		f.tx = tx
+	}
+	if rx, ret := d.GetPcieThroughput(nvml.PCIE_UTIL_RX_BYTES); ret == nvml.SUCCESS {
+		f.rx = rx
+	}
+	// The clocks-event name replaced the throttle one in driver 535;
+	// older drivers only know the latter.
+	if r, ret := d.GetCurrentClocksEventReasons(); ret == nvml.SUCCESS {
+		f.throttle = r
+	} else if r, ret := d.GetCurrentClocksThrottleReasons(); ret == nvml.SUCCESS {
+		f.throttle = r
+	}
+	if ps, ret := d.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
+		for _, p := range ps {
+			f.processes = append(f.processes, GPUProcess{PID: p.Pid, UsedMemoryBytes: p.UsedGpuMemory})
+		}
+	}
+	return f
+}
+
+// slowInterval is how often the slow fields are read. Each
+// nvmlDeviceGetPcieThroughput call samples for about 20 ms, and on a real
+// H200 the whole set cost about 4 ms a GPU, so reading them inline at 10 Hz
+// would cost several per cent of a core (docs/benchmarks.md).
+const slowInterval = time.Second
+
+// slowPoller reads the slow fields of every GPU on its own goroutine and
+// keeps the latest values. The first pass runs before newSlowPoller
+// returns, so the first sample already carries them; run is started by
+// openGPUs and close joins it.
+type slowPoller struct {
 	devs     []nvml.Device
 	interval time.Duration
 
 	mu     sync.Mutex
-	tx, rx []uint32
+	fields []slowFields
 
 	stop chan struct{}
 	done chan struct{}
 }
 
-func newPCIePoller(devs []nvml.Device, interval time.Duration) *pciePoller {
-	return &pciePoller{
-		devs: devs, interval: interval,
-		tx: make([]uint32, len(devs)), rx: make([]uint32, len(devs)),
+func newSlowPoller(devs []nvml.Device, interval time.Duration) *slowPoller {
+	p := &slowPoller{
+		devs: devs, interval: interval, fields: make([]slowFields, len(devs)),
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	p.poll()
+	return p
+}
+
+func (p *slowPoller) poll() {
+	for i, d := range p.devs {
+		f := readSlow(d)
+		p.mu.Lock()
+		p.fields[i] = f
+		p.mu.Unlock()
 	}
 }
 
-func (p *pciePoller) run() {
+func (p *slowPoller) run() {
 	defer close(p.done)
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
-		for i, d := range p.devs {
-			tx, rtx := d.GetPcieThroughput(nvml.PCIE_UTIL_TX_BYTES)
-			rx, rrx := d.GetPcieThroughput(nvml.PCIE_UTIL_RX_BYTES)
-			p.mu.Lock()
-			if rtx == nvml.SUCCESS {
-				p.tx[i] = tx
-			}
-			if rrx == nvml.SUCCESS {
-				p.rx[i] = rx
-			}
-			p.mu.Unlock()
-		}
 		select {
 		case <-p.stop:
 			return
 		case <-t.C:
+			p.poll()
 		}
 	}
 }
 
-func (p *pciePoller) get(i int) (tx, rx uint32) {
+func (p *slowPoller) get(i int) slowFields {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.tx[i], p.rx[i]
+	return p.fields[i]
 }
 
-func (p *pciePoller) close() {
+func (p *slowPoller) close() {
 	close(p.stop)
 	<-p.done
 }

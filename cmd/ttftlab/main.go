@@ -27,6 +27,7 @@ Commands:
   sim          run the simulated vLLM engine (vLLM's flags and API)
   baseline     run the cold/warm baseline on a running cluster (--coordinator ADDR)
   members      list the cluster as the coordinator sees it (--coordinator ADDR)
+  load         run a load (closed or open loop) against an OpenAI-compatible URL, no cluster needed
   probe        stream one request and print its TTFT as JSON
   vllm         vLLM helpers: 'ttftlab vllm parse-log FILE' prints the startup figures as JSON
   report       re-render results.json and first_token_latency.md from a run directory
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runGPUNode(ctx, rest, stdout, stderr)
 	case "sim":
 		return runSim(ctx, rest, stdout, stderr)
+	case "load":
+		return runLoad(ctx, rest, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, rest, stdout, stderr)
 	case "baseline":

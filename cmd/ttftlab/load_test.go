@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeOpenAI serves /v1/models with one model and streams n chat or
+// completion tokens with continuous usage. It records request bodies.
+type fakeOpenAI struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []map[string]any
+	hdrs   []http.Header
+}
+
+func newFakeOpenAI(t *testing.T) *fakeOpenAI {
+	t.Helper()
+	f := &fakeOpenAI{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/models" {
+			io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
+			return
+		}
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		f.mu.Lock()
+		f.bodies = append(f.bodies, body)
+		f.hdrs = append(f.hdrs, r.Header.Clone())
+		f.mu.Unlock()
+		n := 3
+		if mt, ok := body["max_tokens"].(float64); ok {
+			n = int(mt)
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t%d "},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", i, i, 5+i)
+			fl.Flush()
+		}
+		fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, 5+n)
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func TestLoadJSONFields(t *testing.T) {
+	f := newFakeOpenAI(t)
+	out := filepath.Join(t.TempDir(), "run.jsonl")
+	var stdout, stderr bytes.Buffer
+	err := runLoad(context.Background(), []string{"--url", f.URL, "--concurrency", "2", "--requests", "6",
+		"--warmup-requests", "2", "--input-len", "12", "--output-len", "4", "--seed", "3",
+		"--extra-body", `{"min_tokens": 4}`, "--header", "X-Tenant: lab", "--api-key", "k",
+		"--interval", "50ms", "--json", "--out", out}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("runLoad: %v\nstderr: %s", err, stderr.String())
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout.String())
+	}
+	if n := strings.Count(strings.TrimSpace(stdout.String()), "\n"); n != 0 {
+		t.Errorf("stdout has %d lines, want one object", n+1)
+	}
+	wantKeys := []string{"requests", "errors", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
+		"dispatch_lag_ms", "output_tokens", "output_tokens_per_s", "requests_per_s", "client_bound",
+		"usage_source", "duration_s", "warmup_excluded"}
+	slices.Sort(wantKeys)
+	if diff := cmp.Diff(wantKeys, slices.Sorted(maps.Keys(got))); diff != "" {
+		t.Errorf("JSON fields (-want +got):\n%s", diff)
+	}
+	for _, k := range []string{"ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms", "dispatch_lag_ms"} {
+		var m map[string]float64
+		if err := json.Unmarshal(got[k], &m); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		if diff := cmp.Diff([]string{"max", "mean", "p50", "p90", "p95", "p99"}, slices.Sorted(maps.Keys(m))); diff != "" {
+			t.Errorf("%s fields (-want +got):\n%s", k, diff)
+		}
+		if k != "dispatch_lag_ms" && m["max"] <= 0 {
+			t.Errorf("%s max %v, want > 0", k, m["max"])
+		}
+	}
+	var s loadSummary
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Requests != 6 || s.Errors != 0 || s.OutputTokens != 24 || s.WarmupExcluded != 2 || s.UsageSource != "continuous" ||
+		s.RequestsPerS <= 0 || s.OutputTokensPerS <= 0 || len(s.ErrorsByKind) != 0 {
+		t.Errorf("summary %+v", s)
+	}
+	f.mu.Lock()
+	if len(f.bodies) != 8 {
+		t.Errorf("server saw %d requests, want 8 (2 warm-up + 6)", len(f.bodies))
+	}
+	for i, b := range f.bodies {
+		msgs, _ := b["messages"].([]any)
+		if b["max_tokens"] != 4.0 || b["ignore_eos"] != true || b["min_tokens"] != 4.0 || b["model"] != "fake-model" || len(msgs) != 1 {
+			t.Errorf("request %d body %v", i, b)
+		}
+		if h := f.hdrs[i]; h.Get("X-Tenant") != "lab" || h.Get("Authorization") != "Bearer k" {
+			t.Errorf("request %d headers %v", i, h)
+		}
+	}
+	f.mu.Unlock()
+
+	// The --out file holds every interval and the summary, one per line.
+	fh, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(nil, 1<<24)
+	var types []string
+	var final bool
+	for sc.Scan() {
+		var line struct {
+			Type   string `json:"type"`
+			Report struct{ Final bool }
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("--out line: %v", err)
+		}
+		types = append(types, line.Type)
+		final = final || line.Report.Final
+	}
+	if len(types) < 2 || types[len(types)-1] != "summary" || !final {
+		t.Errorf("--out lines %v (final seen %v), want intervals then a summary", types, final)
+	}
+}
+
+func TestLoadTable(t *testing.T) {
+	f := newFakeOpenAI(t)
+	var stdout, stderr bytes.Buffer
+	err := runLoad(context.Background(), []string{"--url", f.URL, "--model", "fake-model", "--rate", "200", "--arrival", "constant",
+		"--requests", "10", "--api", "completions", "--max-tokens", "3"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("runLoad: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"Requests (measured):         10", "constant arrivals at 200 req/s", "ttft_sched", "dispatch_lag", "Output tokens:", "Usage source:"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+func TestLoadFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "--url is required"},
+		{[]string{"--url", "localhost:8000"}, "not an absolute http(s) URL"},
+		{[]string{"--url", "http://h", "--concurrency", "2", "--rate", "3"}, "--concurrency and --rate are both set"},
+		{[]string{"--url", "http://h", "--rate", "0"}, "--rate 0 is invalid"},
+		{[]string{"--url", "http://h", "--rate", "-2"}, "--rate -2 is invalid"},
+		{[]string{"--url", "http://h", "--concurrency", "0"}, "--concurrency 0 is invalid"},
+		{[]string{"--url", "http://h", "--burstiness", "0.5"}, "--burstiness applies to an open loop"},
+		{[]string{"--url", "http://h", "--rate", "5", "--burstiness", "0"}, "--burstiness 0 is invalid"},
+		{[]string{"--url", "http://h", "--rate", "5", "--ramp-from", "1"}, "--ramp-from needs --duration"},
+		{[]string{"--url", "http://h", "--rate", "5", "--arrival", "weibull"}, `--arrival "weibull" is unknown`},
+		{[]string{"--url", "http://h", "--input-len", "10", "--input-len-dist", "zipf"}, `--input-len-dist "zipf" is unknown`},
+		{[]string{"--url", "http://h", "--input-len-dist", "uniform", "--input-len-min", "5"}, "needs --input-len-min and --input-len-max"},
+		{[]string{"--url", "http://h", "--output-len", "0"}, "--output-len 0 is invalid"},
+		{[]string{"--url", "http://h", "--warmup", "1s", "--warmup-requests", "3"}, "pick one"},
+		{[]string{"--url", "http://h", "--extra-body", "[1]"}, "--extra-body: extra body is not a JSON object"},
+		{[]string{"--url", "http://h", "--extra-body", `{"stream": false}`}, `sets "stream"`},
+		{[]string{"--url", "http://h", "--header", "nocolon"}, "is not KEY:VALUE"},
+		{[]string{"--url", "http://h", "--dataset", "x.txt"}, "add --dataset-format"},
+		{[]string{"--url", "http://h", "--dataset", "x.json", "--input-len", "5"}, "--dataset supplies the prompts"},
+		{[]string{"--url", "http://h", "--prefix-len", "5"}, "--prefix-len needs --input-len"},
+		{[]string{"--url", "http://h", "--input-len", "10", "--prefix-len", "20"}, "below prefix_len 20"},
+		{[]string{"--url", "http://h", "--requests", "0"}, "--requests 0 is invalid"},
+		{[]string{"--url", "http://h", "--max-tokens", "3", "--output-len", "4"}, "drop one"},
+		{[]string{"--url", "http://h", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			err := runLoad(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runLoad = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
