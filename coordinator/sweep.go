@@ -2,10 +2,14 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +25,8 @@ const (
 	EventSweepInterval = "sweep_interval"
 	EventAgentLost     = "agent_lost"
 	EventLevelEnd      = "level_end"
+	// EventTargetVersion records an external target's GET /version answer.
+	EventTargetVersion = "target_version"
 )
 
 // SweepSpec configures a load sweep: one level after another, each split
@@ -238,6 +244,11 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 	if model == "" {
 		return errors.New("model is empty: name the served model when sweeping an external base_url")
 	}
+	if spec.BaseURL != "" {
+		// Best effort: an external target says what it is (a simulated
+		// engine answers "…+sim"); an unreachable /version is not an error.
+		r.record(EventTargetVersion, map[string]string{"version": targetVersion(ctx, spec.BaseURL)})
+	}
 	r.record(EventSweepStart, sweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
 		LoadJSON: protoJSON(spec.Load), Workload: protoJSON(spec.Workload), Generator: protoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
 
@@ -337,4 +348,28 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 	wg.Wait()
 	r.record(EventLevelEnd, map[string]any{"level": li})
 	return lost, ctx.Err()
+}
+
+// targetVersion asks an OpenAI-compatible server for GET /version, as vLLM
+// serves it; it returns "" when the server does not say.
+func targetVersion(ctx context.Context, baseURL string) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	u := strings.TrimSuffix(strings.TrimSuffix(baseURL, "/"), "/v1") + "/version"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Version string `json:"version"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&v) != nil {
+		return ""
+	}
+	return v.Version
 }

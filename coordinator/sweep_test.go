@@ -3,7 +3,10 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,5 +209,33 @@ func TestSweepSpecValidation(t *testing.T) {
 		if _, err := c.RunSweep(context.Background(), tt.spec, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("err = %v, want %q", err, tt.want)
 		}
+	}
+}
+
+func TestSweepOfAnExternalTargetRecordsItsVersion(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/version" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, `{"version":"0.11.0+sim"}`)
+	}))
+	defer srv.Close()
+	c := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{intervals: 1, perInterval: 1}})
+	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "ext", BaseURL: srv.URL + "/v1", Model: "m", Levels: []float64{1},
+		Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
+	sr, err := BuildSweep(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr.TargetVersion != "0.11.0+sim" || !sr.Simulated {
+		t.Errorf("target version %q simulated %v, want the sim's version and simulated", sr.TargetVersion, sr.Simulated)
+	}
+	if _, err := c.RunSweep(context.Background(), SweepSpec{BaseURL: srv.URL, Levels: []float64{1}}, nil); err == nil || !strings.Contains(err.Error(), "model is empty") {
+		t.Errorf("err = %v, want the missing model named", err)
 	}
 }

@@ -26,6 +26,7 @@ Commands:
   gpunode      run a gpunode daemon (owns the engine process)
   sim          run the simulated vLLM engine (vLLM's flags and API)
   baseline     run the cold/warm baseline on a running cluster (--coordinator ADDR)
+  sweep        run a load sweep over concurrencies or rates, split across the agents (--coordinator ADDR)
   members      list the cluster as the coordinator sees it (--coordinator ADDR)
   load         run a load (closed or open loop) against an OpenAI-compatible URL, no cluster needed
   probe        stream one request and print its TTFT as JSON
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runProbe(ctx, rest, stdout, stderr)
 	case "baseline":
 		return runBaseline(ctx, rest, stdout, stderr)
+	case "sweep":
+		return runSweep(ctx, rest, stdout, stderr)
 	case "members":
 		return runMembers(ctx, rest, stdout, stderr)
 	case "vllm":

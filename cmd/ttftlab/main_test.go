@@ -37,7 +37,8 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2"}, &stdout, &stderr)
+	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2",
+		"--sweep", "1,4", "--sweep-duration", "1500ms", "--sweep-warmup", "0", "--sweep-input-len", "64", "--sweep-output-len", "16"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -107,6 +108,50 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "events.jsonl")); err != nil {
 		t.Error(err)
+	}
+
+	// The sweep ran on both agents at c=4 against the same engine, and the
+	// merge lost nothing.
+	b, err = os.ReadFile(filepath.Join(out, "t1-sweep", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sw struct {
+		Simulated bool `json:"simulated"`
+		Levels    []struct {
+			Value    float64 `json:"value"`
+			Requests uint64  `json:"requests"`
+			Errors   uint64  `json:"errors"`
+			Metrics  map[string]struct {
+				Count int64 `json:"count"`
+			} `json:"metrics_ms"`
+			Coverage map[string]struct {
+				Intervals int  `json:"intervals"`
+				Final     bool `json:"final"`
+			} `json:"coverage"`
+		} `json:"levels"`
+	}
+	if err := json.Unmarshal(b, &sw); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.Levels) != 2 || !sw.Simulated {
+		t.Fatalf("sweep levels %d simulated %v, want 2 and true", len(sw.Levels), sw.Simulated)
+	}
+	for _, l := range sw.Levels {
+		if l.Requests == 0 || l.Errors != 0 || l.Metrics["ttft"].Count != int64(l.Requests) {
+			t.Errorf("level %g: %d ok, %d errors, ttft count %d: want every success in the merged histogram", l.Value, l.Requests, l.Errors, l.Metrics["ttft"].Count)
+		}
+		for a, c := range l.Coverage {
+			if !c.Final {
+				t.Errorf("level %g: agent %s sent no final report", l.Value, a)
+			}
+		}
+	}
+	if c4 := sw.Levels[1]; len(c4.Coverage) != 2 {
+		t.Errorf("c=4 ran on %d agents, want 2", len(c4.Coverage))
+	}
+	if !strings.Contains(stdout.String(), "# Load sweep") {
+		t.Error("up did not print the sweep report")
 	}
 }
 

@@ -38,6 +38,7 @@ type upConfig struct {
 	coldMode  string
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
+	sweep         sweepFlags
 }
 
 // boolKnob is a flag that maps to an OptionalBool.
@@ -133,6 +134,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	finish := registerBaselineFlags(fs, &c)
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
+	c.sweep.register(fs, "sweep", "1,8,32")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
 	if err := fs.Parse(args); err != nil {
@@ -140,6 +142,11 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if err := finish(); err != nil {
 		return c, err
+	}
+	if c.sweep.levels != "" {
+		if _, err := c.sweep.request("sweep"); err != nil {
+			return c, err
+		}
 	}
 	if c.agents < 1 || c.agents > 64 {
 		return c, fmt.Errorf("--agents %d is out of range: use 1..64", c.agents)
@@ -241,6 +248,45 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s\n", md)
 	}
 	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,first_token_latency.md}\n", dir)
+	if cfg.sweep.levels == "" {
+		return nil
+	}
+
+	// Then a load sweep across all agents, against the engine the baseline
+	// left running.
+	var baseline struct {
+		Engine struct {
+			BaseURL string `json:"base_url"`
+			Served  string `json:"served_model_name"`
+		} `json:"engine"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &baseline); err != nil {
+		return fmt.Errorf("read the baseline's engine from results.json: %w", err)
+	}
+	req, err := cfg.sweep.request("sweep")
+	if err != nil {
+		return err
+	}
+	req.BaseUrl, req.Model, req.Api, req.OutDir = baseline.Engine.BaseURL, baseline.Engine.Served, cfg.api, cfg.out
+	if cfg.runID != "" {
+		req.RunId = cfg.runID + "-sweep"
+	}
+	sdir, err := streamSweep(ctx, client, req, stderr)
+	if err != nil {
+		return err
+	}
+	smd, err := os.ReadFile(filepath.Join(sdir, "sweep.md"))
+	if err != nil {
+		return err
+	}
+	if !cfg.quiet {
+		fmt.Fprintf(stdout, "%s\n", smd)
+	}
+	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md}\n", sdir)
 	return nil
 }
 
