@@ -202,7 +202,9 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 	}
 	for _, want := range []string{"## Server Config", "## Single-Run Measurements (Cold vs Warm)", "| cold_1 | 0.4000 |",
 		"## Warm-Run Variance (steady state)", "## Sanity Metrics", "| GPU memory before server start | 500 MiB |",
-		"## Observations", "Cold TTFT is 20.00× the warm median", "Outliers among the warm runs", "warm_3", "Simulated engine"} {
+		"## Observations", "Cold TTFT is 20.00× the warm median", "Outliers among the warm runs", "warm_3", "Simulated engine",
+		"### Restart to first token, decomposed", "| **spawn → ready** | 1.500 |", "↳ first-request extra (lazy runtime warm-up) | 0.380 |",
+		"| **restart → first token** | 1.900 |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -67,6 +67,19 @@ func RenderMarkdown(r *Results) string {
 		p("\n![Cold-start phases](%s)\n\n", PhasesSVG)
 	}
 
+	if len(r.Decomposition) > 0 {
+		p("### Restart to first token, decomposed\n\n")
+		p("| component | seconds | evidence |\n|---|---:|---|\n")
+		for _, d := range r.Decomposition {
+			name := "**" + d.Component + "**"
+			if d.Part {
+				name = "&nbsp;&nbsp;↳ " + d.Component
+			}
+			p("| %s | %s | %s |\n", name, fmtPtr(d.Seconds, "%.3f"), sanitizeOneLine(d.Evidence))
+		}
+		p("\n")
+	}
+
 	p("## Single-Run Measurements (Cold vs Warm)\n\n")
 	p("| run | ttft_s | e2e_s | tokens | notes |\n|---|---:|---:|---:|---|\n")
 	for _, label := range []string{"cold_1", "warm_1"} {

@@ -37,6 +37,8 @@ type Results struct {
 	Agents       map[string]AgentCoverage `json:"agents"`
 	Observations []string                 `json:"observations"`
 	Warnings     []string                 `json:"warnings,omitempty"`
+	// Decomposition splits restart-to-first-token into its parts.
+	Decomposition []DecompRow `json:"decomposition"`
 }
 
 // SpecFacts is the run's configuration as requested.
@@ -135,7 +137,10 @@ type Sanity struct {
 	CPUWarmPct         *float64 `json:"engine_cpu_warm_pct"`
 	GPUNote            string   `json:"gpu_note,omitempty"`
 	CPUNote            string   `json:"cpu_note,omitempty"`
-	Samples            int      `json:"samples"`
+	// EngineWaitingMax is the most requests the engine reported waiting
+	// (vllm:num_requests_waiting) during cold_1; nil when not scraped.
+	EngineWaitingMax *float64 `json:"engine_waiting_max_cold"`
+	Samples          int      `json:"samples"`
 }
 
 // AgentCoverage says what each agent delivered.
@@ -280,6 +285,7 @@ func Build(events []Event) (*Results, error) {
 	}
 	res.Warm = warmStats(res.Runs)
 	res.Sanity = sanity(samples, marks, res.Node)
+	res.Decomposition = Decompose(res)
 	res.Observations = observations(res)
 	return res, nil
 }
@@ -463,6 +469,13 @@ func sanity(samples []timedSample, marks map[string]int64, node NodeFacts) Sanit
 			return nil, 0
 		}
 		return ptr(sum / float64(n)), n
+	}
+	for _, s := range window(samples, marks[MarkColdStart], marks[MarkColdEnd]) {
+		if w, ok := s.GetEngineMetrics()["vllm:num_requests_waiting"]; ok {
+			if out.EngineWaitingMax == nil || w > *out.EngineWaitingMax {
+				out.EngineWaitingMax = ptr(w)
+			}
+		}
 	}
 	var nCold, nWarm int
 	out.CPUColdPct, nCold = cpuMean(marks[MarkColdStart], marks[MarkColdEnd])
