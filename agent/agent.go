@@ -157,6 +157,37 @@ type LoadModel struct {
 	// ClientBoundP99 is the dispatch-lag p99 above which the run is flagged
 	// client-bound; 0 means DefaultClientBoundP99.
 	ClientBoundP99 time.Duration
+	// SLO, when any field is set, counts the successful requests that meet
+	// it (Report.Good): goodput.
+	SLO SLO
+}
+
+// SLO is a service-level objective per request. A zero field leaves that
+// metric unconstrained. TTFT and E2E are measured from the intended send
+// time (TTFT_sched, E2E_sched), what a user behind the schedule waits for;
+// in closed loop that is the send time.
+type SLO struct {
+	TTFT, TPOT, E2E time.Duration
+}
+
+// Set reports whether any objective is given.
+func (s SLO) Set() bool { return s.TTFT > 0 || s.TPOT > 0 || s.E2E > 0 }
+
+// Met reports whether a successful result, intended at sched, meets s. A
+// request with fewer than two output tokens has no TPOT and meets that part.
+func (s SLO) Met(res *Result, sched time.Time) bool {
+	if s.TTFT > 0 && (res.FirstToken.IsZero() || res.FirstToken.Sub(sched) > s.TTFT) {
+		return false
+	}
+	if s.TPOT > 0 {
+		if tpot, ok := res.TPOT(); ok && tpot > s.TPOT {
+			return false
+		}
+	}
+	if s.E2E > 0 && res.Send.Add(res.E2E()).Sub(sched) > s.E2E {
+		return false
+	}
+	return true
 }
 
 func (m *LoadModel) open() bool { return m.Kind != LoadClosed }
@@ -244,6 +275,9 @@ func (m *LoadModel) validate() error {
 	}
 	if m.ClientBoundP99 < 0 {
 		return fmt.Errorf("load.client_bound_p99 %v is negative: set it ≥ 0 (0 means %v)", m.ClientBoundP99, DefaultClientBoundP99)
+	}
+	if m.SLO.TTFT < 0 || m.SLO.TPOT < 0 || m.SLO.E2E < 0 {
+		return fmt.Errorf("load.slo %+v has a negative objective: set each ≥ 0 (0 leaves it unconstrained)", m.SLO)
 	}
 	return nil
 }
@@ -422,9 +456,11 @@ type Report struct {
 	End     time.Time
 	// Histograms are this interval's deltas, one per metric, always all of
 	// Metrics().
-	Histograms   []Histogram
-	OK           uint64
-	Failed       uint64
+	Histograms []Histogram
+	OK         uint64
+	Failed     uint64
+	// Good counts the successful requests that met the load model's SLO.
+	Good         uint64
 	OutputTokens uint64
 	ErrorsByKind map[string]uint64
 	ErrorSamples []string
@@ -716,6 +752,7 @@ type acc struct {
 	set       hdr.Set
 	ok        uint64
 	failed    uint64
+	good      uint64
 	outTokens uint64
 	errs      map[string]uint64
 	samples   []string
@@ -972,6 +1009,9 @@ func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
 			c.usage = res.UsageSource
 		}
 		recordMetrics(c.set, res)
+		if r.spec.Load.SLO.Set() && r.spec.Load.SLO.Met(res, sched) {
+			c.good++
+		}
 		if !res.FirstToken.IsZero() {
 			c.set.Get(hdr.TTFTSched).Record(res.FirstToken.Sub(sched))
 		}
@@ -1120,7 +1160,7 @@ func recycle(c acc) acc {
 func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
 	rep.Seq = r.seq
 	r.seq++
-	rep.OK, rep.Failed, rep.OutputTokens = c.ok, c.failed, c.outTokens
+	rep.OK, rep.Failed, rep.Good, rep.OutputTokens = c.ok, c.failed, c.good, c.outTokens
 	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
 	rep.UsageSource = c.usage
 	rep.Histograms = make([]Histogram, 0, len(metrics))

@@ -396,3 +396,31 @@ func TestRecordOfFailure(t *testing.T) {
 		t.Errorf("sample = %q", s)
 	}
 }
+
+func TestSLOMet(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	res := &Result{Send: t0.Add(10 * time.Millisecond), FirstToken: t0.Add(110 * time.Millisecond),
+		Last: t0.Add(1110 * time.Millisecond), OutputTokens: 11}
+	// TTFT_sched 110 ms, TPOT (1110-110)/10 = 100 ms, E2E_sched 1110 ms.
+	tests := []struct {
+		slo  SLO
+		want bool
+	}{
+		{SLO{}, true},
+		{SLO{TTFT: 110 * time.Millisecond}, true},
+		{SLO{TTFT: 109 * time.Millisecond}, false},
+		{SLO{TPOT: 100 * time.Millisecond}, true},
+		{SLO{TPOT: 99 * time.Millisecond}, false},
+		{SLO{E2E: 1110 * time.Millisecond}, true},
+		{SLO{E2E: 1100 * time.Millisecond}, false}, // measured from the intended time, not the send
+		{SLO{TTFT: time.Second, TPOT: time.Second, E2E: 2 * time.Second}, true},
+	}
+	for _, tt := range tests {
+		if got := tt.slo.Met(res, t0); got != tt.want {
+			t.Errorf("%+v.Met = %v, want %v", tt.slo, got, tt.want)
+		}
+	}
+	if (SLO{}).Set() || !(SLO{E2E: 1}).Set() {
+		t.Error("Set is wrong")
+	}
+}

@@ -131,6 +131,11 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 			MaxInFlight:    int(l.GetMaxInFlight()),
 			Seed:           l.GetSeed(),
 			ClientBoundP99: time.Duration(p99 * float64(time.Millisecond)),
+			SLO: SLO{
+				TTFT: time.Duration(l.GetSloTtftMs() * float64(time.Millisecond)),
+				TPOT: time.Duration(l.GetSloTpotMs() * float64(time.Millisecond)),
+				E2E:  time.Duration(l.GetSloE2EMs() * float64(time.Millisecond)),
+			},
 		}
 		if spec.Load.Kind == "" {
 			return Spec{}, fmt.Errorf("%w: load.kind is empty: use %q, %q, %q, %q or %q", ErrInvalidSpec, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
@@ -172,6 +177,7 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		EndUnixNano:    unixNano(r.End),
 		RequestsOk:     r.OK,
 		RequestsFailed: r.Failed,
+		RequestsGood:   r.Good,
 		OutputTokens:   r.OutputTokens,
 		ErrorsByKind:   r.ErrorsByKind,
 		ErrorSamples:   validUTF8(r.ErrorSamples),

@@ -38,19 +38,23 @@ type SweepResults struct {
 
 // LevelResult is one level of a sweep, merged over its agents.
 type LevelResult struct {
-	Level        int                    `json:"level"`
-	Value        float64                `json:"value"`
-	Agents       []string               `json:"agents"`
-	Requests     uint64                 `json:"requests"`
-	Errors       uint64                 `json:"errors"`
-	ErrorsByKind map[string]uint64      `json:"errors_by_kind"`
-	OutputTokens uint64                 `json:"output_tokens"`
-	DurationS    float64                `json:"duration_s"`
-	RequestsPerS float64                `json:"requests_per_s"`
-	TokensPerS   float64                `json:"output_tokens_per_s"`
-	Metrics      map[string]hdr.Summary `json:"metrics_ms"`
-	ClientBound  bool                   `json:"client_bound"`
-	UsageSource  string                 `json:"usage_source,omitempty"`
+	Level        int               `json:"level"`
+	Value        float64           `json:"value"`
+	Agents       []string          `json:"agents"`
+	Requests     uint64            `json:"requests"`
+	Errors       uint64            `json:"errors"`
+	ErrorsByKind map[string]uint64 `json:"errors_by_kind"`
+	OutputTokens uint64            `json:"output_tokens"`
+	DurationS    float64           `json:"duration_s"`
+	RequestsPerS float64           `json:"requests_per_s"`
+	TokensPerS   float64           `json:"output_tokens_per_s"`
+	// Good and GoodputPerS count requests that met the load's SLOs; nil
+	// when the load set none.
+	Good        *uint64                `json:"good_requests"`
+	GoodputPerS *float64               `json:"goodput_requests_per_s"`
+	Metrics     map[string]hdr.Summary `json:"metrics_ms"`
+	ClientBound bool                   `json:"client_bound"`
+	UsageSource string                 `json:"usage_source,omitempty"`
 	// Coverage is, per agent, the intervals received and whether its final
 	// report arrived; a lost agent keeps every interval it delivered.
 	Coverage map[string]*LevelCoverage `json:"coverage"`
@@ -61,6 +65,7 @@ type LevelResult struct {
 	EngineWaitingMax *float64 `json:"engine_waiting_max"`
 	WarmupIntervals  int      `json:"warmup_intervals"`
 	startNs, endNs   int64
+	good             uint64
 }
 
 // LevelCoverage is what one agent delivered for one level.
@@ -177,6 +182,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				continue
 			}
 			l.Requests += rep.GetRequestsOk()
+			l.good += rep.GetRequestsGood()
 			l.Errors += rep.GetRequestsFailed()
 			l.OutputTokens += rep.GetOutputTokens()
 			for k, v := range rep.GetErrorsByKind() {
@@ -238,6 +244,12 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			l.DurationS = float64(l.endNs-l.startNs) / 1e9
 			l.RequestsPerS = float64(l.Requests) / l.DurationS
 			l.TokensPerS = float64(l.OutputTokens) / l.DurationS
+		}
+		if sloSet(res.Load) {
+			l.Good = ptrU(l.good)
+			if l.DurationS > 0 {
+				l.GoodputPerS = ptr(float64(l.good) / l.DurationS)
+			}
 		}
 		for _, c := range l.Coverage {
 			if c.Lost || !c.Final {
@@ -383,8 +395,8 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	if res.Engine != nil {
 		p("Engine: %s %s, `%s`, ready in %.2f s.\n\n", res.Engine.Kind, res.Engine.Version, sanitizeOneLine(strings.Join(res.Engine.Argv, " ")), res.Engine.ReadyS)
 	}
-	p("| level | agents | requests | errors | req/s | output tok/s | TTFT p50 | TTFT p90 | TTFT p99 | TTFT_sched p99 | TPOT p50 | ITL p99 | E2E p50 | lag p99 | GPU util | notes |\n")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	p("| level | agents | requests | errors | req/s | goodput req/s | output tok/s | TTFT p50 | TTFT p90 | TTFT p99 | TTFT_sched p99 | TPOT p50 | ITL p99 | E2E p50 | lag p99 | GPU util | notes |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	ms := func(l LevelResult, m string, f func(hdr.Summary) float64) string {
 		s, ok := l.Metrics[m]
 		if !ok || s.Count == 0 {
@@ -406,8 +418,8 @@ func RenderSweepMarkdown(res *SweepResults) string {
 		if l.UsageSource != "" && l.UsageSource != "continuous" {
 			notes = append(notes, "tokens "+l.UsageSource)
 		}
-		p("| %s | %d | %d | %d | %.2f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, l.RequestsPerS, l.TokensPerS,
+		p("| %s | %d | %d | %d | %.2f | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, l.RequestsPerS, fmtPtr(l.GoodputPerS, "%.2f"), l.TokensPerS,
 			ms(l, hdr.TTFT, p50), ms(l, hdr.TTFT, p90), ms(l, hdr.TTFT, p99), ms(l, hdr.TTFTSched, p99),
 			ms(l, hdr.TPOT, p50), ms(l, hdr.ITL, p99), ms(l, hdr.E2E, p50), ms(l, hdr.DispatchLag, p99),
 			fmtPtr(l.GPUUtilPct, "%.0f%%"), strings.Join(notes, ", "))
@@ -423,3 +435,15 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	}
 	return b.String()
 }
+
+// sloSet reports whether a load model's JSON sets any SLO.
+func sloSet(load json.RawMessage) bool {
+	var m struct {
+		TTFT float64 `json:"slo_ttft_ms"`
+		TPOT float64 `json:"slo_tpot_ms"`
+		E2E  float64 `json:"slo_e2e_ms"`
+	}
+	return json.Unmarshal(load, &m) == nil && (m.TTFT > 0 || m.TPOT > 0 || m.E2E > 0)
+}
+
+func ptrU(v uint64) *uint64 { return &v }

@@ -25,6 +25,7 @@ import (
 type sweepAgent struct {
 	intervals, perInterval, dieAfter int
 	warmup                           bool
+	good                             int // per interval
 
 	mu   sync.Mutex
 	reqs []*pb.RunProbeRequest
@@ -46,7 +47,7 @@ func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 		}
 		rep := &pb.IntervalReport{AgentId: req.GetAgentId(), Seq: uint64(i + 1), RequestsOk: uint64(a.perInterval), OutputTokens: uint64(a.perInterval) * 10,
 			StartUnixNano: start.Add(time.Duration(i) * time.Second).UnixNano(), EndUnixNano: start.Add(time.Duration(i+1) * time.Second).UnixNano(),
-			Final: i == a.intervals-1, UsageSource: "continuous", Warmup: a.warmup && i == 0}
+			Final: i == a.intervals-1, UsageSource: "continuous", Warmup: a.warmup && i == 0, RequestsGood: uint64(a.good)}
 		for m, h := range set {
 			b, _ := h.Encode()
 			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
@@ -237,5 +238,31 @@ func TestSweepOfAnExternalTargetRecordsItsVersion(t *testing.T) {
 	}
 	if _, err := c.RunSweep(context.Background(), SweepSpec{BaseURL: srv.URL, Levels: []float64{1}}, nil); err == nil || !strings.Contains(err.Error(), "model is empty") {
 		t.Errorf("err = %v, want the missing model named", err)
+	}
+}
+
+func TestSweepReportsGoodputWhenSLOsAreSet(t *testing.T) {
+	c := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{intervals: 2, perInterval: 10, good: 7}})
+	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "g", Levels: []float64{2},
+		Load: &pb.LoadModel{Kind: "closed", DurationMs: 2000, SloTtftMs: 100}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
+	sr, err := BuildSweep(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := sr.Levels[0]
+	if l.Good == nil || *l.Good != 14 || l.GoodputPerS == nil || *l.GoodputPerS <= 0 || *l.GoodputPerS >= l.RequestsPerS {
+		t.Errorf("good %v goodput %v req/s %v: want 14 good and 0 < goodput < throughput", l.Good, l.GoodputPerS, l.RequestsPerS)
+	}
+	// Without SLOs there is no goodput, rather than a goodput equal to throughput.
+	c2 := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{intervals: 1, perInterval: 3}})
+	res2, _ := c2.RunSweep(context.Background(), SweepSpec{RunID: "ng", Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}}, nil)
+	evs2, _ := ReadEvents(filepath.Join(res2.Dir, "events.jsonl"))
+	sr2, _ := BuildSweep(evs2)
+	if sr2.Levels[0].GoodputPerS != nil {
+		t.Errorf("goodput %v without SLOs, want nil", *sr2.Levels[0].GoodputPerS)
 	}
 }

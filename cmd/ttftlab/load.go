@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -75,9 +76,12 @@ type loadSummary struct {
 	OutputTokensPerS float64           `json:"output_tokens_per_s"`
 	RequestsPerS     float64           `json:"requests_per_s"`
 	ClientBound      bool              `json:"client_bound"`
-	UsageSource      string            `json:"usage_source"`
-	DurationS        float64           `json:"duration_s"`
-	WarmupExcluded   uint64            `json:"warmup_excluded"`
+	// GoodRequests and GoodputPerS are present when --goodput gives SLOs.
+	GoodRequests   *uint64  `json:"good_requests,omitempty"`
+	GoodputPerS    *float64 `json:"goodput_requests_per_s,omitempty"`
+	UsageSource    string   `json:"usage_source"`
+	DurationS      float64  `json:"duration_s"`
+	WarmupExcluded uint64   `json:"warmup_excluded"`
 }
 
 // headerFlags collects repeated --header KEY:VALUE flags.
@@ -178,6 +182,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		timeout     = fs.Duration("timeout", 10*time.Minute, "limit for each request")
 		interval    = fs.Duration("interval", time.Second, "report interval")
 		clientBound = fs.Duration("client-bound-p99", agent.DefaultClientBoundP99, "dispatch-lag p99 above which the run is flagged client-bound")
+		goodput     = fs.String("goodput", "", "SLOs in ms for goodput, like vLLM bench serve: \"ttft:200 tpot:50 e2e:2000\" (TTFT and E2E from the intended send time)")
 		asJSON      = fs.Bool("json", false, "print one JSON object instead of the table")
 		outPath     = fs.String("out", "", "append every interval report to this JSON-lines file as it arrives")
 	)
@@ -213,6 +218,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		maxTokens: *maxTokens, ignoreEOS: *ignoreEOS, temperature: *temperature, extraBody: *extraBody,
 		apiKey: *apiKey, seed: *seed, connectTO: *connectTO, ttftTO: *ttftTO, timeout: *timeout,
 		interval: *interval, clientBound: *clientBound, headers: headers, inLen: &inLen, outLen: &outLen,
+		goodput: *goodput,
 	})
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
@@ -245,6 +251,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.MaxErrorSamples = 5
 	a := agent.New(cfg, nil)
 	agg := newLoadAggregate()
+	agg.sloSet = spec.Load.SLO.Set()
 	progress := !*asJSON
 	start := time.Now()
 	runErr := a.Run(ctx, spec, func(r agent.Report) error {
@@ -306,6 +313,7 @@ type loadFlags struct {
 	interval, clientBound      time.Duration
 	headers                    headerFlags
 	inLen, outLen              *distFlags
+	goodput                    string
 }
 
 // loadSpecFromFlags validates the flags and builds the run's spec; errors
@@ -324,6 +332,11 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 
 	// Load model.
 	m := agent.LoadModel{Seed: f.seed, ClientBoundP99: f.clientBound}
+	slo, err := parseSLO("goodput", f.goodput)
+	if err != nil {
+		return spec, err
+	}
+	m.SLO = slo
 	switch {
 	case set["concurrency"] && set["rate"]:
 		return spec, errors.New("--concurrency and --rate are both set: use --concurrency for a closed loop or --rate for an open loop, not both")
@@ -497,6 +510,8 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 type loadAggregate struct {
 	set         hdr.Set
 	ok, failed  uint64
+	good        uint64
+	sloSet      bool
 	outTokens   uint64
 	errs        map[string]uint64
 	samples     []string
@@ -520,6 +535,7 @@ func (g *loadAggregate) add(r agent.Report) error {
 		return nil
 	}
 	g.ok += r.OK
+	g.good += r.Good
 	g.failed += r.Failed
 	g.outTokens += r.OutputTokens
 	for k, v := range r.ErrorsByKind {
@@ -555,6 +571,12 @@ func (g *loadAggregate) summary() loadSummary {
 		s.DurationS = round3(d)
 		s.RequestsPerS = round3(float64(g.ok) / d)
 		s.OutputTokensPerS = round3(float64(g.outTokens) / d)
+		if g.sloSet {
+			s.GoodputPerS = new(round3(float64(g.good) / d))
+		}
+	}
+	if g.sloSet {
+		s.GoodRequests = new(g.good)
 	}
 	return s
 }
@@ -589,6 +611,9 @@ func printLoadTable(w io.Writer, s loadSummary, g *loadAggregate, spec agent.Spe
 	fmt.Fprintf(tw, "Warm-up requests excluded:\t%d\n", s.WarmupExcluded)
 	fmt.Fprintf(tw, "Duration (s):\t%.3f\n", s.DurationS)
 	fmt.Fprintf(tw, "Request throughput (req/s):\t%.3f\n", s.RequestsPerS)
+	if s.GoodputPerS != nil {
+		fmt.Fprintf(tw, "Goodput (req/s meeting %s):\t%.3f (%d good)\n", describeSLO(spec.Load.SLO), *s.GoodputPerS, *s.GoodRequests)
+	}
 	fmt.Fprintf(tw, "Output tokens:\t%d\n", s.OutputTokens)
 	fmt.Fprintf(tw, "Output throughput (tok/s):\t%.3f\n", s.OutputTokensPerS)
 	fmt.Fprintf(tw, "Usage source:\t%s\n", s.UsageSource)
@@ -630,4 +655,42 @@ func writeJSONLine(f *os.File, v any) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// parseSLO reads SLOs in milliseconds as vLLM bench serve's --goodput takes
+// them: "ttft:200 tpot:50 e2el:2000" (spaces or commas; e2e or e2el).
+func parseSLO(flagName, s string) (agent.SLO, error) {
+	var slo agent.SLO
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		k, v, ok := strings.Cut(part, ":")
+		ms, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || !(ms > 0) || ms > 3.6e6 {
+			return slo, fmt.Errorf("--%s %q: %q is not METRIC:MILLISECONDS with a positive number; write for example --%s \"ttft:200 tpot:50 e2e:2000\"", flagName, s, part, flagName)
+		}
+		d := time.Duration(ms * float64(time.Millisecond))
+		switch strings.ToLower(k) {
+		case "ttft":
+			slo.TTFT = d
+		case "tpot":
+			slo.TPOT = d
+		case "e2e", "e2el":
+			slo.E2E = d
+		default:
+			return slo, fmt.Errorf("--%s: metric %q is unknown: use ttft, tpot or e2e", flagName, k)
+		}
+	}
+	return slo, nil
+}
+
+func describeSLO(s agent.SLO) string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"TTFT", s.TTFT}, {"TPOT", s.TPOT}, {"E2E", s.E2E}} {
+		if p.d > 0 {
+			parts = append(parts, fmt.Sprintf("%s ≤ %v", p.name, p.d))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

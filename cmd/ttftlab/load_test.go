@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -198,5 +199,17 @@ func TestLoadFlagErrors(t *testing.T) {
 				t.Errorf("runLoad = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseSLO(t *testing.T) {
+	slo, err := parseSLO("goodput", "ttft:200 tpot:50,e2el:2000")
+	if err != nil || slo.TTFT != 200*time.Millisecond || slo.TPOT != 50*time.Millisecond || slo.E2E != 2*time.Second {
+		t.Fatalf("parseSLO = %+v, %v", slo, err)
+	}
+	for _, bad := range []string{"ttft", "ttft:-1", "itl:5", "ttft:x"} {
+		if _, err := parseSLO("goodput", bad); err == nil || !strings.Contains(err.Error(), "--goodput") {
+			t.Errorf("parseSLO(%q) = %v, want an error naming --goodput", bad, err)
+		}
 	}
 }

@@ -26,6 +26,7 @@ type sweepFlags struct {
 	agentLoss  string
 	maxAgents  int
 	seed       uint64
+	goodput    string
 }
 
 func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
@@ -40,6 +41,7 @@ func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
 	fs.StringVar(&f.agentLoss, prefix+"-agent-loss", "continue", "when an agent is lost mid-level: continue with the others, or abort")
 	fs.IntVar(&f.maxAgents, prefix+"-max-agents", 0, "agents that share each level (0: all alive)")
 	fs.Uint64Var(&f.seed, prefix+"-seed", 1, "seed of the generated prompts and arrivals")
+	fs.StringVar(&f.goodput, prefix+"-goodput", "", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
 }
 
 // parseLevels reads "1,8,32".
@@ -76,6 +78,11 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	}
 	lm := &pb.LoadModel{Kind: f.load, DurationMs: f.duration.Milliseconds(), Requests: f.requests,
 		WarmupMs: f.warmup.Milliseconds(), Burstiness: f.burstiness, Seed: f.seed}
+	slo, err := parseSLO(prefix+"-goodput", f.goodput)
+	if err != nil {
+		return nil, err
+	}
+	lm.SloTtftMs, lm.SloTpotMs, lm.SloE2EMs = ms(slo.TTFT), ms(slo.TPOT), ms(slo.E2E)
 	if f.load == "gamma" && f.burstiness <= 0 {
 		return nil, fmt.Errorf("--%s-load gamma needs --%s-burstiness > 0 (1 is Poisson)", prefix, prefix)
 	}
@@ -140,3 +147,5 @@ func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *p
 	}
 	return dir, nil
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1671,8 +1671,14 @@ type LoadModel struct {
 	// client_bound_p99_ms is the dispatch-lag p99 above which the run is
 	// flagged client-bound; 0 means 10 ms.
 	ClientBoundP99Ms float64 `protobuf:"fixed64,12,opt,name=client_bound_p99_ms,json=clientBoundP99Ms,proto3" json:"client_bound_p99_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// SLOs for goodput, in milliseconds; 0 leaves a metric unconstrained. A
+	// successful request is "good" when its TTFT_sched, TPOT and E2E (from the
+	// intended send time) all meet the SLOs given.
+	SloTtftMs     float64 `protobuf:"fixed64,13,opt,name=slo_ttft_ms,json=sloTtftMs,proto3" json:"slo_ttft_ms,omitempty"`
+	SloTpotMs     float64 `protobuf:"fixed64,14,opt,name=slo_tpot_ms,json=sloTpotMs,proto3" json:"slo_tpot_ms,omitempty"`
+	SloE2EMs      float64 `protobuf:"fixed64,15,opt,name=slo_e2e_ms,json=sloE2eMs,proto3" json:"slo_e2e_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoadModel) Reset() {
@@ -1785,6 +1791,27 @@ func (x *LoadModel) GetSeed() uint64 {
 func (x *LoadModel) GetClientBoundP99Ms() float64 {
 	if x != nil {
 		return x.ClientBoundP99Ms
+	}
+	return 0
+}
+
+func (x *LoadModel) GetSloTtftMs() float64 {
+	if x != nil {
+		return x.SloTtftMs
+	}
+	return 0
+}
+
+func (x *LoadModel) GetSloTpotMs() float64 {
+	if x != nil {
+		return x.SloTpotMs
+	}
+	return 0
+}
+
+func (x *LoadModel) GetSloE2EMs() float64 {
+	if x != nil {
+		return x.SloE2EMs
 	}
 	return 0
 }
@@ -2244,7 +2271,10 @@ type IntervalReport struct {
 	// scheduled is the number of requests scheduled so far in this segment.
 	Scheduled uint64 `protobuf:"varint,17,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
 	// warmup marks an interval inside the warm-up, left out of statistics.
-	Warmup        bool `protobuf:"varint,18,opt,name=warmup,proto3" json:"warmup,omitempty"`
+	Warmup bool `protobuf:"varint,18,opt,name=warmup,proto3" json:"warmup,omitempty"`
+	// requests_good counts successful requests that met every SLO of the
+	// load model; it is only meaningful when an SLO is set.
+	RequestsGood  uint64 `protobuf:"varint,19,opt,name=requests_good,json=requestsGood,proto3" json:"requests_good,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2403,6 +2433,13 @@ func (x *IntervalReport) GetWarmup() bool {
 		return x.Warmup
 	}
 	return false
+}
+
+func (x *IntervalReport) GetRequestsGood() uint64 {
+	if x != nil {
+		return x.RequestsGood
+	}
+	return 0
 }
 
 // EncodedHistogram is one metric's histogram.
@@ -3349,7 +3386,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tgenerator\x18\r \x01(\v2\x17.ttftlab.v1.WorkloadGenR\tgenerator\x12&\n" +
 	"\x0fttft_timeout_ms\x18\x0e \x01(\x03R\rttftTimeoutMs\x12,\n" +
 	"\x12connect_timeout_ms\x18\x0f \x01(\x03R\x10connectTimeoutMs\x12\x18\n" +
-	"\arecords\x18\x10 \x01(\bR\arecords\"\xfe\x02\n" +
+	"\arecords\x18\x10 \x01(\bR\arecords\"\xdc\x03\n" +
 	"\tLoadModel\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12 \n" +
 	"\vconcurrency\x18\x02 \x01(\x05R\vconcurrency\x12\x12\n" +
@@ -3367,7 +3404,11 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\rmax_in_flight\x18\n" +
 	" \x01(\x05R\vmaxInFlight\x12\x12\n" +
 	"\x04seed\x18\v \x01(\x04R\x04seed\x12-\n" +
-	"\x13client_bound_p99_ms\x18\f \x01(\x01R\x10clientBoundP99Ms\"1\n" +
+	"\x13client_bound_p99_ms\x18\f \x01(\x01R\x10clientBoundP99Ms\x12\x1e\n" +
+	"\vslo_ttft_ms\x18\r \x01(\x01R\tsloTtftMs\x12\x1e\n" +
+	"\vslo_tpot_ms\x18\x0e \x01(\x01R\tsloTpotMs\x12\x1c\n" +
+	"\n" +
+	"slo_e2e_ms\x18\x0f \x01(\x01R\bsloE2eMs\"1\n" +
 	"\aSegment\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\tR\x03end\"\xf7\x01\n" +
@@ -3406,7 +3447,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\vtemperature\x18\x04 \x01(\x01R\vtemperature\x12&\n" +
 	"\x0fextra_body_json\x18\x05 \x01(\tR\rextraBodyJson\"F\n" +
 	"\x10RunProbeResponse\x122\n" +
-	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\xed\x05\n" +
+	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\x92\x06\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -3429,7 +3470,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12!\n" +
 	"\fusage_source\x18\x10 \x01(\tR\vusageSource\x12\x1c\n" +
 	"\tscheduled\x18\x11 \x01(\x04R\tscheduled\x12\x16\n" +
-	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x1a?\n" +
+	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x12#\n" +
+	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
