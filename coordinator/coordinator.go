@@ -224,23 +224,33 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
+	return c.runLogged(ctx, spec.OutDir, &spec.RunID, emit, func(r *recorder) error {
+		return (&baselineRun{recorder: r, c: c, spec: spec}).run(ctx)
+	})
+}
+
+// runLogged runs body as one run of this coordinator: one at a time, in
+// <outDir>/<runID>/ with its own events.jsonl, ending with a run_end event
+// and the reports rendered from the log, also when body fails. An empty
+// *runID is filled with a fresh one.
+func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(Event), body func(*recorder) error) (RunResult, error) {
 	if !c.runMu.TryLock() {
 		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
 	}
 	defer c.runMu.Unlock()
-	if spec.RunID == "" {
-		spec.RunID = c.newRunID()
+	if *runID == "" {
+		*runID = c.newRunID()
 	}
-	dir := filepath.Join(spec.OutDir, spec.RunID)
+	dir := filepath.Join(outDir, *runID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return RunResult{}, fmt.Errorf("create run directory: %w", err)
 	}
 	evlog, err := openEventLog(filepath.Join(dir, "events.jsonl"), c.cfg.Now)
 	if err != nil {
-		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", spec.RunID, err)
+		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", *runID, err)
 	}
-	r := &baselineRun{recorder: &recorder{log: evlog, emit: emit, logger: c.logger}, c: c, spec: spec}
-	runErr := r.run(ctx)
+	r := &recorder{log: evlog, emit: emit, logger: c.logger}
+	runErr := body(r)
 	end := map[string]string{"status": "ok"}
 	if runErr != nil {
 		end = map[string]string{"status": "failed", "error": runErr.Error()}
@@ -250,8 +260,7 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 		runErr = fmt.Errorf("close event log: %w", err)
 	}
 	res, renderErr := RenderDir(dir)
-	out := RunResult{RunID: spec.RunID, Dir: dir, Results: res}
-	return out, errors.Join(runErr, renderErr)
+	return RunResult{RunID: *runID, Dir: dir, Results: res}, errors.Join(runErr, renderErr)
 }
 
 type baselineRun struct {

@@ -158,6 +158,20 @@ type timedSample struct {
 	s *pb.HostSample
 }
 
+// decodeSample reads a sample event, timed by the gpunode's clock, or by the
+// coordinator's when the sample has none.
+func decodeSample(ev Event) (timedSample, error) {
+	var s pb.HostSample
+	if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
+		return timedSample{}, err
+	}
+	t := s.GetUnixNano()
+	if t == 0 {
+		t = ev.T
+	}
+	return timedSample{t: t, s: &s}, nil
+}
+
 // Build turns a run's events into Results. It asserts that the merged
 // histogram counts equal the sum of the agents' counts.
 func Build(events []Event) (*Results, error) {
@@ -192,15 +206,11 @@ func Build(events []Event) (*Results, error) {
 				res.Node.GPUs = append(res.Node.GPUs, fmt.Sprintf("%d: %s (%.1f GiB)", g.GetIndex(), g.GetName(), float64(g.GetMemoryTotalBytes())/(1<<30)))
 			}
 		case EventSample:
-			var s pb.HostSample
-			if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
+			s, err := decodeSample(ev)
+			if err != nil {
 				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
 			}
-			t := s.GetUnixNano()
-			if t == 0 {
-				t = ev.T
-			}
-			samples = append(samples, timedSample{t: t, s: &s})
+			samples = append(samples, s)
 		case EventMark:
 			var m markData
 			if err := json.Unmarshal(ev.Data, &m); err != nil {

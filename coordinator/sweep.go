@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -180,33 +178,9 @@ func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(Ev
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	if !c.runMu.TryLock() {
-		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
-	}
-	defer c.runMu.Unlock()
-	if spec.RunID == "" {
-		spec.RunID = c.newRunID()
-	}
-	dir := filepath.Join(spec.OutDir, spec.RunID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return RunResult{}, fmt.Errorf("create run directory: %w", err)
-	}
-	evlog, err := openEventLog(filepath.Join(dir, "events.jsonl"), c.cfg.Now)
-	if err != nil {
-		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", spec.RunID, err)
-	}
-	r := &recorder{log: evlog, emit: emit, logger: c.logger}
-	runErr := c.sweep(ctx, r, spec)
-	end := map[string]string{"status": "ok"}
-	if runErr != nil {
-		end = map[string]string{"status": "failed", "error": runErr.Error()}
-	}
-	r.record(EventRunEnd, end)
-	if err := evlog.Close(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("close event log: %w", err)
-	}
-	_, renderErr := RenderDir(dir)
-	return RunResult{RunID: spec.RunID, Dir: dir}, errors.Join(runErr, renderErr)
+	return c.runLogged(ctx, spec.OutDir, &spec.RunID, emit, func(r *recorder) error {
+		return c.sweep(ctx, r, spec)
+	})
 }
 
 func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) error {

@@ -141,15 +141,11 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			res.TargetVersion = v.Version
 			res.Simulated = res.Simulated || strings.Contains(v.Version, "+sim")
 		case EventSample:
-			var s pb.HostSample
-			if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
+			s, err := decodeSample(ev)
+			if err != nil {
 				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
 			}
-			t := s.GetUnixNano()
-			if t == 0 {
-				t = ev.T
-			}
-			samples = append(samples, timedSample{t: t, s: &s})
+			samples = append(samples, s)
 		case EventLevelStart:
 			var ls levelStart
 			if err := json.Unmarshal(ev.Data, &ls); err != nil {

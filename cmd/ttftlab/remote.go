@@ -59,16 +59,9 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer closer.Close()
-	st, err := client.RunBaseline(ctx, c.baselineRequest())
+	dir, err := streamBaseline(ctx, client, c.baselineRequest(), stderr)
 	if err != nil {
-		return fmt.Errorf("start baseline: %w", err)
-	}
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
-		resp, err := st.Recv()
-		return resp.GetEvent(), err
-	}, stderr)
-	if err != nil {
-		return fmt.Errorf("baseline: %w", err)
+		return err
 	}
 	return printReport(stdout, stderr, dir, "first_token_latency.md", c.quiet)
 }

@@ -149,3 +149,18 @@ func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *p
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func streamBaseline(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunBaselineRequest, stderr io.Writer) (string, error) {
+	st, err := client.RunBaseline(ctx, req)
+	if err != nil {
+		return "", fmt.Errorf("start baseline: %w", err)
+	}
+	dir, err := followEvents(func() (*pb.RunEvent, error) {
+		resp, err := st.Recv()
+		return resp.GetEvent(), err
+	}, stderr)
+	if err != nil {
+		return dir, fmt.Errorf("baseline: %w", err)
+	}
+	return dir, nil
+}

@@ -229,16 +229,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	client := pb.NewCoordinatorServiceClient(cc)
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
 		cs.lis.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
-	st, err := client.RunBaseline(ctx, cfg.baselineRequest())
+	dir, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
-		return fmt.Errorf("start baseline: %w", err)
-	}
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
-		resp, err := st.Recv()
-		return resp.GetEvent(), err
-	}, stderr)
-	if err != nil {
-		return fmt.Errorf("baseline: %w", err)
+		return err
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "first_token_latency.md"))
 	if err != nil {
