@@ -3,9 +3,10 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 BUF_VERSION := v1.75.0
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.8.2
 TMP_BIN := $(CURDIR)/.tmp/bin
 BUF := $(TMP_BIN)/buf
+STATICCHECK := $(TMP_BIN)/staticcheck
 BIN := bin/ttftlab
 GO_FILES := $(shell find . -name '*.go' -not -path './.tmp/*' 2>/dev/null)
 OUT ?= results
@@ -44,6 +45,9 @@ bench-python: ## Compare the agent's SSE client with the Python aiohttp referenc
 $(BUF):
 	GOBIN=$(TMP_BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
+$(STATICCHECK):
+	GOBIN=$(TMP_BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
 .PHONY: tools
 tools: $(BUF) ## Install the pinned code generators into .tmp/bin.
 	GOBIN=$(TMP_BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go
@@ -62,9 +66,10 @@ check: proto ## Fail if regenerating the protobuf code leaves a diff.
 	@echo "generated code is up to date"
 
 .PHONY: lint
-lint: tools ## gofmt, go vet and buf lint.
+lint: tools $(STATICCHECK) ## gofmt, go vet, staticcheck and buf lint.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
 	go vet ./...
+	$(STATICCHECK) ./...
 	$(BUF) lint
 
 .PHONY: clean

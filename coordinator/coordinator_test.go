@@ -28,7 +28,6 @@ type fakeGPU struct {
 
 	mu      sync.Mutex
 	running bool
-	util    uint32
 }
 
 func (f *fakeGPU) Info(context.Context) (*pb.InfoResponse, error) {

@@ -80,13 +80,13 @@ func yamlError(path string, err error) error {
 func ParseFile(path string, data []byte) (File, error) {
 	var f File
 	if len(bytes.TrimSpace(data)) == 0 {
-		return f, fmt.Errorf("%s: empty; list at least one profile under profiles:", path)
+		return f, fmt.Errorf("%s: empty; list at least one profile under the profiles key", path)
 	}
 	if err := yaml.UnmarshalWithOptions(data, &f, yaml.DisallowUnknownField()); err != nil {
 		return f, yamlError(path, err)
 	}
 	if len(f.Profiles) == 0 {
-		return f, fmt.Errorf("%s: no profiles; list at least one under profiles:", path)
+		return f, fmt.Errorf("%s: no profiles; list at least one under the profiles key", path)
 	}
 	return f, nil
 }

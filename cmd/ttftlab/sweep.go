@@ -22,7 +22,6 @@ type sweepFlags struct {
 	requests   int64
 	inputLen   int
 	outputLen  int
-	api        string
 	agentLoss  string
 	maxAgents  int
 	seed       uint64
