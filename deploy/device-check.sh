@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ttftlab on a GPU host: the simulated engine with real NVML sampling,
-# then the real-GPU torch engine, then the sampler's cost against the real
-# driver. Expects bin/ttftlab and bin/gpunode.test built beforehand
+# then the real-GPU torch engine (baseline and a concurrency sweep), then the
+# sampler's cost against the real driver. Expects bin/ttftlab and
+# bin/gpunode.test built beforehand
 # (`go build -o bin/ttftlab ./cmd/ttftlab && go test -c -o bin/gpunode.test ./gpunode`).
 set -uo pipefail
 out=${OUT:-/tmp/ttftlab-device}
@@ -13,12 +14,18 @@ res=/tmp/ttftlab-results
   uname -a
 } > "$out/host.txt" 2>&1
 ./bin/ttftlab up --out "$res" --run-id sim-h200 --quiet > "$out/run.log" 2>&1; echo "sim rc=$?" >> "$out/run.log"
+# The torch engine is batch 1, so a sweep shows pure queueing: TTFT grows
+# with the concurrency while throughput stays flat.
 ./bin/ttftlab up --out "$res" --run-id torch-h200 --quiet --warm-runs 5 --max-tokens 64 \
-  --gpunode-config deploy/torch-engine/profiles.yaml --profile torch >> "$out/run.log" 2>&1; echo "torch rc=$?" >> "$out/run.log"
+  --gpunode-config deploy/torch-engine/profiles.yaml --profile torch \
+  --sweep 1,2,4 --sweep-duration 8s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 32 >> "$out/run.log" 2>&1
+echo "torch rc=$?" >> "$out/run.log"
 (cd gpunode && ../bin/gpunode.test -test.run '^$' -test.bench 'SampleOnce' -test.benchtime 2s) > "$out/bench.txt" 2>&1
-for r in sim-h200 torch-h200; do
-  cp "$res/$r/first_token_latency.md" "$out/$r.md" 2>/dev/null
-  cp "$res/$r/results.json" "$out/$r.json" 2>/dev/null
+for r in sim-h200 sim-h200-sweep torch-h200 torch-h200-sweep; do
+  for f in first_token_latency.md sweep.md; do
+    [ -f "$res/$r/$f" ] && { echo; echo "<!-- $r/$f -->"; cat "$res/$r/$f"; } >> "$out/reports.md"
+  done
 done
-tail -n 60 "$res"/engine-logs/* > "$out/engine-logs.txt" 2>/dev/null
+for r in sim-h200 torch-h200 torch-h200-sweep; do cp "$res/$r/results.json" "$out/$r.json" 2>/dev/null; done
+tail -n 40 "$res"/engine-logs/* > "$out/engine-logs.txt" 2>/dev/null
 ls -la "$out"
