@@ -121,7 +121,7 @@ const DefaultPrompt = "Explain, in one short paragraph, what time-to-first-token
 var runIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
 // withDefaults fills unset fields.
-func (s BaselineSpec) withDefaults(outDir string) BaselineSpec {
+func (s BaselineSpec) withDefaults() BaselineSpec {
 	if s.Profile == "" {
 		s.Profile = "sim"
 	}
@@ -139,9 +139,6 @@ func (s BaselineSpec) withDefaults(outDir string) BaselineSpec {
 	}
 	if s.ColdMode == "" {
 		s.ColdMode = "warm-restart"
-	}
-	if s.OutDir == "" {
-		s.OutDir = outDir
 	}
 	if s.Knobs == nil {
 		s.Knobs = &pb.EngineKnobs{}
@@ -169,7 +166,19 @@ func (s BaselineSpec) Validate() error {
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
 		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
 	}
+	if err := checkOutDir(s.OutDir); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// checkOutDir allows a client to pick a subdirectory of the coordinator's
+// results directory, never a place elsewhere on the coordinator's disk.
+func checkOutDir(dir string) error {
+	if dir == "" || filepath.IsLocal(dir) {
+		return nil
+	}
+	return fmt.Errorf("out_dir %q must be a relative path inside the coordinator's results directory (no leading / and no '..'): leave it empty, or start the coordinator with --out DIR", dir)
 }
 
 // RunResult names what a run wrote.
@@ -220,11 +229,11 @@ func (c *Coordinator) waitForMembers(ctx context.Context, needGPU bool) (gpu mem
 // first_token_latency.md are rendered from that file at the end, also when
 // the run fails part-way.
 func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(Event)) (RunResult, error) {
-	spec = spec.withDefaults(c.cfg.OutDir)
+	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	return c.runLogged(ctx, spec.OutDir, &spec.RunID, emit, func(r *recorder) error {
+	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(r *recorder) error {
 		return (&baselineRun{recorder: r, c: c, spec: spec}).run(ctx)
 	})
 }

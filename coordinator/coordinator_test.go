@@ -225,6 +225,14 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 	if len(again.Runs) != len(r.Runs) || again.Warm.MedianS != r.Warm.MedianS {
 		t.Errorf("re-rendered results differ")
 	}
+	// A client may pick a subdirectory of the coordinator's results directory.
+	sub, err := c.RunBaseline(context.Background(), BaselineSpec{WarmRuns: 1, RunID: "r2", OutDir: "team-a"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(c.cfg.OutDir, "team-a", "r2"); sub.Dir != want {
+		t.Errorf("run dir %s, want %s", sub.Dir, want)
+	}
 }
 
 func TestBaselineWithoutNVMLSaysWhy(t *testing.T) {
@@ -277,6 +285,8 @@ func TestBaselineSpecValidation(t *testing.T) {
 		{BaselineSpec{ColdMode: "freezing"}, `cold_mode "freezing"`},
 		{BaselineSpec{RunID: "../etc"}, `run_id "../etc"`},
 		{BaselineSpec{MaxTokens: -5}, "max_tokens -5"},
+		{BaselineSpec{OutDir: "/etc"}, `out_dir "/etc" must be a relative path`},
+		{BaselineSpec{OutDir: "a/../../b"}, `out_dir "a/../../b" must be a relative path`},
 	}
 	c := newTestCoordinator(t, &fakeGPU{}, &fakeAgent{ttft: coldWarm})
 	for _, tt := range tests {

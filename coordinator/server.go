@@ -55,7 +55,7 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 		Profile: req.GetProfile(), Knobs: req.GetKnobs(), Prompt: req.GetPrompt(), MaxTokens: int(req.GetMaxTokens()),
 		WarmRuns: int(req.GetWarmRuns()), API: req.GetApi(), ColdMode: req.GetColdMode(), OutDir: req.GetOutDir(), RunID: req.GetRunId(),
 	}
-	if err := spec.withDefaults("x").Validate(); err != nil {
+	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	var sendErr error
@@ -81,7 +81,7 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
 		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
 	}
-	if err := spec.withDefaults("x").Validate(); err != nil {
+	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	var sendErr error

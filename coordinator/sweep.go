@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -46,10 +47,7 @@ type SweepSpec struct {
 	MaxAgents int
 }
 
-func (s SweepSpec) withDefaults(outDir string) SweepSpec {
-	if s.OutDir == "" {
-		s.OutDir = outDir
-	}
+func (s SweepSpec) withDefaults() SweepSpec {
 	if s.API == "" {
 		s.API = "chat"
 	}
@@ -102,6 +100,9 @@ func (s SweepSpec) Validate() error {
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
 		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+	}
+	if err := checkOutDir(s.OutDir); err != nil {
+		errs = append(errs, err)
 	}
 	if s.MaxAgents < 0 {
 		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
@@ -174,11 +175,11 @@ func protoJSON(m proto.Message) rawJSON {
 // at one barrier time. Intervals are recorded as they arrive. A lost agent
 // is recorded with what it delivered; the level goes on without it.
 func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(Event)) (RunResult, error) {
-	spec = spec.withDefaults(c.cfg.OutDir)
+	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	return c.runLogged(ctx, spec.OutDir, &spec.RunID, emit, func(r *recorder) error {
+	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(r *recorder) error {
 		return c.sweep(ctx, r, spec)
 	})
 }

@@ -47,13 +47,14 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var c upConfig
 	var cf coordinatorFlags
 	cf.register(fs)
-	finish := registerBaselineFlags(fs, &c)
+	finish := registerBaselineFlags(fs, &c, "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := finish(); err != nil {
 		return err
 	}
+	c.subdir = c.out
 	client, closer, err := cf.dial()
 	if err != nil {
 		return err

@@ -106,7 +106,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	model := fs.String("model", "", "served model name (required with --base-url)")
 	api := fs.String("api", "chat", "chat or completions")
 	profile := fs.String("profile", "sim", "gpunode engine profile when --base-url is not given")
-	out := fs.String("out", "results", "directory for results/<run>/ (on the coordinator's disk)")
+	out := fs.String("out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	runID := fs.String("run-id", "", "run directory name (default: timestamp)")
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	if err := fs.Parse(args); err != nil {

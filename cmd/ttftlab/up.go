@@ -36,6 +36,8 @@ type upConfig struct {
 	simArgs   []string
 	quiet     bool
 	coldMode  string
+	// subdir is the results subdirectory asked of a remote coordinator.
+	subdir string
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
 	sweep         sweepFlags
@@ -73,9 +75,9 @@ func (b boolKnob) IsBoolFlag() bool { return true }
 
 // registerBaselineFlags registers the flags shared by `up` and `baseline`;
 // finish validates them after parsing.
-func registerBaselineFlags(fs *flag.FlagSet, c *upConfig) (finish func() error) {
+func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp string) (finish func() error) {
 	c.knobs = &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
-	fs.StringVar(&c.out, "out", "results", "directory for results/<run>/ (on the coordinator's disk)")
+	fs.StringVar(&c.out, "out", defaultOut, outHelp)
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	fs.IntVar(&c.warmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
 	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
@@ -123,7 +125,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig) (finish func() error) 
 func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
 	return &pb.RunBaselineRequest{
 		Profile: c.profile, Knobs: c.knobs, Prompt: c.prompt, MaxTokens: int32(c.maxTokens),
-		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.out, RunId: c.runID, ColdMode: c.coldMode,
+		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.subdir, RunId: c.runID, ColdMode: c.coldMode,
 	}
 }
 
@@ -131,7 +133,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c upConfig
-	finish := registerBaselineFlags(fs, &c)
+	finish := registerBaselineFlags(fs, &c, "results", "directory for results/<run>/")
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	c.sweep.register(fs, "sweep", "1,8,32")
@@ -264,7 +266,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req.BaseUrl, req.Model, req.Api, req.OutDir = baseline.Engine.BaseURL, baseline.Engine.Served, cfg.api, cfg.out
+	req.BaseUrl, req.Model, req.Api = baseline.Engine.BaseURL, baseline.Engine.Served, cfg.api
 	if cfg.runID != "" {
 		req.RunId = cfg.runID + "-sweep"
 	}
