@@ -33,7 +33,7 @@ func TestE2EClusterSweep(t *testing.T) {
 		t.Fatalf("members %+v: want 1 coordinator, 1 gpunode and 2 agents", ms)
 	}
 
-	out := filepath.Join(c.dir, "sweep-results")
+	out := "sweeps" // a subdirectory of the coordinator's --out
 	began := time.Now()
 	_, stderr, err := c.cli(90*time.Second, c.sweepArgs(out, "e2e", "--levels", "1,4", "--levels-duration", "2s")...)
 	t.Logf("sweep took %s", time.Since(began).Round(time.Millisecond))
@@ -44,14 +44,18 @@ func TestE2EClusterSweep(t *testing.T) {
 	if m == nil {
 		t.Fatalf("sweep printed no results directory:\n%s", stderr)
 	}
-	// The request's out_dir is used as it is, on the coordinator's disk: the
-	// coordinator's own --out applies only to requests that name none.
-	dir := filepath.Join(out, "e2e")
+	// A request's out_dir is a subdirectory of the coordinator's --out; one
+	// that points elsewhere on the coordinator's disk is refused.
+	dir := filepath.Join(c.dir, "coordinator-results", out, "e2e")
 	if m[1] != dir {
-		t.Errorf("results in %s, want %s (the sweep's --out)", m[1], dir)
+		t.Errorf("results in %s, want %s (under the coordinator's --out)", m[1], dir)
 	}
-	if _, err := os.Stat(filepath.Join(c.dir, "coordinator-results", "e2e")); err == nil {
-		t.Errorf("the run was also written under the coordinator's --out")
+	if _, stderr, err := c.cli(30*time.Second, c.sweepArgs(filepath.Join(c.dir, "elsewhere"), "abs", "--levels", "1")...); err == nil ||
+		!strings.Contains(stderr, "must be a relative path") {
+		t.Errorf("a sweep with an absolute --out was not refused: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "elsewhere")); err == nil {
+		t.Errorf("the refused sweep wrote to its absolute --out")
 	}
 
 	var res sweepResults
@@ -121,7 +125,7 @@ func TestE2EAgentKilledMidSweep(t *testing.T) {
 	victim := c.startAgent("agent2")
 	c.waitAllAlive()
 
-	out := filepath.Join(c.dir, "sweep-results")
+	out := "sweeps" // a subdirectory of the coordinator's --out
 	began := time.Now()
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "lost", "--levels", "4", "--levels-duration", "6s", "--levels-agent-loss", "continue")...)
 	// Two intervals (≈2 s of load) in, while its requests are in flight.
@@ -137,7 +141,7 @@ func TestE2EAgentKilledMidSweep(t *testing.T) {
 		t.Errorf("sweep did not report `run ok`")
 	}
 
-	dir := filepath.Join(out, "lost")
+	dir := filepath.Join(c.dir, "coordinator-results", out, "lost")
 	var res sweepResults
 	readJSON(t, filepath.Join(dir, "results.json"), &res)
 	if res.Status != "ok" || len(res.Levels) != 1 {
@@ -179,7 +183,7 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 	a2 := c.startAgent("agent2")
 	c.waitAllAlive()
 
-	out := filepath.Join(c.dir, "sweep-results")
+	out := "sweeps" // a subdirectory of the coordinator's --out
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "orphan", "--levels", "8", "--levels-duration", "60s",
 		"--base-url", url, "--model", simModel)...)
 	// Both agents are sending, and the engine sees it.
@@ -234,7 +238,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 	c.startAgent("agent1")
 	c.waitAllAlive()
 
-	out := filepath.Join(c.dir, "baseline-results")
+	out := "baselines"
 	_, stderr, err := c.cli(90*time.Second, "baseline", "--coordinator", c.coord.grpc, "--warm-runs", "1", "--max-tokens", "16",
 		"--out", out, "--run-id", "base", "--quiet")
 	if err != nil {
@@ -246,7 +250,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 			Argv []string `json:"argv"`
 		} `json:"engine"`
 	}
-	readJSON(t, filepath.Join(out, "base", "results.json"), &res)
+	readJSON(t, filepath.Join(c.dir, "coordinator-results", out, "base", "results.json"), &res)
 	if res.Status != "ok" || len(res.Engine.Argv) == 0 {
 		t.Fatalf("baseline results: status %q, engine argv %v", res.Status, res.Engine.Argv)
 	}
@@ -304,7 +308,7 @@ func TestE2ECoordinatorFrozenStopsLoad(t *testing.T) {
 	c.startAgent("agent2")
 	c.waitAllAlive()
 
-	out := filepath.Join(c.dir, "sweep-results")
+	out := "sweeps" // a subdirectory of the coordinator's --out
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "8", "--levels-duration", "60s",
 		"--base-url", url, "--model", simModel)...)
 	for _, a := range []string{"agent1", "agent2"} {
