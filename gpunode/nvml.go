@@ -85,7 +85,7 @@ func openGPUs(lib NVML, log *slog.Logger) *gpus {
 			s := readDevice(d)
 			s.Index = info[i].Index
 			f := slow.get(i)
-			s.PCIeTXKBps, s.PCIeRXKBps, s.ThrottleReasons = f.tx, f.rx, f.throttle
+			s.PCIeTXKBps, s.PCIeRXKBps, s.ThrottleReasons, s.EnergyMillijoules = f.tx, f.rx, f.throttle, f.energy
 			s.Processes = append([]GPUProcess(nil), f.processes...)
 			out[i] = s
 		}
@@ -107,18 +107,17 @@ func readDevice(d nvml.Device) GPUSample {
 	if p, ret := d.GetPowerUsage(); ret == nvml.SUCCESS {
 		s.PowerMilliwatts = p
 	}
-	if e, ret := d.GetTotalEnergyConsumption(); ret == nvml.SUCCESS {
-		s.EnergyMillijoules = e
-	}
 	if c, ret := d.GetClockInfo(nvml.CLOCK_SM); ret == nvml.SUCCESS {
 		s.SMClockMHz = c
 	}
 	return s
 }
 
-// slowFields are the fields read at 1 Hz by the poller: PCIe throughput,
+// slowFields are the fields read at 1 Hz by the poller: the energy
+// counter, PCIe throughput,
 // throttle reasons and the compute processes.
 type slowFields struct {
+	energy    uint64
 	tx, rx    uint32
 	throttle  uint64
 	processes []GPUProcess
@@ -127,6 +126,11 @@ type slowFields struct {
 // readSlow reads one GPU's slow fields.
 func readSlow(d nvml.Device) slowFields {
 	var f slowFields
+	// The energy counter is cumulative, so 1 Hz loses nothing; on a real
+	// H200 one read takes about 4 ms.
+	if e, ret := d.GetTotalEnergyConsumption(); ret == nvml.SUCCESS {
+		f.energy = e
+	}
 	if tx, ret := d.GetPcieThroughput(nvml.PCIE_UTIL_TX_BYTES); ret == nvml.SUCCESS {
 		f.tx = tx
 	}
@@ -149,9 +153,10 @@ func readSlow(d nvml.Device) slowFields {
 }
 
 // slowInterval is how often the slow fields are read. Each
-// nvmlDeviceGetPcieThroughput call samples for about 20 ms, and on a real
-// H200 the whole set cost about 4 ms a GPU, so reading them inline at 10 Hz
-// would cost several per cent of a core (docs/benchmarks.md).
+// nvmlDeviceGetPcieThroughput call samples for about 20 ms and
+// nvmlDeviceGetTotalEnergyConsumption takes about 4 ms on a real H200
+// (BenchmarkNVMLCalls), against 2–20 µs for each fast field, so reading
+// them inline at 10 Hz would cost several per cent of a core.
 const slowInterval = time.Second
 
 // slowPoller reads the slow fields of every GPU on its own goroutine and
