@@ -105,15 +105,31 @@ type ClientConfig struct {
 	Timeout time.Duration
 	// MaxLineBytes bounds one SSE line. 0 means 64 MiB.
 	MaxLineBytes int
+	// Transport picks the HTTP client for plain-http targets: TransportH1
+	// (the default when empty) or TransportNetHTTP. https:// targets always
+	// use net/http. Any other value fails every request with kind other.
+	Transport string
 }
 
+// Transports accepted in ClientConfig.Transport.
+const (
+	// TransportH1 is the package's own HTTP/1.1 transport (h1.go): one
+	// goroutine per stream, the caller's, and a few KiB per connection.
+	TransportH1 = "h1"
+	// TransportNetHTTP is net/http's Transport.
+	TransportNetHTTP = "net/http"
+)
+
 // Client sends streaming OpenAI-compatible requests and times them. It holds
-// one http.Transport whose keep-alive connections are shared by all requests.
-// A Client is safe for concurrent use.
+// one pool of keep-alive connections per transport (h1 for plain http unless
+// configured otherwise, net/http for https), shared by all requests. A
+// Client is safe for concurrent use.
 type Client struct {
-	cfg ClientConfig
-	tr  *http.Transport
-	hc  *http.Client
+	cfg    ClientConfig
+	tr     *http.Transport
+	hc     *http.Client
+	h1     *h1   // nil when plain http goes through net/http
+	cfgErr error // a bad ClientConfig, reported by every Do
 }
 
 // NewClient returns a Client for cfg.
@@ -151,7 +167,7 @@ func NewClient(cfg ClientConfig) *Client {
 		DisableCompression: true,
 		ForceAttemptHTTP2:  false,
 	}
-	return &Client{
+	c := &Client{
 		cfg: cfg,
 		tr:  tr,
 		hc: &http.Client{
@@ -160,11 +176,24 @@ func NewClient(cfg ClientConfig) *Client {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
+	switch cfg.Transport {
+	case "", TransportH1:
+		c.h1 = newH1(d, cfg.MaxConns, tr.IdleConnTimeout)
+	case TransportNetHTTP:
+	default:
+		c.cfgErr = fmt.Errorf("transport %q is unknown: use %q or %q", cfg.Transport, TransportH1, TransportNetHTTP)
+	}
+	return c
 }
 
 // Close releases the Client's idle connections. Requests still running are
 // not affected.
-func (c *Client) Close() { c.tr.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.tr.CloseIdleConnections()
+	if c.h1 != nil {
+		c.h1.closeIdle()
+	}
+}
 
 // Request is one completion request.
 type Request struct {
@@ -352,6 +381,10 @@ func (e *Error) Unwrap() error { return e.Err }
 // returns a nil-Send Result: every failure is described by Result.Err.
 func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	r.CachedTokens = -1
+	if c.cfgErr != nil {
+		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: c.cfgErr.Error(), Err: c.cfgErr}
+		return r
+	}
 	url, err := endpoint(req.BaseURL, req.API)
 	if err != nil {
 		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
@@ -361,6 +394,17 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	if err != nil {
 		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
 		return r
+	}
+	if c.h1 != nil {
+		t, ok, err := parseH1Target(url)
+		if err != nil {
+			r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
+			return r
+		}
+		if ok {
+			c.doH1(ctx, &req, t, body, &r)
+			return r
+		}
 	}
 	if c.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -409,24 +453,126 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	r.Header = time.Now()
 	r.Status = resp.StatusCode
 	defer resp.Body.Close()
+	c.readBody(ctx, cancel, &req, &s, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Body)
+	return r
+}
 
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		r.Err = httpError(resp)
+// readBody reads a response body once its headers have arrived: an HTTP
+// error's body, a JSON body or an SSE stream, and drains what follows
+// [DONE] (or an error body) so that the connection can be reused.
+func (c *Client) readBody(ctx context.Context, cancel context.CancelCauseFunc, req *Request, s *stream, status int, contentType string, body io.Reader) {
+	r := s.r
+	if status < 200 || status > 299 {
+		r.Err = httpError(status, body)
 		r.Done = time.Now()
-		drain(resp.Body, cancel)
-		return r
+		drain(body, cancel)
+		return
 	}
-
-	if !req.Stream || isJSON(resp.Header.Get("Content-Type")) {
-		s.readJSON(ctx, resp.Body)
-		return r
+	if !req.Stream || isJSON(contentType) {
+		s.readJSON(ctx, body)
+		return
 	}
-	lr := getLineReader(resp.Body, c.cfg.MaxLineBytes)
+	lr := getLineReader(body, c.cfg.MaxLineBytes)
 	defer lr.put()
 	if s.read(ctx, lr) {
-		drain(resp.Body, cancel)
+		drain(body, cancel)
 	}
-	return r
+}
+
+// doH1 is Do over the h1 transport; see h1.go.
+func (c *Client) doH1(ctx context.Context, req *Request, t h1Target, body []byte, r *Result) {
+	var hbuf [8]h1Header
+	hs := append(hbuf[:0], h1Header{"Content-Type", "application/json"})
+	if req.Stream {
+		hs = append(hs, h1Header{"Accept", "text/event-stream"})
+	}
+	if req.APIKey != "" {
+		hs = append(hs, h1Header{"Authorization", "Bearer " + req.APIKey})
+	}
+	reqClose := false
+	for k, v := range req.Headers {
+		k = http.CanonicalHeaderKey(k)
+		hs = setHeader(hs, k, v)
+		if k == "Connection" && strings.EqualFold(strings.TrimSpace(v), "close") {
+			reqClose = true
+		}
+	}
+	wp := h1WriteBuffer.Get().(*[]byte)
+	defer func() {
+		if cap(*wp) <= 64<<10 {
+			h1WriteBuffer.Put(wp)
+		}
+	}()
+	wbuf, err := appendRequest((*wp)[:0], t, hs, body)
+	*wp = wbuf[:0]
+	if err != nil {
+		r.Err = &Error{Kind: KindOther, Class: KindOther, Detail: err.Error(), Err: err}
+		return
+	}
+
+	if c.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, c.cfg.Timeout, errTotalTimeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	r.marks = markPool.Get().(*[]Mark)
+	r.Marks = (*r.marks)[:0]
+	r.Send = time.Now()
+	s := stream{r: r, maxLine: c.cfg.MaxLineBytes}
+	if c.cfg.TTFTTimeout > 0 {
+		s.ttft = time.AfterFunc(c.cfg.TTFTTimeout, func() { cancel(errTTFTTimeout) })
+		defer s.ttft.Stop()
+	}
+
+	host := c.h1.host(t.addr)
+	var (
+		conn *h1Conn
+		resp h1Response
+		hb   h1Body
+		stop func() bool
+	)
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		conn, reused, err = host.get(ctx)
+		if err != nil {
+			r.Done = time.Now()
+			r.Err = classify(ctx, err, false)
+			return
+		}
+		r.Connected, r.Reused = time.Since(r.Send), reused
+		nc := conn.nc
+		stop = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
+		started := false
+		if _, err = nc.Write(wbuf); err == nil {
+			r.Wrote = time.Since(r.Send)
+			resp, started, err = readResponse(conn.br, &hb)
+		}
+		if err == nil {
+			break
+		}
+		stop()
+		conn.discard()
+		// A kept-alive connection the server closed just as it was
+		// reused fails before any response byte: try once more on
+		// another, as net/http does.
+		if reused && !started && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		r.Done = time.Now()
+		r.Err = classify(ctx, err, false)
+		return
+	}
+	r.Header = time.Now()
+	r.Status = resp.status
+	c.readBody(ctx, cancel, req, &s, resp.status, resp.contentType, &hb)
+	if stop() && hb.done && !resp.close && !reqClose {
+		host.put(conn)
+	} else {
+		conn.discard()
+	}
 }
 
 // Models returns the model ids listed by the server's /v1/models.
@@ -453,7 +599,7 @@ func (c *Client) Models(ctx context.Context, baseURL, apiKey string) ([]string, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		e := httpError(resp)
+		e := httpError(resp.StatusCode, resp.Body)
 		return nil, fmt.Errorf("list models: %w", e)
 	}
 	var list struct {
@@ -555,6 +701,11 @@ func requestBody(req Request) ([]byte, error) {
 }
 
 func isJSON(contentType string) bool {
+	// Most responses are SSE: rule them out without parsing.
+	mt, _, _ := strings.Cut(contentType, ";")
+	if !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+		return false
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "application/json"
 }
@@ -596,9 +747,8 @@ func drain(body io.Reader, cancel context.CancelCauseFunc) {
 
 // httpError builds the Error for a non-2xx response, keeping the start of
 // the body.
-func httpError(resp *http.Response) *Error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	code := resp.StatusCode
+func httpError(code int, body io.Reader) *Error {
+	b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody))
 	e := &Error{
 		Kind:   fmt.Sprintf("http_%d", code),
 		Status: code,

@@ -57,8 +57,8 @@ type errLineTooLong int
 
 func (e errLineTooLong) Error() string { return fmt.Sprintf("SSE line longer than %d bytes", int(e)) }
 
-// next returns the next line, end of line included (a last line may lack
-// it), and the time the read that completed it returned. The line is valid
+// next returns the next line, end of line included (a last line before a
+// clean io.EOF may lack it), and the time the read that completed it returned. The line is valid
 // until the next call. At the end of the body it returns the read error
 // (io.EOF for a clean end).
 func (l *lineReader) next() ([]byte, time.Time, error) {
@@ -78,7 +78,10 @@ func (l *lineReader) next() ([]byte, time.Time, error) {
 			return nil, l.at, errLineTooLong(l.max)
 		}
 		if l.err != nil {
-			if l.r < l.w {
+			// A last line without its end of line counts only at a
+			// clean end of the body: after a broken read it is a
+			// fragment, and the error is what happened.
+			if l.r < l.w && l.err == io.EOF {
 				line := l.buf[l.r:l.w]
 				l.r = l.w
 				return line, l.at, nil

@@ -14,7 +14,11 @@
 // may override it with headers: X-Bench-Tokens, X-Bench-Tokens-Per-Chunk,
 // X-Bench-Delay and X-Bench-TTFT (Go durations) and X-Bench-Hold-After.
 // GET /bench/stats returns counters as JSON, and POST /bench/release lets
-// the held streams finish.
+// the held streams finish. With Config.RecordFirstTokens, GET
+// /bench/first-tokens returns (and forgets) the CLOCK_MONOTONIC times just
+// before and just after each stream's first token write, keyed by its
+// X-Request-Id ({"id": [before, after]}), so that a client in another
+// process can compare its own arrival times with them.
 package ssebench
 
 import (
@@ -30,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config is the default shape of every stream.
@@ -52,6 +58,39 @@ type Config struct {
 	// header and the time taken just before the write of the first token
 	// chunk. It is called from connection goroutines, concurrently.
 	OnFirstToken func(id string, at time.Time)
+	// RecordFirstTokens keeps, for every request with an X-Request-Id,
+	// Monotonic() read just before and just after the write of its first
+	// token chunk, until GET /bench/first-tokens returns them.
+	RecordFirstTokens bool
+}
+
+// Monotonic returns CLOCK_MONOTONIC in nanoseconds: a clock shared by every
+// process on the machine. On Linux it is also the clock behind the
+// monotonic reading of Go's time.Now (runtime.nanotime), so a time.Time
+// taken in another process converts to it by a fixed offset; see
+// MonoOffset.
+func Monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// MonoOffset measures the offset between this process's time.Now
+// monotonic readings and Monotonic: for a time t taken in this process,
+// Monotonic() at that instant is at.Add(t.Sub(ref)). It keeps the sample
+// whose two Monotonic reads were closest together, so the error is at most
+// half that gap (well under a microsecond).
+func MonoOffset() (ref time.Time, at int64) {
+	best := int64(-1)
+	for range 200 {
+		a := Monotonic()
+		t := time.Now()
+		b := Monotonic()
+		if best < 0 || b-a < best {
+			best, ref, at = b-a, t, a+(b-a)/2
+		}
+	}
+	return ref, at
 }
 
 // Stats are the server's counters.
@@ -88,6 +127,9 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	bodies sync.Map // shape → *body
+
+	stampMu sync.Mutex
+	stamps  map[string][2]int64 // X-Request-Id → Monotonic() before and after the first token write
 }
 
 // Start listens on 127.0.0.1 on a free port and serves until Close.
@@ -103,6 +145,7 @@ func Start(cfg Config) (*Server, error) {
 		release: make(chan struct{}),
 		live:    map[net.Conn]struct{}{},
 		done:    make(chan struct{}),
+		stamps:  map[string][2]int64{},
 	}
 	s.wg.Add(1)
 	go s.accept()
@@ -206,6 +249,14 @@ func (s *Server) serve(c net.Conn) {
 			}
 		case req.method == "GET" && req.path == "/bench/stats":
 			b, _ := json.Marshal(s.Stats())
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b); err != nil {
+				return
+			}
+		case req.method == "GET" && req.path == "/bench/first-tokens":
+			s.stampMu.Lock()
+			b, _ := json.Marshal(s.stamps)
+			s.stamps = map[string][2]int64{}
+			s.stampMu.Unlock()
 			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b); err != nil {
 				return
 			}
@@ -338,8 +389,18 @@ func (s *Server) stream(c net.Conn, req request) bool {
 		if k == 0 && s.cfg.OnFirstToken != nil {
 			s.cfg.OnFirstToken(req.id, time.Now())
 		}
+		var mono int64
+		if k == 0 && s.cfg.RecordFirstTokens && req.id != "" {
+			mono = Monotonic()
+		}
 		if _, err := c.Write(b.all[b.offs[k]:b.offs[end]]); err != nil {
 			return false
+		}
+		if mono != 0 {
+			after := Monotonic()
+			s.stampMu.Lock()
+			s.stamps[req.id] = [2]int64{mono, after}
+			s.stampMu.Unlock()
 		}
 		s.tokens.Add(int64(b.tokensBefore(end) - b.tokensBefore(k)))
 		k = end

@@ -110,3 +110,70 @@ func TestHoldAndRelease(t *testing.T) {
 		t.Errorf("stats %+v, want 0 held, max 1, 8 tokens", st)
 	}
 }
+
+// TestMonotonicIsGoClock checks that Go's monotonic clock is
+// CLOCK_MONOTONIC: a time.Now converted with MonoOffset matches a raw read
+// taken right after it, 50 ms later, to within a few microseconds (no
+// drift, no different base).
+func TestMonotonicIsGoClock(t *testing.T) {
+	ref, at := MonoOffset()
+	time.Sleep(50 * time.Millisecond)
+	best := int64(-1)
+	for range 100 {
+		a := Monotonic()
+		now := time.Now()
+		b := Monotonic()
+		d := at + int64(now.Sub(ref)) - (a + (b-a)/2)
+		if d < 0 {
+			d = -d
+		}
+		if best < 0 || d < best {
+			best = d
+		}
+	}
+	if best > 5000 {
+		t.Fatalf("time.Now converted to CLOCK_MONOTONIC is off by %d ns", best)
+	}
+}
+
+func TestRecordFirstTokens(t *testing.T) {
+	s, err := Start(Config{Tokens: 3, RecordFirstTokens: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	before := Monotonic()
+	for _, id := range []string{"a", "b", ""} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/v1/completions", strings.NewReader(`{}`))
+		if id != "" {
+			req.Header.Set("X-Request-Id", id)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	after := Monotonic()
+	get := func() map[string][2]int64 {
+		resp, err := c.Get(s.URL + "/bench/first-tokens")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string][2]int64
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := get()
+	if len(m) != 2 || m["a"][0] < before || m["b"][1] > after || m["a"][1] > m["b"][0] || m["a"][0] > m["a"][1] {
+		t.Fatalf("stamps %v, want a's before ≤ after ≤ b's, within [%d, %d]", m, before, after)
+	}
+	if m := get(); len(m) != 0 {
+		t.Fatalf("stamps %v after they were read, want none", m)
+	}
+}

@@ -1,0 +1,352 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ttftlab/ttftlab/internal/ssebench"
+)
+
+// rawServer is a TCP server whose responses are written byte for byte by
+// the test, for the framing cases net/http's server never produces.
+type rawServer struct {
+	URL   string
+	conns atomic.Int64
+}
+
+// newRawServer calls serve for every request on every connection; serve
+// returns false to close the connection.
+func newRawServer(t *testing.T, serve func(c net.Conn, req *http.Request) bool) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawServer{URL: "http://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	live := map[net.Conn]bool{}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns.Add(1)
+			mu.Lock()
+			live[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if !serve(c, req) {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range live {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+// sseEvents is a short chat stream: role, two tokens, usage, [DONE].
+func sseEvents() []string {
+	return []string{
+		"data: " + chatRole(0) + "\n\n",
+		"data: " + chatContent("a", 1) + "\n\n",
+		"data: " + chatContent("b", 2) + "\n\n",
+		"data: " + finalUsage(7, 2) + "\n\n",
+		"data: [DONE]\n\n",
+	}
+}
+
+// chunked frames each event as one HTTP chunk, with ext after the size.
+func chunked(events []string, ext, trailer string) string {
+	var b strings.Builder
+	for _, e := range events {
+		fmt.Fprintf(&b, "%x%s\r\n%s\r\n", len(e), ext, e)
+	}
+	b.WriteString("0\r\n" + trailer + "\r\n")
+	return b.String()
+}
+
+func wantTwoTokens(t *testing.T, r Result) {
+	t.Helper()
+	wantOK(t, r)
+	if r.OutputTokens != 2 || len(r.Marks) != 2 || r.Preview != "ab" || r.UsageSource != UsageContinuous {
+		t.Fatalf("out %d marks %d preview %q source %q; want 2, 2, ab, continuous", r.OutputTokens, len(r.Marks), r.Preview, r.UsageSource)
+	}
+}
+
+func TestH1Framing(t *testing.T) {
+	body := strings.Join(sseEvents(), "")
+	tests := []struct {
+		name      string
+		resp      string
+		split     bool // write one byte at a time
+		wantReuse bool
+	}{
+		{"chunked", sseHead + chunked(sseEvents(), "", ""), false, true},
+		{"chunk extensions", sseHead + chunked(sseEvents(), ` ; name=value;q="a;b"`, ""), false, true},
+		{"trailers", sseHead + chunked(sseEvents(), "", "X-Trailer: 1\r\nX-Other: two\r\n"), false, true},
+		{"upper-case hex and one chunk split across reads", sseHead + strings.ToUpper(fmt.Sprintf("%x", len(body))) + "\r\n" + body + "\r\n0\r\n\r\n", true, true},
+		{"every byte a separate read", sseHead + chunked(sseEvents(), ";x=y", "T: v\r\n"), true, true},
+		{"Content-Length body", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false, true},
+		{"Connection: close", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(sseEvents(), "", ""), false, false},
+		{"HTTP/1.0 body until close", "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + body, false, false},
+		{"100 Continue first", "HTTP/1.1 100 Continue\r\n\r\n" + sseHead + chunked(sseEvents(), "", ""), false, true},
+		{"long header line", "HTTP/1.1 200 OK\r\nX-Long: " + strings.Repeat("v", 10000) + "\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(sseEvents(), "", ""), false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+				if !tt.split {
+					_, err := io.WriteString(c, tt.resp)
+					return err == nil && tt.wantReuse
+				}
+				for i := range len(tt.resp) {
+					if _, err := c.Write([]byte{tt.resp[i]}); err != nil {
+						return false
+					}
+					if i%16 == 0 {
+						time.Sleep(50 * time.Microsecond)
+					}
+				}
+				return true
+			})
+			c := NewClient(ClientConfig{MaxConns: 1})
+			defer c.Close()
+			for i := range 2 {
+				r := c.Do(context.Background(), chatReq(s.URL))
+				wantTwoTokens(t, r)
+				if i == 1 && r.Reused != tt.wantReuse {
+					t.Errorf("second request Reused = %v, want %v", r.Reused, tt.wantReuse)
+				}
+			}
+			if want := int64(2); tt.wantReuse {
+				if s.conns.Load() != 1 {
+					t.Errorf("server accepted %d connections, want 1", s.conns.Load())
+				}
+			} else if s.conns.Load() != want {
+				t.Errorf("server accepted %d connections, want %d", s.conns.Load(), want)
+			}
+		})
+	}
+}
+
+func TestH1Errors(t *testing.T) {
+	body := strings.Join(sseEvents(), "")
+	tests := []struct {
+		name       string
+		resp       string
+		wantKind   string
+		wantDetail string
+	}{
+		{"server closes mid-chunk", sseHead + "200\r\ndata: {", KindTruncated, ""},
+		{"server closes between chunks", sseHead + chunked(sseEvents()[:2], "", "")[:len(chunked(sseEvents()[:2], "", ""))-5], KindTruncated, ""},
+		{"server closes mid Content-Length body", fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:len(body)/2]), KindTruncated, ""},
+		{"malformed status line", "HTTP/1.1 2xx OK\r\n\r\n", KindOther, "malformed HTTP status line"},
+		{"not HTTP", "SSH-2.0-OpenSSH_9.2\r\n\r\n", KindOther, "malformed HTTP status line"},
+		{"malformed chunk size", sseHead + "zz\r\n", KindOther, "malformed chunked encoding"},
+		{"chunk without CRLF", sseHead + "3\r\nabcX\r\n", KindOther, "malformed chunked encoding"},
+		{"headers cut", "HTTP/1.1 200 OK\r\nContent-Type: text/ev", KindConnectionReset, ""},
+		{"bad Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", KindOther, "Content-Length"},
+		{"503 with body", "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 29\r\n\r\n{\"error\":\"engine overloaded\"}", "http_503", "engine overloaded"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+				_, _ = io.WriteString(c, tt.resp)
+				return false
+			})
+			c := NewClient(ClientConfig{MaxConns: 1})
+			defer c.Close()
+			r := c.Do(context.Background(), chatReq(s.URL))
+			if r.Err == nil || r.Err.Kind != tt.wantKind || !strings.Contains(r.Err.Detail, tt.wantDetail) {
+				t.Fatalf("err %v, want kind %s with %q", r.Err, tt.wantKind, tt.wantDetail)
+			}
+			if r.Done.IsZero() {
+				t.Errorf("Done not set")
+			}
+		})
+	}
+}
+
+// TestH1ServerClosedIdle covers a keep-alive timeout: the server closes an
+// idle connection (without Connection: close), and the next request must
+// go through on a new one.
+func TestH1ServerClosedIdle(t *testing.T) {
+	s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
+		return false
+	})
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	for i := range 3 {
+		wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
+		if i == 0 {
+			time.Sleep(20 * time.Millisecond) // let the FIN arrive
+		}
+	}
+	if s.conns.Load() != 3 {
+		t.Errorf("server accepted %d connections, want 3", s.conns.Load())
+	}
+}
+
+// TestH1RequestHeaders checks what h1 sends: Host, the body, user headers
+// over the built ones, and that a header with a line break is refused.
+func TestH1RequestHeaders(t *testing.T) {
+	var got http.Header
+	var host string
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		got, host = r.Header.Clone(), r.Host
+		s := startSSE(w)
+		for _, e := range sseEvents() {
+			s.raw(e)
+		}
+	})
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	req := chatReq(f.URL)
+	req.APIKey = "k"
+	req.Headers = map[string]string{"x-tenant": "t1", "content-type": "application/json; charset=utf-8", "Host": "ignored"}
+	wantTwoTokens(t, c.Do(context.Background(), req))
+	if got.Get("X-Tenant") != "t1" || got.Get("Content-Type") != "application/json; charset=utf-8" ||
+		got.Get("Authorization") != "Bearer k" || got.Get("Accept") != "text/event-stream" || host != strings.TrimPrefix(f.URL, "http://") {
+		t.Errorf("headers %v, host %q", got, host)
+	}
+	f.mu.Lock()
+	body := f.bodies[0]
+	f.mu.Unlock()
+	if body["model"] != "m" {
+		t.Errorf("body %v", body)
+	}
+	req.Headers = map[string]string{"X-Evil": "a\r\nX-Injected: 1"}
+	if r := c.Do(context.Background(), req); r.Err == nil || r.Err.Kind != KindOther || !r.Send.IsZero() {
+		t.Errorf("header with CRLF: err %v, Send %v; want kind other before sending", r.Err, r.Send)
+	}
+}
+
+// TestH1PoolWaitCanceled: with every connection busy, a request waits for
+// one; cancelling the wait must not lose the slot.
+func TestH1PoolWaitCanceled(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	first := make(chan Result, 1)
+	held := chatReq(srv.URL)
+	held.Headers = map[string]string{"X-Bench-Hold-After": "2"}
+	go func() { first <- c.Do(context.Background(), held) }()
+	for srv.Stats().Held == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	r := c.Do(ctx, chatReq(srv.URL))
+	cancel()
+	if r.Err == nil || r.Err.Kind != KindCanceled {
+		t.Fatalf("waiting request: err %v, want canceled", r.Err)
+	}
+	srv.Release()
+	wantOK(t, <-first)
+	for range 3 {
+		r := c.Do(context.Background(), chatReq(srv.URL))
+		wantOK(t, r)
+		if !r.Reused {
+			t.Errorf("request did not reuse the one connection")
+		}
+	}
+	if st := srv.Stats(); st.Conns != 1 {
+		t.Errorf("server accepted %d connections, want 1", st.Conns)
+	}
+}
+
+// TestH1NoGoroutineLeak runs successes, failures and cancellations and
+// checks that no goroutine is left once the client is closed: h1 starts
+// none of its own.
+func TestH1NoGoroutineLeak(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 20, Delay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	settle := func() int {
+		n := runtime.NumGoroutine()
+		for range 100 {
+			time.Sleep(5 * time.Millisecond)
+			if m := runtime.NumGoroutine(); m == n {
+				return n
+			} else {
+				n = m
+			}
+		}
+		return n
+	}
+	before := settle()
+	c := NewClient(ClientConfig{MaxConns: 4, TTFTTimeout: time.Second})
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			ctx := context.Background()
+			if i%3 == 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, time.Duration(i%7)*time.Millisecond)
+				defer cancel()
+			}
+			r := c.Do(ctx, chatReq(srv.URL))
+			r.Release()
+		})
+	}
+	wg.Wait()
+	c.Close()
+	if after := settle(); after > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines before, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestTransportConfig(t *testing.T) {
+	f := newFakeServer(t, streamTokens(2, 0))
+	for _, tr := range []string{"", TransportH1, TransportNetHTTP} {
+		c := NewClient(ClientConfig{Transport: tr})
+		wantOK(t, c.Do(context.Background(), chatReq(f.URL)))
+		if (c.h1 != nil) != (tr != TransportNetHTTP) {
+			t.Errorf("transport %q: h1 %v", tr, c.h1 != nil)
+		}
+		c.Close()
+	}
+	c := NewClient(ClientConfig{Transport: "h3"})
+	if r := c.Do(context.Background(), chatReq(f.URL)); r.Err == nil || r.Err.Kind != KindOther || !strings.Contains(r.Err.Detail, "h3") {
+		t.Errorf("unknown transport: err %v, want kind other naming it", r.Err)
+	}
+}
