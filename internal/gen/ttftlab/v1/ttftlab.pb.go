@@ -2274,9 +2274,15 @@ type IntervalReport struct {
 	Warmup bool `protobuf:"varint,18,opt,name=warmup,proto3" json:"warmup,omitempty"`
 	// requests_good counts successful requests that met every SLO of the
 	// load model; it is only meaningful when an SLO is set.
-	RequestsGood  uint64 `protobuf:"varint,19,opt,name=requests_good,json=requestsGood,proto3" json:"requests_good,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestsGood uint64 `protobuf:"varint,19,opt,name=requests_good,json=requestsGood,proto3" json:"requests_good,omitempty"`
+	// measured_start_unix_nano is the earliest intended send time and
+	// measured_end_unix_nano the latest finish of a measured (not warm-up)
+	// request so far in this segment (cumulative; 0 when none): the span
+	// throughput is divided by.
+	MeasuredStartUnixNano int64 `protobuf:"varint,20,opt,name=measured_start_unix_nano,json=measuredStartUnixNano,proto3" json:"measured_start_unix_nano,omitempty"`
+	MeasuredEndUnixNano   int64 `protobuf:"varint,21,opt,name=measured_end_unix_nano,json=measuredEndUnixNano,proto3" json:"measured_end_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
@@ -2438,6 +2444,20 @@ func (x *IntervalReport) GetWarmup() bool {
 func (x *IntervalReport) GetRequestsGood() uint64 {
 	if x != nil {
 		return x.RequestsGood
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetMeasuredStartUnixNano() int64 {
+	if x != nil {
+		return x.MeasuredStartUnixNano
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetMeasuredEndUnixNano() int64 {
+	if x != nil {
+		return x.MeasuredEndUnixNano
 	}
 	return 0
 }
@@ -3447,7 +3467,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\vtemperature\x18\x04 \x01(\x01R\vtemperature\x12&\n" +
 	"\x0fextra_body_json\x18\x05 \x01(\tR\rextraBodyJson\"F\n" +
 	"\x10RunProbeResponse\x122\n" +
-	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\x92\x06\n" +
+	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\x80\a\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -3471,7 +3491,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\fusage_source\x18\x10 \x01(\tR\vusageSource\x12\x1c\n" +
 	"\tscheduled\x18\x11 \x01(\x04R\tscheduled\x12\x16\n" +
 	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x12#\n" +
-	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x1a?\n" +
+	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x127\n" +
+	"\x18measured_start_unix_nano\x18\x14 \x01(\x03R\x15measuredStartUnixNano\x123\n" +
+	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
