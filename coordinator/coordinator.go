@@ -313,6 +313,15 @@ func (r *baselineRun) run(ctx context.Context) error {
 	r.mark(MarkBeforeEngine)
 	r.nextSample(ctx, 2*time.Second)
 
+	// The agent's connection is made now, so that cold_1 leaves the moment
+	// the engine is ready rather than after a gRPC handshake.
+	agentM := agentMs[0]
+	ag, aclose, err := c.dialer.Agent(ctx, agentM.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("connect to agent %s at %s: %w", agentM.Name, agentM.GRPCAddr, err)
+	}
+	defer aclose.Close()
+
 	// Steps 2–3: start the engine and wait until it is ready.
 	r.mark(MarkEngineSpawn)
 	eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{
@@ -325,13 +334,6 @@ func (r *baselineRun) run(ctx context.Context) error {
 		return fmt.Errorf("start engine (profile %q): %w", r.spec.Profile, err)
 	}
 	r.record(EventEngineReady, eng)
-
-	agentM := agentMs[0]
-	ag, aclose, err := c.dialer.Agent(ctx, agentM.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("connect to agent %s at %s: %w", agentM.Name, agentM.GRPCAddr, err)
-	}
-	defer aclose.Close()
 	probe := func(labels []string) error {
 		req := &pb.RunProbeRequest{
 			RunId:       r.spec.RunID,

@@ -98,7 +98,7 @@ type fakeAgent struct {
 
 func (a *fakeAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
 	set := hdr.Set{}
-	rep := &pb.IntervalReport{RunId: req.GetRunId(), AgentId: req.GetAgentId(), Seq: 1, Final: true}
+	rep := &pb.IntervalReport{RunId: req.GetRunId(), AgentId: req.GetAgentId(), Seq: 1, Final: true, StartUnixNano: time.Now().UnixNano()}
 	for _, l := range req.GetLabels() {
 		// Each request takes a few ms so the sampler sees the windows.
 		time.Sleep(15 * time.Millisecond)
@@ -113,6 +113,7 @@ func (a *fakeAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn fu
 		rep.RequestsOk++
 		rep.Requests = append(rep.Requests, &pb.RequestRecord{Label: l, TtftS: d.Seconds(), E2ES: (d + 100*time.Millisecond).Seconds(), OutputTokens: 64, PromptTokens: 20})
 	}
+	rep.EndUnixNano = time.Now().UnixNano()
 	for m, h := range set {
 		b, err := h.Encode()
 		if err != nil {
@@ -312,16 +313,16 @@ func TestNoAgentsIsAClearError(t *testing.T) {
 
 func TestBuildRefusesLossyMerge(t *testing.T) {
 	// Two agents' histograms merge to the sum of their counts.
-	mk := func(agentID string, n int) Event {
+	mk := func(agentID string, seq uint64, n int) Event {
 		h := hdr.New()
 		for i := 0; i < n; i++ {
 			h.Record(time.Duration(i+1) * time.Millisecond)
 		}
 		b, _ := h.Encode()
-		data, _ := encodeData(&pb.IntervalReport{AgentId: agentID, Final: true, Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}}})
+		data, _ := encodeData(&pb.IntervalReport{AgentId: agentID, Seq: seq, Final: true, Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}}})
 		return Event{Kind: EventInterval, Data: data}
 	}
-	res, err := Build([]Event{mk("a", 10), mk("b", 7), mk("a", 3)})
+	res, err := Build([]Event{mk("a", 1, 10), mk("b", 1, 7), mk("a", 2, 3), mk("a", 2, 3)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,6 +331,17 @@ func TestBuildRefusesLossyMerge(t *testing.T) {
 	}
 	if res.Agents["a"].Intervals != 2 || res.Agents["b"].Intervals != 1 {
 		t.Errorf("coverage %+v", res.Agents)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "recorded twice") {
+		t.Errorf("warnings %v, want the duplicate report named", res.Warnings)
+	}
+	// A report whose E2E histogram disagrees with its own success count is refused.
+	h := hdr.New()
+	h.Record(time.Millisecond)
+	b, _ := h.Encode()
+	data, _ := encodeData(&pb.IntervalReport{AgentId: "c", RequestsOk: 2, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}}})
+	if _, err := Build([]Event{{Kind: EventInterval, Data: data}}); err == nil || !strings.Contains(err.Error(), "counted 2 successful requests") {
+		t.Errorf("err = %v, want the inconsistent report refused", err)
 	}
 	bad := Event{Kind: EventInterval, Data: []byte(`{"agent_id":"c","histograms":[{"metric":"ttft","v2":"AAAA"}]}`)}
 	if _, err := Build([]Event{bad}); err == nil || !strings.Contains(err.Error(), "agent c histogram ttft") {
@@ -358,5 +370,32 @@ func TestCheckPlaintext(t *testing.T) {
 	}
 	if err := CheckPlaintext("10.0.0.1:5", true); err != nil {
 		t.Errorf("--insecure did not allow plaintext: %v", err)
+	}
+}
+
+func TestWatcherNeverBlocksTheRun(t *testing.T) {
+	release := make(chan struct{})
+	var got []string
+	w := newWatcher(func(ev *pb.RunEvent) error {
+		<-release // a client that stopped reading
+		got = append(got, ev.GetKind())
+		return nil
+	})
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < watchBuffer+50; i++ {
+			w.emit(Event{Kind: EventInterval})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("emit blocked on a watcher that does not read")
+	}
+	close(release)
+	w.close()
+	if n := len(got); n < watchBuffer || got[n-1] != EventWarning {
+		t.Errorf("watcher got %d events ending in %q, want the buffered ones and a warning about the missed ones", n, got[n-1])
 	}
 }

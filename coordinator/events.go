@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -62,6 +63,11 @@ type eventLog struct {
 func openEventLog(path string, now func() time.Time) (*eventLog, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o644)
 	if err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
+	// The new file's directory entry must survive a crash too.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("open event log: %w", err)
 	}
 	return &eventLog{f: f, now: now}, nil
@@ -147,4 +153,18 @@ func ReadEvents(path string) ([]Event, error) {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
 	return out, nil
+}
+
+// syncDir fsyncs a directory, making the entries created or renamed in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }

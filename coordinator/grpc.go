@@ -9,8 +9,10 @@ import (
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // GRPCDialer implements Dialer over gRPC. Plaintext is used only for
@@ -40,6 +42,7 @@ func (d GRPCDialer) dial(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	cc.Connect() // start connecting now, not at the first RPC
 	return cc, nil
 }
 
@@ -117,12 +120,13 @@ func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 	defer cancel() // ends the agent's lease if we stop reading early.
 	st, err := a.C.RunProbe(ctx, req)
 	if err != nil {
-		return err
+		return rejection(err)
 	}
 	sawFinal := false
 	for {
 		m, err := st.Recv()
 		if err != nil {
+			err = rejection(err)
 			if errors.Is(err, io.EOF) {
 				if !sawFinal {
 					return errors.New("agent closed the stream without a final report")
@@ -137,4 +141,13 @@ func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 			return err
 		}
 	}
+}
+
+// rejection marks an agent's refusal of a plan, as opposed to a lost agent.
+func rejection(err error) error {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition, codes.Unimplemented:
+		return fmt.Errorf("%w: %v", ErrAgentRejected, status.Convert(err).Message())
+	}
+	return err
 }

@@ -180,6 +180,8 @@ func Build(events []Event) (*Results, error) {
 	var samples []timedSample
 	merged := hdr.Set{}
 	var perAgentCount = map[string]int64{}
+	var okCount int64
+	seenReports := map[string]bool{}
 	for i, ev := range events {
 		switch ev.Kind {
 		case EventRunStart:
@@ -240,6 +242,15 @@ func Build(events []Event) (*Results, error) {
 			if err := pjsonIn.Unmarshal(ev.Data, &rep); err != nil {
 				return nil, fmt.Errorf("event %d (interval): %w", i+1, err)
 			}
+			// One agent runs several probes per run, each numbering its
+			// reports from the start, so a duplicate is the same agent, seq
+			// and interval.
+			key := fmt.Sprintf("%s/%d/%d/%d", rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano(), rep.GetEndUnixNano())
+			if seenReports[key] {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("agent %s report %d recorded twice; counted once", rep.GetAgentId(), rep.GetSeq()))
+				continue
+			}
+			seenReports[key] = true
 			cov := res.Agents[rep.GetAgentId()]
 			cov.Intervals++
 			if !rep.GetWarmup() {
@@ -254,6 +265,7 @@ func Build(events []Event) (*Results, error) {
 				// Warm-up intervals are left out of every statistic.
 				continue
 			}
+			okCount += int64(rep.GetRequestsOk())
 			for _, eh := range rep.GetHistograms() {
 				h, err := hdr.Decode(eh.GetV2())
 				if err != nil {
@@ -289,6 +301,10 @@ func Build(events []Event) (*Results, error) {
 	}
 	if h, ok := merged[hdr.TTFT]; ok && h.Count() != sum {
 		return nil, fmt.Errorf("merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", h.Count(), sum)
+	}
+	// Every successful request records one E2E value.
+	if h, ok := merged[hdr.E2E]; ok && h.Count() != okCount {
+		return nil, fmt.Errorf("merged E2E histogram holds %d values but the agents counted %d successful requests: the reports are inconsistent", h.Count(), okCount)
 	}
 	for m, h := range merged {
 		res.Histograms[m] = h.Summarize()
@@ -578,7 +594,7 @@ func writeFileAtomic(path string, b []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return nil
+	return syncDir(filepath.Dir(path))
 }
 
 // startupScale returns the value of --startup-scale in argv, or 0 when it is

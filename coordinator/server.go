@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/grpc"
@@ -58,13 +59,9 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	var sendErr error
-	res, err := s.c.RunBaseline(st.Context(), spec, func(ev Event) {
-		if sendErr != nil {
-			return
-		}
-		sendErr = st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: spec.RunID, UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}})
-	})
+	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunBaselineResponse{Event: ev}) })
+	res, err := s.c.RunBaseline(st.Context(), spec, w.emit)
+	w.close()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return status.Error(codes.Canceled, err.Error())
@@ -84,13 +81,9 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	var sendErr error
-	res, err := s.c.RunSweep(st.Context(), spec, func(ev Event) {
-		if sendErr != nil {
-			return
-		}
-		sendErr = st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}})
-	})
+	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunSweepResponse{Event: ev}) })
+	res, err := s.c.RunSweep(st.Context(), spec, w.emit)
+	w.close()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return status.Error(codes.Canceled, err.Error())
@@ -101,4 +94,54 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 		return status.Errorf(codes.Aborted, "sweep %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
 	}
 	return st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+}
+
+// watchBuffer is how many events may wait for a slow watcher: a sweep's
+// burst of interval reports fits; a watcher further behind misses events
+// (all of them are in events.jsonl) rather than stalling the run.
+const watchBuffer = 256
+
+// watcher forwards a run's events to one gRPC stream from its own
+// goroutine, so that a client that stops reading can never block the
+// recording of the run (and through it the agents' report streams).
+type watcher struct {
+	ch      chan *pb.RunEvent
+	dropped atomic.Int64
+	done    chan struct{}
+	send    func(*pb.RunEvent) error
+}
+
+func newWatcher(send func(*pb.RunEvent) error) *watcher {
+	w := &watcher{ch: make(chan *pb.RunEvent, watchBuffer), done: make(chan struct{}), send: send}
+	go w.loop()
+	return w
+}
+
+func (w *watcher) loop() {
+	defer close(w.done)
+	var err error
+	for ev := range w.ch {
+		if err == nil {
+			err = w.send(ev)
+		}
+	}
+	if n := w.dropped.Load(); n > 0 && err == nil {
+		msg := fmt.Sprintf("this watcher fell behind and missed %d events; events.jsonl has them all", n)
+		_ = w.send(&pb.RunEvent{Kind: EventWarning, Json: fmt.Sprintf(`{"message":%q}`, msg)})
+	}
+}
+
+// emit queues an event without blocking.
+func (w *watcher) emit(ev Event) {
+	select {
+	case w.ch <- &pb.RunEvent{UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}:
+	default:
+		w.dropped.Add(1)
+	}
+}
+
+// close waits until the queued events are sent (or the stream failed).
+func (w *watcher) close() {
+	close(w.ch)
+	<-w.done
 }

@@ -261,33 +261,71 @@ outer:
 	return out
 }
 
-// barrierDelay is how far in the future a level's agents are told to start,
-// so that every agent has its plan before the first request.
-const barrierDelay = 300 * time.Millisecond
+// barrierDelay is how far in the future a level's agents are told to
+// start, counted after every agent's client exists, so that each has its
+// plan before the first intended send time; an agent that got its plan late
+// would otherwise send the arrivals already due in one burst.
+const barrierDelay = 500 * time.Millisecond
+
+// ErrAgentRejected wraps an agent's refusal of a plan (an invalid spec, a
+// target it may not load): the sweep fails, rather than losing the agent.
+var ErrAgentRejected = errors.New("agent rejected the plan")
 
 func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec, li int, level float64, agents []membership.Member, baseURL, model string) (lost []string, err error) {
 	load := proto.Clone(spec.Load).(*pb.LoadModel)
 	if load.GetKind() == "closed" {
 		load.Concurrency = int32(level)
+		// Each agent needs at least one worker: an agent whose segment holds
+		// no worker would own request indices nobody sends.
+		if n := int(level); len(agents) > n {
+			agents = agents[:n]
+		}
 	} else {
 		load.Rate = level
 	}
+	type client struct {
+		m     membership.Member
+		ag    Agent
+		close func() error
+	}
+	var clients []client
+	defer func() {
+		for _, cl := range clients {
+			cl.close()
+		}
+	}()
+	lostMember := func(m membership.Member, err error, intervals int, inFlight uint32) {
+		r.record(EventAgentLost, agentLost{Level: li, Agent: m.Name, Error: err.Error(), Intervals: intervals, InFlight: inFlight})
+		lost = append(lost, m.Name)
+	}
+	for _, am := range agents {
+		ag, aclose, err := c.dialer.Agent(ctx, am.GRPCAddr)
+		if err != nil {
+			lostMember(am, fmt.Errorf("connect: %w", err), 0, 0)
+			continue
+		}
+		clients = append(clients, client{m: am, ag: ag, close: aclose.Close})
+	}
+	if len(clients) == 0 {
+		return lost, fmt.Errorf("level %d: no agent could be reached", li+1)
+	}
 	start := c.cfg.Now().Add(barrierDelay)
-	names := make([]string, len(agents))
-	for i, a := range agents {
-		names[i] = a.Name
+	names := make([]string, len(clients))
+	for i, cl := range clients {
+		names[i] = cl.m.Name
 	}
 	r.record(EventLevelStart, levelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano()})
-	n := len(agents)
+	n := len(clients)
 	var mu sync.Mutex
+	var rejected []error
 	var wg sync.WaitGroup
-	for i, am := range agents {
+	for i, cl := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			req := &pb.RunProbeRequest{
 				RunId:         spec.RunID,
-				AgentId:       am.Name,
+				AgentId:       cl.m.Name,
 				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API},
 				Workload:      spec.Workload,
 				Generator:     spec.Generator,
@@ -299,29 +337,29 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			}
 			intervals := 0
 			var inFlight uint32
-			err := func() error {
-				ag, aclose, err := c.dialer.Agent(ctx, am.GRPCAddr)
-				if err != nil {
-					return err
-				}
-				defer aclose.Close()
-				return ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
-					intervals++
-					inFlight = rep.GetInFlight()
-					r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
-					return nil
-				})
-			}()
-			if err != nil && ctx.Err() == nil {
-				r.record(EventAgentLost, agentLost{Level: li, Agent: am.Name, Error: err.Error(), Intervals: intervals, InFlight: inFlight})
-				mu.Lock()
-				lost = append(lost, am.Name)
-				mu.Unlock()
+			err := cl.ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
+				intervals++
+				inFlight = rep.GetInFlight()
+				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
+				return nil
+			})
+			if err == nil || ctx.Err() != nil {
+				return
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			if errors.Is(err, ErrAgentRejected) {
+				rejected = append(rejected, fmt.Errorf("agent %s: %w", cl.m.Name, err))
+				return
+			}
+			lostMember(cl.m, err, intervals, inFlight)
 		}()
 	}
 	wg.Wait()
 	r.record(EventLevelEnd, map[string]any{"level": li})
+	if len(rejected) > 0 {
+		return lost, errors.Join(rejected...)
+	}
 	return lost, ctx.Err()
 }
 

@@ -94,6 +94,8 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 	var samples []timedSample
 	merged := map[int]hdr.Set{}
 	sums := map[int]int64{}
+	okSums := map[int]int64{}
+	seen := map[string]bool{}
 	byLevel := map[int]*LevelResult{}
 	level := func(i int) *LevelResult {
 		l, ok := byLevel[i]
@@ -165,6 +167,13 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			if err := pjsonIn.Unmarshal(si.Report, &rep); err != nil {
 				return nil, fmt.Errorf("event %d (sweep_interval report): %w", i+1, err)
 			}
+			// A report recorded twice (a retried write, a replayed log) counts once.
+			key := fmt.Sprintf("%d/%s/%d/%d", si.Level, rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano())
+			if seen[key] {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", si.Level+1, rep.GetAgentId(), rep.GetSeq()))
+				continue
+			}
+			seen[key] = true
 			l := level(si.Level)
 			cov, ok := l.Coverage[rep.GetAgentId()]
 			if !ok {
@@ -185,13 +194,22 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				l.ErrorsByKind[k] += v
 			}
 			l.ClientBound = l.ClientBound || rep.GetClientBound()
-			if u := rep.GetUsageSource(); u != "" && (l.UsageSource == "" || u != "continuous") {
+			if u := rep.GetUsageSource(); u != "" && (l.UsageSource == "" || usageRank[u] < usageRank[l.UsageSource]) {
 				l.UsageSource = u
 			}
-			if s := rep.GetStartUnixNano(); s > 0 && (l.startNs == 0 || s < l.startNs) {
+			// Throughput divides by the measured span (earliest intended send
+			// to latest finish of a measured request), not the intervals,
+			// whose first ones may hold only warm-up. Older agents send no
+			// span; their interval bounds are the fallback.
+			s, e := rep.GetMeasuredStartUnixNano(), rep.GetMeasuredEndUnixNano()
+			if s == 0 || e == 0 {
+				s, e = rep.GetStartUnixNano(), rep.GetEndUnixNano()
+			}
+			if s > 0 && (l.startNs == 0 || s < l.startNs) {
 				l.startNs = s
 			}
-			l.endNs = max(l.endNs, rep.GetEndUnixNano())
+			l.endNs = max(l.endNs, e)
+			okSums[si.Level] += int64(rep.GetRequestsOk())
 			set, ok := merged[si.Level]
 			if !ok {
 				set = hdr.Set{}
@@ -231,6 +249,10 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		if set, ok := merged[k]; ok {
 			if h, ok := set[hdr.TTFT]; ok && h.Count() != sums[k] {
 				return nil, fmt.Errorf("level %d: merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", k+1, h.Count(), sums[k])
+			}
+			// Every successful request records one E2E value.
+			if h, ok := set[hdr.E2E]; ok && h.Count() != okSums[k] {
+				return nil, fmt.Errorf("level %d: merged E2E histogram holds %d values but the agents counted %d successful requests: the reports are inconsistent", k+1, h.Count(), okSums[k])
 			}
 			for m, h := range set {
 				l.Metrics[m] = h.Summarize()
@@ -443,3 +465,7 @@ func sloSet(load json.RawMessage) bool {
 }
 
 func ptrU(v uint64) *uint64 { return &v }
+
+// usageRank orders usage sources from weakest to strongest; a level reports
+// the weakest any of its reports used.
+var usageRank = map[string]int{"counted": 1, "final": 2, "continuous": 3}

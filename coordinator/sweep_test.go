@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,7 @@ func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 		for j := 0; j < a.perInterval; j++ {
 			set.Get(hdr.TTFT).Record(time.Duration(req.GetLoad().GetConcurrency()) * 10 * time.Millisecond)
 			set.Get(hdr.TTFTSched).Record(time.Duration(req.GetLoad().GetConcurrency()) * 10 * time.Millisecond)
+			set.Get(hdr.E2E).Record(time.Duration(req.GetLoad().GetConcurrency()) * 20 * time.Millisecond)
 		}
 		rep := &pb.IntervalReport{AgentId: req.GetAgentId(), Seq: uint64(i + 1), RequestsOk: uint64(a.perInterval), OutputTokens: uint64(a.perInterval) * 10,
 			StartUnixNano: start.Add(time.Duration(i) * time.Second).UnixNano(), EndUnixNano: start.Add(time.Duration(i+1) * time.Second).UnixNano(),
@@ -92,7 +94,7 @@ func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
 	a1 := &sweepAgent{intervals: 3, perInterval: 5, warmup: true}
 	a2 := &sweepAgent{intervals: 3, perInterval: 7, warmup: true}
 	c := sweepCoordinator(t, map[string]Agent{"a1": a1, "a2": a2})
-	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "s1", Levels: []float64{1, 8},
+	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "s1", Levels: []float64{2, 8},
 		Load: &pb.LoadModel{Kind: "closed", DurationMs: 3000}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +110,7 @@ func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
 		if a1.reqs[i].GetStartUnixNano() != a2.reqs[i].GetStartUnixNano() || a1.reqs[i].GetStartUnixNano() == 0 {
 			t.Errorf("level %d: agents start at different barrier times", i)
 		}
-		if a1.reqs[i].GetLoad().GetConcurrency() != []int32{1, 8}[i] {
+		if a1.reqs[i].GetLoad().GetConcurrency() != []int32{2, 8}[i] {
 			t.Errorf("level %d: concurrency %d", i, a1.reqs[i].GetLoad().GetConcurrency())
 		}
 		segs[a1.reqs[i].GetSegment().GetStart()+"-"+a1.reqs[i].GetSegment().GetEnd()] = true
@@ -142,7 +144,7 @@ func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
 		t.Errorf("TTFT did not grow with the level")
 	}
 	md, _ := os.ReadFile(filepath.Join(res.Dir, SweepReport))
-	for _, want := range []string{"| c=1 | 2 | 24 |", "| c=8 | 2 | 24 |", "TTFT p50 more than doubles by c=8", SweepLatencySVG} {
+	for _, want := range []string{"| c=2 | 2 | 24 |", "| c=8 | 2 | 24 |", "TTFT p50 more than doubles by c=8", SweepLatencySVG} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("sweep.md lacks %q:\n%s", want, md)
 		}
@@ -264,5 +266,68 @@ func TestSweepReportsGoodputWhenSLOsAreSet(t *testing.T) {
 	sr2, _ := BuildSweep(evs2)
 	if sr2.Levels[0].GoodputPerS != nil {
 		t.Errorf("goodput %v without SLOs, want nil", *sr2.Levels[0].GoodputPerS)
+	}
+}
+
+func TestSweepGivesEachAgentAWorker(t *testing.T) {
+	// At concurrency 1 only one of three agents runs: an agent whose segment
+	// held no worker would own requests nobody sends.
+	agents := map[string]Agent{"a": &sweepAgent{intervals: 1, perInterval: 1}, "b": &sweepAgent{intervals: 1, perInterval: 1}, "c": &sweepAgent{intervals: 1, perInterval: 1}}
+	c := sweepCoordinator(t, agents)
+	if _, err := c.RunSweep(context.Background(), SweepSpec{RunID: "w", Levels: []float64{1, 2}, Load: &pb.LoadModel{Kind: "closed", Requests: 10}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var calls []int
+	for _, a := range []string{"a", "b", "c"} {
+		calls = append(calls, len(agents[a].(*sweepAgent).reqs))
+	}
+	if calls[0]+calls[1]+calls[2] != 3 { // 1 agent at c=1, 2 at c=2
+		t.Errorf("agent calls %v, want 3 in all (1 at c=1, 2 at c=2)", calls)
+	}
+}
+
+func TestSweepFailsWhenAnAgentRejectsThePlan(t *testing.T) {
+	c := sweepCoordinator(t, map[string]Agent{"a": rejectingAgent{}})
+	_, err := c.RunSweep(context.Background(), SweepSpec{RunID: "rej", Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 100}}, nil)
+	if err == nil || !errors.Is(err, ErrAgentRejected) || !strings.Contains(err.Error(), "segment") {
+		t.Errorf("err = %v, want the rejection, not a lost agent", err)
+	}
+}
+
+type rejectingAgent struct{}
+
+func (rejectingAgent) RunProbe(context.Context, *pb.RunProbeRequest, func(*pb.IntervalReport) error) error {
+	return fmt.Errorf("%w: segment 0/1-1/1 holds no worker", ErrAgentRejected)
+}
+
+func TestSweepThroughputDividesByTheMeasuredSpan(t *testing.T) {
+	// Two agents' reports cover 10 s of intervals (the first 2 s were
+	// warm-up only), but their measured requests span 4 s: throughput is
+	// requests / 4 s.
+	t0 := time.Unix(1000, 0)
+	mk := func(agent string, seq uint64, okN uint64, ms, me int64) Event {
+		set := hdr.Set{}
+		for i := uint64(0); i < okN; i++ {
+			set.Get(hdr.TTFT).Record(time.Millisecond)
+			set.Get(hdr.E2E).Record(time.Millisecond)
+		}
+		rep := &pb.IntervalReport{AgentId: agent, Seq: seq, RequestsOk: okN, OutputTokens: okN * 10, Final: true,
+			StartUnixNano: t0.UnixNano(), EndUnixNano: t0.Add(10 * time.Second).UnixNano(),
+			MeasuredStartUnixNano: ms, MeasuredEndUnixNano: me}
+		for m, h := range set {
+			b, _ := h.Encode()
+			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
+		}
+		data, _ := json.Marshal(sweepInterval{Level: 0, Report: protoJSON(rep)})
+		return Event{Kind: EventSweepInterval, Data: data}
+	}
+	sec := func(s float64) int64 { return t0.Add(time.Duration(s * float64(time.Second))).UnixNano() }
+	lvl, _ := json.Marshal(levelStart{Level: 0, Value: 2, Agents: []string{"a", "b"}})
+	sr, err := BuildSweep([]Event{{Kind: EventLevelStart, Data: lvl}, mk("a", 1, 20, sec(2), sec(5)), mk("b", 1, 20, sec(2.5), sec(6))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := sr.Levels[0]; l.DurationS != 4 || l.RequestsPerS != 10 || l.TokensPerS != 100 {
+		t.Errorf("duration %v s, %v req/s, %v tok/s; want 4, 10, 100", l.DurationS, l.RequestsPerS, l.TokensPerS)
 	}
 }
