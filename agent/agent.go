@@ -55,17 +55,20 @@ const DefaultClientBoundP99 = 10 * time.Millisecond
 // Limits on load models, so that a spec cannot make an agent loop for ever
 // before it starts.
 const (
-	maxRate        = 1e6
-	maxWarmupHits  = 10_000_000
-	defaultOpenCap = 1024 // idle connections kept for open-loop runs
+	maxRate       = 1e6
+	maxWarmupHits = 10_000_000
 )
 
 // Config configures an Agent.
 type Config struct {
 	// MaxConcurrency is the largest closed-loop concurrency a spec may ask
-	// for, and the hard cap on requests in flight in an open-loop run (an
-	// arrival that finds the cap reached waits, and the wait shows as
-	// dispatch lag).
+	// for, and the hard cap on requests in flight in an open-loop run that
+	// sets no max_in_flight (an arrival that finds the cap reached waits
+	// before it is sent, and the wait shows as dispatch lag). A run's
+	// connection pool is sized to its cap, so no request ever waits for a
+	// connection after it was stamped sent: that would count the client's
+	// queue as server TTFT. An open-loop run may thus open up to this many
+	// connections (and file descriptors).
 	MaxConcurrency int
 	// ConnectTimeout bounds each TCP connect.
 	ConnectTimeout time.Duration
@@ -149,8 +152,9 @@ type LoadModel struct {
 	Warmup         time.Duration
 	WarmupRequests int64
 	// MaxInFlight caps the open-loop requests in flight (its segment share,
-	// at least 1); 0 means no cap beyond Config.MaxConcurrency. An arrival
-	// that finds the cap reached waits, and its wait is dispatch lag.
+	// at least 1, and at most Config.MaxConcurrency); 0 means the cap is
+	// Config.MaxConcurrency. An arrival that finds the cap reached waits
+	// before it is sent, and its wait is dispatch lag.
 	MaxInFlight int
 	// Seed makes random arrivals reproducible.
 	Seed uint64
@@ -385,6 +389,12 @@ func (s *Spec) Validate() error {
 		if err := s.Load.validate(); err != nil {
 			return wrap(err)
 		}
+		if m := &s.Load; !m.open() && m.Requests > 0 && s.Segment.Scale(int64(m.Concurrency)) == 0 && ownsRequests(s.Segment, m) {
+			// The segment's request indices would go unsent: no other
+			// agent takes them.
+			return bad("load.concurrency %d gives segment %s no worker, yet the segment owns part of the %d requests, which no agent would send: use at most %d agents for concurrency %d, or raise load.concurrency",
+				m.Concurrency, s.Segment, m.Requests, m.Concurrency, m.Concurrency)
+		}
 	}
 	if len(s.Labels) > 0 {
 		m := s.load()
@@ -405,6 +415,22 @@ func (s *Spec) Validate() error {
 		return bad("connect timeout %v is negative: set it ≥ 0 (0 means the default)", s.ConnectTimeout)
 	}
 	return nil
+}
+
+// ownsRequests reports whether seg has a share of a closed loop's request
+// bound: measured requests it would send (time-based warm-up, where the
+// bound is split by quota), or indices below the bound that it owns.
+func ownsRequests(seg segment.Segment, m *LoadModel) bool {
+	if m.Warmup > 0 {
+		return seg.Scale(m.Requests) > 0
+	}
+	n := m.totalRequests()
+	for i := uint64(0); i < n; i++ {
+		if seg.Owns(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // Histogram is one metric's encoded delta histogram.
@@ -550,7 +576,8 @@ type plan struct {
 	workers int
 	// pacer is the open-loop schedule in global arrival indices, bounded.
 	pacer Pacer
-	// inflightCap bounds open-loop requests in flight.
+	// inflightCap bounds open-loop requests in flight: the run's semaphore,
+	// acquired before a request is sent, and its connection pool's size.
 	inflightCap int
 	// warmHits: global indices below it are warm-up.
 	warmHits uint64
@@ -574,6 +601,9 @@ func (a *Agent) plan(spec *Spec) (*plan, error) {
 		p.threshold = DefaultClientBoundP99
 	}
 	if !m.open() {
+		// A segment may get no worker (more agents than workers): Validate
+		// refused it if it owns requests under a request bound; bounded by
+		// duration alone it has nothing to send and ends at once.
 		p.workers = int(p.seg.Scale(int64(m.Concurrency)))
 		if p.workers > a.cfg.MaxConcurrency {
 			return nil, fmt.Errorf("%w: concurrency %d exceeds this agent's limit of %d: lower concurrency or spread the load over more agents",
@@ -667,9 +697,13 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	if spec.Target.API == "" {
 		spec.Target.API = APIChat
 	}
+	// The pool holds as many connections as requests may be in flight, so
+	// that a request never waits for one once sent: in closed loop the
+	// workers, in open loop the in-flight cap (whose semaphore is taken
+	// before the send, so that its wait is dispatch lag).
 	conns := pl.workers
 	if pl.pacer != nil {
-		conns = min(pl.inflightCap, defaultOpenCap)
+		conns = pl.inflightCap
 	}
 	client := NewClient(ClientConfig{
 		MaxConns:       max(conns, 1),

@@ -187,7 +187,9 @@ func NewClient(cfg ClientConfig) *Client {
 }
 
 // Close releases the Client's idle connections. Requests still running are
-// not affected.
+// not affected; on the h1 transport their connections are closed when they
+// end rather than kept idle (net/http keeps them idle until its idle
+// timeout).
 func (c *Client) Close() {
 	c.tr.CloseIdleConnections()
 	if c.h1 != nil {
@@ -377,8 +379,11 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Do sends req and reads the whole response. It never panics and never
-// returns a nil-Send Result: every failure is described by Result.Err.
+// Do sends req and reads the whole response. It never panics; every failure
+// is described by Result.Err. Result.Send is zero when Do fails before
+// sending, with kind other: a bad ClientConfig, base URL or API, an
+// ExtraBody that does not encode, or (on h1) an invalid header. Every other
+// result, failed or not, has a non-zero Send.
 func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	r.CachedTokens = -1
 	if c.cfgErr != nil {
@@ -545,10 +550,12 @@ func (c *Client) doH1(ctx context.Context, req *Request, t h1Target, body []byte
 		r.Connected, r.Reused = time.Since(r.Send), reused
 		nc := conn.nc
 		stop = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
-		started := false
-		if _, err = nc.Write(wbuf); err == nil {
+		var werr error
+		if _, werr = nc.Write(wbuf); werr == nil {
 			r.Wrote = time.Since(r.Send)
-			resp, started, err = readResponse(conn.br, &hb)
+			resp, err = readResponse(conn.br, &hb)
+		} else {
+			err = werr
 		}
 		if err == nil {
 			break
@@ -556,9 +563,14 @@ func (c *Client) doH1(ctx context.Context, req *Request, t h1Target, body []byte
 		stop()
 		conn.discard()
 		// A kept-alive connection the server closed just as it was
-		// reused fails before any response byte: try once more on
-		// another, as net/http does.
-		if reused && !started && attempt == 0 && ctx.Err() == nil {
+		// reused (after get's liveness check) can fail the write: the
+		// request did not go out whole, so no server can have acted on
+		// it, and it is tried once more on another connection, as
+		// net/http does. Once the whole request was written it is never
+		// resent, even if no response byte came back: the server may
+		// have read it and acted on it (net/http does not resend a POST
+		// either).
+		if reused && werr != nil && attempt == 0 && ctx.Err() == nil {
 			continue
 		}
 		r.Done = time.Now()

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,11 +32,17 @@ import (
 // dialling together); a request that finds them all busy waits for one,
 // which keeps the pool sized to the concurrency as MaxConnsPerHost does for
 // net/http. A connection goes back to the pool only after its body was read
-// to the end without error, before Do returns.
+// to the end without error, before Do returns. Once closeIdle has run
+// (Client.Close), a connection whose request ends is closed instead of kept
+// idle.
 type h1 struct {
 	dialer      *net.Dialer
 	max         int
 	idleTimeout time.Duration
+	// closed is set by closeIdle; put reads it under a host's mu, after
+	// closeIdle set it and before closeIdle takes that mu, so that no
+	// connection is left idle once closeIdle returns.
+	closed atomic.Bool
 
 	mu    sync.Mutex
 	hosts map[string]*h1Host
@@ -98,8 +105,10 @@ func (t *h1) host(addr string) *h1Host {
 	return h
 }
 
-// closeIdle closes every idle connection.
+// closeIdle closes every idle connection, and makes put close the
+// connections of requests still running rather than keep them idle.
 func (t *h1) closeIdle() {
+	t.closed.Store(true)
 	t.mu.Lock()
 	hosts := make([]*h1Host, 0, len(t.hosts))
 	for _, h := range t.hosts {
@@ -190,8 +199,8 @@ func (h *h1Host) dial(ctx context.Context) (*h1Conn, bool, error) {
 	return c, false, nil
 }
 
-// put hands c to the first waiter or keeps it idle; c's body has been read
-// to its end.
+// put hands c to the first waiter or keeps it idle, or closes it once the
+// transport is closed; c's body has been read to its end.
 func (h *h1Host) put(c *h1Conn) {
 	now := time.Now()
 	c.idleAt = now
@@ -201,6 +210,11 @@ func (h *h1Host) put(c *h1Conn) {
 		h.waiters = h.waiters[1:]
 		h.mu.Unlock()
 		w <- c
+		return
+	}
+	if h.t.closed.Load() {
+		h.mu.Unlock()
+		c.discard()
 		return
 	}
 	h.idle = append(h.idle, c)
@@ -401,19 +415,18 @@ func readHeadLine(br *bufio.Reader, long *[]byte, budget *int) ([]byte, error) {
 }
 
 // readResponse reads a response head, skipping 1xx responses, and returns
-// the body reader. started reports whether any byte of a response arrived.
-func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool, err error) {
+// the body reader.
+func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, err error) {
 	var long []byte
 	budget := h1MaxHeaderBytes
 	for {
 		line, err := readHeadLine(br, &long, &budget)
 		if err != nil {
-			return resp, started || budget < h1MaxHeaderBytes, err
+			return resp, err
 		}
-		started = true
 		minor, status, err := parseStatusLine(line)
 		if err != nil {
-			return resp, true, err
+			return resp, err
 		}
 		resp = h1Response{status: status, close: minor == 0}
 		length, chunked, identity := int64(-1), false, false
@@ -423,7 +436,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
 				}
-				return resp, true, err
+				return resp, err
 			}
 			if len(line) == 0 {
 				break
@@ -433,7 +446,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool
 			}
 			i := bytes.IndexByte(line, ':')
 			if i <= 0 {
-				return resp, true, &h1Error{fmt.Sprintf("malformed HTTP response header %q", clip(line, 64))}
+				return resp, &h1Error{fmt.Sprintf("malformed HTTP response header %q", clip(line, 64))}
 			}
 			name, value := line[:i], trimSpace(line[i+1:])
 			switch {
@@ -442,7 +455,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool
 			case equalFold(name, "Content-Length"):
 				n, err := strconv.ParseInt(string(value), 10, 64)
 				if err != nil || n < 0 || (length >= 0 && n != length) {
-					return resp, true, &h1Error{fmt.Sprintf("malformed Content-Length %q", clip(value, 64))}
+					return resp, &h1Error{fmt.Sprintf("malformed Content-Length %q", clip(value, 64))}
 				}
 				length = n
 			case equalFold(name, "Transfer-Encoding"):
@@ -471,7 +484,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool
 			continue // 100 Continue, 103 Early Hints: the real response follows
 		}
 		if status == 101 {
-			return resp, true, &h1Error{"unexpected 101 Switching Protocols"}
+			return resp, &h1Error{"unexpected 101 Switching Protocols"}
 		}
 		*body = h1Body{br: br}
 		switch {
@@ -489,7 +502,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, started bool
 			body.mode = bodyUntilClose
 			resp.close = true
 		}
-		return resp, true, nil
+		return resp, nil
 	}
 }
 

@@ -209,11 +209,12 @@ func TestH1ServerClosedIdle(t *testing.T) {
 	})
 	c := NewClient(ClientConfig{MaxConns: 1})
 	defer c.Close()
-	for i := range 3 {
+	for range 3 {
 		wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
-		if i == 0 {
-			time.Sleep(20 * time.Millisecond) // let the FIN arrive
-		}
+		// Let the FIN arrive: the liveness check then sees it. (A FIN that
+		// arrives only after the request was written fails that request,
+		// as with net/http: see TestH1NoResendAfterWrite.)
+		time.Sleep(20 * time.Millisecond)
 	}
 	if s.conns.Load() != 3 {
 		t.Errorf("server accepted %d connections, want 3", s.conns.Load())
@@ -348,5 +349,66 @@ func TestTransportConfig(t *testing.T) {
 	c := NewClient(ClientConfig{Transport: "h3"})
 	if r := c.Do(context.Background(), chatReq(f.URL)); r.Err == nil || r.Err.Kind != KindOther || !strings.Contains(r.Err.Detail, "h3") {
 		t.Errorf("unknown transport: err %v, want kind other naming it", r.Err)
+	}
+}
+
+// TestH1NoResendAfterWrite: a server that read a request on a kept-alive
+// connection and closed it without answering may have acted on it, so the
+// request must not be sent again (net/http does not resend a POST either):
+// the client reports the failure and the server sees the request once.
+func TestH1NoResendAfterWrite(t *testing.T) {
+	var n atomic.Int64
+	s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+		if n.Add(1) == 2 {
+			return false // read it, then close without a byte of response
+		}
+		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
+		return true
+	})
+	c := NewClient(ClientConfig{MaxConns: 1})
+	defer c.Close()
+	wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
+	r := c.Do(context.Background(), chatReq(s.URL))
+	if r.Err == nil || (r.Err.Kind != KindConnectionReset && r.Err.Kind != KindTruncated) {
+		t.Errorf("request the server dropped: err %v, want connection_reset or truncated", r.Err)
+	}
+	if !r.Reused {
+		t.Errorf("second request did not reuse the kept-alive connection")
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("server saw %d requests, want 2 (the dropped one must not be resent)", got)
+	}
+}
+
+// TestH1PutAfterClose: a connection whose request ends after Close must be
+// closed, not kept idle for ever.
+func TestH1PutAfterClose(t *testing.T) {
+	srv, err := ssebench.Start(ssebench.Config{Tokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := NewClient(ClientConfig{MaxConns: 1})
+	held := chatReq(srv.URL)
+	held.Headers = map[string]string{"X-Bench-Hold-After": "2"}
+	done := make(chan Result, 1)
+	go func() { done <- c.Do(context.Background(), held) }()
+	for srv.Stats().Held == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	srv.Release()
+	wantOK(t, <-done)
+	h := c.h1.host(strings.TrimPrefix(srv.URL, "http://"))
+	h.mu.Lock()
+	idle, n := len(h.idle), h.n
+	h.mu.Unlock()
+	if idle != 0 || n != 0 {
+		t.Errorf("after Close: %d idle and %d open connections, want 0 and 0", idle, n)
+	}
+	for deadline := time.Now().Add(5 * time.Second); srv.Stats().OpenConns != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server still has %d open connections", srv.Stats().OpenConns)
+		}
 	}
 }

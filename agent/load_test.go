@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -440,4 +442,173 @@ func TestOpenLoopAgainstStallingServer(t *testing.T) {
 	if !reps[len(reps)-1].ClientBound {
 		t.Error("not flagged client-bound")
 	}
+}
+
+// TestPoolSizedToInFlightCap: a run's connection pool holds as many
+// connections as its requests in flight may number, so that no request
+// waits for a connection after Send is stamped (that wait would count as
+// server TTFT and hide from the dispatch lag). An open loop without
+// max_in_flight is capped by Config.MaxConcurrency, beyond 1024.
+func TestPoolSizedToInFlightCap(t *testing.T) {
+	tests := []struct {
+		name   string
+		maxCon int
+		m      LoadModel
+		want   int
+	}{
+		{"open, no max_in_flight", 4096, LoadModel{Kind: LoadConstant, Rate: 1000, Requests: 2}, 4096},
+		{"open, above 1024", 1500, LoadModel{Kind: LoadPoisson, Rate: 1000, Requests: 2}, 1500},
+		{"open, max_in_flight", 4096, LoadModel{Kind: LoadConstant, Rate: 1000, Requests: 2, MaxInFlight: 3}, 3},
+		{"open, max_in_flight over the limit", 8, LoadModel{Kind: LoadConstant, Rate: 1000, Requests: 2, MaxInFlight: 100}, 8},
+		{"closed", 4096, LoadModel{Kind: LoadClosed, Concurrency: 5, Requests: 2}, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.MaxConcurrency = tt.maxCon
+			a := New(cfg, nil)
+			var mu sync.Mutex
+			var conns, h1Max int
+			a.send = func(_ context.Context, c *Client, _ Request) Result {
+				mu.Lock()
+				conns, h1Max = c.cfg.MaxConns, c.h1.max
+				mu.Unlock()
+				now := time.Now()
+				return Result{Send: now, FirstToken: now, Last: now, Done: now, CachedTokens: -1, OutputTokens: 1}
+			}
+			if _, err := collect(t, context.Background(), a, loadSpec(tt.m)); err != nil {
+				t.Fatal(err)
+			}
+			if conns != tt.want || h1Max != tt.want {
+				t.Errorf("pool of %d (h1 %d) connections, want %d", conns, h1Max, tt.want)
+			}
+		})
+	}
+}
+
+// TestOpenLoopConnectionWaitIsDispatchLag runs an open loop whose arrivals
+// outnumber its in-flight cap (Config.MaxConcurrency 2, no max_in_flight)
+// against a real server that holds each response: the extra arrivals wait
+// before they are sent, so their wait shows as dispatch lag and TTFT is the
+// server's alone.
+func TestOpenLoopConnectionWaitIsDispatchLag(t *testing.T) {
+	const hold = 150 * time.Millisecond
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(hold):
+		case <-r.Context().Done():
+			return
+		}
+		streamTokens(1, 0)(w, r)
+	})
+	cfg := DefaultConfig()
+	cfg.MaxConcurrency = 2
+	spec := loadSpec(LoadModel{Kind: LoadConstant, Rate: 1000, Requests: 4})
+	spec.Target.BaseURL = f.URL
+	reps, err := collect(t, context.Background(), New(cfg, nil), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, _, _ := checkSequence(t, reps)
+	recs := records(reps)
+	if ok != 4 || len(recs) != 4 {
+		t.Fatalf("ok %d, %d records; want 4, 4", ok, len(recs))
+	}
+	f.mu.Lock()
+	maxOpen := f.maxOpen
+	f.mu.Unlock()
+	if maxOpen > 2 {
+		t.Errorf("server saw %d requests at once, want at most 2", maxOpen)
+	}
+	for _, rec := range recs {
+		// TTFT is the server's hold, never the wait for a slot.
+		if rec.TTFT < hold || rec.TTFT > hold+hold/2 {
+			t.Errorf("request %d: ttft %v, want ≈%v (the server's hold alone)", rec.Index, rec.TTFT, hold)
+		}
+		if rec.TTFTSched != rec.DispatchLag+rec.TTFT {
+			t.Errorf("request %d: ttft_sched %v ≠ lag %v + ttft %v", rec.Index, rec.TTFTSched, rec.DispatchLag, rec.TTFT)
+		}
+		if rec.Index >= 2 && rec.DispatchLag < hold*3/4 {
+			t.Errorf("request %d: dispatch lag %v, want ≥ %v (it waited for a request to end)", rec.Index, rec.DispatchLag, hold*3/4)
+		}
+	}
+	if lag := merged(t, reps).Get(hdr.DispatchLag).Summarize(); lag.Count != 4 || lag.Max < float64(hold*3/4)/float64(time.Millisecond) {
+		t.Errorf("dispatch lag %+v, want 4 values up to ≈%v", lag, hold)
+	}
+}
+
+// TestClosedLoopZeroWorkerShare: a closed loop split over more agents than
+// its concurrency leaves some segments without a worker. With a request
+// bound such a segment still owns a share of the request indices, which no
+// agent would send (4 agents at concurrency 1 and 100 requests sent 24):
+// the spec is refused. Bounded by duration alone, it just ends at once with
+// an empty final report.
+func TestClosedLoopZeroWorkerShare(t *testing.T) {
+	segs := segment.Even(4)
+	var workerless []segment.Segment
+	for _, s := range segs {
+		if s.Scale(1) == 0 {
+			workerless = append(workerless, s)
+		}
+	}
+	if len(workerless) != 3 {
+		t.Fatalf("%d of 4 segments get no worker at concurrency 1, want 3", len(workerless))
+	}
+	for _, m := range []LoadModel{
+		{Kind: LoadClosed, Concurrency: 1, Requests: 100},
+		{Kind: LoadClosed, Concurrency: 1, Requests: 100, WarmupRequests: 4},
+		{Kind: LoadClosed, Concurrency: 1, Requests: 100, Duration: time.Minute},
+		{Kind: LoadClosed, Concurrency: 1, Requests: 100, Warmup: time.Second},
+	} {
+		for _, s := range workerless {
+			spec := loadSpec(m)
+			spec.Segment = s
+			err := spec.Validate()
+			if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "load.concurrency 1 gives segment "+s.String()+" no worker") ||
+				!strings.Contains(err.Error(), "use at most 1 agents for concurrency 1") {
+				t.Errorf("%+v on segment %v: Validate = %v, want ErrInvalidSpec naming concurrency, segment and fix", m, s, err)
+			}
+			if _, err := collect(t, context.Background(), fakeAgent(newFakeEngine(0, 0, 1, 0)), spec); !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("%+v on segment %v: Run = %v, want ErrInvalidSpec", m, s, err)
+			}
+		}
+	}
+	// The segment with the worker is fine, and so is a workerless segment
+	// that owns none of the requests.
+	spec := loadSpec(LoadModel{Kind: LoadClosed, Concurrency: 1, Requests: 100})
+	for _, s := range segs {
+		if s.Scale(1) == 1 {
+			spec.Segment = s
+		}
+	}
+	if err := spec.Validate(); err != nil {
+		t.Errorf("segment with the worker: %v", err)
+	}
+	tiny, err := segment.Parse("999/1000", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec = loadSpec(LoadModel{Kind: LoadClosed, Concurrency: 1, Requests: 1})
+	spec.Segment = tiny
+	if err := spec.Validate(); err != nil {
+		t.Errorf("workerless segment %v owning none of 1 request: %v", tiny, err)
+	}
+
+	// Duration only: no request share to lose; the run ends at once.
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeEngine(10*time.Millisecond, 0, 1, 0)
+		spec := loadSpec(LoadModel{Kind: LoadClosed, Concurrency: 1, Duration: time.Hour})
+		spec.Segment = workerless[0]
+		start := time.Now()
+		reps, err := collect(t, context.Background(), fakeAgent(f), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, failed, _ := checkSequence(t, reps)
+		last := reps[len(reps)-1]
+		if d := time.Since(start); d != 0 || len(reps) != 1 || ok != 0 || failed != 0 || last.Scheduled != 0 {
+			t.Errorf("workerless duration run: took %v, %d reports, ok %d failed %d scheduled %d; want an empty final report at once",
+				d, len(reps), ok, failed, last.Scheduled)
+		}
+	})
 }

@@ -69,12 +69,52 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
+// Ranges of the millisecond fields of a RunProbeRequest, checked before
+// they become time.Durations: a larger value would overflow one, and NaN or
+// ±Inf would pass for another number.
+const (
+	maxDurationMs = 24 * 60 * 60 * 1000 // timeouts, intervals, durations: a day
+	maxObjectMs   = 60 * 60 * 1000      // SLOs and the client-bound p99: an hour
+)
+
+// msDuration converts an int64 millisecond field, which must lie in
+// [0, maxDurationMs]; zero says what 0 means, for the error.
+func msDuration(field string, v int64, zero string) (time.Duration, error) {
+	if v < 0 || v > maxDurationMs {
+		return 0, fmt.Errorf("%w: %s %d is invalid: set milliseconds in [0, %d] (%s)", ErrInvalidSpec, field, v, int64(maxDurationMs), zero)
+	}
+	return time.Duration(v) * time.Millisecond, nil
+}
+
+// msObjective converts a float millisecond field, which must be finite and
+// lie in [0, maxObjectMs]; zero says what 0 means, for the error.
+func msObjective(field string, v float64, zero string) (time.Duration, error) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > maxObjectMs {
+		return 0, fmt.Errorf("%w: %s %v is invalid: set milliseconds in [0, %d] (%s)", ErrInvalidSpec, field, v, int64(maxObjectMs), zero)
+	}
+	return time.Duration(v * float64(time.Millisecond)), nil
+}
+
 // specFromProto converts a request. It fails only on fields that cannot be
-// represented (a malformed segment or extra body); Spec.Validate checks the
-// rest. Errors name the field and the fix.
+// represented (a malformed segment or extra body, a millisecond field out of
+// range); Spec.Validate checks the rest. Errors name the field and the fix.
 func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 	t, w := req.GetTarget(), req.GetWorkload()
-	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+	var msErr error
+	ms := func(field string, v int64, zero string) time.Duration {
+		d, err := msDuration(field, v, zero)
+		if msErr == nil {
+			msErr = err
+		}
+		return d
+	}
+	obj := func(field string, v float64, zero string) time.Duration {
+		d, err := msObjective(field, v, zero)
+		if msErr == nil {
+			msErr = err
+		}
+		return d
+	}
 	spec := Spec{
 		RunID:   req.GetRunId(),
 		AgentID: req.GetAgentId(),
@@ -95,10 +135,13 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 		Requests:       int(req.GetRequests()),
 		Labels:         req.GetLabels(),
 		Records:        req.GetRecords(),
-		Interval:       ms(req.GetIntervalMs()),
-		Timeout:        ms(req.GetTimeoutMs()),
-		TTFTTimeout:    ms(req.GetTtftTimeoutMs()),
-		ConnectTimeout: ms(req.GetConnectTimeoutMs()),
+		Interval:       ms("interval_ms", req.GetIntervalMs(), "0 means the default"),
+		Timeout:        ms("timeout_ms", req.GetTimeoutMs(), "0 means the default"),
+		TTFTTimeout:    ms("ttft_timeout_ms", req.GetTtftTimeoutMs(), "0 means the default"),
+		ConnectTimeout: ms("connect_timeout_ms", req.GetConnectTimeoutMs(), "0 means the default"),
+	}
+	if msErr != nil {
+		return Spec{}, msErr
 	}
 	if len(spec.Target.Headers) == 0 {
 		spec.Target.Headers = nil
@@ -114,28 +157,27 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 		spec.Workload.ExtraBody = m
 	}
 	if l := req.GetLoad(); l != nil {
-		p99 := l.GetClientBoundP99Ms()
-		if math.IsNaN(p99) || math.IsInf(p99, 0) || p99 < 0 || p99 > 3.6e6 {
-			return Spec{}, fmt.Errorf("load.client_bound_p99_ms %v is invalid: set milliseconds in [0, 3600000] (0 means 10)", p99)
-		}
 		spec.Load = LoadModel{
 			Kind:           l.GetKind(),
 			Concurrency:    int(l.GetConcurrency()),
 			Rate:           l.GetRate(),
 			StartRate:      l.GetStartRate(),
 			Burstiness:     l.GetBurstiness(),
-			Duration:       ms(l.GetDurationMs()),
+			Duration:       ms("load.duration_ms", l.GetDurationMs(), "0 means no time bound"),
 			Requests:       l.GetRequests(),
-			Warmup:         ms(l.GetWarmupMs()),
+			Warmup:         ms("load.warmup_ms", l.GetWarmupMs(), "0 means no time-based warm-up"),
 			WarmupRequests: l.GetWarmupRequests(),
 			MaxInFlight:    int(l.GetMaxInFlight()),
 			Seed:           l.GetSeed(),
-			ClientBoundP99: time.Duration(p99 * float64(time.Millisecond)),
+			ClientBoundP99: obj("load.client_bound_p99_ms", l.GetClientBoundP99Ms(), "0 means "+DefaultClientBoundP99.String()),
 			SLO: SLO{
-				TTFT: time.Duration(l.GetSloTtftMs() * float64(time.Millisecond)),
-				TPOT: time.Duration(l.GetSloTpotMs() * float64(time.Millisecond)),
-				E2E:  time.Duration(l.GetSloE2EMs() * float64(time.Millisecond)),
+				TTFT: obj("load.slo_ttft_ms", l.GetSloTtftMs(), "0 leaves it unconstrained"),
+				TPOT: obj("load.slo_tpot_ms", l.GetSloTpotMs(), "0 leaves it unconstrained"),
+				E2E:  obj("load.slo_e2e_ms", l.GetSloE2EMs(), "0 leaves it unconstrained"),
 			},
+		}
+		if msErr != nil {
+			return Spec{}, msErr
 		}
 		if spec.Load.Kind == "" {
 			return Spec{}, fmt.Errorf("%w: load.kind is empty: use %q, %q, %q, %q or %q", ErrInvalidSpec, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)

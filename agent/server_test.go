@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -302,6 +303,71 @@ func TestServerRejectsBadLoad(t *testing.T) {
 			}
 			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("RunProbe = %v, want %v containing %q", err, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// TestProtoMillisecondsRangeChecked: every *_ms field is range-checked before
+// it becomes a time.Duration, so that a huge value cannot overflow and NaN
+// or ±Inf cannot pass for a negative or zero objective.
+func TestProtoMillisecondsRangeChecked(t *testing.T) {
+	const day, hour = int64(24 * 3600 * 1000), 3600.0 * 1000
+	load := func(r *ttftlabv1.RunProbeRequest) *ttftlabv1.LoadModel {
+		r.Labels, r.Concurrency, r.Requests = nil, 0, 0
+		r.Load = &ttftlabv1.LoadModel{Kind: "poisson", Rate: 5, Requests: 10}
+		return r.Load
+	}
+	tests := []struct {
+		name   string
+		mutate func(*ttftlabv1.RunProbeRequest)
+		want   string // "" means accepted
+	}{
+		{"interval overflow", func(r *ttftlabv1.RunProbeRequest) { r.IntervalMs = math.MaxInt64 }, "interval_ms 9223372036854775807 is invalid: set milliseconds in [0, 86400000]"},
+		{"interval negative", func(r *ttftlabv1.RunProbeRequest) { r.IntervalMs = -1 }, "interval_ms -1 is invalid"},
+		{"timeout overflow", func(r *ttftlabv1.RunProbeRequest) { r.TimeoutMs = math.MaxInt64 / 1000 }, "timeout_ms 9223372036854775 is invalid"},
+		{"timeout wraps negative", func(r *ttftlabv1.RunProbeRequest) { r.TimeoutMs = math.MinInt64 }, "timeout_ms -9223372036854775808 is invalid"},
+		{"timeout a day", func(r *ttftlabv1.RunProbeRequest) { r.TimeoutMs = day }, ""},
+		{"timeout over a day", func(r *ttftlabv1.RunProbeRequest) { r.TimeoutMs = day + 1 }, "timeout_ms 86400001 is invalid"},
+		{"ttft timeout", func(r *ttftlabv1.RunProbeRequest) { r.TtftTimeoutMs = 1 << 62 }, "ttft_timeout_ms 4611686018427387904 is invalid"},
+		{"connect timeout", func(r *ttftlabv1.RunProbeRequest) { r.ConnectTimeoutMs = -5 }, "connect_timeout_ms -5 is invalid"},
+		{"duration overflow", func(r *ttftlabv1.RunProbeRequest) { load(r).DurationMs = math.MaxInt64 }, "load.duration_ms 9223372036854775807 is invalid"},
+		{"duration a day", func(r *ttftlabv1.RunProbeRequest) { load(r).DurationMs = day }, ""},
+		{"warmup overflow", func(r *ttftlabv1.RunProbeRequest) { load(r).WarmupMs = math.MaxInt64 }, "load.warmup_ms 9223372036854775807 is invalid"},
+		{"warmup negative", func(r *ttftlabv1.RunProbeRequest) { load(r).WarmupMs = -1 }, "load.warmup_ms -1 is invalid"},
+		{"p99 NaN", func(r *ttftlabv1.RunProbeRequest) { load(r).ClientBoundP99Ms = math.NaN() }, "load.client_bound_p99_ms NaN is invalid: set milliseconds in [0, 3600000]"},
+		{"slo ttft NaN", func(r *ttftlabv1.RunProbeRequest) { load(r).SloTtftMs = math.NaN() }, "load.slo_ttft_ms NaN is invalid: set milliseconds in [0, 3600000] (0 leaves it unconstrained)"},
+		{"slo ttft +Inf", func(r *ttftlabv1.RunProbeRequest) { load(r).SloTtftMs = math.Inf(1) }, "load.slo_ttft_ms +Inf is invalid"},
+		{"slo tpot -Inf", func(r *ttftlabv1.RunProbeRequest) { load(r).SloTpotMs = math.Inf(-1) }, "load.slo_tpot_ms -Inf is invalid"},
+		{"slo e2e overflow", func(r *ttftlabv1.RunProbeRequest) { load(r).SloE2EMs = 1e300 }, "load.slo_e2e_ms 1e+300 is invalid"},
+		{"slo e2e negative", func(r *ttftlabv1.RunProbeRequest) { load(r).SloE2EMs = -0.5 }, "load.slo_e2e_ms -0.5 is invalid"},
+		{"slo over an hour", func(r *ttftlabv1.RunProbeRequest) { load(r).SloTtftMs = hour + 1 }, "load.slo_ttft_ms 3.600001e+06 is invalid"},
+		{"slo an hour", func(r *ttftlabv1.RunProbeRequest) {
+			l := load(r)
+			l.SloTtftMs, l.SloTpotMs, l.SloE2EMs = hour, 0.5, hour
+		}, ""},
+	}
+	client := startAgentServer(t, New(DefaultConfig(), nil))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := protoRequest("http://127.0.0.1:1")
+			tt.mutate(req)
+			_, err := specFromProto(req)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("specFromProto = %v, want no error", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("specFromProto = %v, want ErrInvalidSpec containing %q", err, tt.want)
+			}
+			stream, err := client.RunProbe(context.Background(), req)
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("RunProbe = %v, want InvalidArgument containing %q", err, tt.want)
 			}
 		})
 	}
