@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -16,7 +18,10 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // service is one daemon's gRPC server plus its cluster membership.
@@ -38,6 +43,9 @@ type serviceConfig struct {
 	key      []byte
 	insecure bool
 	fast     bool
+	// tokenFile holds the bearer token every gRPC call must carry.
+	tokenFile string
+	token     string
 }
 
 func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
@@ -48,9 +56,17 @@ func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
 	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC on non-loopback addresses")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token that every gRPC call to and from this node carries; all members share it (required on a non-loopback --grpc-addr)")
 }
 
 func (c *serviceConfig) load() error {
+	if c.tokenFile != "" {
+		tok, err := readToken(c.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		c.token = tok
+	}
 	if c.keyFile == "" {
 		return nil
 	}
@@ -78,6 +94,9 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 	if err := coordinator.CheckPlaintext(cfg.grpcAddr, cfg.insecure); err != nil {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
+	if cfg.token == "" && coordinator.CheckPlaintext(cfg.grpcAddr, false) != nil {
+		return nil, fmt.Errorf("--grpc-addr %s is not loopback: give every member the same --token-file so that only they can call this node", cfg.grpcAddr)
+	}
 	lis, err := net.Listen("tcp", cfg.grpcAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-addr %s: %w", cfg.grpcAddr, err)
@@ -88,6 +107,18 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 		// (even behind a partition, with no RST) stops its load within ~2 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := checkToken(ctx, cfg.token); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := checkToken(ss.Context(), cfg.token); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}),
 	)
 	registerFn(gs)
 	s := &service{name: cfg.name, gs: gs, lis: lis, done: make(chan error, 1)}
@@ -132,4 +163,38 @@ func (s *service) Close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// readToken reads a bearer token file.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 {
+		return "", fmt.Errorf("%s holds a token of %d characters: use at least 16, e.g. `head -c 32 /dev/urandom | base64 > %s`", path, len(tok), path)
+	}
+	return tok, nil
+}
+
+// checkToken admits a call that carries "authorization: Bearer <token>";
+// with no token configured every call is admitted (loopback only).
+func checkToken(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if subtle.ConstantTimeCompare([]byte(v), []byte("Bearer "+token)) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "missing or wrong bearer token: pass the cluster's --token-file")
+}
+
+func newToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

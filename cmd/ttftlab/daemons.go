@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
@@ -57,7 +60,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	var c *coordinator.Coordinator
 	var mem memberView
 	s, err := startService(sc, membership.RoleCoordinator, func(gs *grpc.Server) {
-		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure}, logger)
+		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure, Token: sc.token}, logger)
 		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 	}, logger)
 	if err != nil {
@@ -90,6 +93,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sc serviceConfig
 	sc.register(fs, membership.RoleAgent)
 	verbose := fs.Bool("v", false, "debug logging")
+	var allow listFlag
+	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,13 +102,17 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
-	a := agent.New(agent.DefaultConfig(), logger)
+	var mem memberView
+	cfg := agent.DefaultConfig()
+	cfg.CheckTarget = targetPolicy(&mem, allow)
+	a := agent.New(cfg, logger)
 	s, err := startService(sc, membership.RoleAgent, func(gs *grpc.Server) {
 		pb.RegisterAgentServiceServer(gs, agent.NewServer(a))
 	}, logger)
 	if err != nil {
 		return err
 	}
+	mem.n = s.mem
 	return serveUntilDone(ctx, s, logger)
 }
 
@@ -178,4 +187,41 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "rendered results.json and the reports in %s\n", dir)
 	return nil
+}
+
+// listFlag collects a repeated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// targetPolicy is an agent's allow-list: loopback, the hosts of the alive
+// gpunodes (the engines they announce run there), and the hosts given with
+// --allow-target. Anything else is refused, so that an agent cannot be
+// pointed at someone else's server.
+func targetPolicy(members interface{ Members() []membership.Member }, allow []string) func(string) error {
+	return func(baseURL string) error {
+		u, err := url.Parse(baseURL)
+		if err != nil || u.Hostname() == "" {
+			return fmt.Errorf("target %q is not a URL with a host", baseURL)
+		}
+		host := u.Hostname()
+		if host == "localhost" {
+			return nil
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			return nil
+		}
+		for _, a := range allow {
+			if strings.EqualFold(a, host) {
+				return nil
+			}
+		}
+		for _, m := range membership.ByRole(members.Members(), membership.RoleGPUNode) {
+			if h, _, err := net.SplitHostPort(m.GRPCAddr); err == nil && strings.EqualFold(h, host) {
+				return nil
+			}
+		}
+		return fmt.Errorf("target host %s is neither loopback nor a gpunode of this cluster: start the agent with --allow-target %s to allow it", host, host)
+	}
 }

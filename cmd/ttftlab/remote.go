@@ -17,13 +17,15 @@ import (
 
 // coordinatorFlags are the flags of commands that talk to a coordinator.
 type coordinatorFlags struct {
-	addr     string
-	insecure bool
+	addr      string
+	insecure  bool
+	tokenFile string
 }
 
 func (c *coordinatorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC address (host:port), as `ttftlab coordinator` logs it")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC to a non-loopback coordinator")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the cluster's bearer token")
 }
 
 func (c *coordinatorFlags) dial() (pb.CoordinatorServiceClient, io.Closer, error) {
@@ -33,7 +35,15 @@ func (c *coordinatorFlags) dial() (pb.CoordinatorServiceClient, io.Closer, error
 	if err := coordinator.CheckPlaintext(c.addr, c.insecure); err != nil {
 		return nil, nil, fmt.Errorf("--coordinator: %w", err)
 	}
-	cc, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if c.tokenFile != "" {
+		tok, err := readToken(c.tokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--token-file: %w", err)
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerCreds(tok)))
+	}
+	cc, err := grpc.NewClient(c.addr, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--coordinator %s: %w", c.addr, err)
 	}
@@ -108,3 +118,11 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	return tw.Flush()
 }
+
+// bearerCreds sends the cluster's bearer token with every call.
+type bearerCreds string
+
+func (b bearerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearerCreds) RequireTransportSecurity() bool { return false }

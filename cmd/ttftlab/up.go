@@ -172,7 +172,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger = newLogger(stderr, true)
 	}
 	key := newGossipKey()
-	base := serviceConfig{grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", key: key, fast: true}
+	token := newToken()
+	base := serviceConfig{grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", key: key, fast: true, token: token}
 
 	// Coordinator.
 	ccfg := coordinator.DefaultConfig()
@@ -182,7 +183,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	csc := base
 	csc.name = "coordinator"
 	cs, err := startService(csc, membership.RoleCoordinator, func(gs *grpc.Server) {
-		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{}, logger)
+		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{Token: token}, logger)
 		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 	}, logger)
 	if err != nil {
@@ -223,7 +224,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Drive the coordinator through its own gRPC API, as a remote CLI would.
-	cc, err := grpc.NewClient(cs.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(cs.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearerCreds(token)))
 	if err != nil {
 		return fmt.Errorf("connect to coordinator: %w", err)
 	}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+type fakeMembers []membership.Member
+
+func (f fakeMembers) Members() []membership.Member { return f }
+
+func TestTargetPolicy(t *testing.T) {
+	members := fakeMembers{{Name: "g", Meta: membership.Meta{Role: membership.RoleGPUNode, GRPCAddr: "10.0.0.7:9000"}, State: "alive"}}
+	check := targetPolicy(members, []string{"vllm.lab"})
+	for url, ok := range map[string]bool{
+		"http://127.0.0.1:8000":    true,
+		"http://localhost:8000/v1": true,
+		"http://[::1]:8000":        true,
+		"http://10.0.0.7:8000":     true, // a gpunode's host
+		"http://VLLM.lab:8000":     true, // --allow-target, any case
+		"http://10.0.0.8:8000":     false,
+		"https://api.example.com":  false,
+		"not a url":                false,
+	} {
+		err := check(url)
+		if (err == nil) != ok {
+			t.Errorf("check(%q) = %v, want allowed=%v", url, err, ok)
+		}
+		if err != nil && strings.Contains(url, "10.0.0.8") && !strings.Contains(err.Error(), "--allow-target 10.0.0.8") {
+			t.Errorf("error %q does not name the fix", err)
+		}
+	}
+}
+
+func TestServicesRequireTheBearerToken(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	s, err := startService(serviceConfig{name: "c", grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", fast: true, token: token},
+		membership.RoleCoordinator, func(gs *grpc.Server) {
+			pb.RegisterCoordinatorServiceServer(gs, pb.UnimplementedCoordinatorServiceServer{})
+		}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	call := func(opts ...grpc.DialOption) error {
+		cc, err := grpc.NewClient(s.lis.Addr().String(), append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = pb.NewCoordinatorServiceClient(cc).ListMembers(context.Background(), &pb.ListMembersRequest{})
+		return err
+	}
+	if code := status.Code(call()); code != codes.Unauthenticated {
+		t.Errorf("no token: %v, want Unauthenticated", code)
+	}
+	if code := status.Code(call(grpc.WithPerRPCCredentials(bearerCreds("wrong-token-0000000")))); code != codes.Unauthenticated {
+		t.Errorf("wrong token: %v, want Unauthenticated", code)
+	}
+	// The right token passes authentication and reaches the (unimplemented) service.
+	if code := status.Code(call(grpc.WithPerRPCCredentials(bearerCreds(token)))); code != codes.Unimplemented {
+		t.Errorf("right token: %v, want Unimplemented from the service itself", code)
+	}
+}
+
+func TestNonLoopbackNeedsAToken(t *testing.T) {
+	_, err := startService(serviceConfig{name: "c", grpcAddr: "0.0.0.0:0", gossip: "127.0.0.1:0", insecure: true}, membership.RoleAgent, func(*grpc.Server) {}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Errorf("err = %v, want a demand for --token-file", err)
+	}
+	short := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+	if _, err := readToken(short); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("short token accepted: %v", err)
+	}
+}
