@@ -109,10 +109,13 @@ type BaselineSpec struct {
 	Prompt    string          `json:"prompt"`
 	MaxTokens int             `json:"max_tokens"`
 	WarmRuns  int             `json:"warm_runs"`
-	API       string          `json:"api"`
-	ColdMode  string          `json:"cold_mode"`
-	OutDir    string          `json:"-"`
-	RunID     string          `json:"run_id"`
+	// Repeats is R of DESIGN step 7: how many times the restart, cold_1 and
+	// warm runs are done, for a distribution of cold figures; 0 means 1.
+	Repeats  int    `json:"repeats"`
+	API      string `json:"api"`
+	ColdMode string `json:"cold_mode"`
+	OutDir   string `json:"-"`
+	RunID    string `json:"run_id"`
 }
 
 // DefaultPrompt is the baseline's prompt when none is given.
@@ -134,6 +137,9 @@ func (s BaselineSpec) withDefaults() BaselineSpec {
 	if s.WarmRuns == 0 {
 		s.WarmRuns = 5
 	}
+	if s.Repeats == 0 {
+		s.Repeats = 1
+	}
 	if s.API == "" {
 		s.API = "chat"
 	}
@@ -154,6 +160,9 @@ func (s BaselineSpec) Validate() error {
 	}
 	if s.WarmRuns < 1 || s.WarmRuns > 10_000 {
 		errs = append(errs, fmt.Errorf("warm_runs %d is out of range: use 1..10000", s.WarmRuns))
+	}
+	if s.Repeats < 1 || s.Repeats > 100 {
+		errs = append(errs, fmt.Errorf("repeats %d is out of range: use 1..100 restarts", s.Repeats))
 	}
 	if s.API != "chat" && s.API != "completions" {
 		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
@@ -322,8 +331,30 @@ func (r *baselineRun) run(ctx context.Context) error {
 	}
 	defer aclose.Close()
 
+	// Steps 2–6, then step 7: the same again Repeats−1 times, for a
+	// distribution of cold figures. Round 1 keeps the plain labels and the
+	// marks the sanity metrics are cut at; later rounds prefix their labels
+	// with "rK/".
+	for round := 1; round <= r.spec.Repeats; round++ {
+		if err := r.round(ctx, round, gn, ag, agentM.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// round restarts the engine and sends cold_1 then warm_1..N.
+func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent, agentName string) error {
+	c := r.c
+	prefix := ""
+	mark := r.mark
+	if round > 1 {
+		prefix = fmt.Sprintf("r%d/", round)
+		mark = func(string) {}
+	}
+	r.record(EventRound, roundData{Round: round})
 	// Steps 2–3: start the engine and wait until it is ready.
-	r.mark(MarkEngineSpawn)
+	mark(MarkEngineSpawn)
 	eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{
 		Profile:        r.spec.Profile,
 		Knobs:          r.spec.Knobs,
@@ -331,13 +362,13 @@ func (r *baselineRun) run(ctx context.Context) error {
 		ColdMode:       r.spec.ColdMode,
 	})
 	if err != nil {
-		return fmt.Errorf("start engine (profile %q): %w", r.spec.Profile, err)
+		return fmt.Errorf("round %d: start engine (profile %q): %w", round, r.spec.Profile, err)
 	}
 	r.record(EventEngineReady, eng)
 	probe := func(labels []string) error {
 		req := &pb.RunProbeRequest{
 			RunId:       r.spec.RunID,
-			AgentId:     agentM.Name,
+			AgentId:     agentName,
 			Target:      &pb.Target{BaseUrl: eng.GetBaseUrl(), Model: eng.GetServedModelName(), Api: r.spec.API},
 			Workload:    &pb.Workload{Prompt: r.spec.Prompt, MaxTokens: int32(r.spec.MaxTokens)},
 			Concurrency: 1,
@@ -353,22 +384,24 @@ func (r *baselineRun) run(ctx context.Context) error {
 	}
 
 	// Step 4: cold_1, the moment the engine is ready.
-	r.mark(MarkColdStart)
-	if err := probe([]string{"cold_1"}); err != nil {
-		return fmt.Errorf("cold_1 probe on agent %s: %w", agentM.Name, err)
+	mark(MarkColdStart)
+	if err := probe([]string{prefix + "cold_1"}); err != nil {
+		return fmt.Errorf("%scold_1 probe on agent %s: %w", prefix, agentName, err)
 	}
-	r.mark(MarkColdEnd)
+	mark(MarkColdEnd)
 	// Steps 5–6: warm_1 immediately after, then warm_2..N.
 	labels := make([]string, r.spec.WarmRuns)
 	for i := range labels {
-		labels[i] = fmt.Sprintf("warm_%d", i+1)
+		labels[i] = fmt.Sprintf("%swarm_%d", prefix, i+1)
 	}
-	r.mark(MarkWarmStart)
+	mark(MarkWarmStart)
 	if err := probe(labels); err != nil {
-		return fmt.Errorf("warm probes on agent %s: %w", agentM.Name, err)
+		return fmt.Errorf("%swarm probes on agent %s: %w", prefix, agentName, err)
 	}
-	r.mark(MarkWarmEnd)
-	r.nextSample(ctx, 2*time.Second)
+	mark(MarkWarmEnd)
+	if round == 1 {
+		r.nextSample(ctx, 2*time.Second)
+	}
 	return nil
 }
 

@@ -399,3 +399,46 @@ func TestWatcherNeverBlocksTheRun(t *testing.T) {
 		t.Errorf("watcher got %d events ending in %q, want the buffered ones and a warning about the missed ones", n, got[n-1])
 	}
 }
+
+func TestBaselineRepeatsGiveAColdDistribution(t *testing.T) {
+	gpu := &fakeGPU{}
+	c := newTestCoordinator(t, gpu, &fakeAgent{ttft: func(label string) time.Duration {
+		switch label {
+		case "cold_1":
+			return 400 * time.Millisecond
+		case "r2/cold_1":
+			return 600 * time.Millisecond
+		case "r3/cold_1":
+			return 500 * time.Millisecond
+		}
+		return 20 * time.Millisecond
+	}})
+	res, err := c.RunBaseline(context.Background(), BaselineSpec{RunID: "rep", WarmRuns: 2, Repeats: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Results
+	if len(r.Rounds) != 3 || r.ColdSpread == nil {
+		t.Fatalf("rounds %d spread %v, want 3 rounds and a spread", len(r.Rounds), r.ColdSpread)
+	}
+	s := r.ColdSpread
+	if s.ColdTTFTMinS != 0.4 || s.ColdTTFTMedianS != 0.5 || s.ColdTTFTMaxS != 0.6 || s.RestartToFirstMedS != 2.0 {
+		t.Errorf("spread %+v, want cold 0.4/0.5/0.6 and median restart→first token 1.5+0.5", s)
+	}
+	// Round 1 stays the headline: its cold_1 and warm runs, unprefixed.
+	if cold := runByLabel(r.Runs, "cold_1"); cold == nil || cold.TTFTS != 0.4 || r.Warm.N != 2 {
+		t.Errorf("round 1 cold %v warm n %d, want 0.4 s and 2 warm runs", cold, r.Warm.N)
+	}
+	if runByLabel(r.Runs, "r3/warm_2") == nil {
+		t.Error("round 3's warm runs are missing")
+	}
+	md, _ := os.ReadFile(filepath.Join(res.Dir, "first_token_latency.md"))
+	for _, want := range []string{"### Cold start over 3 restarts", "| 2 | 1.500 | 0.6000 | 0.0200 | 2.100 |", "Over 3 restarts, restart → first token was 1.90–2.10 s"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if _, err := c.RunBaseline(context.Background(), BaselineSpec{Repeats: 101}, nil); err == nil || !strings.Contains(err.Error(), "repeats 101") {
+		t.Errorf("err = %v, want repeats 101 refused", err)
+	}
+}

@@ -25,7 +25,14 @@ const (
 	EventInterval    = "interval"
 	EventRunEnd      = "run_end"
 	EventWarning     = "warning"
+	// EventRound starts one restart round of a baseline (DESIGN step 7).
+	EventRound = "round"
 )
+
+// roundData is the payload of a round event.
+type roundData struct {
+	Round int `json:"round"`
+}
 
 // Marks name the instants the report's windows are cut at.
 const (

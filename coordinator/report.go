@@ -80,6 +80,17 @@ func RenderMarkdown(r *Results) string {
 		p("\n")
 	}
 
+	if s := r.ColdSpread; s != nil {
+		p("### Cold start over %d restarts\n\n", s.N)
+		p("| round | spawn → ready s | cold TTFT s | warm median TTFT s | restart → first token s |\n|---|---:|---:|---:|---:|\n")
+		for _, rr := range r.Rounds {
+			p("| %d | %s | %s | %s | %s |\n", rr.Round, fmtPtr(rr.ReadyS, "%.3f"), fmtPtr(rr.ColdTTFTS, "%.4f"), fmtPtr(rr.WarmMedianS, "%.4f"), fmtPtr(rr.RestartToFirstTokenS, "%.3f"))
+		}
+		p("| **min / median / max** | %.3f / %.3f / %.3f | %.4f / %.4f / %.4f | | %.3f / %.3f / %.3f |\n\n",
+			s.ReadyMinS, s.ReadyMedianS, s.ReadyMaxS, s.ColdTTFTMinS, s.ColdTTFTMedianS, s.ColdTTFTMaxS,
+			s.RestartToFirstMinS, s.RestartToFirstMedS, s.RestartToFirstMaxS)
+	}
+
 	p("## Single-Run Measurements (Cold vs Warm)\n\n")
 	p("| run | ttft_s | e2e_s | tokens | notes |\n|---|---:|---:|---:|---|\n")
 	for _, label := range []string{"cold_1", "warm_1"} {

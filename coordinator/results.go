@@ -37,6 +37,10 @@ type Results struct {
 	Agents       map[string]AgentCoverage `json:"agents"`
 	Observations []string                 `json:"observations"`
 	Warnings     []string                 `json:"warnings,omitempty"`
+	// Rounds are the restarts of DESIGN step 7, one per round; with more
+	// than one, ColdSpread summarises them.
+	Rounds     []RoundResult `json:"rounds"`
+	ColdSpread *ColdSpread   `json:"cold_spread,omitempty"`
 	// Decomposition splits restart-to-first-token into its parts.
 	Decomposition []DecompRow `json:"decomposition"`
 }
@@ -180,6 +184,8 @@ func Build(events []Event) (*Results, error) {
 	var samples []timedSample
 	merged := hdr.Set{}
 	var perAgentCount = map[string]int64{}
+	round := 0
+	readyByRound := map[int]float64{}
 	var okCount int64
 	seenReports := map[string]bool{}
 	for i, ev := range events {
@@ -219,10 +225,22 @@ func Build(events []Event) (*Results, error) {
 				return nil, fmt.Errorf("event %d (mark): %w", i+1, err)
 			}
 			marks[m.Name] = ev.T
+		case EventRound:
+			var rd roundData
+			if err := json.Unmarshal(ev.Data, &rd); err != nil {
+				return nil, fmt.Errorf("event %d (round): %w", i+1, err)
+			}
+			round = rd.Round
 		case EventEngineReady:
 			var e pb.EngineInfo
 			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
 				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
+			}
+			readyByRound[max(round, 1)] = e.GetReadyS()
+			if round > 1 {
+				// The engine facts and phases are round 1's; later rounds
+				// contribute their spawn → ready time.
+				continue
 			}
 			res.Engine = EngineFacts{Kind: e.GetKind(), Model: e.GetModel(), ServedModelName: e.GetServedModelName(), Version: e.GetVersion(),
 				BaseURL: e.GetBaseUrl(), Argv: e.GetArgv(), ReadyS: e.GetReadyS(), Simulated: e.GetSimulated()}
@@ -311,6 +329,7 @@ func Build(events []Event) (*Results, error) {
 	}
 	res.Warm = warmStats(res.Runs)
 	res.Sanity = sanity(samples, marks, res.Node)
+	res.Rounds, res.ColdSpread = rounds(res.Runs, readyByRound)
 	res.Decomposition = Decompose(res)
 	res.Observations = observations(res)
 	return res, nil
@@ -558,6 +577,10 @@ func observations(res *Results) []string {
 		out = append(out, fmt.Sprintf("The engine holds %.0f MiB of GPU memory after the cold request (before start: %.0f MiB).",
 			*s.GPUMemAfterColdMiB-*s.GPUMemBeforeMiB, *s.GPUMemBeforeMiB))
 	}
+	if s := res.ColdSpread; s != nil {
+		out = append(out, fmt.Sprintf("Over %d restarts, restart → first token was %.2f–%.2f s (median %.2f s); cold TTFT %.1f–%.1f ms.",
+			s.N, s.RestartToFirstMinS, s.RestartToFirstMaxS, s.RestartToFirstMedS, s.ColdTTFTMinS*1000, s.ColdTTFTMaxS*1000))
+	}
 	if res.Simulated {
 		out = append(out, "These figures come from ttftlab's simulated vLLM engine (a performance model), not from a real GPU.")
 	}
@@ -626,4 +649,86 @@ func phases(in []*pb.Phase) []Phase {
 			DurationS: p.GetDurationS(), Source: p.GetSource(), Detail: p.GetDetail()})
 	}
 	return out
+}
+
+// RoundResult is one restart of the baseline.
+type RoundResult struct {
+	Round int `json:"round"`
+	// ReadyS is spawn → ready; ColdTTFTS is that round's cold_1;
+	// WarmMedianS the median of its warm runs. Nil when not measured.
+	ReadyS      *float64 `json:"ready_s"`
+	ColdTTFTS   *float64 `json:"cold_ttft_s"`
+	WarmMedianS *float64 `json:"warm_median_ttft_s"`
+	// RestartToFirstTokenS is ReadyS + ColdTTFTS.
+	RestartToFirstTokenS *float64 `json:"restart_to_first_token_s"`
+}
+
+// ColdSpread summarises the rounds' cold figures.
+type ColdSpread struct {
+	N                  int     `json:"n"`
+	ReadyMinS          float64 `json:"ready_min_s"`
+	ReadyMedianS       float64 `json:"ready_median_s"`
+	ReadyMaxS          float64 `json:"ready_max_s"`
+	ColdTTFTMinS       float64 `json:"cold_ttft_min_s"`
+	ColdTTFTMedianS    float64 `json:"cold_ttft_median_s"`
+	ColdTTFTMaxS       float64 `json:"cold_ttft_max_s"`
+	RestartToFirstMinS float64 `json:"restart_to_first_token_min_s"`
+	RestartToFirstMedS float64 `json:"restart_to_first_token_median_s"`
+	RestartToFirstMaxS float64 `json:"restart_to_first_token_max_s"`
+}
+
+// roundLabel is a run's label in round k: round 1 keeps the plain label.
+func roundLabel(round int, label string) string {
+	if round <= 1 {
+		return label
+	}
+	return fmt.Sprintf("r%d/%s", round, label)
+}
+
+func rounds(runs []Run, readyByRound map[int]float64) ([]RoundResult, *ColdSpread) {
+	n := 0
+	for k := range readyByRound {
+		n = max(n, k)
+	}
+	out := []RoundResult{}
+	var readies, colds, totals []float64
+	for k := 1; k <= n; k++ {
+		rr := RoundResult{Round: k}
+		if v, ok := readyByRound[k]; ok {
+			rr.ReadyS = ptr(v)
+		}
+		if c := runByLabel(runs, roundLabel(k, "cold_1")); c != nil && c.Error == "" {
+			rr.ColdTTFTS = ptr(c.TTFTS)
+		}
+		var warm []float64
+		prefix := roundLabel(k, "warm_")
+		for _, run := range runs {
+			if strings.HasPrefix(run.Label, prefix) && run.Error == "" {
+				warm = append(warm, run.TTFTS)
+			}
+		}
+		if len(warm) > 0 {
+			rr.WarmMedianS = ptr(median(warm))
+		}
+		if rr.ReadyS != nil && rr.ColdTTFTS != nil {
+			rr.RestartToFirstTokenS = ptr(*rr.ReadyS + *rr.ColdTTFTS)
+			readies, colds, totals = append(readies, *rr.ReadyS), append(colds, *rr.ColdTTFTS), append(totals, *rr.RestartToFirstTokenS)
+		}
+		out = append(out, rr)
+	}
+	if len(totals) < 2 {
+		return out, nil
+	}
+	mm := func(xs []float64) (lo, med, hi float64) {
+		lo, hi = xs[0], xs[0]
+		for _, x := range xs {
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+		return lo, median(xs), hi
+	}
+	s := &ColdSpread{N: len(totals)}
+	s.ReadyMinS, s.ReadyMedianS, s.ReadyMaxS = mm(readies)
+	s.ColdTTFTMinS, s.ColdTTFTMedianS, s.ColdTTFTMaxS = mm(colds)
+	s.RestartToFirstMinS, s.RestartToFirstMedS, s.RestartToFirstMaxS = mm(totals)
+	return out, s
 }

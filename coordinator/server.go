@@ -55,6 +55,7 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 	spec := BaselineSpec{
 		Profile: req.GetProfile(), Knobs: req.GetKnobs(), Prompt: req.GetPrompt(), MaxTokens: int(req.GetMaxTokens()),
 		WarmRuns: int(req.GetWarmRuns()), API: req.GetApi(), ColdMode: req.GetColdMode(), OutDir: req.GetOutDir(), RunID: req.GetRunId(),
+		Repeats: int(req.GetRepeats()),
 	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -36,6 +36,7 @@ type upConfig struct {
 	simArgs   []string
 	quiet     bool
 	coldMode  string
+	repeats   int
 	// subdir is the results subdirectory asked of a remote coordinator.
 	subdir string
 	// gpunodeConfig is the in-process gpunode's profile file.
@@ -80,6 +81,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 	fs.StringVar(&c.out, "out", defaultOut, outHelp)
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	fs.IntVar(&c.warmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
+	fs.IntVar(&c.repeats, "repeats", 1, "restarts R: the restart, cold_1 and warm runs are repeated R times for a distribution of cold figures")
 	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
 	fs.StringVar(&c.api, "api", "chat", "OpenAI API to probe: chat or completions")
 	fs.StringVar(&c.prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
@@ -125,7 +127,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
 	return &pb.RunBaselineRequest{
 		Profile: c.profile, Knobs: c.knobs, Prompt: c.prompt, MaxTokens: int32(c.maxTokens),
-		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.subdir, RunId: c.runID, ColdMode: c.coldMode,
+		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.subdir, RunId: c.runID, ColdMode: c.coldMode, Repeats: int32(c.repeats),
 	}
 }
 

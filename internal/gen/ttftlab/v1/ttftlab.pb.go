@@ -3007,8 +3007,11 @@ type RunBaselineRequest struct {
 	Api      string `protobuf:"bytes,6,opt,name=api,proto3" json:"api,omitempty"`
 	ColdMode string `protobuf:"bytes,7,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
 	// out_dir is where results/<run>/ is written, on the coordinator's disk.
-	OutDir        string `protobuf:"bytes,8,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
-	RunId         string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	OutDir string `protobuf:"bytes,8,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
+	RunId  string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// repeats is R of the protocol's step 7: restarts, each followed by
+	// cold_1 and the warm runs; 0 means 1.
+	Repeats       int32 `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3104,6 +3107,13 @@ func (x *RunBaselineRequest) GetRunId() string {
 		return x.RunId
 	}
 	return ""
+}
+
+func (x *RunBaselineRequest) GetRepeats() int32 {
+	if x != nil {
+		return x.Repeats
+	}
+	return 0
 }
 
 // RunBaselineResponse carries one event.
@@ -3541,7 +3551,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12)\n" +
-	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\"\x90\x02\n" +
+	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\"\xaa\x02\n" +
 	"\x12RunBaselineRequest\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x12-\n" +
 	"\x05knobs\x18\x02 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x16\n" +
@@ -3552,7 +3562,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x03api\x18\x06 \x01(\tR\x03api\x12\x1b\n" +
 	"\tcold_mode\x18\a \x01(\tR\bcoldMode\x12\x17\n" +
 	"\aout_dir\x18\b \x01(\tR\x06outDir\x12\x15\n" +
-	"\x06run_id\x18\t \x01(\tR\x05runId\"A\n" +
+	"\x06run_id\x18\t \x01(\tR\x05runId\x12\x18\n" +
+	"\arepeats\x18\n" +
+	" \x01(\x05R\arepeats\"A\n" +
 	"\x13RunBaselineResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x80\x01\n" +
 	"\bRunEvent\x12\x15\n" +
