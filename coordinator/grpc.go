@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -22,16 +24,21 @@ type GRPCDialer struct {
 	Insecure bool
 	// Token, when set, is sent as a bearer token.
 	Token string
+	// TLS, when set, secures every connection (mutual TLS with a lab CA).
+	TLS *tls.Config
 }
 
 var _ Dialer = GRPCDialer{}
 
 func (d GRPCDialer) dial(addr string) (*grpc.ClientConn, error) {
-	if err := CheckPlaintext(addr, d.Insecure); err != nil {
+	creds := insecure.NewCredentials()
+	if d.TLS != nil {
+		creds = credentials.NewTLS(d.TLS)
+	} else if err := CheckPlaintext(addr, d.Insecure); err != nil {
 		return nil, err
 	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// Detect a vanished agent or gpunode within ~2 s, even without an RST.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: time.Second, PermitWithoutStream: true}),
 	}

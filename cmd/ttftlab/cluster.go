@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,9 +18,11 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/internal/labtls"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -46,6 +50,10 @@ type serviceConfig struct {
 	// tokenFile holds the bearer token every gRPC call must carry.
 	tokenFile string
 	token     string
+	// tlsDir holds the lab CA and this node's certificate (ttftlab certs).
+	tlsDir    string
+	serverTLS *tls.Config
+	clientTLS *tls.Config
 }
 
 func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
@@ -56,10 +64,20 @@ func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
 	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC on non-loopback addresses")
+	fs.StringVar(&c.tlsDir, "tls-dir", "", "directory made by `ttftlab certs`: serve and dial gRPC with mutual TLS under its lab CA")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token that every gRPC call to and from this node carries; all members share it (required on a non-loopback --grpc-addr)")
 }
 
 func (c *serviceConfig) load() error {
+	if c.tlsDir != "" {
+		var err error
+		if c.serverTLS, err = labtls.ServerConfig(c.tlsDir); err != nil {
+			return fmt.Errorf("--tls-dir: %w", err)
+		}
+		if c.clientTLS, err = labtls.ClientConfig(c.tlsDir); err != nil {
+			return fmt.Errorf("--tls-dir: %w", err)
+		}
+	}
 	if c.tokenFile != "" {
 		tok, err := readToken(c.tokenFile)
 		if err != nil {
@@ -91,17 +109,23 @@ func newGossipKey() []byte {
 // startService listens, registers the gRPC services, serves, and joins the
 // cluster announcing the real gRPC address.
 func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc.Server), logger *slog.Logger) (*service, error) {
-	if err := coordinator.CheckPlaintext(cfg.grpcAddr, cfg.insecure); err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	if cfg.serverTLS == nil {
+		if err := coordinator.CheckPlaintext(cfg.grpcAddr, cfg.insecure); err != nil {
+			return nil, fmt.Errorf("--grpc-addr: %w (or serve TLS with --tls-dir)", err)
+		}
 	}
-	if cfg.token == "" && coordinator.CheckPlaintext(cfg.grpcAddr, false) != nil {
-		return nil, fmt.Errorf("--grpc-addr %s is not loopback: give every member the same --token-file so that only they can call this node", cfg.grpcAddr)
+	if cfg.token == "" && cfg.serverTLS == nil && coordinator.CheckPlaintext(cfg.grpcAddr, false) != nil {
+		return nil, fmt.Errorf("--grpc-addr %s is not loopback: give every member the same --token-file, or mutual TLS with --tls-dir, so that only they can call this node", cfg.grpcAddr)
 	}
 	lis, err := net.Listen("tcp", cfg.grpcAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-addr %s: %w", cfg.grpcAddr, err)
 	}
-	gs := grpc.NewServer(
+	var serverOpts []grpc.ServerOption
+	if cfg.serverTLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg.serverTLS)))
+	}
+	gs := grpc.NewServer(append(serverOpts,
 		// A run is a lease tied to its stream: ping an idle peer every second
 		// and drop it after one more, so an agent whose coordinator vanished
 		// (even behind a partition, with no RST) stops its load within ~2 s.
@@ -119,7 +143,7 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 			}
 			return h(srv, ss)
 		}),
-	)
+	)...)
 	registerFn(gs)
 	s := &service{name: cfg.name, gs: gs, lis: lis, done: make(chan error, 1)}
 	go func() { s.done <- gs.Serve(lis) }()
@@ -197,4 +221,29 @@ func newToken() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// runCerts makes a lab CA and a node certificate for mutual TLS.
+func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into")
+	hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the nodes are reached at (localhost and 127.0.0.1 are always included)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return errors.New("--dir is required: name the directory for the lab CA and node certificate, e.g. --dir /etc/ttftlab/tls")
+	}
+	var hs []string
+	for _, h := range strings.Split(*hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hs = append(hs, h)
+		}
+	}
+	if err := labtls.Generate(*dir, hs, time.Now()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote a lab CA and a node certificate to %s; copy the directory to every node (ca-key.pem need not leave this machine) and start each with --tls-dir %s\n", *dir, *dir)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
@@ -82,5 +83,52 @@ func TestNonLoopbackNeedsAToken(t *testing.T) {
 	os.WriteFile(short, []byte("abc\n"), 0o600)
 	if _, err := readToken(short); err == nil || !strings.Contains(err.Error(), "at least 16") {
 		t.Errorf("short token accepted: %v", err)
+	}
+}
+
+func TestServicesOverMutualTLS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	var out strings.Builder
+	if err := runCerts(context.Background(), []string{"--dir", dir, "--hosts", "gpu-1.lab"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	sc := serviceConfig{name: "c", grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", fast: true, tlsDir: dir}
+	if err := sc.load(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := startService(sc, membership.RoleCoordinator, func(gs *grpc.Server) {
+		pb.RegisterCoordinatorServiceServer(gs, pb.UnimplementedCoordinatorServiceServer{})
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	call := func(cf coordinatorFlags) error {
+		cf.addr = s.lis.Addr().String()
+		client, closer, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err = client.ListMembers(ctx, &pb.ListMembersRequest{})
+		return err
+	}
+	if code := status.Code(call(coordinatorFlags{tlsDir: dir})); code != codes.Unimplemented {
+		t.Errorf("mutual TLS: %v, want Unimplemented from the service itself", code)
+	}
+	if err := call(coordinatorFlags{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("plaintext to a TLS server: %v, want Unavailable", err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	if err := runCerts(context.Background(), []string{"--dir", other}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(coordinatorFlags{tlsDir: other}); status.Code(err) != codes.Unavailable {
+		t.Errorf("a certificate from another CA: %v, want Unavailable", err)
+	}
+	if err := runCerts(context.Background(), nil, &out, &out); err == nil || !strings.Contains(err.Error(), "--dir is required") {
+		t.Errorf("certs without --dir: %v", err)
 	}
 }

@@ -60,7 +60,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	var c *coordinator.Coordinator
 	var mem memberView
 	s, err := startService(sc, membership.RoleCoordinator, func(gs *grpc.Server) {
-		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure, Token: sc.token}, logger)
+		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure, Token: sc.token, TLS: sc.clientTLS}, logger)
 		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
 	}, logger)
 	if err != nil {

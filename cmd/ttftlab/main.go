@@ -31,6 +31,7 @@ Commands:
   load         run a load (closed or open loop) against an OpenAI-compatible URL, no cluster needed
   probe        stream one request and print its TTFT as JSON
   vllm         vLLM helpers: 'ttftlab vllm parse-log FILE' prints the startup figures as JSON
+  certs        make a lab CA and node certificate for mutual TLS (--dir DIR --hosts h1,h2)
   report       re-render results.json and first_token_latency.md from a run directory
   version      print the version
 
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMembers(ctx, rest, stdout, stderr)
 	case "vllm":
 		return runVLLM(ctx, rest, stdout, stderr)
+	case "certs":
+		return runCerts(ctx, rest, stdout, stderr)
 	case "report":
 		return runReport(ctx, rest, stdout, stderr)
 	case "version", "--version":

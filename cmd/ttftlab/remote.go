@@ -11,7 +11,9 @@ import (
 
 	"github.com/ttftlab/ttftlab/coordinator"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/labtls"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -20,22 +22,31 @@ type coordinatorFlags struct {
 	addr      string
 	insecure  bool
 	tokenFile string
+	tlsDir    string
 }
 
 func (c *coordinatorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC address (host:port), as `ttftlab coordinator` logs it")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC to a non-loopback coordinator")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the cluster's bearer token")
+	fs.StringVar(&c.tlsDir, "tls-dir", "", "directory made by `ttftlab certs`: talk to the coordinator over mutual TLS")
 }
 
 func (c *coordinatorFlags) dial() (pb.CoordinatorServiceClient, io.Closer, error) {
 	if c.addr == "" {
 		return nil, nil, fmt.Errorf("--coordinator is required: give the coordinator's gRPC address, e.g. --coordinator 127.0.0.1:7000")
 	}
-	if err := coordinator.CheckPlaintext(c.addr, c.insecure); err != nil {
-		return nil, nil, fmt.Errorf("--coordinator: %w", err)
+	creds := insecure.NewCredentials()
+	if c.tlsDir != "" {
+		cfg, err := labtls.ClientConfig(c.tlsDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-dir: %w", err)
+		}
+		creds = credentials.NewTLS(cfg)
+	} else if err := coordinator.CheckPlaintext(c.addr, c.insecure); err != nil {
+		return nil, nil, fmt.Errorf("--coordinator: %w (or use --tls-dir)", err)
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if c.tokenFile != "" {
 		tok, err := readToken(c.tokenFile)
 		if err != nil {
