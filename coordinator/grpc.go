@@ -153,7 +153,7 @@ func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 // rejection marks an agent's refusal of a plan, as opposed to a lost agent.
 func rejection(err error) error {
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition, codes.Unimplemented:
+	case codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition, codes.Unimplemented, codes.Unauthenticated:
 		return fmt.Errorf("%w: %v", ErrAgentRejected, status.Convert(err).Message())
 	}
 	return err

@@ -81,7 +81,7 @@ func RenderMarkdown(r *Results) string {
 	}
 
 	if s := r.ColdSpread; s != nil {
-		p("### Cold start over %d restarts\n\n", s.N)
+		p("### Cold start over %d of %d restarts\n\n", s.N, len(r.Rounds))
 		p("| round | spawn → ready s | cold TTFT s | warm median TTFT s | restart → first token s |\n|---|---:|---:|---:|---:|\n")
 		for _, rr := range r.Rounds {
 			p("| %d | %s | %s | %s | %s |\n", rr.Round, fmtPtr(rr.ReadyS, "%.3f"), fmtPtr(rr.ColdTTFTS, "%.4f"), fmtPtr(rr.WarmMedianS, "%.4f"), fmtPtr(rr.RestartToFirstTokenS, "%.3f"))
@@ -194,7 +194,7 @@ func renderPlots(r *Results) map[string]string {
 		if run.Error != "" {
 			v = math.NaN()
 		}
-		bars = append(bars, plot.Bar{Label: run.Label, Value: v, Highlight: strings.HasPrefix(run.Label, "cold_")})
+		bars = append(bars, plot.Bar{Label: run.Label, Value: v, Highlight: strings.Contains(run.Label, "cold_")})
 	}
 	if len(bars) > 0 {
 		out[RunsSVG] = plot.Bars("TTFT per run (cold in red)", " ms", bars)

@@ -184,8 +184,9 @@ func Build(events []Event) (*Results, error) {
 	var samples []timedSample
 	merged := hdr.Set{}
 	var perAgentCount = map[string]int64{}
-	round := 0
+	round, roundsSeen := 0, 0
 	readyByRound := map[int]float64{}
+	urlByRound := map[int][2]string{}
 	var okCount int64
 	seenReports := map[string]bool{}
 	for i, ev := range events {
@@ -231,12 +232,14 @@ func Build(events []Event) (*Results, error) {
 				return nil, fmt.Errorf("event %d (round): %w", i+1, err)
 			}
 			round = rd.Round
+			roundsSeen = max(roundsSeen, rd.Round)
 		case EventEngineReady:
 			var e pb.EngineInfo
 			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
 				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
 			}
 			readyByRound[max(round, 1)] = e.GetReadyS()
+			urlByRound[max(round, 1)] = [2]string{e.GetBaseUrl(), e.GetServedModelName()}
 			if round > 1 {
 				// The engine facts and phases are round 1's; later rounds
 				// contribute their spawn → ready time.
@@ -329,7 +332,7 @@ func Build(events []Event) (*Results, error) {
 	}
 	res.Warm = warmStats(res.Runs)
 	res.Sanity = sanity(samples, marks, res.Node)
-	res.Rounds, res.ColdSpread = rounds(res.Runs, readyByRound)
+	res.Rounds, res.ColdSpread = rounds(res.Runs, readyByRound, urlByRound, roundsSeen)
 	res.Decomposition = Decompose(res)
 	res.Observations = observations(res)
 	return res, nil
@@ -661,6 +664,10 @@ type RoundResult struct {
 	WarmMedianS *float64 `json:"warm_median_ttft_s"`
 	// RestartToFirstTokenS is ReadyS + ColdTTFTS.
 	RestartToFirstTokenS *float64 `json:"restart_to_first_token_s"`
+	// BaseURL and ServedModelName are this round's engine; the last round's
+	// is the one still running after the run.
+	BaseURL         string `json:"base_url,omitempty"`
+	ServedModelName string `json:"served_model_name,omitempty"`
 }
 
 // ColdSpread summarises the rounds' cold figures.
@@ -685,8 +692,7 @@ func roundLabel(round int, label string) string {
 	return fmt.Sprintf("r%d/%s", round, label)
 }
 
-func rounds(runs []Run, readyByRound map[int]float64) ([]RoundResult, *ColdSpread) {
-	n := 0
+func rounds(runs []Run, readyByRound map[int]float64, urlByRound map[int][2]string, n int) ([]RoundResult, *ColdSpread) {
 	for k := range readyByRound {
 		n = max(n, k)
 	}
@@ -696,6 +702,7 @@ func rounds(runs []Run, readyByRound map[int]float64) ([]RoundResult, *ColdSprea
 		rr := RoundResult{Round: k}
 		if v, ok := readyByRound[k]; ok {
 			rr.ReadyS = ptr(v)
+			rr.BaseURL, rr.ServedModelName = urlByRound[k][0], urlByRound[k][1]
 		}
 		if c := runByLabel(runs, roundLabel(k, "cold_1")); c != nil && c.Error == "" {
 			rr.ColdTTFTS = ptr(c.TTFTS)

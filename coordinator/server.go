@@ -67,6 +67,9 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 		if errors.Is(err, context.Canceled) {
 			return status.Error(codes.Canceled, err.Error())
 		}
+		if res.Dir == "" {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
 		return status.Errorf(codes.Aborted, "run %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
 	}
 	return st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})

@@ -64,7 +64,9 @@ type LevelResult struct {
 	// EngineWaitingMax is the largest vllm:num_requests_waiting scraped.
 	EngineWaitingMax *float64 `json:"engine_waiting_max"`
 	WarmupIntervals  int      `json:"warmup_intervals"`
-	startNs, endNs   int64
+	startNs, endNs   int64    // the measured span, from the agents
+	ivStartNs        int64    // the intervals' span, for agents that send no measured span
+	ivEndNs          int64
 	good             uint64
 }
 
@@ -201,14 +203,16 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			// to latest finish of a measured request), not the intervals,
 			// whose first ones may hold only warm-up. Older agents send no
 			// span; their interval bounds are the fallback.
-			s, e := rep.GetMeasuredStartUnixNano(), rep.GetMeasuredEndUnixNano()
-			if s == 0 || e == 0 {
-				s, e = rep.GetStartUnixNano(), rep.GetEndUnixNano()
+			if s, e := rep.GetMeasuredStartUnixNano(), rep.GetMeasuredEndUnixNano(); s > 0 && e > 0 {
+				if l.startNs == 0 || s < l.startNs {
+					l.startNs = s
+				}
+				l.endNs = max(l.endNs, e)
 			}
-			if s > 0 && (l.startNs == 0 || s < l.startNs) {
-				l.startNs = s
+			if s := rep.GetStartUnixNano(); s > 0 && (l.ivStartNs == 0 || s < l.ivStartNs) {
+				l.ivStartNs = s
 			}
-			l.endNs = max(l.endNs, e)
+			l.ivEndNs = max(l.ivEndNs, rep.GetEndUnixNano())
 			okSums[si.Level] += int64(rep.GetRequestsOk())
 			set, ok := merged[si.Level]
 			if !ok {
@@ -257,6 +261,9 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			for m, h := range set {
 				l.Metrics[m] = h.Summarize()
 			}
+		}
+		if l.startNs == 0 {
+			l.startNs, l.endNs = l.ivStartNs, l.ivEndNs
 		}
 		if l.endNs > l.startNs {
 			l.DurationS = float64(l.endNs-l.startNs) / 1e9
@@ -408,7 +415,7 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	}
 	p(".\n\n")
 	if res.TargetVersion != "" {
-		p("Target version: `%s`.\n\n", res.TargetVersion)
+		p("Target version: `%s`.\n\n", sanitizeOneLine(res.TargetVersion))
 	}
 	if res.Engine != nil {
 		p("Engine: %s %s, `%s`, ready in %.2f s.\n\n", res.Engine.Kind, res.Engine.Version, sanitizeOneLine(strings.Join(res.Engine.Argv, " ")), res.Engine.ReadyS)

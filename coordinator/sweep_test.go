@@ -323,7 +323,10 @@ func TestSweepThroughputDividesByTheMeasuredSpan(t *testing.T) {
 	}
 	sec := func(s float64) int64 { return t0.Add(time.Duration(s * float64(time.Second))).UnixNano() }
 	lvl, _ := json.Marshal(levelStart{Level: 0, Value: 2, Agents: []string{"a", "b"}})
-	sr, err := BuildSweep([]Event{{Kind: EventLevelStart, Data: lvl}, mk("a", 1, 20, sec(2), sec(5)), mk("b", 1, 20, sec(2.5), sec(6))})
+	// The measured report of an interval inside the warm-up carries no span
+	// and no request; it must not widen the span.
+	early := mk("a", 0, 0, 0, 0)
+	sr, err := BuildSweep([]Event{{Kind: EventLevelStart, Data: lvl}, early, mk("a", 1, 20, sec(2), sec(5)), mk("b", 1, 20, sec(2.5), sec(6))})
 	if err != nil {
 		t.Fatal(err)
 	}

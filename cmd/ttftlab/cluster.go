@@ -153,6 +153,12 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 		s.Close()
 		return nil, fmt.Errorf("--gossip-addr %q is not host:port: %w", cfg.gossip, err)
 	}
+	if len(cfg.key) == 0 {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			s.Close()
+			return nil, fmt.Errorf("--gossip-addr %s is not loopback: give every member the same --gossip-key-file, or anyone who reaches it could join as a gpunode or agent", cfg.gossip)
+		}
+	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 0 || port > 65535 {
 		s.Close()
@@ -244,6 +250,6 @@ func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := labtls.Generate(*dir, hs, time.Now()); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote a lab CA and a node certificate to %s; copy the directory to every node (ca-key.pem need not leave this machine) and start each with --tls-dir %s\n", *dir, *dir)
+	fmt.Fprintf(stdout, "wrote a lab CA and a node certificate to %s; copy ca.pem, node.pem and node-key.pem (not ca-key.pem) to every node and start each with --tls-dir DIR\n", *dir)
 	return nil
 }

@@ -132,3 +132,10 @@ func TestServicesOverMutualTLS(t *testing.T) {
 		t.Errorf("certs without --dir: %v", err)
 	}
 }
+
+func TestNonLoopbackGossipNeedsAKey(t *testing.T) {
+	_, err := startService(serviceConfig{name: "a", grpcAddr: "127.0.0.1:0", gossip: "0.0.0.0:0"}, membership.RoleAgent, func(*grpc.Server) {}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--gossip-key-file") {
+		t.Errorf("err = %v, want a demand for --gossip-key-file", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
@@ -66,25 +67,32 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	mem.n = s.mem
+	mem.set(s.mem)
 	return serveUntilDone(ctx, s, logger)
 }
 
 // memberView defers to a membership node set after the gRPC server starts.
-type memberView struct{ n *membership.Node }
+// It is safe for concurrent use: RPCs may read it while the node joins.
+type memberView struct {
+	n atomic.Pointer[membership.Node]
+}
+
+func (m *memberView) set(n *membership.Node) { m.n.Store(n) }
 
 func (m *memberView) Members() []membership.Member {
-	if m.n == nil {
+	n := m.n.Load()
+	if n == nil {
 		return nil
 	}
-	return m.n.Members()
+	return n.Members()
 }
 
 func (m *memberView) Changes() <-chan struct{} {
-	if m.n == nil {
+	n := m.n.Load()
+	if n == nil {
 		return nil
 	}
-	return m.n.Changes()
+	return n.Changes()
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -112,7 +120,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	mem.n = s.mem
+	mem.set(s.mem)
 	return serveUntilDone(ctx, s, logger)
 }
 

@@ -664,8 +664,8 @@ func parseSLO(flagName, s string) (agent.SLO, error) {
 	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
 		k, v, ok := strings.Cut(part, ":")
 		ms, err := strconv.ParseFloat(v, 64)
-		if !ok || err != nil || !(ms > 0) || ms > 3.6e6 {
-			return slo, fmt.Errorf("--%s %q: %q is not METRIC:MILLISECONDS with a positive number; write for example --%s \"ttft:200 tpot:50 e2e:2000\"", flagName, s, part, flagName)
+		if !ok || err != nil || !(ms >= 0.001) || ms > 3.6e6 {
+			return slo, fmt.Errorf("--%s %q: %q is not METRIC:MILLISECONDS with a number from 0.001 to 3600000; write for example --%s \"ttft:200 tpot:50 e2e:2000\"", flagName, s, part, flagName)
 		}
 		d := time.Duration(ms * float64(time.Millisecond))
 		switch strings.ToLower(k) {

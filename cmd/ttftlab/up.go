@@ -192,7 +192,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	defer cs.Close()
-	mem.n = cs.mem
+	mem.set(cs.mem)
 	join := cs.mem.Addr()
 
 	// gpunode, owning the engine process.
@@ -258,6 +258,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			BaseURL string `json:"base_url"`
 			Served  string `json:"served_model_name"`
 		} `json:"engine"`
+		Rounds []struct {
+			BaseURL string `json:"base_url"`
+			Served  string `json:"served_model_name"`
+		} `json:"rounds"`
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	if err != nil {
@@ -270,7 +274,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The engine still running is the last round's.
 	req.BaseUrl, req.Model, req.Api = baseline.Engine.BaseURL, baseline.Engine.Served, cfg.api
+	if n := len(baseline.Rounds); n > 0 && baseline.Rounds[n-1].BaseURL != "" {
+		req.BaseUrl, req.Model = baseline.Rounds[n-1].BaseURL, baseline.Rounds[n-1].Served
+	}
 	if cfg.runID != "" {
 		req.RunId = cfg.runID + "-sweep"
 	}

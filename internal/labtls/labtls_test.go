@@ -68,6 +68,13 @@ func TestMutualTLSWithinOneCA(t *testing.T) {
 	if err := handshake(t, srvA, cliB, "localhost"); err == nil {
 		t.Error("a client from another CA was accepted")
 	}
+	// A client that trusts this server but presents another CA's
+	// certificate: only the server's own check can refuse it.
+	foreign := cliA.Clone()
+	foreign.Certificates = cliB.Certificates
+	if err := handshake(t, srvA, foreign, "localhost"); err == nil {
+		t.Error("a client certificate from another CA was accepted by the server")
+	}
 	noCert := cliA.Clone()
 	noCert.Certificates = nil
 	if err := handshake(t, srvA, noCert, "localhost"); err == nil {
