@@ -339,6 +339,10 @@ func describeEvent(ev *pb.RunEvent) string {
 			return fmt.Sprintf("gpunode %s: %s", str("hostname"), str("nvml_error"))
 		}
 		return fmt.Sprintf("gpunode %s: NVML driver %s", str("hostname"), str("driver_version"))
+	case coordinator.EventRound:
+		return fmt.Sprintf("restart round %d", int(num(d["round"])))
+	case coordinator.EventWarning:
+		return "WARNING: " + str("message")
 	case coordinator.EventMark:
 		return "— " + str("name")
 	case coordinator.EventEngineReady:
