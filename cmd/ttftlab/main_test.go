@@ -168,6 +168,8 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"--enforce-eager=maybe"}, `"maybe" is not a boolean`},
 		{[]string{"--sim-startup-scale", "0"}, "--sim-startup-scale 0"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
+		{[]string{"--run-id", strings.Repeat("r", 95)}, "--run-id is 95 characters"},
+		{[]string{"--sweep", "1,x"}, `level "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

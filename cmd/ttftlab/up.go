@@ -151,6 +151,11 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 		if _, err := c.sweep.request("sweep"); err != nil {
 			return c, err
 		}
+		// The sweep's directory is <run-id>-sweep: check it now, not after
+		// the baseline.
+		if n := len(c.runID); n > 94 {
+			return c, fmt.Errorf("--run-id is %d characters: with a sweep it may have at most 94 (the sweep adds \"-sweep\"), or pass --sweep \"\"", n)
+		}
 	}
 	if c.agents < 1 || c.agents > 64 {
 		return c, fmt.Errorf("--agents %d is out of range: use 1..64", c.agents)
