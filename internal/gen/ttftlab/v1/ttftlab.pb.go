@@ -1081,10 +1081,14 @@ func (x *StreamSamplesRequest) GetIntervalMs() int64 {
 	return 0
 }
 
-// StreamSamplesResponse carries one sample.
+// StreamSamplesResponse carries one sample, or the news that the engine
+// exited. Exactly one of sample and engine_exit is set.
 type StreamSamplesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sample        *HostSample            `protobuf:"bytes,1,opt,name=sample,proto3" json:"sample,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sample *HostSample            `protobuf:"bytes,1,opt,name=sample,proto3" json:"sample,omitempty"`
+	// engine_exit is sent as soon as the supervisor sees the engine process
+	// exit without a StopEngine call; the stream then goes on with samples.
+	EngineExit    *EngineExit `protobuf:"bytes,2,opt,name=engine_exit,json=engineExit,proto3" json:"engine_exit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1126,6 +1130,111 @@ func (x *StreamSamplesResponse) GetSample() *HostSample {
 	return nil
 }
 
+func (x *StreamSamplesResponse) GetEngineExit() *EngineExit {
+	if x != nil {
+		return x.EngineExit
+	}
+	return nil
+}
+
+// EngineExit reports an engine process that ended on its own.
+type EngineExit struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UnixNano int64                  `protobuf:"varint,1,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Pid      int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	// exit_code is the process's exit status, or -1 when a signal ended it.
+	ExitCode int32 `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// signal names the signal that ended it ("SIGKILL"), empty otherwise.
+	Signal string `protobuf:"bytes,4,opt,name=signal,proto3" json:"signal,omitempty"`
+	// status is the supervisor's one-line description of the exit.
+	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// log_tail is the engine's last log lines, oldest first (at most 50).
+	LogTail []string `protobuf:"bytes,6,rep,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
+	// uptime_ms is how long the process ran.
+	UptimeMs      int64 `protobuf:"varint,7,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineExit) Reset() {
+	*x = EngineExit{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineExit) ProtoMessage() {}
+
+func (x *EngineExit) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineExit.ProtoReflect.Descriptor instead.
+func (*EngineExit) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EngineExit) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *EngineExit) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *EngineExit) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *EngineExit) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *EngineExit) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *EngineExit) GetLogTail() []string {
+	if x != nil {
+		return x.LogTail
+	}
+	return nil
+}
+
+func (x *EngineExit) GetUptimeMs() int64 {
+	if x != nil {
+		return x.UptimeMs
+	}
+	return 0
+}
+
 // HostSample is one sample of the GPU and the host.
 type HostSample struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1159,7 +1268,7 @@ type HostSample struct {
 
 func (x *HostSample) Reset() {
 	*x = HostSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1280,7 @@ func (x *HostSample) String() string {
 func (*HostSample) ProtoMessage() {}
 
 func (x *HostSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1293,7 @@ func (x *HostSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostSample.ProtoReflect.Descriptor instead.
 func (*HostSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HostSample) GetSeq() uint64 {
@@ -1306,7 +1415,7 @@ type GPUSample struct {
 
 func (x *GPUSample) Reset() {
 	*x = GPUSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1427,7 @@ func (x *GPUSample) String() string {
 func (*GPUSample) ProtoMessage() {}
 
 func (x *GPUSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1440,7 @@ func (x *GPUSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUSample.ProtoReflect.Descriptor instead.
 func (*GPUSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GPUSample) GetIndex() int32 {
@@ -1429,7 +1538,7 @@ type GPUProcess struct {
 
 func (x *GPUProcess) Reset() {
 	*x = GPUProcess{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1550,7 @@ func (x *GPUProcess) String() string {
 func (*GPUProcess) ProtoMessage() {}
 
 func (x *GPUProcess) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1563,7 @@ func (x *GPUProcess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUProcess.ProtoReflect.Descriptor instead.
 func (*GPUProcess) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GPUProcess) GetPid() uint32 {
@@ -1507,7 +1616,7 @@ type RunProbeRequest struct {
 
 func (x *RunProbeRequest) Reset() {
 	*x = RunProbeRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1628,7 @@ func (x *RunProbeRequest) String() string {
 func (*RunProbeRequest) ProtoMessage() {}
 
 func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1641,7 @@ func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeRequest.ProtoReflect.Descriptor instead.
 func (*RunProbeRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunProbeRequest) GetRunId() string {
@@ -1674,16 +1783,22 @@ type LoadModel struct {
 	// SLOs for goodput, in milliseconds; 0 leaves a metric unconstrained. A
 	// successful request is "good" when its TTFT_sched, TPOT and E2E (from the
 	// intended send time) all meet the SLOs given.
-	SloTtftMs     float64 `protobuf:"fixed64,13,opt,name=slo_ttft_ms,json=sloTtftMs,proto3" json:"slo_ttft_ms,omitempty"`
-	SloTpotMs     float64 `protobuf:"fixed64,14,opt,name=slo_tpot_ms,json=sloTpotMs,proto3" json:"slo_tpot_ms,omitempty"`
-	SloE2EMs      float64 `protobuf:"fixed64,15,opt,name=slo_e2e_ms,json=sloE2eMs,proto3" json:"slo_e2e_ms,omitempty"`
+	SloTtftMs float64 `protobuf:"fixed64,13,opt,name=slo_ttft_ms,json=sloTtftMs,proto3" json:"slo_ttft_ms,omitempty"`
+	SloTpotMs float64 `protobuf:"fixed64,14,opt,name=slo_tpot_ms,json=sloTpotMs,proto3" json:"slo_tpot_ms,omitempty"`
+	SloE2EMs  float64 `protobuf:"fixed64,15,opt,name=slo_e2e_ms,json=sloE2eMs,proto3" json:"slo_e2e_ms,omitempty"`
+	// max_error_rate ends the run as failed when the failed fraction of
+	// attempts finished inside any error_window_ms window passes it (0..1);
+	// 0 means the default 0.5, and a negative value turns the budget off.
+	MaxErrorRate float64 `protobuf:"fixed64,16,opt,name=max_error_rate,json=maxErrorRate,proto3" json:"max_error_rate,omitempty"`
+	// error_window_ms is the error budget's sliding window; 0 means 5000.
+	ErrorWindowMs int64 `protobuf:"varint,17,opt,name=error_window_ms,json=errorWindowMs,proto3" json:"error_window_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoadModel) Reset() {
 	*x = LoadModel{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1810,7 @@ func (x *LoadModel) String() string {
 func (*LoadModel) ProtoMessage() {}
 
 func (x *LoadModel) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1823,7 @@ func (x *LoadModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModel.ProtoReflect.Descriptor instead.
 func (*LoadModel) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LoadModel) GetKind() string {
@@ -1816,6 +1931,20 @@ func (x *LoadModel) GetSloE2EMs() float64 {
 	return 0
 }
 
+func (x *LoadModel) GetMaxErrorRate() float64 {
+	if x != nil {
+		return x.MaxErrorRate
+	}
+	return 0
+}
+
+func (x *LoadModel) GetErrorWindowMs() int64 {
+	if x != nil {
+		return x.ErrorWindowMs
+	}
+	return 0
+}
+
 // Segment is a k6-style execution segment: the half-open interval
 // (start, end] of the plan, as rationals such as "0", "1/3", "1".
 type Segment struct {
@@ -1828,7 +1957,7 @@ type Segment struct {
 
 func (x *Segment) Reset() {
 	*x = Segment{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1969,7 @@ func (x *Segment) String() string {
 func (*Segment) ProtoMessage() {}
 
 func (x *Segment) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1982,7 @@ func (x *Segment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Segment.ProtoReflect.Descriptor instead.
 func (*Segment) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Segment) GetStart() string {
@@ -1888,7 +2017,7 @@ type WorkloadGen struct {
 
 func (x *WorkloadGen) Reset() {
 	*x = WorkloadGen{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2029,7 @@ func (x *WorkloadGen) String() string {
 func (*WorkloadGen) ProtoMessage() {}
 
 func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2042,7 @@ func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadGen.ProtoReflect.Descriptor instead.
 func (*WorkloadGen) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkloadGen) GetKind() string {
@@ -1980,7 +2109,7 @@ type LengthDist struct {
 
 func (x *LengthDist) Reset() {
 	*x = LengthDist{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2121,7 @@ func (x *LengthDist) String() string {
 func (*LengthDist) ProtoMessage() {}
 
 func (x *LengthDist) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2134,7 @@ func (x *LengthDist) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LengthDist.ProtoReflect.Descriptor instead.
 func (*LengthDist) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LengthDist) GetKind() string {
@@ -2058,7 +2187,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2199,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2212,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Target) GetBaseUrl() string {
@@ -2136,7 +2265,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2277,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2290,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Workload) GetPrompt() string {
@@ -2199,17 +2328,22 @@ func (x *Workload) GetExtraBodyJson() string {
 	return ""
 }
 
-// RunProbeResponse carries one interval report.
+// RunProbeResponse carries one interval report or one heartbeat. Exactly
+// one of report and heartbeat is set.
 type RunProbeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Report        *IntervalReport        `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Report *IntervalReport        `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	// heartbeat is sent every heartbeat period (500 ms) while the segment
+	// runs, so the coordinator can tell a frozen agent from a quiet one well
+	// inside gRPC's 10 s keepalive floor.
+	Heartbeat     *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunProbeResponse) Reset() {
 	*x = RunProbeResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2355,7 @@ func (x *RunProbeResponse) String() string {
 func (*RunProbeResponse) ProtoMessage() {}
 
 func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2368,7 @@ func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeResponse.ProtoReflect.Descriptor instead.
 func (*RunProbeResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunProbeResponse) GetReport() *IntervalReport {
@@ -2242,6 +2376,83 @@ func (x *RunProbeResponse) GetReport() *IntervalReport {
 		return x.Report
 	}
 	return nil
+}
+
+func (x *RunProbeResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return nil
+}
+
+// Heartbeat is the agent's proof of life on a run stream.
+type Heartbeat struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UnixNano int64                  `protobuf:"varint,1,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	// scheduled, completed and in_flight are cumulative for the segment.
+	Scheduled     uint64 `protobuf:"varint,2,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	Completed     uint64 `protobuf:"varint,3,opt,name=completed,proto3" json:"completed,omitempty"`
+	InFlight      uint32 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Heartbeat) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetScheduled() uint64 {
+	if x != nil {
+		return x.Scheduled
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetCompleted() uint64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
 }
 
 // IntervalReport is one interval of one agent's results.
@@ -2281,13 +2492,21 @@ type IntervalReport struct {
 	// throughput is divided by.
 	MeasuredStartUnixNano int64 `protobuf:"varint,20,opt,name=measured_start_unix_nano,json=measuredStartUnixNano,proto3" json:"measured_start_unix_nano,omitempty"`
 	MeasuredEndUnixNano   int64 `protobuf:"varint,21,opt,name=measured_end_unix_nano,json=measuredEndUnixNano,proto3" json:"measured_end_unix_nano,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// abort_reason is set on the final report when the segment ended early
+	// because the run failed: the error budget was spent ("error budget:
+	// 73% of 412 attempts failed in 5 s: connect_refused=300"), or the target
+	// went away. Empty for a run that ran its plan.
+	AbortReason string `protobuf:"bytes,22,opt,name=abort_reason,json=abortReason,proto3" json:"abort_reason,omitempty"`
+	// requests_interrupted counts requests still in flight when the run was
+	// cancelled or aborted; they are neither successes nor errors.
+	RequestsInterrupted uint64 `protobuf:"varint,23,opt,name=requests_interrupted,json=requestsInterrupted,proto3" json:"requests_interrupted,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
 	*x = IntervalReport{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2518,7 @@ func (x *IntervalReport) String() string {
 func (*IntervalReport) ProtoMessage() {}
 
 func (x *IntervalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2531,7 @@ func (x *IntervalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntervalReport.ProtoReflect.Descriptor instead.
 func (*IntervalReport) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IntervalReport) GetRunId() string {
@@ -2462,6 +2681,20 @@ func (x *IntervalReport) GetMeasuredEndUnixNano() int64 {
 	return 0
 }
 
+func (x *IntervalReport) GetAbortReason() string {
+	if x != nil {
+		return x.AbortReason
+	}
+	return ""
+}
+
+func (x *IntervalReport) GetRequestsInterrupted() uint64 {
+	if x != nil {
+		return x.RequestsInterrupted
+	}
+	return 0
+}
+
 // EncodedHistogram is one metric's histogram.
 type EncodedHistogram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2474,7 +2707,7 @@ type EncodedHistogram struct {
 
 func (x *EncodedHistogram) Reset() {
 	*x = EncodedHistogram{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2719,7 @@ func (x *EncodedHistogram) String() string {
 func (*EncodedHistogram) ProtoMessage() {}
 
 func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2732,7 @@ func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedHistogram.ProtoReflect.Descriptor instead.
 func (*EncodedHistogram) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EncodedHistogram) GetMetric() string {
@@ -2539,7 +2772,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2784,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2797,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RequestRecord) GetLabel() string {
@@ -2672,7 +2905,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2917,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2930,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -2801,7 +3034,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +3046,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +3059,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -2845,7 +3078,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2857,7 +3090,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2870,7 +3103,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
 }
 
 // ListMembersResponse is the membership view.
@@ -2883,7 +3116,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3128,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3141,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2932,7 +3165,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3177,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3190,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Member) GetName() string {
@@ -3018,7 +3251,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3263,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3276,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -3126,7 +3359,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3371,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3384,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -3176,7 +3409,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +3421,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +3434,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -3351,9 +3584,20 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"exitStatus\"7\n" +
 	"\x14StreamSamplesRequest\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
-	"intervalMs\"G\n" +
+	"intervalMs\"\x80\x01\n" +
 	"\x15StreamSamplesResponse\x12.\n" +
-	"\x06sample\x18\x01 \x01(\v2\x16.ttftlab.v1.HostSampleR\x06sample\"\x83\x05\n" +
+	"\x06sample\x18\x01 \x01(\v2\x16.ttftlab.v1.HostSampleR\x06sample\x127\n" +
+	"\vengine_exit\x18\x02 \x01(\v2\x16.ttftlab.v1.EngineExitR\n" +
+	"engineExit\"\xc0\x01\n" +
+	"\n" +
+	"EngineExit\x12\x1b\n" +
+	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1b\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
+	"\x06signal\x18\x04 \x01(\tR\x06signal\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12\x19\n" +
+	"\blog_tail\x18\x06 \x03(\tR\alogTail\x12\x1b\n" +
+	"\tuptime_ms\x18\a \x01(\x03R\buptimeMs\"\x83\x05\n" +
 	"\n" +
 	"HostSample\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1b\n" +
@@ -3416,7 +3660,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tgenerator\x18\r \x01(\v2\x17.ttftlab.v1.WorkloadGenR\tgenerator\x12&\n" +
 	"\x0fttft_timeout_ms\x18\x0e \x01(\x03R\rttftTimeoutMs\x12,\n" +
 	"\x12connect_timeout_ms\x18\x0f \x01(\x03R\x10connectTimeoutMs\x12\x18\n" +
-	"\arecords\x18\x10 \x01(\bR\arecords\"\xdc\x03\n" +
+	"\arecords\x18\x10 \x01(\bR\arecords\"\xaa\x04\n" +
 	"\tLoadModel\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12 \n" +
 	"\vconcurrency\x18\x02 \x01(\x05R\vconcurrency\x12\x12\n" +
@@ -3438,7 +3682,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\vslo_ttft_ms\x18\r \x01(\x01R\tsloTtftMs\x12\x1e\n" +
 	"\vslo_tpot_ms\x18\x0e \x01(\x01R\tsloTpotMs\x12\x1c\n" +
 	"\n" +
-	"slo_e2e_ms\x18\x0f \x01(\x01R\bsloE2eMs\"1\n" +
+	"slo_e2e_ms\x18\x0f \x01(\x01R\bsloE2eMs\x12$\n" +
+	"\x0emax_error_rate\x18\x10 \x01(\x01R\fmaxErrorRate\x12&\n" +
+	"\x0ferror_window_ms\x18\x11 \x01(\x03R\rerrorWindowMs\"1\n" +
 	"\aSegment\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\tR\x03end\"\xf7\x01\n" +
@@ -3475,9 +3721,15 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\n" +
 	"ignore_eos\x18\x03 \x01(\bR\tignoreEos\x12 \n" +
 	"\vtemperature\x18\x04 \x01(\x01R\vtemperature\x12&\n" +
-	"\x0fextra_body_json\x18\x05 \x01(\tR\rextraBodyJson\"F\n" +
+	"\x0fextra_body_json\x18\x05 \x01(\tR\rextraBodyJson\"{\n" +
 	"\x10RunProbeResponse\x122\n" +
-	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\"\x80\a\n" +
+	"\x06report\x18\x01 \x01(\v2\x1a.ttftlab.v1.IntervalReportR\x06report\x123\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x15.ttftlab.v1.HeartbeatR\theartbeat\"\x81\x01\n" +
+	"\tHeartbeat\x12\x1b\n" +
+	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
+	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
+	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xd6\a\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -3503,7 +3755,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x12#\n" +
 	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x127\n" +
 	"\x18measured_start_unix_nano\x18\x14 \x01(\x03R\x15measuredStartUnixNano\x123\n" +
-	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x1a?\n" +
+	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x12!\n" +
+	"\fabort_reason\x18\x16 \x01(\tR\vabortReason\x121\n" +
+	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
@@ -3603,7 +3857,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
@@ -3619,31 +3873,33 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*StopEngineResponse)(nil),    // 11: ttftlab.v1.StopEngineResponse
 	(*StreamSamplesRequest)(nil),  // 12: ttftlab.v1.StreamSamplesRequest
 	(*StreamSamplesResponse)(nil), // 13: ttftlab.v1.StreamSamplesResponse
-	(*HostSample)(nil),            // 14: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 15: ttftlab.v1.GPUSample
-	(*GPUProcess)(nil),            // 16: ttftlab.v1.GPUProcess
-	(*RunProbeRequest)(nil),       // 17: ttftlab.v1.RunProbeRequest
-	(*LoadModel)(nil),             // 18: ttftlab.v1.LoadModel
-	(*Segment)(nil),               // 19: ttftlab.v1.Segment
-	(*WorkloadGen)(nil),           // 20: ttftlab.v1.WorkloadGen
-	(*LengthDist)(nil),            // 21: ttftlab.v1.LengthDist
-	(*Target)(nil),                // 22: ttftlab.v1.Target
-	(*Workload)(nil),              // 23: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 24: ttftlab.v1.RunProbeResponse
-	(*IntervalReport)(nil),        // 25: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 26: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 27: ttftlab.v1.RequestRecord
-	(*RunSweepRequest)(nil),       // 28: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 29: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 30: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 31: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 32: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 33: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 34: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 35: ttftlab.v1.RunEvent
-	nil,                           // 36: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 37: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 38: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*EngineExit)(nil),            // 14: ttftlab.v1.EngineExit
+	(*HostSample)(nil),            // 15: ttftlab.v1.HostSample
+	(*GPUSample)(nil),             // 16: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),            // 17: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),       // 18: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),             // 19: ttftlab.v1.LoadModel
+	(*Segment)(nil),               // 20: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),           // 21: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),            // 22: ttftlab.v1.LengthDist
+	(*Target)(nil),                // 23: ttftlab.v1.Target
+	(*Workload)(nil),              // 24: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),      // 25: ttftlab.v1.RunProbeResponse
+	(*Heartbeat)(nil),             // 26: ttftlab.v1.Heartbeat
+	(*IntervalReport)(nil),        // 27: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),      // 28: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),         // 29: ttftlab.v1.RequestRecord
+	(*RunSweepRequest)(nil),       // 30: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 31: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 32: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 33: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 34: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 35: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 36: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 37: ttftlab.v1.RunEvent
+	nil,                           // 38: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 39: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 40: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -3655,51 +3911,53 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	9,  // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
 	8,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
 	9,  // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
-	14, // 9: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	15, // 10: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	36, // 11: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
-	16, // 12: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
-	22, // 13: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	23, // 14: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	18, // 15: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
-	19, // 16: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
-	20, // 17: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	21, // 18: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
-	21, // 19: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	37, // 20: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
-	25, // 21: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	26, // 22: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	38, // 23: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	27, // 24: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	4,  // 25: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	18, // 26: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	23, // 27: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	20, // 28: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	35, // 29: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	32, // 30: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 31: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	35, // 32: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 33: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 34: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	10, // 35: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	12, // 36: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	17, // 37: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	30, // 38: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	33, // 39: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	28, // 40: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	2,  // 41: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 42: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	11, // 43: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	13, // 44: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	24, // 45: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	31, // 46: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	34, // 47: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	29, // 48: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	41, // [41:49] is the sub-list for method output_type
-	33, // [33:41] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	15, // 9: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	14, // 10: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
+	16, // 11: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	38, // 12: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	17, // 13: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	23, // 14: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	24, // 15: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	19, // 16: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	20, // 17: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	21, // 18: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	22, // 19: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	22, // 20: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	39, // 21: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	27, // 22: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	26, // 23: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
+	28, // 24: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	40, // 25: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	29, // 26: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	4,  // 27: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	19, // 28: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	24, // 29: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	21, // 30: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	37, // 31: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	34, // 32: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	4,  // 33: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	37, // 34: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	1,  // 35: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	5,  // 36: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	10, // 37: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	12, // 38: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	18, // 39: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	32, // 40: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	35, // 41: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	30, // 42: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	2,  // 43: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	6,  // 44: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	11, // 45: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	13, // 46: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	25, // 47: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	33, // 48: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	36, // 49: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	31, // 50: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	43, // [43:51] is the sub-list for method output_type
+	35, // [35:43] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -3714,7 +3972,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
