@@ -567,8 +567,11 @@ type EngineInfo struct {
 	Figures *EngineFigures `protobuf:"bytes,14,opt,name=figures,proto3" json:"figures,omitempty"`
 	// timeline merges log phases with sampler evidence (page-cache fill,
 	// weights resident on the GPU, port open, health, ready), in order.
-	Timeline      []*Phase `protobuf:"bytes,15,rep,name=timeline,proto3" json:"timeline,omitempty"`
-	ColdMode      string   `protobuf:"bytes,16,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
+	Timeline []*Phase `protobuf:"bytes,15,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	ColdMode string   `protobuf:"bytes,16,opt,name=cold_mode,json=coldMode,proto3" json:"cold_mode,omitempty"`
+	// start_reads attributes what the engine read while starting to its
+	// window (bootstrap, weight load) and its cause (weight files or not).
+	StartReads    *StartReads `protobuf:"bytes,17,opt,name=start_reads,json=startReads,proto3" json:"start_reads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -715,6 +718,177 @@ func (x *EngineInfo) GetColdMode() string {
 	return ""
 }
 
+func (x *EngineInfo) GetStartReads() *StartReads {
+	if x != nil {
+		return x.StartReads
+	}
+	return nil
+}
+
+// StartReads is the node's evidence of what an engine read while it
+// started, each figure attributed to a window of the start. Unset means
+// not measured.
+type StartReads struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// weight_files counts the model's weight files the node found, and
+	// weight_bytes their size; with none found, weight_files_note says why.
+	WeightFiles     int32  `protobuf:"varint,1,opt,name=weight_files,json=weightFiles,proto3" json:"weight_files,omitempty"`
+	WeightBytes     int64  `protobuf:"varint,2,opt,name=weight_bytes,json=weightBytes,proto3" json:"weight_bytes,omitempty"`
+	WeightFilesNote string `protobuf:"bytes,3,opt,name=weight_files_note,json=weightFilesNote,proto3" json:"weight_files_note,omitempty"`
+	// weight_resident_before_bytes and weight_resident_after_bytes are the
+	// weight files' bytes in the page cache (mincore) just before spawn and
+	// just after ready.
+	WeightResidentBeforeBytes *int64 `protobuf:"varint,4,opt,name=weight_resident_before_bytes,json=weightResidentBeforeBytes,proto3,oneof" json:"weight_resident_before_bytes,omitempty"`
+	WeightResidentAfterBytes  *int64 `protobuf:"varint,5,opt,name=weight_resident_after_bytes,json=weightResidentAfterBytes,proto3,oneof" json:"weight_resident_after_bytes,omitempty"`
+	// load_phase names the log phase that is the weight-load window
+	// ("load_weights" or "load_model"); empty when the log marks none.
+	LoadPhase  string  `protobuf:"bytes,6,opt,name=load_phase,json=loadPhase,proto3" json:"load_phase,omitempty"`
+	LoadStartS float64 `protobuf:"fixed64,7,opt,name=load_start_s,json=loadStartS,proto3" json:"load_start_s,omitempty"`
+	LoadEndS   float64 `protobuf:"fixed64,8,opt,name=load_end_s,json=loadEndS,proto3" json:"load_end_s,omitempty"`
+	// The bootstrap window is spawn → the load's start: reads there are
+	// libraries and imports, not weights.
+	BootstrapEngineReadBytes     *int64 `protobuf:"varint,9,opt,name=bootstrap_engine_read_bytes,json=bootstrapEngineReadBytes,proto3,oneof" json:"bootstrap_engine_read_bytes,omitempty"`
+	BootstrapPageCacheDeltaBytes *int64 `protobuf:"varint,10,opt,name=bootstrap_page_cache_delta_bytes,json=bootstrapPageCacheDeltaBytes,proto3,oneof" json:"bootstrap_page_cache_delta_bytes,omitempty"`
+	// The load window's reads: the engine process tree's read_bytes, the
+	// host's disks, and the change in the page cache (Cached).
+	LoadEngineReadBytes     *int64 `protobuf:"varint,11,opt,name=load_engine_read_bytes,json=loadEngineReadBytes,proto3,oneof" json:"load_engine_read_bytes,omitempty"`
+	LoadDiskReadBytes       *int64 `protobuf:"varint,12,opt,name=load_disk_read_bytes,json=loadDiskReadBytes,proto3,oneof" json:"load_disk_read_bytes,omitempty"`
+	LoadPageCacheDeltaBytes *int64 `protobuf:"varint,13,opt,name=load_page_cache_delta_bytes,json=loadPageCacheDeltaBytes,proto3,oneof" json:"load_page_cache_delta_bytes,omitempty"`
+	// weights_generated says why the engine loads no weights from disk
+	// (for example "--load-format dummy"); empty when nothing says so.
+	WeightsGenerated string `protobuf:"bytes,14,opt,name=weights_generated,json=weightsGenerated,proto3" json:"weights_generated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *StartReads) Reset() {
+	*x = StartReads{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartReads) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartReads) ProtoMessage() {}
+
+func (x *StartReads) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartReads.ProtoReflect.Descriptor instead.
+func (*StartReads) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StartReads) GetWeightFiles() int32 {
+	if x != nil {
+		return x.WeightFiles
+	}
+	return 0
+}
+
+func (x *StartReads) GetWeightBytes() int64 {
+	if x != nil {
+		return x.WeightBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetWeightFilesNote() string {
+	if x != nil {
+		return x.WeightFilesNote
+	}
+	return ""
+}
+
+func (x *StartReads) GetWeightResidentBeforeBytes() int64 {
+	if x != nil && x.WeightResidentBeforeBytes != nil {
+		return *x.WeightResidentBeforeBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetWeightResidentAfterBytes() int64 {
+	if x != nil && x.WeightResidentAfterBytes != nil {
+		return *x.WeightResidentAfterBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetLoadPhase() string {
+	if x != nil {
+		return x.LoadPhase
+	}
+	return ""
+}
+
+func (x *StartReads) GetLoadStartS() float64 {
+	if x != nil {
+		return x.LoadStartS
+	}
+	return 0
+}
+
+func (x *StartReads) GetLoadEndS() float64 {
+	if x != nil {
+		return x.LoadEndS
+	}
+	return 0
+}
+
+func (x *StartReads) GetBootstrapEngineReadBytes() int64 {
+	if x != nil && x.BootstrapEngineReadBytes != nil {
+		return *x.BootstrapEngineReadBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetBootstrapPageCacheDeltaBytes() int64 {
+	if x != nil && x.BootstrapPageCacheDeltaBytes != nil {
+		return *x.BootstrapPageCacheDeltaBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetLoadEngineReadBytes() int64 {
+	if x != nil && x.LoadEngineReadBytes != nil {
+		return *x.LoadEngineReadBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetLoadDiskReadBytes() int64 {
+	if x != nil && x.LoadDiskReadBytes != nil {
+		return *x.LoadDiskReadBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetLoadPageCacheDeltaBytes() int64 {
+	if x != nil && x.LoadPageCacheDeltaBytes != nil {
+		return *x.LoadPageCacheDeltaBytes
+	}
+	return 0
+}
+
+func (x *StartReads) GetWeightsGenerated() string {
+	if x != nil {
+		return x.WeightsGenerated
+	}
+	return ""
+}
+
 // EngineFigures are the startup figures an engine logged; unset means the
 // log did not say.
 type EngineFigures struct {
@@ -737,7 +911,7 @@ type EngineFigures struct {
 
 func (x *EngineFigures) Reset() {
 	*x = EngineFigures{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +923,7 @@ func (x *EngineFigures) String() string {
 func (*EngineFigures) ProtoMessage() {}
 
 func (x *EngineFigures) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +936,7 @@ func (x *EngineFigures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineFigures.ProtoReflect.Descriptor instead.
 func (*EngineFigures) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EngineFigures) GetWeightsLoadS() float64 {
@@ -867,7 +1041,7 @@ type Phase struct {
 
 func (x *Phase) Reset() {
 	*x = Phase{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1053,7 @@ func (x *Phase) String() string {
 func (*Phase) ProtoMessage() {}
 
 func (x *Phase) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1066,7 @@ func (x *Phase) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Phase.ProtoReflect.Descriptor instead.
 func (*Phase) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Phase) GetName() string {
@@ -947,7 +1121,7 @@ type StopEngineRequest struct {
 
 func (x *StopEngineRequest) Reset() {
 	*x = StopEngineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1133,7 @@ func (x *StopEngineRequest) String() string {
 func (*StopEngineRequest) ProtoMessage() {}
 
 func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1146,7 @@ func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineRequest.ProtoReflect.Descriptor instead.
 func (*StopEngineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopEngineRequest) GetGraceMs() int64 {
@@ -993,7 +1167,7 @@ type StopEngineResponse struct {
 
 func (x *StopEngineResponse) Reset() {
 	*x = StopEngineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1179,7 @@ func (x *StopEngineResponse) String() string {
 func (*StopEngineResponse) ProtoMessage() {}
 
 func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1192,7 @@ func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineResponse.ProtoReflect.Descriptor instead.
 func (*StopEngineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StopEngineResponse) GetWasRunning() bool {
@@ -1046,7 +1220,7 @@ type StreamSamplesRequest struct {
 
 func (x *StreamSamplesRequest) Reset() {
 	*x = StreamSamplesRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1232,7 @@ func (x *StreamSamplesRequest) String() string {
 func (*StreamSamplesRequest) ProtoMessage() {}
 
 func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1245,7 @@ func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesRequest.ProtoReflect.Descriptor instead.
 func (*StreamSamplesRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamSamplesRequest) GetIntervalMs() int64 {
@@ -1095,7 +1269,7 @@ type StreamSamplesResponse struct {
 
 func (x *StreamSamplesResponse) Reset() {
 	*x = StreamSamplesResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1281,7 @@ func (x *StreamSamplesResponse) String() string {
 func (*StreamSamplesResponse) ProtoMessage() {}
 
 func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1294,7 @@ func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesResponse.ProtoReflect.Descriptor instead.
 func (*StreamSamplesResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamSamplesResponse) GetSample() *HostSample {
@@ -1158,7 +1332,7 @@ type EngineExit struct {
 
 func (x *EngineExit) Reset() {
 	*x = EngineExit{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1344,7 @@ func (x *EngineExit) String() string {
 func (*EngineExit) ProtoMessage() {}
 
 func (x *EngineExit) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1357,7 @@ func (x *EngineExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineExit.ProtoReflect.Descriptor instead.
 func (*EngineExit) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EngineExit) GetUnixNano() int64 {
@@ -1268,7 +1442,7 @@ type HostSample struct {
 
 func (x *HostSample) Reset() {
 	*x = HostSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1454,7 @@ func (x *HostSample) String() string {
 func (*HostSample) ProtoMessage() {}
 
 func (x *HostSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1467,7 @@ func (x *HostSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostSample.ProtoReflect.Descriptor instead.
 func (*HostSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HostSample) GetSeq() uint64 {
@@ -1415,7 +1589,7 @@ type GPUSample struct {
 
 func (x *GPUSample) Reset() {
 	*x = GPUSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1601,7 @@ func (x *GPUSample) String() string {
 func (*GPUSample) ProtoMessage() {}
 
 func (x *GPUSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1614,7 @@ func (x *GPUSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUSample.ProtoReflect.Descriptor instead.
 func (*GPUSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GPUSample) GetIndex() int32 {
@@ -1538,7 +1712,7 @@ type GPUProcess struct {
 
 func (x *GPUProcess) Reset() {
 	*x = GPUProcess{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1724,7 @@ func (x *GPUProcess) String() string {
 func (*GPUProcess) ProtoMessage() {}
 
 func (x *GPUProcess) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1737,7 @@ func (x *GPUProcess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUProcess.ProtoReflect.Descriptor instead.
 func (*GPUProcess) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GPUProcess) GetPid() uint32 {
@@ -1616,7 +1790,7 @@ type RunProbeRequest struct {
 
 func (x *RunProbeRequest) Reset() {
 	*x = RunProbeRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1802,7 @@ func (x *RunProbeRequest) String() string {
 func (*RunProbeRequest) ProtoMessage() {}
 
 func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1815,7 @@ func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeRequest.ProtoReflect.Descriptor instead.
 func (*RunProbeRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunProbeRequest) GetRunId() string {
@@ -1798,7 +1972,7 @@ type LoadModel struct {
 
 func (x *LoadModel) Reset() {
 	*x = LoadModel{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1984,7 @@ func (x *LoadModel) String() string {
 func (*LoadModel) ProtoMessage() {}
 
 func (x *LoadModel) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1997,7 @@ func (x *LoadModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModel.ProtoReflect.Descriptor instead.
 func (*LoadModel) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LoadModel) GetKind() string {
@@ -1957,7 +2131,7 @@ type Segment struct {
 
 func (x *Segment) Reset() {
 	*x = Segment{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2143,7 @@ func (x *Segment) String() string {
 func (*Segment) ProtoMessage() {}
 
 func (x *Segment) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2156,7 @@ func (x *Segment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Segment.ProtoReflect.Descriptor instead.
 func (*Segment) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Segment) GetStart() string {
@@ -2017,7 +2191,7 @@ type WorkloadGen struct {
 
 func (x *WorkloadGen) Reset() {
 	*x = WorkloadGen{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2203,7 @@ func (x *WorkloadGen) String() string {
 func (*WorkloadGen) ProtoMessage() {}
 
 func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2216,7 @@ func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadGen.ProtoReflect.Descriptor instead.
 func (*WorkloadGen) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WorkloadGen) GetKind() string {
@@ -2109,7 +2283,7 @@ type LengthDist struct {
 
 func (x *LengthDist) Reset() {
 	*x = LengthDist{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2295,7 @@ func (x *LengthDist) String() string {
 func (*LengthDist) ProtoMessage() {}
 
 func (x *LengthDist) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2308,7 @@ func (x *LengthDist) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LengthDist.ProtoReflect.Descriptor instead.
 func (*LengthDist) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LengthDist) GetKind() string {
@@ -2187,7 +2361,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2373,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2386,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Target) GetBaseUrl() string {
@@ -2265,7 +2439,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2451,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2464,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Workload) GetPrompt() string {
@@ -2343,7 +2517,7 @@ type RunProbeResponse struct {
 
 func (x *RunProbeResponse) Reset() {
 	*x = RunProbeResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2529,7 @@ func (x *RunProbeResponse) String() string {
 func (*RunProbeResponse) ProtoMessage() {}
 
 func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2542,7 @@ func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeResponse.ProtoReflect.Descriptor instead.
 func (*RunProbeResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RunProbeResponse) GetReport() *IntervalReport {
@@ -2399,7 +2573,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2585,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2598,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Heartbeat) GetUnixNano() int64 {
@@ -2506,7 +2680,7 @@ type IntervalReport struct {
 
 func (x *IntervalReport) Reset() {
 	*x = IntervalReport{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2692,7 @@ func (x *IntervalReport) String() string {
 func (*IntervalReport) ProtoMessage() {}
 
 func (x *IntervalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2705,7 @@ func (x *IntervalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntervalReport.ProtoReflect.Descriptor instead.
 func (*IntervalReport) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *IntervalReport) GetRunId() string {
@@ -2707,7 +2881,7 @@ type EncodedHistogram struct {
 
 func (x *EncodedHistogram) Reset() {
 	*x = EncodedHistogram{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2893,7 @@ func (x *EncodedHistogram) String() string {
 func (*EncodedHistogram) ProtoMessage() {}
 
 func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2906,7 @@ func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedHistogram.ProtoReflect.Descriptor instead.
 func (*EncodedHistogram) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EncodedHistogram) GetMetric() string {
@@ -2772,7 +2946,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2958,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2971,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RequestRecord) GetLabel() string {
@@ -2905,7 +3079,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3091,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3104,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -3034,7 +3208,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3220,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3233,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -3078,7 +3252,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3264,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3277,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 // ListMembersResponse is the membership view.
@@ -3116,7 +3290,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3302,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3315,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3165,7 +3339,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3351,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3364,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Member) GetName() string {
@@ -3251,7 +3425,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3263,7 +3437,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3276,7 +3450,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -3359,7 +3533,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3545,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3558,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -3409,7 +3583,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3595,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3608,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -3518,7 +3692,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\vdrop_caches\x18\x05 \x01(\bR\n" +
 	"dropCaches\"E\n" +
 	"\x13StartEngineResponse\x12.\n" +
-	"\x06engine\x18\x01 \x01(\v2\x16.ttftlab.v1.EngineInfoR\x06engine\"\x8b\x04\n" +
+	"\x06engine\x18\x01 \x01(\v2\x16.ttftlab.v1.EngineInfoR\x06engine\"\xc4\x04\n" +
 	"\n" +
 	"EngineInfo\x12\x19\n" +
 	"\bbase_url\x18\x01 \x01(\tR\abaseUrl\x12*\n" +
@@ -3537,7 +3711,36 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tsimulated\x18\r \x01(\bR\tsimulated\x123\n" +
 	"\afigures\x18\x0e \x01(\v2\x19.ttftlab.v1.EngineFiguresR\afigures\x12-\n" +
 	"\btimeline\x18\x0f \x03(\v2\x11.ttftlab.v1.PhaseR\btimeline\x12\x1b\n" +
-	"\tcold_mode\x18\x10 \x01(\tR\bcoldMode\"\x96\x06\n" +
+	"\tcold_mode\x18\x10 \x01(\tR\bcoldMode\x127\n" +
+	"\vstart_reads\x18\x11 \x01(\v2\x16.ttftlab.v1.StartReadsR\n" +
+	"startReads\"\xb2\a\n" +
+	"\n" +
+	"StartReads\x12!\n" +
+	"\fweight_files\x18\x01 \x01(\x05R\vweightFiles\x12!\n" +
+	"\fweight_bytes\x18\x02 \x01(\x03R\vweightBytes\x12*\n" +
+	"\x11weight_files_note\x18\x03 \x01(\tR\x0fweightFilesNote\x12D\n" +
+	"\x1cweight_resident_before_bytes\x18\x04 \x01(\x03H\x00R\x19weightResidentBeforeBytes\x88\x01\x01\x12B\n" +
+	"\x1bweight_resident_after_bytes\x18\x05 \x01(\x03H\x01R\x18weightResidentAfterBytes\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"load_phase\x18\x06 \x01(\tR\tloadPhase\x12 \n" +
+	"\fload_start_s\x18\a \x01(\x01R\n" +
+	"loadStartS\x12\x1c\n" +
+	"\n" +
+	"load_end_s\x18\b \x01(\x01R\bloadEndS\x12B\n" +
+	"\x1bbootstrap_engine_read_bytes\x18\t \x01(\x03H\x02R\x18bootstrapEngineReadBytes\x88\x01\x01\x12K\n" +
+	" bootstrap_page_cache_delta_bytes\x18\n" +
+	" \x01(\x03H\x03R\x1cbootstrapPageCacheDeltaBytes\x88\x01\x01\x128\n" +
+	"\x16load_engine_read_bytes\x18\v \x01(\x03H\x04R\x13loadEngineReadBytes\x88\x01\x01\x124\n" +
+	"\x14load_disk_read_bytes\x18\f \x01(\x03H\x05R\x11loadDiskReadBytes\x88\x01\x01\x12A\n" +
+	"\x1bload_page_cache_delta_bytes\x18\r \x01(\x03H\x06R\x17loadPageCacheDeltaBytes\x88\x01\x01\x12+\n" +
+	"\x11weights_generated\x18\x0e \x01(\tR\x10weightsGeneratedB\x1f\n" +
+	"\x1d_weight_resident_before_bytesB\x1e\n" +
+	"\x1c_weight_resident_after_bytesB\x1e\n" +
+	"\x1c_bootstrap_engine_read_bytesB#\n" +
+	"!_bootstrap_page_cache_delta_bytesB\x19\n" +
+	"\x17_load_engine_read_bytesB\x17\n" +
+	"\x15_load_disk_read_bytesB\x1e\n" +
+	"\x1c_load_page_cache_delta_bytes\"\x96\x06\n" +
 	"\rEngineFigures\x12)\n" +
 	"\x0eweights_load_s\x18\x01 \x01(\x01H\x00R\fweightsLoadS\x88\x01\x01\x12)\n" +
 	"\x0emodel_load_gib\x18\x02 \x01(\x01H\x01R\fmodelLoadGib\x88\x01\x01\x12%\n" +
@@ -3857,7 +4060,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
@@ -3867,39 +4070,40 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*StartEngineRequest)(nil),    // 5: ttftlab.v1.StartEngineRequest
 	(*StartEngineResponse)(nil),   // 6: ttftlab.v1.StartEngineResponse
 	(*EngineInfo)(nil),            // 7: ttftlab.v1.EngineInfo
-	(*EngineFigures)(nil),         // 8: ttftlab.v1.EngineFigures
-	(*Phase)(nil),                 // 9: ttftlab.v1.Phase
-	(*StopEngineRequest)(nil),     // 10: ttftlab.v1.StopEngineRequest
-	(*StopEngineResponse)(nil),    // 11: ttftlab.v1.StopEngineResponse
-	(*StreamSamplesRequest)(nil),  // 12: ttftlab.v1.StreamSamplesRequest
-	(*StreamSamplesResponse)(nil), // 13: ttftlab.v1.StreamSamplesResponse
-	(*EngineExit)(nil),            // 14: ttftlab.v1.EngineExit
-	(*HostSample)(nil),            // 15: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 16: ttftlab.v1.GPUSample
-	(*GPUProcess)(nil),            // 17: ttftlab.v1.GPUProcess
-	(*RunProbeRequest)(nil),       // 18: ttftlab.v1.RunProbeRequest
-	(*LoadModel)(nil),             // 19: ttftlab.v1.LoadModel
-	(*Segment)(nil),               // 20: ttftlab.v1.Segment
-	(*WorkloadGen)(nil),           // 21: ttftlab.v1.WorkloadGen
-	(*LengthDist)(nil),            // 22: ttftlab.v1.LengthDist
-	(*Target)(nil),                // 23: ttftlab.v1.Target
-	(*Workload)(nil),              // 24: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 25: ttftlab.v1.RunProbeResponse
-	(*Heartbeat)(nil),             // 26: ttftlab.v1.Heartbeat
-	(*IntervalReport)(nil),        // 27: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 28: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 29: ttftlab.v1.RequestRecord
-	(*RunSweepRequest)(nil),       // 30: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 31: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 32: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 33: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 34: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 35: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 36: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 37: ttftlab.v1.RunEvent
-	nil,                           // 38: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 39: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 40: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*StartReads)(nil),            // 8: ttftlab.v1.StartReads
+	(*EngineFigures)(nil),         // 9: ttftlab.v1.EngineFigures
+	(*Phase)(nil),                 // 10: ttftlab.v1.Phase
+	(*StopEngineRequest)(nil),     // 11: ttftlab.v1.StopEngineRequest
+	(*StopEngineResponse)(nil),    // 12: ttftlab.v1.StopEngineResponse
+	(*StreamSamplesRequest)(nil),  // 13: ttftlab.v1.StreamSamplesRequest
+	(*StreamSamplesResponse)(nil), // 14: ttftlab.v1.StreamSamplesResponse
+	(*EngineExit)(nil),            // 15: ttftlab.v1.EngineExit
+	(*HostSample)(nil),            // 16: ttftlab.v1.HostSample
+	(*GPUSample)(nil),             // 17: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),            // 18: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),       // 19: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),             // 20: ttftlab.v1.LoadModel
+	(*Segment)(nil),               // 21: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),           // 22: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),            // 23: ttftlab.v1.LengthDist
+	(*Target)(nil),                // 24: ttftlab.v1.Target
+	(*Workload)(nil),              // 25: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),      // 26: ttftlab.v1.RunProbeResponse
+	(*Heartbeat)(nil),             // 27: ttftlab.v1.Heartbeat
+	(*IntervalReport)(nil),        // 28: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),      // 29: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),         // 30: ttftlab.v1.RequestRecord
+	(*RunSweepRequest)(nil),       // 31: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 32: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 33: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 34: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 35: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 36: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 37: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 38: ttftlab.v1.RunEvent
+	nil,                           // 39: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 40: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 41: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -3908,56 +4112,57 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
 	4,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
 	7,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
-	9,  // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
-	8,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
-	9,  // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
-	15, // 9: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	14, // 10: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
-	16, // 11: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	38, // 12: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
-	17, // 13: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
-	23, // 14: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	24, // 15: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	19, // 16: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
-	20, // 17: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
-	21, // 18: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	22, // 19: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
-	22, // 20: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	39, // 21: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
-	27, // 22: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	26, // 23: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
-	28, // 24: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	40, // 25: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	29, // 26: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	4,  // 27: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	19, // 28: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	24, // 29: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	21, // 30: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	37, // 31: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	34, // 32: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 33: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	37, // 34: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 35: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 36: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	10, // 37: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	12, // 38: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	18, // 39: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	32, // 40: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	35, // 41: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	30, // 42: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	2,  // 43: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 44: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	11, // 45: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	13, // 46: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	25, // 47: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	33, // 48: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	36, // 49: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	31, // 50: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	43, // [43:51] is the sub-list for method output_type
-	35, // [35:43] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	10, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
+	9,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
+	10, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
+	8,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
+	16, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	15, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
+	17, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	39, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	18, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	24, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	25, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	20, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	21, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	22, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	23, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	23, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	40, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	28, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	27, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
+	29, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	41, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	30, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	4,  // 28: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	20, // 29: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	25, // 30: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	22, // 31: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	38, // 32: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	35, // 33: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	4,  // 34: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	38, // 35: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	1,  // 36: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	5,  // 37: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	11, // 38: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	13, // 39: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	19, // 40: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	33, // 41: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	36, // 42: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	31, // 43: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	2,  // 44: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	6,  // 45: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	12, // 46: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	14, // 47: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	26, // 48: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	34, // 49: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	37, // 50: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	32, // 51: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	44, // [44:52] is the sub-list for method output_type
+	36, // [36:44] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -3966,13 +4171,14 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 		return
 	}
 	file_ttftlab_v1_ttftlab_proto_msgTypes[7].OneofWrappers = []any{}
+	file_ttftlab_v1_ttftlab_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
