@@ -366,3 +366,80 @@ func pct(f float64) string {
 	}
 	return strconv.FormatFloat(100*f, 'f', 1, 64) + "%"
 }
+
+// weightSet is the model's weight files as the node found them before a
+// spawn, with their page-cache residency then and after ready.
+type weightSet struct {
+	files []string
+	bytes int64
+	// note says why no weight files are known; empty when some are.
+	note string
+	// residentBefore and residentAfter are the files' bytes in the page
+	// cache (mincore); -1 where not measured.
+	residentBefore, residentAfter int64
+}
+
+// findWeights looks for model's weight files and measures how much of them
+// the page cache holds now. A model whose files cannot be found is not an
+// error here: the set says why, and the timeline falls back to the
+// weight-load window.
+func findWeights(kind, model string, env []string) weightSet {
+	w := weightSet{residentBefore: -1, residentAfter: -1}
+	if kind == KindSim {
+		w.note = "simulated engine: its weights and page cache are simulated"
+		return w
+	}
+	files, err := WeightFiles(model, env)
+	if err != nil {
+		w.note = "no weight files found for " + model + ": " + err.Error()
+		return w
+	}
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		w.files = append(w.files, f)
+		w.bytes += st.Size()
+	}
+	if len(w.files) == 0 {
+		w.note = "no readable weight files for " + model
+		return w
+	}
+	w.residentBefore = residentBytes(w.files)
+	return w
+}
+
+// residentBytes returns how many bytes of files the page cache holds
+// (mincore), or -1 when any file cannot be measured.
+func residentBytes(files []string) int64 {
+	ps := int64(os.Getpagesize())
+	var total int64
+	for _, f := range files {
+		res, _, err := Residency(f)
+		if err != nil {
+			return -1
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			return -1
+		}
+		total += min(res*ps, st.Size())
+	}
+	return total
+}
+
+// generatedWeights says why an engine started with argv loads no weights
+// from disk, or returns "" when nothing in argv says so.
+func generatedWeights(argv []string) string {
+	for i, a := range argv {
+		v, ok := strings.CutPrefix(a, "--load-format=")
+		if !ok && a == "--load-format" && i+1 < len(argv) {
+			v, ok = argv[i+1], true
+		}
+		if ok && v == "dummy" {
+			return "--load-format dummy: the engine fills its weights with random values"
+		}
+	}
+	return ""
+}

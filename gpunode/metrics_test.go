@@ -130,18 +130,24 @@ func TestTimelineMergesEvidence(t *testing.T) {
 		{Name: vllmlog.PhaseLoadModel, Start: 150 * time.Millisecond, End: 420 * time.Millisecond, Source: vllmlog.SourceLog},
 		{Name: vllmlog.PhaseReady, Start: 500 * time.Millisecond, End: 520 * time.Millisecond, Source: vllmlog.SourceSupervisor},
 	}
-	tl := buildTimeline(timelineInput{phases: logPhases, spawn: spawn, ready: at(520), baseline: base, samples: samples,
+	tl, _ := buildTimeline(timelineInput{phases: logPhases, spawn: spawn, ready: at(520), baseline: base, samples: samples,
 		cold: ColdReport{Mode: ColdDisk, Files: 1, Bytes: 3 << 30, ResidentBefore: 1, ResidentAfter: 0, Took: 20 * time.Millisecond}, nvml: true, log: res})
 	var names []string
 	for _, p := range tl {
 		names = append(names, p.Name+"/"+p.Source)
 	}
-	want := []string{"cold_prep/supervisor", "spawn/supervisor", "page_cache_fill/sampler", "load_model/log", "weights_on_gpu/sampler", "ready/supervisor"}
+	want := []string{"cold_prep/supervisor", "spawn/supervisor", "bootstrap_reads/sampler", "page_cache_fill/sampler", "load_model/log", "weights_on_gpu/sampler", "ready/supervisor"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("timeline (-want +got):\n%s\n%+v", diff, tl)
 	}
-	fill, weights := tl[2], tl[4]
-	if fill.Start != 100*time.Millisecond || fill.End != 300*time.Millisecond || !strings.Contains(fill.Detail, "engine read 2.00 GiB, disks read 2.00 GiB, page cache +2.00 GiB") {
+	boot, fill, weights := tl[2], tl[3], tl[5]
+	// The sample at 200 ms covers (100, 200]: half of it is before the load
+	// starts at 150 ms, so half its 1 GiB is the bootstrap's.
+	if boot.Start != 100*time.Millisecond || boot.End != 150*time.Millisecond || !strings.Contains(boot.Detail, "engine read 0.50 GiB, page cache +0.50 GiB") {
+		t.Errorf("bootstrap_reads = %+v", boot)
+	}
+	if fill.Start != 150*time.Millisecond || fill.End != 300*time.Millisecond || !strings.Contains(fill.Detail, "estimate from the load_model window") ||
+		!strings.Contains(fill.Detail, "the engine read 1.50 GiB, the disks 1.50 GiB, page cache +1.50 GiB") {
 		t.Errorf("page_cache_fill = %+v", fill)
 	}
 	if weights.Start != 200*time.Millisecond || weights.End != 400*time.Millisecond || !strings.Contains(weights.Detail, "GPU memory +2.93 GiB (log: model 2.89 GiB)") {
@@ -151,7 +157,7 @@ func TestTimelineMergesEvidence(t *testing.T) {
 		t.Errorf("cold_prep = %+v", tl[0])
 	}
 
-	tl = buildTimeline(timelineInput{spawn: spawn, ready: at(520), samples: samples[:1], nvml: false, nvmlWhy: "NVML not available: test"})
+	tl, _ = buildTimeline(timelineInput{spawn: spawn, ready: at(520), samples: samples[:1], nvml: false, nvmlWhy: "NVML not available: test"})
 	if !hasPhase(tl, PhaseWeightsOnGPU, "not observed: no NVML (NVML not available: test)") || !hasPhase(tl, PhasePageCacheFill, "not observed") {
 		t.Errorf("no-NVML timeline = %+v", tl)
 	}

@@ -270,6 +270,9 @@ type EngineInfo struct {
 	// ColdMode is the cold mode the start ran in, and Cold what it did.
 	ColdMode string
 	Cold     ColdReport
+	// Reads attributes what the engine read while starting to its window
+	// and cause.
+	Reads StartReads
 }
 
 // StopResult reports how an engine ended.
@@ -496,8 +499,10 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	}
 	env = append(env, coldEnv...)
 
-	// Record samples from just before the spawn to readiness: they are the
-	// evidence of the timeline's sampler phases.
+	// The weight files' page-cache residency before spawn and after ready
+	// tells what the start read of them; samples from just before the
+	// spawn to readiness are the evidence of the timeline's sampler phases.
+	weights := findWeights(prof.Kind, k.Model, env)
 	baseline, _ := n.smp.latest()
 	rec := newRecorder(n.smp)
 	defer rec.stop()
@@ -533,6 +538,9 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 		return EngineInfo{}, n.failStart(ctx, e, stage, timeout, err)
 	}
 	samples := rec.stop()
+	if len(weights.files) > 0 {
+		weights.residentAfter = residentBytes(weights.files)
+	}
 
 	res := p.parser.Result()
 	phases := withSupervisorPhases(res.Phases, p.spawn, rt)
@@ -557,16 +565,18 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 		ColdMode:        cold.Mode,
 		Cold:            cold,
 	}
-	info.Timeline = buildTimeline(timelineInput{
-		phases:   phases,
-		spawn:    p.spawn,
-		ready:    rt.ready,
-		baseline: baseline,
-		samples:  samples,
-		cold:     cold,
-		nvml:     n.gpus.available(),
-		nvmlWhy:  n.gpus.reason,
-		log:      res,
+	info.Timeline, info.Reads = buildTimeline(timelineInput{
+		phases:    phases,
+		spawn:     p.spawn,
+		ready:     rt.ready,
+		baseline:  baseline,
+		samples:   samples,
+		cold:      cold,
+		nvml:      n.gpus.available(),
+		nvmlWhy:   n.gpus.reason,
+		log:       res,
+		weights:   weights,
+		generated: generatedWeights(argv),
 	})
 	if info.Version == "" {
 		info.Version = pr.version(ctx)

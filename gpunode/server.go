@@ -198,6 +198,7 @@ func engineInfoToPB(e EngineInfo) *ttftlabv1.EngineInfo {
 		out.Timeline = append(out.Timeline, phaseToPB(p))
 	}
 	out.ColdMode = e.ColdMode
+	out.StartReads = e.Reads.toPB()
 	f := e.Figures
 	out.Figures = &ttftlabv1.EngineFigures{
 		WeightsLoadS:         f.WeightsLoadS,

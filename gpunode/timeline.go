@@ -12,10 +12,11 @@ import (
 
 // Timeline phases the node adds to the log's and the supervisor's.
 const (
-	PhaseColdPrep      = "cold_prep"       // supervisor: cache eviction before spawn (negative offsets)
-	PhaseSpawn         = "spawn"           // supervisor: the process started
-	PhasePageCacheFill = "page_cache_fill" // sampler: disk/engine reads rising, Cached rising
-	PhaseWeightsOnGPU  = "weights_on_gpu"  // sampler: GPU memory jump
+	PhaseColdPrep       = "cold_prep"       // supervisor: cache eviction before spawn (negative offsets)
+	PhaseSpawn          = "spawn"           // supervisor: the process started
+	PhasePageCacheFill  = "page_cache_fill" // sampler and mincore: the weight files entering the page cache, inside the weight load
+	PhaseBootstrapReads = "bootstrap_reads" // sampler: reads before the weight load (libraries, imports)
+	PhaseWeightsOnGPU   = "weights_on_gpu"  // sampler: GPU memory jump
 )
 
 // maxRecorded bounds the samples kept for one start: an hour at 10 Hz.
@@ -64,6 +65,11 @@ type timelineInput struct {
 	nvml     bool
 	nvmlWhy  string
 	log      vllmlog.Result
+	// weights are the model's weight files and their page-cache residency
+	// before spawn and after ready; generated says why the engine loads no
+	// weights from disk, or is empty.
+	weights   weightSet
+	generated string
 }
 
 // Thresholds of the sampler phases.
@@ -76,9 +82,10 @@ const (
 func gib(b float64) string { return fmt.Sprintf("%.2f GiB", b/(1<<30)) }
 
 // buildTimeline merges the log's phases, the supervisor's milestones and
-// the sampler's evidence into one timeline, sorted by start. Offsets are
-// from spawn on the monotonic clock.
-func buildTimeline(in timelineInput) []vllmlog.Phase {
+// the sampler's evidence into one timeline, sorted by start, and returns
+// the reads it attributed to the bootstrap and weight-load windows.
+// Offsets are from spawn on the monotonic clock.
+func buildTimeline(in timelineInput) ([]vllmlog.Phase, StartReads) {
 	var out []vllmlog.Phase
 	sup := func(name string, start, end time.Duration, detail string) {
 		out = append(out, vllmlog.Phase{Name: name, Start: start, End: end, Duration: end - start, Source: vllmlog.SourceSupervisor, Detail: detail})
@@ -101,39 +108,19 @@ func buildTimeline(in timelineInput) []vllmlog.Phase {
 	}
 	off := func(s Sample) time.Duration { return s.Time.Sub(in.spawn) }
 
-	// Page-cache fill: reads by the engine tree (or, where /proc/<pid>/io
-	// is unreadable, by the disks) rising.
-	prevEngine, prevDisk, prevCached := uint64(0), in.baseline.DiskReadBytes, in.baseline.PageCacheBytes
-	if prevDisk == 0 && len(during) > 0 {
-		prevDisk = during[0].DiskReadBytes
-	}
-	if prevCached == 0 && len(during) > 0 {
-		prevCached = during[0].PageCacheBytes
-	}
-	var first, last *Sample
-	var engineRead, diskRead uint64
-	startCached := prevCached
-	for i := range during {
-		s := &during[i]
-		de := s.EngineReadBytes - min(s.EngineReadBytes, prevEngine)
-		dd := s.DiskReadBytes - min(s.DiskReadBytes, prevDisk)
-		if de >= readThreshold || dd >= readThreshold {
-			if first == nil {
-				first = s
-			}
-			last = s
+	// Reads: attributed to the bootstrap window (libraries, imports) and to
+	// the weight-load window, never to the whole start.
+	reads := attributeReads(in)
+	if reads.BootstrapRead != nil && reads.LoadPhase != "" {
+		w := reads.bootstrapSpan
+		detail := fmt.Sprintf("libraries and imports before the weight load: engine read %s, page cache %s", gib(float64(*reads.BootstrapRead)), signedGiB(reads.BootstrapPageCache))
+		if w.end <= w.start {
+			detail = "not observed: no reads before the weight load; " + detail
 		}
-		engineRead += de
-		diskRead += dd
-		prevEngine, prevDisk = s.EngineReadBytes, s.DiskReadBytes
+		smp(PhaseBootstrapReads, w.start, w.end, detail)
 	}
-	if first != nil {
-		startOff := off(*first) - min(off(*first), sampleGap(during, first))
-		smp(PhasePageCacheFill, startOff, off(*last), fmt.Sprintf("engine read %s, disks read %s, page cache %+.2f GiB",
-			gib(float64(engineRead)), gib(float64(diskRead)), (float64(last.PageCacheBytes)-float64(startCached))/(1<<30)))
-	} else {
-		smp(PhasePageCacheFill, 0, 0, "not observed: no disk reads while starting (weights already in the page cache, or no samples)")
-	}
+	fs, fe, fd := reads.pageCacheFill()
+	smp(PhasePageCacheFill, fs, fe, fd)
 
 	// Weights resident on the GPU: the first jump in GPU memory used.
 	switch {
@@ -151,17 +138,33 @@ func buildTimeline(in timelineInput) []vllmlog.Phase {
 			}
 			return float64(u)
 		}
+		// With a weight-load window, the jump is looked for inside it (a
+		// CUDA context created during the bootstrap is not weights).
+		ls, le, win := loadWindow(in.phases)
+		var cand []Sample
 		base := used(in.baseline)
 		if len(in.baseline.GPUs) == 0 && len(during) > 0 {
 			base = used(during[0])
+		}
+		for i, s := range during {
+			switch {
+			case !win:
+				cand = append(cand, s)
+			case off(s) <= ls:
+				base = used(s)
+			case off(s) <= le || (i > 0 && off(during[i-1]) <= le):
+				// The first sample after the window's end still shows
+				// what arrived inside it.
+				cand = append(cand, s)
+			}
 		}
 		target := -1.0
 		if in.log.ModelLoadGiB != nil {
 			target = 0.9 * *in.log.ModelLoadGiB * (1 << 30)
 		}
 		var js, je *Sample
-		for i := range during {
-			s := &during[i]
+		for i := range cand {
+			s := &cand[i]
 			rise := used(*s) - base
 			if js == nil {
 				if rise >= gpuJumpBytes {
@@ -173,14 +176,18 @@ func buildTimeline(in timelineInput) []vllmlog.Phase {
 				je = s
 				break
 			}
-			if target <= 0 && i > 0 && used(*s)-used(during[i-1]) < gpuSettledBytes {
-				je = &during[i-1]
+			if target <= 0 && i > 0 && used(*s)-used(cand[i-1]) < gpuSettledBytes {
+				je = &cand[i-1]
 				break
 			}
 		}
 		switch {
 		case js == nil:
-			smp(PhaseWeightsOnGPU, 0, 0, "not observed: GPU memory did not rise by 256 MiB before ready")
+			where := "before ready"
+			if win {
+				where = "inside the weight load"
+			}
+			smp(PhaseWeightsOnGPU, 0, 0, "not observed: GPU memory did not rise by 256 MiB "+where)
 		default:
 			if je == nil {
 				je = js
@@ -189,22 +196,25 @@ func buildTimeline(in timelineInput) []vllmlog.Phase {
 			if in.log.ModelLoadGiB != nil {
 				detail += fmt.Sprintf(" (log: model %.2f GiB)", *in.log.ModelLoadGiB)
 			}
-			startOff := off(*js) - min(off(*js), sampleGap(during, js))
-			smp(PhaseWeightsOnGPU, startOff, off(*je), detail)
+			startOff, endOff := off(*js)-min(off(*js), sampleGap(during, js.Time)), off(*je)
+			if win {
+				startOff, endOff = clampSpan(startOff, endOff, ls, le)
+			}
+			smp(PhaseWeightsOnGPU, startOff, endOff, detail)
 		}
 	}
 
 	out = append(out, in.phases...)
 	slices.SortStableFunc(out, func(a, b vllmlog.Phase) int { return cmp.Compare(a.Start, b.Start) })
-	return out
+	return out, reads
 }
 
-// sampleGap is the time from the sample before s to s: the change a
-// sample shows happened somewhere in that gap.
-func sampleGap(samples []Sample, s *Sample) time.Duration {
+// sampleGap is the time from the sample before the one taken at t to it:
+// the change a sample shows happened somewhere in that gap.
+func sampleGap(samples []Sample, t time.Time) time.Duration {
 	for i := range samples {
-		if &samples[i] == s && i > 0 {
-			return s.Time.Sub(samples[i-1].Time)
+		if samples[i].Time.Equal(t) && i > 0 {
+			return t.Sub(samples[i-1].Time)
 		}
 	}
 	return 0
