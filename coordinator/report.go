@@ -69,15 +69,7 @@ func RenderMarkdown(r *Results) string {
 
 	if len(r.Decomposition) > 0 {
 		p("### Restart to first token, decomposed\n\n")
-		p("| component | seconds | evidence |\n|---|---:|---|\n")
-		for _, d := range r.Decomposition {
-			name := "**" + d.Component + "**"
-			if d.Part {
-				name = "&nbsp;&nbsp;↳ " + d.Component
-			}
-			p("| %s | %s | %s |\n", name, fmtPtr(d.Seconds, "%.3f"), sanitizeOneLine(d.Evidence))
-		}
-		p("\n")
+		p("%s\n", RenderDecomposition(r.Decomposition))
 	}
 
 	if s := r.ColdSpread; s != nil {

@@ -86,6 +86,9 @@ type EngineFacts struct {
 	// StartupScale is the sim's test-only --startup-scale when it is not 1:
 	// the phase durations are then not realistic.
 	StartupScale float64 `json:"startup_scale,omitempty"`
+	// Reads attributes what the engine read while starting to its window
+	// and cause; nil from a gpunode that sent none.
+	Reads *StartReads `json:"start_reads,omitempty"`
 }
 
 // Phase is one cold-start phase.
@@ -250,6 +253,7 @@ func Build(events []Event) (*Results, error) {
 			res.Engine.Phases = phases(e.GetPhases())
 			res.Engine.Timeline = phases(e.GetTimeline())
 			res.Engine.ColdMode = e.GetColdMode()
+			res.Engine.Reads = startReads(e.GetStartReads())
 			if f := e.GetFigures(); f != nil {
 				var m map[string]any
 				if b, err := pjson.Marshal(f); err == nil && json.Unmarshal(b, &m) == nil && len(m) > 0 {
