@@ -237,3 +237,13 @@ func TestGeneratedWeights(t *testing.T) {
 		})
 	}
 }
+
+func TestStartReadsToPB(t *testing.T) {
+	r := StartReads{WeightFiles: 2, WeightBytes: 3 << 30, ResidentBefore: new(int64(0)), ResidentAfter: new(int64(3 << 30)),
+		LoadPhase: vllmlog.PhaseLoadModel, LoadStart: 1500 * time.Millisecond, LoadEnd: 2 * time.Second, LoadRead: new(int64(7))}
+	p := r.toPB()
+	if p.GetWeightFiles() != 2 || p.GetWeightResidentAfterBytes() != 3<<30 || p.WeightResidentBeforeBytes == nil || p.GetLoadStartS() != 1.5 ||
+		p.GetLoadEndS() != 2 || p.GetLoadEngineReadBytes() != 7 || p.BootstrapEngineReadBytes != nil {
+		t.Errorf("toPB = %v", p)
+	}
+}
