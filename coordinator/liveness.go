@@ -83,7 +83,9 @@ type GPUNodeLostError struct {
 	Err     error
 }
 
-func (e *GPUNodeLostError) Error() string { return fmt.Sprintf("gpunode %s lost: %v", e.GPUNode, e.Err) }
+func (e *GPUNodeLostError) Error() string {
+	return fmt.Sprintf("gpunode %s lost: %v", e.GPUNode, e.Err)
+}
 
 func (e *GPUNodeLostError) Unwrap() error { return e.Err }
 
