@@ -56,7 +56,7 @@ func (e *EngineExitError) Error() string {
 	x := e.Exit
 	how := fmt.Sprintf("exit code %d", x.GetExitCode())
 	if x.GetSignal() != "" {
-		how = "killed by " + x.GetSignal()
+		how = "killed by " + clipLine(x.GetSignal(), 32)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "engine on gpunode %s exited unexpectedly (%s, pid %d) after %.1f s up", e.GPUNode, how, x.GetPid(),
