@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,10 +44,77 @@ func (s *server) RunProbe(req *ttftlabv1.RunProbeRequest, stream grpc.ServerStre
 		return status.Errorf(codes.FailedPrecondition,
 			"generator.path %q: this agent reads no dataset files over RPC: start it with a dataset directory, or use a synthetic or shared_prefix generator", spec.Generator.Path)
 	}
+	hb := startHeartbeat(stream.Context(), HeartbeatPeriod, stream.Send)
 	err = s.a.Run(stream.Context(), spec, func(r Report) error {
-		return stream.Send(&ttftlabv1.RunProbeResponse{Report: reportToProto(r)})
+		return hb.send(&ttftlabv1.RunProbeResponse{Report: reportToProto(r)}, r)
 	})
+	hb.stop()
 	return toStatus(err)
+}
+
+// HeartbeatPeriod is how often an agent sends a heartbeat on a run stream
+// while the segment runs. gRPC keepalive cannot go below 10 s, so this is
+// how the coordinator tells a frozen agent from a quiet one within 2 s.
+const HeartbeatPeriod = 500 * time.Millisecond
+
+// heartbeat sends a Heartbeat on a run stream every period until stop, and
+// serialises those sends with the reports' (a gRPC stream's Send is not
+// safe for concurrent use). Its counts are those of the latest report sent
+// (completed sums every report, warm-up included), so they lag the load by
+// at most one interval; the beat itself is the proof of life. Its
+// goroutine is joined by stop.
+type heartbeat struct {
+	mu        sync.Mutex
+	sendFn    func(*ttftlabv1.RunProbeResponse) error
+	scheduled uint64
+	completed uint64
+	inFlight  uint32
+	done      chan struct{}
+	exited    chan struct{}
+}
+
+func startHeartbeat(ctx context.Context, period time.Duration, send func(*ttftlabv1.RunProbeResponse) error) *heartbeat {
+	h := &heartbeat{sendFn: send, done: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(h.exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.done:
+				return
+			case now := <-t.C:
+				h.mu.Lock()
+				err := h.sendFn(&ttftlabv1.RunProbeResponse{Heartbeat: &ttftlabv1.Heartbeat{
+					UnixNano: now.UnixNano(), Scheduled: h.scheduled, Completed: h.completed, InFlight: h.inFlight,
+				}})
+				h.mu.Unlock()
+				if err != nil {
+					// The stream is gone; the run sees it on its next report.
+					return
+				}
+			}
+		}
+	}()
+	return h
+}
+
+// send sends a report and notes its counts for the next heartbeats.
+func (h *heartbeat) send(m *ttftlabv1.RunProbeResponse, r Report) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.scheduled = max(h.scheduled, r.Scheduled)
+	h.completed += r.OK + r.Failed // warm-up included: it is load too
+	h.inFlight = uint32(max(r.InFlight, 0))
+	return h.sendFn(m)
+}
+
+// stop ends the heartbeats and waits for their goroutine.
+func (h *heartbeat) stop() {
+	close(h.done)
+	<-h.exited
 }
 
 func toStatus(err error) error {

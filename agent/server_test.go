@@ -71,6 +71,9 @@ func TestServerStreamsReports(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Recv: %v", err)
 		}
+		if resp.GetHeartbeat() != nil {
+			continue
+		}
 		reps = append(reps, resp.GetReport())
 	}
 	if len(reps) == 0 || !reps[len(reps)-1].GetFinal() {
@@ -370,5 +373,52 @@ func TestProtoMillisecondsRangeChecked(t *testing.T) {
 				t.Errorf("RunProbe = %v, want InvalidArgument containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestServerSendsHeartbeats runs a segment whose requests outlast its
+// report interval: heartbeats arrive every HeartbeatPeriod between the
+// reports, each message holds exactly one of them, and they stop with the
+// stream.
+func TestServerSendsHeartbeats(t *testing.T) {
+	f := newFakeServer(t, streamTokens(1000, 10*time.Millisecond))
+	client := startAgentServer(t, New(DefaultConfig(), nil))
+	req := protoRequest(f.URL)
+	req.Labels = nil
+	req.Requests = 100
+	req.Concurrency = 2
+	req.IntervalMs = 60_000 // no report for a minute: only heartbeats show life
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stream, err := client.RunProbe(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	var beats []*ttftlabv1.Heartbeat
+	for len(beats) < 4 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Recv after %d heartbeats: %v", len(beats), err)
+		}
+		if (resp.GetHeartbeat() == nil) == (resp.GetReport() == nil) {
+			t.Fatalf("message %v: want exactly one of report and heartbeat", resp)
+		}
+		if hb := resp.GetHeartbeat(); hb != nil {
+			beats = append(beats, hb)
+		}
+	}
+	elapsed := time.Since(began)
+	// Four beats at 500 ms take about 2 s; generous bounds for a loaded CI.
+	if elapsed < 1500*time.Millisecond || elapsed > 6*time.Second {
+		t.Errorf("4 heartbeats took %s, want about 2 s (one per %s)", elapsed, HeartbeatPeriod)
+	}
+	for i := 1; i < len(beats); i++ {
+		if beats[i].GetUnixNano() <= beats[i-1].GetUnixNano() {
+			t.Errorf("heartbeat %d at %d, not after %d", i, beats[i].GetUnixNano(), beats[i-1].GetUnixNano())
+		}
+	}
+	if beats[len(beats)-1].GetInFlight() > 2 {
+		t.Errorf("heartbeat in_flight %d, want at most the concurrency 2", beats[len(beats)-1].GetInFlight())
 	}
 }

@@ -28,15 +28,19 @@ type GPUNode interface {
 	Info(ctx context.Context) (*pb.InfoResponse, error)
 	StartEngine(ctx context.Context, req *pb.StartEngineRequest) (*pb.EngineInfo, error)
 	StopEngine(ctx context.Context, req *pb.StopEngineRequest) (*pb.StopEngineResponse, error)
-	// StreamSamples calls fn for each sample until ctx ends or the stream fails.
-	StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.HostSample)) error
+	// StreamSamples calls fn for each message — a sample, or the news of an
+	// engine exit — until ctx ends or the stream fails. Each message holds
+	// exactly one of the two (the implementation checks).
+	StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.StreamSamplesResponse)) error
 }
 
 // Agent is what the coordinator needs from an agent.
 type Agent interface {
-	// RunProbe runs one segment and calls fn for each interval report, in
-	// order, until the final one. Cancelling ctx ends the agent's lease.
-	RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error
+	// RunProbe runs one segment and calls fn for each message, in order:
+	// interval reports until the final one, and heartbeats between them.
+	// Each message holds exactly one of the two (the implementation checks).
+	// Cancelling ctx ends the agent's lease.
+	RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.RunProbeResponse) error) error
 }
 
 // Dialer connects to members by their announced gRPC address.
@@ -242,7 +246,7 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(r *recorder) error {
+	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(ctx context.Context, r *recorder) error {
 		return (&baselineRun{recorder: r, c: c, spec: spec}).run(ctx)
 	})
 }
@@ -251,7 +255,11 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 // <outDir>/<runID>/ with its own events.jsonl, ending with a run_end event
 // and the reports rendered from the log, also when body fails. An empty
 // *runID is filled with a fresh one.
-func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(Event), body func(*recorder) error) (RunResult, error) {
+//
+// body runs under a context that the recorder cancels when the run fails
+// from outside the body's own calls (an engine exit, a lost gpunode); that
+// failure, not the cancellation it caused, is then the run's error.
+func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(Event), body func(context.Context, *recorder) error) (RunResult, error) {
 	if !c.runMu.TryLock() {
 		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
 	}
@@ -267,8 +275,13 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 	if err != nil {
 		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", *runID, err)
 	}
-	r := &recorder{log: evlog, emit: emit, logger: c.logger}
-	runErr := body(r)
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel}
+	runErr := body(rctx, r)
+	if f := r.failed(); f != nil {
+		runErr = f
+	}
 	end := map[string]string{"status": "ok"}
 	if runErr != nil {
 		end = map[string]string{"status": "failed", "error": runErr.Error()}
@@ -311,9 +324,13 @@ func (r *baselineRun) run(ctx context.Context) error {
 	}
 	r.record(EventNodeInfo, info)
 
-	// The sampler streams for the whole run; samples are recorded as they arrive.
-	stopSampling := r.startSampling(ctx, gn, c.cfg.SampleInterval)
+	// The sampler streams for the whole run; samples are recorded as they
+	// arrive. The run depends on this gpunode: its engine exiting, its
+	// stream breaking or memberlist marking it dead fails the run at once.
+	stopSampling := r.startSampling(ctx, gn, gpuM.Name, true, c.cfg.SampleInterval)
 	defer stopSampling()
+	stopWatch := r.watchMember(ctx, c.members, gpuM.Name)
+	defer stopWatch()
 
 	// Step 1: the "before" sample, with no engine running.
 	if _, err := gn.StopEngine(ctx, &pb.StopEngineRequest{}); err != nil {
@@ -377,10 +394,12 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 			IntervalMs:  1000,
 			TimeoutMs:   c.cfg.RequestTimeout.Milliseconds(),
 		}
-		return ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
+		// The baseline has one agent: a frozen one fails the run.
+		_, err := runWatched(ctx, ag, agentName, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
 			r.record(EventInterval, rep)
 			return nil
 		})
+		return err
 	}
 
 	// Step 4: cold_1, the moment the engine is ready.

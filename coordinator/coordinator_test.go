@@ -60,7 +60,7 @@ func (f *fakeGPU) StopEngine(context.Context, *pb.StopEngineRequest) (*pb.StopEn
 	return &pb.StopEngineResponse{WasRunning: was}, nil
 }
 
-func (f *fakeGPU) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.HostSample)) error {
+func (f *fakeGPU) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.StreamSamplesResponse)) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	var seq uint64
@@ -85,7 +85,7 @@ func (f *fakeGPU) StreamSamples(ctx context.Context, interval time.Duration, fn 
 				s.Gpus = []*pb.GPUSample{{MemoryUsedBytes: used, MemoryTotalBytes: 140 << 30, GpuUtilPercent: 40}}
 			}
 			f.mu.Unlock()
-			fn(s)
+			fn(&pb.StreamSamplesResponse{Sample: s})
 		}
 	}
 }
@@ -96,7 +96,7 @@ type fakeAgent struct {
 	fail string // label that fails
 }
 
-func (a *fakeAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
+func (a *fakeAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.RunProbeResponse) error) error {
 	set := hdr.Set{}
 	rep := &pb.IntervalReport{RunId: req.GetRunId(), AgentId: req.GetAgentId(), Seq: 1, Final: true, StartUnixNano: time.Now().UnixNano()}
 	for _, l := range req.GetLabels() {
@@ -121,7 +121,7 @@ func (a *fakeAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn fu
 		}
 		rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
 	}
-	return fn(rep)
+	return fn(&pb.RunProbeResponse{Report: rep})
 }
 
 type fakeDialer struct {

@@ -101,7 +101,7 @@ func (g GPUNodeClient) StopEngine(ctx context.Context, req *pb.StopEngineRequest
 }
 
 // StreamSamples implements GPUNode.
-func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.HostSample)) error {
+func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.StreamSamplesResponse)) error {
 	st, err := g.C.StreamSamples(ctx, &pb.StreamSamplesRequest{IntervalMs: interval.Milliseconds()})
 	if err != nil {
 		return err
@@ -114,7 +114,10 @@ func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration
 			}
 			return err
 		}
-		fn(m.GetSample())
+		if err := validateSamplesResponse(m); err != nil {
+			return err
+		}
+		fn(m)
 	}
 }
 
@@ -122,7 +125,7 @@ func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration
 type AgentClient struct{ C pb.AgentServiceClient }
 
 // RunProbe implements Agent.
-func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
+func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.RunProbeResponse) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the agent's lease if we stop reading early.
 	st, err := a.C.RunProbe(ctx, req)
@@ -142,9 +145,11 @@ func (a AgentClient) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 			}
 			return err
 		}
-		rep := m.GetReport()
-		sawFinal = sawFinal || rep.GetFinal()
-		if err := fn(rep); err != nil {
+		if err := validateProbeResponse(m); err != nil {
+			return err
+		}
+		sawFinal = sawFinal || m.GetReport().GetFinal()
+		if err := fn(m); err != nil {
 			return err
 		}
 	}

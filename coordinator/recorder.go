@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -19,6 +21,34 @@ type recorder struct {
 	emitMu     sync.Mutex
 	mu         sync.Mutex
 	sampleCond chan struct{} // closed and replaced on every sample
+
+	// cancel ends the run's context with the failure as its cause.
+	cancel  context.CancelCauseFunc
+	failMu  sync.Mutex
+	failure error
+}
+
+// fail records why the run failed and cancels the run, which ends every
+// agent's run stream (the agents' lease) at once. The first failure wins.
+func (r *recorder) fail(err error) {
+	r.failMu.Lock()
+	if r.failure != nil {
+		r.failMu.Unlock()
+		return
+	}
+	r.failure = err
+	r.failMu.Unlock()
+	r.logger.Error("run failed", "err", err)
+	if r.cancel != nil {
+		r.cancel(err)
+	}
+}
+
+// failed returns the failure fail recorded, or nil.
+func (r *recorder) failed() error {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	return r.failure
 }
 
 // record appends an event; a disk error is logged and kept by the event
@@ -39,7 +69,13 @@ func (r *recorder) mark(name string) { r.record(EventMark, markData{Name: name})
 
 // startSampling streams the gpunode's samples into the log until the
 // returned stop function is called; stop waits for the stream to end.
-func (r *recorder) startSampling(ctx context.Context, gn GPUNode, interval time.Duration) (stop func()) {
+//
+// The stream is also the run's news of its gpunode. An engine exit it
+// reports is recorded (engine_exit, with the exit status, uptime and log
+// tail) and fails the run at once. When the run depends on the gpunode
+// (critical: it runs the engine under test), a stream that breaks or ends
+// records gpunode_lost and fails the run; otherwise it is a warning.
+func (r *recorder) startSampling(ctx context.Context, gn GPUNode, gpuName string, critical bool, interval time.Duration) (stop func()) {
 	sctx, cancel := context.WithCancel(ctx)
 	r.mu.Lock()
 	r.sampleCond = make(chan struct{})
@@ -48,15 +84,79 @@ func (r *recorder) startSampling(ctx context.Context, gn GPUNode, interval time.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := gn.StreamSamples(sctx, interval, func(s *pb.HostSample) {
-			r.record(EventSample, s)
+		err := gn.StreamSamples(sctx, interval, func(m *pb.StreamSamplesResponse) {
+			if ex := m.GetEngineExit(); ex != nil {
+				r.record(EventEngineExit, engineExitData{GPUNode: gpuName, Exit: protoJSON(ex)})
+				r.fail(&EngineExitError{GPUNode: gpuName, Exit: ex})
+				return
+			}
+			r.record(EventSample, m.GetSample())
 			r.mu.Lock()
 			close(r.sampleCond)
 			r.sampleCond = make(chan struct{})
 			r.mu.Unlock()
 		})
-		if err != nil && sctx.Err() == nil {
-			r.record(EventWarning, map[string]string{"message": "gpunode sample stream ended: " + err.Error()})
+		if sctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("the gpunode closed its sample stream")
+		}
+		if critical {
+			r.gpunodeLost(gpuName, fmt.Errorf("sample stream broke: %w", err))
+			return
+		}
+		r.record(EventWarning, map[string]string{"message": "gpunode sample stream ended: " + err.Error()})
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// gpunodeLost records a lost gpunode and fails the run.
+func (r *recorder) gpunodeLost(name string, err error) {
+	if r.failed() != nil {
+		return // already failing: the first cause is the one reported
+	}
+	r.record(EventGPUNodeLost, gpunodeLostData{GPUNode: name, Error: err.Error()})
+	r.fail(&GPUNodeLostError{GPUNode: name, Err: err})
+}
+
+// memberPoll is how often watchMember re-reads the membership view besides
+// its change signal.
+const memberPoll = 200 * time.Millisecond
+
+// watchMember fails the run when memberlist no longer lists the gpunode
+// name as alive or suspect, until the returned stop is called; stop waits
+// for the watcher to end.
+func (r *recorder) watchMember(ctx context.Context, members Members, name string) (stop func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(memberPoll)
+		defer t.Stop()
+		for {
+			state := "gone from the membership list"
+			for _, m := range members.Members() {
+				if m.Name == name {
+					state = m.State
+				}
+			}
+			if state != "alive" && state != "suspect" {
+				if wctx.Err() == nil {
+					r.gpunodeLost(name, fmt.Errorf("memberlist marks it %s", state))
+				}
+				return
+			}
+			select {
+			case <-wctx.Done():
+				return
+			case <-members.Changes():
+			case <-t.C:
+			}
 		}
 	}()
 	return func() {

@@ -141,7 +141,10 @@ type agentLost struct {
 	Agent     string `json:"agent"`
 	Error     string `json:"error"`
 	Intervals int    `json:"intervals_received"`
-	InFlight  uint32 `json:"in_flight_at_loss"`
+	// Requests is the requests finished (ok + failed, warm-up included) in
+	// the intervals received.
+	Requests uint64 `json:"requests_received"`
+	InFlight uint32 `json:"in_flight_at_loss"`
 }
 
 // rawJSON embeds a protobuf message's JSON in an event payload.
@@ -179,7 +182,7 @@ func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(Ev
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(r *recorder) error {
+	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(ctx context.Context, r *recorder) error {
 		return c.sweep(ctx, r, spec)
 	})
 }
@@ -205,8 +208,17 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 			return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
 		}
 		r.record(EventNodeInfo, info)
-		stop := r.startSampling(ctx, gn, c.cfg.SampleInterval)
+		// A sweep of the engine this gpunode starts depends on it: a broken
+		// stream or a dead member fails the sweep. Against an explicit
+		// base_url the gpunode only samples, and losing it is a warning. An
+		// engine exit it reports fails the sweep either way.
+		critical := baseURL == ""
+		stop := r.startSampling(ctx, gn, gpuM.Name, critical, c.cfg.SampleInterval)
 		defer stop()
+		if critical {
+			stopWatch := r.watchMember(ctx, c.members, gpuM.Name)
+			defer stopWatch()
+		}
 		if baseURL == "" {
 			eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{Profile: spec.Profile, Knobs: spec.Knobs, ReadyTimeoutMs: c.cfg.ReadyTimeout.Milliseconds()})
 			if err != nil {
@@ -294,14 +306,14 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			cl.close()
 		}
 	}()
-	lostMember := func(m membership.Member, err error, intervals int, inFlight uint32) {
-		r.record(EventAgentLost, agentLost{Level: li, Agent: m.Name, Error: err.Error(), Intervals: intervals, InFlight: inFlight})
+	lostMember := func(m membership.Member, err error, got watchedRun) {
+		r.record(EventAgentLost, agentLost{Level: li, Agent: m.Name, Error: err.Error(), Intervals: got.Intervals, Requests: got.Requests, InFlight: got.InFlight})
 		lost = append(lost, m.Name)
 	}
 	for _, am := range agents {
 		ag, aclose, err := c.dialer.Agent(ctx, am.GRPCAddr)
 		if err != nil {
-			lostMember(am, fmt.Errorf("connect: %w", err), 0, 0)
+			lostMember(am, fmt.Errorf("connect: %w", err), watchedRun{})
 			continue
 		}
 		clients = append(clients, client{m: am, ag: ag, close: aclose.Close})
@@ -335,11 +347,9 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 				StartUnixNano: start.UnixNano(),
 				TimeoutMs:     c.cfg.RequestTimeout.Milliseconds(),
 			}
-			intervals := 0
-			var inFlight uint32
-			err := cl.ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
-				intervals++
-				inFlight = rep.GetInFlight()
+			// A stream silent for AgentSilenceLimit is cancelled: the agent
+			// is lost with what it delivered, and nothing it sends later counts.
+			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
 				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
 				return nil
 			})
@@ -352,7 +362,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 				rejected = append(rejected, fmt.Errorf("agent %s: %w", cl.m.Name, err))
 				return
 			}
-			lostMember(cl.m, err, intervals, inFlight)
+			lostMember(cl.m, err, got)
 		}()
 	}
 	wg.Wait()

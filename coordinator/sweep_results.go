@@ -59,6 +59,10 @@ type LevelResult struct {
 	// report arrived; a lost agent keeps every interval it delivered.
 	Coverage map[string]*LevelCoverage `json:"coverage"`
 	Degraded bool                      `json:"degraded"`
+	// PlannedRequests and Shortfall: see shortfall.go (issue 8, liveness).
+	PlannedRequests *float64 `json:"planned_requests"`
+	Shortfall       string   `json:"shortfall,omitempty"`
+	barrierNs       int64
 	// GPUUtilPct is the mean GPU utilisation over the level, when NVML is there.
 	GPUUtilPct *float64 `json:"gpu_util_pct"`
 	// EngineWaitingMax is the largest vllm:num_requests_waiting scraped.
@@ -77,6 +81,10 @@ type LevelCoverage struct {
 	Lost      bool   `json:"lost"`
 	Error     string `json:"error,omitempty"`
 	InFlight  uint32 `json:"in_flight_at_loss,omitempty"`
+	// CoveredS is the time the agent's intervals covered, when the level
+	// is judged by coverage (a closed loop by duration); see shortfall.go.
+	CoveredS  float64 `json:"covered_s,omitempty"`
+	lastEndNs int64
 }
 
 // isSweep reports whether a run's events are a sweep's.
@@ -156,7 +164,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				return nil, fmt.Errorf("event %d (level_start): %w", i+1, err)
 			}
 			l := level(ls.Level)
-			l.Value, l.Agents = ls.Value, ls.Agents
+			l.Value, l.Agents, l.barrierNs = ls.Value, ls.Agents, ls.StartNs
 			for _, a := range ls.Agents {
 				l.Coverage[a] = &LevelCoverage{}
 			}
@@ -184,6 +192,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			}
 			cov.Intervals++
 			cov.Final = cov.Final || rep.GetFinal()
+			cov.lastEndNs = max(cov.lastEndNs, rep.GetEndUnixNano())
 			if rep.GetWarmup() {
 				l.WarmupIntervals++
 				continue
@@ -281,6 +290,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				l.Degraded = true
 			}
 		}
+		judgeShortfall(res.Load, l, l.barrierNs) // liveness: planned vs delivered
 		ws := window(samples, l.startNs, l.endNs)
 		var util, n float64
 		for _, s := range ws {
@@ -348,6 +358,9 @@ func sweepObservations(res *SweepResults) []string {
 				}
 			}
 			sort.Strings(who)
+			if l.Shortfall != "" {
+				who = append(who, l.Shortfall)
+			}
 			out = append(out, fmt.Sprintf("%s is degraded: %s; every interval received is kept.", levelName(res, l.Value), strings.Join(who, "; ")))
 		}
 		if l.Errors > 0 {

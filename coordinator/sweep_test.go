@@ -32,7 +32,7 @@ type sweepAgent struct {
 	reqs []*pb.RunProbeRequest
 }
 
-func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.IntervalReport) error) error {
+func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn func(*pb.RunProbeResponse) error) error {
 	a.mu.Lock()
 	a.reqs = append(a.reqs, req)
 	a.mu.Unlock()
@@ -54,7 +54,7 @@ func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 			b, _ := h.Encode()
 			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
 		}
-		if err := fn(rep); err != nil {
+		if err := fn(&pb.RunProbeResponse{Report: rep}); err != nil {
 			return err
 		}
 	}
@@ -296,7 +296,7 @@ func TestSweepFailsWhenAnAgentRejectsThePlan(t *testing.T) {
 
 type rejectingAgent struct{}
 
-func (rejectingAgent) RunProbe(context.Context, *pb.RunProbeRequest, func(*pb.IntervalReport) error) error {
+func (rejectingAgent) RunProbe(context.Context, *pb.RunProbeRequest, func(*pb.RunProbeResponse) error) error {
 	return fmt.Errorf("%w: segment 0/1-1/1 holds no worker", ErrAgentRejected)
 }
 

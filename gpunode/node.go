@@ -306,6 +306,10 @@ type Node struct {
 	eng     *engine
 	closed  bool
 	coldDir string // the current cold-compile cache directory
+
+	exitMu   sync.Mutex
+	exitSubs map[int]chan Exit
+	exitNext int
 }
 
 // New validates cfg, opens NVML (reporting, not failing, when it is
@@ -514,6 +518,7 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 		logDir:   n.cfg.LogDir,
 		name:     prof.Name,
 		ringSize: n.cfg.LogRingLines,
+		onExit:   n.publishExit,
 	})
 	if err != nil {
 		return EngineInfo{}, err
@@ -685,6 +690,48 @@ func (n *Node) stop(grace time.Duration) (StopResult, error) {
 // gap in Seq. The channel is also closed by Close.
 func (n *Node) Subscribe() (<-chan Sample, func()) {
 	return n.smp.subscribe()
+}
+
+// exitBuffer is how many engine exits a subscriber may lag behind; an
+// engine exits at most once per start, so a reader never falls that far.
+const exitBuffer = 8
+
+// SubscribeExits returns a channel that receives every unexpected engine
+// exit from now on (an exit that no StopEngine, restart or Close asked
+// for), and a cancel function that ends the subscription and closes the
+// channel. Sends never block the supervisor.
+func (n *Node) SubscribeExits() (<-chan Exit, func()) {
+	ch := make(chan Exit, exitBuffer)
+	n.exitMu.Lock()
+	if n.exitSubs == nil {
+		n.exitSubs = map[int]chan Exit{}
+	}
+	id := n.exitNext
+	n.exitNext++
+	n.exitSubs[id] = ch
+	n.exitMu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			n.exitMu.Lock()
+			delete(n.exitSubs, id)
+			n.exitMu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// publishExit hands an unexpected exit to every exit subscriber.
+func (n *Node) publishExit(ex Exit) {
+	n.exitMu.Lock()
+	defer n.exitMu.Unlock()
+	for _, ch := range n.exitSubs {
+		select {
+		case ch <- ex:
+		default:
+			n.log.Error("engine exit not delivered: subscriber is full", "pid", ex.PID)
+		}
+	}
 }
 
 // SampleInterval returns the sampler's period.

@@ -111,6 +111,8 @@ func (s *server) StreamSamples(req *ttftlabv1.StreamSamplesRequest, stream grpc.
 	slack := s.node.SampleInterval() / 2
 	ch, cancel := s.node.Subscribe()
 	defer cancel()
+	exits, cancelExits := s.node.SubscribeExits()
+	defer cancelExits()
 	ctx := stream.Context()
 	var last time.Duration
 	var pending map[string]float64
@@ -119,6 +121,12 @@ func (s *server) StreamSamples(req *ttftlabv1.StreamSamplesRequest, stream grpc.
 		select {
 		case <-ctx.Done():
 			return nil
+		case ex := <-exits:
+			// Sent at once, ahead of any sample: the coordinator fails the
+			// run on it.
+			if err := stream.Send(&ttftlabv1.StreamSamplesResponse{EngineExit: exitToPB(ex)}); err != nil {
+				return err
+			}
 		case smp, ok := <-ch:
 			if !ok {
 				return status.Error(codes.Unavailable, "gpunode is shutting down")
@@ -139,6 +147,18 @@ func (s *server) StreamSamples(req *ttftlabv1.StreamSamplesRequest, stream grpc.
 			}
 			last, sent = smp.Mono, true
 		}
+	}
+}
+
+func exitToPB(ex Exit) *ttftlabv1.EngineExit {
+	return &ttftlabv1.EngineExit{
+		UnixNano: ex.Time.UnixNano(),
+		Pid:      int32(ex.PID),
+		ExitCode: int32(ex.ExitCode),
+		Signal:   ex.Signal,
+		Status:   ex.Status,
+		LogTail:  ex.LogTail,
+		UptimeMs: ex.Uptime.Milliseconds(),
 	}
 }
 

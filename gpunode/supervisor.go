@@ -12,8 +12,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ttftlab/ttftlab/internal/vllmlog"
 )
@@ -104,7 +107,43 @@ type process struct {
 	readerDone chan struct{}
 	readEnd    *os.File
 	logFile    *os.File
+
+	// stopping is set by stop before it signals the group, so that reap
+	// can tell an expected stop from an exit of the engine's own.
+	stopping atomic.Bool
+	// onExit, when set, is called once by reap when the engine exits
+	// without a stop.
+	onExit func(Exit)
 }
+
+// Exit describes an engine process that ended on its own: not by a
+// StopEngine call or a restart, which the node expects.
+type Exit struct {
+	Time time.Time
+	PID  int
+	// ExitCode is the exit status, or -1 when a signal ended the process.
+	ExitCode int
+	// Signal names the signal that ended it ("SIGKILL"), or is empty.
+	Signal string
+	// Status is as os.ProcessState writes it: "signal: killed".
+	Status string
+	// LogTail is the engine's last output lines, oldest first.
+	LogTail []string
+	// Uptime is how long the process ran, on the monotonic clock.
+	Uptime time.Duration
+}
+
+// exitTailLines and exitLineBytes bound the log tail an Exit carries, so
+// that it fits one gRPC message with room to spare.
+const (
+	exitTailLines = 50
+	exitLineBytes = 2 << 10
+)
+
+// exitTailWait is how long reap waits for the output to reach EOF before
+// it reports an unexpected exit, so that the tail holds the engine's last
+// words without delaying the news (a grandchild can hold the pipe open).
+const exitTailWait = 250 * time.Millisecond
 
 // spawnConfig is what spawn needs.
 type spawnConfig struct {
@@ -114,6 +153,8 @@ type spawnConfig struct {
 	logDir   string
 	name     string
 	ringSize int
+	// onExit, when set, is told of an exit that no stop asked for.
+	onExit func(Exit)
 }
 
 // spawn starts an engine in its own process group and starts the
@@ -203,6 +244,7 @@ func spawn(ctx context.Context, log *slog.Logger, sc spawnConfig) (*process, err
 		readerDone: make(chan struct{}),
 		readEnd:    r,
 		logFile:    logFile,
+		onExit:     sc.onExit,
 	}
 	go p.read()
 	go p.reap()
@@ -259,8 +301,22 @@ const outputDrainTimeout = 2 * time.Second
 // reap waits for the leader to exit, then for its output to end.
 func (p *process) reap() {
 	p.exitErr = p.cmd.Wait()
+	exitAt := time.Now()
+	// A stop sets the flag before it signals, so an exit it caused reads it.
+	expected := p.stopping.Load()
 	p.exitStatus = p.cmd.ProcessState.String()
 	close(p.exited)
+	if !expected && p.onExit != nil {
+		t := time.NewTimer(exitTailWait)
+		select {
+		case <-p.readerDone:
+		case <-t.C:
+		}
+		t.Stop()
+		ex := p.exitInfo(exitAt)
+		p.log.Warn("engine exited unexpectedly", "status", ex.Status, "uptime", ex.Uptime)
+		p.onExit(ex)
+	}
 	select {
 	case <-p.readerDone:
 	case <-time.After(outputDrainTimeout):
@@ -273,6 +329,25 @@ func (p *process) reap() {
 		p.logFile.Close()
 	}
 	close(p.done)
+}
+
+// exitInfo describes the reaped process's exit.
+func (p *process) exitInfo(at time.Time) Exit {
+	ex := Exit{Time: at, PID: p.pid, ExitCode: -1, Status: p.exitStatus, Uptime: at.Sub(p.spawn)}
+	if st := p.cmd.ProcessState; st != nil {
+		ex.ExitCode = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			ex.ExitCode = -1
+			ex.Signal = unix.SignalName(ws.Signal())
+			if ex.Signal == "" {
+				ex.Signal = fmt.Sprintf("signal %d", int(ws.Signal()))
+			}
+		}
+	}
+	for _, l := range p.tailText(exitTailLines) {
+		ex.LogTail = append(ex.LogTail, clip(strings.ToValidUTF8(l, "\uFFFD"), exitLineBytes))
+	}
+	return ex
 }
 
 // hasExited reports whether the leader has exited and been reaped.
@@ -300,6 +375,7 @@ func (p *process) tailText(n int) []string {
 // group. It is safe to call on an exited process, more than once, and
 // concurrently.
 func (p *process) stop(grace time.Duration) {
+	p.stopping.Store(true)
 	pgid := p.pid
 	if !p.hasExited() {
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
