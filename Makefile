@@ -2,6 +2,12 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# go-nvml's cgo code calls NVML functions its header marks deprecated; every
+# build of it would print about 50 -Wdeprecated-declarations warnings that say
+# nothing about ttftlab. Go's default flags (-O2 -g) plus that one silencer;
+# set CGO_CFLAGS in the environment to override.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+
 BUF_VERSION := v1.75.0
 STATICCHECK_VERSION := v0.8.2
 TMP_BIN := $(CURDIR)/.tmp/bin
@@ -21,6 +27,13 @@ build: $(BIN) ## Build bin/ttftlab.
 
 $(BIN): $(GO_FILES) go.mod go.sum
 	go build -o $(BIN) ./cmd/ttftlab
+
+# The test binary deploy/device-check.sh runs on a GPU host, next to bin/ttftlab.
+bin/gpunode.test: $(GO_FILES) go.mod go.sum
+	go test -c -o $@ ./gpunode
+
+.PHONY: device-build
+device-build: $(BIN) bin/gpunode.test ## Build what deploy/device-check.sh runs on a GPU host.
 
 .PHONY: run
 run: build ## Build, then run `ttftlab up` on the embedded defaults (simulated engine) and print the report.

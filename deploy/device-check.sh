@@ -3,7 +3,7 @@
 # then the real-GPU torch engine (baseline and a concurrency sweep), then the
 # sampler's cost against the real driver. Expects bin/ttftlab and
 # bin/gpunode.test built beforehand
-# (`go build -o bin/ttftlab ./cmd/ttftlab && go test -c -o bin/gpunode.test ./gpunode`).
+# (`make device-build`, which also silences go-nvml's cgo deprecation warnings).
 set -uo pipefail
 out=${OUT:-/tmp/ttftlab-device}
 mkdir -p "$out"

@@ -61,7 +61,7 @@ func (c *serviceConfig) register(fs *flag.FlagSet, role membership.Role) {
 	fs.StringVar(&c.name, "name", string(role)+"-"+host, "unique node name in the cluster")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:0", "gRPC listen address (host:port; port 0 picks one)")
 	fs.StringVar(&c.gossip, "gossip-addr", "127.0.0.1:7946", "memberlist gossip address (host:port)")
-	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of existing members")
+	fs.StringVar(&c.join, "join", "", "comma-separated gossip addresses of existing members; agents and gpunodes re-join them, and the coordinators seen since, whenever no coordinator is in view (restart a coordinator on its old --gossip-addr and it is found again)")
 	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC on non-loopback addresses")
 	fs.StringVar(&c.tlsDir, "tls-dir", "", "directory made by `ttftlab certs`: serve and dial gRPC with mutual TLS under its lab CA")
@@ -164,22 +164,50 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 		s.Close()
 		return nil, fmt.Errorf("--gossip-addr %q: port must be 0..65535", cfg.gossip)
 	}
+	seeds, err := parseJoin(cfg.join)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	mem, err := membership.New(membership.Config{
 		Name: cfg.name, BindAddr: host, BindPort: port, SecretKey: cfg.key, Fast: cfg.fast,
 		Meta: membership.Meta{Role: role, GRPCAddr: lis.Addr().String()},
+		// Agents and gpunodes find a restarted coordinator again on their
+		// own: it comes back knowing nobody, at its old gossip address.
+		KeepJoined: role != membership.RoleCoordinator,
 	}, logger)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	s.mem = mem
-	if cfg.join != "" {
-		if _, err := mem.Join(strings.Split(cfg.join, ",")); err != nil {
+	if len(seeds) > 0 {
+		if _, err := mem.Join(seeds); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("--join %s: %w", cfg.join, err)
 		}
 	}
 	return s, nil
+}
+
+// parseJoin splits --join into gossip addresses, each host:port.
+func parseJoin(join string) ([]string, error) {
+	if strings.TrimSpace(join) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, a := range strings.Split(join, ",") {
+		a = strings.TrimSpace(a)
+		host, portStr, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("--join %q: %q is not a gossip address host:port: give the coordinator's --gossip-addr, e.g. --join 10.0.0.5:7946", join, a)
+		}
+		if p, err := strconv.Atoi(portStr); err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("--join %q: %q has port %q: use 1..65535", join, a, portStr)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // Close leaves the cluster, then stops the gRPC server.

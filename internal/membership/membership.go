@@ -6,6 +6,8 @@
 package membership
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -50,6 +53,48 @@ type Meta struct {
 	// Capacity is a role-specific hint: concurrent streams for an agent,
 	// GPUs for a gpunode.
 	Capacity int `json:"c,omitempty"`
+	// Boot identifies one run of the process: New sets it to fresh random
+	// hex, and every ack the node sends carries it, so that a peer can tell
+	// a restarted node from the one it knew under the same name and address.
+	Boot string `json:"b,omitempty"`
+}
+
+// bootLen is the length of a Boot identifier: 8 random bytes in hex.
+const bootLen = 16
+
+func newBoot() (string, error) {
+	b := make([]byte, bootLen/2)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("membership: make a boot identifier: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// decodeMeta decodes a peer's metadata, which arrives over gossip and is
+// untrusted: it must be a JSON object within memberlist's size limit.
+func decodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) > memberlist.MetaMaxSize {
+		return m, fmt.Errorf("metadata is %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("metadata is not JSON: %w", err)
+	}
+	return m, nil
+}
+
+// parseBoot returns the boot identifier an ack payload carries, or false
+// when the payload is not one (a peer of an older version sends none).
+func parseBoot(payload []byte) (string, bool) {
+	if len(payload) != bootLen {
+		return "", false
+	}
+	for _, c := range payload {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "", false
+		}
+	}
+	return string(payload), true
 }
 
 func (m Meta) encode() ([]byte, error) {
@@ -68,7 +113,9 @@ type Member struct {
 	Name string
 	Addr string // gossip address
 	Meta
-	// State is "alive", "suspect", "dead" or "left".
+	// State is "alive": Members lists the nodes in view, which are those
+	// not declared dead and not left. (memberlist reports no suspicion to
+	// its callbacks, so a suspect node stays listed until declared dead.)
 	State string
 }
 
@@ -85,7 +132,38 @@ type Config struct {
 	SecretKey []byte
 	// Fast shortens gossip and probe timers, for one-host clusters and tests.
 	Fast bool
+	// KeepJoined starts a background loop that, while no alive coordinator
+	// other than this node is in view, re-joins the remembered seeds: every
+	// address given to Join plus the gossip addresses of the coordinators
+	// seen in the cluster. It also re-joins a coordinator that answers a
+	// probe with another boot identifier than the one gossip announced,
+	// which is a coordinator restarted at the same address before anyone
+	// noticed it was gone. Agents and gpunodes set it; coordinators do not.
+	KeepJoined bool
+	// RejoinInterval is how often the loop checks for a coordinator and
+	// the first delay between failed re-joins (default 1 s).
+	RejoinInterval time.Duration
+	// RejoinMaxBackoff caps the delay between failed re-joins, which
+	// doubles after each failure (default 4 s).
+	RejoinMaxBackoff time.Duration
+	// RejoinLogEvery is the least time between two warnings that re-joins
+	// keep failing (default 30 s), so a long outage does not flood the log.
+	RejoinLogEvery time.Duration
+
+	// pushPullInterval, when set, overrides memberlist's full state sync
+	// interval, for tests that must not be rescued by a periodic sync.
+	pushPullInterval time.Duration
 }
+
+// The rejoin loop's defaults.
+const (
+	defaultRejoinInterval   = time.Second
+	defaultRejoinMaxBackoff = 4 * time.Second
+	defaultRejoinLogEvery   = 30 * time.Second
+	// maxLearnedSeeds bounds the coordinator addresses remembered from
+	// gossip, on top of the addresses given to Join.
+	maxLearnedSeeds = 16
+)
 
 // DefaultConfig returns a configuration for a LAN cluster.
 func DefaultConfig() Config {
@@ -96,8 +174,30 @@ func DefaultConfig() Config {
 // concurrent use.
 type Node struct {
 	list    *memberlist.Memberlist
+	view    *events
 	logger  *slog.Logger
 	changes chan struct{}
+	name    string
+	boot    string
+	cfg     Config // rejoin timers, defaults filled in
+
+	// stop ends the rejoin loop; loopDone is closed when it has returned.
+	// loopDone is nil when the node does not keep itself joined.
+	stop     chan struct{}
+	loopDone chan struct{}
+	// wake nudges the rejoin loop (coalesced, size 1).
+	wake chan struct{}
+
+	seedMu sync.Mutex
+	// given are the addresses passed to Join, in order; learned are the
+	// gossip addresses of coordinators seen since, oldest first.
+	given, learned []string
+	// restarted holds the gossip addresses of coordinators that answered a
+	// probe with an unexpected boot identifier, until the loop re-joins them.
+	restarted []string
+	// joinAttempts counts the loop's re-join attempts (each a Join of one
+	// or more seeds), for tests.
+	joinAttempts int
 
 	mu     sync.Mutex
 	closed bool
@@ -115,8 +215,45 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
-// events turns memberlist callbacks into a coalesced change signal.
-type events struct{ changes chan struct{} }
+// pings puts this node's boot identifier in every ack it sends and checks
+// the one each probed coordinator sends back.
+type pings struct {
+	payload []byte
+	node    *Node // set right after the memberlist is created
+	ready   chan struct{}
+}
+
+var _ memberlist.PingDelegate = (*pings)(nil)
+
+func (p *pings) AckPayload() []byte { return p.payload }
+
+func (p *pings) NotifyPingComplete(other *memberlist.Node, _ time.Duration, payload []byte) {
+	select {
+	case <-p.ready:
+	default:
+		return // a probe answered before New returned: nothing to compare yet.
+	}
+	boot, ok := parseBoot(payload)
+	if !ok {
+		return
+	}
+	meta, err := decodeMeta(other.Meta)
+	if err != nil || meta.Role != RoleCoordinator || meta.Boot == "" || meta.Boot == boot {
+		return
+	}
+	p.node.noteRestarted(other.Address())
+}
+
+// events keeps this node's own copy of the member list and turns memberlist
+// callbacks into a coalesced change signal. memberlist.Members returns
+// pointers into state its goroutines keep writing; the callbacks run under
+// memberlist's lock, so copying there is the race-free way to read it.
+type events struct {
+	changes chan struct{}
+
+	mu    sync.Mutex
+	nodes map[string]memberlist.Node // by name; alive or suspect
+}
 
 func (e *events) notify() {
 	select {
@@ -124,9 +261,36 @@ func (e *events) notify() {
 	default: // a signal is already pending; watchers re-read Members.
 	}
 }
-func (e *events) NotifyJoin(*memberlist.Node)   { e.notify() }
-func (e *events) NotifyLeave(*memberlist.Node)  { e.notify() }
-func (e *events) NotifyUpdate(*memberlist.Node) { e.notify() }
+
+func (e *events) put(n *memberlist.Node) {
+	c := *n
+	c.Addr = slices.Clone(n.Addr)
+	c.Meta = slices.Clone(n.Meta)
+	e.mu.Lock()
+	e.nodes[c.Name] = c
+	e.mu.Unlock()
+	e.notify()
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { e.put(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.put(n) }
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	e.mu.Lock()
+	delete(e.nodes, n.Name)
+	e.mu.Unlock()
+	e.notify()
+}
+
+// snapshot returns copies of the nodes in view.
+func (e *events) snapshot() []memberlist.Node {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]memberlist.Node, 0, len(e.nodes))
+	for _, n := range e.nodes {
+		out = append(out, n)
+	}
+	return out
+}
 
 // New creates a node and starts gossiping. It does not join anyone; call Join.
 func New(cfg Config, logger *slog.Logger) (*Node, error) {
@@ -142,7 +306,28 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.RejoinInterval < 0 || cfg.RejoinMaxBackoff < 0 || cfg.RejoinLogEvery < 0 {
+		return nil, fmt.Errorf("membership: negative rejoin timer (interval %s, max backoff %s, log every %s): use 0 for the defaults or a positive duration",
+			cfg.RejoinInterval, cfg.RejoinMaxBackoff, cfg.RejoinLogEvery)
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = defaultRejoinInterval
+	}
+	if cfg.RejoinMaxBackoff == 0 {
+		cfg.RejoinMaxBackoff = defaultRejoinMaxBackoff
+	}
+	if cfg.RejoinMaxBackoff < cfg.RejoinInterval {
+		cfg.RejoinMaxBackoff = cfg.RejoinInterval
+	}
+	if cfg.RejoinLogEvery == 0 {
+		cfg.RejoinLogEvery = defaultRejoinLogEvery
+	}
 	cfg.Meta.Version = ProtocolVersion
+	boot, err := newBoot()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Meta.Boot = boot
 	meta, err := cfg.Meta.encode()
 	if err != nil {
 		return nil, err
@@ -156,6 +341,14 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		mc.SuspicionMult = 2
 		mc.PushPullInterval = 2 * time.Second
 	}
+	// A node restarted under its old name at another address (say, a new
+	// port) takes the name over as soon as the old one is declared dead,
+	// instead of being refused as a conflict until the dead entry is reaped
+	// (30 s). memberlist's 0 means never, so the smallest useful value.
+	mc.DeadNodeReclaimTime = time.Millisecond
+	if cfg.pushPullInterval > 0 {
+		mc.PushPullInterval = cfg.pushPullInterval
+	}
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort
@@ -164,12 +357,23 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	mc.Logger = log.New(&slogWriter{logger}, "", 0)
 	changes := make(chan struct{}, 1) // size 1: a coalesced "something changed" signal.
 	mc.Delegate = &delegate{meta: meta}
-	mc.Events = &events{changes: changes}
+	ev := &events{changes: changes, nodes: map[string]memberlist.Node{}}
+	mc.Events = ev
+	pd := &pings{payload: []byte(boot), ready: make(chan struct{})}
+	mc.Ping = pd
 	list, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
-	return &Node{list: list, logger: logger, changes: changes}, nil
+	n := &Node{list: list, view: ev, logger: logger, changes: changes, name: cfg.Name, boot: boot, cfg: cfg,
+		stop: make(chan struct{}), wake: make(chan struct{}, 1)}
+	pd.node = n
+	close(pd.ready)
+	if cfg.KeepJoined {
+		n.loopDone = make(chan struct{})
+		go n.keepJoined()
+	}
+	return n, nil
 }
 
 // Addr returns this node's gossip address, for others to Join.
@@ -179,10 +383,19 @@ func (n *Node) Addr() string {
 }
 
 // Join contacts the given gossip addresses and returns how many answered.
+// A node that keeps itself joined remembers them as seeds, even when none
+// answered.
 func (n *Node) Join(addrs []string) (int, error) {
 	if len(addrs) == 0 {
 		return 0, nil
 	}
+	n.seedMu.Lock()
+	for _, a := range addrs {
+		if !contains(n.given, a) {
+			n.given = append(n.given, a)
+		}
+	}
+	n.seedMu.Unlock()
 	k, err := n.list.Join(addrs)
 	if err != nil {
 		return k, fmt.Errorf("membership: join %v: %w", addrs, err)
@@ -196,19 +409,29 @@ func (n *Node) Changes() <-chan struct{} { return n.changes }
 
 // Members returns the nodes this node sees as alive, including itself,
 // sorted by name. Nodes announcing another protocol version are skipped.
-func (n *Node) Members() []Member {
+func (n *Node) Members() []Member { return n.members(true) }
+
+// members is Members; with warn false it skips unusable nodes silently (the
+// rejoin loop reads the view every second and must not repeat warnings).
+func (n *Node) members(warn bool) []Member {
 	var out []Member
-	for _, m := range n.list.Members() {
-		var meta Meta
-		if err := json.Unmarshal(m.Meta, &meta); err != nil {
-			n.logger.Warn("ignoring node with unreadable metadata", "node", m.Name, "err", err)
+	for _, m := range n.view.snapshot() {
+		meta, err := decodeMeta(m.Meta)
+		if err != nil {
+			if warn {
+				n.logger.Warn("ignoring node with unreadable metadata", "node", m.Name, "err", err)
+			}
 			continue
 		}
 		if meta.Version != ProtocolVersion {
-			n.logger.Warn("ignoring node with another protocol version", "node", m.Name, "version", meta.Version)
+			if warn {
+				n.logger.Warn("ignoring node with another protocol version", "node", m.Name, "version", meta.Version)
+			}
 			continue
 		}
-		out = append(out, Member{Name: m.Name, Addr: m.Address(), Meta: meta, State: stateName(m.State)})
+		// memberlist reports no suspicion through its callbacks: a node in
+		// view is alive until it is declared dead or leaves.
+		out = append(out, Member{Name: m.Name, Addr: m.Address(), Meta: meta, State: "alive"})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -225,22 +448,10 @@ func ByRole(ms []Member, r Role) []Member {
 	return out
 }
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
-}
-
-// Close leaves the cluster (so others see "left", not "dead") and stops
-// gossiping. It is safe to call more than once.
+// Close stops the rejoin loop and waits for it (an attempt in progress
+// finishes first: at most memberlist's TCP timeout, 10 s, for a seed that
+// drops packets), leaves the cluster (so others see "left", not "dead") and
+// stops gossiping. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -248,6 +459,10 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
+	close(n.stop)
+	if n.loopDone != nil {
+		<-n.loopDone
+	}
 	leaveErr := n.list.Leave(time.Second)
 	if err := n.list.Shutdown(); err != nil {
 		return fmt.Errorf("membership: shutdown: %w", err)
