@@ -396,3 +396,16 @@ func CommaInt(n int) string {
 
 // cdiv returns ⌈a/b⌉ for non-negative a and positive b.
 func cdiv(a, b int) int { return (a + b - 1) / b }
+
+// ConcurrencyFromTokens returns V1's maximum concurrency given the "GPU KV
+// cache size" in tokens that a real vLLM logged.
+func (l Layout) ConcurrencyFromTokens(tokens, maxModelLen, maxBatchedTokens int) (float64, error) {
+	blocks, err := l.BlocksFromTokens(tokens)
+	if err != nil {
+		return 0, err
+	}
+	if maxModelLen < 1 || maxModelLen > maxPositions {
+		return 0, fmt.Errorf("max_model_len %d: must be 1..%d", maxModelLen, maxPositions)
+	}
+	return l.MaxConcurrency(blocks, maxModelLen, maxBatchedTokens), nil
+}
