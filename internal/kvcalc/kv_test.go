@@ -88,7 +88,7 @@ func TestMaxConcurrencyRoundsToBlocks(t *testing.T) {
 
 func TestKVHeadsPerRank(t *testing.T) {
 	for _, tt := range []struct {
-		name          string
+		name            string
 		heads, tp, want int
 	}{
 		{"tp 1", 8, 1, 8}, {"split", 8, 4, 2}, {"one per rank", 8, 8, 1}, {"replicated", 2, 8, 1},
