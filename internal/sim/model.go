@@ -216,6 +216,10 @@ func LookupGPU(name string) (GPU, error) {
 	return GPU{}, fmt.Errorf("--gpu %q: unknown GPU; accepted: %s", name, strings.Join(GPUNames(), ", "))
 }
 
+// BatchDefaults returns vLLM's defaults for max_num_batched_tokens and
+// max_num_seqs on g (see batchDefaults).
+func (g GPU) BatchDefaults() (maxBatchedTokens, maxSeqs int) { return g.batchDefaults() }
+
 // batchDefaults returns vLLM's `vllm serve` defaults for max_num_batched_tokens
 // and max_num_seqs: 8192 / 1024 on GPUs with at least 70 GiB that are not
 // A100, otherwise 2048 / 256 (vllm/engine/arg_utils.py get_batch_defaults).
