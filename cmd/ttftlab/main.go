@@ -30,6 +30,7 @@ Commands:
   members      list the cluster as the coordinator sees it (--coordinator ADDR)
   load         run a load (closed or open loop) against an OpenAI-compatible URL, no cluster needed
   probe        stream one request and print its TTFT as JSON
+  kv           vLLM's KV-cache capacity: blocks, KV tokens, max concurrency per max-model-len
   vllm         vLLM helpers: 'ttftlab vllm parse-log FILE' prints the startup figures as JSON
   certs        make a lab CA and node certificate for mutual TLS (--dir DIR --hosts h1,h2)
   report       re-render results.json and first_token_latency.md from a run directory
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSweep(ctx, rest, stdout, stderr)
 	case "members":
 		return runMembers(ctx, rest, stdout, stderr)
+	case "kv":
+		return runKV(ctx, rest, stdout, stderr)
 	case "vllm":
 		return runVLLM(ctx, rest, stdout, stderr)
 	case "certs":

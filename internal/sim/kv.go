@@ -3,10 +3,12 @@ package sim
 import (
 	"encoding/binary"
 	"hash/fnv"
+
+	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
 // BlockSize is vLLM's KV block size on CUDA, in tokens.
-const BlockSize = 16
+const BlockSize = kvcalc.DefaultBlockSize
 
 // cdiv returns ⌈a/b⌉ for non-negative a and positive b.
 func cdiv(a, b int) int { return (a + b - 1) / b }

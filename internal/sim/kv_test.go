@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
 // planFor computes the startup KV plan of a configuration without starting.
@@ -21,14 +23,14 @@ func planFor(t *testing.T, mutate func(*Config)) (KVPlan, error) {
 		t.Fatal(err)
 	}
 	return PlanKV(KVInputs{
-		TotalGiB:         r.gpu.TotalGiB,
-		Utilization:      r.GPUMemoryUtilization,
-		WeightsGiB:       float64(r.model.WeightBytes()) / GiB,
-		ActivationGiB:    peakActivationBytes(r.model, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB,
-		NonTorchGiB:      r.Memory.NonTorchGiB,
-		KVBytesPerToken:  r.model.KVBytesPerToken(),
-		MaxModelLen:      r.MaxModelLen,
-		BlocksPerRequest: blocksPerRequest(r.model, r.MaxNumBatchedTokens),
+		TotalGiB:            r.gpu.TotalGiB,
+		Utilization:         r.GPUMemoryUtilization,
+		WeightsGiB:          float64(r.model.WeightBytes()) / GiB,
+		ActivationGiB:       peakActivationBytes(r.model, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB,
+		NonTorchGiB:         r.Memory.NonTorchGiB,
+		Layout:              r.model.KVLayout(),
+		MaxModelLen:         r.MaxModelLen,
+		MaxNumBatchedTokens: r.MaxNumBatchedTokens,
 	})
 }
 
@@ -70,7 +72,8 @@ func TestKVPublishedRow(t *testing.T) {
 	in := KVInputs{
 		TotalGiB: 79.19, Utilization: 0.9,
 		WeightsGiB: 14.08, ActivationGiB: 1.97, NonTorchGiB: 0.07,
-		KVBytesPerToken: 128 << 10, MaxModelLen: 4096,
+		// Mistral-7B: 32 layers × 8 KV heads × 128 × 2 (K, V) × 2 bytes = 128 KiB.
+		Layout: kvcalc.Layout{Layers: 32, KVHeads: 8, HeadDim: 128, DTypeBytes: 2}, MaxModelLen: 4096,
 	}
 	p, err := PlanKV(in)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
 // Model is the part of a Hugging Face config.json that the simulator needs.
@@ -37,6 +39,9 @@ type Model struct {
 	// SlidingWindow is the effective sliding window (0 when none); it only
 	// changes the per-request KV budget vLLM uses for "Maximum concurrency".
 	SlidingWindow int
+	// FullLayers is how many layers attend globally although SlidingWindow
+	// is set (Gemma-2 interleaves); 0 means every layer slides.
+	FullLayers int
 	// DTypeBytes is the size of one parameter or KV element (torch_dtype):
 	// 2 for bfloat16 and float16, 4 for float32; 0 means 2.
 	DTypeBytes int
@@ -49,7 +54,7 @@ type Model struct {
 // bytesPerParam is the size of one bf16 parameter or KV element.
 const bytesPerParam = 2
 
-// dtypeBytes returns the element size of the model's weights and KV cache.
+// dtypeBytes returns the element size of the model's weights.
 func (m Model) dtypeBytes() int64 {
 	if m.DTypeBytes > 0 {
 		return int64(m.DTypeBytes)
@@ -57,31 +62,46 @@ func (m Model) dtypeBytes() int64 {
 	return bytesPerParam
 }
 
+// KVConfig returns m as the KV calculator's config, so that the simulator
+// and `ttftlab kv` share one implementation of vLLM's arithmetic.
+func (m Model) KVConfig() kvcalc.Config {
+	dtype := ""
+	switch m.DTypeBytes {
+	case 2:
+		dtype = "bfloat16"
+	case 4:
+		dtype = "float32"
+	}
+	return kvcalc.Config{
+		Name: m.Name, Architecture: m.Architecture,
+		Layers: m.Layers, Hidden: m.Hidden, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
+		FFN: m.FFN, Vocab: m.Vocab, TiedEmbeddings: m.TiedEmbeddings, QKVBias: m.QKVBias,
+		MaxPositionEmbeddings: m.MaxPositionEmbeddings, SlidingWindow: m.SlidingWindow, FullLayers: m.FullLayers,
+		DType: dtype, ExtraParams: m.ExtraParams,
+	}
+}
+
+// KVLayout returns the model's KV layout on one GPU with vLLM's defaults:
+// --kv-cache-dtype auto, no tensor parallelism, 16-token blocks.
+func (m Model) KVLayout() kvcalc.Layout {
+	c := m.KVConfig()
+	return kvcalc.Layout{
+		Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		DTypeBytes: kvcalc.RuntimeDTypeBytes(c.DType), BlockSize: BlockSize,
+		SlidingWindow: c.SlidingWindow, FullLayers: c.FullLayers,
+	}
+}
+
 // NonEmbeddingParams returns the parameter count of the transformer layers
 // and the final norm, excluding the embedding and the lm_head.
-func (m Model) NonEmbeddingParams() int64 {
-	d := int64(m.Hidden)
-	q := int64(m.Heads * m.HeadDim)
-	kv := int64(m.KVHeads * m.HeadDim)
-	perLayer := d*q + 2*d*kv + q*d + 3*d*int64(m.FFN) + 2*d
-	if m.QKVBias {
-		perLayer += q + 2*kv
-	}
-	return int64(m.Layers)*perLayer + d
-}
+func (m Model) NonEmbeddingParams() int64 { return m.KVConfig().NonEmbeddingParams() }
 
 // LMHeadParams returns V·d, the parameters the lm_head multiplies by per
 // sequence (read every step whether or not they are tied to the embedding).
-func (m Model) LMHeadParams() int64 { return int64(m.Vocab) * int64(m.Hidden) }
+func (m Model) LMHeadParams() int64 { return m.KVConfig().LMHeadParams() }
 
 // TotalParams returns the parameter count as Hugging Face reports it.
-func (m Model) TotalParams() int64 {
-	n := m.NonEmbeddingParams() + m.LMHeadParams()
-	if !m.TiedEmbeddings {
-		n += m.LMHeadParams()
-	}
-	return n + m.ExtraParams
-}
+func (m Model) TotalParams() int64 { return m.KVConfig().TotalParams() }
 
 // WeightBytes returns the size of the weights in their dtype, which is both
 // the safetensors payload read from disk and the GPU memory they take.
@@ -94,10 +114,9 @@ func (m Model) StepWeightBytes() int64 {
 }
 
 // KVBytesPerToken returns 2·L·kv_heads·head_dim·dtype bytes: K and V for
-// every layer (28 KiB for Qwen2.5-1.5B in bf16).
-func (m Model) KVBytesPerToken() int64 {
-	return 2 * int64(m.Layers) * int64(m.KVHeads) * int64(m.HeadDim) * m.dtypeBytes()
-}
+// every layer (28 KiB for Qwen2.5-1.5B in bf16), in the dtype vLLM runs the
+// model in (a float32 checkpoint runs in 16 bits).
+func (m Model) KVBytesPerToken() int64 { return m.KVLayout().BytesPerToken() }
 
 // builtinModels holds the real HF config numbers of the supported models.
 var builtinModels = []Model{
@@ -196,6 +215,10 @@ func LookupGPU(name string) (GPU, error) {
 	}
 	return GPU{}, fmt.Errorf("--gpu %q: unknown GPU; accepted: %s", name, strings.Join(GPUNames(), ", "))
 }
+
+// BatchDefaults returns vLLM's defaults for max_num_batched_tokens and
+// max_num_seqs on g (see batchDefaults).
+func (g GPU) BatchDefaults() (maxBatchedTokens, maxSeqs int) { return g.batchDefaults() }
 
 // batchDefaults returns vLLM's `vllm serve` defaults for max_num_batched_tokens
 // and max_num_seqs: 8192 / 1024 on GPUs with at least 70 GiB that are not

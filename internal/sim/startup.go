@@ -5,108 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
 // GiB is 2^30 bytes.
-const GiB = 1 << 30
+const GiB = kvcalc.GiB
 
-// KVInputs are the inputs of vLLM V1's KV-capacity computation
-// (vllm/v1/worker/gpu_worker.py determine_available_memory and
-// vllm/v1/core/kv_cache_utils.py).
-type KVInputs struct {
-	TotalGiB        float64 // torch's total GPU memory
-	Utilization     float64 // --gpu-memory-utilization
-	WeightsGiB      float64 // "Model loading took"
-	ActivationGiB   float64 // torch peak increase during the profile run
-	NonTorchGiB     float64 // CUDA context, NCCL, cuBLAS
-	KVBytesPerToken int64   // all layers, K and V
-	MaxModelLen     int
-	// BlocksPerRequest is the KV blocks one max_model_len request needs
-	// (⌈max_model_len/16⌉ for full attention); nil means full attention.
-	BlocksPerRequest func(maxModelLen int) int
-	// KVCacheMemoryBytes, when > 0, replaces the profiled budget.
-	KVCacheMemoryBytes int64
-}
+// KVInputs are the inputs of vLLM V1's KV-capacity computation; see
+// kvcalc.Inputs.
+type KVInputs = kvcalc.Inputs
 
-// KVPlan is the KV-cache layout vLLM logs at startup.
-type KVPlan struct {
-	// RequestedGiB is total × utilisation.
-	RequestedGiB float64
-	// AvailableBytes is the KV budget ("Available KV cache memory").
-	AvailableBytes float64
-	// NumBlocks is num_gpu_blocks.
-	NumBlocks int
-	// Tokens is "GPU KV cache size" in tokens: NumBlocks × 16.
-	Tokens int
-	// MaxConcurrency is "Maximum concurrency for max_model_len tokens per request".
-	MaxConcurrency float64
-}
-
-// AvailableGiB returns the KV budget in GiB.
-func (p KVPlan) AvailableGiB() float64 { return p.AvailableBytes / GiB }
+// KVPlan is the KV-cache layout vLLM logs at startup; see kvcalc.Plan.
+type KVPlan = kvcalc.Plan
 
 // KVError is a KV-capacity startup failure; Error returns vLLM's exact
 // ValueError text.
-type KVError struct {
-	msg string
-}
+type KVError = kvcalc.Error
 
-func (e *KVError) Error() string { return e.msg }
-
-// PlanKV applies vLLM V1's formula:
-//
-//	available  = util·total − weights − peak_activation − non_torch
-//	num_blocks = ⌊available / (16 · kv_bytes_per_token)⌋
-//	max_concurrency = num_blocks / blocks_per_max_len_request
-//
-// It fails, with vLLM's text, when nothing is left for the cache or when one
-// max_model_len request does not fit.
-func PlanKV(in KVInputs) (KVPlan, error) {
-	blocksFor := in.BlocksPerRequest
-	if blocksFor == nil {
-		blocksFor = func(n int) int { return cdiv(n, BlockSize) }
-	}
-	p := KVPlan{RequestedGiB: in.TotalGiB * in.Utilization}
-	if in.KVCacheMemoryBytes > 0 {
-		p.AvailableBytes = float64(in.KVCacheMemoryBytes)
-	} else {
-		p.AvailableBytes = math.Floor((p.RequestedGiB - in.WeightsGiB - in.ActivationGiB - in.NonTorchGiB) * GiB)
-	}
-	if p.AvailableBytes <= 0 {
-		return p, &KVError{msg: "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine."}
-	}
-	blockBytes := float64(BlockSize * in.KVBytesPerToken)
-	needed := float64(blocksFor(in.MaxModelLen)) * blockBytes
-	if needed > p.AvailableBytes {
-		// vLLM's estimate_max_model_len: binary search for the longest
-		// max_model_len that fits.
-		est := 0
-		for lo, hi := 1, in.MaxModelLen; lo <= hi; {
-			mid := (lo + hi) / 2
-			if float64(blocksFor(mid))*blockBytes <= p.AvailableBytes {
-				est, lo = mid, mid+1
-			} else {
-				hi = mid - 1
-			}
-		}
-		estMsg := ""
-		if est > 0 {
-			estMsg = fmt.Sprintf("Based on the available memory, the estimated maximum model length is %d.", est)
-		}
-		return p, &KVError{msg: fmt.Sprintf("To serve at least one request with the models's max seq len (%d), (%.2f GiB KV cache is needed, which is larger than the available KV cache memory (%.2f GiB). %s Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
-			in.MaxModelLen, needed/GiB, p.AvailableBytes/GiB, estMsg)}
-	}
-	p.NumBlocks = int(p.AvailableBytes / blockBytes)
-	p.Tokens = p.NumBlocks * BlockSize
-	p.MaxConcurrency = float64(p.NumBlocks) / float64(blocksFor(in.MaxModelLen))
-	return p, nil
-}
+// PlanKV applies vLLM V1's KV-capacity formula (kvcalc.PlanKV).
+func PlanKV(in KVInputs) (KVPlan, error) { return kvcalc.PlanKV(in) }
 
 // kvInputs returns the inputs of the KV plan of r.
 func (r resolved) kvInputs() KVInputs {
@@ -115,15 +38,15 @@ func (r resolved) kvInputs() KVInputs {
 		act = peakActivationBytes(r.model, r.MaxNumBatchedTokens, r.MaxNumSeqs) / GiB
 	}
 	return KVInputs{
-		TotalGiB:           r.gpu.TotalGiB,
-		Utilization:        r.GPUMemoryUtilization,
-		WeightsGiB:         float64(r.model.WeightBytes()) / GiB,
-		ActivationGiB:      act,
-		NonTorchGiB:        r.Memory.NonTorchGiB,
-		KVBytesPerToken:    r.model.KVBytesPerToken(),
-		MaxModelLen:        r.MaxModelLen,
-		BlocksPerRequest:   blocksPerRequest(r.model, r.MaxNumBatchedTokens),
-		KVCacheMemoryBytes: r.KVCacheMemoryBytes,
+		TotalGiB:            r.gpu.TotalGiB,
+		Utilization:         r.GPUMemoryUtilization,
+		WeightsGiB:          float64(r.model.WeightBytes()) / GiB,
+		ActivationGiB:       act,
+		NonTorchGiB:         r.Memory.NonTorchGiB,
+		Layout:              r.model.KVLayout(),
+		MaxModelLen:         r.MaxModelLen,
+		MaxNumBatchedTokens: r.MaxNumBatchedTokens,
+		KVCacheMemoryBytes:  r.KVCacheMemoryBytes,
 	}
 }
 
@@ -137,44 +60,14 @@ func (c Config) PlanKV() (KVPlan, error) {
 	return PlanKV(r.kvInputs())
 }
 
-// peakActivationBytes models the torch peak of vLLM's profile run with
-// max_num_batched_tokens dummy tokens and max_num_seqs sampled sequences:
-// per token the MLP's gate/up output and a few hidden-size buffers
-// (4·ffn + 8·d bytes), plus fp32 logits and probabilities for every
-// sequence (8·vocab bytes). About 1.5 GiB for Qwen2.5-1.5B at 8192 tokens.
+// peakActivationBytes estimates the torch peak of vLLM's profile run
+// (kvcalc.EstimateActivationBytes).
 func peakActivationBytes(m Model, maxBatchedTokens, maxSeqs int) float64 {
-	return float64(maxBatchedTokens)*float64(4*m.FFN+8*m.Hidden) + float64(maxSeqs)*float64(m.Vocab)*8
-}
-
-// blocksPerRequest returns the KV blocks one request of n tokens reserves in
-// vLLM's accounting: ⌈n/16⌉, or for a sliding-window model
-// ⌈min(window−1+max_num_batched_tokens, n)/16⌉+1.
-func blocksPerRequest(m Model, maxBatchedTokens int) func(int) int {
-	if m.SlidingWindow == 0 {
-		return func(n int) int { return cdiv(n, BlockSize) }
-	}
-	return func(n int) int {
-		return cdiv(min(m.SlidingWindow-1+maxBatchedTokens, n), BlockSize) + 1
-	}
+	return kvcalc.EstimateActivationBytes(m.KVConfig(), maxBatchedTokens, maxSeqs)
 }
 
 // commaInt formats n with thousands separators, as Python's f"{n:,}".
-func commaInt(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func commaInt(n int) string { return kvcalc.CommaInt(n) }
 
 // State files. The simulator cannot touch a real page cache or Inductor
 // cache, so it records their state under the state directory:
