@@ -378,6 +378,7 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 			TimeoutMs:   c.cfg.RequestTimeout.Milliseconds(),
 		}
 		return ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
+			r.checkInterval("", rep)
 			r.record(EventInterval, rep)
 			return nil
 		})
@@ -407,7 +408,10 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 
 // RenderDir rebuilds results.json and first_token_latency.md from a run
 // directory's events.jsonl. It is what `ttftlab report DIR` runs.
-func RenderDir(dir string) (*Results, error) {
+// A panic while rendering (a malformed events.jsonl that slipped past the
+// checks) is turned into an error, so one bad file cannot stop a daemon.
+func RenderDir(dir string) (res *Results, err error) {
+	defer recoverRender(dir, &res, &err)
 	events, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
 		return nil, err
@@ -427,7 +431,7 @@ func RenderDir(dir string) (*Results, error) {
 		}
 		return nil, writeFileAtomic(filepath.Join(dir, SweepReport), []byte(RenderSweepMarkdown(res)))
 	}
-	res, err := Build(events)
+	res, err = Build(events)
 	if err != nil {
 		return nil, fmt.Errorf("build results from %s: %w", dir, err)
 	}

@@ -340,6 +340,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			err := cl.ag.RunProbe(ctx, req, func(rep *pb.IntervalReport) error {
 				intervals++
 				inFlight = rep.GetInFlight()
+				r.checkInterval(levelPrefix(li), rep)
 				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
 				return nil
 			})

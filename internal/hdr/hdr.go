@@ -11,6 +11,7 @@ import (
 	"compress/zlib"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -267,6 +268,16 @@ type Summary struct {
 	P95   float64 `json:"p95"`
 	P99   float64 `json:"p99"`
 	Max   float64 `json:"max"`
+}
+
+// MarshalJSON writes the digest; a summary of no values has null
+// statistics, never zeros, so an empty histogram cannot pass for a fast one.
+func (s Summary) MarshalJSON() ([]byte, error) {
+	if s.Count > 0 {
+		type plain Summary
+		return json.Marshal(plain(s))
+	}
+	return []byte(`{"count":0,"mean":null,"min":null,"p50":null,"p90":null,"p95":null,"p99":null,"max":null}`), nil
 }
 
 // Summarize returns the digest. Percentiles are HdrHistogram's
