@@ -3,8 +3,8 @@ package gpunode
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
