@@ -128,6 +128,10 @@ type Result struct {
 	Phases []Phase
 	// Lines counts the lines seen.
 	Lines int
+	// EngineLines counts the lines that are recognisably an engine's: a
+	// vLLM or uvicorn header, a vLLM process prefix, or a known failure. A
+	// log with none is not an engine log.
+	EngineLines int
 }
 
 // RootCause returns the most telling failure: the first one that is not
@@ -325,9 +329,11 @@ func (p *Parser) parse(off time.Duration, raw string) {
 	if l.Time != "" {
 		p.stamps.observe(l.Time)
 	}
+	engine := l.Level != "" || l.Process != ""
 
 	for _, fp := range failurePatterns {
 		if strings.Contains(msg, fp.substr) {
+			engine = true
 			if !slices.ContainsFunc(r.Failures, func(f Failure) bool { return f.Kind == fp.kind }) {
 				r.Failures = append(r.Failures, Failure{Kind: fp.kind, At: off, Line: l.Raw, Message: failureMessage(msg)})
 			}
@@ -335,6 +341,9 @@ func (p *Parser) parse(off time.Duration, raw string) {
 		}
 	}
 
+	if engine {
+		r.EngineLines++
+	}
 	switch {
 	case strings.Contains(msg, "Application startup complete."):
 		r.AppStartupComplete = true
