@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -221,4 +222,26 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+func TestSummaryOfNothingIsNull(t *testing.T) {
+	tests := []struct {
+		name string
+		h    *Histogram
+		want string
+	}{
+		{"empty", New(), `{"count":0,"mean":null,"min":null,"p50":null,"p90":null,"p95":null,"p99":null,"max":null}`},
+		{"one value", func() *Histogram { h := New(); h.Record(2 * time.Millisecond); return h }(), `{"count":1,"mean":2,"min":2,"p50":2,"p90":2,"p95":2,"p99":2,"max":2}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.h.Summarize())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tt.want {
+				t.Errorf("JSON %s, want %s", b, tt.want)
+			}
+		})
+	}
 }
