@@ -47,6 +47,29 @@ test: ## Run the whole unit and in-process cluster suite with the race detector.
 test-e2e: build ## Run the heavy multi-process scenarios.
 	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -run 'TestRealSimEngine|E2E' ./...
 
+# Every fuzz target, as package:FuzzName. `go test` runs one -fuzz target per
+# package at a time, so they run one after another.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./internal/hdr:FuzzDecode \
+	./internal/vllmlog:FuzzParseLog \
+	./internal/vllmlog:FuzzParseLine \
+	./gpunode:FuzzParseMetrics \
+	./coordinator:FuzzRenderDir \
+	./agent:FuzzScanChunk \
+	./agent:FuzzStream
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10s); fails if a Fuzz function is not listed.
+	@listed="$(foreach t,$(FUZZ_TARGETS),$(lastword $(subst :, ,$(t))))"; \
+	for fn in $$(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed 's/^func //' | sort -u); do \
+	  case " $$listed " in *" $$fn "*) ;; *) echo "$$fn is not in FUZZ_TARGETS: add it to the Makefile" >&2; exit 1;; esac; \
+	done
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+	  go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 .PHONY: bench
 bench: ## Run the benchmarks (record the figures in docs/benchmarks.md).
 	go test -run '^$$' -bench . -benchmem ./...

@@ -396,6 +396,7 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 		}
 		// The baseline has one agent: a frozen one fails the run.
 		_, err := runWatched(ctx, ag, agentName, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
+			r.checkInterval("", rep)
 			r.record(EventInterval, rep)
 			return nil
 		})
@@ -426,7 +427,10 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 
 // RenderDir rebuilds results.json and first_token_latency.md from a run
 // directory's events.jsonl. It is what `ttftlab report DIR` runs.
-func RenderDir(dir string) (*Results, error) {
+// A panic while rendering (a malformed events.jsonl that slipped past the
+// checks) is turned into an error, so one bad file cannot stop a daemon.
+func RenderDir(dir string) (res *Results, err error) {
+	defer recoverRender(dir, &res, &err)
 	events, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
 		return nil, err
@@ -446,7 +450,7 @@ func RenderDir(dir string) (*Results, error) {
 		}
 		return nil, writeFileAtomic(filepath.Join(dir, SweepReport), []byte(RenderSweepMarkdown(res)))
 	}
-	res, err := Build(events)
+	res, err = Build(events)
 	if err != nil {
 		return nil, fmt.Errorf("build results from %s: %w", dir, err)
 	}

@@ -319,7 +319,7 @@ func TestBuildRefusesLossyMerge(t *testing.T) {
 			h.Record(time.Duration(i+1) * time.Millisecond)
 		}
 		b, _ := h.Encode()
-		data, _ := encodeData(&pb.IntervalReport{AgentId: agentID, Seq: seq, Final: true, Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}}})
+		data, _ := encodeData(&pb.IntervalReport{AgentId: agentID, Seq: seq, Final: true, RequestsOk: uint64(n), Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}, {Metric: hdr.E2E, V2: b}}})
 		return Event{Kind: EventInterval, Data: data}
 	}
 	res, err := Build([]Event{mk("a", 1, 10), mk("b", 1, 7), mk("a", 2, 3), mk("a", 2, 3)})
@@ -335,17 +335,47 @@ func TestBuildRefusesLossyMerge(t *testing.T) {
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "recorded twice") {
 		t.Errorf("warnings %v, want the duplicate report named", res.Warnings)
 	}
-	// A report whose E2E histogram disagrees with its own success count is refused.
-	h := hdr.New()
-	h.Record(time.Millisecond)
-	b, _ := h.Encode()
-	data, _ := encodeData(&pb.IntervalReport{AgentId: "c", RequestsOk: 2, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}}})
-	if _, err := Build([]Event{{Kind: EventInterval, Data: data}}); err == nil || !strings.Contains(err.Error(), "counted 2 successful requests") {
-		t.Errorf("err = %v, want the inconsistent report refused", err)
+}
+
+func TestBuildLeavesOutBadReportsWithAWarning(t *testing.T) {
+	one := hdr.New()
+	one.Record(time.Millisecond)
+	b, _ := one.Encode()
+	good, _ := encodeData(&pb.IntervalReport{AgentId: "g", Seq: 1, RequestsOk: 1, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}, {Metric: hdr.TTFT, V2: b}}})
+	cases := []struct {
+		name string
+		rep  *pb.IntervalReport
+		want string
+	}{
+		{"e2e disagrees with the success count", &pb.IntervalReport{AgentId: "c", Seq: 4, RequestsOk: 2, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}}},
+			`agent "c" interval 4: histograms refused: e2e holds 1 values but the report counts 2 successful requests`},
+		{"undecodable ttft", &pb.IntervalReport{AgentId: "c", Seq: 5, Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: []byte("AAAA")}}},
+			`agent "c" interval 5: histograms refused: ttft: decode histogram: truncated`},
+		{"metric sent twice", &pb.IntervalReport{AgentId: "c", Seq: 6, RequestsOk: 1, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}, {Metric: hdr.E2E, V2: b}}},
+			"metric e2e sent twice"},
+		{"unknown metric", &pb.IntervalReport{AgentId: "c", Seq: 7, Histograms: []*pb.EncodedHistogram{{Metric: "x\n", V2: b}}},
+			`unknown metric "x\n"`},
+		{"ttft beyond the successes", &pb.IntervalReport{AgentId: "c", Seq: 8, Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}}},
+			"ttft holds 1 values, more than the 0 successful requests"},
 	}
-	bad := Event{Kind: EventInterval, Data: []byte(`{"agent_id":"c","histograms":[{"metric":"ttft","v2":"AAAA"}]}`)}
-	if _, err := Build([]Event{bad}); err == nil || !strings.Contains(err.Error(), "agent c histogram ttft") {
-		t.Errorf("err = %v, want a decode error naming the agent and metric", err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			data, _ := encodeData(tc.rep)
+			res, err := Build([]Event{{Kind: EventInterval, Data: good}, {Kind: EventInterval, Data: data}})
+			if err != nil {
+				t.Fatalf("Build failed instead of leaving the report out: %v", err)
+			}
+			if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], tc.want) {
+				t.Fatalf("warnings %q, want one saying %q", res.Warnings, tc.want)
+			}
+			// The good report is still merged; the bad one's requests still count.
+			if got := res.Histograms[hdr.E2E].Count; got != 1 {
+				t.Errorf("merged e2e count %d, want the good report's 1", got)
+			}
+			if got := res.Agents["c"].Requests; got != int64(tc.rep.GetRequestsOk()) {
+				t.Errorf("agent c requests %d, want %d kept", got, tc.rep.GetRequestsOk())
+			}
+		})
 	}
 }
 

@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
+	"runtime/debug"
 	"strings"
 
 	"github.com/ttftlab/ttftlab/internal/plot"
@@ -56,7 +58,11 @@ func RenderMarkdown(r *Results) string {
 	p("| host | %s, %d CPUs |\n", orNA(r.Node.Hostname), r.Node.CPUs)
 	p("| API / max_tokens | %s / %d |\n", r.Spec.API, r.Spec.MaxTokens)
 	p("| restart mode | %s |\n", r.Spec.ColdMode)
-	p("| spawn → ready | %.2f s |\n\n", r.Engine.ReadyS)
+	ready := "n/a (the engine never became ready)"
+	if r.Engine.ReadyS > 0 {
+		ready = fmt.Sprintf("%.2f s", r.Engine.ReadyS)
+	}
+	p("| spawn → ready | %s |\n\n", ready)
 
 	if len(r.Engine.Phases) > 0 {
 		p("### Cold-start phases\n\n")
@@ -91,7 +97,7 @@ func RenderMarkdown(r *Results) string {
 			p("| %s | n/a | n/a | n/a | not run |\n", label)
 			continue
 		}
-		p("| %s | %.4f | %.4f | %d | %s |\n", label, run.TTFTS, run.E2ES, run.OutputTokens, runNote(run))
+		p("| %s | %s |\n", label, runCells(run))
 	}
 	p("\n")
 
@@ -102,12 +108,12 @@ func RenderMarkdown(r *Results) string {
 		if !strings.HasPrefix(run.Label, "warm_") {
 			continue
 		}
-		p("| %s | %.4f | %.4f | %d | %s |\n", strings.TrimPrefix(run.Label, "warm_"), run.TTFTS, run.E2ES, run.OutputTokens, runNote(&run))
+		p("| %s | %s |\n", strings.TrimPrefix(run.Label, "warm_"), runCells(&run))
 	}
 	p("\n")
 	if w := r.Warm; w != nil {
 		p("| statistic | ttft_s |\n|---|---:|\n")
-		p("| min | %.4f |\n| median | %.4f |\n| max | %.4f |\n| mean ± stddev | %.4f ± %.4f |\n\n", w.MinS, w.MedianS, w.MaxS, w.MeanS, w.StddevS)
+		p("| min | %.4f |\n| median | %.4f |\n| max | %.4f |\n| mean ± stddev | %.4f ± %s |\n\n", w.MinS, w.MedianS, w.MaxS, w.MeanS, fmtPtr(w.StddevS, "%.4f"))
 		p("![TTFT per run](%s)\n\n", RunsSVG)
 	} else {
 		p("No successful warm run.\n\n")
@@ -137,9 +143,12 @@ func RenderMarkdown(r *Results) string {
 		p("### Merged agent histograms (ms)\n\n")
 		p("| metric | count | mean | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, m := range []string{"ttft", "e2e", "itl", "icl", "tpot"} {
-			if h, ok := r.Histograms[m]; ok && h.Count > 0 {
-				p("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", m, h.Count, h.Mean, h.P50, h.P90, h.P99, h.Max)
+			h, ok := r.Histograms[m]
+			if !ok || h.Count == 0 {
+				p("| %s | 0 | n/a | n/a | n/a | n/a | n/a |\n", m)
+				continue
 			}
+			p("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", m, h.Count, h.Mean, h.P50, h.P90, h.P99, h.Max)
 		}
 		p("\n")
 	}
@@ -162,6 +171,15 @@ func orNA(s string) string {
 		return "n/a"
 	}
 	return s
+}
+
+// runCells renders a run's ttft_s, e2e_s, tokens and notes cells; a failed
+// run has no latencies, so they read n/a rather than 0.
+func runCells(r *Run) string {
+	if r.Error != "" {
+		return "n/a | n/a | n/a | " + runNote(r)
+	}
+	return fmt.Sprintf("%.4f | %.4f | %d | %s", r.TTFTS, r.E2ES, r.OutputTokens, runNote(r))
 }
 
 func runNote(r *Run) string {
@@ -203,4 +221,16 @@ func renderPlots(r *Results) map[string]string {
 		out[PhasesSVG] = plot.Gantt("Engine cold start: spawn to ready", spans)
 	}
 	return out
+}
+
+// recoverRender turns a panic during RenderDir into an error naming the run
+// directory and the panic value, and logs the stack.
+func recoverRender(dir string, res **Results, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	slog.Error("rendering a run panicked", "dir", dir, "panic", p, "stack", string(debug.Stack()))
+	*res = nil
+	*err = fmt.Errorf("render %s: internal error while reading events.jsonl (%v); the events file is kept, please report this with it", dir, p)
 }

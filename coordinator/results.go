@@ -29,8 +29,9 @@ type Results struct {
 	Node       NodeFacts   `json:"node"`
 	Engine     EngineFacts `json:"engine"`
 	Runs       []Run       `json:"runs"`
-	Warm       *WarmStats  `json:"warm,omitempty"`
-	Sanity     Sanity      `json:"sanity"`
+	// Warm is null when no warm run succeeded.
+	Warm   *WarmStats `json:"warm"`
+	Sanity Sanity     `json:"sanity"`
 	// Histograms are the agents' interval histograms merged, per metric, in
 	// milliseconds.
 	Histograms   map[string]hdr.Summary   `json:"histograms_ms"`
@@ -123,12 +124,14 @@ type WarmStats struct {
 	MedianS float64 `json:"median_ttft_s"`
 	MaxS    float64 `json:"max_ttft_s"`
 	MeanS   float64 `json:"mean_ttft_s"`
-	StddevS float64 `json:"stddev_ttft_s"`
+	// StddevS is the sample standard deviation; nil with one run.
+	StddevS *float64 `json:"stddev_ttft_s"`
 	// BandPct is half the min–max spread as a percentage of the median: the
-	// warm band is median ± BandPct.
-	BandPct float64 `json:"band_pct"`
-	// DriftS is the least-squares slope of TTFT over run index, in seconds per run.
-	DriftS   float64  `json:"drift_s_per_run"`
+	// warm band is median ± BandPct; nil when the median is not positive.
+	BandPct *float64 `json:"band_pct"`
+	// DriftS is the least-squares slope of TTFT over run index, in seconds
+	// per run; nil with one run.
+	DriftS   *float64 `json:"drift_s_per_run"`
 	Outliers []string `json:"outliers"`
 }
 
@@ -192,6 +195,7 @@ func Build(events []Event) (*Results, error) {
 	urlByRound := map[int][2]string{}
 	var okCount int64
 	seenReports := map[string]bool{}
+	var warns warnings
 	for i, ev := range events {
 		switch ev.Kind {
 		case EventRunStart:
@@ -272,7 +276,7 @@ func Build(events []Event) (*Results, error) {
 			// and interval.
 			key := fmt.Sprintf("%s/%d/%d/%d", rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano(), rep.GetEndUnixNano())
 			if seenReports[key] {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("agent %s report %d recorded twice; counted once", rep.GetAgentId(), rep.GetSeq()))
+				warns.addDerived(fmt.Sprintf("agent %s report %d recorded twice; counted once", rep.GetAgentId(), rep.GetSeq()))
 				continue
 			}
 			seenReports[key] = true
@@ -290,16 +294,17 @@ func Build(events []Event) (*Results, error) {
 				// Warm-up intervals are left out of every statistic.
 				continue
 			}
-			okCount += int64(rep.GetRequestsOk())
-			for _, eh := range rep.GetHistograms() {
-				h, err := hdr.Decode(eh.GetV2())
-				if err != nil {
-					return nil, fmt.Errorf("event %d: agent %s histogram %s: %w", i+1, rep.GetAgentId(), eh.GetMetric(), err)
+			if set, err := reportHistograms(&rep); err != nil {
+				// A bad report's histograms are left out; the run goes on.
+				warns.addDerived(badHistogramsWarning(err))
+			} else {
+				okCount += int64(rep.GetRequestsOk())
+				for m, h := range set {
+					if m == hdr.TTFT {
+						perAgentCount[rep.GetAgentId()] += h.Count()
+					}
+					merged.Get(m).Merge(h)
 				}
-				if eh.GetMetric() == hdr.TTFT {
-					perAgentCount[rep.GetAgentId()] += h.Count()
-				}
-				merged.Get(eh.GetMetric()).Merge(h)
 			}
 			for _, rr := range rep.GetRequests() {
 				res.Runs = append(res.Runs, Run{Label: rr.GetLabel(), Agent: rep.GetAgentId(), TTFTS: rr.GetTtftS(), E2ES: rr.GetE2ES(),
@@ -309,7 +314,7 @@ func Build(events []Event) (*Results, error) {
 		case EventWarning:
 			var w struct{ Message string }
 			_ = json.Unmarshal(ev.Data, &w)
-			res.Warnings = append(res.Warnings, w.Message)
+			warns.addRecorded(w.Message)
 		case EventRunEnd:
 			res.FinishedAt = time.Unix(0, ev.T).UTC()
 			var e struct{ Status, Error string }
@@ -319,6 +324,7 @@ func Build(events []Event) (*Results, error) {
 			res.Status, res.Error = e.Status, e.Error
 		}
 	}
+	res.Warnings = warns.list
 	// The merge must be lossless: merged count == Σ agents' counts.
 	var sum int64
 	for _, n := range perAgentCount {
@@ -381,10 +387,10 @@ func warmStats(runs []Run) *WarmStats {
 		ss += (x - w.MeanS) * (x - w.MeanS)
 	}
 	if len(xs) > 1 {
-		w.StddevS = math.Sqrt(ss / float64(len(xs)-1))
+		w.StddevS = ptr(math.Sqrt(ss / float64(len(xs)-1)))
 	}
 	if w.MedianS > 0 {
-		w.BandPct = (w.MaxS - w.MinS) / 2 / w.MedianS * 100
+		w.BandPct = ptr((w.MaxS - w.MinS) / 2 / w.MedianS * 100)
 	}
 	// Drift: least-squares slope over run index.
 	if n := float64(len(xs)); n > 1 {
@@ -393,7 +399,7 @@ func warmStats(runs []Run) *WarmStats {
 			x := float64(i)
 			sx, sy, sxy, sxx = sx+x, sy+y, sxy+x*y, sxx+x*x
 		}
-		w.DriftS = (n*sxy - sx*sy) / (n*sxx - sx*sx)
+		w.DriftS = ptr((n*sxy - sx*sy) / (n*sxx - sx*sx))
 	}
 	// Outliers: further than 3 scaled MADs from the median, and at least 10%
 	// away (a MAD of nearly zero would otherwise flag noise).
@@ -567,8 +573,14 @@ func observations(res *Results) []string {
 			res.Engine.ReadyS+cold.TTFTS, res.Engine.ReadyS, cold.TTFTS))
 	}
 	if w != nil {
-		out = append(out, fmt.Sprintf("Warm band: %.1f ms ± %.1f%% over %d runs (min %.1f, max %.1f ms); drift %+.2f ms per run.",
-			w.MedianS*1000, w.BandPct, w.N, w.MinS*1000, w.MaxS*1000, w.DriftS*1000))
+		scaled := func(v *float64, k float64) *float64 {
+			if v == nil {
+				return nil
+			}
+			return ptr(*v * k)
+		}
+		out = append(out, fmt.Sprintf("Warm band: %.1f ms ± %s over %d runs (min %.1f, max %.1f ms); drift %s ms per run.",
+			w.MedianS*1000, fmtPtr(w.BandPct, "%.1f%%"), w.N, w.MinS*1000, w.MaxS*1000, fmtPtr(scaled(w.DriftS, 1000), "%+.2f")))
 		if len(w.Outliers) > 0 {
 			out = append(out, "Outliers among the warm runs (more than 3 MADs and 10% from the median): "+strings.Join(w.Outliers, ", ")+".")
 		} else {

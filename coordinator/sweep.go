@@ -350,6 +350,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			// A stream silent for AgentSilenceLimit is cancelled: the agent
 			// is lost with what it delivered, and nothing it sends later counts.
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
+				r.checkInterval(levelPrefix(li), rep)
 				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
 				return nil
 			})

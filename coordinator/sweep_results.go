@@ -45,9 +45,11 @@ type LevelResult struct {
 	Errors       uint64            `json:"errors"`
 	ErrorsByKind map[string]uint64 `json:"errors_by_kind"`
 	OutputTokens uint64            `json:"output_tokens"`
-	DurationS    float64           `json:"duration_s"`
-	RequestsPerS float64           `json:"requests_per_s"`
-	TokensPerS   float64           `json:"output_tokens_per_s"`
+	// DurationS is the measured span; it and the rates are nil when the
+	// level measured no request.
+	DurationS    *float64 `json:"duration_s"`
+	RequestsPerS *float64 `json:"requests_per_s"`
+	TokensPerS   *float64 `json:"output_tokens_per_s"`
 	// Good and GoodputPerS count requests that met the load's SLOs; nil
 	// when the load set none.
 	Good        *uint64                `json:"good_requests"`
@@ -87,6 +89,9 @@ type LevelCoverage struct {
 	lastEndNs int64
 }
 
+// levelPrefix starts a warning about level li (0-based).
+func levelPrefix(li int) string { return fmt.Sprintf("level %d: ", li+1) }
+
 // isSweep reports whether a run's events are a sweep's.
 func isSweep(events []Event) bool {
 	for _, ev := range events {
@@ -106,6 +111,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 	sums := map[int]int64{}
 	okSums := map[int]int64{}
 	seen := map[string]bool{}
+	var warns warnings
 	byLevel := map[int]*LevelResult{}
 	level := func(i int) *LevelResult {
 		l, ok := byLevel[i]
@@ -141,7 +147,9 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				e := b.Engine
 				res.Engine, res.Simulated = &e, b.Simulated
 			case EventWarning:
-				res.Warnings = append(res.Warnings, b.Warnings...)
+				for _, w := range b.Warnings {
+					warns.addRecorded(w)
+				}
 			case EventRunEnd:
 				res.Status, res.Error, res.FinishedAt = b.Status, b.Error, b.FinishedAt
 			}
@@ -180,7 +188,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			// A report recorded twice (a retried write, a replayed log) counts once.
 			key := fmt.Sprintf("%d/%s/%d/%d", si.Level, rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano())
 			if seen[key] {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", si.Level+1, rep.GetAgentId(), rep.GetSeq()))
+				warns.addDerived(fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", si.Level+1, rep.GetAgentId(), rep.GetSeq()))
 				continue
 			}
 			seen[key] = true
@@ -222,21 +230,23 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				l.ivStartNs = s
 			}
 			l.ivEndNs = max(l.ivEndNs, rep.GetEndUnixNano())
+			got, err := reportHistograms(&rep)
+			if err != nil {
+				// A bad report's histograms are left out; the sweep goes on.
+				warns.addDerived(levelPrefix(si.Level) + badHistogramsWarning(err))
+				continue
+			}
 			okSums[si.Level] += int64(rep.GetRequestsOk())
 			set, ok := merged[si.Level]
 			if !ok {
 				set = hdr.Set{}
 				merged[si.Level] = set
 			}
-			for _, eh := range rep.GetHistograms() {
-				h, err := hdr.Decode(eh.GetV2())
-				if err != nil {
-					return nil, fmt.Errorf("event %d: agent %s histogram %s: %w", i+1, rep.GetAgentId(), eh.GetMetric(), err)
-				}
-				if eh.GetMetric() == hdr.TTFT {
+			for m, h := range got {
+				if m == hdr.TTFT {
 					sums[si.Level] += h.Count()
 				}
-				set.Get(eh.GetMetric()).Merge(h)
+				set.Get(m).Merge(h)
 			}
 		case EventAgentLost:
 			var al agentLost
@@ -252,6 +262,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			cov.Lost, cov.Error, cov.InFlight = true, al.Error, al.InFlight
 		}
 	}
+	res.Warnings = warns.list
 	keys := make([]int, 0, len(byLevel))
 	for k := range byLevel {
 		keys = append(keys, k)
@@ -275,14 +286,15 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			l.startNs, l.endNs = l.ivStartNs, l.ivEndNs
 		}
 		if l.endNs > l.startNs {
-			l.DurationS = float64(l.endNs-l.startNs) / 1e9
-			l.RequestsPerS = float64(l.Requests) / l.DurationS
-			l.TokensPerS = float64(l.OutputTokens) / l.DurationS
+			d := float64(l.endNs-l.startNs) / 1e9
+			l.DurationS = ptr(d)
+			l.RequestsPerS = ptr(float64(l.Requests) / d)
+			l.TokensPerS = ptr(float64(l.OutputTokens) / d)
 		}
 		if sloSet(res.Load) {
 			l.Good = ptrU(l.good)
-			if l.DurationS > 0 {
-				l.GoodputPerS = ptr(float64(l.good) / l.DurationS)
+			if l.DurationS != nil {
+				l.GoodputPerS = ptr(float64(l.good) / *l.DurationS)
 			}
 		}
 		for _, c := range l.Coverage {
@@ -324,13 +336,13 @@ func sweepObservations(res *SweepResults) []string {
 	var out []string
 	best := -1
 	for i, l := range res.Levels {
-		if best < 0 || l.TokensPerS > res.Levels[best].TokensPerS {
+		if l.TokensPerS != nil && (best < 0 || *l.TokensPerS > *res.Levels[best].TokensPerS) {
 			best = i
 		}
 	}
-	if best >= 0 && res.Levels[best].TokensPerS > 0 {
+	if best >= 0 && *res.Levels[best].TokensPerS > 0 {
 		l := res.Levels[best]
-		out = append(out, fmt.Sprintf("Peak output throughput %.0f tokens/s at %s (TTFT p99 %.1f ms).", l.TokensPerS, levelName(res, l.Value), l.Metrics[hdr.TTFT].P99))
+		out = append(out, fmt.Sprintf("Peak output throughput %.0f tokens/s at %s (TTFT p99 %s ms).", *l.TokensPerS, levelName(res, l.Value), metricCell(l, hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 })))
 	}
 	// The knee: the first level whose TTFT p50 is over twice the first level's.
 	if len(res.Levels) > 1 {
@@ -345,8 +357,8 @@ func sweepObservations(res *SweepResults) []string {
 	}
 	for _, l := range res.Levels {
 		if l.ClientBound {
-			out = append(out, fmt.Sprintf("%s is client-bound: the agents fell behind the schedule (dispatch lag p99 %.1f ms); its latencies include client queueing, see TTFT_sched.",
-				levelName(res, l.Value), l.Metrics[hdr.DispatchLag].P99))
+			out = append(out, fmt.Sprintf("%s is client-bound: the agents fell behind the schedule (dispatch lag p99 %s ms); its latencies include client queueing, see TTFT_sched.",
+				levelName(res, l.Value), metricCell(l, hdr.DispatchLag, func(s hdr.Summary) float64 { return s.P99 })))
 		}
 		if l.Degraded {
 			var who []string
@@ -398,7 +410,11 @@ func renderSweepPlots(res *SweepResults) map[string]string {
 		p50 = append(p50, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P50 }))
 		p99 = append(p99, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 }))
 		sched99 = append(sched99, m(hdr.TTFTSched, func(s hdr.Summary) float64 { return s.P99 }))
-		tps = append(tps, l.TokensPerS)
+		if l.TokensPerS != nil {
+			tps = append(tps, *l.TokensPerS)
+		} else {
+			tps = append(tps, math.NaN())
+		}
 	}
 	xl := "concurrency"
 	if len(res.Levels) > 0 && !strings.HasPrefix(levelName(res, 1), "c=") {
@@ -435,13 +451,7 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	}
 	p("| level | agents | requests | errors | req/s | goodput req/s | output tok/s | TTFT p50 | TTFT p90 | TTFT p99 | TTFT_sched p99 | TPOT p50 | ITL p99 | E2E p50 | lag p99 | GPU util | notes |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
-	ms := func(l LevelResult, m string, f func(hdr.Summary) float64) string {
-		s, ok := l.Metrics[m]
-		if !ok || s.Count == 0 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.1f", f(s))
-	}
+	ms := metricCell
 	p50 := func(s hdr.Summary) float64 { return s.P50 }
 	p90 := func(s hdr.Summary) float64 { return s.P90 }
 	p99 := func(s hdr.Summary) float64 { return s.P99 }
@@ -456,8 +466,8 @@ func RenderSweepMarkdown(res *SweepResults) string {
 		if l.UsageSource != "" && l.UsageSource != "continuous" {
 			notes = append(notes, "tokens "+l.UsageSource)
 		}
-		p("| %s | %d | %d | %d | %.2f | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, l.RequestsPerS, fmtPtr(l.GoodputPerS, "%.2f"), l.TokensPerS,
+		p("| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, fmtPtr(l.RequestsPerS, "%.2f"), fmtPtr(l.GoodputPerS, "%.2f"), fmtPtr(l.TokensPerS, "%.0f"),
 			ms(l, hdr.TTFT, p50), ms(l, hdr.TTFT, p90), ms(l, hdr.TTFT, p99), ms(l, hdr.TTFTSched, p99),
 			ms(l, hdr.TPOT, p50), ms(l, hdr.ITL, p99), ms(l, hdr.E2E, p50), ms(l, hdr.DispatchLag, p99),
 			fmtPtr(l.GPUUtilPct, "%.0f%%"), strings.Join(notes, ", "))
@@ -472,6 +482,16 @@ func RenderSweepMarkdown(res *SweepResults) string {
 		p("- Warning: %s\n", w)
 	}
 	return b.String()
+}
+
+// metricCell formats one statistic of a level's metric in ms, or n/a when
+// the metric holds no value.
+func metricCell(l LevelResult, m string, f func(hdr.Summary) float64) string {
+	s, ok := l.Metrics[m]
+	if !ok || s.Count == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f", f(s))
 }
 
 // sloSet reports whether a load model's JSON sets any SLO.

@@ -256,7 +256,7 @@ func TestSweepReportsGoodputWhenSLOsAreSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := sr.Levels[0]
-	if l.Good == nil || *l.Good != 14 || l.GoodputPerS == nil || *l.GoodputPerS <= 0 || *l.GoodputPerS >= l.RequestsPerS {
+	if l.Good == nil || *l.Good != 14 || l.GoodputPerS == nil || *l.GoodputPerS <= 0 || l.RequestsPerS == nil || *l.GoodputPerS >= *l.RequestsPerS {
 		t.Errorf("good %v goodput %v req/s %v: want 14 good and 0 < goodput < throughput", l.Good, l.GoodputPerS, l.RequestsPerS)
 	}
 	// Without SLOs there is no goodput, rather than a goodput equal to throughput.
@@ -330,7 +330,7 @@ func TestSweepThroughputDividesByTheMeasuredSpan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := sr.Levels[0]; l.DurationS != 4 || l.RequestsPerS != 10 || l.TokensPerS != 100 {
-		t.Errorf("duration %v s, %v req/s, %v tok/s; want 4, 10, 100", l.DurationS, l.RequestsPerS, l.TokensPerS)
+	if l := sr.Levels[0]; l.DurationS == nil || *l.DurationS != 4 || *l.RequestsPerS != 10 || *l.TokensPerS != 100 {
+		t.Errorf("duration %v s, %v req/s, %v tok/s; want 4, 10, 100", fmtPtr(l.DurationS, "%g"), fmtPtr(l.RequestsPerS, "%g"), fmtPtr(l.TokensPerS, "%g"))
 	}
 }

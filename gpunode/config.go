@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -81,6 +80,9 @@ func ParseFile(path string, data []byte) (File, error) {
 	var f File
 	if len(bytes.TrimSpace(data)) == 0 {
 		return f, fmt.Errorf("%s: empty; list at least one profile under the profiles key", path)
+	}
+	if err := checkConfigBytes(path, data); err != nil {
+		return f, err
 	}
 	if err := yaml.UnmarshalWithOptions(data, &f, yaml.DisallowUnknownField()); err != nil {
 		return f, yamlError(path, err)
@@ -173,7 +175,7 @@ func (f File) ToProfiles(simExe string) (map[string]Profile, error) {
 // LoadFile reads and checks the YAML profile configuration at path and
 // returns its profiles, by name. simExe is as for File.ToProfiles.
 func LoadFile(path, simExe string) (map[string]Profile, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("read profile config: %w", err)
 	}

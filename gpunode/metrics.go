@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -47,6 +48,16 @@ func ParseMetrics(r io.Reader) (map[string]float64, error) {
 		return nil, fmt.Errorf("parse /metrics: %w", err)
 	}
 	out := map[string]float64{}
+	// The engine's output is untrusted: a NaN or ±Inf value (legal in the
+	// exposition format) would make every later JSON encoding of the
+	// sample fail, so such values, and sums that overflow, are left out.
+	defer func() {
+		for k, v := range out {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				delete(out, k)
+			}
+		}
+	}()
 	for name, fam := range fams {
 		if !keptMetrics[name] {
 			continue

@@ -3,14 +3,21 @@ package gpunode
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"unicode"
+	"unicode/utf8"
+
+	"github.com/goccy/go-yaml/lexer"
+	"github.com/goccy/go-yaml/token"
 )
 
 // Engine kinds a Profile can have.
@@ -221,10 +228,10 @@ const (
 func (k Knobs) ValidateSet() error {
 	var errs []error
 	if k.Model != "" {
-		errs = append(errs, checkName("model", k.Model))
+		errs = append(errs, checkModelName("model", k.Model))
 	}
 	if k.ServedModelName != "" {
-		errs = append(errs, checkName("served_model_name", k.ServedModelName))
+		errs = append(errs, checkModelName("served_model_name", k.ServedModelName))
 	}
 	if k.GPU != "" {
 		errs = append(errs, checkName("gpu", k.GPU))
@@ -266,19 +273,194 @@ func checkRange(field string, v, limit int) error {
 	}
 }
 
+// checkName checks a short identifier such as a simulated GPU name:
+// letters, digits, '.', '_' and '-', not starting with '-' or '.'.
 func checkName(field, v string) error {
 	bad := func(fix string) error { return &KnobError{Field: field, Value: strconv.Quote(v), Fix: fix} }
+	const rule = "a name is letters, digits, '.', '_' and '-', such as h200"
 	switch {
-	case len(v) > maxNameLen:
-		return bad(fmt.Sprintf("must be at most %d bytes long", maxNameLen))
-	case strings.HasPrefix(v, "-"):
-		return bad("must not start with '-'; give a model name or path such as Qwen/Qwen2.5-1.5B-Instruct")
-	case strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return bad("must not contain whitespace or control characters")
-	case strings.ContainsAny(v, "{}"):
-		return bad("must not contain '{' or '}'")
+	case len(v) > maxIDPart:
+		return bad(fmt.Sprintf("is %d bytes, more than %d: %s", len(v), maxIDPart, rule))
+	case v[0] == '-' || v[0] == '.':
+		return bad(fmt.Sprintf("must not start with %q: %s", v[0], rule))
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool { return !isIDChar(r) }); i >= 0 {
+		return bad(fmt.Sprintf("%s at byte %d is not allowed%s: %s", charName(v, i), i+1, spaceNote(v, i), rule))
 	}
 	return nil
+}
+
+// maxIDPart is the longest Hugging Face repository id part (the owner or
+// the name), as the Hub enforces.
+const maxIDPart = 96
+
+// modelRule is the rule a model or served model name must follow, quoted
+// in every refusal.
+const modelRule = "a model must be a Hugging Face repository id (name or org/name: letters, digits, '.', '_' and '-', " +
+	"no '..', not starting with '-' or '.', at most 96 characters per part, such as Qwen/Qwen2.5-1.5B-Instruct) " +
+	"or an absolute path (letters, digits and . _ - / + @ : , only, no '..' segment, such as /models/qwen2.5-1.5b)"
+
+func isIDChar(r rune) bool {
+	return r < unicode.MaxASCII && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+}
+
+// isPathChar admits the characters of a local model path that no shell,
+// argument parser or URL treats specially.
+func isPathChar(r rune) bool {
+	return isIDChar(r) || strings.ContainsRune("/+@:,", r)
+}
+
+// spaceNote adds "whitespace or control character" to a refusal of one.
+func spaceNote(v string, i int) string {
+	r, _ := utf8.DecodeRuneInString(v[i:])
+	if unicode.IsSpace(r) || unicode.IsControl(r) {
+		return " (names must not contain whitespace or control characters)"
+	}
+	return ""
+}
+
+// charName names the character of v at byte i for an error message.
+func charName(v string, i int) string {
+	r, _ := utf8.DecodeRuneInString(v[i:])
+	if r == utf8.RuneError || !unicode.IsPrint(r) {
+		return fmt.Sprintf("byte %#02x", v[i])
+	}
+	return fmt.Sprintf("character %q", r)
+}
+
+// checkModelName checks a model or served model name. It reaches the
+// engine's command line (and a command profile's arguments), so only a
+// Hugging Face repository id or a plain absolute path is accepted: nothing
+// a shell, vLLM's argument parser or a URL could read as syntax.
+func checkModelName(field, v string) error {
+	bad := func(format string, a ...any) error {
+		return &KnobError{Field: field, Value: strconv.Quote(v), Fix: fmt.Sprintf(format, a...) + ": " + modelRule}
+	}
+	if len(v) > maxNameLen {
+		return bad("is %d bytes, more than %d", len(v), maxNameLen)
+	}
+	if strings.HasPrefix(v, "/") {
+		if i := strings.IndexFunc(v, func(r rune) bool { return !isPathChar(r) }); i >= 0 {
+			return bad("%s at byte %d is not allowed in a path%s", charName(v, i), i+1, spaceNote(v, i))
+		}
+		for _, seg := range strings.Split(v[1:], "/") {
+			if seg == ".." {
+				return bad("has a '..' segment")
+			}
+		}
+		return nil
+	}
+	parts := strings.Split(v, "/")
+	if len(parts) > 2 {
+		return bad("has %d '/'-separated parts; a repository id has at most 2 (a relative path is not accepted, give an absolute one)", len(parts))
+	}
+	off := 0
+	for _, part := range parts {
+		switch {
+		case part == "":
+			return bad("has an empty part at byte %d", off+1)
+		case len(part) > maxIDPart:
+			return bad("part %q is %d characters, more than %d", part, len(part), maxIDPart)
+		case part[0] == '-' || part[0] == '.':
+			return bad("must not start with %q (part %q, byte %d)", part[0], part, off+1)
+		}
+		if i := strings.IndexFunc(part, func(r rune) bool { return !isIDChar(r) }); i >= 0 {
+			return bad("%s at byte %d is not allowed%s", charName(part, i), off+i+1, spaceNote(part, i))
+		}
+		if i := strings.Index(part, ".."); i >= 0 {
+			return bad("'..' at byte %d is not allowed", off+i+1)
+		}
+		off += len(part) + 1
+	}
+	return nil
+}
+
+// shells are the executables that run a script given with -c.
+var shells = []string{"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "fish", "csh", "tcsh", "busybox"}
+
+// shellScript reports whether argv runs a shell on an inline script (sh -c,
+// bash -lc, env sh -c, /usr/bin/env -S bash -c, busybox sh -c, …), and
+// returns the shell's name.
+func shellScript(argv []string) (string, bool) {
+	i := 0
+	if i < len(argv) && filepath.Base(argv[i]) == "env" {
+		// Skip env's options and VAR=value assignments.
+		for i++; i < len(argv) && (strings.HasPrefix(argv[i], "-") || strings.Contains(argv[i], "=")); i++ {
+		}
+	}
+	if i >= len(argv) || !slices.Contains(shells, filepath.Base(argv[i])) {
+		return "", false
+	}
+	sh := filepath.Base(argv[i])
+	for _, a := range argv[i+1:] {
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.Contains(a, "c") {
+			return sh, true
+		}
+		if !strings.HasPrefix(a, "-") && sh != "busybox" {
+			// The first operand is a script file: no -c.
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// checkNoShellPlaceholders refuses a command that hands substituted values
+// to a shell: in `sh -c "vllm serve {model}"` a model name becomes shell
+// syntax. Placeholders are safe only as whole argv elements of a command
+// that is not a shell script.
+func (p Profile) checkNoShellPlaceholders() error {
+	sh, ok := shellScript(p.Command)
+	if !ok {
+		return nil
+	}
+	for i, a := range p.Command {
+		if m := placeholderRE.FindString(a); m != "" {
+			return fmt.Errorf("profile %q: command runs %s -c with %s in argument %d, so a substituted value would be read as shell syntax; "+
+				"run the engine directly with each placeholder as its own element (command: [vllm, serve, \"{model}\", --port, \"{port}\"]), "+
+				"or call a script file that reads it as \"$1\" or from env (command: [%s, /path/serve.sh, \"{model}\"])", p.Name, sh, m, i, sh)
+		}
+	}
+	return nil
+}
+
+// MaxConfigBytes caps a profile file. Real ones are a few kilobytes.
+const MaxConfigBytes = 1 << 20
+
+// checkConfigBytes refuses a profile file that is too large or uses YAML
+// anchors or aliases, before it reaches the YAML decoder: a few hundred
+// bytes of nested aliases (a "billion laughs") expand to gigabytes when
+// decoded, and go-yaml has no expansion limit. The scan is go-yaml's own
+// lexer, so quoted text that merely contains '&' or '*' is not refused.
+func checkConfigBytes(path string, data []byte) error {
+	if len(data) > MaxConfigBytes {
+		return fmt.Errorf("%s: %d bytes, more than the %d a profile file may have; a profile file lists a few engines, check that this is the right file", path, len(data), MaxConfigBytes)
+	}
+	for _, tk := range lexer.Tokenize(string(data)) {
+		switch tk.Type {
+		case token.AnchorType, token.AliasType, token.MergeKeyType:
+			line, col := 0, 0
+			if tk.Position != nil {
+				line, col = tk.Position.Line, tk.Position.Column
+			}
+			return fmt.Errorf("%s:%d:%d: YAML anchors, aliases and merge keys (%q) are not accepted in a profile file, because nested aliases can expand a small file into gigabytes; write each value out in full",
+				path, line, col, tk.Value)
+		}
+	}
+	return nil
+}
+
+// readConfig reads a profile file of at most MaxConfigBytes.
+func readConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return data, checkConfigBytes(path, data)
 }
 
 // BuiltinProfiles returns the profiles every node has: "sim" runs the
@@ -356,8 +538,11 @@ func (p Profile) Validate() error {
 			return fmt.Errorf("profile %q: allowed_knobs names %q, which is not a knob; use some of %s", p.Name, k, strings.Join(KnobNames, ", "))
 		}
 	}
+	if err := p.checkNoShellPlaceholders(); err != nil {
+		return err
+	}
 	for _, m := range p.AllowedModels {
-		if err := checkName("allowed_models", m); err != nil {
+		if err := checkModelName("allowed_models", m); err != nil {
 			return fmt.Errorf("profile %q: %w", p.Name, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -131,13 +132,15 @@ func startService(cfg serviceConfig, role membership.Role, registerFn func(*grpc
 		// (even behind a partition, with no RST) stops its load within ~2 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		// Recovery comes first, so a panic anywhere below, the token check
+		// included, becomes an Internal error for that one call.
+		grpc.ChainUnaryInterceptor(recoverUnary(logger), func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := checkToken(ctx, cfg.token); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(recoverStream(logger), func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := checkToken(ss.Context(), cfg.token); err != nil {
 				return err
 			}
@@ -221,6 +224,41 @@ func (s *service) Close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// recoverUnary turns a panic in a unary handler into codes.Internal carrying
+// the panic value, and logs the stack, so that no single request can stop
+// the daemon.
+func recoverUnary(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = panicError(logger, info.FullMethod, p)
+			}
+		}()
+		return h(ctx, req)
+	}
+}
+
+// recoverStream is recoverUnary for streaming handlers. A panic in a
+// goroutine the handler started is not on this stack and is not caught.
+func recoverStream(logger *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = panicError(logger, info.FullMethod, p)
+			}
+		}()
+		return h(srv, ss)
+	}
+}
+
+func panicError(logger *slog.Logger, method string, p any) error {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Error("gRPC handler panicked; the call fails, the daemon keeps serving", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return status.Errorf(codes.Internal, "%s: internal error: %v (the daemon logged the stack; please report it)", method, p)
 }
 
 // readToken reads a bearer token file.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,5 +138,65 @@ func TestNonLoopbackGossipNeedsAKey(t *testing.T) {
 	_, err := startService(serviceConfig{name: "a", grpcAddr: "127.0.0.1:0", gossip: "0.0.0.0:0"}, membership.RoleAgent, func(*grpc.Server) {}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--gossip-key-file") {
 		t.Errorf("err = %v, want a demand for --gossip-key-file", err)
+	}
+}
+
+// panickingCoordinator panics in a unary and a streaming handler.
+type panickingCoordinator struct {
+	pb.UnimplementedCoordinatorServiceServer
+}
+
+func (panickingCoordinator) ListMembers(context.Context, *pb.ListMembersRequest) (*pb.ListMembersResponse, error) {
+	var m map[string]int
+	m["boom"]++ // a nil-map write, as a decoding bug would
+	return nil, nil
+}
+
+func (panickingCoordinator) RunBaseline(*pb.RunBaselineRequest, grpc.ServerStreamingServer[pb.RunBaselineResponse]) error {
+	panic("malformed histogram")
+}
+
+func TestServicesTurnHandlerPanicsIntoInternalErrors(t *testing.T) {
+	s, err := startService(serviceConfig{name: "c", grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", fast: true},
+		membership.RoleCoordinator, func(gs *grpc.Server) {
+			pb.RegisterCoordinatorServiceServer(gs, panickingCoordinator{})
+		}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cc, err := grpc.NewClient(s.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := pb.NewCoordinatorServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"unary", func() error { _, err := client.ListMembers(ctx, &pb.ListMembersRequest{}); return err }, "assignment to entry in nil map"},
+		{"stream", func() error {
+			st, err := client.RunBaseline(ctx, &pb.RunBaselineRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}, "malformed histogram"},
+	}
+	// Twice each: the daemon must still serve after a panic.
+	for round := 1; round <= 2; round++ {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, round), func(t *testing.T) {
+				err := tc.call()
+				if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want codes.Internal carrying %q", err, tc.want)
+				}
+			})
+		}
 	}
 }

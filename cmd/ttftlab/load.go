@@ -261,7 +261,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 		if err := agg.add(r); err != nil {
-			return err
+			fmt.Fprintf(stderr, "warning: %v\n", err)
 		}
 		if progress && !r.Warmup && !r.Final {
 			fmt.Fprintf(stderr, "%6.1fs  ok %d  failed %d  in flight %d  scheduled %d%s\n", time.Since(start).Seconds(),
@@ -545,12 +545,19 @@ func (g *loadAggregate) add(r agent.Report) error {
 	if r.UsageSource != "" && (g.usage == "" || usageOrder[r.UsageSource] < usageOrder[g.usage]) {
 		g.usage = r.UsageSource
 	}
-	for _, h := range r.Histograms {
+	// Decode every histogram before merging any, so a bad one leaves the
+	// whole report's histograms out and the merged metrics keep describing
+	// one set of requests; the caller warns and the run goes on.
+	decoded := make([]*hdr.Histogram, len(r.Histograms))
+	for i, h := range r.Histograms {
 		d, err := hdr.Decode(h.V2)
 		if err != nil {
-			return fmt.Errorf("report %d histogram %s: %w", r.Seq, h.Metric, err)
+			return fmt.Errorf("report %d histogram %s refused, the report's histograms are left out: %w", r.Seq, h.Metric, err)
 		}
-		g.set.Get(h.Metric).Merge(d)
+		decoded[i] = d
+	}
+	for i, h := range r.Histograms {
+		g.set.Get(h.Metric).Merge(decoded[i])
 	}
 	return nil
 }

@@ -51,7 +51,8 @@ func runVLLMParseLog(_ context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("vllm parse-log takes one log file (or - for standard input), got %d arguments", fs.NArg())
 	}
 	var in io.Reader = os.Stdin
-	if name := fs.Arg(0); name != "-" {
+	name := fs.Arg(0)
+	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
 			return fmt.Errorf("vllm parse-log: %w", err)
@@ -62,6 +63,12 @@ func runVLLMParseLog(_ context.Context, args []string, stdout, stderr io.Writer)
 	res, err := vllmlog.ParseLog(in)
 	if err != nil {
 		return fmt.Errorf("vllm parse-log: %w", err)
+	}
+	if res.EngineLines == 0 {
+		if name == "-" {
+			name = "standard input"
+		}
+		return fmt.Errorf("vllm parse-log: no vLLM log lines found in %s (%d lines read): is this an engine log? Give the output of `vllm serve` (stdout and stderr)", name, res.Lines)
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)

@@ -7,8 +7,15 @@
 package hdr
 
 import (
+	"bytes"
+	"compress/zlib"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -95,22 +102,160 @@ func (h *Histogram) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses a V2-encoded histogram and checks that it uses the shared
-// configuration; a histogram in another configuration cannot be merged
-// exactly and is refused.
+// Limits on an encoded histogram. Histograms arrive from other processes
+// (agents over gRPC, events.jsonl on disk), so Decode checks every byte
+// against them before anything is allocated on the input's say.
+const (
+	// CountsLen is the number of counters in the shared configuration.
+	CountsLen = 23552
+	// MaxInflatedBytes caps the zlib-inflated V2 payload: the 40-byte header
+	// plus at most 9 bytes per counter, rounded up. A larger payload cannot
+	// come from the shared configuration and is refused as a bomb.
+	MaxInflatedBytes = 256 << 10
+	// MaxEncodedBytes caps the base64 text handed to Decode: the base64 of
+	// an 8-byte envelope and a deflate stream of MaxInflatedBytes stored
+	// uncompressed, with room for deflate's per-block overhead.
+	MaxEncodedBytes = 384 << 10
+	// MaxCount caps the values one encoded histogram may hold, which also
+	// keeps every counter and the total far from int64 overflow when merged.
+	// An interval histogram from an agent holds one value per request or
+	// per token, so 1e9 is well beyond any real interval.
+	MaxCount = 1_000_000_000
+)
+
+// V2 encoding cookies (HdrHistogram's wire format); the low nibble's 0x10
+// bit carries the word size and is masked off.
+const (
+	v2CompressedCookie = 0x1c849304
+	v2Cookie           = 0x1c849303
+	v2HeaderLen        = 40
+	envelopeLen        = 8
+)
+
+// Decode parses a V2-encoded histogram from an untrusted source. It
+// validates the input before decoding: the base64 text and the inflated
+// payload are size-capped (so a zlib bomb is refused after MaxInflatedBytes),
+// the header must carry the shared configuration, and every counter must be
+// non-negative, in range and sum to at most MaxCount. It never panics; a
+// histogram that fails any check is refused with the reason.
 func Decode(b []byte) (*Histogram, error) {
-	if len(b) == 0 {
-		return nil, errors.New("decode histogram: empty input")
-	}
-	d, err := hdrhistogram.Decode(b)
+	counts, err := decodeCounts(b)
 	if err != nil {
 		return nil, fmt.Errorf("decode histogram: %w", err)
 	}
-	if d.LowestTrackableValue() != Lowest || d.HighestTrackableValue() != Highest || d.SignificantFigures() != SigFigs {
-		return nil, fmt.Errorf("decode histogram: configuration (%d, %d, %d) differs from the shared (%d, %d, %d); upgrade the agent so both sides use one configuration",
-			d.LowestTrackableValue(), d.HighestTrackableValue(), d.SignificantFigures(), Lowest, Highest, SigFigs)
+	h := hdrhistogram.Import(&hdrhistogram.Snapshot{
+		LowestTrackableValue: Lowest, HighestTrackableValue: Highest, SignificantFigures: SigFigs, Counts: counts,
+	})
+	return &Histogram{h: h}, nil
+}
+
+// decodeCounts checks and decodes b into the shared configuration's counters.
+func decodeCounts(b []byte) ([]int64, error) {
+	if len(b) == 0 {
+		return nil, errors.New("empty input")
 	}
-	return &Histogram{h: d}, nil
+	if len(b) > MaxEncodedBytes {
+		return nil, fmt.Errorf("%d bytes of base64, over the limit of %d for the shared configuration", len(b), MaxEncodedBytes)
+	}
+	raw := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
+	n, err := base64.StdEncoding.Decode(raw, b)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	raw = raw[:n]
+	if len(raw) < envelopeLen {
+		return nil, fmt.Errorf("truncated: %d bytes, shorter than the %d-byte V2 envelope", len(raw), envelopeLen)
+	}
+	if c := int32(binary.BigEndian.Uint32(raw)) &^ 0xf0; c != v2CompressedCookie {
+		return nil, fmt.Errorf("cookie %#x is not the V2 compressed encoding (%#x)", uint32(c), v2CompressedCookie)
+	}
+	clen := int64(int32(binary.BigEndian.Uint32(raw[4:])))
+	if clen <= 0 || clen != int64(len(raw)-envelopeLen) {
+		return nil, fmt.Errorf("compressed length %d does not match the %d bytes that follow the envelope", clen, len(raw)-envelopeLen)
+	}
+	z, err := zlib.NewReader(bytes.NewReader(raw[envelopeLen:]))
+	if err != nil {
+		return nil, fmt.Errorf("zlib: %w", err)
+	}
+	defer z.Close()
+	payload, err := io.ReadAll(io.LimitReader(z, MaxInflatedBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("zlib: %w", err)
+	}
+	if len(payload) > MaxInflatedBytes {
+		return nil, fmt.Errorf("inflates to more than %d bytes, more than the shared configuration can need: refused as a decompression bomb", MaxInflatedBytes)
+	}
+	if len(payload) < v2HeaderLen {
+		return nil, fmt.Errorf("truncated: %d inflated bytes, shorter than the %d-byte V2 header", len(payload), v2HeaderLen)
+	}
+	hd := payload[:v2HeaderLen]
+	if c := int32(binary.BigEndian.Uint32(hd)) &^ 0xf0; c != v2Cookie {
+		return nil, fmt.Errorf("inner cookie %#x is not V2 (%#x)", uint32(c), v2Cookie)
+	}
+	if pl := int64(int32(binary.BigEndian.Uint32(hd[4:]))); pl != int64(len(payload)-v2HeaderLen) {
+		return nil, fmt.Errorf("payload length %d does not match the %d counter bytes present", pl, len(payload)-v2HeaderLen)
+	}
+	offset := int32(binary.BigEndian.Uint32(hd[8:]))
+	sig := int32(binary.BigEndian.Uint32(hd[12:]))
+	lo := int64(binary.BigEndian.Uint64(hd[16:]))
+	hi := int64(binary.BigEndian.Uint64(hd[24:]))
+	ratio := math.Float64frombits(binary.BigEndian.Uint64(hd[32:]))
+	if lo != Lowest || hi != Highest || sig != SigFigs {
+		return nil, fmt.Errorf("configuration (%d, %d, %d) differs from the shared (%d, %d, %d); upgrade the agent so both sides use one configuration",
+			lo, hi, sig, Lowest, Highest, SigFigs)
+	}
+	// hdrhistogram-go writes a normalizing offset of 1 and other encoders 0;
+	// neither shifts the counters here.
+	if (offset != 0 && offset != 1) || ratio != 1 {
+		return nil, fmt.Errorf("normalizing offset %d and conversion ratio %g: only offsets 0 or 1 and ratio 1 are produced by the shared configuration", offset, ratio)
+	}
+	counts := make([]int64, CountsLen)
+	var idx, total int64
+	for p := payload[v2HeaderLen:]; len(p) > 0; {
+		v, n, err := zigzag(p)
+		if err != nil {
+			return nil, fmt.Errorf("counter %d: %w", idx, err)
+		}
+		p = p[n:]
+		if v < 0 {
+			zeros := -v
+			if zeros <= 0 || zeros > CountsLen-idx {
+				return nil, fmt.Errorf("counter %d: a run of %d zeros overruns the %d counters", idx, uint64(zeros), CountsLen)
+			}
+			idx += zeros
+			continue
+		}
+		if idx >= CountsLen {
+			return nil, fmt.Errorf("more than the %d counters of the shared configuration", CountsLen)
+		}
+		if v > MaxCount-total {
+			return nil, fmt.Errorf("counter %d: count %d takes the total past the limit of %d values", idx, v, MaxCount)
+		}
+		counts[idx] = v
+		total += v
+		idx++
+	}
+	return counts, nil
+}
+
+// zigzag reads one of HdrHistogram's ZigZag LEB128 values (at most 9 bytes,
+// the ninth contributing all 8 bits), returning it and the bytes read.
+func zigzag(p []byte) (int64, int, error) {
+	var u uint64
+	for i := 0; i < 9; i++ {
+		if i >= len(p) {
+			return 0, 0, fmt.Errorf("truncated varint after %d bytes", i)
+		}
+		if i == 8 {
+			u |= uint64(p[i]) << 56
+			return int64((u >> 1) ^ -(u & 1)), 9, nil
+		}
+		u |= uint64(p[i]&0x7f) << (7 * i)
+		if p[i]&0x80 == 0 {
+			return int64((u >> 1) ^ -(u & 1)), i + 1, nil
+		}
+	}
+	return 0, 0, errors.New("varint longer than 9 bytes")
 }
 
 // Summary is a histogram's digest, in milliseconds.
@@ -123,6 +268,16 @@ type Summary struct {
 	P95   float64 `json:"p95"`
 	P99   float64 `json:"p99"`
 	Max   float64 `json:"max"`
+}
+
+// MarshalJSON writes the digest; a summary of no values has null
+// statistics, never zeros, so an empty histogram cannot pass for a fast one.
+func (s Summary) MarshalJSON() ([]byte, error) {
+	if s.Count > 0 {
+		type plain Summary
+		return json.Marshal(plain(s))
+	}
+	return []byte(`{"count":0,"mean":null,"min":null,"p50":null,"p90":null,"p95":null,"p99":null,"max":null}`), nil
 }
 
 // Summarize returns the digest. Percentiles are HdrHistogram's

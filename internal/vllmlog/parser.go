@@ -2,6 +2,7 @@ package vllmlog
 
 import (
 	"cmp"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -128,6 +129,10 @@ type Result struct {
 	Phases []Phase
 	// Lines counts the lines seen.
 	Lines int
+	// EngineLines counts the lines that are recognisably an engine's: a
+	// vLLM or uvicorn header, a vLLM process prefix, or a known failure. A
+	// log with none is not an engine log.
+	EngineLines int
 }
 
 // RootCause returns the most telling failure: the first one that is not
@@ -325,9 +330,11 @@ func (p *Parser) parse(off time.Duration, raw string) {
 	if l.Time != "" {
 		p.stamps.observe(l.Time)
 	}
+	engine := l.Level != "" || l.Process != ""
 
 	for _, fp := range failurePatterns {
 		if strings.Contains(msg, fp.substr) {
+			engine = true
 			if !slices.ContainsFunc(r.Failures, func(f Failure) bool { return f.Kind == fp.kind }) {
 				r.Failures = append(r.Failures, Failure{Kind: fp.kind, At: off, Line: l.Raw, Message: failureMessage(msg)})
 			}
@@ -335,6 +342,9 @@ func (p *Parser) parse(off time.Duration, raw string) {
 		}
 	}
 
+	if engine {
+		r.EngineLines++
+	}
 	switch {
 	case strings.Contains(msg, "Application startup complete."):
 		r.AppStartupComplete = true
@@ -447,11 +457,26 @@ func (p *Parser) parse(off time.Duration, raw string) {
 	}
 }
 
+// maxSeconds bounds a duration read from a log; a longer one (or a
+// non-finite one) is not a real startup phase and is ignored.
+const maxSeconds = 30 * 24 * 3600
+
 func seconds(f *float64) (time.Duration, bool) {
-	if f == nil {
+	if f == nil || !(*f >= 0 && *f <= maxSeconds) {
 		return 0, false
 	}
 	return time.Duration(*f * float64(time.Second)), true
+}
+
+// dropNonFinite clears figures that overflowed to ±Inf (a number of more
+// than 308 digits in the log): the log did not say anything usable, and
+// JSON cannot carry them.
+func dropNonFinite(fs ...**float64) {
+	for _, f := range fs {
+		if *f != nil && (math.IsInf(**f, 0) || math.IsNaN(**f)) {
+			*f = nil
+		}
+	}
 }
 
 // Result returns a copy of what the parser has learned so far, with the
@@ -462,6 +487,8 @@ func (p *Parser) Result() Result {
 	r := p.res
 	r.Failures = slices.Clone(r.Failures)
 	r.Phases = p.phases()
+	dropNonFinite(&r.DownloadS, &r.LoadWeightsS, &r.ModelLoadGiB, &r.ModelLoadS, &r.DynamoTransform, &r.CompileGraphS, &r.CompileCacheS,
+		&r.TorchCompileTotalS, &r.AvailableKVGiB, &r.MaxConcurrency, &r.GraphCaptureS, &r.GraphCaptureGiB, &r.InitEngineS, &r.InitCompileS)
 	if r.BlockSize == 0 {
 		r.BlockSize = defaultBlockSize
 	}

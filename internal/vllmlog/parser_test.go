@@ -146,6 +146,7 @@ func TestParserV011(t *testing.T) {
 		APIServerListening:   true,
 		AppStartupComplete:   true,
 		Lines:                len(v011Log),
+		EngineLines:          len(v011Log) - 1, // all but the un-prefixed tqdm line
 		Phases: []Phase{
 			{Name: PhaseBootstrap, Start: 0, End: secs(6), Duration: secs(6), Source: SourceLog},
 			{Name: PhaseLoadWeights, Start: secs(6), End: secs(7), Duration: secs(0.69), Reported: true, Source: SourceLog},

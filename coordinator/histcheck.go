@@ -1,0 +1,122 @@
+package coordinator
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
+)
+
+// knownMetric reports whether m is a histogram name an agent sends.
+func knownMetric(m string) bool {
+	switch m {
+	case hdr.TTFT, hdr.TTFTSched, hdr.E2E, hdr.ITL, hdr.ICL, hdr.TPOT, hdr.DispatchLag:
+		return true
+	}
+	return false
+}
+
+// reportHistograms decodes and checks an interval report's histograms. The
+// report came from an agent (over gRPC, or read back from events.jsonl), so
+// every histogram is validated by hdr.Decode, a metric may appear once, and
+// the counts must agree with the report's own request counts: E2E holds one
+// value per successful request, TTFT, TTFT_sched and TPOT at most one, and
+// dispatch lag at most one per request sent. A report that fails any check
+// is refused whole, so the merged metrics keep describing one set of
+// requests; the error names the agent, the interval and the reason.
+func reportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
+	set := hdr.Set{}
+	var problems []string
+	for _, eh := range rep.GetHistograms() {
+		m := eh.GetMetric()
+		if !knownMetric(m) {
+			problems = append(problems, fmt.Sprintf("unknown metric %q", m))
+			continue
+		}
+		if _, dup := set[m]; dup {
+			problems = append(problems, fmt.Sprintf("metric %s sent twice", m))
+			continue
+		}
+		h, err := hdr.Decode(eh.GetV2())
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m, err))
+			continue
+		}
+		set[m] = h
+	}
+	ok := int64(rep.GetRequestsOk())
+	if len(problems) == 0 {
+		count := func(m string) int64 {
+			if h, found := set[m]; found {
+				return h.Count()
+			}
+			return 0
+		}
+		if _, found := set[hdr.E2E]; (found || ok > 0) && count(hdr.E2E) != ok {
+			problems = append(problems, fmt.Sprintf("e2e holds %d values but the report counts %d successful requests", count(hdr.E2E), ok))
+		}
+		for _, m := range []string{hdr.TTFT, hdr.TTFTSched, hdr.TPOT} {
+			if c := count(m); c > ok {
+				problems = append(problems, fmt.Sprintf("%s holds %d values, more than the %d successful requests", m, c, ok))
+			}
+		}
+		if c, sent := count(hdr.DispatchLag), ok+int64(rep.GetRequestsFailed()); c > sent {
+			problems = append(problems, fmt.Sprintf("dispatch_lag holds %d values, more than the %d requests sent", c, sent))
+		}
+	}
+	if len(problems) > 0 {
+		at := ""
+		if ns := rep.GetStartUnixNano(); ns > 0 {
+			at = " (from " + time.Unix(0, ns).UTC().Format("15:04:05.000") + ")"
+		}
+		return nil, fmt.Errorf("agent %q interval %d%s: histograms refused: %s", rep.GetAgentId(), rep.GetSeq(), at, strings.Join(problems, "; "))
+	}
+	return set, nil
+}
+
+// badHistogramsWarning is the warning recorded for a refused report, both
+// when it arrives and when the results are rebuilt, so the two match.
+func badHistogramsWarning(err error) string {
+	return err.Error() + "; the interval's histograms are left out of the results, its request counts are kept"
+}
+
+// checkInterval validates a report's histograms as it arrives and records a
+// warning event for a bad one, its text starting with prefix; the report
+// itself is recorded as received, and Build and BuildSweep leave its
+// histograms out with the same warning.
+func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) {
+	if _, err := reportHistograms(rep); err != nil {
+		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
+		r.record(EventWarning, map[string]string{"message": prefix + badHistogramsWarning(err)})
+	}
+}
+
+// warnings collects a result's warnings: those recorded as events, and
+// those Build derives from the events. A derived warning that was already
+// recorded when the report arrived (the recorder writes it just before the
+// report) is not repeated.
+type warnings struct {
+	list     []string
+	recorded map[string]int
+}
+
+// addRecorded adds a warning read from a warning event.
+func (w *warnings) addRecorded(msg string) {
+	if w.recorded == nil {
+		w.recorded = map[string]int{}
+	}
+	w.list = append(w.list, msg)
+	w.recorded[msg]++
+}
+
+// addDerived adds a warning derived from the events, unless a recorded one
+// with the same text is still unmatched.
+func (w *warnings) addDerived(msg string) {
+	if w.recorded[msg] > 0 {
+		w.recorded[msg]--
+		return
+	}
+	w.list = append(w.list, msg)
+}

@@ -1,0 +1,247 @@
+package hdr
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// v2Header describes the inflated V2 header of a crafted histogram.
+type v2Header struct {
+	cookie     int32
+	payloadLen int32 // -1: the real length
+	offset     int32
+	sig        int32
+	lo, hi     int64
+	ratio      float64
+}
+
+func sharedHeader() v2Header {
+	return v2Header{cookie: v2Cookie | 0x10, payloadLen: -1, sig: SigFigs, lo: Lowest, hi: Highest, ratio: 1}
+}
+
+// zigzagEncode writes v in HdrHistogram's ZigZag LEB128 form.
+func zigzagEncode(v int64) []byte {
+	u := uint64((v << 1) ^ (v >> 63))
+	var out []byte
+	for i := 0; i < 8; i++ {
+		if u < 0x80 {
+			return append(out, byte(u))
+		}
+		out = append(out, byte(u&0x7f)|0x80)
+		u >>= 7
+	}
+	return append(out, byte(u))
+}
+
+// craft builds a V2 histogram from a header and raw counter bytes.
+func craft(h v2Header, counters []byte) []byte {
+	var inner bytes.Buffer
+	pl := h.payloadLen
+	if pl < 0 {
+		pl = int32(len(counters))
+	}
+	for _, v := range []any{h.cookie, pl, h.offset, h.sig, h.lo, h.hi, math.Float64bits(h.ratio)} {
+		_ = binary.Write(&inner, binary.BigEndian, v)
+	}
+	inner.Write(counters)
+	return envelope(deflate(inner.Bytes()), -1)
+}
+
+func deflate(b []byte) []byte {
+	var z bytes.Buffer
+	w := zlib.NewWriter(&z)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return z.Bytes()
+}
+
+// envelope wraps compressed bytes in the V2 compressed envelope; clen -1
+// writes the real length.
+func envelope(compressed []byte, clen int32) []byte {
+	var out bytes.Buffer
+	_ = binary.Write(&out, binary.BigEndian, int32(v2CompressedCookie|0x10))
+	if clen == -1 {
+		clen = int32(len(compressed))
+	}
+	_ = binary.Write(&out, binary.BigEndian, clen)
+	out.Write(compressed)
+	return []byte(base64.StdEncoding.EncodeToString(out.Bytes()))
+}
+
+func counters(vs ...int64) []byte {
+	var out []byte
+	for _, v := range vs {
+		out = append(out, zigzagEncode(v)...)
+	}
+	return out
+}
+
+func TestCountsLenMatchesLibrary(t *testing.T) {
+	if n := len(hdrhistogram.New(Lowest, Highest, SigFigs).Export().Counts); n != CountsLen {
+		t.Fatalf("the shared configuration has %d counters, CountsLen says %d", n, CountsLen)
+	}
+}
+
+func TestDecodeAcceptsCraftedValidHistogram(t *testing.T) {
+	// 3 zeros, then 5 at index 3 (value 3 µs), then 2 at index 4.
+	h, err := Decode(craft(sharedHeader(), counters(-3, 5, 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Count() != 7 || h.h.Min() != 3 || h.h.Max() != 4 {
+		t.Fatalf("count %d min %d max %d, want 7, 3, 4", h.Count(), h.h.Min(), h.h.Max())
+	}
+}
+
+func TestDecodeRoundTripsEveryCounter(t *testing.T) {
+	// A histogram with the top and bottom counters set must survive.
+	src := New()
+	src.Record(time.Microsecond)
+	src.Record(time.Hour)
+	for i := 1; i < 100000; i += 7 {
+		src.Record(time.Duration(i) * time.Millisecond)
+	}
+	b, err := src.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.h.Equals(src.h) {
+		t.Fatalf("decoded histogram differs from the source: %+v vs %+v", d.Summarize(), src.Summarize())
+	}
+}
+
+func TestDecodeRefusesBadInput(t *testing.T) {
+	other, err := hdrhistogram.New(1, 1000, 2).Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bomb: 8 MiB of zeros deflate to about 8 KiB.
+	bombInner := make([]byte, 8<<20)
+	hd := craft(sharedHeader(), nil)
+	raw, _ := base64.StdEncoding.DecodeString(string(hd))
+	inner, _ := zlibInflate(raw[8:])
+	copy(bombInner, inner)
+	bomb := envelope(deflate(bombInner), -1)
+	good := craft(sharedHeader(), counters(1))
+	goodRaw, _ := base64.StdEncoding.DecodeString(string(good))
+
+	hdrWith := func(f func(*v2Header)) v2Header { h := sharedHeader(); f(&h); return h }
+	cases := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"empty", nil, "empty input"},
+		{"not base64", []byte("not a histogram"), "not base64"},
+		{"under 8 bytes", []byte(base64.StdEncoding.EncodeToString([]byte{0x1c, 0x84, 0x93})), "shorter than the 8-byte"},
+		{"wrong cookie", []byte(base64.StdEncoding.EncodeToString(make([]byte, 16))), "not the V2 compressed"},
+		{"negative length", envelope(goodRaw[8:], -5), "compressed length -5"},
+		{"length past the end", envelope(goodRaw[8:], 1<<30), "compressed length 1073741824"},
+		{"truncated zlib", []byte(base64.StdEncoding.EncodeToString(append(goodRaw[:4:4], append([]byte{0, 0, 0, 5}, goodRaw[8:13]...)...))), "zlib"},
+		{"too long", bytes.Repeat([]byte("A"), MaxEncodedBytes+4), "over the limit"},
+		{"zlib bomb", bomb, "decompression bomb"},
+		{"other configuration", other, "differs from the shared"},
+		{"inner cookie", craft(hdrWith(func(h *v2Header) { h.cookie = 7 }), counters(1)), "inner cookie"},
+		{"payload length lies", craft(hdrWith(func(h *v2Header) { h.payloadLen = 1000 }), counters(1)), "payload length 1000"},
+		{"normalizing offset", craft(hdrWith(func(h *v2Header) { h.offset = 3 }), counters(1)), "normalizing offset 3"},
+		{"short header", envelope(deflate([]byte{0x1c, 0x84, 0x93, 0x13}), -1), "shorter than the 40-byte"},
+		{"zero run overruns", craft(sharedHeader(), counters(-CountsLen, 1)), "more than the 23552 counters"},
+		{"zero run too long", craft(sharedHeader(), counters(-(CountsLen + 1))), "overruns"},
+		{"min int64 zero run", craft(sharedHeader(), counters(math.MinInt64)), "overruns"},
+		{"huge count", craft(sharedHeader(), counters(math.MaxInt64)), "past the limit"},
+		{"total past the limit", craft(sharedHeader(), counters(MaxCount/2+1, MaxCount/2+1)), "past the limit"},
+		{"truncated varint", craft(sharedHeader(), []byte{0x80, 0x80}), "truncated varint"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			h, err := Decode(tc.in)
+			if err == nil {
+				t.Fatalf("Decode accepted it: count %d", h.Count())
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("refusing took %v", d)
+			}
+		})
+	}
+}
+
+func zlibInflate(b []byte) ([]byte, error) {
+	z, err := zlib.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	_, err = out.ReadFrom(z)
+	return out.Bytes(), err
+}
+
+func FuzzDecode(f *testing.F) {
+	seed := New()
+	for i := 1; i < 1000; i++ {
+		seed.Record(time.Duration(i*i) * time.Microsecond)
+	}
+	enc, _ := seed.Encode()
+	f.Add(enc)
+	f.Add(craft(sharedHeader(), counters(-3, 5, 2)))
+	f.Add(craft(sharedHeader(), counters(math.MinInt64)))
+	f.Add([]byte("HISTFAAAACl4nJNpmSzMwMDAxQABzFCaEUzOmNZg/wEi0NzIyMzAwMTAxAAAqZYEiQ=="))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := Decode(b)
+		if err != nil {
+			return
+		}
+		if h.Count() < 0 || h.Count() > MaxCount {
+			t.Fatalf("decoded count %d out of [0, %d]", h.Count(), MaxCount)
+		}
+		// A decoded histogram must merge and summarise without trouble.
+		m := New()
+		m.Merge(h)
+		if m.Count() != h.Count() {
+			t.Fatalf("merge kept %d of %d values", m.Count(), h.Count())
+		}
+		_ = m.Summarize()
+		if _, err := h.Encode(); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
+
+func TestSummaryOfNothingIsNull(t *testing.T) {
+	tests := []struct {
+		name string
+		h    *Histogram
+		want string
+	}{
+		{"empty", New(), `{"count":0,"mean":null,"min":null,"p50":null,"p90":null,"p95":null,"p99":null,"max":null}`},
+		{"one value", func() *Histogram { h := New(); h.Record(2 * time.Millisecond); return h }(), `{"count":1,"mean":2,"min":2,"p50":2,"p90":2,"p95":2,"p99":2,"max":2}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.h.Summarize())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tt.want {
+				t.Errorf("JSON %s, want %s", b, tt.want)
+			}
+		})
+	}
+}
