@@ -26,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"sync"
@@ -164,6 +165,30 @@ type LoadModel struct {
 	// SLO, when any field is set, counts the successful requests that meet
 	// it (Report.Good): goodput.
 	SLO SLO
+	// MaxErrorRate ends the run as failed (Report.AbortReason) once more
+	// than this fraction of the attempts finished within ErrorWindow failed,
+	// counted over at least 10 attempts. 0 means DefaultMaxErrorRate; 1
+	// never trips, and a negative value turns the budget off. Requests the
+	// run itself interrupted do not count.
+	MaxErrorRate float64
+	// ErrorWindow is the error budget's sliding window; 0 means
+	// DefaultErrorWindow.
+	ErrorWindow time.Duration
+}
+
+// maxErrorWindow bounds LoadModel.ErrorWindow.
+const maxErrorWindow = time.Hour
+
+// errorBudget returns the run's error budget, or nil when it is off.
+func (m *LoadModel) errorBudget(t0 time.Time) *errorBudget {
+	rate, window := m.MaxErrorRate, m.ErrorWindow
+	if rate == 0 {
+		rate = DefaultMaxErrorRate
+	}
+	if window == 0 {
+		window = DefaultErrorWindow
+	}
+	return newErrorBudget(rate, window, t0)
 }
 
 // SLO is a service-level objective per request. A zero field leaves that
@@ -283,6 +308,12 @@ func (m *LoadModel) validate() error {
 	if m.SLO.TTFT < 0 || m.SLO.TPOT < 0 || m.SLO.E2E < 0 {
 		return fmt.Errorf("load.slo %+v has a negative objective: set each ≥ 0 (0 leaves it unconstrained)", m.SLO)
 	}
+	if r := m.MaxErrorRate; math.IsNaN(r) || r > 1 {
+		return fmt.Errorf("load.max_error_rate %v is invalid: set a fraction in [0, 1] (0 means %g, 1 or a negative value turns the error budget off)", r, DefaultMaxErrorRate)
+	}
+	if m.ErrorWindow < 0 || m.ErrorWindow > maxErrorWindow {
+		return fmt.Errorf("load.error_window %v is invalid: set a window in [0, %v] (0 means %v)", m.ErrorWindow, maxErrorWindow, DefaultErrorWindow)
+	}
 	return nil
 }
 
@@ -330,7 +361,9 @@ func (s *Spec) load() LoadModel {
 	if s.Load.Kind != "" {
 		return s.Load
 	}
-	return LoadModel{Kind: LoadClosed, Concurrency: s.Concurrency, Requests: int64(s.Requests)}
+	// Probes (labelled requests, a handful at a time) keep every failure as
+	// a data point: no error budget.
+	return LoadModel{Kind: LoadClosed, Concurrency: s.Concurrency, Requests: int64(s.Requests), MaxErrorRate: -1}
 }
 
 // Validate checks the spec and returns an error that names the bad field and
@@ -513,7 +546,15 @@ type Report struct {
 	// none), for throughput over the measured span.
 	MeasuredStart time.Time
 	MeasuredEnd   time.Time
-	Final         bool
+	// Interrupted counts the requests of this interval that were still in
+	// flight when the run was cancelled or aborted: neither successes nor
+	// failures.
+	Interrupted uint64
+	// AbortReason, on the final report only, says why the run ended early
+	// as failed (the error budget was spent); empty for a run that ran its
+	// plan or was cancelled by its caller.
+	AbortReason string
+	Final       bool
 }
 
 // Agent runs load segments. It is safe for concurrent use; each Run has its
@@ -660,7 +701,14 @@ func (a *Agent) plan(spec *Spec) (*plan, error) {
 // and is returned.
 //
 // When ctx is cancelled, Run stops sending requests at once, cancels those
-// in flight, tries to emit the final report, and returns ctx.Err().
+// in flight (they are reported as Interrupted, not as failures), tries to
+// emit the final report, and returns ctx.Err().
+//
+// When the load model's error budget is spent, Run stops the same way and
+// returns nil: its final report's AbortReason says that the run failed and
+// why. A closed-loop worker whose request failed before any response backs
+// off (see Backoff) before its next one; open-loop arrivals keep their
+// schedule.
 func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) error {
 	if err := spec.Validate(); err != nil {
 		return err
@@ -745,12 +793,13 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	r.intervalStart = now
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
+	r.budget, r.abort = pl.model.errorBudget(now), stopLoad
 	var wg sync.WaitGroup
 	if pl.pacer != nil {
 		wg.Go(func() { r.schedule(loadCtx, &wg) })
 	} else {
-		for range pl.workers {
-			wg.Go(func() { r.work(loadCtx) })
+		for w := range pl.workers {
+			wg.Go(func() { r.work(loadCtx, uint64(w)) })
 		}
 	}
 	done := make(chan struct{})
@@ -772,7 +821,13 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 			}
 		case <-done:
 			err := r.emit(emit, true)
-			log.Info("run finished", "ok", r.totalOK, "failed", r.totalFailed, "reports", r.seq, "client_bound", r.clientBound)
+			r.mu.Lock()
+			ok, failed, intr, reason := r.totalOK, r.totalFailed, r.totalIntr, r.abortReason
+			r.mu.Unlock()
+			if reason != "" {
+				log.Warn("run aborted", "reason", reason, "ok", ok, "failed", failed, "interrupted", intr)
+			}
+			log.Info("run finished", "ok", ok, "failed", failed, "interrupted", intr, "reports", r.seq, "client_bound", r.clientBound)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -783,20 +838,23 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 
 // acc accumulates one interval of either warm-up or measured requests.
 type acc struct {
-	set       hdr.Set
-	ok        uint64
-	failed    uint64
-	good      uint64
-	outTokens uint64
-	errs      map[string]uint64
-	samples   []string
-	recs      []Record
-	usage     string
+	set         hdr.Set
+	ok          uint64
+	failed      uint64
+	interrupted uint64
+	good        uint64
+	outTokens   uint64
+	errs        map[string]uint64
+	samples     []string
+	recs        []Record
+	usage       string
 }
 
 func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}} }
 
-func (c *acc) empty() bool { return c.ok == 0 && c.failed == 0 && len(c.recs) == 0 }
+func (c *acc) empty() bool {
+	return c.ok == 0 && c.failed == 0 && c.interrupted == 0 && len(c.recs) == 0
+}
 
 // usageRank orders usage sources from weakest to strongest.
 func usageRank(s string) int {
@@ -841,8 +899,12 @@ type run struct {
 	nSamples     int
 	totalOK      uint64
 	totalFailed  uint64
+	totalIntr    uint64
 	measStart    time.Time
 	measEnd      time.Time
+	budget       *errorBudget // nil when off
+	abortReason  string
+	abort        func() // stops the load; set before it starts
 
 	// Owned by Run's goroutine: the accumulators swapped in next, kept to
 	// reuse their histograms.
@@ -921,9 +983,21 @@ func (r *run) take(now time.Time) (i uint64, warm, ok bool) {
 	return i, warm, true
 }
 
-// work is one closed-loop worker: its intended send time is the moment it
-// becomes free, so its dispatch lag is the client's own overhead.
-func (r *run) work(ctx context.Context) {
+// work is closed-loop worker w: its intended send time is the moment it
+// becomes free, so its dispatch lag is the client's own overhead. After a
+// request that failed before any response (a refused or timed-out connect,
+// a reset) it waits out a jittered exponential backoff first, so that a
+// dead target is not hammered in a hot loop; any response resets it. The
+// wait is not dispatch lag: the next request's intended send time is when
+// the wait ends.
+func (r *run) work(ctx context.Context, w uint64) {
+	bo := Backoff{Base: backoffBase, Max: backoffMax, Rand: rand.New(rand.NewPCG(r.plan.model.Seed, w)).Float64}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for ctx.Err() == nil {
 		free := time.Now()
 		i, warm, ok := r.take(free)
@@ -931,7 +1005,25 @@ func (r *run) work(ctx context.Context) {
 			return
 		}
 		r.begin(warm)
-		r.do(ctx, i, free, warm, r.gen.Prompt(i))
+		if !r.do(ctx, i, free, warm, r.gen.Prompt(i)) {
+			bo.Reset()
+			continue
+		}
+		d := bo.Next()
+		if end := r.plan.endDur; end > 0 {
+			// No request starts after the end: waiting past it is pointless.
+			d = min(d, max(r.t0.Add(end).Sub(time.Now()), 0))
+		}
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -993,23 +1085,29 @@ func (r *run) begin(warm bool) {
 	}
 }
 
-// do sends request i, intended at sched, and records it.
-func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Prompt) {
+// do sends request i, intended at sched, and records it. It reports whether
+// the request failed before any response, for the closed loop's backoff.
+func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Prompt) (backoff bool) {
 	req := r.base
 	req.Prompt, req.MaxTokens, req.IgnoreEOS = p.Text, p.MaxTokens, p.IgnoreEOS
 	res := r.send(ctx, req)
-	r.observe(int(i), sched, warm, &res)
+	interrupted := res.Err != nil && res.Err.Kind == KindCanceled && ctx.Err() != nil
+	r.observe(int(i), sched, warm, interrupted, &res)
+	backoff = !interrupted && failedBeforeResponse(&res)
 	res.Release() // observe keeps no reference to the marks.
+	return backoff
 }
 
-// observe records one finished request.
-func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
+// observe records one finished request. An interrupted one (cancelled
+// because the run stopped) counts neither as a success nor as a failure,
+// nor against the error budget.
+func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *Result) {
 	end := time.Now()
 	label := ""
 	if i < len(r.spec.Labels) {
 		label = r.spec.Labels[i]
 	}
-	if res.Err != nil {
+	if res.Err != nil && !interrupted {
 		r.log.Debug("request failed", "run_id", r.spec.RunID, "index", i, "label", label,
 			"kind", res.Err.Kind, "detail", res.Err.Detail)
 	}
@@ -1036,7 +1134,13 @@ func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
 			r.lag.Record(lag)
 		}
 	}
-	if res.OK() {
+	switch {
+	case interrupted:
+		c.interrupted++
+		if !warm {
+			r.totalIntr++
+		}
+	case res.OK():
 		c.ok++
 		c.outTokens += uint64(max(res.OutputTokens, 0))
 		if usageRank(res.UsageSource) < usageRank(c.usage) {
@@ -1052,7 +1156,7 @@ func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
 		if !warm {
 			r.totalOK++
 		}
-	} else {
+	default:
 		c.failed++
 		c.errs[res.Err.Kind]++
 		if r.nSamples < r.maxSamples {
@@ -1061,6 +1165,16 @@ func (r *run) observe(i int, sched time.Time, warm bool, res *Result) {
 		}
 		if !warm {
 			r.totalFailed++
+		}
+	}
+	if r.budget != nil && !interrupted {
+		kind := ""
+		if res.Err != nil {
+			kind = res.Err.Kind
+		}
+		if reason := r.budget.add(end, kind); reason != "" && r.abortReason == "" {
+			r.abortReason = reason
+			r.abort()
 		}
 	}
 	if r.records {
@@ -1166,6 +1280,7 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 		MeasuredStart: r.measStart,
 		MeasuredEnd:   r.measEnd,
 	}
+	abortReason := r.abortReason
 	r.mu.Unlock()
 	r.intervalStart = now
 
@@ -1179,6 +1294,9 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 	}
 	rep := base
 	rep.Final = final
+	if final {
+		rep.AbortReason = abortReason
+	}
 	return r.report(emit, rep, &meas)
 }
 
@@ -1195,6 +1313,7 @@ func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
 	rep.Seq = r.seq
 	r.seq++
 	rep.OK, rep.Failed, rep.Good, rep.OutputTokens = c.ok, c.failed, c.good, c.outTokens
+	rep.Interrupted = c.interrupted
 	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
 	rep.UsageSource = c.usage
 	rep.Histograms = make([]Histogram, 0, len(metrics))

@@ -54,7 +54,11 @@ const (
 	KindConnectTimeout  = "connect_timeout"
 	KindConnectionReset = "connection_reset"
 	KindCanceled        = "canceled"
-	KindOther           = "other"
+	// KindBadContentType is a 2xx answer to a streaming request that is
+	// neither an SSE stream nor JSON: an HTML page from a proxy or a
+	// misrouted URL, for example.
+	KindBadContentType = "bad_content_type"
+	KindOther          = "other"
 )
 
 const (
@@ -477,6 +481,11 @@ func (c *Client) readBody(ctx context.Context, cancel context.CancelCauseFunc, r
 		s.readJSON(ctx, body)
 		return
 	}
+	if !isEventStream(contentType) {
+		r.Err = badContentType(contentType, body)
+		r.Done = time.Now()
+		return
+	}
 	lr := getLineReader(body, c.cfg.MaxLineBytes)
 	defer lr.put()
 	if s.read(ctx, lr) {
@@ -720,6 +729,56 @@ func isJSON(contentType string) bool {
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "application/json"
+}
+
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}
+
+// excerptBytes bounds the body excerpt of a bad_content_type error.
+const excerptBytes = 200
+
+// badContentType builds the error for a 2xx streaming answer that is not
+// SSE, with a short excerpt of its body, sanitized to one printable line.
+// The rest of the body is left unread: the connection is not reused.
+func badContentType(contentType string, body io.Reader) *Error {
+	b, _ := io.ReadAll(io.LimitReader(body, 4*excerptBytes))
+	excerpt := sanitizeExcerpt(b, excerptBytes)
+	ct := contentType
+	if ct == "" {
+		ct = "none"
+	}
+	detail := fmt.Sprintf("Content-Type %s is not text/event-stream: the server did not stream SSE (check the URL and any proxy in between)", strings.ToValidUTF8(clip([]byte(ct), 100), "\uFFFD"))
+	if excerpt != "" {
+		detail += fmt.Sprintf("; body starts %q", excerpt)
+	}
+	return &Error{Kind: KindBadContentType, Class: KindBadContentType, Detail: detail, Body: excerpt}
+}
+
+// sanitizeExcerpt returns at most n bytes of b as one line of valid UTF-8:
+// control characters and runs of white space become one space.
+func sanitizeExcerpt(b []byte, n int) string {
+	var out strings.Builder
+	space := false
+	for _, r := range strings.ToValidUTF8(string(b), "\uFFFD") {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == ' ' || r == '\u2028' || r == '\u2029' {
+			space = out.Len() > 0
+			continue
+		}
+		if space {
+			if out.Len()+1 > n {
+				break
+			}
+			out.WriteByte(' ')
+			space = false
+		}
+		if out.Len()+utf8.RuneLen(r) > n {
+			break
+		}
+		out.WriteRune(r)
+	}
+	return out.String()
 }
 
 // reqTrace records connection events as offsets from base. The hooks run on

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
@@ -663,4 +665,87 @@ func TestCancelStopsStream(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestBadContentType(t *testing.T) {
+	page := "<!DOCTYPE html>\n<html>\n\t<head><title>502 Bad Gateway</title></head>\x00\x1b[31m\n<body>" + strings.Repeat("nginx ", 100) + "</body></html>"
+	tests := []struct {
+		name        string
+		contentType []string // nil: no Content-Type header at all
+		body        string
+		wantDetail  []string
+		wantBody    string
+	}{
+		{"an HTML page with 200", []string{"text/html; charset=utf-8"}, page,
+			[]string{"Content-Type text/html; charset=utf-8 is not text/event-stream", `body starts "<!DOCTYPE html> <html> <head><title>502 Bad Gateway</title></head> [31m <body>nginx`},
+			"<!DOCTYPE html> <html> <head><title>502 Bad Gateway</title></head> [31m <body>nginx nginx"},
+		{"plain text", []string{"text/plain"}, "data: {}\n\n", []string{"Content-Type text/plain is not"}, "data: {}"},
+		{"no Content-Type", nil, "", []string{"Content-Type none is not"}, ""},
+	}
+	for _, tr := range []string{TransportH1, TransportNetHTTP} {
+		for _, tt := range tests {
+			t.Run(tr+"/"+tt.name, func(t *testing.T) {
+				f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+					w.Header()["Content-Type"] = tt.contentType
+					w.WriteHeader(http.StatusOK)
+					_, _ = io.WriteString(w, tt.body)
+				})
+				c := NewClient(ClientConfig{Transport: tr})
+				defer c.Close()
+				r := c.Do(context.Background(), chatReq(f.URL))
+				if r.Err == nil || r.Err.Kind != KindBadContentType || r.Err.Class != KindBadContentType {
+					t.Fatalf("Do = %+v, want kind %s", r.Err, KindBadContentType)
+				}
+				for _, want := range tt.wantDetail {
+					if !strings.Contains(r.Err.Detail, want) {
+						t.Errorf("detail %q lacks %q", r.Err.Detail, want)
+					}
+				}
+				if !strings.HasPrefix(r.Err.Body, tt.wantBody) || len(r.Err.Body) > excerptBytes || strings.ContainsAny(r.Err.Body, "\n\t\x00\x1b") {
+					t.Errorf("body excerpt %q (%d bytes), want one sanitized line of ≤ %d bytes starting %q", r.Err.Body, len(r.Err.Body), excerptBytes, tt.wantBody)
+				}
+				if r.Header.IsZero() || r.Done.IsZero() || r.Status != http.StatusOK {
+					t.Errorf("header %v done %v status %d, want both set and 200", r.Header, r.Done, r.Status)
+				}
+			})
+		}
+	}
+}
+
+func TestSanitizeExcerpt(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		n    int
+		want string
+	}{
+		{"white space collapses", "a \r\n\t b", 10, "a b"},
+		{"leading and trailing space go", "\n\n a \n", 10, "a"},
+		{"control characters become space", "a\x00\x07b\u0085c", 10, "a b c"},
+		{"invalid UTF-8 is replaced", "a\xffb", 10, "a\uFFFDb"},
+		{"cut at n bytes, never mid-rune", "ab€€", 4, "ab"},
+		{"empty stays empty", "", 10, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sanitizeExcerpt([]byte(tt.in), tt.n); got != tt.want {
+				t.Errorf("sanitizeExcerpt(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzSanitizeExcerpt(f *testing.F) {
+	f.Add([]byte("<html>\n<body>x</body>"), 200)
+	f.Add([]byte("\xff\xfe\x00"), 3)
+	f.Fuzz(func(t *testing.T, b []byte, n int) {
+		n = n%1000 + 1
+		if n < 1 {
+			n = -n + 1
+		}
+		got := sanitizeExcerpt(b, n)
+		if len(got) > n || !utf8.ValidString(got) || strings.ContainsAny(got, "\n\r\t\x00") || strings.HasPrefix(got, " ") || strings.Contains(got, "  ") {
+			t.Errorf("sanitizeExcerpt(%q, %d) = %q: want ≤ n bytes of valid UTF-8 on one line, single spaces", b, n, got)
+		}
+	})
 }

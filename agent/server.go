@@ -243,6 +243,8 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 				TPOT: obj("load.slo_tpot_ms", l.GetSloTpotMs(), "0 leaves it unconstrained"),
 				E2E:  obj("load.slo_e2e_ms", l.GetSloE2EMs(), "0 leaves it unconstrained"),
 			},
+			MaxErrorRate: l.GetMaxErrorRate(),
+			ErrorWindow:  ms("load.error_window_ms", l.GetErrorWindowMs(), "0 means the default"),
 		}
 		if msErr != nil {
 			return Spec{}, msErr
@@ -299,6 +301,8 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		UsageSource:           r.UsageSource,
 		Scheduled:             r.Scheduled,
 		Warmup:                r.Warmup,
+		RequestsInterrupted:   r.Interrupted,
+		AbortReason:           strings.ToValidUTF8(r.AbortReason, "\uFFFD"),
 	}
 	for _, h := range r.Histograms {
 		p.Histograms = append(p.Histograms, &ttftlabv1.EncodedHistogram{Metric: h.Metric, V2: h.V2})

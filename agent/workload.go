@@ -239,11 +239,11 @@ func NewGenerator(w Workload, g WorkloadGen, open func(path string) (io.ReadClos
 		defer f.Close()
 		rd := io.LimitReader(f, maxDatasetBytes)
 		if g.Kind == GenJSONL {
-			gen.entries, err = readJSONL(rd)
-		} else {
-			gen.entries, err = readShareGPT(rd)
-		}
-		if err != nil {
+			// Its errors start "path:line:".
+			if gen.entries, err = readJSONL(g.Path, rd); err != nil {
+				return nil, fmt.Errorf("generator.path: %w", err)
+			}
+		} else if gen.entries, err = readShareGPT(rd); err != nil {
 			return nil, fmt.Errorf("generator.path %s: %w", g.Path, err)
 		}
 		if len(gen.entries) == 0 {
@@ -356,14 +356,40 @@ func ApproxTokens(s string) int {
 
 // readJSONL reads one JSON object per line: {"prompt": "..."} with an
 // optional "max_tokens" or "output_len", or {"messages": [{"role": "user",
-// "content": "..."}]}, whose first user message is the prompt.
-func readJSONL(r io.Reader) ([]entry, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxDatasetPrompt)
+// "content": "..."}]}, whose first user message is the prompt. Errors start
+// "name:line:"; a line over maxDatasetPrompt bytes is refused with its
+// length, counted without being held in memory.
+func readJSONL(name string, r io.Reader) ([]entry, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
 	var out []entry
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
+	var buf []byte
+	for line := 1; ; line++ {
+		buf = buf[:0]
+		n := 0
+		var err error
+		var chunk []byte
+		for {
+			chunk, err = br.ReadSlice('\n')
+			n += len(chunk)
+			if n <= maxDatasetPrompt+2 { // the line and its CR LF
+				buf = append(buf, chunk...)
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				break
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s:%d: read: %w", name, line, err)
+		}
+		eof := err != nil
+		if content := n - eolLen(chunk); content > maxDatasetPrompt {
+			return nil, fmt.Errorf("%s:%d: line is %d bytes, over the %d MiB limit: shorten the prompt or split the line", name, line, content, maxDatasetPrompt>>20)
+		}
+		b := bytes.TrimSpace(buf)
 		if len(b) == 0 {
+			if eof {
+				break
+			}
 			continue
 		}
 		var rec struct {
@@ -376,7 +402,7 @@ func readJSONL(r io.Reader) ([]entry, error) {
 			} `json:"messages"`
 		}
 		if err := json.Unmarshal(b, &rec); err != nil {
-			return nil, fmt.Errorf("line %d: %w: write one JSON object per line, such as {\"prompt\": \"...\", \"max_tokens\": 128}", line, err)
+			return nil, fmt.Errorf("%s:%d: %w: write one JSON object per line, such as {\"prompt\": \"...\", \"max_tokens\": 128}", name, line, err)
 		}
 		e := entry{}
 		switch {
@@ -391,22 +417,35 @@ func readJSONL(r io.Reader) ([]entry, error) {
 			}
 		}
 		if e.text == "" {
-			return nil, fmt.Errorf("line %d has no prompt: give a non-empty \"prompt\" or a user message in \"messages\"", line)
+			return nil, fmt.Errorf("%s:%d: line has no prompt: give a non-empty \"prompt\" or a user message in \"messages\"", name, line)
 		}
 		for _, n := range []*int{rec.MaxTokens, rec.OutputLen} {
 			if n != nil {
 				if *n < 1 {
-					return nil, fmt.Errorf("line %d: output length %d is invalid: give max_tokens ≥ 1 or leave it out", line, *n)
+					return nil, fmt.Errorf("%s:%d: output length %d is invalid: give max_tokens ≥ 1 or leave it out", name, line, *n)
 				}
 				e.out = *n
 			}
 		}
 		out = append(out, e)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read: %w", err)
+		if eof {
+			break
+		}
 	}
 	return out, nil
+}
+
+// eolLen returns the length of the line ending that ends a line's last
+// chunk: 2 for CR LF, 1 for LF, 0 at the end of the file.
+func eolLen(last []byte) int {
+	n := len(last)
+	if n == 0 || last[n-1] != '\n' {
+		return 0
+	}
+	if n >= 2 && last[n-2] == '\r' {
+		return 2
+	}
+	return 1
 }
 
 // readShareGPT reads a ShareGPT array and keeps, for each conversation, the

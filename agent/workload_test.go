@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"io"
 	"math"
 	"os"
@@ -203,7 +204,7 @@ func TestGeneratorErrors(t *testing.T) {
 		{"no path", Workload{}, WorkloadGen{Kind: GenShareGPT}, "generator.path is empty"},
 		{"missing file", Workload{}, WorkloadGen{Kind: GenShareGPT, Path: "testdata/nope.json"}, "no such file"},
 		{"not sharegpt", Workload{}, WorkloadGen{Kind: GenShareGPT, Path: "testdata/prompts.jsonl"}, "not a ShareGPT file"},
-		{"not jsonl", Workload{MaxTokens: 1}, WorkloadGen{Kind: GenJSONL, Path: "testdata/sharegpt_small.json"}, "line 1"},
+		{"not jsonl", Workload{MaxTokens: 1}, WorkloadGen{Kind: GenJSONL, Path: "testdata/sharegpt_small.json"}, "generator.path: testdata/sharegpt_small.json:1: "},
 		{"fixed without prompt", Workload{}, WorkloadGen{}, "workload.prompt is empty"},
 	}
 	for _, tt := range tests {
@@ -236,4 +237,78 @@ func TestParseExtraBody(t *testing.T) {
 	if m, err := ParseExtraBody("  "); m != nil || err != nil {
 		t.Errorf("empty extra body = %v, %v", m, err)
 	}
+}
+
+// repeatReader yields the byte b for ever.
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// promptLine returns a reader of one JSON line whose prompt is n bytes,
+// without holding it in memory.
+func promptLine(n int64, eol string) io.Reader {
+	return io.MultiReader(strings.NewReader(`{"prompt":"`), io.LimitReader(repeatReader('a'), n), strings.NewReader(`"}`+eol))
+}
+
+func TestReadJSONL(t *testing.T) {
+	const lineOverhead = int64(len(`{"prompt":""}`))
+	ok := func(n int) string { return strings.Repeat(`{"prompt":"p"}`+"\n", n) }
+	tests := []struct {
+		name    string
+		r       io.Reader
+		want    int // prompts read
+		wantErr string
+	}{
+		{"lines with LF, CRLF and none at the end", strings.NewReader("{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\r\n\n{\"prompt\":\"c\"}"), 3, ""},
+		{"a line at the limit is read", promptLine(maxDatasetPrompt-lineOverhead, "\r\n"), 1, ""},
+		{"a line one byte over the limit", io.MultiReader(strings.NewReader(ok(16)), promptLine(maxDatasetPrompt-lineOverhead+1, "\n")), 0,
+			"prompts.jsonl:17: line is 16777217 bytes, over the 16 MiB limit"},
+		{"a 100 MB line names its length", io.MultiReader(strings.NewReader(ok(16)), promptLine(100<<20-lineOverhead, "\n"), strings.NewReader(ok(1))), 0,
+			"prompts.jsonl:17: line is 104857600 bytes, over the 16 MiB limit"},
+		{"a long last line without newline", promptLine(maxDatasetPrompt, ""), 0, "prompts.jsonl:1: line is 16777229 bytes"},
+		{"bad JSON names the line", strings.NewReader(ok(2) + "{nope}\n"), 0, "prompts.jsonl:3: invalid character"},
+		{"no prompt names the line", strings.NewReader(`{"max_tokens": 3}`), 0, "prompts.jsonl:1: line has no prompt"},
+		{"bad length names the line", strings.NewReader(ok(1) + `{"prompt":"x","max_tokens":0}`), 0, "prompts.jsonl:2: output length 0 is invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readJSONL("prompts.jsonl", tt.r)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("readJSONL = %d prompts, %v; want an error containing %q", len(got), err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(got) != tt.want {
+				t.Fatalf("readJSONL = %d prompts, %v; want %d", len(got), err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzReadJSONL feeds arbitrary bytes to the JSON-lines reader: it must
+// never panic, and every prompt it returns is non-empty with a valid length.
+func FuzzReadJSONL(f *testing.F) {
+	f.Add([]byte("{\"prompt\":\"a\",\"max_tokens\":3}\n{\"messages\":[{\"role\":\"user\",\"content\":\"b\"}]}\r\n"))
+	f.Add([]byte("\n\n{}"))
+	f.Add([]byte("{\"prompt\":\"\"}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := readJSONL("f.jsonl", bytes.NewReader(b))
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.jsonl:") {
+				t.Errorf("error %q does not start with the file name", err)
+			}
+			return
+		}
+		for i, e := range got {
+			if e.text == "" || e.out < 0 {
+				t.Errorf("prompt %d = %+v: want non-empty text and a length ≥ 0", i, e)
+			}
+		}
+	})
 }

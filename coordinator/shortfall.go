@@ -86,7 +86,7 @@ func judgeShortfall(load json.RawMessage, l *LevelResult, barrierNs int64) {
 	}
 	if plan.requests > 0 {
 		l.PlannedRequests = ptr(plan.requests)
-		delivered := float64(l.Requests + l.Errors)
+		delivered := float64(l.Successes + l.Errors) // finished attempts; interrupted ones are not delivered load
 		short := plan.requests - delivered
 		if short > maxShortfall*plan.requests && short > 3*plan.sigma {
 			l.Degraded = true

@@ -330,6 +330,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 	n := len(clients)
 	var mu sync.Mutex
 	var rejected []error
+	var aborted []string // agents whose error budget ended their share
 	var wg sync.WaitGroup
 	for i, cl := range clients {
 		wg.Add(1)
@@ -352,6 +353,11 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
 				r.checkInterval(levelPrefix(li), rep)
 				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
+				if reason := rep.GetAbortReason(); reason != "" {
+					mu.Lock()
+					aborted = append(aborted, fmt.Sprintf("agent %s: %s", cl.m.Name, reason))
+					mu.Unlock()
+				}
 				return nil
 			})
 			if err == nil || ctx.Err() != nil {
@@ -370,6 +376,10 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 	r.record(EventLevelEnd, map[string]any{"level": li})
 	if len(rejected) > 0 {
 		return lost, errors.Join(rejected...)
+	}
+	if len(aborted) > 0 {
+		// The level failed: the sweep stops here, results kept.
+		return lost, fmt.Errorf("level %d failed: %s", li+1, strings.Join(aborted, "; "))
 	}
 	return lost, ctx.Err()
 }

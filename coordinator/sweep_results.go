@@ -38,11 +38,20 @@ type SweepResults struct {
 
 // LevelResult is one level of a sweep, merged over its agents.
 type LevelResult struct {
-	Level        int               `json:"level"`
-	Value        float64           `json:"value"`
-	Agents       []string          `json:"agents"`
+	Level  int      `json:"level"`
+	Value  float64  `json:"value"`
+	Agents []string `json:"agents"`
+	// Status is "ok", "degraded" (an agent lost or silent) or "failed" (an
+	// agent's error budget was spent, or no request succeeded); Error says
+	// why a level failed.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	// Requests is the measured attempts sent: Successes + Errors +
+	// Interrupted (docs/metrics.md).
 	Requests     uint64            `json:"requests"`
+	Successes    uint64            `json:"successes"`
 	Errors       uint64            `json:"errors"`
+	Interrupted  uint64            `json:"interrupted"`
 	ErrorsByKind map[string]uint64 `json:"errors_by_kind"`
 	OutputTokens uint64            `json:"output_tokens"`
 	// DurationS is the measured span; it and the rates are nil when the
@@ -205,9 +214,17 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				l.WarmupIntervals++
 				continue
 			}
-			l.Requests += rep.GetRequestsOk()
+			l.Requests += rep.GetRequestsOk() + rep.GetRequestsFailed() + rep.GetRequestsInterrupted()
+			l.Successes += rep.GetRequestsOk()
 			l.good += rep.GetRequestsGood()
 			l.Errors += rep.GetRequestsFailed()
+			l.Interrupted += rep.GetRequestsInterrupted()
+			if reason := rep.GetAbortReason(); reason != "" {
+				if l.Error != "" {
+					l.Error += "; "
+				}
+				l.Error += fmt.Sprintf("agent %s: %s", rep.GetAgentId(), reason)
+			}
 			l.OutputTokens += rep.GetOutputTokens()
 			for k, v := range rep.GetErrorsByKind() {
 				l.ErrorsByKind[k] += v
@@ -288,7 +305,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		if l.endNs > l.startNs {
 			d := float64(l.endNs-l.startNs) / 1e9
 			l.DurationS = ptr(d)
-			l.RequestsPerS = ptr(float64(l.Requests) / d)
+			l.RequestsPerS = ptr(float64(l.Successes) / d)
 			l.TokensPerS = ptr(float64(l.OutputTokens) / d)
 		}
 		if sloSet(res.Load) {
@@ -303,6 +320,20 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			}
 		}
 		judgeShortfall(res.Load, l, l.barrierNs) // liveness: planned vs delivered
+		switch {
+		case l.Error != "":
+			l.Status = "failed"
+		case l.Successes == 0:
+			l.Status, l.Error = "failed", fmt.Sprintf("no request succeeded (%d attempts, %d errors)", l.Requests, l.Errors)
+		case l.Degraded:
+			l.Status = "degraded"
+		default:
+			l.Status = "ok"
+		}
+		if l.Status == "failed" && res.Status == "ok" {
+			// The run ended without an error, but a level measured nothing.
+			res.Status, res.Error = "failed", fmt.Sprintf("level %d (%g) failed: %s", k+1, l.Value, l.Error)
+		}
 		ws := window(samples, l.startNs, l.endNs)
 		var util, n float64
 		for _, s := range ws {
@@ -377,6 +408,9 @@ func sweepObservations(res *SweepResults) []string {
 		}
 		if l.Errors > 0 {
 			out = append(out, fmt.Sprintf("%s had %d failed requests: %v.", levelName(res, l.Value), l.Errors, l.ErrorsByKind))
+		}
+		if l.Status == "failed" {
+			out = append(out, fmt.Sprintf("%s failed: %s.", levelName(res, l.Value), l.Error))
 		}
 	}
 	if res.Simulated {
@@ -462,6 +496,9 @@ func RenderSweepMarkdown(res *SweepResults) string {
 		}
 		if l.Degraded {
 			notes = append(notes, "degraded")
+		}
+		if l.Status == "failed" {
+			notes = append(notes, "**failed**: "+sanitizeOneLine(l.Error))
 		}
 		if l.UsageSource != "" && l.UsageSource != "continuous" {
 			notes = append(notes, "tokens "+l.UsageSource)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"slices"
@@ -44,8 +46,16 @@ Prompts (one of): --prompt P (default), --input-len N (synthetic prompts of
   --dataset FILE [--dataset-format jsonl|sharegpt].
   --output-len N (same distribution flags) sets max_tokens per request and
   ignore_eos; otherwise --max-tokens.
-"requests" counts measured requests, failed ones included; "errors" the
-failed ones. Throughputs count successful requests over the measured span.
+"requests" counts the measured attempts sent: successes + errors +
+interrupted (in flight when the run was stopped); warm-up is excluded.
+Throughputs count successful requests over the measured span. A statistic
+with no samples is n/a (null in --json).
+
+Error budget: the run ends as failed when more than --max-error-rate of the
+attempts finished in any --error-window failed (at least 10 attempts). The
+command exits non-zero when the run failed, was interrupted, or no request
+succeeded. A closed-loop worker whose request fails before any response
+(refused, reset, connect timeout) backs off from 10 ms up to 1 s.
 
 Flags:
 `
@@ -60,29 +70,42 @@ type metricSummary struct {
 	Max  float64 `json:"max"`
 }
 
-// loadSummary is what `ttftlab load --json` prints: one object.
+// loadSummary is what `ttftlab load --json` prints: one object. A
+// statistic with no samples is null.
 type loadSummary struct {
+	// Status is "ok", or "failed" when the error budget ended the run, it
+	// was interrupted, or no request succeeded; Reason then says why.
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Requests is the measured attempts sent: Successes + Errors +
+	// Interrupted (docs/metrics.md).
 	Requests         uint64            `json:"requests"`
+	Successes        uint64            `json:"successes"`
 	Errors           uint64            `json:"errors"`
+	Interrupted      uint64            `json:"interrupted"`
 	ErrorsByKind     map[string]uint64 `json:"errors_by_kind"`
-	TTFT             metricSummary     `json:"ttft_ms"`
-	TTFTSched        metricSummary     `json:"ttft_sched_ms"`
-	ITL              metricSummary     `json:"itl_ms"`
-	ICL              metricSummary     `json:"icl_ms"`
-	TPOT             metricSummary     `json:"tpot_ms"`
-	E2E              metricSummary     `json:"e2e_ms"`
-	DispatchLag      metricSummary     `json:"dispatch_lag_ms"`
+	TTFT             *metricSummary    `json:"ttft_ms"`
+	TTFTSched        *metricSummary    `json:"ttft_sched_ms"`
+	ITL              *metricSummary    `json:"itl_ms"`
+	ICL              *metricSummary    `json:"icl_ms"`
+	TPOT             *metricSummary    `json:"tpot_ms"`
+	E2E              *metricSummary    `json:"e2e_ms"`
+	DispatchLag      *metricSummary    `json:"dispatch_lag_ms"`
 	OutputTokens     uint64            `json:"output_tokens"`
-	OutputTokensPerS float64           `json:"output_tokens_per_s"`
-	RequestsPerS     float64           `json:"requests_per_s"`
+	OutputTokensPerS *float64          `json:"output_tokens_per_s"`
+	RequestsPerS     *float64          `json:"requests_per_s"`
 	ClientBound      bool              `json:"client_bound"`
 	// GoodRequests and GoodputPerS are present when --goodput gives SLOs.
 	GoodRequests   *uint64  `json:"good_requests,omitempty"`
 	GoodputPerS    *float64 `json:"goodput_requests_per_s,omitempty"`
-	UsageSource    string   `json:"usage_source"`
-	DurationS      float64  `json:"duration_s"`
+	UsageSource    *string  `json:"usage_source"`
+	DurationS      *float64 `json:"duration_s"`
 	WarmupExcluded uint64   `json:"warmup_excluded"`
 }
+
+// maxLoadConcurrency caps --concurrency and --max-in-flight: each is a
+// goroutine and a connection (a file descriptor) of this process.
+const maxLoadConcurrency = 100_000
 
 // headerFlags collects repeated --header KEY:VALUE flags.
 type headerFlags map[string]string
@@ -183,6 +206,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		interval    = fs.Duration("interval", time.Second, "report interval")
 		clientBound = fs.Duration("client-bound-p99", agent.DefaultClientBoundP99, "dispatch-lag p99 above which the run is flagged client-bound")
 		goodput     = fs.String("goodput", "", "SLOs in ms for goodput, like vLLM bench serve: \"ttft:200 tpot:50 e2e:2000\" (TTFT and E2E from the intended send time)")
+		maxErrRate  = fs.String("max-error-rate", "0.5", "end the run as failed when more than this fraction of the attempts in one --error-window failed (1 or off: never)")
+		errWindow   = fs.Duration("error-window", agent.DefaultErrorWindow, "sliding window of the error budget")
 		asJSON      = fs.Bool("json", false, "print one JSON object instead of the table")
 		outPath     = fs.String("out", "", "append every interval report to this JSON-lines file as it arrives")
 	)
@@ -218,7 +243,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		maxTokens: *maxTokens, ignoreEOS: *ignoreEOS, temperature: *temperature, extraBody: *extraBody,
 		apiKey: *apiKey, seed: *seed, connectTO: *connectTO, ttftTO: *ttftTO, timeout: *timeout,
 		interval: *interval, clientBound: *clientBound, headers: headers, inLen: &inLen, outLen: &outLen,
-		goodput: *goodput,
+		goodput: *goodput, maxErrRate: *maxErrRate, errWindow: *errWindow,
 	})
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
@@ -273,6 +298,18 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("load: %w", runErr)
 	}
 	sum := agg.summary()
+	var failure error
+	switch {
+	case runErr != nil:
+		failure = fmt.Errorf("load: interrupted; the summary covers what was measured: %w", runErr)
+	case agg.abortReason != "":
+		failure = fmt.Errorf("load: run failed: %s", agg.abortReason)
+	case agg.ok == 0:
+		failure = fmt.Errorf("load: no request succeeded: %d attempts, %d failed (%s)", sum.Requests, agg.failed, kindCounts(agg.errs))
+	}
+	if failure != nil {
+		sum.Status, sum.Reason = "failed", strings.TrimPrefix(failure.Error(), "load: ")
+	}
 	if out != nil {
 		if err := writeJSONLine(out, map[string]any{"type": "summary", "summary": sum}); err != nil {
 			return fmt.Errorf("load: --out %s: %w", *outPath, err)
@@ -287,10 +324,25 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		printLoadTable(stdout, sum, agg, spec)
 	}
-	if runErr != nil {
-		return fmt.Errorf("load: interrupted; the summary covers what was measured: %w", runErr)
+	return failure
+}
+
+// kindCounts renders error counts as "kind=n kind=n", most frequent first.
+func kindCounts(errs map[string]uint64) string {
+	if len(errs) == 0 {
+		return "no errors recorded"
 	}
-	return nil
+	kinds := slices.SortedFunc(maps.Keys(errs), func(a, b string) int {
+		if errs[a] != errs[b] {
+			return cmp.Compare(errs[b], errs[a])
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s=%d", k, errs[k])
+	}
+	return strings.Join(parts, " ")
 }
 
 // loadFlags are the parsed flag values.
@@ -314,6 +366,28 @@ type loadFlags struct {
 	headers                    headerFlags
 	inLen, outLen              *distFlags
 	goodput                    string
+	maxErrRate                 string
+	errWindow                  time.Duration
+}
+
+// parseMaxErrorRate reads --max-error-rate: a fraction in [0, 1], where 1
+// never trips, or "off".
+func parseMaxErrorRate(s string) (float64, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "off") {
+		return -1, nil
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(v >= 0 && v <= 1) {
+		return 0, fmt.Errorf("--max-error-rate %q is invalid: give a fraction of failed attempts from 0 to 1, such as 0.5, or off (1 is off too)", s)
+	}
+	if v == 0 {
+		// 0 means the default on the wire; the user asked for no errors.
+		v = math.SmallestNonzeroFloat64
+	}
+	if v >= 1 {
+		v = -1
+	}
+	return v, nil
 }
 
 // loadSpecFromFlags validates the flags and builds the run's spec; errors
@@ -341,6 +415,9 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 	case set["concurrency"] && set["rate"]:
 		return spec, errors.New("--concurrency and --rate are both set: use --concurrency for a closed loop or --rate for an open loop, not both")
 	case set["rate"]:
+		if f.maxInFlight > maxLoadConcurrency {
+			return spec, fmt.Errorf("--max-in-flight %d is over the limit of %d: lower it, or spread the load over several agents with ttftlab sweep", f.maxInFlight, maxLoadConcurrency)
+		}
 		if !(f.rate > 0) || f.rate > 1e6 {
 			return spec, fmt.Errorf("--rate %v is invalid: set a positive rate in requests per second, up to 1e6", f.rate)
 		}
@@ -387,6 +464,9 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 			if f.concurrency < 1 {
 				return spec, fmt.Errorf("--concurrency %d is invalid: set --concurrency ≥ 1", f.concurrency)
 			}
+			if f.concurrency > maxLoadConcurrency {
+				return spec, fmt.Errorf("--concurrency %d is over the limit of %d: lower it, or spread the load over several agents with ttftlab sweep", f.concurrency, maxLoadConcurrency)
+			}
 			m.Concurrency = f.concurrency
 		}
 	}
@@ -410,6 +490,13 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 		return spec, errors.New("--warmup and --warmup-requests are both set: pick one")
 	}
 	m.Warmup, m.WarmupRequests = f.warmup, f.warmupReqs
+	if m.MaxErrorRate, err = parseMaxErrorRate(f.maxErrRate); err != nil {
+		return spec, err
+	}
+	if f.errWindow < 100*time.Millisecond || f.errWindow > time.Hour {
+		return spec, fmt.Errorf("--error-window %v is invalid: give a window from 100ms to 1h, such as --error-window 5s", f.errWindow)
+	}
+	m.ErrorWindow = f.errWindow
 
 	// Workload.
 	inDist, err := f.inLen.dist(set)
@@ -510,6 +597,8 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 type loadAggregate struct {
 	set         hdr.Set
 	ok, failed  uint64
+	interrupted uint64
+	abortReason string
 	good        uint64
 	sloSet      bool
 	outTokens   uint64
@@ -530,11 +619,15 @@ var usageOrder = map[string]int{agent.UsageCounted: 1, agent.UsageFinal: 2, agen
 func (g *loadAggregate) add(r agent.Report) error {
 	g.clientBound = g.clientBound || r.ClientBound
 	g.start, g.end = r.MeasuredStart, r.MeasuredEnd
+	if r.AbortReason != "" {
+		g.abortReason = r.AbortReason
+	}
 	if r.Warmup {
-		g.warm += r.OK + r.Failed
+		g.warm += r.OK + r.Failed + r.Interrupted
 		return nil
 	}
 	g.ok += r.OK
+	g.interrupted += r.Interrupted
 	g.good += r.Good
 	g.failed += r.Failed
 	g.outTokens += r.OutputTokens
@@ -563,21 +656,29 @@ func (g *loadAggregate) add(r agent.Report) error {
 }
 
 func (g *loadAggregate) summary() loadSummary {
-	ms := func(m string) metricSummary {
-		s := g.set.Get(m).Summarize()
-		return metricSummary{Mean: round3(s.Mean), P50: s.P50, P90: s.P90, P95: s.P95, P99: s.P99, Max: s.Max}
+	ms := func(m string) *metricSummary {
+		h := g.set.Get(m)
+		if h.Count() == 0 {
+			return nil
+		}
+		s := h.Summarize()
+		return &metricSummary{Mean: round3(s.Mean), P50: s.P50, P90: s.P90, P95: s.P95, P99: s.P99, Max: s.Max}
 	}
 	s := loadSummary{
-		Requests: g.ok + g.failed, Errors: g.failed, ErrorsByKind: g.errs,
+		Status:   "ok",
+		Requests: g.ok + g.failed + g.interrupted, Successes: g.ok, Errors: g.failed, Interrupted: g.interrupted, ErrorsByKind: g.errs,
 		TTFT: ms(hdr.TTFT), TTFTSched: ms(hdr.TTFTSched), ITL: ms(hdr.ITL), ICL: ms(hdr.ICL),
 		TPOT: ms(hdr.TPOT), E2E: ms(hdr.E2E), DispatchLag: ms(hdr.DispatchLag),
-		OutputTokens: g.outTokens, ClientBound: g.clientBound, UsageSource: g.usage, WarmupExcluded: g.warm,
+		OutputTokens: g.outTokens, ClientBound: g.clientBound, WarmupExcluded: g.warm,
+	}
+	if g.usage != "" {
+		s.UsageSource = new(g.usage)
 	}
 	if !g.start.IsZero() && g.end.After(g.start) {
 		d := g.end.Sub(g.start).Seconds()
-		s.DurationS = round3(d)
-		s.RequestsPerS = round3(float64(g.ok) / d)
-		s.OutputTokensPerS = round3(float64(g.outTokens) / d)
+		s.DurationS = new(round3(d))
+		s.RequestsPerS = new(round3(float64(g.ok) / d))
+		s.OutputTokensPerS = new(round3(float64(g.outTokens) / d))
 		if g.sloSet {
 			s.GoodputPerS = new(round3(float64(g.good) / d))
 		}
@@ -586,6 +687,14 @@ func (g *loadAggregate) summary() loadSummary {
 		s.GoodRequests = new(g.good)
 	}
 	return s
+}
+
+// orNA formats *v, or "n/a" when v is nil.
+func orNA[T any](v *T, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
 }
 
 func round3(v float64) float64 {
@@ -610,30 +719,40 @@ func printLoadTable(w io.Writer, s loadSummary, g *loadAggregate, spec agent.Spe
 	fmt.Fprintln(tw, "============ ttftlab load ============")
 	fmt.Fprintf(tw, "Target:\t%s (%s, %s)\n", spec.Target.BaseURL, spec.Target.Model, spec.Target.API)
 	fmt.Fprintf(tw, "Load:\t%s\n", load)
+	fmt.Fprintf(tw, "Status:\t%s\n", s.Status)
+	if s.Reason != "" {
+		fmt.Fprintf(tw, "Reason:\t%s\n", s.Reason)
+	}
 	fmt.Fprintf(tw, "Requests (measured):\t%d\n", s.Requests)
+	fmt.Fprintf(tw, "Successes:\t%d\n", s.Successes)
 	fmt.Fprintf(tw, "Errors:\t%d\n", s.Errors)
+	fmt.Fprintf(tw, "Interrupted:\t%d\n", s.Interrupted)
 	for _, k := range slices.Sorted(maps.Keys(s.ErrorsByKind)) {
 		fmt.Fprintf(tw, "  %s:\t%d\n", k, s.ErrorsByKind[k])
 	}
 	fmt.Fprintf(tw, "Warm-up requests excluded:\t%d\n", s.WarmupExcluded)
-	fmt.Fprintf(tw, "Duration (s):\t%.3f\n", s.DurationS)
-	fmt.Fprintf(tw, "Request throughput (req/s):\t%.3f\n", s.RequestsPerS)
-	if s.GoodputPerS != nil {
-		fmt.Fprintf(tw, "Goodput (req/s meeting %s):\t%.3f (%d good)\n", describeSLO(spec.Load.SLO), *s.GoodputPerS, *s.GoodRequests)
+	fmt.Fprintf(tw, "Duration (s):\t%s\n", orNA(s.DurationS, "%.3f"))
+	fmt.Fprintf(tw, "Request throughput (req/s):\t%s\n", orNA(s.RequestsPerS, "%.3f"))
+	if s.GoodRequests != nil {
+		fmt.Fprintf(tw, "Goodput (req/s meeting %s):\t%s (%d good)\n", describeSLO(spec.Load.SLO), orNA(s.GoodputPerS, "%.3f"), *s.GoodRequests)
 	}
 	fmt.Fprintf(tw, "Output tokens:\t%d\n", s.OutputTokens)
-	fmt.Fprintf(tw, "Output throughput (tok/s):\t%.3f\n", s.OutputTokensPerS)
-	fmt.Fprintf(tw, "Usage source:\t%s\n", s.UsageSource)
+	fmt.Fprintf(tw, "Output throughput (tok/s):\t%s\n", orNA(s.OutputTokensPerS, "%.3f"))
+	fmt.Fprintf(tw, "Usage source:\t%s\n", orNA(s.UsageSource, "%s"))
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "metric (ms)\tcount\tmean\tp50\tp90\tp95\tp99\tmax\t")
 	for _, row := range []struct {
 		name string
-		s    metricSummary
+		s    *metricSummary
 		m    string
 	}{{"ttft", s.TTFT, hdr.TTFT}, {"ttft_sched", s.TTFTSched, hdr.TTFTSched}, {"itl", s.ITL, hdr.ITL}, {"icl", s.ICL, hdr.ICL},
 		{"tpot", s.TPOT, hdr.TPOT}, {"e2e", s.E2E, hdr.E2E}, {"dispatch_lag", s.DispatchLag, hdr.DispatchLag}} {
+		if row.s == nil {
+			fmt.Fprintf(tw, "%s\t0\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\t\n", row.name)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", row.name, g.set.Get(row.m).Count(),
 			row.s.Mean, row.s.P50, row.s.P90, row.s.P95, row.s.P99, row.s.Max)
 	}

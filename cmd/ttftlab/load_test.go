@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -79,7 +80,7 @@ func TestLoadJSONFields(t *testing.T) {
 	if n := strings.Count(strings.TrimSpace(stdout.String()), "\n"); n != 0 {
 		t.Errorf("stdout has %d lines, want one object", n+1)
 	}
-	wantKeys := []string{"requests", "errors", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
+	wantKeys := []string{"status", "requests", "successes", "errors", "interrupted", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
 		"dispatch_lag_ms", "output_tokens", "output_tokens_per_s", "requests_per_s", "client_bound",
 		"usage_source", "duration_s", "warmup_excluded"}
 	slices.Sort(wantKeys)
@@ -102,8 +103,9 @@ func TestLoadJSONFields(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Requests != 6 || s.Errors != 0 || s.OutputTokens != 24 || s.WarmupExcluded != 2 || s.UsageSource != "continuous" ||
-		s.RequestsPerS <= 0 || s.OutputTokensPerS <= 0 || len(s.ErrorsByKind) != 0 {
+	if s.Status != "ok" || s.Requests != 6 || s.Successes != 6 || s.Errors != 0 || s.Interrupted != 0 || s.OutputTokens != 24 ||
+		s.WarmupExcluded != 2 || s.UsageSource == nil || *s.UsageSource != "continuous" ||
+		s.RequestsPerS == nil || *s.RequestsPerS <= 0 || s.OutputTokensPerS == nil || *s.OutputTokensPerS <= 0 || len(s.ErrorsByKind) != 0 {
 		t.Errorf("summary %+v", s)
 	}
 	f.mu.Lock()
@@ -191,6 +193,11 @@ func TestLoadFlagErrors(t *testing.T) {
 		{[]string{"--url", "http://h", "--requests", "0"}, "--requests 0 is invalid"},
 		{[]string{"--url", "http://h", "--max-tokens", "3", "--output-len", "4"}, "drop one"},
 		{[]string{"--url", "http://h", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--url", "http://h", "--concurrency", "100000000"}, "--concurrency 100000000 is over the limit of 100000"},
+		{[]string{"--url", "http://h", "--rate", "5", "--max-in-flight", "200000"}, "--max-in-flight 200000 is over the limit of 100000"},
+		{[]string{"--url", "http://h", "--max-error-rate", "1.5"}, `--max-error-rate "1.5" is invalid`},
+		{[]string{"--url", "http://h", "--max-error-rate", "half"}, `--max-error-rate "half" is invalid`},
+		{[]string{"--url", "http://h", "--error-window", "1ms"}, "--error-window 1ms is invalid"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -212,4 +219,113 @@ func TestParseSLO(t *testing.T) {
 			t.Errorf("parseSLO(%q) = %v, want an error naming --goodput", bad, err)
 		}
 	}
+}
+
+// refusedURL returns a loopback URL nothing listens on.
+func refusedURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func TestLoadAgainstClosedPort(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		maxTook  time.Duration
+		maxTries uint64
+		wantErr  string
+	}{
+		// Without the budget the run lasts its 3 s: backoff alone keeps the
+		// attempts to about ten per worker, where a hot loop made 100,000.
+		{"backoff without a budget", []string{"--concurrency", "8", "--duration", "3s", "--max-error-rate", "off"}, 6 * time.Second, 300,
+			"no request succeeded"},
+		// With the default budget the run ends as soon as ten attempts failed.
+		{"default error budget", []string{"--concurrency", "8", "--duration", "3s"}, 2 * time.Second, 300,
+			"run failed: error budget spent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--url", refusedURL(t), "--model", "m", "--json", "--interval", "200ms"}, tt.args...)
+			var stdout, stderr bytes.Buffer
+			start := time.Now()
+			err := run(context.Background(), append([]string{"load"}, args...), &stdout, &stderr)
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("run = %v, want a one-line error containing %q", err, tt.wantErr)
+			}
+			if took > tt.maxTook {
+				t.Errorf("run took %v, want at most %v", took, tt.maxTook)
+			}
+			var s loadSummary
+			if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+				t.Fatalf("stdout: %v\n%s", err, stdout.String())
+			}
+			if s.Status != "failed" || !strings.Contains(s.Reason, tt.wantErr) {
+				t.Errorf("status %q reason %q, want failed naming %q", s.Status, s.Reason, tt.wantErr)
+			}
+			if s.Requests == 0 || s.Requests > tt.maxTries || s.Successes != 0 || s.ErrorsByKind["connect_refused"] != s.Errors ||
+				s.Requests != s.Successes+s.Errors+s.Interrupted {
+				t.Errorf("requests %d = %d ok + %d errors (%v) + %d interrupted; want 1..%d attempts, all connect_refused",
+					s.Requests, s.Successes, s.Errors, s.ErrorsByKind, s.Interrupted, tt.maxTries)
+			}
+			t.Logf("%d attempts in %v", s.Requests, took)
+		})
+	}
+}
+
+func TestLoadAllFailedPrintsNA(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `{"object":"error","message":"boom","type":"InternalServerError","param":null,"code":500}`)
+	}))
+	t.Cleanup(srv.Close)
+	base := []string{"--url", srv.URL, "--model", "m", "--requests", "4", "--max-error-rate", "off"}
+	t.Run("json nulls", func(t *testing.T) {
+		var stdout bytes.Buffer
+		err := runLoad(context.Background(), append(base, "--json"), &stdout, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "no request succeeded: 4 attempts, 4 failed (http_500=4)") {
+			t.Fatalf("runLoad = %v, want the no-success failure", err)
+		}
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms", "usage_source"} {
+			if string(got[k]) != "null" {
+				t.Errorf("%s = %s, want null", k, got[k])
+			}
+		}
+		if string(got["dispatch_lag_ms"]) == "null" {
+			t.Errorf("dispatch_lag_ms is null, but failed requests have a dispatch lag")
+		}
+	})
+	t.Run("table n/a", func(t *testing.T) {
+		var stdout bytes.Buffer
+		err := runLoad(context.Background(), base, &stdout, io.Discard)
+		if err == nil {
+			t.Fatal("runLoad succeeded, want the no-success failure")
+		}
+		out := stdout.String()
+		for _, want := range []string{"Status:", "failed", "ttft  ", "Usage source:                n/a"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("table lacks %q:\n%s", want, out)
+			}
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || !slices.Contains([]string{"ttft", "ttft_sched", "itl", "icl", "tpot", "e2e"}, f[0]) {
+				continue
+			}
+			if strings.Contains(line, "0.00") || strings.Count(line, "n/a") != 6 {
+				t.Errorf("row %q: want n/a for every statistic, never 0.00", line)
+			}
+		}
+	})
 }

@@ -81,11 +81,14 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer closer.Close()
-	dir, err := streamBaseline(ctx, client, c.baselineRequest(), stderr)
+	dir, failure, err := streamBaseline(ctx, client, c.baselineRequest(), stderr)
 	if err != nil {
 		return err
 	}
-	return printReport(stdout, stderr, dir, "first_token_latency.md", c.quiet)
+	if err := printReport(stdout, stderr, dir, "first_token_latency.md", c.quiet); err != nil {
+		return err
+	}
+	return failure
 }
 
 // printReport prints a report when it is on this machine's disk (the

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // sweepFlags configure a load sweep; `sweep` and `up` share them.
@@ -26,6 +31,11 @@ type sweepFlags struct {
 	maxAgents  int
 	seed       uint64
 	goodput    string
+	// maxErrRate and errWindow are the error budget of each agent's share
+	// of a level.
+	maxErrRate string
+	errWindow  time.Duration
+	budgetFlag string // the budget flags' prefix, for errors
 }
 
 func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
@@ -41,6 +51,14 @@ func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
 	fs.IntVar(&f.maxAgents, prefix+"-max-agents", 0, "agents that share each level (0: all alive)")
 	fs.Uint64Var(&f.seed, prefix+"-seed", 1, "seed of the generated prompts and arrivals")
 	fs.StringVar(&f.goodput, prefix+"-goodput", "", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
+	// `sweep` names them --max-error-rate and --error-window, as `load`
+	// does; `up` prefixes them like its other sweep flags.
+	f.budgetFlag = prefix + "-"
+	if prefix == "levels" {
+		f.budgetFlag = ""
+	}
+	fs.StringVar(&f.maxErrRate, f.budgetFlag+"max-error-rate", "0.5", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
+	fs.DurationVar(&f.errWindow, f.budgetFlag+"error-window", 5*time.Second, "sliding window of the error budget")
 }
 
 // parseLevels reads "1,8,32".
@@ -85,6 +103,14 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	if f.load == "gamma" && f.burstiness <= 0 {
 		return nil, fmt.Errorf("--%s-load gamma needs --%s-burstiness > 0 (1 is Poisson)", prefix, prefix)
 	}
+	rate, err := parseMaxErrorRate(f.maxErrRate)
+	if err != nil {
+		return nil, fmt.Errorf("--%s%s", f.budgetFlag, strings.TrimPrefix(err.Error(), "--"))
+	}
+	if f.errWindow < 100*time.Millisecond || f.errWindow > time.Hour {
+		return nil, fmt.Errorf("--%serror-window %v is invalid: give a window from 100ms to 1h, such as 5s", f.budgetFlag, f.errWindow)
+	}
+	lm.MaxErrorRate, lm.ErrorWindowMs = rate, f.errWindow.Milliseconds()
 	return &pb.RunSweepRequest{
 		Levels: levels, Load: lm, AgentLoss: f.agentLoss, MaxAgents: int32(f.maxAgents),
 		Workload: &pb.Workload{MaxTokens: int32(f.outputLen), IgnoreEos: true},
@@ -125,41 +151,136 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closer.Close()
-	dir, err := streamSweep(ctx, client, req, stderr)
+	dir, failure, err := streamSweep(ctx, client, req, stderr)
 	if err != nil {
 		return err
 	}
-	return printReport(stdout, stderr, dir, "sweep.md", *quiet)
+	if err := printReport(stdout, stderr, dir, "sweep.md", *quiet); err != nil {
+		return err
+	}
+	return failure
 }
 
-func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunSweepRequest, stderr io.Writer) (string, error) {
+// streamSweep runs a sweep and follows it. err is set when the sweep did
+// not finish (the coordinator's error, results so far kept); failure when
+// it finished but measured no success in some level.
+func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunSweepRequest, stderr io.Writer) (dir string, failure, err error) {
 	st, err := client.RunSweep(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("start sweep: %w", err)
+		return "", nil, fmt.Errorf("start sweep: %w", err)
 	}
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
+	var t runTally
+	dir, err = followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
 		return resp.GetEvent(), err
-	}, stderr)
+	}, stderr, &t)
 	if err != nil {
-		return dir, fmt.Errorf("sweep: %w", err)
+		return dir, nil, fmt.Errorf("sweep: %w", err)
 	}
-	return dir, nil
+	if f := t.sweepFailure(); f != "" {
+		failure = fmt.Errorf("sweep failed: %s (results in %s)", f, dir)
+	}
+	return dir, failure, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func streamBaseline(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunBaselineRequest, stderr io.Writer) (string, error) {
+// streamBaseline runs a baseline and follows it; err and failure as in
+// streamSweep.
+func streamBaseline(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunBaselineRequest, stderr io.Writer) (dir string, failure, err error) {
 	st, err := client.RunBaseline(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("start baseline: %w", err)
+		return "", nil, fmt.Errorf("start baseline: %w", err)
 	}
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
+	var t runTally
+	dir, err = followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
 		return resp.GetEvent(), err
-	}, stderr)
+	}, stderr, &t)
 	if err != nil {
-		return dir, fmt.Errorf("baseline: %w", err)
+		return dir, nil, fmt.Errorf("baseline: %w", err)
 	}
-	return dir, nil
+	if t.ok == 0 {
+		failure = fmt.Errorf("baseline failed: no request succeeded (%d failed; results in %s)", t.failed, dir)
+	}
+	return dir, failure, nil
+}
+
+// runTally counts a run's measured requests from its progress events.
+type runTally struct {
+	ok, failed uint64
+	// levels are a sweep's levels, by index, as level_start names them.
+	levels map[int]*levelTally
+}
+
+type levelTally struct {
+	value      float64
+	ok, failed uint64
+}
+
+func (t *runTally) level(i int) *levelTally {
+	if t.levels == nil {
+		t.levels = map[int]*levelTally{}
+	}
+	l, ok := t.levels[i]
+	if !ok {
+		l = &levelTally{}
+		t.levels[i] = l
+	}
+	return l
+}
+
+// add counts one measured interval report.
+func (t *runTally) add(rep *pb.IntervalReport) {
+	if rep.GetWarmup() {
+		return
+	}
+	t.ok += rep.GetRequestsOk()
+	t.failed += rep.GetRequestsFailed()
+}
+
+// sweepFailure names the first level that measured no success, or says
+// that no level ran; "" when every level had one.
+func (t *runTally) sweepFailure() string {
+	if len(t.levels) == 0 {
+		return "no level ran"
+	}
+	for _, i := range slices.Sorted(maps.Keys(t.levels)) {
+		if l := t.levels[i]; l.ok == 0 {
+			return fmt.Sprintf("level %d (%g) had no successful request (%d failed)", i+1, l.value, l.failed)
+		}
+	}
+	return ""
+}
+
+// observe counts the requests an interval or sweep_interval event carries.
+func (t *runTally) observe(ev *pb.RunEvent) {
+	switch ev.GetKind() {
+	case coordinator.EventInterval:
+		var rep pb.IntervalReport
+		if protojson.Unmarshal([]byte(ev.GetJson()), &rep) == nil {
+			t.add(&rep)
+		}
+	case coordinator.EventLevelStart, coordinator.EventSweepInterval:
+		var d struct {
+			Level  int             `json:"level"`
+			Value  float64         `json:"value"`
+			Report json.RawMessage `json:"report"`
+		}
+		if json.Unmarshal([]byte(ev.GetJson()), &d) != nil {
+			return
+		}
+		l := t.level(d.Level)
+		if ev.GetKind() == coordinator.EventLevelStart {
+			l.value = d.Value
+			return
+		}
+		var rep pb.IntervalReport
+		if len(d.Report) == 0 || (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(d.Report, &rep) != nil || rep.GetWarmup() {
+			return
+		}
+		t.add(&rep)
+		l.ok += rep.GetRequestsOk()
+		l.failed += rep.GetRequestsFailed()
+	}
 }

@@ -240,7 +240,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	client := pb.NewCoordinatorServiceClient(cc)
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
 		cs.lis.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
-	dir, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
+	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
 		return err
 	}
@@ -252,6 +252,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s\n", md)
 	}
 	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,first_token_latency.md}\n", dir)
+	if failure != nil {
+		return failure // a sweep of an engine that answered nothing would measure nothing
+	}
 	if cfg.sweep.levels == "" {
 		return nil
 	}
@@ -287,7 +290,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.runID != "" {
 		req.RunId = cfg.runID + "-sweep"
 	}
-	sdir, err := streamSweep(ctx, client, req, stderr)
+	sdir, failure, err := streamSweep(ctx, client, req, stderr)
 	if err != nil {
 		return err
 	}
@@ -299,12 +302,13 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s\n", smd)
 	}
 	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md}\n", sdir)
-	return nil
+	return failure
 }
 
-// followEvents prints a run's progress until its stream ends and returns
-// the results directory named by the final "done" event.
-func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer) (string, error) {
+// followEvents prints a run's progress until its stream ends, counts its
+// measured requests into t, and returns the results directory named by the
+// final "done" event.
+func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTally) (string, error) {
 	start := time.Now()
 	var dir string
 	for {
@@ -319,6 +323,7 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer) (string, 
 			dir = ev.GetMessage()
 			continue
 		}
+		t.observe(ev)
 		fmt.Fprintf(stderr, "[%6.2fs] %s\n", time.Since(start).Seconds(), describeEvent(ev))
 	}
 	if dir == "" {

@@ -79,7 +79,14 @@ type Config struct {
 	StatsInterval time.Duration
 	// ShutdownGrace bounds how long in-flight requests may run on shutdown.
 	ShutdownGrace time.Duration
+	// ReadTimeout bounds reading a request, headers and body, so that a
+	// client that sends half a request cannot hold a connection for ever;
+	// 0 means DefaultReadTimeout. A response may stream for longer.
+	ReadTimeout time.Duration
 }
+
+// DefaultReadTimeout is Config.ReadTimeout's default.
+const DefaultReadTimeout = 30 * time.Second
 
 // StartupParams models the duration of each startup phase (SIM-NOTES §5).
 // Every duration is multiplied by Config.StartupScale.

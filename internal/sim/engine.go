@@ -157,9 +157,17 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Go(func() { e.statsLoop(loopCtx) })
 	}
 
+	readTimeout := e.cfg.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = DefaultReadTimeout
+	}
 	srv := &http.Server{
-		Handler:           e.Handler(),
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler: e.Handler(),
+		// Both bound reading the request, so a half-sent one cannot hold a
+		// connection; decodeBody lifts the deadline once the body is in.
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(e.logger.Handler(), slog.LevelDebug),
 	}
 	serveErr := make(chan error, 1) // the one Serve result; nobody may be waiting

@@ -322,11 +322,17 @@ type chatRequest struct {
 	} `json:"messages"`
 }
 
-// decodeBody parses a JSON request body into v.
-func decodeBody(r *http.Request, v any) *apiError {
-	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<20)).Decode(v); err != nil {
+// decodeBody parses a JSON request body into v. The server's ReadTimeout
+// bounds the read; once the body is in, the read deadline is lifted, so
+// that it cannot touch the connection while a long response streams.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) *apiError {
+	err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<20)).Decode(v)
+	if err != nil {
 		return validationError("[{'type': 'json_invalid', 'loc': ('body',), 'msg': 'JSON decode error', 'input': {}, 'ctx': {'error': %q}}]", err.Error())
 	}
+	// Not every ResponseWriter supports deadlines (httptest's recorder);
+	// then there is none to lift.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return nil
 }
 
@@ -382,7 +388,9 @@ func (e *Engine) checkLength(promptLen int, maxTokens *int) *apiError {
 	if promptLen >= n {
 		return badRequest("This model's maximum context length is %d tokens. However, your request has %d input tokens. Please reduce the length of the input messages.", n, promptLen)
 	}
-	if maxTokens != nil && *maxTokens+promptLen > n {
+	// Compared without adding, so that a huge max_tokens cannot overflow
+	// into a small one.
+	if maxTokens != nil && *maxTokens > n-promptLen {
 		return badRequest("'max_tokens' or 'max_completion_tokens' is too large: %d. This model's maximum context length is %d tokens and your request has %d input tokens (%d > %d - %d).",
 			*maxTokens, n, promptLen, *maxTokens, n, promptLen)
 	}
@@ -450,7 +458,7 @@ func messageText(raw json.RawMessage) (string, *apiError) {
 func (e *Engine) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	arrival := time.Now()
 	var req completionRequest
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -466,7 +474,7 @@ func (e *Engine) handleCompletions(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) handleChat(w http.ResponseWriter, r *http.Request) {
 	arrival := time.Now()
 	var req chatRequest
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -607,6 +607,12 @@ func TestErrors(t *testing.T) {
 			"Stream options can only be defined when `stream=True`."},
 		{"malformed JSON", "/v1/completions", `{"prompt": "hi",`, 400, "Bad Request", ""},
 		{"max_tokens zero", "/v1/completions", map[string]any{"prompt": "hi", "max_tokens": 0}, 400, "BadRequestError", "max_tokens must be at least 1, got 0."},
+		{"max_tokens negative", "/v1/completions", map[string]any{"prompt": "hi", "max_tokens": -5}, 400, "BadRequestError", "max_tokens must be at least 1, got -5."},
+		{"max_tokens MaxInt64 does not overflow", "/v1/completions", `{"prompt": "hi", "max_tokens": 9223372036854775807}`, 400, "BadRequestError",
+			"'max_tokens' or 'max_completion_tokens' is too large: 9223372036854775807. This model's maximum context length is 64 tokens and your request has 1 input tokens (9223372036854775807 > 64 - 1)."},
+		{"max_completion_tokens MaxInt64 while streaming", "/v1/chat/completions", `{"messages": [{"role": "user", "content": "hi"}], "stream": true, "max_completion_tokens": 9223372036854775807}`, 400, "BadRequestError",
+			"'max_tokens' or 'max_completion_tokens' is too large: 9223372036854775807."},
+		{"max_tokens beyond int64", "/v1/completions", `{"prompt": "hi", "max_tokens": 92233720368547758070}`, 400, "Bad Request", "max_tokens: Input should be a valid integer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -625,7 +631,7 @@ func TestErrors(t *testing.T) {
 			if len(e) != 4 || e["param"] != nil || e["code"] != float64(tt.wantStatus) || e["type"] != tt.wantType {
 				t.Errorf("error body %s, want {message, type %q, param null, code %d}", body, tt.wantType, tt.wantStatus)
 			}
-			if tt.wantMsg != "" && e["message"] != tt.wantMsg {
+			if msg, _ := e["message"].(string); tt.wantMsg != "" && !strings.HasPrefix(msg, tt.wantMsg) {
 				t.Errorf("message\n got: %v\nwant: %s", e["message"], tt.wantMsg)
 			}
 		})
@@ -887,5 +893,62 @@ func TestLatencyMatchesModel(t *testing.T) {
 				t.Errorf("TTFT %v below the model's %v", gotTTFT, wantTTFT)
 			}
 		})
+	}
+}
+
+func TestReadTimeoutDropsHalfSentRequests(t *testing.T) {
+	c := testConfig(t)
+	c.ReadTimeout = 300 * time.Millisecond
+	te := start(t, c)
+	addr := strings.TrimPrefix(te.URL(), "http://")
+	tests := []struct {
+		name string
+		sent string
+	}{
+		{"half the headers", "POST /v1/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: app"},
+		{"half the body", "POST /v1/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"prompt\": \"hel"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, tt.sent); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = conn.SetReadDeadline(start.Add(10 * time.Second))
+			// The server answers (or not) and closes the connection: the
+			// read ends in EOF well before our own 10 s deadline.
+			got, err := io.ReadAll(conn)
+			took := time.Since(start)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("connection still open after %v: a half-sent request holds it", took)
+			}
+			if took < 200*time.Millisecond || took > 5*time.Second {
+				t.Errorf("connection closed after %v, want about the 300 ms read timeout", took)
+			}
+			if len(got) > 0 && !bytes.HasPrefix(got, []byte("HTTP/1.1 4")) {
+				t.Errorf("answer %q, want none or a 4xx", got)
+			}
+		})
+	}
+}
+
+func TestStreamOutlivesReadTimeout(t *testing.T) {
+	c := testConfig(t)
+	c.ReadTimeout = 100 * time.Millisecond
+	te := start(t, c)
+	begin := time.Now()
+	_, events := te.stream(t, "/v1/completions", map[string]any{"prompt": "hi", "max_tokens": 400, "ignore_eos": true, "stream": true})
+	took := time.Since(begin)
+	if took < 3*c.ReadTimeout {
+		t.Fatalf("the stream took %v, too short to outlive the %v read timeout: lengthen it", took, c.ReadTimeout)
+	}
+	if n := len(events); n == 0 || events[n-1].data != "[DONE]" {
+		t.Errorf("stream of %v ended after %d events without [DONE]: the read timeout cut it", took, n)
 	}
 }

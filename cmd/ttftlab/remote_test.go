@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/ttftlab/ttftlab/coordinator"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+func TestSweepBudgetFlags(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantRate   float64
+		wantWindow int64
+		wantErr    string
+	}{
+		{nil, 0.5, 5000, ""},
+		{[]string{"--max-error-rate", "off", "--error-window", "10s"}, -1, 10000, ""},
+		{[]string{"--max-error-rate", "1"}, -1, 5000, ""},
+		{[]string{"--max-error-rate", "0.2"}, 0.2, 5000, ""},
+		{[]string{"--max-error-rate", "-0.1"}, 0, 0, `--max-error-rate "-0.1" is invalid`},
+		{[]string{"--error-window", "2h"}, 0, 0, "--error-window 2h0m0s is invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			var sf sweepFlags
+			sf.register(fs, "levels", "1,2")
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			req, err := sf.request("levels")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("request = %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := req.GetLoad(); math.Abs(got.GetMaxErrorRate()-tt.wantRate) > 1e-12 || got.GetErrorWindowMs() != tt.wantWindow {
+				t.Errorf("max_error_rate %v error_window_ms %d, want %v %d", got.GetMaxErrorRate(), got.GetErrorWindowMs(), tt.wantRate, tt.wantWindow)
+			}
+		})
+	}
+}
+
+// sweepEvents renders a sweep's progress events: one level_start and one
+// measured report per (level, ok, failed).
+func sweepEvents(t *testing.T, levels ...[2]uint64) []*pb.RunEvent {
+	t.Helper()
+	var evs []*pb.RunEvent
+	for i, l := range levels {
+		evs = append(evs, &pb.RunEvent{Kind: coordinator.EventLevelStart, Json: `{"level":` + string(rune('0'+i)) + `,"value":` + string(rune('1'+i)) + `,"agents":["a"]}`})
+		rep, err := protojson.Marshal(&pb.IntervalReport{AgentId: "a", RequestsOk: l[0], RequestsFailed: l[1], Final: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, &pb.RunEvent{Kind: coordinator.EventSweepInterval, Json: `{"level":` + string(rune('0'+i)) + `,"report":` + string(rep) + `}`})
+	}
+	return append(evs, &pb.RunEvent{Kind: "done", Message: "/tmp/run"})
+}
+
+func TestRunTally(t *testing.T) {
+	tests := []struct {
+		name    string
+		events  []*pb.RunEvent
+		wantErr string // sweepFailure; "" for none
+	}{
+		{"every level had a success", sweepEvents(t, [2]uint64{3, 0}, [2]uint64{1, 9}), ""},
+		{"a level without a success fails the sweep", sweepEvents(t, [2]uint64{3, 0}, [2]uint64{0, 7}), "level 2 (2) had no successful request (7 failed)"},
+		{"no level ran", []*pb.RunEvent{{Kind: "done", Message: "/tmp/run"}}, "no level ran"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i := 0
+			var tally runTally
+			dir, err := followEvents(func() (*pb.RunEvent, error) {
+				if i == len(tt.events) {
+					return nil, io.EOF
+				}
+				i++
+				return tt.events[i-1], nil
+			}, io.Discard, &tally)
+			if err != nil || dir != "/tmp/run" {
+				t.Fatalf("followEvents = %q, %v", dir, err)
+			}
+			got := tally.sweepFailure()
+			if tt.wantErr == "" && got != "" || !strings.Contains(got, tt.wantErr) {
+				t.Errorf("sweepFailure = %q, want %q", got, tt.wantErr)
+			}
+		})
+	}
+	t.Run("a stream error is returned", func(t *testing.T) {
+		boom := errors.New("boom")
+		if _, err := followEvents(func() (*pb.RunEvent, error) { return nil, boom }, io.Discard, &runTally{}); !errors.Is(err, boom) {
+			t.Errorf("followEvents = %v, want boom", err)
+		}
+	})
+}
