@@ -45,8 +45,12 @@ func TestTTFTGrowsPastKnee(t *testing.T) {
 	if many[15] < 3*few[3] {
 		t.Errorf("max TTFT with 16 concurrent %v, want ≥ 3× the 4-concurrent %v (queueing past max_num_seqs)", many[15], few[3])
 	}
-	if many[3] > 2*few[3] {
-		t.Errorf("the first wave's TTFT %v should stay near the unqueued %v", many[3], few[3])
+	// The 16 requests do not arrive in one instant: the first arrivals can
+	// start a prefill step alone, and the rest of the first wave prefill in
+	// the next one, so the first wave may take two prefill steps. The second
+	// wave waits ~20 decode steps more, far above this bound.
+	if many[3] > 3*few[3] {
+		t.Errorf("the first wave's TTFT %v should stay near the unqueued %v (at most two prefill steps)", many[3], few[3])
 	}
 }
 
