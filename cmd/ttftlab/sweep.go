@@ -120,7 +120,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	req.BaseUrl, req.Model, req.Api, req.Profile, req.OutDir, req.RunId = *baseURL, *model, *api, *profile, *out, *runID
-	client, closer, err := cf.dial()
+	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}
