@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 
@@ -78,6 +79,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Int64Var(&cfg.KVCacheMemoryBytes, "kv-cache-memory-bytes", 0, "KV cache size in `bytes`, skipping the memory profile (0: profile)")
 	fs.StringVar(&cfg.GPU, "gpu", cfg.GPU, "simulated `GPU`: "+strings.Join(sim.GPUNames(), ", "))
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "`directory` of the simulated page-cache and compile-cache state")
+	fs.StringVar(&cfg.ColdState, "cold-state", os.Getenv(sim.ColdStateEnv), "reset the simulated caches in --state-dir before starting: "+sim.ColdDisk+" (weights read at disk speed), "+sim.ColdCompile+" (torch.compile from scratch) or "+sim.ColdWarm+"; empty takes $"+sim.ColdStateEnv+", which a gpunode's cold modes set")
 	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
 	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")
