@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -14,8 +13,7 @@ import (
 
 // runCerts makes a lab CA and a node certificate for mutual TLS.
 func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("certs", stderr)
 	dir := fs.String("dir", "", "directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into")
 	hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the nodes are reached at (localhost and 127.0.0.1 are always included)")
 	if err := fs.Parse(args); err != nil {

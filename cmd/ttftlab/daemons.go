@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,8 +35,7 @@ func serveUntilDone(ctx context.Context, s *node.Server, logger *slog.Logger) er
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("coordinator", stderr)
 	var sc node.Config
 	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
@@ -89,8 +87,7 @@ func (m *memberView) Changes() <-chan struct{} {
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("agent", stderr)
 	var sc node.Config
 	sc.RegisterFlags(fs, membership.RoleAgent)
 	verbose := fs.Bool("v", false, "debug logging")
@@ -118,8 +115,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gpunode", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("gpunode", stderr)
 	var sc node.Config
 	sc.RegisterFlags(fs, membership.RoleGPUNode)
 	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
@@ -174,8 +170,7 @@ func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("report", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ type coordinatorFlags struct {
 }
 
 func (c *coordinatorFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC address (host:port), as `ttftlab coordinator` logs it")
+	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC `host:port`, as the coordinator logs it at start")
 	c.RegisterFlags(fs, "the coordinator")
 }
 
@@ -41,8 +41,7 @@ func (c *coordinatorFlags) dial(ctx context.Context) (pb.CoordinatorServiceClien
 
 // runBaseline runs the cold/warm baseline on a running cluster.
 func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("baseline", stderr)
 	var c upConfig
 	var cf coordinatorFlags
 	cf.register(fs)
@@ -84,8 +83,7 @@ func printReport(stdout, stderr io.Writer, dir, name string, quiet bool) error {
 
 // runMembers lists the cluster as the coordinator sees it.
 func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("members", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("members", stderr)
 	var cf coordinatorFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {

@@ -50,12 +50,12 @@ func (b boolSetter) IsBoolFlag() bool { return true }
 // vLLM's error text to stdout and returns an error (exit status 1).
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := sim.DefaultConfig()
-	fs := flag.NewFlagSet("ttftlab sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("sim", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ttftlab sim [MODEL] [flags]\n\nA simulated vLLM engine (vLLM %s API, logs and /metrics).\nModels: %s\nGPUs: %s\n\nFlags:\n",
+		helpHeader(stderr, "sim")
+		fmt.Fprintf(stderr, "\nIt speaks vLLM %s's API, logs and /metrics.\nModels: %s\nGPUs: %s\n",
 			sim.Version, strings.Join(sim.ModelNames(), ", "), strings.Join(sim.GPUNames(), ", "))
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
 	}
 
 	fs.StringVar(&cfg.Model, "model", cfg.Model, "model `name` (a built-in Hugging Face id, matched case-insensitively or by its last path element; with --model-config only a name)")
@@ -69,7 +69,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&cfg.MaxNumSeqs, "max-num-seqs", 0, "maximum running `sequences` (0: 1024 on ≥70 GiB non-A100 GPUs, else 256)")
 	fs.IntVar(&cfg.MaxNumBatchedTokens, "max-num-batched-tokens", 0, "token budget per step (0: 8192 on ≥70 GiB non-A100 GPUs, else 2048)")
 	fs.BoolVar(&cfg.EnforceEager, "enforce-eager", false, "disable torch.compile and CUDA graphs")
-	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching (default on)")
+	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching")
 	fs.Var(boolSetter{&cfg.EnablePrefixCaching, false}, "no-enable-prefix-caching", "disable prefix caching")
 	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, true}, "enable-chunked-prefill", "accepted; vLLM V1 0.11 always chunks prefills")
 	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, false}, "no-enable-chunked-prefill", "accepted and ignored, as in vLLM V1 0.11")

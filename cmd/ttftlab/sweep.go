@@ -96,8 +96,7 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 
 // runSweep runs a load sweep on a running cluster.
 func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("sweep", stderr)
 	var cf coordinatorFlags
 	cf.register(fs)
 	var sf sweepFlags

@@ -95,7 +95,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 	fs.Float64Var(&c.knobs.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization (0: engine default 0.9)")
 	fs.IntVar(&mns, "max-num-seqs", 0, "engine --max-num-seqs (0: engine default)")
 	fs.IntVar(&mnbt, "max-num-batched-tokens", 0, "engine --max-num-batched-tokens (0: engine default)")
-	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (default true for a short demo; false runs compile and CUDA-graph capture)")
+	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager: true keeps a demo start short; false runs compile and CUDA-graph capture")
 	fs.Var(boolKnob{&c.knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
 	fs.StringVar(&c.coldMode, "cold-mode", "warm-restart", "restart mode: warm-restart, cold-disk (evict the weights from the page cache) or cold-compile (fresh compile cache)")
 	return func() error {
@@ -131,8 +131,7 @@ func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
 }
 
 func parseUp(args []string, stderr io.Writer) (upConfig, error) {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("up", stderr)
 	var c upConfig
 	finish := registerBaselineFlags(fs, &c, "results", "directory for results/<run>/")
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")

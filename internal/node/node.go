@@ -78,10 +78,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role membership.Role) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:0", "gRPC listen address (host:port; port 0 picks one)")
 	fs.StringVar(&c.GossipAddr, "gossip-addr", "127.0.0.1:7946", "memberlist gossip address (host:port)")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip addresses of existing members; agents and gpunodes re-join them, and the coordinators seen since, whenever no coordinator is in view (restart a coordinator on its old --gossip-addr and it is found again)")
-	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "`file` holding the base64 gossip key (16, 24 or 32 bytes); all members must share it")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow plaintext gRPC on non-loopback addresses")
-	fs.StringVar(&c.TLSDir, "tls-dir", "", "directory made by `ttftlab certs`: serve and dial gRPC with mutual TLS under its lab CA")
-	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the bearer token that every gRPC call to and from this node carries; all members share it (required on a non-loopback --grpc-addr)")
+	fs.StringVar(&c.TLSDir, "tls-dir", "", "`directory` made by ttftlab certs: serve and dial gRPC with mutual TLS under its lab CA")
+	fs.StringVar(&c.TokenFile, "token-file", "", "`file` holding the bearer token that every gRPC call to and from this node carries; all members share it (required on a non-loopback --grpc-addr)")
 }
 
 // Load reads the files the flags name: the TLS directory, the token and
@@ -136,8 +136,8 @@ type ClientFlags struct {
 // names what is dialled ("the coordinator").
 func (f *ClientFlags) RegisterFlags(fs *flag.FlagSet, peer string) {
 	fs.BoolVar(&f.Insecure, "insecure", false, "allow plaintext gRPC to a non-loopback "+strings.TrimPrefix(peer, "the "))
-	fs.StringVar(&f.TokenFile, "token-file", "", "file holding the cluster's bearer token")
-	fs.StringVar(&f.TLSDir, "tls-dir", "", "directory made by `ttftlab certs`: talk to "+peer+" over mutual TLS")
+	fs.StringVar(&f.TokenFile, "token-file", "", "`file` holding the cluster's bearer token")
+	fs.StringVar(&f.TLSDir, "tls-dir", "", "`directory` made by ttftlab certs: talk to "+peer+" over mutual TLS")
 }
 
 // DialOptions reads the files the flags name. Its errors name the flag.
