@@ -392,17 +392,6 @@ func TestReadEventsSkipsTornLastLine(t *testing.T) {
 	}
 }
 
-func TestCheckPlaintext(t *testing.T) {
-	for addr, ok := range map[string]bool{"127.0.0.1:1": true, "localhost:5": true, "[::1]:5": true, "10.0.0.1:5": false, "nohost": false} {
-		if err := CheckPlaintext(addr, false); (err == nil) != ok {
-			t.Errorf("CheckPlaintext(%s) = %v, want ok=%v", addr, err, ok)
-		}
-	}
-	if err := CheckPlaintext("10.0.0.1:5", true); err != nil {
-		t.Errorf("--insecure did not allow plaintext: %v", err)
-	}
-}
-
 func TestWatcherNeverBlocksTheRun(t *testing.T) {
 	release := make(chan struct{})
 	var got []string

@@ -2,67 +2,29 @@ package coordinator
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
-	"google.golang.org/grpc"
+	"github.com/ttftlab/ttftlab/internal/node"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
-// GRPCDialer implements Dialer over gRPC. Plaintext is used only for
-// loopback addresses unless Insecure is set; TLS arrives with `ttftlab certs`.
+// GRPCDialer implements Dialer over gRPC, through node.Dial: plaintext
+// only to loopback addresses unless Options.Insecure is set, the bearer
+// token with every call, and mutual TLS when Options.TLS is set.
 type GRPCDialer struct {
-	// Insecure allows plaintext to non-loopback addresses.
-	Insecure bool
-	// Token, when set, is sent as a bearer token.
-	Token string
-	// TLS, when set, secures every connection (mutual TLS with a lab CA).
-	TLS *tls.Config
+	Options node.DialOptions
 }
 
 var _ Dialer = GRPCDialer{}
 
-func (d GRPCDialer) dial(addr string) (*grpc.ClientConn, error) {
-	creds := insecure.NewCredentials()
-	if d.TLS != nil {
-		creds = credentials.NewTLS(d.TLS)
-	} else if err := CheckPlaintext(addr, d.Insecure); err != nil {
-		return nil, err
-	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		// Detect a vanished agent or gpunode within ~2 s, even without an RST.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: time.Second, PermitWithoutStream: true}),
-	}
-	if d.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(d.Token)))
-	}
-	cc, err := grpc.NewClient(addr, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	cc.Connect() // start connecting now, not at the first RPC
-	return cc, nil
-}
-
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearer) RequireTransportSecurity() bool { return false }
-
 // GPUNode connects to a gpunode.
-func (d GRPCDialer) GPUNode(_ context.Context, addr string) (GPUNode, io.Closer, error) {
-	cc, err := d.dial(addr)
+func (d GRPCDialer) GPUNode(ctx context.Context, addr string) (GPUNode, io.Closer, error) {
+	cc, err := node.Dial(ctx, addr, d.Options)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -70,8 +32,8 @@ func (d GRPCDialer) GPUNode(_ context.Context, addr string) (GPUNode, io.Closer,
 }
 
 // Agent connects to an agent.
-func (d GRPCDialer) Agent(_ context.Context, addr string) (Agent, io.Closer, error) {
-	cc, err := d.dial(addr)
+func (d GRPCDialer) Agent(ctx context.Context, addr string) (Agent, io.Closer, error) {
+	cc, err := node.Dial(ctx, addr, d.Options)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync/atomic"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
@@ -12,25 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// CheckPlaintext refuses plaintext gRPC to a non-loopback address unless
-// insecure is set.
-func CheckPlaintext(addr string, insecure bool) error {
-	if insecure {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q is not host:port: %w", addr, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("refusing plaintext gRPC to non-loopback address %s: pass --insecure to allow it on a trusted network", addr)
-}
 
 // Server adapts a Coordinator to the generated CoordinatorService.
 type Server struct {

@@ -1,6 +1,7 @@
 package gpunode
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,9 +14,14 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ttftlab/ttftlab/internal/sim"
 )
+
+// SimColdStateEnv is the environment variable a sim profile's engine
+// (`ttftlab sim`) takes its --cold-state from: the cold mode's name, which
+// makes the simulator reset its own simulated page-cache or compile state
+// at start. Passing the mode this way keeps the simulator out of the
+// gpunode binary; it equals sim.ColdStateEnv (cmd/ttftlab checks).
+const SimColdStateEnv = "TTFTLAB_SIM_COLD"
 
 // ErrFailedPrecondition marks a start that cannot be done on this node as
 // asked (no weights to evict, drop_caches without root); test with
@@ -276,25 +282,26 @@ func dropCaches(path string) error {
 }
 
 // prepareCold puts the caches in the state spec.ColdMode asks for, before
-// the engine is spawned. For cold-compile it returns the extra environment
-// (a fresh compile-cache directory) the engine must get.
+// the engine is spawned, and returns the extra environment the engine must
+// get: for cold-compile a fresh compile-cache directory, and for a sim
+// profile the mode itself (SimColdStateEnv), since the simulator resets its
+// own simulated caches.
 func (n *Node) prepareCold(spec StartSpec, prof Profile, k Knobs, env []string) (ColdReport, []string, error) {
 	start := time.Now()
 	rep := ColdReport{Mode: spec.ColdMode, ResidentBefore: -1, ResidentAfter: -1}
 	var extraEnv []string
-	stateDir := prof.StateDir
-	if stateDir == "" {
-		stateDir = sim.DefaultStateDir()
+	if prof.Kind == KindSim {
+		// Always set, so that a value the gpunode inherited cannot make a
+		// warm restart cold.
+		mode := cmp.Or(spec.ColdMode, ColdWarmRestart)
+		extraEnv = []string{SimColdStateEnv + "=" + simColdState(mode)}
 	}
 	switch spec.ColdMode {
 	case "", ColdWarmRestart:
 		rep.Mode = ColdWarmRestart
 	case ColdDisk:
 		if prof.Kind == KindSim {
-			if err := sim.EvictPageCache(stateDir, k.Model); err != nil {
-				return rep, nil, err
-			}
-			rep.Notes = append(rep.Notes, "simulated page cache of "+k.Model+" evicted in "+stateDir)
+			rep.Notes = append(rep.Notes, "the sim evicts its simulated page cache of "+k.Model+" at start ("+extraEnv[0]+")")
 			break
 		}
 		files, err := WeightFiles(k.Model, env)
@@ -315,10 +322,7 @@ func (n *Node) prepareCold(spec StartSpec, prof Profile, k Knobs, env []string) 
 		}
 	case ColdCompile:
 		if prof.Kind == KindSim {
-			if err := sim.ResetCompileCache(stateDir, k.Model); err != nil {
-				return rep, nil, err
-			}
-			rep.Notes = append(rep.Notes, "simulated compile cache of "+k.Model+" reset in "+stateDir)
+			rep.Notes = append(rep.Notes, "the sim empties its simulated compile cache of "+k.Model+" at start ("+extraEnv[0]+")")
 			break
 		}
 		if err := os.MkdirAll(n.cfg.CompileCacheRoot, 0o755); err != nil {
@@ -343,6 +347,14 @@ func (n *Node) prepareCold(spec StartSpec, prof Profile, k Knobs, env []string) 
 	}
 	rep.Took = time.Since(start)
 	return rep, extraEnv, nil
+}
+
+// simColdState maps a cold mode to the sim's --cold-state value.
+func simColdState(mode string) string {
+	if mode == ColdWarmRestart {
+		return "warm"
+	}
+	return mode
 }
 
 // setColdDir records the current cold-compile directory and removes the

@@ -166,3 +166,49 @@ func hasPhase(ps []vllmlogPhase, name, detail string) bool {
 }
 
 type vllmlogPhase = vllmlog.Phase
+
+// TestSimProfilesGetTheirColdStateFromTheEnvironment checks that a sim
+// profile's start passes its cold mode to the simulator, which resets its
+// own simulated caches, and that a warm restart says so explicitly (an
+// inherited value must not make it cold).
+func TestSimProfilesGetTheirColdStateFromTheEnvironment(t *testing.T) {
+	sim := Profile{Name: "sim", Kind: KindSim}
+	tests := []struct {
+		name    string
+		profile Profile
+		mode    string
+		wantEnv string // "" means no SimColdStateEnv at all
+	}{
+		{"default", sim, "", SimColdStateEnv + "=warm"},
+		{"warm restart", sim, ColdWarmRestart, SimColdStateEnv + "=warm"},
+		{"cold disk", sim, ColdDisk, SimColdStateEnv + "=cold-disk"},
+		{"cold compile", sim, ColdCompile, SimColdStateEnv + "=cold-compile"},
+		{"vllm warm", Profile{Name: "vllm", Kind: KindVLLM}, ColdWarmRestart, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{}
+			rep, env, err := n.prepareCold(StartSpec{ColdMode: tt.mode}, tt.profile, Knobs{Model: "Qwen/Qwen2.5-1.5B-Instruct"}, nil)
+			if err != nil {
+				t.Fatalf("prepareCold: %v", err)
+			}
+			var got []string
+			for _, kv := range env {
+				if strings.HasPrefix(kv, SimColdStateEnv+"=") {
+					got = append(got, kv)
+				}
+			}
+			switch {
+			case tt.wantEnv == "" && len(got) > 0:
+				t.Errorf("env %v, want no %s", got, SimColdStateEnv)
+			case tt.wantEnv != "" && (len(got) != 1 || got[0] != tt.wantEnv):
+				t.Errorf("env %v, want exactly %s", got, tt.wantEnv)
+			}
+			if tt.mode == ColdDisk || tt.mode == ColdCompile {
+				if len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], tt.wantEnv) {
+					t.Errorf("notes %q, want one naming %s", rep.Notes, tt.wantEnv)
+				}
+			}
+		})
+	}
+}

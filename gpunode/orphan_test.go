@@ -7,12 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // miniSupervisor is a gpunode-like process for TestNoOrphanAfterSupervisorSIGKILL:
@@ -56,12 +57,15 @@ func procGone(pid int) bool {
 	if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
 		return true
 	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	fs, err := procfs.NewFS("/proc")
 	if err != nil {
 		return true
 	}
-	s, err := parseProcStat(b)
-	return err == nil && (s.state == 'Z' || s.state == 'X')
+	s, err := readProcStat(fs, pid)
+	if err != nil {
+		return true
+	}
+	return s.state == 'Z' || s.state == 'X'
 }
 
 // TestNoOrphanAfterSupervisorSIGKILL kills a gpunode-like supervisor with

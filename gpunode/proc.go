@@ -1,15 +1,15 @@
 package gpunode
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
+	"github.com/prometheus/procfs/blockdevice"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times. It is 100 on
@@ -26,59 +26,51 @@ type procStat struct {
 	rss   uint64 // pages
 }
 
-// parseProcStat parses /proc/<pid>/stat. The command name may hold spaces
-// and parentheses, so fields are counted from the last ')'.
-func parseProcStat(b []byte) (procStat, error) {
-	var s procStat
-	open := bytes.IndexByte(b, '(')
-	closeIdx := bytes.LastIndexByte(b, ')')
-	if open < 0 || closeIdx < open {
-		return s, errors.New("no command name")
+// fromProcfs keeps the fields the node reads of a parsed /proc/<pid>/stat.
+func fromProcfs(p procfs.ProcStat) procStat {
+	s := procStat{pid: p.PID, ppid: p.PPID, pgrp: p.PGRP, ticks: uint64(p.UTime) + uint64(p.STime), rss: uint64(max(p.RSS, 0))}
+	if p.State != "" {
+		s.state = p.State[0]
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:open])))
+	return s
+}
+
+// readProcStat reads /proc/<pid>/stat of one process.
+func readProcStat(fs procfs.FS, pid int) (procStat, error) {
+	p, err := fs.Proc(pid)
 	if err != nil {
-		return s, fmt.Errorf("pid: %w", err)
+		return procStat{}, err
 	}
-	f := strings.Fields(string(b[closeIdx+1:]))
-	// f[0] is field 3 (state); field n is f[n-3].
-	if len(f) < 22 {
-		return s, fmt.Errorf("%d fields after the command name, want at least 22", len(f))
+	st, err := p.Stat()
+	if err != nil {
+		return procStat{}, err
 	}
-	num := func(n int) uint64 {
-		v, _ := strconv.ParseUint(f[n-3], 10, 64)
-		return v
-	}
-	s.pid = pid
-	s.state = f[0][0]
-	s.ppid = int(num(4))
-	s.pgrp = int(num(5))
-	s.ticks = num(14) + num(15)
-	s.rss = num(24)
-	return s, nil
+	return fromProcfs(st), nil
 }
 
 // readAllStats reads /proc/<pid>/stat of every process under root.
 // Processes that vanish while it reads are skipped.
 func readAllStats(root string) ([]procStat, error) {
-	ents, err := os.ReadDir(root)
+	fs, err := procfs.NewFS(root)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", root, err)
+		return nil, err
 	}
-	out := make([]procStat, 0, len(ents))
-	for _, e := range ents {
-		name := e.Name()
-		if name == "" || name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(root, name, "stat"))
+	return allStats(fs)
+}
+
+// allStats is readAllStats on an opened proc filesystem.
+func allStats(fs procfs.FS) ([]procStat, error) {
+	procs, err := fs.AllProcs()
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	out := make([]procStat, 0, len(procs))
+	for _, p := range procs {
+		st, err := p.Stat()
 		if err != nil {
 			continue
 		}
-		s, err := parseProcStat(b)
-		if err != nil {
-			continue
-		}
-		out = append(out, s)
+		out = append(out, fromProcfs(st))
 	}
 	return out, nil
 }
@@ -88,34 +80,22 @@ type cpuTimes struct {
 	total, idle uint64
 }
 
-func readCPUTimes(root string) (cpuTimes, error) {
-	f, err := os.Open(filepath.Join(root, "stat"))
+func readCPUTimes(fs procfs.FS) (cpuTimes, error) {
+	st, err := fs.Stat()
 	if err != nil {
 		return cpuTimes{}, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 || fields[0] != "cpu" {
-			continue
-		}
-		var c cpuTimes
-		// user nice system idle iowait irq softirq steal; guest and
-		// guest_nice are already counted in user and nice.
-		for i, v := range fields[1:min(len(fields), 9)] {
-			n, _ := strconv.ParseUint(v, 10, 64)
-			c.total += n
-			if i == 3 || i == 4 { // idle, iowait
-				c.idle += n
-			}
-		}
-		return c, nil
+	// procfs gives seconds (ticks / USER_HZ); back to whole ticks, so that
+	// differences are exact. guest and guest_nice are already counted in
+	// user and nice.
+	ticks := func(secs float64) uint64 { return uint64(math.Round(secs * clockTicks)) }
+	c := st.CPUTotal
+	idle := ticks(c.Idle) + ticks(c.Iowait)
+	total := idle + ticks(c.User) + ticks(c.Nice) + ticks(c.System) + ticks(c.IRQ) + ticks(c.SoftIRQ) + ticks(c.Steal)
+	if total == 0 {
+		return cpuTimes{}, errors.New("no cpu line in stat")
 	}
-	if err := sc.Err(); err != nil {
-		return cpuTimes{}, err
-	}
-	return cpuTimes{}, errors.New("no cpu line in stat")
+	return cpuTimes{total: total, idle: idle}, nil
 }
 
 // memInfo is the part of /proc/meminfo the node reads, in bytes.
@@ -123,42 +103,28 @@ type memInfo struct {
 	total, available, cached, dirty uint64
 }
 
+// readMemInfo reads root/meminfo.
 func readMemInfo(root string) (memInfo, error) {
-	f, err := os.Open(filepath.Join(root, "meminfo"))
+	fs, err := procfs.NewFS(root)
 	if err != nil {
 		return memInfo{}, err
 	}
-	defer f.Close()
-	var m memInfo
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		n, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(fields) > 1 && fields[1] == "kB" {
-			n *= 1024
-		}
-		switch k {
-		case "MemTotal":
-			m.total = n
-		case "MemAvailable":
-			m.available = n
-		case "Cached":
-			m.cached = n
-		case "Dirty":
-			m.dirty = n
-		}
+	return memInfoOf(fs)
+}
+
+// memInfoOf is readMemInfo on an opened proc filesystem.
+func memInfoOf(fs procfs.FS) (memInfo, error) {
+	m, err := fs.Meminfo()
+	if err != nil {
+		return memInfo{}, err
 	}
-	return m, sc.Err()
+	v := func(p *uint64) uint64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	return memInfo{total: v(m.MemTotalBytes), available: v(m.MemAvailableBytes), cached: v(m.CachedBytes), dirty: v(m.DirtyBytes)}, nil
 }
 
 // hostReading is one reading of the host and the engine process tree.
@@ -180,6 +146,10 @@ type hostReading struct {
 // for concurrent use; the sampler goroutine owns it.
 type hostSampler struct {
 	root     string
+	opened   string // the root fs and disks were opened at
+	fs       procfs.FS
+	disks    blockdevice.FS
+	fsErr    error // why root cannot be read, returned by every sample
 	pageSize uint64
 
 	prevCPU   cpuTimes
@@ -200,8 +170,25 @@ type hostSampler struct {
 // members of the engine tree; between scans only known members are read.
 const treeRescan = time.Second
 
+// newHostSampler reads the proc filesystem mounted at root ("/proc", or a
+// fixture in tests).
 func newHostSampler(root string) *hostSampler {
 	return &hostSampler{root: root, pageSize: uint64(os.Getpagesize())}
+}
+
+// open opens the proc filesystem at h.root, unless it is open already.
+func (h *hostSampler) open() error {
+	if h.opened == h.root && h.fsErr == nil {
+		return nil
+	}
+	h.opened = h.root
+	h.fs, h.fsErr = procfs.NewFS(h.root)
+	if h.fsErr == nil {
+		// Only /proc/diskstats is read; blockdevice wants a sysfs root as
+		// well, which it does not touch for that.
+		h.disks, h.fsErr = blockdevice.NewFS(h.root, h.root)
+	}
+	return h.fsErr
 }
 
 // sample reads the host, and the process tree under enginePID when it is
@@ -216,7 +203,14 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 		}
 	}
 
-	cpu, err := readCPUTimes(h.root)
+	if err := h.open(); err != nil {
+		r.engineCPUPercent = -1
+		if enginePID > 0 {
+			r.engineCPUPercent = 0
+		}
+		return r, fmt.Errorf("read %s: %w", h.root, err)
+	}
+	cpu, err := readCPUTimes(h.fs)
 	keep(err)
 	if err == nil {
 		if h.havePrev && cpu.total > h.prevCPU.total {
@@ -227,11 +221,11 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 		h.prevCPU, h.havePrev = cpu, true
 	}
 
-	mem, err := readMemInfo(h.root)
+	mem, err := memInfoOf(h.fs)
 	keep(err)
 	r.memAvailableBytes, r.pageCacheBytes, r.dirtyBytes = mem.available, mem.cached, mem.dirty
 
-	disk, err := readDiskReadBytes(h.root)
+	disk, err := readDiskReadBytes(h.disks)
 	keep(err)
 	r.diskReadBytes = disk
 
@@ -248,7 +242,7 @@ func (h *hostSampler) sample(now time.Time, enginePID int) (hostReading, error) 
 	for _, s := range tree {
 		ticks[s.pid] = s.ticks
 		r.engineRSSBytes += s.rss * h.pageSize
-		r.engineReadBytes += readIOReadBytes(h.root, s.pid)
+		r.engineReadBytes += readIOReadBytes(h.fs, s.pid)
 		if prev, ok := h.prevTicks[s.pid]; ok {
 			delta += s.ticks - min(s.ticks, prev)
 		} else if h.prevRoot == enginePID {
@@ -273,12 +267,7 @@ func (h *hostSampler) engineStats(now time.Time, enginePID int) ([]procStat, err
 		out := make([]procStat, 0, len(h.tree))
 		complete := true
 		for _, pid := range h.tree {
-			b, err := os.ReadFile(filepath.Join(h.root, strconv.Itoa(pid), "stat"))
-			if err != nil {
-				complete = false
-				break
-			}
-			s, err := parseProcStat(b)
+			s, err := readProcStat(h.fs, pid)
 			if err != nil {
 				complete = false
 				break
@@ -289,7 +278,7 @@ func (h *hostSampler) engineStats(now time.Time, enginePID int) ([]procStat, err
 			return out, nil
 		}
 	}
-	stats, err := readAllStats(h.root)
+	stats, err := allStats(h.fs)
 	tree := engineTree(stats, enginePID)
 	h.tree = h.tree[:0]
 	for _, s := range tree {
@@ -319,40 +308,33 @@ func engineTree(stats []procStat, root int) []procStat {
 // readIOReadBytes returns read_bytes of /proc/<pid>/io (bytes this
 // process caused to be fetched from storage), or 0 when it cannot be read
 // (the process is gone, or belongs to another user).
-func readIOReadBytes(root string, pid int) uint64 {
-	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "io"))
+func readIOReadBytes(fs procfs.FS, pid int) uint64 {
+	p, err := fs.Proc(pid)
 	if err != nil {
 		return 0
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "read_bytes:"); ok {
-			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			return n
-		}
+	io, err := p.IO()
+	if err != nil {
+		return 0
 	}
-	return 0
+	return io.ReadBytes
 }
 
 // readDiskReadBytes sums sectors read (×512, the unit of /proc/diskstats
 // whatever the device's sector size) over whole disks, skipping
 // partitions, loop, ram, zram and device-mapper/md devices (which would
 // count the same reads twice).
-func readDiskReadBytes(root string) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(root, "diskstats"))
+func readDiskReadBytes(fs blockdevice.FS) (uint64, error) {
+	stats, err := fs.ProcDiskstats()
 	if err != nil {
 		return 0, err
 	}
 	var total uint64
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 6 || !isWholeDisk(f[2]) {
+	for _, d := range stats {
+		if d.DeviceName == "" || !isWholeDisk(d.DeviceName) {
 			continue
 		}
-		sectors, err := strconv.ParseUint(f[5], 10, 64)
-		if err != nil {
-			continue
-		}
-		total += sectors * 512
+		total += d.ReadSectors * 512
 	}
 	return total, nil
 }

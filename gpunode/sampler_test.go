@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -77,17 +78,27 @@ func TestHostSamplerMissingProc(t *testing.T) {
 	}
 }
 
-func TestParseProcStat(t *testing.T) {
-	s, err := parseProcStat([]byte("42 (a (weird) name) R 7 42 42 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 100 33 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"))
+func TestReadProcStatOfAWeirdName(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "42"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "42", "stat"), []byte("42 (a (weird) name) R 7 42 42 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 100 33 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "43"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "43", "stat"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := readAllStats(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := procStat{pid: 42, state: 'R', ppid: 7, pgrp: 42, ticks: 33, rss: 33}
-	if s != want {
-		t.Errorf("parseProcStat = %+v, want %+v", s, want)
-	}
-	if _, err := parseProcStat([]byte("garbage")); err == nil {
-		t.Errorf("parseProcStat(garbage) returned no error")
+	want := []procStat{{pid: 42, state: 'R', ppid: 7, pgrp: 42, ticks: 33, rss: 33}}
+	if !slices.Equal(stats, want) {
+		t.Errorf("readAllStats = %+v, want %+v (the garbage stat of 43 skipped)", stats, want)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +17,7 @@ import (
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
-	"google.golang.org/grpc"
+	"github.com/ttftlab/ttftlab/internal/node"
 )
 
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
@@ -30,29 +29,21 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 }
 
 // serveUntilDone blocks until ctx ends or the gRPC server fails.
-func serveUntilDone(ctx context.Context, s *service, logger *slog.Logger) error {
-	logger.Info("serving", "name", s.name, "grpc", s.lis.Addr().String(), "gossip", s.mem.Addr())
-	select {
-	case <-ctx.Done():
-		return s.Close()
-	case err := <-s.done:
-		s.done <- err
-		s.Close()
-		return fmt.Errorf("gRPC server stopped: %w", err)
-	}
+func serveUntilDone(ctx context.Context, s *node.Server, logger *slog.Logger) error {
+	logger.Info("serving", "name", s.Name(), "grpc", s.Addr(), "gossip", s.Members().Addr())
+	return s.Wait(ctx)
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sc serviceConfig
-	sc.register(fs, membership.RoleCoordinator)
+	fs := newFlagSet("coordinator", stderr)
+	var sc node.Config
+	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := sc.load(); err != nil {
+	if err := sc.Load(); err != nil {
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
@@ -60,14 +51,14 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg.OutDir = *out
 	var c *coordinator.Coordinator
 	var mem memberView
-	s, err := startService(sc, membership.RoleCoordinator, func(gs *grpc.Server) {
-		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Insecure: sc.insecure, Token: sc.token, TLS: sc.clientTLS}, logger)
-		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
+	s, err := node.Start(ctx, sc, membership.RoleCoordinator, func(r node.Registrar) {
+		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Options: sc.DialOptions()}, logger)
+		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
 	}, logger)
 	if err != nil {
 		return err
 	}
-	mem.set(s.mem)
+	mem.set(s.Members())
 	return serveUntilDone(ctx, s, logger)
 }
 
@@ -96,17 +87,16 @@ func (m *memberView) Changes() <-chan struct{} {
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sc serviceConfig
-	sc.register(fs, membership.RoleAgent)
+	fs := newFlagSet("agent", stderr)
+	var sc node.Config
+	sc.RegisterFlags(fs, membership.RoleAgent)
 	verbose := fs.Bool("v", false, "debug logging")
 	var allow listFlag
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := sc.load(); err != nil {
+	if err := sc.Load(); err != nil {
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
@@ -114,28 +104,27 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := agent.DefaultConfig()
 	cfg.CheckTarget = targetPolicy(&mem, allow)
 	a := agent.New(cfg, logger)
-	s, err := startService(sc, membership.RoleAgent, func(gs *grpc.Server) {
-		pb.RegisterAgentServiceServer(gs, agent.NewServer(a))
+	s, err := node.Start(ctx, sc, membership.RoleAgent, func(r node.Registrar) {
+		pb.RegisterAgentServiceServer(r, agent.NewServer(a))
 	}, logger)
 	if err != nil {
 		return err
 	}
-	mem.set(s.mem)
+	mem.set(s.Members())
 	return serveUntilDone(ctx, s, logger)
 }
 
 func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gpunode", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var sc serviceConfig
-	sc.register(fs, membership.RoleGPUNode)
+	fs := newFlagSet("gpunode", stderr)
+	var sc node.Config
+	sc.RegisterFlags(fs, membership.RoleGPUNode)
 	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
 	config := fs.String("config", "", "YAML `file` of engine profiles (default: the built-in sim and vllm profiles)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := sc.load(); err != nil {
+	if err := sc.Load(); err != nil {
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
@@ -144,8 +133,8 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer n.Close()
-	s, err := startService(sc, membership.RoleGPUNode, func(gs *grpc.Server) {
-		pb.RegisterGPUNodeServiceServer(gs, gpunode.NewServer(n))
+	s, err := node.Start(ctx, sc, membership.RoleGPUNode, func(r node.Registrar) {
+		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(n))
 	}, logger)
 	if err != nil {
 		return err
@@ -181,8 +170,7 @@ func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("report", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

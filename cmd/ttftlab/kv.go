@@ -76,22 +76,17 @@ type kvReport struct {
 // one of the given max-model-len values.
 func runKV(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	var f kvFlags
-	fs := flag.NewFlagSet("ttftlab kv", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("kv", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `ttftlab kv computes vLLM's KV-cache capacity: blocks, KV tokens and maximum concurrency per max-model-len.
-
-Usage: ttftlab kv (--model NAME | --model-config PATH) (--gpu NAME | --gpu-memory-gib GIB) [flags]
-
+		helpHeader(stderr, "kv")
+		fmt.Fprintf(stderr, `
 Weights and the activation peak are estimates; --kv-cache-gib (vLLM's logged
 "Available KV cache memory") or --kv-cache-tokens (its "GPU KV cache size")
 replace them with a measured figure. See docs/kv.md.
 Models: %s
 GPUs: %s
-
-Flags:
 `, strings.Join(sim.ModelNames(), ", "), strings.Join(sim.GPUNames(), ", "))
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
 	}
 	fs.StringVar(&f.model, "model", "", "built-in model `name` (see the list above)")
 	fs.StringVar(&f.modelConfig, "model-config", "", "Hugging Face config.json `path` (file or directory)")

@@ -182,7 +182,7 @@ func TestKVHelp(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	first, rest, _ := strings.Cut(stderr.String(), "\n")
-	if !strings.HasPrefix(first, "ttftlab kv computes vLLM's KV-cache capacity") || !strings.Contains(rest, "Usage: ttftlab kv (--model NAME | --model-config PATH)") || !strings.Contains(rest, "--kv-cache-tokens") {
+	if !strings.HasPrefix(first, "Compute vLLM's KV-cache capacity") || !strings.Contains(rest, "Usage: ttftlab kv (--model NAME | --model-config PATH)") || !strings.Contains(rest, "--kv-cache-tokens") {
 		t.Errorf("help =\n%s", stderr.String())
 	}
 }

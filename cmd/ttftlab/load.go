@@ -22,12 +22,10 @@ import (
 	"github.com/ttftlab/ttftlab/internal/hdr"
 )
 
-const loadUsage = `usage: ttftlab load --url URL [--model M] [flags]
-
-Drives load against an OpenAI-compatible server from this process (no
-cluster) and prints a summary: request and token throughput, and mean,
-p50, p90, p95, p99 and max of TTFT, TTFT_sched, ITL, ICL, TPOT, E2E and
-dispatch lag (see docs/metrics.md).
+const loadUsage = `
+It prints a summary: request and token throughput, and mean, p50, p90,
+p95, p99 and max of TTFT, TTFT_sched, ITL, ICL, TPOT, E2E and dispatch lag
+(see docs/metrics.md).
 
 Load model (one of):
   --concurrency N             closed loop: N requests always in flight (default 1)
@@ -173,8 +171,7 @@ func (d *distFlags) dist(set map[string]bool) (agent.LengthDist, error) {
 
 // runLoad runs `ttftlab load`.
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("load", stderr)
 	var (
 		base        = fs.String("url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
 		model       = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
@@ -217,8 +214,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	inLen.register(fs, "input-len", "synthetic prompt length")
 	outLen.register(fs, "output-len", "output length (sets max_tokens and ignore_eos)")
 	fs.Usage = func() {
+		helpHeader(stderr, "load")
 		fmt.Fprint(stderr, loadUsage)
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -11,36 +11,114 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
-const usage = `ttftlab measures how fast LLM inference servers answer.
-
-Usage: ttftlab COMMAND [flags]
-
-Commands:
-  up           run a coordinator, a gpunode and agents in one process tree and
-               measure cold vs warm TTFT against the simulated engine (default)
-  coordinator  run the coordinator daemon
-  agent        run an agent daemon
-  gpunode      run a gpunode daemon (owns the engine process)
-  sim          run the simulated vLLM engine (vLLM's flags and API)
-  baseline     run the cold/warm baseline on a running cluster (--coordinator ADDR)
-  sweep        run a load sweep over concurrencies or rates, split across the agents (--coordinator ADDR)
-  members      list the cluster as the coordinator sees it (--coordinator ADDR)
-  load         run a load (closed or open loop) against an OpenAI-compatible URL, no cluster needed
-  probe        stream one request and print its TTFT as JSON
-  kv           vLLM's KV-cache capacity: blocks, KV tokens, max concurrency per max-model-len
-  vllm         vLLM helpers: 'ttftlab vllm parse-log FILE' prints the startup figures as JSON
-  certs        make a lab CA and node certificate for mutual TLS (--dir DIR --hosts h1,h2)
-  report       re-render results.json and first_token_latency.md from a run directory
-  version      print the version
-
-Run 'ttftlab COMMAND --help' for a command's flags.
-`
-
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// command is one `ttftlab COMMAND`.
+type command struct {
+	name string
+	// summary is the one-line description that opens its --help and its
+	// line in the command list.
+	summary string
+	// usage is its synopsis, e.g. "ttftlab up [flags]".
+	usage string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// commands lists every subcommand, in the order the command list shows.
+func commands() []command {
+	return []command{
+		{"up", "Run a coordinator, a gpunode and agents in one process and measure cold against warm TTFT.",
+			"ttftlab up [flags]", runUp},
+		{"coordinator", "Run the coordinator daemon, which drives the gpunodes and agents and writes the results.",
+			"ttftlab coordinator [flags]", runCoordinator},
+		{"agent", "Run an agent daemon, which generates load when the coordinator asks.",
+			"ttftlab agent [flags]", runAgent},
+		{"gpunode", "Run a gpunode daemon, which owns the engine process, parses its log and samples the GPU.",
+			"ttftlab gpunode [flags]", runGPUNode},
+		{"sim", "Run the simulated vLLM engine (vLLM's flags, logs, metrics and OpenAI API).",
+			"ttftlab sim [MODEL] [flags]", runSim},
+		{"baseline", "Run the cold/warm TTFT baseline on a running cluster.",
+			"ttftlab baseline --coordinator ADDR [flags]", runBaseline},
+		{"sweep", "Run a load sweep over concurrencies or rates, split across the cluster's agents.",
+			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
+		{"members", "List the cluster's members as the coordinator sees them.",
+			"ttftlab members --coordinator ADDR [flags]", runMembers},
+		{"load", "Drive load against an OpenAI-compatible server from this process, no cluster needed.",
+			"ttftlab load --url URL [--model M] [flags]", runLoad},
+		{"probe", "Stream one request and print its TTFT, E2E and token counts as one JSON line.",
+			"ttftlab probe --url URL [--model M] [flags]", runProbe},
+		{"kv", "Compute vLLM's KV-cache capacity: blocks, KV tokens and maximum concurrency per max-model-len.",
+			"ttftlab kv (--model NAME | --model-config PATH) (--gpu NAME | --gpu-memory-gib GIB) [flags]", runKV},
+		{"vllm", "vLLM helpers: parse-log prints a saved vLLM log's startup figures as JSON.",
+			"ttftlab vllm parse-log FILE", runVLLM},
+		{"certs", "Make a lab CA and a node certificate for mutual TLS.",
+			"ttftlab certs --dir DIR [--hosts h1,h2]", runCerts},
+		{"report", "Re-render results.json and the reports of a run directory from events.jsonl.",
+			"ttftlab report RUN_DIR", runReport},
+		{"version", "Print the version.",
+			"ttftlab version", runVersion},
+	}
+}
+
+// lookup returns the command called name.
+func lookup(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// printCommands writes the command list.
+func printCommands(w io.Writer) {
+	fmt.Fprint(w, "ttftlab measures how fast LLM inference servers answer.\n\nUsage: ttftlab COMMAND [flags]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun 'ttftlab COMMAND --help' for a command's flags.\n")
+}
+
+// helpHeader writes the opening of a command's --help: its one-line
+// summary, then its usage.
+func helpHeader(w io.Writer, name string) {
+	c, ok := lookup(name)
+	if !ok { // not registered: TestEveryCommandHasHelp fails
+		c = command{usage: "ttftlab " + name + " [flags]"}
+	}
+	if c.summary != "" {
+		fmt.Fprintf(w, "%s\n\n", c.summary)
+	}
+	fmt.Fprintf(w, "Usage: %s\n", c.usage)
+}
+
+// newFlagSet returns the flag set of `ttftlab name`: errors and --help go
+// to stderr, and --help opens with the command's summary and usage.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ttftlab "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		helpHeader(stderr, name)
+		printFlags(stderr, fs)
+	}
+	return fs
+}
+
+// printFlags writes the flag list under a "Flags:" heading, when there are
+// any.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprint(w, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -54,46 +132,33 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printCommands(stderr)
 		return errors.New("no command given: try 'ttftlab up'")
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "up":
-		return runUp(ctx, rest, stdout, stderr)
-	case "coordinator":
-		return runCoordinator(ctx, rest, stdout, stderr)
-	case "agent":
-		return runAgent(ctx, rest, stdout, stderr)
-	case "gpunode":
-		return runGPUNode(ctx, rest, stdout, stderr)
-	case "sim":
-		return runSim(ctx, rest, stdout, stderr)
-	case "load":
-		return runLoad(ctx, rest, stdout, stderr)
-	case "probe":
-		return runProbe(ctx, rest, stdout, stderr)
-	case "baseline":
-		return runBaseline(ctx, rest, stdout, stderr)
-	case "sweep":
-		return runSweep(ctx, rest, stdout, stderr)
-	case "members":
-		return runMembers(ctx, rest, stdout, stderr)
-	case "kv":
-		return runKV(ctx, rest, stdout, stderr)
-	case "vllm":
-		return runVLLM(ctx, rest, stdout, stderr)
-	case "certs":
-		return runCerts(ctx, rest, stdout, stderr)
-	case "report":
-		return runReport(ctx, rest, stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "ttftlab", version)
-		return nil
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		printCommands(stdout)
 		return nil
+	case "--version":
+		name = "version"
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q: see the list above", cmd)
+	if c, ok := lookup(name); ok {
+		return c.run(ctx, rest, stdout, stderr)
+	}
+	printCommands(stderr)
+	return fmt.Errorf("unknown command %q: see the list above", strings.TrimSpace(name))
+}
+
+// runVersion prints the version.
+func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("version takes no arguments, got %q", fs.Arg(0))
+	}
+	fmt.Fprintln(stdout, "ttftlab", version)
+	return nil
 }

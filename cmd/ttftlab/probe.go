@@ -46,8 +46,7 @@ type probeOutput struct {
 // line, with an error field, and returns an error.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("probe", stderr)
 	var (
 		base      = fs.String("url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
 		model     = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
@@ -57,11 +56,6 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		apiKey    = fs.String("api-key", "", "bearer token for the server, if it needs one")
 		timeout   = fs.Duration("timeout", 2*time.Minute, "limit for the whole request")
 	)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ttftlab probe --url URL [--model M] [flags]")
-		fmt.Fprintln(stderr, "Streams one request and prints its TTFT, E2E and token counts as one JSON line.")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

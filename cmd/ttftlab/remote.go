@@ -9,52 +9,30 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/ttftlab/ttftlab/coordinator"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
-	"github.com/ttftlab/ttftlab/internal/labtls"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/ttftlab/ttftlab/internal/node"
 )
 
 // coordinatorFlags are the flags of commands that talk to a coordinator.
 type coordinatorFlags struct {
-	addr      string
-	insecure  bool
-	tokenFile string
-	tlsDir    string
+	addr string
+	node.ClientFlags
 }
 
 func (c *coordinatorFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC address (host:port), as `ttftlab coordinator` logs it")
-	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext gRPC to a non-loopback coordinator")
-	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the cluster's bearer token")
-	fs.StringVar(&c.tlsDir, "tls-dir", "", "directory made by `ttftlab certs`: talk to the coordinator over mutual TLS")
+	fs.StringVar(&c.addr, "coordinator", "", "the coordinator's gRPC `host:port`, as the coordinator logs it at start")
+	c.RegisterFlags(fs, "the coordinator")
 }
 
-func (c *coordinatorFlags) dial() (pb.CoordinatorServiceClient, io.Closer, error) {
+func (c *coordinatorFlags) dial(ctx context.Context) (pb.CoordinatorServiceClient, io.Closer, error) {
 	if c.addr == "" {
 		return nil, nil, fmt.Errorf("--coordinator is required: give the coordinator's gRPC address, e.g. --coordinator 127.0.0.1:7000")
 	}
-	creds := insecure.NewCredentials()
-	if c.tlsDir != "" {
-		cfg, err := labtls.ClientConfig(c.tlsDir)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tls-dir: %w", err)
-		}
-		creds = credentials.NewTLS(cfg)
-	} else if err := coordinator.CheckPlaintext(c.addr, c.insecure); err != nil {
-		return nil, nil, fmt.Errorf("--coordinator: %w (or use --tls-dir)", err)
+	o, err := c.DialOptions()
+	if err != nil {
+		return nil, nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if c.tokenFile != "" {
-		tok, err := readToken(c.tokenFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--token-file: %w", err)
-		}
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerCreds(tok)))
-	}
-	cc, err := grpc.NewClient(c.addr, opts...)
+	cc, err := node.Dial(ctx, c.addr, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--coordinator %s: %w", c.addr, err)
 	}
@@ -63,8 +41,7 @@ func (c *coordinatorFlags) dial() (pb.CoordinatorServiceClient, io.Closer, error
 
 // runBaseline runs the cold/warm baseline on a running cluster.
 func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("baseline", stderr)
 	var c upConfig
 	var cf coordinatorFlags
 	cf.register(fs)
@@ -76,7 +53,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	c.subdir = c.out
-	client, closer, err := cf.dial()
+	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -109,14 +86,13 @@ func printReport(stdout, stderr io.Writer, dir, name string, quiet bool) error {
 
 // runMembers lists the cluster as the coordinator sees it.
 func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("members", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("members", stderr)
 	var cf coordinatorFlags
 	cf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, closer, err := cf.dial()
+	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -132,11 +108,3 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	return tw.Flush()
 }
-
-// bearerCreds sends the cluster's bearer token with every call.
-type bearerCreds string
-
-func (b bearerCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearerCreds) RequireTransportSecurity() bool { return false }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 
@@ -49,12 +50,12 @@ func (b boolSetter) IsBoolFlag() bool { return true }
 // vLLM's error text to stdout and returns an error (exit status 1).
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := sim.DefaultConfig()
-	fs := flag.NewFlagSet("ttftlab sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("sim", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ttftlab sim [MODEL] [flags]\n\nA simulated vLLM engine (vLLM %s API, logs and /metrics).\nModels: %s\nGPUs: %s\n\nFlags:\n",
+		helpHeader(stderr, "sim")
+		fmt.Fprintf(stderr, "\nIt speaks vLLM %s's API, logs and /metrics.\nModels: %s\nGPUs: %s\n",
 			sim.Version, strings.Join(sim.ModelNames(), ", "), strings.Join(sim.GPUNames(), ", "))
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
 	}
 
 	fs.StringVar(&cfg.Model, "model", cfg.Model, "model `name` (a built-in Hugging Face id, matched case-insensitively or by its last path element; with --model-config only a name)")
@@ -68,7 +69,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&cfg.MaxNumSeqs, "max-num-seqs", 0, "maximum running `sequences` (0: 1024 on ≥70 GiB non-A100 GPUs, else 256)")
 	fs.IntVar(&cfg.MaxNumBatchedTokens, "max-num-batched-tokens", 0, "token budget per step (0: 8192 on ≥70 GiB non-A100 GPUs, else 2048)")
 	fs.BoolVar(&cfg.EnforceEager, "enforce-eager", false, "disable torch.compile and CUDA graphs")
-	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching (default on)")
+	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching")
 	fs.Var(boolSetter{&cfg.EnablePrefixCaching, false}, "no-enable-prefix-caching", "disable prefix caching")
 	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, true}, "enable-chunked-prefill", "accepted; vLLM V1 0.11 always chunks prefills")
 	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, false}, "no-enable-chunked-prefill", "accepted and ignored, as in vLLM V1 0.11")
@@ -78,6 +79,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Int64Var(&cfg.KVCacheMemoryBytes, "kv-cache-memory-bytes", 0, "KV cache size in `bytes`, skipping the memory profile (0: profile)")
 	fs.StringVar(&cfg.GPU, "gpu", cfg.GPU, "simulated `GPU`: "+strings.Join(sim.GPUNames(), ", "))
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "`directory` of the simulated page-cache and compile-cache state")
+	fs.StringVar(&cfg.ColdState, "cold-state", os.Getenv(sim.ColdStateEnv), "reset the simulated caches in --state-dir before starting: "+sim.ColdDisk+" (weights read at disk speed), "+sim.ColdCompile+" (torch.compile from scratch) or "+sim.ColdWarm+"; empty takes $"+sim.ColdStateEnv+", which a gpunode's cold modes set")
 	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
 	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")

@@ -122,8 +122,7 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 
 // runSweep runs a load sweep on a running cluster.
 func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("sweep", stderr)
 	var cf coordinatorFlags
 	cf.register(fs)
 	var sf sweepFlags
@@ -146,7 +145,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	req.BaseUrl, req.Model, req.Api, req.Profile, req.OutDir, req.RunId = *baseURL, *model, *api, *profile, *out, *runID
-	client, closer, err := cf.dial()
+	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,7 @@ import (
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/ttftlab/ttftlab/internal/node"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -96,7 +95,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 	fs.Float64Var(&c.knobs.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization (0: engine default 0.9)")
 	fs.IntVar(&mns, "max-num-seqs", 0, "engine --max-num-seqs (0: engine default)")
 	fs.IntVar(&mnbt, "max-num-batched-tokens", 0, "engine --max-num-batched-tokens (0: engine default)")
-	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (default true for a short demo; false runs compile and CUDA-graph capture)")
+	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager: true keeps a demo start short; false runs compile and CUDA-graph capture")
 	fs.Var(boolKnob{&c.knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
 	fs.StringVar(&c.coldMode, "cold-mode", "warm-restart", "restart mode: warm-restart, cold-disk (evict the weights from the page cache) or cold-compile (fresh compile cache)")
 	return func() error {
@@ -132,8 +131,7 @@ func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
 }
 
 func parseUp(args []string, stderr io.Writer) (upConfig, error) {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("up", stderr)
 	var c upConfig
 	finish := registerBaselineFlags(fs, &c, "results", "directory for results/<run>/")
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
@@ -178,9 +176,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("TTFTLAB_DEBUG") != "" {
 		logger = newLogger(stderr, true)
 	}
-	key := newGossipKey()
-	token := newToken()
-	base := serviceConfig{grpcAddr: "127.0.0.1:0", gossip: "127.0.0.1:0", key: key, fast: true, token: token}
+	token := node.NewToken()
+	base := node.Config{GRPCAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", GossipKey: node.NewGossipKey(), Fast: true, Token: token}
 
 	// Coordinator.
 	ccfg := coordinator.DefaultConfig()
@@ -188,28 +185,28 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ccfg.DiscoveryTimeout = 20 * time.Second
 	var mem memberView
 	csc := base
-	csc.name = "coordinator"
-	cs, err := startService(csc, membership.RoleCoordinator, func(gs *grpc.Server) {
-		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{Token: token}, logger)
-		pb.RegisterCoordinatorServiceServer(gs, coordinator.NewServer(c))
+	csc.Name = "coordinator"
+	cs, err := node.Start(ctx, csc, membership.RoleCoordinator, func(r node.Registrar) {
+		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{Options: csc.DialOptions()}, logger)
+		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
 	}, logger)
 	if err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
 	defer cs.Close()
-	mem.set(cs.mem)
-	join := cs.mem.Addr()
+	mem.set(cs.Members())
+	join := cs.Members().Addr()
 
 	// gpunode, owning the engine process.
-	node, err := newGPUNode(cfg.gpunodeConfig, filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
+	gn, err := newGPUNode(cfg.gpunodeConfig, filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
 	if err != nil {
 		return fmt.Errorf("start gpunode: %w", err)
 	}
-	defer node.Close()
+	defer gn.Close()
 	gsc := base
-	gsc.name, gsc.join = "gpunode-1", join
-	gsvc, err := startService(gsc, membership.RoleGPUNode, func(gs *grpc.Server) {
-		pb.RegisterGPUNodeServiceServer(gs, gpunode.NewServer(node))
+	gsc.Name, gsc.Join = "gpunode-1", join
+	gsvc, err := node.Start(ctx, gsc, membership.RoleGPUNode, func(r node.Registrar) {
+		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(gn))
 	}, logger)
 	if err != nil {
 		return fmt.Errorf("start gpunode: %w", err)
@@ -220,9 +217,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for i := 1; i <= cfg.agents; i++ {
 		a := agent.New(agent.DefaultConfig(), logger)
 		asc := base
-		asc.name, asc.join = fmt.Sprintf("agent-%d", i), join
-		as, err := startService(asc, membership.RoleAgent, func(gs *grpc.Server) {
-			pb.RegisterAgentServiceServer(gs, agent.NewServer(a))
+		asc.Name, asc.Join = fmt.Sprintf("agent-%d", i), join
+		as, err := node.Start(ctx, asc, membership.RoleAgent, func(r node.Registrar) {
+			pb.RegisterAgentServiceServer(r, agent.NewServer(a))
 		}, logger)
 		if err != nil {
 			return fmt.Errorf("start agent %d: %w", i, err)
@@ -231,15 +228,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Drive the coordinator through its own gRPC API, as a remote CLI would.
-	cc, err := grpc.NewClient(cs.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearerCreds(token)))
+	cc, err := node.Dial(ctx, cs.Addr(), node.DialOptions{Token: token})
 	if err != nil {
 		return fmt.Errorf("connect to coordinator: %w", err)
 	}
 	defer cc.Close()
 	client := pb.NewCoordinatorServiceClient(cc)
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
-		cs.lis.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
+		cs.Addr(), cfg.agents, cfg.profile, cfg.knobs.GetModel())
 	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
 		return err

@@ -12,8 +12,7 @@ import (
 	"github.com/ttftlab/ttftlab/internal/vllmlog"
 )
 
-const vllmUsage = `Usage: ttftlab vllm parse-log FILE
-
+const vllmUsage = `
 parse-log reads a saved vLLM log (any version from 0.6, V0 or V1, with or
 without process prefixes and colour codes; "-" reads standard input) and
 prints one JSON object: weights_load_s, model_load_gib, model_load_s,
@@ -23,27 +22,33 @@ max_concurrency, max_concurrency_tokens, engine_init_s, first_to_ready_s
 classified failure, "kind: message", or null).
 `
 
+// printVLLMHelp writes the help of `ttftlab vllm`.
+func printVLLMHelp(w io.Writer) {
+	helpHeader(w, "vllm")
+	fmt.Fprint(w, vllmUsage)
+}
+
 // runVLLM implements `ttftlab vllm SUBCOMMAND`.
 func runVLLM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, vllmUsage)
+		printVLLMHelp(stderr)
 		return errors.New("vllm: no subcommand given; try 'ttftlab vllm parse-log FILE'")
 	}
 	switch args[0] {
 	case "parse-log":
 		return runVLLMParseLog(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, vllmUsage)
+		printVLLMHelp(stdout)
 		return nil
 	}
-	fmt.Fprint(stderr, vllmUsage)
+	printVLLMHelp(stderr)
 	return fmt.Errorf("vllm: unknown subcommand %q; try 'ttftlab vllm parse-log FILE'", args[0])
 }
 
 func runVLLMParseLog(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("vllm parse-log", flag.ContinueOnError)
+	fs := flag.NewFlagSet("ttftlab vllm parse-log", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, vllmUsage) }
+	fs.Usage = func() { printVLLMHelp(stderr) }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -100,22 +100,26 @@ func TestOnlyMembershipImportsMemberlist(t *testing.T) {
 	}
 }
 
-// TestOnlyAdaptersImportGRPC keeps domain logic free of gRPC: only the
-// generated code, the adapters (server.go, grpc.go) and the binary may import it.
+// TestOnlyAdaptersImportGRPC keeps gRPC at the edges: only internal/node
+// (server and dial options, the one dial path), the generated code and the
+// packages' server.go/grpc.go adapters may import it. cmd/ttftlab may not:
+// it wires flags to internal/node.
 func TestOnlyAdaptersImportGRPC(t *testing.T) {
 	for _, f := range sources(t) {
-		allowed := f.pkg == "internal/gen/ttftlab/v1" || f.pkg == "cmd/ttftlab" || f.name == "server.go" || f.name == "grpc.go"
+		allowed := f.pkg == "internal/gen/ttftlab/v1" || f.pkg == "internal/node" ||
+			(f.pkg != "cmd/ttftlab" && (f.name == "server.go" || f.name == "grpc.go"))
 		for _, im := range f.imports {
 			if (im == "google.golang.org/grpc" || strings.HasPrefix(im, "google.golang.org/grpc/")) && !allowed {
-				t.Errorf("%s/%s imports %s: move the gRPC code into the package's server.go or grpc.go adapter", f.pkg, f.name, im)
+				t.Errorf("%s/%s imports %s: move the gRPC code into internal/node or the package's server.go or grpc.go adapter", f.pkg, f.name, im)
 			}
 		}
 	}
 }
 
-// TestAgentAndCoordinatorBuildWithoutCGO checks that neither reaches gpunode
-// (and so go-nvml and cgo) through the module's own packages.
-func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
+// moduleGraph maps each package of the module to the module packages its
+// non-test files import.
+func moduleGraph(t *testing.T) map[string][]string {
+	t.Helper()
 	graph := map[string][]string{}
 	for _, f := range sources(t) {
 		for _, im := range f.imports {
@@ -124,19 +128,44 @@ func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
 			}
 		}
 	}
-	for _, root := range []string{"agent", "coordinator", "internal/sim"} {
-		seen := map[string]bool{}
-		stack := []string{root}
-		for len(stack) > 0 {
-			p := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if seen[p] {
-				continue
-			}
-			seen[p] = true
-			stack = append(stack, graph[p]...)
+	return graph
+}
+
+// reaches returns every module package root depends on, root included.
+func reaches(graph map[string][]string, root string) map[string]bool {
+	seen := map[string]bool{}
+	stack := []string{root}
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[p] {
+			continue
 		}
-		if seen["gpunode"] {
+		seen[p] = true
+		stack = append(stack, graph[p]...)
+	}
+	return seen
+}
+
+// TestGPUNodeDoesNotBuildInTheSimulator keeps the simulator out of every
+// gpunode: the sim resets its own simulated caches (--cold-state), so
+// `go list -deps ./gpunode` must not list internal/sim.
+func TestGPUNodeDoesNotBuildInTheSimulator(t *testing.T) {
+	graph := moduleGraph(t)
+	if len(graph["gpunode"]) == 0 {
+		t.Fatal("gpunode imports no module package; the walk is broken")
+	}
+	if reaches(graph, "gpunode")["internal/sim"] {
+		t.Error("gpunode depends on internal/sim: let the sim reset its own state (its --cold-state flag) instead of importing it")
+	}
+}
+
+// TestAgentAndCoordinatorBuildWithoutCGO checks that neither reaches gpunode
+// (and so go-nvml and cgo) through the module's own packages.
+func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
+	graph := moduleGraph(t)
+	for _, root := range []string{"agent", "coordinator", "internal/sim", "internal/node"} {
+		if reaches(graph, root)["gpunode"] {
 			t.Errorf("%s depends on gpunode, which pulls in go-nvml and cgo", root)
 		}
 	}

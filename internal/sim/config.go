@@ -61,6 +61,12 @@ type Config struct {
 	GPU string
 	// StateDir holds the simulated page-cache and compile-cache state.
 	StateDir string
+	// ColdState is --cold-state: the state the engine resets its simulated
+	// caches to before it starts. ColdDisk forgets that the model's weights
+	// are in the page cache, ColdCompile empties its compile cache, and
+	// Warm or "" keeps both. A gpunode's cold modes set it (through
+	// ColdStateEnv) when they start a sim profile.
+	ColdState string
 	// StartupScale multiplies every startup-phase duration (test only).
 	StartupScale float64
 	// Seed makes token ids and generated text reproducible.
@@ -161,6 +167,19 @@ func DefaultConfig() Config {
 		ShutdownGrace:     5 * time.Second,
 	}
 }
+
+// The states --cold-state resets the simulated caches to; they are the
+// names of the gpunode's cold modes.
+const (
+	ColdWarm    = "warm"
+	ColdDisk    = "cold-disk"
+	ColdCompile = "cold-compile"
+)
+
+// ColdStateEnv is the environment variable `ttftlab sim` takes
+// --cold-state's default from; a gpunode sets it when it starts a sim
+// profile in a cold mode, so that it need not import this package.
+const ColdStateEnv = "TTFTLAB_SIM_COLD"
 
 // DefaultStateDir returns $XDG_CACHE_HOME/ttftlab/sim, or ~/.cache/ttftlab/sim.
 func DefaultStateDir() string {
@@ -264,6 +283,11 @@ func (c Config) resolve() (resolved, error) {
 	}
 	if r.StateDir == "" {
 		return resolved{}, errors.New("--state-dir: must not be empty")
+	}
+	switch r.ColdState {
+	case "", ColdWarm, ColdDisk, ColdCompile:
+	default:
+		return resolved{}, fmt.Errorf("--cold-state %q: use %s, %s or %s (or leave it empty, which is %s)", r.ColdState, ColdWarm, ColdDisk, ColdCompile, ColdWarm)
 	}
 	if r.FirstRequestDelay < 0 || r.StatsInterval < 0 || r.ShutdownGrace < 0 {
 		return resolved{}, errors.New("sim: durations must not be negative")

@@ -119,6 +119,25 @@ func ResetCompileCache(stateDir, model string) error {
 	return nil
 }
 
+// resetColdState puts the simulated caches in the state --cold-state asks
+// for, before anything reads them, and logs what it did.
+func (e *Engine) resetColdState() error {
+	r := e.cfg
+	switch r.ColdState {
+	case ColdDisk:
+		if err := EvictPageCache(r.StateDir, r.model.Name); err != nil {
+			return fmt.Errorf("--cold-state %s: %w", r.ColdState, err)
+		}
+		e.log.info(procAPI, "sim.py", 2, "ttftlab sim: --cold-state %s: evicted the simulated page cache of %s in %s", r.ColdState, r.model.Name, r.StateDir)
+	case ColdCompile:
+		if err := ResetCompileCache(r.StateDir, r.model.Name); err != nil {
+			return fmt.Errorf("--cold-state %s: %w", r.ColdState, err)
+		}
+		e.log.info(procAPI, "sim.py", 3, "ttftlab sim: --cold-state %s: emptied the simulated compile cache of %s in %s", r.ColdState, r.model.Name, r.StateDir)
+	}
+	return nil
+}
+
 // compileHash is the 10-hex-digit key of the compile cache: the compiled
 // graph depends on the model, the GPU and the token budget.
 func (r resolved) compileHash() string {
@@ -186,6 +205,10 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 	l.info(procAPI, "utils.py", 233, "non-default args: %s", e.nonDefaultArgs())
 	if r.StartupScale != 1 {
 		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: startup durations are scaled by %g (--startup-scale); phase timings are not realistic.", r.StartupScale)
+	}
+	if err := e.resetColdState(); err != nil {
+		l.raw(procAPI, "OSError: "+err.Error())
+		return KVPlan{}, &StartupError{Err: err}
 	}
 	l.info(procAPI, "model.py", 547, "Resolved architecture: %s", m.Architecture)
 	l.info(procAPI, "model.py", 1510, "Using max model len %d", r.MaxModelLen)
