@@ -455,7 +455,7 @@ func (s *scheduler) stepTime(batch []scheduledWork) time.Duration {
 // samples a token for every request whose tokens are all computed, and
 // finishes requests that reached max_tokens.
 func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
-	finished := false
+	var finished []*request
 	iterTokens := 0 // vLLM: prompt tokens of finished prefills + new tokens
 	for _, w := range batch {
 		r := w.req
@@ -481,17 +481,21 @@ func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
 		r.out = k + 1
 		r.mu.Unlock()
 		if k+1 >= r.maxTokens {
-			s.end(r, "length", nil, now)
-			finished = true
+			finished = append(finished, r)
 			continue
 		}
 		r.wake()
 	}
-	if finished {
-		s.running = slices.DeleteFunc(s.running, func(x *request) bool { return x.state == stateFinished })
-	}
+	// The step's metrics are recorded before any handler learns its request
+	// finished, so a client that reads /metrics after its response sees them.
 	if iterTokens > 0 {
 		s.met.observeIteration(iterTokens)
+	}
+	for _, r := range finished {
+		s.end(r, "length", nil, now)
+	}
+	if len(finished) > 0 {
+		s.running = slices.DeleteFunc(s.running, func(x *request) bool { return x.state == stateFinished })
 	}
 	s.publishGauges()
 }
