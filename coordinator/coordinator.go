@@ -435,6 +435,9 @@ func RenderDir(dir string) (res *Results, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if isGrid(events) { // a restart grid: its experiment's reports (kvscale_results.go)
+		return nil, renderGridDir(dir, events)
+	}
 	if isSweep(events) {
 		res, err := BuildSweep(events)
 		if err != nil {

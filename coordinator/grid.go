@@ -1,0 +1,444 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
+	"google.golang.org/protobuf/proto"
+)
+
+// Restart-grid event kinds. A grid run's events.jsonl holds, in order:
+// grid_start, then per point grid_point_start, engine_ready and
+// grid_point_ready (or, when the engine refused to start, straight
+// grid_point_end), the point's levels as a sweep records them (level_start,
+// sweep_interval, level_end, with grid-wide level numbers) each followed by
+// grid_level_end, and grid_point_end.
+const (
+	EventGridStart      = "grid_start"
+	EventGridPointStart = "grid_point_start"
+	EventGridPointReady = "grid_point_ready"
+	EventGridLevelEnd   = "grid_level_end"
+	EventGridPointEnd   = "grid_point_end"
+)
+
+// Grid point statuses, as grid_point_end records them.
+const (
+	// PointOK: the engine started and every level of the point ran.
+	PointOK = "ok"
+	// PointRefused: the engine did not start with the point's knobs (for
+	// example too little KV memory for max_model_len); the grid goes on.
+	PointRefused = "refused"
+	// PointFailed: the point started but failed part-way.
+	PointFailed = "failed"
+)
+
+// GridSpec configures a restart grid: for each point the gpunode's engine is
+// restarted with the point's knobs, its startup figures are read, then a
+// schedule of load levels (closed-loop concurrencies split across the
+// agents, as in a sweep) runs against it.
+type GridSpec struct {
+	RunID   string
+	OutDir  string
+	Profile string
+	API     string
+	// Experiment names the experiment that owns the grid ("kvscale"); the
+	// report is rendered by it.
+	Experiment string
+	// Params is the experiment's own description of the run, recorded in
+	// grid_start.
+	Params any
+	Points []GridPoint
+	// Plan is called when a point's engine is ready. It returns data to
+	// record in grid_point_ready (the experiment's predictions) and the
+	// schedule of levels to run.
+	Plan      func(GridReady) (any, LevelSchedule)
+	MaxAgents int
+}
+
+// GridPoint is one point of the grid.
+type GridPoint struct {
+	Label string
+	Knobs *pb.EngineKnobs
+}
+
+// GridReady is what Plan learns about a started point.
+type GridReady struct {
+	Index  int
+	Point  GridPoint
+	Engine *pb.EngineInfo
+}
+
+// LevelSchedule yields a point's levels one at a time.
+type LevelSchedule interface {
+	// Next returns the next level to run, given the observation of the
+	// previous one (nil before the first), or false when the point is done.
+	Next(prev *LevelObservation) (GridLevel, bool)
+}
+
+// GridLevel is one closed-loop level of a point.
+type GridLevel struct {
+	Concurrency int
+	Load        *pb.LoadModel
+	Workload    *pb.Workload
+	Generator   *pb.WorkloadGen
+}
+
+// LevelObservation is what the engine's /metrics said during one level, as
+// the gpunode scraped them. Nil fields were not measured (no sample carried
+// the metric).
+type LevelObservation struct {
+	Point       int      `json:"point"`
+	Level       int      `json:"level"`
+	Concurrency int      `json:"concurrency"`
+	Samples     int      `json:"samples"`
+	Preemptions *float64 `json:"preemptions"`
+	// WaitingMax is the largest vllm:num_requests_waiting over the level.
+	WaitingMax *float64 `json:"waiting_max"`
+	// WaitingFrac is the fraction of the samples after the warm-up with
+	// vllm:num_requests_waiting > 0.
+	WaitingFrac *float64 `json:"waiting_frac"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// Payloads of the grid events.
+type (
+	gridStart struct {
+		RunID      string          `json:"run_id"`
+		Experiment string          `json:"experiment"`
+		Profile    string          `json:"profile"`
+		API        string          `json:"api"`
+		Points     []gridPointJSON `json:"points"`
+		Params     any             `json:"params,omitempty"`
+	}
+	gridPointJSON struct {
+		Point int     `json:"point"`
+		Label string  `json:"label"`
+		Knobs rawJSON `json:"knobs"`
+	}
+	gridPointReady struct {
+		Point   int     `json:"point"`
+		Figures rawJSON `json:"figures"`
+		Plan    any     `json:"plan,omitempty"`
+	}
+	gridPointEnd struct {
+		Point  int    `json:"point"`
+		Status string `json:"status"`
+		// Error is why the point failed, or the gpunode's account of the
+		// engine's refusal to start (its exit status, root cause and log tail).
+		Error string `json:"error,omitempty"`
+	}
+)
+
+// ErrGridSpec wraps a GridSpec's own defects.
+var ErrGridSpec = errors.New("invalid grid")
+
+func (s GridSpec) validate() error {
+	var errs []error
+	if len(s.Points) == 0 {
+		errs = append(errs, errors.New("the grid has no point: give at least one value per grid axis"))
+	}
+	if s.Plan == nil {
+		errs = append(errs, errors.New("the grid has no level plan"))
+	}
+	if s.Experiment == "" {
+		errs = append(errs, errors.New("the grid names no experiment"))
+	}
+	if s.API != "chat" && s.API != "completions" {
+		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
+	}
+	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
+		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+	}
+	if err := checkOutDir(s.OutDir); err != nil {
+		errs = append(errs, err)
+	}
+	if s.MaxAgents < 0 {
+		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrGridSpec, err)
+	}
+	return nil
+}
+
+// RunGrid runs a restart grid. Every point is recorded as it happens; a
+// point whose engine refuses to start is recorded with the engine's error
+// and the grid goes on. The run fails when no point started, or when a
+// started point fails (an engine exit, a lost gpunode, a failed level);
+// what was measured is rendered either way.
+func (c *Coordinator) RunGrid(ctx context.Context, spec GridSpec, emit func(Event)) (RunResult, error) {
+	if spec.Profile == "" {
+		spec.Profile = "sim"
+	}
+	if spec.API == "" {
+		spec.API = "chat"
+	}
+	if err := spec.validate(); err != nil {
+		return RunResult{}, err
+	}
+	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(ctx context.Context, r *recorder) error {
+		return c.grid(ctx, r, spec)
+	})
+}
+
+func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) error {
+	gs := gridStart{RunID: spec.RunID, Experiment: spec.Experiment, Profile: spec.Profile, API: spec.API, Params: spec.Params}
+	for i, p := range spec.Points {
+		gs.Points = append(gs.Points, gridPointJSON{Point: i, Label: p.Label, Knobs: protoJSON(p.Knobs)})
+	}
+	r.record(EventGridStart, gs)
+	gpuM, agentMs, err := c.waitForMembers(ctx, true)
+	if err != nil {
+		return err
+	}
+	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
+		agentMs = agentMs[:spec.MaxAgents]
+	}
+	r.record(EventMembers, c.members.Members())
+	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("connect to gpunode %s at %s: %w", gpuM.Name, gpuM.GRPCAddr, err)
+	}
+	defer gclose.Close()
+	info, err := gn.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
+	}
+	r.record(EventNodeInfo, info)
+	stopWatch := r.watchMember(ctx, c.members, gpuM.Name)
+	defer stopWatch()
+
+	g := &gridRun{c: c, r: r, spec: spec, gn: gn, gpuName: gpuM.Name, agents: agentMs}
+	started := 0
+	var refusals []string
+	for i, p := range spec.Points {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ok, err := g.point(ctx, i, p)
+		if err != nil {
+			return fmt.Errorf("grid point %d (%s): %w", i+1, p.Label, err)
+		}
+		if ok {
+			started++
+		} else {
+			refusals = append(refusals, p.Label)
+		}
+	}
+	if started == 0 {
+		return fmt.Errorf("no grid point started: the engine refused every one (%v); see each point's error in the report", refusals)
+	}
+	return nil
+}
+
+// gridRun is one grid run in progress.
+type gridRun struct {
+	c       *Coordinator
+	r       *recorder
+	spec    GridSpec
+	gn      GPUNode
+	gpuName string
+	agents  []membership.Member
+	level   int // the next grid-wide level number
+}
+
+// point runs one grid point; started is false when the engine refused to
+// start. An error ends the grid.
+func (g *gridRun) point(ctx context.Context, i int, p GridPoint) (started bool, err error) {
+	r, c := g.r, g.c
+	r.record(EventGridPointStart, gridPointJSON{Point: i, Label: p.Label, Knobs: protoJSON(p.Knobs)})
+	// The sample stream runs only while the point's engine is up: an
+	// engine that exits while refusing to start is this point's outcome,
+	// not the run's failure.
+	eng, err := g.gn.StartEngine(ctx, &pb.StartEngineRequest{Profile: g.spec.Profile, Knobs: p.Knobs, ReadyTimeoutMs: c.cfg.ReadyTimeout.Milliseconds()})
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if r.failed() != nil {
+			return false, r.failed()
+		}
+		r.record(EventGridPointEnd, gridPointEnd{Point: i, Status: PointRefused, Error: err.Error()})
+		return false, nil
+	}
+	r.record(EventEngineReady, eng)
+	plan, sched := g.spec.Plan(GridReady{Index: i, Point: p, Engine: eng})
+	r.record(EventGridPointReady, gridPointReady{Point: i, Figures: protoJSON(eng.GetFigures()), Plan: plan})
+
+	tap := &sampleTap{}
+	stop := r.startSampling(ctx, tappedNode{GPUNode: g.gn, tap: tap.add}, g.gpuName, true, c.cfg.SampleInterval)
+	err = g.levels(ctx, i, sched, tap, eng)
+	stop()
+	end := gridPointEnd{Point: i, Status: PointOK}
+	if err != nil {
+		end.Status, end.Error = PointFailed, err.Error()
+	}
+	r.record(EventGridPointEnd, end)
+	return true, err
+}
+
+// levels runs a started point's schedule.
+func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, tap *sampleTap, eng *pb.EngineInfo) error {
+	var prev *LevelObservation
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		lv, ok := sched.Next(prev)
+		if !ok {
+			return nil
+		}
+		li := g.level
+		g.level++
+		spec := SweepSpec{RunID: g.spec.RunID, API: g.spec.API, Load: lv.Load, Workload: lv.Workload, Generator: lv.Generator, AgentLoss: "continue"}
+		load := proto.Clone(lv.Load).(*pb.LoadModel)
+		load.Kind = "closed"
+		spec.Load = load
+		from := g.c.cfg.Now()
+		lost, err := g.c.runLevel(ctx, g.r, spec, li, float64(lv.Concurrency), g.agents, eng.GetBaseUrl(), eng.GetServedModelName())
+		to := g.c.cfg.Now()
+		warmEnd := from.Add(barrierDelay).Add(time.Duration(load.GetWarmupMs()) * time.Millisecond)
+		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), to.UnixNano())
+		obs.Point, obs.Level, obs.Concurrency = point, li, lv.Concurrency
+		if err != nil {
+			obs.Error = err.Error()
+		}
+		g.r.record(EventGridLevelEnd, obs)
+		if err != nil {
+			return err
+		}
+		g.agents = remove(g.agents, lost)
+		if len(g.agents) == 0 {
+			return fmt.Errorf("level %d: every agent was lost", li+1)
+		}
+		prev = &obs
+	}
+}
+
+// tappedNode passes every sample of its GPUNode's stream to tap as well.
+type tappedNode struct {
+	GPUNode
+	tap func(*pb.HostSample)
+}
+
+func (t tappedNode) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.StreamSamplesResponse)) error {
+	return t.GPUNode.StreamSamples(ctx, interval, func(m *pb.StreamSamplesResponse) {
+		if s := m.GetSample(); s != nil {
+			t.tap(s)
+		}
+		fn(m)
+	})
+}
+
+// sampleTap keeps the engine metrics a point's samples carried. It is safe
+// for concurrent use.
+type sampleTap struct {
+	mu sync.Mutex
+	ms []engineMetricSample
+}
+
+// engineMetricSample is one sample's vllm:num_preemptions_total and
+// vllm:num_requests_waiting, when it carried them.
+type engineMetricSample struct {
+	t                      int64
+	preempt, waiting       float64
+	hasPreempt, hasWaiting bool
+}
+
+func (s *sampleTap) add(h *pb.HostSample) {
+	m := h.GetEngineMetrics()
+	if m == nil {
+		return
+	}
+	e := engineMetricSample{t: h.GetUnixNano()}
+	if e.t == 0 {
+		e.t = time.Now().UnixNano()
+	}
+	e.preempt, e.hasPreempt = m["vllm:num_preemptions_total"]
+	e.waiting, e.hasWaiting = m["vllm:num_requests_waiting"]
+	s.mu.Lock()
+	s.ms = append(s.ms, e)
+	s.mu.Unlock()
+}
+
+func (s *sampleTap) observe(from, warmEnd, to int64) LevelObservation {
+	s.mu.Lock()
+	ms := append([]engineMetricSample(nil), s.ms...)
+	s.mu.Unlock()
+	return observeLevel(ms, from, warmEnd, to)
+}
+
+// observeLevel summarises the engine metrics of one level: the rise of the
+// preemption counter from the last value before from to the last value by
+// to, the largest waiting queue in [from, to], and the fraction of samples
+// in [warmEnd, to] whose waiting queue was above zero.
+func observeLevel(ms []engineMetricSample, from, warmEnd, to int64) LevelObservation {
+	sort.SliceStable(ms, func(i, j int) bool { return ms[i].t < ms[j].t })
+	var o LevelObservation
+	var base, last *float64
+	var above, measured int
+	for i := range ms {
+		m := ms[i]
+		if m.t > to {
+			break
+		}
+		if m.hasPreempt {
+			v := m.preempt
+			if m.t < from {
+				base = &v
+			} else {
+				last = &v
+			}
+		}
+		if m.t < from {
+			continue
+		}
+		o.Samples++
+		if m.hasWaiting {
+			if o.WaitingMax == nil || m.waiting > *o.WaitingMax {
+				o.WaitingMax = ptr(m.waiting)
+			}
+			if m.t >= warmEnd {
+				measured++
+				if m.waiting > 0 {
+					above++
+				}
+			}
+		}
+	}
+	if last != nil {
+		b := 0.0
+		if base != nil {
+			b = *base
+		} else {
+			// No sample before the level: its first one is the base.
+			for _, m := range ms {
+				if m.t >= from && m.hasPreempt {
+					b = m.preempt
+					break
+				}
+			}
+		}
+		o.Preemptions = ptr(max(0, *last-b))
+	}
+	if measured > 0 {
+		o.WaitingFrac = ptr(float64(above) / float64(measured))
+	}
+	return o
+}
+
+// decodeGridJSON decodes one grid event's payload, naming the event.
+func decodeGridJSON(i int, ev Event, v any) error {
+	if err := json.Unmarshal(ev.Data, v); err != nil {
+		return fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
+	}
+	return nil
+}
