@@ -1,4 +1,4 @@
-package agent
+package oai
 
 import (
 	"bufio"
@@ -141,7 +141,7 @@ func TestH1Framing(t *testing.T) {
 				}
 				return true
 			})
-			c := NewClient(ClientConfig{MaxConns: 1})
+			c := newClient(t, Config{MaxConns: 1})
 			defer c.Close()
 			for i := range 2 {
 				r := c.Do(context.Background(), chatReq(s.URL))
@@ -186,7 +186,7 @@ func TestH1Errors(t *testing.T) {
 				_, _ = io.WriteString(c, tt.resp)
 				return false
 			})
-			c := NewClient(ClientConfig{MaxConns: 1})
+			c := newClient(t, Config{MaxConns: 1})
 			defer c.Close()
 			r := c.Do(context.Background(), chatReq(s.URL))
 			if r.Err == nil || r.Err.Kind != tt.wantKind || !strings.Contains(r.Err.Detail, tt.wantDetail) {
@@ -207,7 +207,7 @@ func TestH1ServerClosedIdle(t *testing.T) {
 		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
 		return false
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	for range 3 {
 		wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
@@ -233,7 +233,7 @@ func TestH1RequestHeaders(t *testing.T) {
 			s.raw(e)
 		}
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	req := chatReq(f.URL)
 	req.APIKey = "k"
@@ -263,7 +263,7 @@ func TestH1PoolWaitCanceled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	first := make(chan Result, 1)
 	held := chatReq(srv.URL)
@@ -314,7 +314,7 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 		return n
 	}
 	before := settle()
-	c := NewClient(ClientConfig{MaxConns: 4, TTFTTimeout: time.Second})
+	c := newClient(t, Config{MaxConns: 4, TTFTTimeout: time.Second})
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
@@ -338,17 +338,61 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 
 func TestTransportConfig(t *testing.T) {
 	f := newFakeServer(t, streamTokens(2, 0))
-	for _, tr := range []string{"", TransportH1, TransportNetHTTP} {
-		c := NewClient(ClientConfig{Transport: tr})
-		wantOK(t, c.Do(context.Background(), chatReq(f.URL)))
-		if (c.h1 != nil) != (tr != TransportNetHTTP) {
-			t.Errorf("transport %q: h1 %v", tr, c.h1 != nil)
-		}
-		c.Close()
+	tests := []struct {
+		name      string
+		cfg       Config
+		wantH1    bool
+		wantConns int
+	}{
+		{"default", Config{}, true, DefaultMaxConns},
+		{"h1", Config{Transport: TransportH1, MaxConns: 3}, true, 3},
+		{"net/http", Config{Transport: TransportNetHTTP, MaxConns: 5}, false, 5},
 	}
-	c := NewClient(ClientConfig{Transport: "h3"})
-	if r := c.Do(context.Background(), chatReq(f.URL)); r.Err == nil || r.Err.Kind != KindOther || !strings.Contains(r.Err.Detail, "h3") {
-		t.Errorf("unknown transport: err %v, want kind other naming it", r.Err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(t, tt.cfg)
+			wantOK(t, c.Do(context.Background(), chatReq(f.URL)))
+			if (c.h1 != nil) != tt.wantH1 {
+				t.Errorf("h1 transport %v, want %v", c.h1 != nil, tt.wantH1)
+			}
+			if c.h1 != nil && c.h1.max != tt.wantConns {
+				t.Errorf("h1 pool of %d connections, want %d", c.h1.max, tt.wantConns)
+			}
+			if c.tr.MaxConnsPerHost != tt.wantConns {
+				t.Errorf("net/http pool of %d connections, want %d", c.tr.MaxConnsPerHost, tt.wantConns)
+			}
+		})
+	}
+}
+
+// TestNewClientRefusesBadConfig: a bad Config is refused up front with an
+// error that names the field, its value and the fix.
+func TestNewClientRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"unknown transport", Config{Transport: "h3"}, []string{`"h3"`, TransportH1, TransportNetHTTP}},
+		{"negative max conns", Config{MaxConns: -1}, []string{"max conns -1", "≥ 1"}},
+		{"negative connect timeout", Config{ConnectTimeout: -time.Second}, []string{"connect timeout -1s"}},
+		{"negative TTFT timeout", Config{TTFTTimeout: -time.Second}, []string{"TTFT timeout -1s"}},
+		{"negative timeout", Config{Timeout: -time.Second}, []string{"timeout -1s"}},
+		{"negative max line", Config{MaxLineBytes: -2}, []string{"max line bytes -2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := NewClient(tt.cfg)
+			if err == nil {
+				c.Close()
+				t.Fatalf("NewClient(%+v) succeeded, want an error", tt.cfg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }
 
@@ -365,7 +409,7 @@ func TestH1NoResendAfterWrite(t *testing.T) {
 		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
 		return true
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
 	r := c.Do(context.Background(), chatReq(s.URL))
@@ -388,7 +432,7 @@ func TestH1PutAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	held := chatReq(srv.URL)
 	held.Headers = map[string]string{"X-Bench-Hold-After": "2"}
 	done := make(chan Result, 1)
