@@ -2,6 +2,7 @@ package oai
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -455,4 +456,36 @@ func TestH1PutAfterClose(t *testing.T) {
 			t.Fatalf("server still has %d open connections", srv.Stats().OpenConns)
 		}
 	}
+}
+
+// FuzzH1Response feeds arbitrary bytes to h1's response parser and body
+// reader, as a server (or anything listening on its port) could send them:
+// they must never panic or hang, a head that parses has a three-digit
+// status, and the body never yields more bytes than were sent.
+func FuzzH1Response(f *testing.F) {
+	f.Add([]byte(sseHead + chunked(sseEvents(), "", "")))
+	f.Add([]byte(sseHead + chunked(sseEvents(), ";ext=1", "X-Trailer: 1\r\n")))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"))
+	f.Add([]byte("HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: [DONE]\n\n"))
+	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\n\r\nbad"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), h1ReadBuffer)
+		var body h1Body
+		resp, err := readResponse(br, &body)
+		if err != nil {
+			return
+		}
+		if resp.status < 100 || resp.status > 999 {
+			t.Fatalf("status %d parsed from %q", resp.status, data)
+		}
+		n, err := io.Copy(io.Discard, &body)
+		if n > int64(len(data)) {
+			t.Fatalf("body of %d bytes from %d bytes of input", n, len(data))
+		}
+		if body.done && err != nil {
+			t.Fatalf("body done with error %v", err)
+		}
+	})
 }
