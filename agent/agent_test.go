@@ -322,6 +322,29 @@ func TestRunEmitErrorStops(t *testing.T) {
 	}
 }
 
+// TestRunSenderRefused: a run whose Sender cannot be made fails before any
+// report, with the maker's error, as an invalid spec.
+func TestRunSenderRefused(t *testing.T) {
+	cfg := DefaultConfig()
+	var got oai.Config
+	cfg.NewSender = func(c oai.Config) (Sender, error) {
+		got = c
+		return nil, errors.New("client transport \"h3\" is unknown")
+	}
+	spec := testSpec("http://127.0.0.1:1")
+	spec.Concurrency, spec.Requests, spec.TTFTTimeout = 3, 5, 2*time.Second
+	reps, err := collect(t, context.Background(), New(cfg, nil), spec)
+	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "h3") {
+		t.Fatalf("Run = %v, want an invalid-spec error naming the transport", err)
+	}
+	if len(reps) != 0 {
+		t.Errorf("%d reports, want none", len(reps))
+	}
+	if got.MaxConns != 3 || got.TTFTTimeout != 2*time.Second || got.Timeout != cfg.DefaultTimeout {
+		t.Errorf("sender asked for %+v; want 3 connections, the spec's TTFT timeout and the default timeout", got)
+	}
+}
+
 func TestRunRefusesBadSpecs(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxConcurrency = 8
