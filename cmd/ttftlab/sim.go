@@ -71,7 +71,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&cfg.EnforceEager, "enforce-eager", false, "disable torch.compile and CUDA graphs")
 	fs.Var(boolSetter{&cfg.EnablePrefixCaching, true}, "enable-prefix-caching", "enable prefix caching")
 	fs.Var(boolSetter{&cfg.EnablePrefixCaching, false}, "no-enable-prefix-caching", "disable prefix caching")
-	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, true}, "enable-chunked-prefill", "split long prefills into chunks of --max-num-batched-tokens (default on)")
+	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, true}, "enable-chunked-prefill", "split long prefills into chunks of --max-num-batched-tokens")
 	fs.Var(boolSetter{&cfg.EnableChunkedPrefill, false}, "no-enable-chunked-prefill", "prefill each prompt in one step; --max-num-batched-tokens must then be >= --max-model-len (its default)")
 	fs.BoolVar(&cfg.EnablePromptTokensDetails, "enable-prompt-tokens-details", false, "report usage.prompt_tokens_details.cached_tokens")
 	fs.BoolVar(&cfg.DisableLogStats, "disable-log-stats", false, "do not log the periodic stats line")
