@@ -56,20 +56,21 @@ func quantileCI(h *hdr.Histogram, q float64) *CIBounds {
 	return &ci
 }
 
-// fmtCI renders an interval as " [380.0, 450.0]", with ∞ or −∞ for an
-// unbounded side; "" for none.
+// fmtCI renders an interval as " [380.0, 450.0]", " [380.0, ∞)" when it is
+// unbounded above; "" for none.
 func fmtCI(ci *CIBounds) string {
 	if ci == nil {
 		return ""
 	}
-	lo, hi := "0", "∞"
+	// Latencies are not negative, so an interval unbounded below starts at 0.
+	lo, hi := "0", "∞)"
 	if ci[0] != nil {
 		lo = fmt.Sprintf("%.1f", *ci[0])
 	}
 	if ci[1] != nil {
-		hi = fmt.Sprintf("%.1f", *ci[1])
+		hi = fmt.Sprintf("%.1f]", *ci[1])
 	}
-	return fmt.Sprintf(" [%s, %s]", lo, hi)
+	return fmt.Sprintf(" [%s, %s", lo, hi)
 }
 
 // sampleVerdict says whether a level (or a warm set) measured enough for
