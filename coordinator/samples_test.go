@@ -218,3 +218,38 @@ func TestSweepSizesUnpinnedLevelsFromTheLevelBefore(t *testing.T) {
 		t.Errorf("err = %v, want the cap below the duration named", err)
 	}
 }
+
+func TestBaselineWarmRunsMarkedInsufficient(t *testing.T) {
+	runs := func(n int) []Run {
+		var out []Run
+		for i := range n {
+			out = append(out, Run{Label: "warm_" + string(rune('a'+i)), TTFTS: 0.01})
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		n      int
+		marked []string
+	}{
+		{"five warm runs", 5, []string{"p90", "p99"}},
+		{"fifteen warm runs", 15, []string{"p99"}},
+		{"twenty warm runs", 20, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := warmStats(runs(tt.n))
+			if w.Insufficient != (tt.marked != nil) || !slices.Equal(w.InsufficientFor, tt.marked) {
+				t.Errorf("insufficient %v for %v, want %v", w.Insufficient, w.InsufficientFor, tt.marked)
+			}
+			h := hdr.New()
+			for range tt.n {
+				h.Record(10 * time.Millisecond)
+			}
+			md := RenderMarkdown(&Results{Runs: runs(tt.n), Warm: w, Histograms: map[string]hdr.Summary{hdr.TTFT: h.Summarize()}})
+			if got := strings.Contains(md, " ⚠ |"); got != (tt.marked != nil) {
+				t.Errorf("merged histogram table marked %v, want %v:\n%s", got, tt.marked != nil, md)
+			}
+		})
+	}
+}
