@@ -68,8 +68,13 @@ type Report struct {
 	// Good counts the successful requests that met the load model's SLO.
 	Good         uint64
 	OutputTokens uint64
-	ErrorsByKind map[string]uint64
-	ErrorSamples []string
+	// OutputTokensStreamed counts the output tokens that arrived in this
+	// interval, per token-bearing chunk as ITL counts them, of the report's
+	// requests (warm-up or measured) whether they finished or are still
+	// streaming.
+	OutputTokensStreamed uint64
+	ErrorsByKind         map[string]uint64
+	ErrorSamples         []string
 	// Records are the requests finished in this interval, in finishing
 	// order, when the spec has labels or asks for records.
 	Records []Record
@@ -113,6 +118,8 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 	warmPending := !r.warm.empty() || r.warmInFlight > 0
 	warm, meas := r.warm, r.meas
 	r.warm, r.meas = r.spareWarm, r.spareMeas
+	warmStreamed, measStreamed := r.streamedWarm.Swap(0), r.streamedMeas.Swap(0)
+	warmPending = warmPending || warmStreamed > 0
 	if !r.clientBound && r.lag.Count() > 0 && time.Duration(r.lag.Summarize().P99*float64(time.Millisecond)) > r.plan.threshold {
 		r.clientBound = true
 	}
@@ -135,12 +142,14 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 	if warmPending {
 		rep := base
 		rep.Warmup = true
+		rep.OutputTokensStreamed = warmStreamed
 		if err := r.report(emit, rep, &warm); err != nil {
 			return err
 		}
 	}
 	rep := base
 	rep.Final = final
+	rep.OutputTokensStreamed = measStreamed
 	if final {
 		rep.AbortReason = abortReason
 	}

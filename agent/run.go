@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -189,6 +190,10 @@ type run struct {
 	abortReason  string
 	abort        func() // stops the load; set before it starts
 
+	// streamedMeas and streamedWarm count the tokens streamed since the
+	// last report, added by the client per chunk and swapped out by emit.
+	streamedMeas, streamedWarm atomic.Uint64
+
 	// Owned by Run's goroutine: the accumulators swapped in next, kept to
 	// reuse their histograms.
 	spareWarm, spareMeas acc
@@ -364,6 +369,10 @@ func (r *run) begin(warm bool) {
 func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Prompt) (backoff bool) {
 	req := r.base
 	req.Prompt, req.MaxTokens, req.IgnoreEOS = p.Text, p.MaxTokens, p.IgnoreEOS
+	req.Streamed = &r.streamedMeas
+	if warm {
+		req.Streamed = &r.streamedWarm
+	}
 	res := r.sender.Do(ctx, req)
 	interrupted := res.Err != nil && res.Err.Kind == oai.KindCanceled && ctx.Err() != nil
 	r.observe(int(i), sched, warm, interrupted, &res)

@@ -76,7 +76,7 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	r.marks = markPool.Get().(*[]Mark)
 	r.Marks = (*r.marks)[:0]
 	r.Send = time.Now()
-	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes}
+	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes, streamed: req.Streamed}
 	if c.cfg.TTFTTimeout > 0 {
 		s.ttft = time.AfterFunc(c.cfg.TTFTTimeout, func() { cancel(errTTFTTimeout) })
 		defer s.ttft.Stop()

@@ -119,7 +119,10 @@ func TestContinuousUsageSplitsITL(t *testing.T) {
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
-	r := c.Do(context.Background(), chatReq(f.URL))
+	var streamed atomic.Uint64
+	req := chatReq(f.URL)
+	req.Streamed = &streamed
+	r := c.Do(context.Background(), req)
 	wantOK(t, r)
 	if len(r.Marks) != 2 || r.Marks[0].Tokens != 1 || r.Marks[1].Tokens != 3 {
 		t.Fatalf("Marks = %+v, want tokens 1 then 3", r.Marks)
@@ -127,6 +130,9 @@ func TestContinuousUsageSplitsITL(t *testing.T) {
 	tpot, ok := r.TPOT()
 	if want := r.Last.Sub(r.FirstToken) / 3; !ok || tpot != want {
 		t.Errorf("TPOT = %v, %v; want %v", tpot, ok, want)
+	}
+	if got := streamed.Load(); got != 4 {
+		t.Errorf("Streamed counted %d tokens, want 4 (1 + 3, as the marks)", got)
 	}
 	if r.OutputTokens != 4 || r.UsageSource != UsageContinuous {
 		t.Errorf("OutputTokens %d from %q, want 4 from %q", r.OutputTokens, r.UsageSource, UsageContinuous)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 )
 
 // API names accepted in Request.API and Target.API.
@@ -33,6 +34,11 @@ type Request struct {
 	// ExtraBody is merged into the JSON body; its keys win over the built
 	// ones (for example "min_tokens" or a different "temperature").
 	ExtraBody map[string]any
+	// Streamed, when set, gets each token-bearing chunk's tokens added as
+	// the chunk arrives, counted as the ITL marks count them, so that a
+	// caller can count tokens of requests still in flight. One atomic add
+	// per chunk; no allocation.
+	Streamed *atomic.Uint64
 }
 
 // normalizeBase trims a trailing slash and /v1 from a base URL and checks

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -17,6 +18,8 @@ type stream struct {
 	maxLine int
 	c       chunkScan
 	event   string // the current SSE event name
+	// streamed, when set, counts the tokens of each token-bearing chunk.
+	streamed *atomic.Uint64
 
 	gotToken   bool
 	continuous bool
@@ -168,6 +171,9 @@ func (s *stream) observe(now time.Time, c *chunkScan) {
 		s.cumAtMark = c.completion
 	}
 	s.counted += k
+	if s.streamed != nil {
+		s.streamed.Add(uint64(min(k, maxChunkTokens)))
+	}
 	r.Marks = append(r.Marks, Mark{At: now.Sub(r.Send), Tokens: int32(min(k, maxChunkTokens)), Reasoning: !content})
 }
 
