@@ -303,7 +303,9 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		load.Kind = "closed"
 		spec.Load = load
 		from := g.c.cfg.Now()
-		lost, err := g.c.runLevel(ctx, g.r, spec, li, float64(lv.Concurrency), g.agents, eng.GetBaseUrl(), eng.GetServedModelName())
+		dur := time.Duration(load.GetDurationMs()) * time.Millisecond
+		lost, _, err := g.c.runLevel(ctx, g.r, spec, li, float64(lv.Concurrency), dur, fmt.Sprintf("pinned at %v by the grid's schedule", dur),
+			g.agents, eng.GetBaseUrl(), eng.GetServedModelName())
 		to := g.c.cfg.Now()
 		warmEnd := from.Add(barrierDelay).Add(time.Duration(load.GetWarmupMs()) * time.Millisecond)
 		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), to.UnixNano())

@@ -115,12 +115,10 @@ func TestRenderDirSurvivesGarbageHistograms(t *testing.T) {
 				if err := os.WriteFile(filepath.Join(dir, "events.jsonl"), replaceHistograms(t, fixture, bad), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				start := time.Now()
+				// The bomb's cost is bounded by size caps (internal/hdr tests
+				// them by bytes inflated), not asserted here by wall time.
 				if _, err := RenderDir(dir); err != nil {
 					t.Fatalf("RenderDir: %v; want the report rendered without the bad histograms", err)
-				}
-				if d := time.Since(start); d > 10*time.Second {
-					t.Errorf("rendering took %v", d)
 				}
 				b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 				if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 const loadUsage = `
@@ -175,7 +176,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var (
 		base        = fs.String("url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
 		model       = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
-		api         = fs.String("api", agent.APIChat, "API: chat or completions")
+		api         = fs.String("api", oai.APIChat, "API: chat or completions")
 		concurrency = fs.Int("concurrency", 0, "closed loop: requests kept in flight (default 1 when --rate is not given)")
 		rate        = fs.Float64("rate", 0, "open loop: requests per second")
 		arrival     = fs.String("arrival", agent.LoadPoisson, "open-loop arrivals: poisson, constant or gamma (gamma needs --burstiness)")
@@ -248,7 +249,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	if spec.Target.Model == "" {
-		c := agent.NewClient(agent.ClientConfig{MaxConns: 1, ConnectTimeout: *connectTO, Timeout: min(*timeout, 30*time.Second)})
+		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: *connectTO, Timeout: min(*timeout, 30*time.Second)})
+		if err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
 		ids, err := c.Models(ctx, spec.Target.BaseURL, spec.Target.APIKey)
 		c.Close()
 		if err != nil {
@@ -398,7 +402,7 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 	if u, err := url.Parse(f.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return spec, fmt.Errorf("--url %q is not an absolute http(s) URL: use for example --url http://127.0.0.1:8000", f.base)
 	}
-	if f.api != agent.APIChat && f.api != agent.APICompletions {
+	if f.api != oai.APIChat && f.api != oai.APICompletions {
 		return spec, fmt.Errorf("--api %q is unknown: use --api chat or --api completions", f.api)
 	}
 
@@ -612,7 +616,7 @@ func newLoadAggregate() *loadAggregate {
 	return &loadAggregate{set: hdr.Set{}, errs: map[string]uint64{}}
 }
 
-var usageOrder = map[string]int{agent.UsageCounted: 1, agent.UsageFinal: 2, agent.UsageContinuous: 3}
+var usageOrder = map[string]int{oai.UsageCounted: 1, oai.UsageFinal: 2, oai.UsageContinuous: 3}
 
 func (g *loadAggregate) add(r agent.Report) error {
 	g.clientBound = g.clientBound || r.ClientBound
