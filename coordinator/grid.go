@@ -105,7 +105,10 @@ type LevelObservation struct {
 	// WaitingFrac is the fraction of the samples after the warm-up with
 	// vllm:num_requests_waiting > 0.
 	WaitingFrac *float64 `json:"waiting_frac"`
-	Error       string   `json:"error,omitempty"`
+	// E2EP50Ms is the level's E2E p50 as its reports arrived, when any
+	// request finished; a schedule sizes its next level from it.
+	E2EP50Ms *float64 `json:"e2e_p50_ms"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // Payloads of the grid events.
@@ -304,12 +307,16 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		spec.Load = load
 		from := g.c.cfg.Now()
 		dur := time.Duration(load.GetDurationMs()) * time.Millisecond
-		lost, _, err := g.c.runLevel(ctx, g.r, spec, li, float64(lv.Concurrency), dur, fmt.Sprintf("pinned at %v by the grid's schedule", dur),
+		lost, e2e, err := g.c.runLevel(ctx, g.r, spec, li, float64(lv.Concurrency), dur, fmt.Sprintf("pinned at %v by the grid's schedule", dur),
 			g.agents, eng.GetBaseUrl(), eng.GetServedModelName())
 		to := g.c.cfg.Now()
 		warmEnd := from.Add(barrierDelay).Add(time.Duration(load.GetWarmupMs()) * time.Millisecond)
-		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), to.UnixNano())
+		measEnd := warmEnd.Add(dur)
+		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), measEnd.UnixNano(), to.UnixNano())
 		obs.Point, obs.Level, obs.Concurrency = point, li, lv.Concurrency
+		if e2e > 0 {
+			obs.E2EP50Ms = ptr(float64(e2e) / float64(time.Millisecond))
+		}
 		if err != nil {
 			obs.Error = err.Error()
 		}
@@ -371,22 +378,33 @@ func (s *sampleTap) add(h *pb.HostSample) {
 	s.mu.Unlock()
 }
 
-func (s *sampleTap) observe(from, warmEnd, to int64) LevelObservation {
+func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) LevelObservation {
 	s.mu.Lock()
 	ms := append([]engineMetricSample(nil), s.ms...)
 	s.mu.Unlock()
-	return observeLevel(ms, from, warmEnd, to)
+	return observeLevel(ms, from, warmEnd, measEnd, to)
 }
 
 // observeLevel summarises the engine metrics of one level: the rise of the
 // preemption counter from the last value before from to the last value by
 // to, the largest waiting queue in [from, to], and the fraction of samples
-// in [warmEnd, to] whose waiting queue was above zero.
-func observeLevel(ms []engineMetricSample, from, warmEnd, to int64) LevelObservation {
+// in the measured window (up to measEnd) with a waiting queue above zero
+// once the level's opening burst has been admitted.
+//
+// A closed loop starts all its requests at once, and the engine admits them
+// only as fast as its token budget allows, so every level opens with a
+// queue, whatever its concurrency. That burst is over at the later of the
+// warm-up's end and the first sample, after the queue first formed, whose
+// queue is empty again; the fraction counts the samples from then on. A
+// level whose queue never empties counts every sample after its warm-up.
+// The queue that drains after measEnd, when the load stops, is not a drain.
+func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) LevelObservation {
 	sort.SliceStable(ms, func(i, j int) bool { return ms[i].t < ms[j].t })
 	var o LevelObservation
-	var base, last *float64
-	var above, measured int
+	var base, first, last *float64
+	formed := false
+	settle := warmEnd
+	drained := false
 	for i := range ms {
 		m := ms[i]
 		if m.t > to {
@@ -397,6 +415,9 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, to int64) LevelObserva
 			if m.t < from {
 				base = &v
 			} else {
+				if first == nil {
+					first = &v
+				}
 				last = &v
 			}
 		}
@@ -404,30 +425,34 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, to int64) LevelObserva
 			continue
 		}
 		o.Samples++
-		if m.hasWaiting {
-			if o.WaitingMax == nil || m.waiting > *o.WaitingMax {
-				o.WaitingMax = ptr(m.waiting)
-			}
-			if m.t >= warmEnd {
-				measured++
-				if m.waiting > 0 {
-					above++
-				}
-			}
+		if !m.hasWaiting {
+			continue
+		}
+		if o.WaitingMax == nil || m.waiting > *o.WaitingMax {
+			o.WaitingMax = ptr(m.waiting)
+		}
+		switch {
+		case m.waiting > 0:
+			formed = true
+		case formed && !drained && m.t <= measEnd:
+			drained = true
+			settle = max(settle, m.t)
+		}
+	}
+	var above, measured int
+	for _, m := range ms {
+		if m.t < settle || m.t > measEnd || !m.hasWaiting {
+			continue
+		}
+		measured++
+		if m.waiting > 0 {
+			above++
 		}
 	}
 	if last != nil {
-		b := 0.0
+		b := *first // no sample before the level: its first one is the base
 		if base != nil {
 			b = *base
-		} else {
-			// No sample before the level: its first one is the base.
-			for _, m := range ms {
-				if m.t >= from && m.hasPreempt {
-					b = m.preempt
-					break
-				}
-			}
 		}
 		o.Preemptions = ptr(max(0, *last-b))
 	}

@@ -21,7 +21,10 @@ const (
 	DefaultKVScaleOutputLen      = 64
 	DefaultKVScaleLevelDuration  = 4 * time.Second
 	DefaultKVScaleWarmup         = 3 * time.Second
-	DefaultKVScaleMaxConcurrency = 256
+	DefaultKVScaleMaxConcurrency = 64
+	// maxKVScaleWarmup bounds a step's warm-up sized from the previous
+	// step's E2E.
+	maxKVScaleWarmup = 60 * time.Second
 	// maxKVScalePoints bounds the grid: each point restarts the engine.
 	maxKVScalePoints = 64
 )
@@ -380,12 +383,21 @@ func (s *kvSchedule) Next(prev *LevelObservation) (GridLevel, bool) {
 	}
 	c := s.plan.Steps[s.next]
 	s.next++
+	// The level opens with all c requests at once: its warm-up must cover
+	// that burst, which takes about the time of the requests themselves.
+	// The previous level's E2E p50, scaled by the concurrency (a loaded
+	// engine is compute-bound), sizes it.
+	warm := s.spec.Warmup
+	if prev != nil && prev.E2EP50Ms != nil && prev.Concurrency > 0 {
+		need := time.Duration(1.5 * *prev.E2EP50Ms * float64(c) / float64(prev.Concurrency) * float64(time.Millisecond))
+		warm = min(max(warm, need.Round(100*time.Millisecond)), maxKVScaleWarmup)
+	}
 	// A fresh seed per level: no prompt repeats an earlier one.
 	seed := s.seed + uint64(s.next)
 	return GridLevel{
 		Concurrency: c,
 		Load: &pb.LoadModel{Kind: "closed", Concurrency: int32(c), DurationMs: s.spec.LevelDuration.Milliseconds(),
-			WarmupMs: s.spec.Warmup.Milliseconds(), Seed: seed},
+			WarmupMs: warm.Milliseconds(), Seed: seed},
 		Workload: &pb.Workload{MaxTokens: int32(s.plan.OutputLen), IgnoreEos: true},
 		Generator: &pb.WorkloadGen{Kind: "synthetic", Seed: seed,
 			InputLen:  &pb.LengthDist{Kind: "fixed", Mean: float64(s.plan.PromptLen)},
