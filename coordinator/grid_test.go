@@ -67,6 +67,8 @@ func TestObserveLevel(t *testing.T) {
 			mk(nil, []float64{0, 9, 7, 5, 3, 1, 0, 0, 0, 1, 0, 0}), nil, ptr(1.0 / 4), false},
 		{"queue drains only when the load stops: onset",
 			mk(nil, []float64{0, 9, 7, 5, 4, 4, 3, 4, 3, 5, 0, 0}), nil, ptr(1), true},
+		{"queue in half the measured samples: onset",
+			mk(nil, []float64{0, 9, 7, 5, 3, 1, 0, 1, 0, 1, 0, 0}), nil, ptr(2.0 / 4), true},
 		{"burst drained inside the warm-up: warm-up end counts",
 			mk(nil, []float64{0, 3, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0}), nil, ptr(1.0 / 7), false},
 		{"preemption counter rises: onset",

@@ -361,12 +361,16 @@ func kvScaleSteps(cstar, maxConc int) (steps []int, capped bool) {
 }
 
 // kvOnset reports whether a level shows the onset: a preemption, or a
-// waiting queue above zero in most of the samples after the warm-up.
+// waiting queue above zero in at least half of the samples after the
+// opening burst (observeLevel). Below C* the queue is empty in almost every
+// such sample; /metrics is scraped about once a second, so a step holds only
+// a handful and "at least half" rather than "more than half" keeps one
+// concurrency step of C*+1 from being missed by one sample.
 func kvOnset(o *LevelObservation) bool {
 	if o == nil {
 		return false
 	}
-	return (o.Preemptions != nil && *o.Preemptions > 0) || (o.WaitingFrac != nil && *o.WaitingFrac > 0.5)
+	return (o.Preemptions != nil && *o.Preemptions > 0) || (o.WaitingFrac != nil && *o.WaitingFrac >= 0.5)
 }
 
 // kvSchedule steps up the point's concurrencies until the onset.

@@ -186,6 +186,7 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	client := pb.CoordinatorServiceClient(nil)
+	var lc *localCluster
 	if c.cf.addr != "" {
 		cl, closer, err := c.cf.dial(ctx)
 		if err != nil {
@@ -206,7 +207,7 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if c.startupScale != 1 {
 			simArgs = []string{"--startup-scale", strconv.FormatFloat(c.startupScale, 'g', -1, 64)}
 		}
-		lc, err := startLocalCluster(ctx, localClusterConfig{out: c.out, agents: c.agents, gpunodeConfig: c.gpunodeConfig, simArgs: simArgs, logger: logger})
+		lc, err = startLocalCluster(ctx, localClusterConfig{out: c.out, agents: c.agents, gpunodeConfig: c.gpunodeConfig, simArgs: simArgs, logger: logger})
 		if err != nil {
 			return err
 		}
@@ -220,11 +221,30 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("start kvscale: %w", err)
 	}
 	var t runTally
+	runID := c.runID
 	dir, err := followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
+		if ev := resp.GetEvent(); ev.GetKind() == coordinator.EventGridStart {
+			var d struct {
+				RunID string `json:"run_id"`
+			}
+			if json.Unmarshal([]byte(ev.GetJson()), &d) == nil {
+				runID = d.RunID
+			}
+		}
 		return resp.GetEvent(), err
 	}, stderr, &t)
 	if err != nil {
+		if lc != nil && runID != "" {
+			// In-process, an interrupted run would exit before the
+			// coordinator renders it: stop the cluster, then render what
+			// was measured from events.jsonl.
+			lc.Close()
+			rdir := filepath.Join(c.out, runID)
+			if _, rerr := coordinator.RenderDir(rdir); rerr == nil {
+				fmt.Fprintf(stderr, "rendered what was measured in %s\n", rdir)
+			}
+		}
 		return fmt.Errorf("kvscale: %w", err)
 	}
 	if err := printReport(stdout, stderr, dir, coordinator.KVScaleReport, c.quiet); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
@@ -33,15 +34,21 @@ type localCluster struct {
 	addr    string
 	client  pb.CoordinatorServiceClient
 	closers []io.Closer
+	once    sync.Once
+	err     error
 }
 
-// Close stops the members in the reverse order of their start.
+// Close stops the members in the reverse order of their start; later calls
+// return the first call's result.
 func (lc *localCluster) Close() error {
-	var errs []error
-	for i := len(lc.closers) - 1; i >= 0; i-- {
-		errs = append(errs, lc.closers[i].Close())
-	}
-	return errors.Join(errs...)
+	lc.once.Do(func() {
+		var errs []error
+		for i := len(lc.closers) - 1; i >= 0; i-- {
+			errs = append(errs, lc.closers[i].Close())
+		}
+		lc.err = errors.Join(errs...)
+	})
+	return lc.err
 }
 
 // startLocalCluster starts a coordinator (writing under cfg.out), a gpunode
