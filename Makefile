@@ -56,6 +56,7 @@ FUZZ_TARGETS := \
 	./internal/vllmlog:FuzzParseLine \
 	./gpunode:FuzzParseMetrics \
 	./coordinator:FuzzRenderDir \
+	./coordinator:FuzzRenderKVScale \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \

@@ -422,8 +422,8 @@ func kvScaleObservations(res *KVScaleResults) []string {
 					below = l.Concurrency
 				}
 			}
-			out = append(out, fmt.Sprintf("%s: %s begins at concurrency %d (%+.0f%% vs C* = %d for %d+%d-token requests; the log's maximum concurrency for full %d-token requests is %s); concurrency %d showed none.",
-				name, p.OnsetKind, *p.Onset, *p.OnsetVsCStarPct, cs, p.Plan.PromptLen, p.Plan.OutputLen, p.MaxModelLen, logC, below))
+			out = append(out, fmt.Sprintf("%s: %s begins at concurrency %d (%s vs C* = %d for %d+%d-token requests; the log's maximum concurrency for full %d-token requests is %s); concurrency %d showed none.",
+				name, p.OnsetKind, *p.Onset, fmtPtr(p.OnsetVsCStarPct, "%+.0f%%"), cs, p.Plan.PromptLen, p.Plan.OutputLen, p.MaxModelLen, logC, below))
 		case len(p.Levels) > 0 && p.Plan.Capped:
 			out = append(out, fmt.Sprintf("%s: no preemption or standing queue up to concurrency %d, the cap (--max-concurrency); C* = %d, so the onset is above the tested range.",
 				name, p.Levels[len(p.Levels)-1].Concurrency, cs))
