@@ -257,7 +257,7 @@ func TestProtoConversionLoad(t *testing.T) {
 	}
 
 	rep := reportToProto(Report{ClientBound: true, UsageSource: UsageFinal, Scheduled: 7, Warmup: true})
-	if !rep.GetClientBound() || rep.GetUsageSource() != UsageFinal || rep.GetScheduled() != 7 || !rep.GetWarmup() {
+	if !rep.GetClientBound() || rep.GetUsage() != ttftlabv1.UsageSource_USAGE_SOURCE_FINAL || rep.GetScheduled() != 7 || !rep.GetWarmup() {
 		t.Errorf("reportToProto dropped fields: %v", rep)
 	}
 }

@@ -71,6 +71,64 @@ func (OptionalBool) EnumDescriptor() ([]byte, []int) {
 	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{0}
 }
 
+// UsageSource says where output token counts came from, from the weakest
+// to the strongest; a merge of reports keeps the weakest.
+type UsageSource int32
+
+const (
+	UsageSource_USAGE_SOURCE_UNSPECIFIED UsageSource = 0
+	// counted: the server sent no usage; every token-bearing chunk counts
+	// as one token.
+	UsageSource_USAGE_SOURCE_COUNTED UsageSource = 1
+	// final: only the final usage chunk was sent.
+	UsageSource_USAGE_SOURCE_FINAL UsageSource = 2
+	// continuous: every chunk carried cumulative usage.
+	UsageSource_USAGE_SOURCE_CONTINUOUS UsageSource = 3
+)
+
+// Enum value maps for UsageSource.
+var (
+	UsageSource_name = map[int32]string{
+		0: "USAGE_SOURCE_UNSPECIFIED",
+		1: "USAGE_SOURCE_COUNTED",
+		2: "USAGE_SOURCE_FINAL",
+		3: "USAGE_SOURCE_CONTINUOUS",
+	}
+	UsageSource_value = map[string]int32{
+		"USAGE_SOURCE_UNSPECIFIED": 0,
+		"USAGE_SOURCE_COUNTED":     1,
+		"USAGE_SOURCE_FINAL":       2,
+		"USAGE_SOURCE_CONTINUOUS":  3,
+	}
+)
+
+func (x UsageSource) Enum() *UsageSource {
+	p := new(UsageSource)
+	*p = x
+	return p
+}
+
+func (x UsageSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UsageSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_ttftlab_v1_ttftlab_proto_enumTypes[1].Descriptor()
+}
+
+func (UsageSource) Type() protoreflect.EnumType {
+	return &file_ttftlab_v1_ttftlab_proto_enumTypes[1]
+}
+
+func (x UsageSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UsageSource.Descriptor instead.
+func (UsageSource) EnumDescriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{1}
+}
+
 // InfoRequest asks for a node's static facts.
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2651,7 +2709,11 @@ type IntervalReport struct {
 	InFlight uint32 `protobuf:"varint,14,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// client_bound is set once the dispatch-lag p99 passed the threshold.
 	ClientBound bool `protobuf:"varint,15,opt,name=client_bound,json=clientBound,proto3" json:"client_bound,omitempty"`
-	// usage_source is "continuous", "final" or "counted".
+	// usage_source is "continuous", "final" or "counted". Deprecated: read
+	// usage; readers fall back to this field for reports from older agents
+	// and event logs.
+	//
+	// Deprecated: Marked as deprecated in ttftlab/v1/ttftlab.proto.
 	UsageSource string `protobuf:"bytes,16,opt,name=usage_source,json=usageSource,proto3" json:"usage_source,omitempty"`
 	// scheduled is the number of requests scheduled so far in this segment.
 	Scheduled uint64 `protobuf:"varint,17,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
@@ -2674,8 +2736,11 @@ type IntervalReport struct {
 	// requests_interrupted counts requests still in flight when the run was
 	// cancelled or aborted; they are neither successes nor errors.
 	RequestsInterrupted uint64 `protobuf:"varint,23,opt,name=requests_interrupted,json=requestsInterrupted,proto3" json:"requests_interrupted,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// usage is the weakest source of the output token counts among this
+	// report's successful requests; unspecified when none succeeded.
+	Usage         UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
@@ -2813,6 +2878,7 @@ func (x *IntervalReport) GetClientBound() bool {
 	return false
 }
 
+// Deprecated: Marked as deprecated in ttftlab/v1/ttftlab.proto.
 func (x *IntervalReport) GetUsageSource() string {
 	if x != nil {
 		return x.UsageSource
@@ -2867,6 +2933,13 @@ func (x *IntervalReport) GetRequestsInterrupted() uint64 {
 		return x.RequestsInterrupted
 	}
 	return 0
+}
+
+func (x *IntervalReport) GetUsage() UsageSource {
+	if x != nil {
+		return x.Usage
+	}
+	return UsageSource_USAGE_SOURCE_UNSPECIFIED
 }
 
 // EncodedHistogram is one metric's histogram.
@@ -3932,7 +4005,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
 	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
-	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xd6\a\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\x89\b\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -3952,15 +4025,16 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\brequests\x18\f \x03(\v2\x19.ttftlab.v1.RequestRecordR\brequests\x12\x14\n" +
 	"\x05final\x18\r \x01(\bR\x05final\x12\x1b\n" +
 	"\tin_flight\x18\x0e \x01(\rR\binFlight\x12!\n" +
-	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12!\n" +
-	"\fusage_source\x18\x10 \x01(\tR\vusageSource\x12\x1c\n" +
+	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12%\n" +
+	"\fusage_source\x18\x10 \x01(\tB\x02\x18\x01R\vusageSource\x12\x1c\n" +
 	"\tscheduled\x18\x11 \x01(\x04R\tscheduled\x12\x16\n" +
 	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x12#\n" +
 	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x127\n" +
 	"\x18measured_start_unix_nano\x18\x14 \x01(\x03R\x15measuredStartUnixNano\x123\n" +
 	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x12!\n" +
 	"\fabort_reason\x18\x16 \x01(\tR\vabortReason\x121\n" +
-	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x1a?\n" +
+	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x12-\n" +
+	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
@@ -4033,7 +4107,12 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\fOptionalBool\x12\x1d\n" +
 	"\x19OPTIONAL_BOOL_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12OPTIONAL_BOOL_TRUE\x10\x01\x12\x17\n" +
-	"\x13OPTIONAL_BOOL_FALSE\x10\x022\xc0\x02\n" +
+	"\x13OPTIONAL_BOOL_FALSE\x10\x02*z\n" +
+	"\vUsageSource\x12\x1c\n" +
+	"\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14USAGE_SOURCE_COUNTED\x10\x01\x12\x16\n" +
+	"\x12USAGE_SOURCE_FINAL\x10\x02\x12\x1b\n" +
+	"\x17USAGE_SOURCE_CONTINUOUS\x10\x032\xc0\x02\n" +
 	"\x0eGPUNodeService\x129\n" +
 	"\x04Info\x12\x17.ttftlab.v1.InfoRequest\x1a\x18.ttftlab.v1.InfoResponse\x12N\n" +
 	"\vStartEngine\x12\x1e.ttftlab.v1.StartEngineRequest\x1a\x1f.ttftlab.v1.StartEngineResponse\x12K\n" +
@@ -4059,110 +4138,112 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 	return file_ttftlab_v1_ttftlab_proto_rawDescData
 }
 
-var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
-	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
-	(*InfoResponse)(nil),          // 2: ttftlab.v1.InfoResponse
-	(*GPUInfo)(nil),               // 3: ttftlab.v1.GPUInfo
-	(*EngineKnobs)(nil),           // 4: ttftlab.v1.EngineKnobs
-	(*StartEngineRequest)(nil),    // 5: ttftlab.v1.StartEngineRequest
-	(*StartEngineResponse)(nil),   // 6: ttftlab.v1.StartEngineResponse
-	(*EngineInfo)(nil),            // 7: ttftlab.v1.EngineInfo
-	(*StartReads)(nil),            // 8: ttftlab.v1.StartReads
-	(*EngineFigures)(nil),         // 9: ttftlab.v1.EngineFigures
-	(*Phase)(nil),                 // 10: ttftlab.v1.Phase
-	(*StopEngineRequest)(nil),     // 11: ttftlab.v1.StopEngineRequest
-	(*StopEngineResponse)(nil),    // 12: ttftlab.v1.StopEngineResponse
-	(*StreamSamplesRequest)(nil),  // 13: ttftlab.v1.StreamSamplesRequest
-	(*StreamSamplesResponse)(nil), // 14: ttftlab.v1.StreamSamplesResponse
-	(*EngineExit)(nil),            // 15: ttftlab.v1.EngineExit
-	(*HostSample)(nil),            // 16: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 17: ttftlab.v1.GPUSample
-	(*GPUProcess)(nil),            // 18: ttftlab.v1.GPUProcess
-	(*RunProbeRequest)(nil),       // 19: ttftlab.v1.RunProbeRequest
-	(*LoadModel)(nil),             // 20: ttftlab.v1.LoadModel
-	(*Segment)(nil),               // 21: ttftlab.v1.Segment
-	(*WorkloadGen)(nil),           // 22: ttftlab.v1.WorkloadGen
-	(*LengthDist)(nil),            // 23: ttftlab.v1.LengthDist
-	(*Target)(nil),                // 24: ttftlab.v1.Target
-	(*Workload)(nil),              // 25: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 26: ttftlab.v1.RunProbeResponse
-	(*Heartbeat)(nil),             // 27: ttftlab.v1.Heartbeat
-	(*IntervalReport)(nil),        // 28: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 29: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 30: ttftlab.v1.RequestRecord
-	(*RunSweepRequest)(nil),       // 31: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 32: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 33: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 34: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 35: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 36: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 37: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 38: ttftlab.v1.RunEvent
-	nil,                           // 39: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 40: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 41: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(UsageSource)(0),              // 1: ttftlab.v1.UsageSource
+	(*InfoRequest)(nil),           // 2: ttftlab.v1.InfoRequest
+	(*InfoResponse)(nil),          // 3: ttftlab.v1.InfoResponse
+	(*GPUInfo)(nil),               // 4: ttftlab.v1.GPUInfo
+	(*EngineKnobs)(nil),           // 5: ttftlab.v1.EngineKnobs
+	(*StartEngineRequest)(nil),    // 6: ttftlab.v1.StartEngineRequest
+	(*StartEngineResponse)(nil),   // 7: ttftlab.v1.StartEngineResponse
+	(*EngineInfo)(nil),            // 8: ttftlab.v1.EngineInfo
+	(*StartReads)(nil),            // 9: ttftlab.v1.StartReads
+	(*EngineFigures)(nil),         // 10: ttftlab.v1.EngineFigures
+	(*Phase)(nil),                 // 11: ttftlab.v1.Phase
+	(*StopEngineRequest)(nil),     // 12: ttftlab.v1.StopEngineRequest
+	(*StopEngineResponse)(nil),    // 13: ttftlab.v1.StopEngineResponse
+	(*StreamSamplesRequest)(nil),  // 14: ttftlab.v1.StreamSamplesRequest
+	(*StreamSamplesResponse)(nil), // 15: ttftlab.v1.StreamSamplesResponse
+	(*EngineExit)(nil),            // 16: ttftlab.v1.EngineExit
+	(*HostSample)(nil),            // 17: ttftlab.v1.HostSample
+	(*GPUSample)(nil),             // 18: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),            // 19: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),       // 20: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),             // 21: ttftlab.v1.LoadModel
+	(*Segment)(nil),               // 22: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),           // 23: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),            // 24: ttftlab.v1.LengthDist
+	(*Target)(nil),                // 25: ttftlab.v1.Target
+	(*Workload)(nil),              // 26: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),      // 27: ttftlab.v1.RunProbeResponse
+	(*Heartbeat)(nil),             // 28: ttftlab.v1.Heartbeat
+	(*IntervalReport)(nil),        // 29: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),      // 30: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),         // 31: ttftlab.v1.RequestRecord
+	(*RunSweepRequest)(nil),       // 32: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 33: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 34: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 35: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 36: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 37: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 38: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 39: ttftlab.v1.RunEvent
+	nil,                           // 40: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 41: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 42: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
+	4,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
 	0,  // 1: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
 	0,  // 2: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
-	4,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	7,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
-	10, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
-	9,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
-	10, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
-	8,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
-	16, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	15, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
-	17, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	39, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
-	18, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
-	24, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	25, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	20, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
-	21, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
-	22, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	23, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
-	23, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	40, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
-	28, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	27, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
-	29, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	41, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	30, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	4,  // 28: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	20, // 29: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	25, // 30: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	22, // 31: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	38, // 32: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	35, // 33: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 34: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	38, // 35: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 36: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 37: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	11, // 38: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	13, // 39: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	19, // 40: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	33, // 41: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	36, // 42: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	31, // 43: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	2,  // 44: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 45: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	12, // 46: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	14, // 47: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	26, // 48: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	34, // 49: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	37, // 50: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	32, // 51: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	44, // [44:52] is the sub-list for method output_type
-	36, // [36:44] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	5,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	8,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
+	11, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
+	10, // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
+	11, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
+	9,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
+	17, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	16, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
+	18, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	40, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	19, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	25, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	26, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	21, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	22, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	23, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	24, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	24, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	41, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	29, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	28, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
+	30, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	42, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	31, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	1,  // 28: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
+	5,  // 29: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	21, // 30: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	26, // 31: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	23, // 32: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	39, // 33: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	36, // 34: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	5,  // 35: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	39, // 36: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	2,  // 37: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	6,  // 38: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	12, // 39: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	14, // 40: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	20, // 41: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	34, // 42: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	37, // 43: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	32, // 44: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	3,  // 45: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	7,  // 46: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	13, // 47: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	15, // 48: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	27, // 49: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	35, // 50: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	38, // 51: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	33, // 52: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	45, // [45:53] is the sub-list for method output_type
+	37, // [37:45] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -4177,7 +4258,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
