@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,8 +177,8 @@ func TestBaselineFailsWhenTheEngineOrGPUNodeDies(t *testing.T) {
 		wantErr   []string
 		wantEvent string
 	}{
-		{name: "engine SIGKILLed", how: "exit", wantErr: []string{"engine on gpunode g exited unexpectedly", "killed by SIGKILL", "pid 4242", "12.3 s up", "Application startup complete."}, wantEvent: EventEngineExit},
-		{name: "gpunode stream breaks", how: "break", wantErr: []string{"gpunode g lost: sample stream broke", "EOF"}, wantEvent: EventGPUNodeLost},
+		{name: "engine SIGKILLed", how: "exit", wantErr: []string{"engine on gpunode g exited unexpectedly", "killed by SIGKILL", "pid 4242", "12.3 s up", "Application startup complete."}, wantEvent: results.EventEngineExit},
+		{name: "gpunode stream breaks", how: "break", wantErr: []string{"gpunode g lost: sample stream broke", "EOF"}, wantEvent: results.EventGPUNodeLost},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +213,7 @@ func TestBaselineFailsWhenTheEngineOrGPUNodeDies(t *testing.T) {
 				t.Errorf("agent's stream ended %s after the kill, want within 1 s", lag)
 			}
 			if res.Results == nil || res.Results.Status != "failed" || !strings.Contains(res.Results.Error, tt.wantErr[0]) {
-				t.Fatalf("results %+v: want status failed naming %q", res.Results, tt.wantErr[0])
+				t.Fatalf("results.results %+v: want status failed naming %q", res.Results, tt.wantErr[0])
 			}
 			if kinds := strings.Join(eventKinds(t, res.Dir), " "); !strings.Contains(kinds, tt.wantEvent) {
 				t.Errorf("events %s lack %s", kinds, tt.wantEvent)
@@ -272,7 +273,7 @@ func TestSweepFailsWhenItsGPUNodeOrEngineGoes(t *testing.T) {
 			if lag := ag.cancelledAt().Sub(gpu.killedAt()); lag < 0 || lag > time.Second {
 				t.Errorf("agent's stream ended %s after the kill, want within 1 s", lag)
 			}
-			sr, rerr := RenderDir(res.Dir)
+			sr, rerr := results.RenderDir(res.Dir)
 			_ = sr
 			if rerr != nil {
 				t.Fatal(rerr)
@@ -349,16 +350,16 @@ func TestFrozenAgentIsLostWithin2s(t *testing.T) {
 			t.Fatalf("RunBaseline = %v, want it failed by the frozen agent", err)
 		}
 		if res.Results == nil || res.Results.Status != "failed" {
-			t.Errorf("results %+v, want failed", res.Results)
+			t.Errorf("results.results %+v, want failed", res.Results)
 		}
 	})
 }
 
-// BuildSweepDir reads a sweep's results back from its directory.
-func BuildSweepDir(dir string) (*SweepResults, error) {
+// BuildSweepDir reads a sweep's results.results back from its directory.
+func BuildSweepDir(dir string) (*results.SweepResults, error) {
 	evs, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
 		return nil, err
 	}
-	return BuildSweep(evs)
+	return results.BuildSweep(evs)
 }

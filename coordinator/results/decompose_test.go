@@ -1,4 +1,4 @@
-package coordinator
+package results
 
 import (
 	"encoding/json"
@@ -108,7 +108,7 @@ func TestDecomposeGolden(t *testing.T) {
 // over the whole start, as the gpunode sent before issue 9 was fixed — and
 // checks that no part of the decomposition exceeds its parent.
 func TestDecomposeOverLogExcerpts(t *testing.T) {
-	logs, err := filepath.Glob(filepath.Join("..", "internal", "vllmlog", "testdata", "*.log"))
+	logs, err := filepath.Glob(filepath.Join("..", "..", "internal", "vllmlog", "testdata", "*.log"))
 	if err != nil || len(logs) == 0 {
 		t.Fatalf("no log excerpts: %v", err)
 	}
