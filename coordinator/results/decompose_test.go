@@ -15,7 +15,9 @@ import (
 	"github.com/ttftlab/ttftlab/internal/vllmlog"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden testdata/decompose/*.md files from Decompose's output")
+// update rewrites the golden files of this package's tests (testdata/golden/*
+// and testdata/decompose/*.md) from the code's output; review the diff.
+var update = flag.Bool("update", false, "rewrite the golden files under testdata from the current output")
 
 // assertPartsWithinParents fails when a part exceeds the row it is inside.
 func assertPartsWithinParents(t *testing.T, rows []DecompRow) {
