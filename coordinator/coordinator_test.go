@@ -225,9 +225,9 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(again.Runs) != len(r.Runs) || again.Warm.MedianS != r.Warm.MedianS {
-		t.Errorf("re-rendered results.results differ")
+		t.Errorf("re-rendered results differ")
 	}
-	// A client may pick a subdirectory of the coordinator's results.results directory.
+	// A client may pick a subdirectory of the coordinator's results directory.
 	sub, err := c.RunBaseline(context.Background(), BaselineSpec{WarmRuns: 1, RunID: "r2", OutDir: "team-a"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +256,7 @@ func TestBaselineEngineFailureKeepsEvidence(t *testing.T) {
 		t.Fatalf("err = %v, want the engine's failure", err)
 	}
 	if res.Results == nil || res.Results.Status != "failed" || !strings.Contains(res.Results.Error, "CUDA out of memory") {
-		t.Fatalf("results.results = %+v, want status failed with the reason", res.Results)
+		t.Fatalf("results = %+v, want status failed with the reason", res.Results)
 	}
 	if _, err := os.Stat(filepath.Join(res.Dir, "first_token_latency.md")); err != nil {
 		t.Errorf("no report after a failed run: %v", err)

@@ -213,7 +213,7 @@ func TestBaselineFailsWhenTheEngineOrGPUNodeDies(t *testing.T) {
 				t.Errorf("agent's stream ended %s after the kill, want within 1 s", lag)
 			}
 			if res.Results == nil || res.Results.Status != "failed" || !strings.Contains(res.Results.Error, tt.wantErr[0]) {
-				t.Fatalf("results.results %+v: want status failed naming %q", res.Results, tt.wantErr[0])
+				t.Fatalf("results %+v: want status failed naming %q", res.Results, tt.wantErr[0])
 			}
 			if kinds := strings.Join(eventKinds(t, res.Dir), " "); !strings.Contains(kinds, tt.wantEvent) {
 				t.Errorf("events %s lack %s", kinds, tt.wantEvent)
@@ -350,12 +350,12 @@ func TestFrozenAgentIsLostWithin2s(t *testing.T) {
 			t.Fatalf("RunBaseline = %v, want it failed by the frozen agent", err)
 		}
 		if res.Results == nil || res.Results.Status != "failed" {
-			t.Errorf("results.results %+v, want failed", res.Results)
+			t.Errorf("results %+v, want failed", res.Results)
 		}
 	})
 }
 
-// BuildSweepDir reads a sweep's results.results back from its directory.
+// BuildSweepDir reads a sweep's results back from its directory.
 func BuildSweepDir(dir string) (*results.SweepResults, error) {
 	evs, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/ttftlab/ttftlab/internal/hdr"
 )
 
-// badEncodings are histograms a broken agent could send; the results.results
+// badEncodings are histograms a broken agent could send; the results
 // package's tests run the whole set against the builders.
 func badEncodings(t *testing.T) map[string][]byte {
 	t.Helper()
@@ -71,7 +71,7 @@ func TestBaselineRecordsAWarningForABadHistogramAndGoesOn(t *testing.T) {
 				t.Errorf("%d warning events for bad histograms, want 2", warned)
 			}
 			if n := len(res.Results.Warnings); n != 2 {
-				t.Errorf("results.results carry %d warnings, want the 2 recorded, not repeated: %q", n, res.Results.Warnings)
+				t.Errorf("results carry %d warnings, want the 2 recorded, not repeated: %q", n, res.Results.Warnings)
 			}
 			if _, ok := res.Results.Histograms[hdr.TTFT]; ok {
 				t.Errorf("a TTFT histogram was merged from refused reports")

@@ -187,7 +187,7 @@ func TestSweepKeepsALostAgentsIntervals(t *testing.T) {
 		t.Errorf("observations %v do not name the loss", sr.Observations)
 	}
 
-	// With the abort policy the sweep stops after the loss, results.results kept.
+	// With the abort policy the sweep stops after the loss, results kept.
 	c2 := sweepCoordinator(t, map[string]Agent{"good": &sweepAgent{intervals: 2, perInterval: 1}, "dying": &sweepAgent{intervals: 2, perInterval: 1, dieAfter: 1}})
 	res2, err := c2.RunSweep(context.Background(), SweepSpec{RunID: "abort", AgentLoss: "abort", Levels: []float64{1, 2}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "agent_loss is abort") {
