@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -521,8 +522,13 @@ type Report struct {
 	// Good counts the successful requests that met the load model's SLO.
 	Good         uint64
 	OutputTokens uint64
-	ErrorsByKind map[string]uint64
-	ErrorSamples []string
+	// OutputTokensStreamed counts the output tokens that arrived in this
+	// interval, per token-bearing chunk as ITL counts them, of the report's
+	// requests (warm-up or measured) whether they finished or are still
+	// streaming.
+	OutputTokensStreamed uint64
+	ErrorsByKind         map[string]uint64
+	ErrorSamples         []string
 	// Records are the requests finished in this interval, in finishing
 	// order, when the spec has labels or asks for records.
 	Records []Record
@@ -906,6 +912,10 @@ type run struct {
 	abortReason  string
 	abort        func() // stops the load; set before it starts
 
+	// streamedMeas and streamedWarm count the tokens streamed since the
+	// last report, added by the client per chunk and swapped out by emit.
+	streamedMeas, streamedWarm atomic.Uint64
+
 	// Owned by Run's goroutine: the accumulators swapped in next, kept to
 	// reuse their histograms.
 	spareWarm, spareMeas acc
@@ -1090,6 +1100,10 @@ func (r *run) begin(warm bool) {
 func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Prompt) (backoff bool) {
 	req := r.base
 	req.Prompt, req.MaxTokens, req.IgnoreEOS = p.Text, p.MaxTokens, p.IgnoreEOS
+	req.Streamed = &r.streamedMeas
+	if warm {
+		req.Streamed = &r.streamedWarm
+	}
 	res := r.send(ctx, req)
 	interrupted := res.Err != nil && res.Err.Kind == KindCanceled && ctx.Err() != nil
 	r.observe(int(i), sched, warm, interrupted, &res)
@@ -1266,6 +1280,8 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 	warmPending := !r.warm.empty() || r.warmInFlight > 0
 	warm, meas := r.warm, r.meas
 	r.warm, r.meas = r.spareWarm, r.spareMeas
+	warmStreamed, measStreamed := r.streamedWarm.Swap(0), r.streamedMeas.Swap(0)
+	warmPending = warmPending || warmStreamed > 0
 	if !r.clientBound && r.lag.Count() > 0 && time.Duration(r.lag.Summarize().P99*float64(time.Millisecond)) > r.plan.threshold {
 		r.clientBound = true
 	}
@@ -1288,12 +1304,14 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 	if warmPending {
 		rep := base
 		rep.Warmup = true
+		rep.OutputTokensStreamed = warmStreamed
 		if err := r.report(emit, rep, &warm); err != nil {
 			return err
 		}
 	}
 	rep := base
 	rep.Final = final
+	rep.OutputTokensStreamed = measStreamed
 	if final {
 		rep.AbortReason = abortReason
 	}

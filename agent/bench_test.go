@@ -34,28 +34,40 @@ func BenchmarkParseChunk(b *testing.B) {
 		{"chat-role", vllmChatRole},
 		{"final-usage", vllmUsage},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			line := []byte("data: " + bc.json + "\n")
-			r := Result{Send: time.Now(), CachedTokens: -1, Marks: make([]Mark, 0, 1024)}
-			s := stream{r: &r, maxLine: defaultMaxLine}
-			var lr lineReader
-			s.preview = lr.preview[:0]
-			s.c.preview = &s.preview
-			now := time.Now()
-			b.ReportAllocs()
-			b.SetBytes(int64(len(line)))
-			for b.Loop() {
-				if len(r.Marks) == cap(r.Marks) {
-					r.Marks = r.Marks[:0]
-				}
-				if s.line(now, trimEOL(line)) {
-					b.Fatal("stream ended")
-				}
+		// "+streamed" counts the chunk's tokens into an interval counter, as
+		// every agent request does; the plain case is the client alone.
+		for _, counted := range []bool{false, true} {
+			name := bc.name
+			if counted {
+				name += "+streamed"
 			}
-			if r.Err != nil {
-				b.Fatal(r.Err)
-			}
-		})
+			b.Run(name, func(b *testing.B) {
+				line := []byte("data: " + bc.json + "\n")
+				r := Result{Send: time.Now(), CachedTokens: -1, Marks: make([]Mark, 0, 1024)}
+				s := stream{r: &r, maxLine: defaultMaxLine}
+				var streamed atomic.Uint64
+				if counted {
+					s.streamed = &streamed
+				}
+				var lr lineReader
+				s.preview = lr.preview[:0]
+				s.c.preview = &s.preview
+				now := time.Now()
+				b.ReportAllocs()
+				b.SetBytes(int64(len(line)))
+				for b.Loop() {
+					if len(r.Marks) == cap(r.Marks) {
+						r.Marks = r.Marks[:0]
+					}
+					if s.line(now, trimEOL(line)) {
+						b.Fatal("stream ended")
+					}
+				}
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			})
+		}
 	}
 }
 

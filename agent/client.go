@@ -222,6 +222,11 @@ type Request struct {
 	// ExtraBody is merged into the JSON body; its keys win over the built
 	// ones (for example "min_tokens" or a different "temperature").
 	ExtraBody map[string]any
+	// Streamed, when set, gets each token-bearing chunk's tokens added as
+	// the chunk arrives, counted as the ITL marks count them, so that a
+	// caller can count tokens of requests still in flight. One atomic add
+	// per chunk; no allocation.
+	Streamed *atomic.Uint64
 }
 
 // Transport buffer sizes; see NewClient.
@@ -446,7 +451,7 @@ func (c *Client) Do(ctx context.Context, req Request) (r Result) {
 	r.Marks = (*r.marks)[:0]
 	r.Send = time.Now()
 	tr.base = r.Send
-	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes}
+	s := stream{r: &r, maxLine: c.cfg.MaxLineBytes, streamed: req.Streamed}
 	if c.cfg.TTFTTimeout > 0 {
 		s.ttft = time.AfterFunc(c.cfg.TTFTTimeout, func() { cancel(errTTFTTimeout) })
 		defer s.ttft.Stop()
@@ -535,7 +540,7 @@ func (c *Client) doH1(ctx context.Context, req *Request, t h1Target, body []byte
 	r.marks = markPool.Get().(*[]Mark)
 	r.Marks = (*r.marks)[:0]
 	r.Send = time.Now()
-	s := stream{r: r, maxLine: c.cfg.MaxLineBytes}
+	s := stream{r: r, maxLine: c.cfg.MaxLineBytes, streamed: req.Streamed}
 	if c.cfg.TTFTTimeout > 0 {
 		s.ttft = time.AfterFunc(c.cfg.TTFTTimeout, func() { cancel(errTTFTTimeout) })
 		defer s.ttft.Stop()
@@ -912,6 +917,8 @@ type stream struct {
 	maxLine int
 	c       chunkScan
 	event   string // the current SSE event name
+	// streamed, when set, counts the tokens of each token-bearing chunk.
+	streamed *atomic.Uint64
 
 	gotToken   bool
 	continuous bool
@@ -1063,6 +1070,9 @@ func (s *stream) observe(now time.Time, c *chunkScan) {
 		s.cumAtMark = c.completion
 	}
 	s.counted += k
+	if s.streamed != nil {
+		s.streamed.Add(uint64(min(k, maxChunkTokens)))
+	}
 	r.Marks = append(r.Marks, Mark{At: now.Sub(r.Send), Tokens: int32(min(k, maxChunkTokens)), Reasoning: !content})
 }
 

@@ -306,6 +306,7 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		MeasuredStartUnixNano: unixNano(r.MeasuredStart),
 		MeasuredEndUnixNano:   unixNano(r.MeasuredEnd),
 		OutputTokens:          r.OutputTokens,
+		OutputTokensStreamed:  r.OutputTokensStreamed,
 		ErrorsByKind:          r.ErrorsByKind,
 		ErrorSamples:          validUTF8(r.ErrorSamples),
 		Final:                 r.Final,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
@@ -62,6 +63,7 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), BaseURL: req.GetBaseUrl(),
 		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
 		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
+		AutoDuration: req.GetAutoDuration(), MaxDuration: time.Duration(req.GetMaxDurationMs()) * time.Millisecond,
 	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

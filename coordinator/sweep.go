@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/protobuf/proto"
 )
@@ -35,6 +37,11 @@ type SweepSpec struct {
 	// AgentLoss is "continue" or "abort".
 	AgentLoss string
 	MaxAgents int
+	// AutoDuration makes Load.DurationMs a minimum: each level after the
+	// first is sized from the level before (sizeLevel), up to MaxDuration
+	// (0: DefaultMaxLevelDuration). Off, the duration is pinned.
+	AutoDuration bool
+	MaxDuration  time.Duration
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -58,6 +65,9 @@ func (s SweepSpec) withDefaults() SweepSpec {
 	}
 	if s.Workload == nil {
 		s.Workload = &pb.Workload{Prompt: DefaultPrompt, MaxTokens: 64}
+	}
+	if s.AutoDuration && s.MaxDuration == 0 {
+		s.MaxDuration = DefaultMaxLevelDuration
 	}
 	return s
 }
@@ -93,6 +103,12 @@ func (s SweepSpec) Validate() error {
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
+	}
+	if s.MaxDuration < 0 {
+		errs = append(errs, fmt.Errorf("max_duration %v is negative: give a cap such as 3m, or 0 for the default %v", s.MaxDuration, DefaultMaxLevelDuration))
+	} else if s.AutoDuration && s.MaxDuration > 0 && s.MaxDuration < time.Duration(s.Load.GetDurationMs())*time.Millisecond {
+		errs = append(errs, fmt.Errorf("max_duration %v is shorter than the level duration %v: raise the cap or lower the duration",
+			s.MaxDuration, time.Duration(s.Load.GetDurationMs())*time.Millisecond))
 	}
 	if s.MaxAgents < 0 {
 		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
@@ -166,14 +182,17 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 	r.record(results.EventSweepStart, results.SweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
 		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
 
+	var prevE2E time.Duration
 	for li, level := range spec.Levels {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		lost, err := c.runLevel(ctx, r, spec, li, level, agentMs, baseURL, model)
+		dur, why := levelDuration(spec, li, level, prevE2E)
+		lost, e2e, err := c.runLevel(ctx, r, spec, li, level, dur, why, agentMs, baseURL, model)
 		if err != nil {
 			return err
 		}
+		prevE2E = e2e
 		if len(lost) > 0 && spec.AgentLoss == "abort" {
 			return fmt.Errorf("level %d: lost agent(s) %v and agent_loss is abort", li+1, lost)
 		}
@@ -184,6 +203,24 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 		}
 	}
 	return nil
+}
+
+// levelDuration is level li's measured duration and why: the load's
+// duration when it is pinned or the level is bounded by requests alone,
+// else sizeLevel from the previous level's E2E p50.
+func levelDuration(spec SweepSpec, li int, level float64, prevE2E time.Duration) (time.Duration, string) {
+	base := time.Duration(spec.Load.GetDurationMs()) * time.Millisecond
+	switch {
+	case base <= 0:
+		return 0, "bounded by requests"
+	case !spec.AutoDuration:
+		return base, fmt.Sprintf("pinned at %v", base)
+	}
+	prev := ""
+	if li > 0 {
+		prev = "level " + strconv.Itoa(li)
+	}
+	return sizeLevel(base, spec.MaxDuration, spec.Load.GetKind() == "closed", level, prevE2E, prev)
 }
 
 func remove(ms []membership.Member, names []string) []membership.Member {
@@ -210,8 +247,19 @@ const barrierDelay = 500 * time.Millisecond
 // target it may not load): the sweep fails, rather than losing the agent.
 var ErrAgentRejected = errors.New("agent rejected the plan")
 
-func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec, li int, level float64, agents []membership.Member, baseURL, model string) (lost []string, err error) {
+func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec, li int, level float64, dur time.Duration, why string,
+	agents []membership.Member, baseURL, model string) (lost []string, e2eP50 time.Duration, err error) {
 	load := proto.Clone(spec.Load).(*pb.LoadModel)
+	if dur > 0 {
+		load.DurationMs = dur.Milliseconds()
+	}
+	// The level's measured E2E, merged as it arrives, sizes the next level.
+	e2e := hdr.New()
+	defer func() {
+		if e2e.Count() > 0 {
+			e2eP50 = time.Duration(e2e.Summarize().P50 * float64(time.Millisecond))
+		}
+	}()
 	if load.GetKind() == "closed" {
 		load.Concurrency = int32(level)
 		// Each agent needs at least one worker: an agent whose segment holds
@@ -246,14 +294,15 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 		clients = append(clients, client{m: am, ag: ag, close: aclose.Close})
 	}
 	if len(clients) == 0 {
-		return lost, fmt.Errorf("level %d: no agent could be reached", li+1)
+		return lost, 0, fmt.Errorf("level %d: no agent could be reached", li+1)
 	}
 	start := c.cfg.Now().Add(barrierDelay)
 	names := make([]string, len(clients))
 	for i, cl := range clients {
 		names[i] = cl.m.Name
 	}
-	r.record(results.EventLevelStart, results.LevelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano()})
+	r.record(results.EventLevelStart, results.LevelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano(),
+		DurationMs: load.GetDurationMs(), WarmupMs: load.GetWarmupMs(), DurationReason: why})
 	n := len(clients)
 	var mu sync.Mutex
 	var rejected []error
@@ -280,6 +329,13 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
 				r.checkInterval(results.LevelPrefix(li), rep)
 				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep})
+				if set, err := results.ReportHistograms(rep); err == nil && !rep.GetWarmup() {
+					if h, ok := set[hdr.E2E]; ok {
+						mu.Lock()
+						e2e.Merge(h)
+						mu.Unlock()
+					}
+				}
 				if reason := rep.GetAbortReason(); reason != "" {
 					mu.Lock()
 					aborted = append(aborted, fmt.Sprintf("agent %s: %s", cl.m.Name, reason))
@@ -302,13 +358,13 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 	wg.Wait()
 	r.record(results.EventLevelEnd, results.LevelEnd{Level: li})
 	if len(rejected) > 0 {
-		return lost, errors.Join(rejected...)
+		return lost, 0, errors.Join(rejected...)
 	}
 	if len(aborted) > 0 {
 		// The level failed: the sweep stops here, results kept.
-		return lost, fmt.Errorf("level %d failed: %s", li+1, strings.Join(aborted, "; "))
+		return lost, 0, fmt.Errorf("level %d failed: %s", li+1, strings.Join(aborted, "; "))
 	}
-	return lost, ctx.Err()
+	return lost, 0, ctx.Err()
 }
 
 // targetVersion asks an OpenAI-compatible server for GET /version, as vLLM

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 )
@@ -21,14 +22,19 @@ type sweepFlags struct {
 	load       string
 	burstiness float64
 	duration   time.Duration
-	warmup     time.Duration
-	requests   int64
-	inputLen   int
-	outputLen  int
-	agentLoss  string
-	maxAgents  int
-	seed       uint64
-	goodput    string
+	// durationSet is whether the user gave the duration flag: a given
+	// duration is pinned, the default one is a minimum that the coordinator
+	// lengthens from the level before, up to maxDuration.
+	durationSet bool
+	maxDuration time.Duration
+	warmup      time.Duration
+	requests    int64
+	inputLen    int
+	outputLen   int
+	agentLoss   string
+	maxAgents   int
+	seed        uint64
+	goodput     string
 	// maxErrRate and errWindow are the error budget of each agent's share
 	// of a level.
 	maxErrRate string
@@ -40,7 +46,10 @@ func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
 	fs.StringVar(&f.levels, prefix, defaultLevels, "comma-separated load levels: concurrencies for --"+prefix+"-load closed, request rates for open loops (empty: no sweep)")
 	fs.StringVar(&f.load, prefix+"-load", "closed", "load model of every level: closed, poisson, constant or gamma")
 	fs.Float64Var(&f.burstiness, prefix+"-burstiness", 0, "gamma arrivals: shape of the gaps (1 is Poisson, below 1 burstier)")
-	fs.DurationVar(&f.duration, prefix+"-duration", 5*time.Second, "measured duration of each level")
+	f.duration = 5 * time.Second
+	fs.Var(setDuration{&f.duration, &f.durationSet}, prefix+"-duration",
+		"measured duration of each level; when not given, each level after the first is lengthened to 3 × 1.5 × the E2E p50 of the level before and to about 20 successes, up to --"+prefix+"-max-duration (giving it pins every level)")
+	fs.DurationVar(&f.maxDuration, prefix+"-max-duration", coordinator.DefaultMaxLevelDuration, "longest a level is lengthened to when --"+prefix+"-duration is not given")
 	fs.DurationVar(&f.warmup, prefix+"-warmup", time.Second, "warm-up before each level, left out of the statistics")
 	fs.Int64Var(&f.requests, prefix+"-requests", 0, "measured requests per level (0: bounded by duration only)")
 	fs.IntVar(&f.inputLen, prefix+"-input-len", 512, "synthetic prompt length in tokens")
@@ -57,6 +66,28 @@ func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
 	}
 	fs.StringVar(&f.maxErrRate, f.budgetFlag+"max-error-rate", "0.5", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
 	fs.DurationVar(&f.errWindow, f.budgetFlag+"error-window", 5*time.Second, "sliding window of the error budget")
+}
+
+// setDuration is a duration flag that remembers whether it was given.
+type setDuration struct {
+	d   *time.Duration
+	set *bool
+}
+
+func (s setDuration) String() string {
+	if s.d == nil {
+		return ""
+	}
+	return s.d.String()
+}
+
+func (s setDuration) Set(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: write it like 30s or 2m", v)
+	}
+	*s.d, *s.set = d, true
+	return nil
 }
 
 // parseLevels reads "1,8,32".
@@ -88,6 +119,10 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	if f.inputLen < 1 || f.outputLen < 1 {
 		return nil, fmt.Errorf("--%s-input-len %d / --%s-output-len %d: both must be ≥ 1", prefix, f.inputLen, prefix, f.outputLen)
 	}
+	auto := !f.durationSet && f.duration > 0
+	if auto && f.maxDuration < f.duration {
+		return nil, fmt.Errorf("--%s-max-duration %v is shorter than --%s-duration %v: raise the cap, or give --%s-duration to pin every level", prefix, f.maxDuration, prefix, f.duration, prefix)
+	}
 	if f.warmup < 0 {
 		return nil, fmt.Errorf("--%s-warmup %s is negative: use 0 for no warm-up", prefix, f.warmup)
 	}
@@ -111,6 +146,7 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	lm.MaxErrorRate, lm.ErrorWindowMs = rate, f.errWindow.Milliseconds()
 	return &pb.RunSweepRequest{
 		Levels: levels, Load: lm, AgentLoss: f.agentLoss, MaxAgents: int32(f.maxAgents),
+		AutoDuration: auto, MaxDurationMs: f.maxDuration.Milliseconds(),
 		Workload: &pb.Workload{MaxTokens: int32(f.outputLen), IgnoreEos: true},
 		Generator: &pb.WorkloadGen{Kind: "synthetic", Seed: f.seed,
 			InputLen:  &pb.LengthDist{Kind: "fixed", Mean: float64(f.inputLen)},

@@ -131,6 +131,12 @@ type WarmStats struct {
 	// per run; nil with one run.
 	DriftS   *float64 `json:"drift_s_per_run"`
 	Outliers []string `json:"outliers"`
+	// Insufficient marks a warm set with fewer successes than a p90
+	// (MinSuccessesP90) or p99 (MinSuccessesP99) needs; InsufficientFor
+	// names those percentiles (docs/metrics.md, "Enough samples").
+	Insufficient        bool     `json:"insufficient"`
+	InsufficientReasons []string `json:"insufficient_reasons,omitempty"`
+	InsufficientFor     []string `json:"insufficient_percentiles,omitempty"`
 }
 
 // Sanity holds the host and GPU sanity metrics. A nil value was not
@@ -327,6 +333,8 @@ func warmStats(runs []Run) *WarmStats {
 		return nil
 	}
 	w := &WarmStats{N: len(xs), MinS: xs[0], MaxS: xs[0], Outliers: []string{}}
+	v := judgeSamples(uint64(len(xs)), nil, nil)
+	w.Insufficient, w.InsufficientReasons, w.InsufficientFor = v.insufficient(), v.Reasons, v.Marked
 	var sum float64
 	for _, x := range xs {
 		w.MinS = math.Min(w.MinS, x)
@@ -534,6 +542,10 @@ func observations(res *Results) []string {
 		}
 		out = append(out, fmt.Sprintf("Warm band: %.1f ms ± %s over %d runs (min %.1f, max %.1f ms); drift %s ms per run.",
 			w.MedianS*1000, fmtPtr(w.BandPct, "%.1f%%"), w.N, w.MinS*1000, w.MaxS*1000, fmtPtr(scaled(w.DriftS, 1000), "%+.2f")))
+		if w.Insufficient {
+			out = append(out, fmt.Sprintf("The warm runs are too few for tail percentiles: %s; the merged histograms' percentiles from fewer values are marked ⚠ (use more warm runs for a p90 or p99).",
+				strings.Join(w.InsufficientReasons, "; ")))
+		}
 		if len(w.Outliers) > 0 {
 			out = append(out, "Outliers among the warm runs (more than 3 MADs and 10% from the median): "+strings.Join(w.Outliers, ", ")+".")
 		} else {

@@ -177,6 +177,12 @@ type LevelStart struct {
 	Value   float64  `json:"value"`
 	Agents  []string `json:"agents"`
 	StartNs int64    `json:"start_unix_nano"`
+	// DurationMs and WarmupMs are the level's measured duration and its
+	// warm-up; DurationReason says how the duration was chosen (pinned, or
+	// sized from the level before).
+	DurationMs     int64  `json:"duration_ms,omitempty"`
+	WarmupMs       int64  `json:"warmup_ms,omitempty"`
+	DurationReason string `json:"duration_reason,omitempty"`
 }
 
 // SweepInterval is the payload of a sweep_interval event: one agent's

@@ -140,15 +140,27 @@ func RenderMarkdown(r *Results) string {
 	if len(r.Histograms) > 0 {
 		p("### Merged agent histograms (ms)\n\n")
 		p("| metric | count | mean | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		marked := false
 		for _, m := range []string{"ttft", "e2e", "itl", "icl", "tpot"} {
 			h, ok := r.Histograms[m]
 			if !ok || h.Count == 0 {
 				p("| %s | 0 | n/a | n/a | n/a | n/a | n/a |\n", m)
 				continue
 			}
-			p("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", m, h.Count, h.Mean, h.P50, h.P90, h.P99, h.Max)
+			v := judgeSamples(uint64(h.Count), nil, nil)
+			warn := func(pc string) string {
+				if v.marks(pc) {
+					marked = true
+					return " ⚠"
+				}
+				return ""
+			}
+			p("| %s | %d | %.2f | %.2f | %.2f%s | %.2f%s | %.2f |\n", m, h.Count, h.Mean, h.P50, h.P90, warn("p90"), h.P99, warn("p99"), h.Max)
 		}
 		p("\n")
+		if marked {
+			p("⚠ insufficient: fewer than %d values (p90) or %d (p99); see Observations.\n\n", MinSuccessesP90, MinSuccessesP99)
+		}
 	}
 
 	p("## Observations\n\n")

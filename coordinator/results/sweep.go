@@ -53,12 +53,39 @@ type LevelResult struct {
 	Errors       uint64            `json:"errors"`
 	Interrupted  uint64            `json:"interrupted"`
 	ErrorsByKind map[string]uint64 `json:"errors_by_kind"`
-	OutputTokens uint64            `json:"output_tokens"`
-	// DurationS is the measured span; it and the rates are nil when the
-	// level measured no request.
+	// OutputTokens is the output tokens of the successful requests, for
+	// the per-request statistics.
+	OutputTokens uint64 `json:"output_tokens"`
+	// DurationS is the measured span (earliest intended send to latest
+	// finish of a measured request); it and the rates are nil when the
+	// level measured no request. RequestsPerS is Successes / DurationS.
 	DurationS    *float64 `json:"duration_s"`
 	RequestsPerS *float64 `json:"requests_per_s"`
-	TokensPerS   *float64 `json:"output_tokens_per_s"`
+	// TokensPerS is OutputTokensStreamed / WindowS: every output token that
+	// arrived inside the level's measured window, from requests finished or
+	// still in flight (docs/metrics.md). ThroughputBasis is "streamed", or
+	// "completed" for agents that do not count streamed tokens: then it is
+	// OutputTokens / DurationS.
+	TokensPerS           *float64 `json:"output_tokens_per_s"`
+	OutputTokensStreamed *float64 `json:"output_tokens_streamed"`
+	WindowS              *float64 `json:"window_s"`
+	ThroughputBasis      string   `json:"throughput_basis,omitempty"`
+	// DurationMs and DurationReason are the level's planned duration and
+	// how it was chosen (pinned, or sized from the level before).
+	DurationMs     int64  `json:"duration_ms,omitempty"`
+	DurationReason string `json:"duration_reason,omitempty"`
+	// Insufficient marks a level with too few successes or too short a
+	// window for its percentiles (docs/metrics.md, "Enough samples");
+	// InsufficientFor names the percentiles shown with ⚠.
+	Insufficient        bool     `json:"insufficient"`
+	InsufficientReasons []string `json:"insufficient_reasons,omitempty"`
+	InsufficientFor     []string `json:"insufficient_percentiles,omitempty"`
+	NeedWindowS         *float64 `json:"needed_window_s,omitempty"`
+	// TTFT percentiles' 95% order-statistic confidence intervals in ms,
+	// [lo, hi], a null side unbounded; null when n ≥ CIMaxN or n = 0.
+	TTFTP50CI *CIBounds `json:"ttft_p50_ci"`
+	TTFTP90CI *CIBounds `json:"ttft_p90_ci"`
+	TTFTP99CI *CIBounds `json:"ttft_p99_ci"`
 	// Good and GoodputPerS count requests that met the load's SLOs; nil
 	// when the load set none.
 	Good        *uint64                `json:"good_requests"`
@@ -80,7 +107,35 @@ type LevelResult struct {
 	EngineWaitingMax *float64 `json:"engine_waiting_max"`
 	WarmupIntervals  int      `json:"warmup_intervals"`
 	startNs, endNs   int64    // the measured span, from the agents
+	ivEndNs          int64    // the end of the measured intervals, for agents that send no measured span
 	good             uint64
+	warmupMs         int64
+	streamed         []tokenSpan
+}
+
+// tokenSpan is one report's streamed tokens and the interval they arrived in.
+type tokenSpan struct {
+	startNs, endNs int64
+	tokens         uint64
+}
+
+// inWindow returns the tokens of spans inside [w0, w1], sharing a span that
+// straddles an edge in proportion to the overlap.
+func inWindow(spans []tokenSpan, w0, w1 int64) float64 {
+	var sum float64
+	for _, sp := range spans {
+		if sp.endNs <= sp.startNs {
+			if sp.startNs >= w0 && sp.startNs <= w1 {
+				sum += float64(sp.tokens)
+			}
+			continue
+		}
+		lo, hi := max(sp.startNs, w0), min(sp.endNs, w1)
+		if hi > lo {
+			sum += float64(sp.tokens) * float64(hi-lo) / float64(sp.endNs-sp.startNs)
+		}
+	}
+	return sum
 }
 
 // LevelCoverage is what one agent delivered for one level.
@@ -164,6 +219,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		case LevelStart:
 			l := level(p.Level)
 			l.Value, l.Agents, l.barrierNs = p.Value, p.Agents, p.StartNs
+			l.DurationMs, l.warmupMs, l.DurationReason = p.DurationMs, p.WarmupMs, p.DurationReason
 			for _, a := range p.Agents {
 				l.Coverage[a] = &LevelCoverage{}
 			}
@@ -186,6 +242,11 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			cov.Intervals++
 			cov.Final = cov.Final || rep.GetFinal()
 			cov.lastEndNs = max(cov.lastEndNs, rep.GetEndUnixNano())
+			if n := rep.GetOutputTokensStreamed(); n > 0 {
+				// Warm-up requests' tokens count too when they arrive inside
+				// the window: they are load the server carried in it.
+				l.streamed = append(l.streamed, tokenSpan{rep.GetStartUnixNano(), rep.GetEndUnixNano(), n})
+			}
 		case AgentLost:
 			cov := coverage(level(p.Level), p.Agent)
 			cov.Lost, cov.Error, cov.InFlight = true, p.Error, p.InFlight
@@ -204,6 +265,9 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			return nil, fmt.Errorf("level %d: %w", k+1, err)
 		}
 		l.Metrics = m.Summaries()
+		if h, ok := m.Histograms()[hdr.TTFT]; ok {
+			l.TTFTP50CI, l.TTFTP90CI, l.TTFTP99CI = quantileCI(h, 0.5), quantileCI(h, 0.9), quantileCI(h, 0.99)
+		}
 		l.Requests = m.OK + m.Failed + m.Interrupted
 		l.Successes, l.Errors, l.Interrupted, l.good = m.OK, m.Failed, m.Interrupted, m.Good
 		l.OutputTokens = m.OutputTokens
@@ -216,12 +280,13 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		// whose first ones may hold only warm-up. Older agents send no
 		// span; their interval bounds are the fallback.
 		l.startNs, l.endNs = m.Span()
+		l.ivEndNs = m.IntervalEndNs
 		if l.endNs > l.startNs {
 			d := float64(l.endNs-l.startNs) / 1e9
 			l.DurationS = ptr(d)
 			l.RequestsPerS = ptr(float64(l.Successes) / d)
-			l.TokensPerS = ptr(float64(l.OutputTokens) / d)
 		}
+		levelThroughput(res, l)
 		if sloSet(res.Load) {
 			l.Good = ptrU(l.good)
 			if l.DurationS != nil {
@@ -233,7 +298,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				l.Degraded = true
 			}
 		}
-		judgeShortfall(res.Load, l, l.barrierNs) // liveness: planned vs delivered
+		judgeShortfall(withDuration(res.Load, l.DurationMs), l, l.barrierNs) // liveness: planned vs delivered
 		switch {
 		case l.Error != "":
 			l.Status = "failed"
@@ -243,6 +308,17 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 			l.Status = "degraded"
 		default:
 			l.Status = "ok"
+		}
+		if l.Successes > 0 {
+			var e2e *float64
+			if s, ok := l.Metrics[hdr.E2E]; ok && s.Count > 0 {
+				e2e = ptr(s.P50 / 1000)
+			}
+			v := judgeSamples(l.Successes, l.WindowS, e2e)
+			l.Insufficient, l.InsufficientReasons, l.InsufficientFor = v.insufficient(), v.Reasons, v.Marked
+			if v.NeedWindowS > 0 {
+				l.NeedWindowS = ptr(v.NeedWindowS)
+			}
 		}
 		if l.Status == "failed" && res.Status == "ok" {
 			// The run ended without an error, but a level measured nothing.
@@ -270,6 +346,66 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 	return res, nil
 }
 
+// levelThroughput sets a level's window and output throughput: the tokens
+// streamed inside the window over its length. The window is the level's
+// planned measurement, from the barrier plus warm-up for the level's
+// duration, cut at the end of the last report received; a level bounded by
+// requests alone uses its measured span. Agents that count no streamed
+// tokens leave the completed requests' tokens over the measured span.
+func levelThroughput(res *SweepResults, l *LevelResult) {
+	w0, w1 := l.startNs, l.endNs
+	dur, warm := l.DurationMs, l.warmupMs
+	if dur == 0 {
+		// Events from before level_start recorded the duration.
+		if m, ok := loadOf(res.Load); ok {
+			dur, warm = m.GetDurationMs(), m.GetWarmupMs()
+		}
+	}
+	if dur > 0 && l.barrierNs > 0 {
+		w0 = l.barrierNs + warm*int64(time.Millisecond)
+		w1 = w0 + dur*int64(time.Millisecond)
+		if l.ivEndNs > 0 {
+			w1 = min(w1, l.ivEndNs)
+		}
+	}
+	if len(l.streamed) > 0 && w1 > w0 {
+		d := float64(w1-w0) / 1e9
+		n := inWindow(l.streamed, w0, w1)
+		l.WindowS, l.OutputTokensStreamed, l.TokensPerS, l.ThroughputBasis = ptr(d), ptr(n), ptr(n/d), "streamed"
+		return
+	}
+	if l.DurationS != nil {
+		l.WindowS, l.TokensPerS, l.ThroughputBasis = l.DurationS, ptr(float64(l.OutputTokens) / *l.DurationS), "completed"
+	}
+}
+
+// loadOf decodes a sweep's load template.
+func loadOf(load json.RawMessage) (*pb.LoadModel, bool) {
+	if len(load) == 0 {
+		return nil, false
+	}
+	var m pb.LoadModel
+	if err := pjsonIn.Unmarshal(load, &m); err != nil {
+		return nil, false
+	}
+	return &m, true
+}
+
+// withDuration returns the load template with a level's own duration, for
+// judging its plan; the template itself when the level recorded none.
+func withDuration(load json.RawMessage, durMs int64) json.RawMessage {
+	m, ok := loadOf(load)
+	if !ok || durMs <= 0 || m.GetDurationMs() == durMs {
+		return load
+	}
+	m.DurationMs = durMs
+	b, err := pjson.Marshal(m)
+	if err != nil {
+		return load
+	}
+	return b
+}
+
 func levelName(res *SweepResults, v float64) string {
 	if strings.Contains(string(res.Load), `"kind":"closed"`) || len(res.Load) == 0 {
 		return fmt.Sprintf("c=%g", v)
@@ -287,7 +423,24 @@ func sweepObservations(res *SweepResults) []string {
 	}
 	if best >= 0 && *res.Levels[best].TokensPerS > 0 {
 		l := res.Levels[best]
-		out = append(out, fmt.Sprintf("Peak output throughput %.0f tokens/s at %s (TTFT p99 %s ms).", *l.TokensPerS, levelName(res, l.Value), metricCell(l, hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 })))
+		mark := ""
+		if l.Insufficient {
+			mark = ", a level marked insufficient"
+		}
+		out = append(out, fmt.Sprintf("Peak output throughput %.0f tokens/s at %s (TTFT p99 %s ms%s).", *l.TokensPerS, levelName(res, l.Value), metricCell(l, hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 }), mark))
+	}
+	for i := 1; i < len(res.Levels); i++ {
+		a, b := res.Levels[i-1], res.Levels[i]
+		if a.TokensPerS != nil && b.TokensPerS != nil && *b.TokensPerS < 0.95**a.TokensPerS && b.Errors == 0 && !b.Insufficient && !a.Insufficient {
+			out = append(out, fmt.Sprintf("Output throughput falls from %.0f tokens/s at %s to %.0f at %s with no error and enough samples: the server is past saturation.",
+				*a.TokensPerS, levelName(res, a.Value), *b.TokensPerS, levelName(res, b.Value)))
+		}
+	}
+	for _, l := range res.Levels {
+		if l.ThroughputBasis == "completed" {
+			out = append(out, "Output throughput counts completed requests only: the agents did not report streamed tokens (an older agent), so long requests still in flight at the end are not counted.")
+			break
+		}
 	}
 	// The knee: the first level whose TTFT p50 is over twice the first level's.
 	if len(res.Levels) > 1 {
@@ -325,6 +478,9 @@ func sweepObservations(res *SweepResults) []string {
 		}
 		if l.Status == "failed" {
 			out = append(out, fmt.Sprintf("%s failed: %s.", levelName(res, l.Value), l.Error))
+		}
+		if l.Insufficient {
+			out = append(out, insufficientObservation(levelName(res, l.Value), l))
 		}
 	}
 	if res.Simulated {
@@ -403,8 +559,31 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	p50 := func(s hdr.Summary) float64 { return s.P50 }
 	p90 := func(s hdr.Summary) float64 { return s.P90 }
 	p99 := func(s hdr.Summary) float64 { return s.P99 }
+	anyMark, anyCI, anyOpen := false, false, false
+	// pct renders a TTFT percentile with its interval and the ⚠ mark.
+	pct := func(l LevelResult, name string, f func(hdr.Summary) float64, ci *CIBounds) string {
+		cell := ms(l, hdr.TTFT, f)
+		if cell == "n/a" {
+			return cell
+		}
+		if ci != nil {
+			cell += fmtCI(ci)
+			anyCI = true
+			anyOpen = anyOpen || ci[1] == nil
+		}
+		for _, m := range l.InsufficientFor {
+			if m == name {
+				cell += " ⚠"
+				anyMark = true
+			}
+		}
+		return cell
+	}
 	for _, l := range res.Levels {
 		var notes []string
+		if l.Insufficient {
+			notes = append(notes, "insufficient ⚠")
+		}
 		if l.ClientBound {
 			notes = append(notes, "client-bound")
 		}
@@ -419,11 +598,22 @@ func RenderSweepMarkdown(res *SweepResults) string {
 		}
 		p("| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			levelName(res, l.Value), len(l.Agents), l.Requests, l.Errors, fmtPtr(l.RequestsPerS, "%.2f"), fmtPtr(l.GoodputPerS, "%.2f"), fmtPtr(l.TokensPerS, "%.0f"),
-			ms(l, hdr.TTFT, p50), ms(l, hdr.TTFT, p90), ms(l, hdr.TTFT, p99), ms(l, hdr.TTFTSched, p99),
+			pct(l, "p50", p50, l.TTFTP50CI), pct(l, "p90", p90, l.TTFTP90CI), pct(l, "p99", p99, l.TTFTP99CI), ms(l, hdr.TTFTSched, p99),
 			ms(l, hdr.TPOT, p50), ms(l, hdr.ITL, p99), ms(l, hdr.E2E, p50), ms(l, hdr.DispatchLag, p99),
 			fmtPtr(l.GPUUtilPct, "%.0f%%"), strings.Join(notes, ", "))
 	}
-	p("\nLatencies in ms, merged losslessly over the agents' HdrHistograms; warm-up intervals are excluded.\n\n")
+	p("\nLatencies in ms, merged losslessly over the agents' HdrHistograms; warm-up intervals are excluded. ")
+	p("Output tok/s counts every token streamed inside the level's window, from finished and in-flight requests; req/s counts successes over the measured span.\n\n")
+	if anyCI {
+		p("[lo, hi]: the 95%% order-statistic confidence interval of the percentile, shown when a level has fewer than %d values", CIMaxN)
+		if anyOpen {
+			p("; ∞: too few values to bound it from above")
+		}
+		p(".\n\n")
+	}
+	if anyMark {
+		p("⚠ insufficient: fewer than %d successes (p90), %d (p99), or a window shorter than %g × E2E p50 (every percentile); see Observations.\n\n", MinSuccessesP90, MinSuccessesP99, MinWindowE2E)
+	}
 	p("![TTFT by level](%s)\n\n![Throughput by level](%s)\n\n", SweepLatencySVG, SweepThroughSVG)
 	p("## Observations\n\n")
 	for _, o := range res.Observations {

@@ -299,6 +299,19 @@ func (h *Histogram) Summarize() Summary {
 	}
 }
 
+// ValueAtRankMs returns the value of the rank-th smallest recorded value
+// (1-based, clamped to [1, Count]) in milliseconds: HdrHistogram's
+// highest-equivalent value, as Summarize's percentiles are. It returns 0 for
+// an empty histogram.
+func (h *Histogram) ValueAtRankMs(rank int64) float64 {
+	n := h.Count()
+	if n == 0 {
+		return 0
+	}
+	rank = min(max(rank, 1), n)
+	return float64(h.h.ValueAtQuantile(100*float64(rank)/float64(n))) / 1000
+}
+
 // Set is a group of named histograms, one per metric. It is not safe for
 // concurrent use.
 type Set map[string]*Histogram

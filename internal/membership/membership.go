@@ -138,7 +138,11 @@ type Config struct {
 	// seen in the cluster. It also re-joins a coordinator that answers a
 	// probe with another boot identifier than the one gossip announced,
 	// which is a coordinator restarted at the same address before anyone
-	// noticed it was gone. Agents and gpunodes set it; coordinators do not.
+	// noticed it was gone, and joins any coordinator in view that this node
+	// has not exchanged state with (in a push and pull) under its current
+	// boot identifier, which is a restarted coordinator whose alive message
+	// reached this node by gossip while it still knows nobody. Agents and
+	// gpunodes set it; coordinators do not.
 	KeepJoined bool
 	// RejoinInterval is how often the loop checks for a coordinator and
 	// the first delay between failed re-joins (default 1 s).
@@ -198,6 +202,12 @@ type Node struct {
 	// joinAttempts counts the loop's re-join attempts (each a Join of one
 	// or more seeds), for tests.
 	joinAttempts int
+	// unsyncedNoted is the last set of unsynced coordinators the loop
+	// logged at info level, so a flapping one is not logged every second.
+	unsyncedNoted string
+
+	// ex records the coordinators this node exchanged state with.
+	ex *exchanges
 
 	mu     sync.Mutex
 	closed bool
@@ -206,14 +216,29 @@ type Node struct {
 var _ memberlist.Delegate = (*delegate)(nil)
 var _ memberlist.EventDelegate = (*events)(nil)
 
-// delegate serves our metadata; we gossip nothing else.
-type delegate struct{ meta []byte }
+// delegate serves our metadata, and in every push and pull (a join or the
+// periodic full sync) sends this node's hello and records the coordinator
+// hellos it receives; we gossip nothing else.
+type delegate struct {
+	meta  []byte
+	hello []byte
+	ex    *exchanges
+}
 
 func (d *delegate) NodeMeta(limit int) []byte                  { return d.meta }
 func (d *delegate) NotifyMsg([]byte)                           {}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+func (d *delegate) LocalState(join bool) []byte                { return d.hello }
+
+// MergeRemoteState receives the peer's hello at the end of a push and pull,
+// after memberlist has merged the peer's member list.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	h, err := decodeHello(buf)
+	if err != nil || h.Role != RoleCoordinator {
+		return // an older peer sends none; a malformed one proves nothing.
+	}
+	d.ex.record(h.Name, h.Boot)
+}
 
 // pings puts this node's boot identifier in every ack it sends and checks
 // the one each probed coordinator sends back.
@@ -356,7 +381,12 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	mc.SecretKey = cfg.SecretKey
 	mc.Logger = log.New(&slogWriter{logger}, "", 0)
 	changes := make(chan struct{}, 1) // size 1: a coalesced "something changed" signal.
-	mc.Delegate = &delegate{meta: meta}
+	hello, err := hello{Name: cfg.Name, Role: cfg.Meta.Role, Boot: boot}.encode()
+	if err != nil {
+		return nil, err
+	}
+	ex := &exchanges{boots: map[string]string{}}
+	mc.Delegate = &delegate{meta: meta, hello: hello, ex: ex}
 	ev := &events{changes: changes, nodes: map[string]memberlist.Node{}}
 	mc.Events = ev
 	pd := &pings{payload: []byte(boot), ready: make(chan struct{})}
@@ -366,7 +396,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
 	n := &Node{list: list, view: ev, logger: logger, changes: changes, name: cfg.Name, boot: boot, cfg: cfg,
-		stop: make(chan struct{}), wake: make(chan struct{}, 1)}
+		stop: make(chan struct{}), wake: make(chan struct{}, 1), ex: ex}
 	pd.node = n
 	close(pd.ready)
 	if cfg.KeepJoined {

@@ -1,9 +1,15 @@
 package membership
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,6 +30,106 @@ import (
 //
 // Either way the join is memberlist's own, so it is encrypted with the gossip
 // key like any other: a coordinator with another key cannot be re-joined.
+//
+// Seeing the coordinator alive is not proof that it knows this node. A
+// restarted coordinator that receives gossip about its own death (members
+// keep gossiping to a dead node for a while) refutes it with an alive
+// message carrying its new metadata, and that message reaches the members
+// piggybacked on any packet it sends, say the ack to a probe still in
+// flight, or relayed by another member. The members then see it alive,
+// under its new boot identifier, while it still knows nobody: nothing but a
+// push and pull (a join, or the periodic full sync, 30 s apart) hands it
+// the cluster. So the loop only counts a coordinator as back once this node
+// has exchanged state with it under the boot identifier it is seen with:
+// every push and pull carries each side's hello (name, role, boot), and a
+// coordinator in view whose boot differs from the one of the last exchange
+// is joined again.
+
+// hello is what a node sends in every push and pull, next to its member
+// list: who it is, in this run.
+type hello struct {
+	Name string `json:"n"`
+	Role Role   `json:"r"`
+	Boot string `json:"b"`
+}
+
+// maxHelloSize bounds a hello, which arrives from a peer.
+const maxHelloSize = 512
+
+func (h hello) encode() ([]byte, error) {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("membership: encode the push-pull hello: %w", err)
+	}
+	if len(b) > maxHelloSize {
+		return nil, fmt.Errorf("membership: node name is too long (%d bytes of hello, limit %d): shorten --name", len(b), maxHelloSize)
+	}
+	return b, nil
+}
+
+// decodeHello decodes a peer's hello, which is untrusted: a JSON object
+// within maxHelloSize, with a name, a known role and a well-formed boot.
+func decodeHello(b []byte) (hello, error) {
+	var h hello
+	if len(b) > maxHelloSize {
+		return hello{}, fmt.Errorf("hello is %d bytes, over the limit of %d", len(b), maxHelloSize)
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return hello{}, fmt.Errorf("hello is not JSON: %w", err)
+	}
+	if h.Name == "" || !h.Role.Valid() {
+		return hello{}, fmt.Errorf("hello names node %q with role %q", h.Name, h.Role)
+	}
+	if _, ok := parseBoot([]byte(h.Boot)); !ok {
+		return hello{}, fmt.Errorf("hello of %q has a malformed boot identifier %q", h.Name, h.Boot)
+	}
+	return h, nil
+}
+
+// exchanges records, by coordinator name, the boot identifier each
+// coordinator had in the last push and pull with this node. It is written
+// from memberlist's goroutines and read by the rejoin loop.
+type exchanges struct {
+	mu    sync.Mutex
+	boots map[string]string
+}
+
+func (e *exchanges) record(name, boot string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.boots[name]; !ok && len(e.boots) >= maxLearnedSeeds {
+		// Names come from peers: bound the map. The loop prunes it to the
+		// coordinators in view, so this only drops stale entries or costs
+		// one extra join.
+		for k := range e.boots {
+			delete(e.boots, k)
+			break
+		}
+	}
+	e.boots[name] = boot
+}
+
+// unsynced returns the coordinators among coords that this node has not
+// exchanged state with under their current boot identifier, and forgets
+// the coordinators that are no longer in view.
+func (e *exchanges) unsynced(coords []Member) []Member {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Member
+	for _, c := range coords {
+		// A coordinator that announces no boot (an older version) sends no
+		// hello either: there is nothing to compare, so trust the view.
+		if c.Boot != "" && e.boots[c.Name] != c.Boot {
+			out = append(out, c)
+		}
+	}
+	for name := range e.boots {
+		if !slices.ContainsFunc(coords, func(c Member) bool { return c.Name == name }) {
+			delete(e.boots, name)
+		}
+	}
+	return out
+}
 
 // noteRestarted records that the coordinator at addr answered a probe with
 // a boot identifier other than the one gossip announced for it.
@@ -70,6 +176,26 @@ func (n *Node) learn(coords []Member) {
 	if over := len(n.learned) - maxLearnedSeeds; over > 0 {
 		n.learned = slices.Delete(n.learned, 0, over)
 	}
+}
+
+// noteUnsynced logs the coordinators in view that this node has not
+// exchanged state with: at info level when the set changes, else at debug.
+func (n *Node) noteUnsynced(unsynced []Member) {
+	var ids []string
+	for _, c := range unsynced {
+		ids = append(ids, c.Name+"@"+c.Addr+"/"+c.Boot)
+	}
+	key := strings.Join(ids, ",")
+	n.seedMu.Lock()
+	changed := key != n.unsyncedNoted
+	n.unsyncedNoted = key
+	n.seedMu.Unlock()
+	level := slog.LevelDebug
+	if changed {
+		level = slog.LevelInfo
+	}
+	n.logger.Log(context.Background(), level, "coordinator in view that this node has not exchanged state with (it may not know this node); joining it",
+		"coordinators", ids)
 }
 
 // takeRestarted returns and clears the restarted coordinators' addresses.
@@ -122,7 +248,8 @@ func (n *Node) keepJoined() {
 		restarted := n.takeRestarted()
 		coords := n.otherCoordinators()
 		n.learn(coords)
-		if len(coords) > 0 && len(restarted) == 0 {
+		unsynced := n.ex.unsynced(coords)
+		if len(coords) > 0 && len(restarted) == 0 && len(unsynced) == 0 {
 			if lost {
 				n.logger.Info("coordinator back in view", "coordinators", len(coords), "after", time.Since(lostSince).Round(time.Millisecond), "failed_rejoins", failures)
 			}
@@ -134,7 +261,16 @@ func (n *Node) keepJoined() {
 		targets := restarted
 		if len(targets) > 0 {
 			n.logger.Info("coordinator restarted at its old address; re-joining it", "addrs", targets)
-		} else {
+		}
+		if len(unsynced) > 0 {
+			n.noteUnsynced(unsynced)
+			for _, c := range unsynced {
+				if !contains(targets, c.Addr) {
+					targets = append(targets, c.Addr)
+				}
+			}
+		}
+		if len(targets) == 0 {
 			targets = n.Seeds()
 			if !lost {
 				lost, lostSince, failures, lastWarn = true, time.Now(), 0, time.Now()
@@ -158,9 +294,10 @@ func (n *Node) keepJoined() {
 		case errors.Is(err, errStopped):
 			return
 		case !lost:
-			// A restarted coordinator that did not answer: the probes will
-			// tell again, or it will be declared dead and the seeds tried.
-			n.logger.Debug("re-joining the restarted coordinator failed", "addrs", targets, "err", err)
+			// A restarted or unsynced coordinator that did not answer: the
+			// next round tries again, or it is declared dead and the seeds
+			// are tried.
+			n.logger.Debug("re-joining a coordinator in view failed", "addrs", targets, "err", err)
 			delay = min(2*delay, maxBackoff)
 		default:
 			failures++

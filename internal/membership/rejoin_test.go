@@ -2,8 +2,10 @@ package membership
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +18,15 @@ var testKey = []byte("0123456789abcdef")
 // startCfg starts a node on 127.0.0.1 with fast timers; port 0 picks one.
 func startCfg(t *testing.T, name string, role Role, port int, key []byte, keep bool, logger *slog.Logger) *Node {
 	t.Helper()
+	return startTimed(t, name, role, port, key, keep, 100*time.Millisecond, logger)
+}
+
+// startTimed is startCfg with the given rejoin interval, the backoff capped
+// at four times it.
+func startTimed(t *testing.T, name string, role Role, port int, key []byte, keep bool, interval time.Duration, logger *slog.Logger) *Node {
+	t.Helper()
 	n, err := New(Config{Name: name, BindAddr: "127.0.0.1", BindPort: port, Fast: true, SecretKey: key,
-		KeepJoined: keep, RejoinInterval: 100 * time.Millisecond, RejoinMaxBackoff: 400 * time.Millisecond,
+		KeepJoined: keep, RejoinInterval: interval, RejoinMaxBackoff: 4 * interval,
 		Meta: Meta{Role: role, GRPCAddr: "127.0.0.1:1234"},
 		// No periodic full sync within a test: only the rejoin logic may
 		// bring a restarted coordinator back.
@@ -140,6 +149,101 @@ func TestRejoinAfterCoordinatorRestart(t *testing.T) {
 			t.Logf("cluster whole again %s after the restart", time.Since(began).Round(time.Millisecond))
 			if got := a.Seeds(); !contains(got, c.Addr()) {
 				t.Errorf("agent seeds %v lack the coordinator's address %s", got, c.Addr())
+			}
+		})
+	}
+}
+
+// relay gets coordinator c's alive message about itself to m on the ack of
+// a ping, as a restarted coordinator's refutation of the death the members
+// still gossip to it does (the e2e failure): c queues an alive message with
+// an incarnation above any its previous run reached, and memberlist
+// piggybacks it on the next packet c sends, the ack. m learns c's new
+// metadata by gossip, without a push and pull: c learns nothing of m.
+func relay(t *testing.T, c, m *Node) {
+	t.Helper()
+	for range 8 {
+		if err := c.list.UpdateNode(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr, err := net.ResolveUDPAddr("udp", c.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.list.Ping(c.name, addr); err != nil {
+		t.Fatalf("ping the restarted coordinator: %v", err)
+	}
+}
+
+// TestRejoinCoordinatorSeenOnlyByGossip reproduces the flaky e2e rejoin
+// deterministically: the restarted coordinator's alive message, with its new
+// boot identifier, reaches the members by gossip before any of them joined
+// it. They see it alive, but it knows nobody; the members must still join
+// it, because they never exchanged state with it under that boot.
+func TestRejoinCoordinatorSeenOnlyByGossip(t *testing.T) {
+	tests := []struct {
+		name string
+		// samePort restarts the coordinator on its old address, after the
+		// members noticed and a re-join of it failed, as in e2e; otherwise
+		// it comes back on another port and the old address keeps
+		// refusing, so the seeds can never bring it back.
+		samePort bool
+		// interval is the members' rejoin interval: on the old address,
+		// the next re-join comes 2 intervals after the failed one, well
+		// after the gossip got there.
+		interval time.Duration
+	}{
+		{name: "new port, the old address refusing", interval: 100 * time.Millisecond},
+		{name: "same address, after the members noticed", samePort: true, interval: time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuf
+			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			c := startCfg(t, "coord", RoleCoordinator, 0, testKey, false, nil)
+			a := startTimed(t, "agent-1", RoleAgent, 0, testKey, true, tt.interval, logger)
+			g := startTimed(t, "gpu-1", RoleGPUNode, 0, testKey, true, tt.interval, nil)
+			for _, n := range []*Node{a, g} {
+				if _, err := n.Join([]string{c.Addr()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "3 members", func() bool { return sees(c, "coord", "agent-1", "gpu-1") })
+			waitFor(t, "members see the coordinator", func() bool { return seesCoordinator(a, c.boot) && seesCoordinator(g, c.boot) })
+			time.Sleep(time.Second) // let the joins' alive messages finish their retransmissions.
+
+			p := port(t, c)
+			crash(t, c)
+			waitFor(t, "both members to fail a re-join", func() bool {
+				for _, n := range []*Node{a, g} {
+					n.seedMu.Lock()
+					k := n.joinAttempts
+					n.seedMu.Unlock()
+					if k == 0 || len(ByRole(n.Members(), RoleCoordinator)) != 0 {
+						return false
+					}
+				}
+				return true
+			})
+			if !tt.samePort {
+				p = 0
+			}
+			c2 := startCfg(t, "coord", RoleCoordinator, p, testKey, false, nil)
+			relay(t, c2, a)
+			waitFor(t, "members see the restarted coordinator by gossip", func() bool {
+				return seesCoordinator(a, c2.boot) && seesCoordinator(g, c2.boot)
+			})
+			if !sees(c2, "coord") {
+				t.Fatalf("restarted coordinator sees %+v before anyone joined it, want only itself: the gossip did the joining", c2.Members())
+			}
+
+			began := time.Now()
+			waitFor(t, "restarted coordinator sees the members", func() bool { return sees(c2, "coord", "agent-1", "gpu-1") })
+			t.Logf("restarted coordinator knows the members %s after they saw it by gossip", time.Since(began).Round(time.Millisecond))
+			waitFor(t, "back-in-view log", func() bool { return strings.Contains(logs.String(), "coordinator back in view") })
+			if !strings.Contains(logs.String(), "has not exchanged state with") {
+				t.Errorf("agent did not say why it joined a coordinator in view:\n%s", logs.String())
 			}
 		})
 	}
@@ -301,20 +405,101 @@ func TestParseBoot(t *testing.T) {
 	}
 }
 
-// FuzzPeerData feeds arbitrary metadata and ack payloads, both of which
-// arrive from peers, to their decoders: no panic, and whatever is accepted
-// is well formed.
+func TestDecodeHello(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want hello  // when ok
+		err  string // when not ok: a part of the error
+	}{
+		{name: "coordinator", in: `{"n":"coord","r":"coordinator","b":"0123456789abcdef"}`,
+			want: hello{Name: "coord", Role: RoleCoordinator, Boot: "0123456789abcdef"}},
+		{name: "agent", in: `{"n":"a","r":"agent","b":"0123456789abcdef"}`,
+			want: hello{Name: "a", Role: RoleAgent, Boot: "0123456789abcdef"}},
+		{name: "not JSON", in: "\x00\x01", err: "not JSON"},
+		{name: "no name", in: `{"r":"coordinator","b":"0123456789abcdef"}`, err: `node ""`},
+		{name: "unknown role", in: `{"n":"x","r":"boss","b":"0123456789abcdef"}`, err: `role "boss"`},
+		{name: "malformed boot", in: `{"n":"x","r":"coordinator","b":"XYZ"}`, err: `boot identifier "XYZ"`},
+		{name: "too long", in: `{"n":"` + strings.Repeat("x", 600) + `","r":"agent","b":"0123456789abcdef"}`, err: "over the limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decodeHello([]byte(tt.in))
+			if tt.err == "" {
+				if err != nil || got != tt.want {
+					t.Errorf("decodeHello = %+v, %v; want %+v", got, err, tt.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("decodeHello error %v, want one containing %q", err, tt.err)
+			}
+		})
+	}
+}
+
+// TestExchangesUnsynced checks the bookkeeping behind "back in view": a
+// coordinator counts only under the boot of the last exchange, one that
+// left the view is forgotten, and the record stays bounded.
+func TestExchangesUnsynced(t *testing.T) {
+	coord := func(name, boot string) Member {
+		return Member{Name: name, Addr: name + ":7946", Meta: Meta{Role: RoleCoordinator, Boot: boot}, State: "alive"}
+	}
+	names := func(ms []Member) []string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.Name)
+		}
+		return out
+	}
+	t.Run("boots compared", func(t *testing.T) {
+		e := &exchanges{boots: map[string]string{}}
+		e.record("c1", "0000000000000001")
+		e.record("c2", "0000000000000002")
+		view := []Member{coord("c1", "0000000000000001"), coord("c2", "000000000000000f"), coord("c3", "0000000000000003"), coord("old", "")}
+		if got := names(e.unsynced(view)); !slices.Equal(got, []string{"c2", "c3"}) {
+			t.Errorf("unsynced %v, want [c2 c3]: c2 has another boot, c3 was never exchanged with, old announces no boot", got)
+		}
+	})
+	t.Run("forgotten when out of view", func(t *testing.T) {
+		e := &exchanges{boots: map[string]string{}}
+		e.record("c1", "0000000000000001")
+		e.unsynced(nil)
+		if got := names(e.unsynced([]Member{coord("c1", "0000000000000001")})); !slices.Equal(got, []string{"c1"}) {
+			t.Errorf("unsynced %v after c1 left the view and came back, want [c1]", got)
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		e := &exchanges{boots: map[string]string{}}
+		for i := range 10 * maxLearnedSeeds {
+			e.record(fmt.Sprintf("c%d", i), "0000000000000001")
+		}
+		if n := len(e.boots); n > maxLearnedSeeds {
+			t.Errorf("%d entries recorded, want at most %d", n, maxLearnedSeeds)
+		}
+	})
+}
+
+// FuzzPeerData feeds arbitrary metadata, ack payloads and push-pull
+// hellos, all of which arrive from peers, to their decoders: no panic, and
+// whatever is accepted is well formed.
 func FuzzPeerData(f *testing.F) {
 	f.Add([]byte(`{"r":"coordinator","a":"127.0.0.1:1","v":1,"b":"0123456789abcdef"}`))
 	f.Add([]byte("0123456789abcdef"))
 	f.Add([]byte(`{"r":1}`))
 	f.Add([]byte{})
+	f.Add([]byte(`{"n":"coord","r":"coordinator","b":"0123456789abcdef"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := decodeMeta(b); err == nil && len(b) > 512 {
 			t.Errorf("accepted %d bytes of metadata: %+v", len(b), m)
 		}
 		if boot, ok := parseBoot(b); ok && len(boot) != bootLen {
 			t.Errorf("accepted boot %q of %d characters", boot, len(boot))
+		}
+		if h, err := decodeHello(b); err == nil {
+			if _, ok := parseBoot([]byte(h.Boot)); !ok || h.Name == "" || !h.Role.Valid() || len(b) > maxHelloSize {
+				t.Errorf("accepted a malformed hello %+v from %d bytes", h, len(b))
+			}
 		}
 	})
 }

@@ -44,8 +44,9 @@ type Config struct {
 	EnforceEager bool
 	// EnablePrefixCaching turns the prefix cache on (vLLM V1 default).
 	EnablePrefixCaching bool
-	// EnableChunkedPrefill is accepted for compatibility; vLLM V1 0.11 forces
-	// chunked prefill on for generative models, and so does the simulator.
+	// EnableChunkedPrefill is --[no-]enable-chunked-prefill (on by default,
+	// as in vLLM V1). Off, a prompt is prefilled in one step, so
+	// MaxNumBatchedTokens must be at least MaxModelLen (its default then).
 	EnableChunkedPrefill bool
 	// EnablePromptTokensDetails adds usage.prompt_tokens_details.cached_tokens.
 	EnablePromptTokensDetails bool
@@ -265,8 +266,16 @@ func (c Config) resolve() (resolved, error) {
 	if r.MaxNumSeqs < 0 {
 		return resolved{}, fmt.Errorf("--max-num-seqs %d: must be positive, or 0 for vLLM's default (%d on %s)", r.MaxNumSeqs, defSeqs, g.Name)
 	}
-	if r.MaxNumBatchedTokens == 0 {
+	switch {
+	case r.MaxNumBatchedTokens == 0 && !r.EnableChunkedPrefill:
+		// vLLM's EngineArgs: without chunking one step must hold a whole prompt.
+		r.MaxNumBatchedTokens = r.MaxModelLen
+	case r.MaxNumBatchedTokens == 0:
 		r.MaxNumBatchedTokens = defTokens
+	case !r.EnableChunkedPrefill && r.MaxNumBatchedTokens < r.MaxModelLen:
+		// vLLM's SchedulerConfig validation error, word for word.
+		return resolved{}, fmt.Errorf("--max-num-batched-tokens %d with --no-enable-chunked-prefill: max_num_batched_tokens (%d) is smaller than max_model_len (%d). This effectively limits the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. Please increase max_num_batched_tokens or decrease max_model_len.",
+			r.MaxNumBatchedTokens, r.MaxNumBatchedTokens, r.MaxModelLen)
 	}
 	if r.MaxNumSeqs == 0 {
 		r.MaxNumSeqs = min(defSeqs, r.MaxNumBatchedTokens)

@@ -126,6 +126,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		seed:                e.cfg.Seed,
 		maxNumSeqs:          e.cfg.MaxNumSeqs,
 		maxNumBatchedTokens: e.cfg.MaxNumBatchedTokens,
+		noChunkedPrefill:    !e.cfg.EnableChunkedPrefill,
 		lazyInit:            e.cfg.FirstRequestDelay,
 		tok:                 e.tok,
 		met:                 e.met,

@@ -17,7 +17,7 @@ import (
 // hidden_size, num_attention_heads, intermediate_size, vocab_size and
 // max_position_embeddings; num_key_value_heads defaults to
 // num_attention_heads, head_dim to hidden_size/num_attention_heads,
-// tie_word_embeddings to false and torch_dtype to bfloat16. The model is
+// tie_word_embeddings to false; every torch_dtype runs in 16 bits (vLLM's --dtype auto). The model is
 // named after _name_or_path, or else the directory holding the file.
 func LoadHFConfig(path string) (Model, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
@@ -68,10 +68,9 @@ func parseHFConfig(b []byte) (Model, error) {
 		Layers: c.Layers, Hidden: c.Hidden, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		FFN: c.FFN, Vocab: c.Vocab, TiedEmbeddings: c.TiedEmbeddings, QKVBias: c.QKVBias,
 		MaxPositionEmbeddings: c.MaxPositionEmbeddings, SlidingWindow: c.SlidingWindow, FullLayers: c.FullLayers,
-		DTypeBytes: 2,
-	}
-	if c.DType == "float32" {
-		m.DTypeBytes = 4
+		// vLLM's --dtype auto runs a float32 checkpoint in 16 bits, so its
+		// weights take 2 bytes a parameter on the GPU, as the KV plan assumes.
+		DTypeBytes: kvcalc.RuntimeDTypeBytes(c.DType),
 	}
 	return m, nil
 }

@@ -35,7 +35,7 @@ func TestParseHFConfig(t *testing.T) {
 			json: `{"architectures": ["LlavaNextForConditionalGeneration"], "torch_dtype": "float32",
 			  "text_config": {"model_type": "mistral", "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
 			  "intermediate_size": 14336, "vocab_size": 32064, "max_position_embeddings": 32768}}`,
-			want: Model{Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 14336, Vocab: 32064, MaxPositionEmbeddings: 32768, DTypeBytes: 4},
+			want: Model{Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 14336, Vocab: 32064, MaxPositionEmbeddings: 32768, DTypeBytes: 2},
 		},
 		{
 			name:    "missing fields",

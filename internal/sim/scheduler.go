@@ -106,6 +106,7 @@ type scheduler struct {
 	tok      tokenizer
 	maxSeqs  int
 	budget   int
+	chunked  bool // chunked prefill: a prompt may span steps
 	lazyInit time.Duration
 
 	inboxMu sync.Mutex
@@ -134,9 +135,12 @@ type schedulerConfig struct {
 	seed                int64
 	maxNumSeqs          int
 	maxNumBatchedTokens int
-	lazyInit            time.Duration
-	tok                 tokenizer
-	met                 *metrics
+	// noChunkedPrefill is --no-enable-chunked-prefill: a waiting request
+	// is scheduled only when its whole prompt fits in the step's budget.
+	noChunkedPrefill bool
+	lazyInit         time.Duration
+	tok              tokenizer
+	met              *metrics
 }
 
 func newScheduler(c schedulerConfig) *scheduler {
@@ -147,6 +151,7 @@ func newScheduler(c schedulerConfig) *scheduler {
 		tok:         c.tok,
 		maxSeqs:     c.maxNumSeqs,
 		budget:      c.maxNumBatchedTokens,
+		chunked:     !c.noChunkedPrefill,
 		lazyInit:    c.lazyInit,
 		lazyPending: c.lazyInit > 0,
 		wakeCh:      make(chan struct{}, 1),
@@ -347,7 +352,8 @@ func (s *scheduler) drain(now time.Time) {
 
 // schedule forms the next batch: running requests first (decodes and the
 // rest of chunked prefills), then waiting requests FCFS while the token
-// budget and max_num_seqs last. A running request that cannot get a KV block
+// budget and max_num_seqs last (without chunked prefill, only those whose
+// whole prompt fits in the budget left). A running request that cannot get a KV block
 // preempts the last running request; no new request is admitted in a step
 // that preempted.
 func (s *scheduler) schedule(now time.Time) []scheduledWork {
@@ -384,20 +390,28 @@ func (s *scheduler) schedule(now time.Time) []scheduledWork {
 	if preempted {
 		return batch
 	}
-	for len(s.waiting) > 0 && budget > 0 && len(s.running) < s.maxSeqs {
-		r := s.waiting[0]
+	// Without chunked prefill a request whose remaining tokens exceed the
+	// budget left is skipped for this step and keeps its place (vLLM's
+	// skipped_waiting_requests); later, smaller requests may still go.
+	for i := 0; i < len(s.waiting) && budget > 0 && len(s.running) < s.maxSeqs; {
+		r := s.waiting[i]
 		hit := s.kv.computedBlocks(r)
 		hitTokens := len(hit) * BlockSize
-		n := min(len(r.tokens)-hitTokens, budget)
+		n := len(r.tokens) - hitTokens
+		if !s.chunked && n > budget {
+			i++
+			continue
+		}
+		n = min(n, budget)
 		if !s.kv.allocate(r, hit, n) {
 			if len(s.running) == 0 {
-				s.waiting = s.waiting[1:]
+				s.waiting = slices.Delete(s.waiting, i, i+1)
 				s.end(r, "abort", errCannotFit, now)
 				continue
 			}
 			break
 		}
-		s.waiting = s.waiting[1:]
+		s.waiting = slices.Delete(s.waiting, i, i+1)
 		if s.kv.pool.caching {
 			s.met.observePrefixQuery(len(r.tokens), hitTokens)
 		}
@@ -441,7 +455,7 @@ func (s *scheduler) stepTime(batch []scheduledWork) time.Duration {
 // samples a token for every request whose tokens are all computed, and
 // finishes requests that reached max_tokens.
 func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
-	finished := false
+	var finished []*request
 	iterTokens := 0 // vLLM: prompt tokens of finished prefills + new tokens
 	for _, w := range batch {
 		r := w.req
@@ -467,17 +481,21 @@ func (s *scheduler) complete(batch []scheduledWork, now time.Time) {
 		r.out = k + 1
 		r.mu.Unlock()
 		if k+1 >= r.maxTokens {
-			s.end(r, "length", nil, now)
-			finished = true
+			finished = append(finished, r)
 			continue
 		}
 		r.wake()
 	}
-	if finished {
-		s.running = slices.DeleteFunc(s.running, func(x *request) bool { return x.state == stateFinished })
-	}
+	// The step's metrics are recorded before any handler learns its request
+	// finished, so a client that reads /metrics after its response sees them.
 	if iterTokens > 0 {
 		s.met.observeIteration(iterTokens)
+	}
+	for _, r := range finished {
+		s.end(r, "length", nil, now)
+	}
+	if len(finished) > 0 {
+		s.running = slices.DeleteFunc(s.running, func(x *request) bool { return x.state == stateFinished })
 	}
 	s.publishGauges()
 }

@@ -20,6 +20,8 @@ var routes = []route{
 	{"/load", "GET"},
 	{"/ping", "POST"},
 	{"/ping", "GET"},
+	{"/tokenize", "POST"},
+	{"/detokenize", "POST"},
 	{"/version", "GET"},
 	{"/v1/models", "GET"},
 	{"/v1/chat/completions", "POST"},
@@ -45,6 +47,8 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics/", e.handleMetrics)
 	mux.HandleFunc("POST /v1/completions", e.handleCompletions)
 	mux.HandleFunc("POST /v1/chat/completions", e.handleChat)
+	mux.HandleFunc("POST /tokenize", e.handleTokenize)
+	mux.HandleFunc("POST /detokenize", e.handleDetokenize)
 	// vLLM serves these only with VLLM_SERVER_DEV_MODE=1; the simulator
 	// always does.
 	mux.HandleFunc("POST /reset_prefix_cache", e.handleResetPrefixCache)
@@ -576,9 +580,13 @@ type promptTokensDetails struct {
 	CachedTokens int `json:"cached_tokens"`
 }
 
+// usage returns the request's UsageInfo. As in vLLM 0.11 (`if
+// self.enable_prompt_tokens_details and num_cached_tokens`),
+// prompt_tokens_details is set only with --enable-prompt-tokens-details and
+// only when some prompt tokens were cached: a miss gives null, not 0.
 func (g generation) usage(out, cached int) usageInfo {
 	u := usageInfo{PromptTokens: len(g.prompt), TotalTokens: len(g.prompt) + out, CompletionTokens: out}
-	if g.includeTokenDetail {
+	if g.includeTokenDetail && cached > 0 {
 		u.PromptTokensDetails = &promptTokensDetails{CachedTokens: cached}
 	}
 	return u
@@ -635,8 +643,11 @@ type completionChunkChoice struct {
 // that goes away aborts the request, which frees its KV blocks at once.
 func (e *Engine) generate(w http.ResponseWriter, r *http.Request, g generation) {
 	ctx := r.Context()
-	// HTTP handling, tokenisation and input processing before the engine.
-	if err := sleepCtx(ctx, e.cfg.Perf.TAPI); err != nil {
+	// HTTP handling, tokenisation and input processing before the engine:
+	// t_api from the request's arrival, so the simulator's own parsing and
+	// tokenising (slow for long prompts on a busy host) is absorbed in it
+	// rather than added to it.
+	if err := sleepCtx(ctx, e.cfg.Perf.TAPI-time.Since(g.arrival)); err != nil {
 		return
 	}
 	req := newRequest(g.id, g.prompt, g.maxTokens, g.arrival)

@@ -212,13 +212,15 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 	}
 	l.info(procAPI, "model.py", 547, "Resolved architecture: %s", m.Architecture)
 	l.info(procAPI, "model.py", 1510, "Using max model len %d", r.MaxModelLen)
-	l.info(procAPI, "scheduler.py", 205, "Chunked prefill is enabled with max_num_batched_tokens=%d.", r.MaxNumBatchedTokens)
+	if r.EnableChunkedPrefill {
+		l.info(procAPI, "scheduler.py", 205, "Chunked prefill is enabled with max_num_batched_tokens=%d.", r.MaxNumBatchedTokens)
+	}
 	if err := sleepCtx(ctx, scale(sp.Bootstrap*6/10)); err != nil {
 		return KVPlan{}, err
 	}
 	l.info(procEngine, "core.py", 644, "Waiting for init message from front-end.")
-	l.info(procEngine, "core.py", 77, "Initializing a V1 LLM engine (v%s) with config: model='%s', speculative_config=None, tokenizer='%s', skip_tokenizer_init=False, tokenizer_mode=auto, revision=None, trust_remote_code=False, dtype=torch.bfloat16, max_seq_len=%d, download_dir=None, load_format=auto, tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, disable_custom_all_reduce=False, quantization=None, enforce_eager=%s, kv_cache_dtype=auto, device_config=cuda, seed=%d, served_model_name=%s, enable_prefix_caching=%s, chunked_prefill_enabled=True",
-		Version, r.Model, r.Model, r.MaxModelLen, pyBool(r.EnforceEager), r.Seed, r.ServedModelName, pyBool(r.EnablePrefixCaching))
+	l.info(procEngine, "core.py", 77, "Initializing a V1 LLM engine (v%s) with config: model='%s', speculative_config=None, tokenizer='%s', skip_tokenizer_init=False, tokenizer_mode=auto, revision=None, trust_remote_code=False, dtype=torch.bfloat16, max_seq_len=%d, download_dir=None, load_format=auto, tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, disable_custom_all_reduce=False, quantization=None, enforce_eager=%s, kv_cache_dtype=auto, device_config=cuda, seed=%d, served_model_name=%s, enable_prefix_caching=%s, chunked_prefill_enabled=%s",
+		Version, r.Model, r.Model, r.MaxModelLen, pyBool(r.EnforceEager), r.Seed, r.ServedModelName, pyBool(r.EnablePrefixCaching), pyBool(r.EnableChunkedPrefill))
 	l.info(procEngine, "parallel_state.py", 1208, "rank 0 in world size 1 is assigned as DP rank 0, PP rank 0, TP rank 0, EP rank 0")
 	if err := sleepCtx(ctx, scale(sp.Bootstrap-sp.Bootstrap*6/10)); err != nil {
 		return KVPlan{}, err
@@ -323,6 +325,7 @@ func (e *Engine) nonDefaultArgs() string {
 	add(u.GPUMemoryUtilization != d.GPUMemoryUtilization, "gpu_memory_utilization", strconv.FormatFloat(u.GPUMemoryUtilization, 'f', -1, 64))
 	add(u.EnforceEager, "enforce_eager", "True")
 	add(!u.EnablePrefixCaching, "enable_prefix_caching", "False")
+	add(!u.EnableChunkedPrefill, "enable_chunked_prefill", "False")
 	add(u.MaxNumSeqs != 0, "max_num_seqs", strconv.Itoa(u.MaxNumSeqs))
 	add(u.MaxNumBatchedTokens != 0, "max_num_batched_tokens", strconv.Itoa(u.MaxNumBatchedTokens))
 	add(u.KVCacheMemoryBytes != 0, "kv_cache_memory_bytes", strconv.FormatInt(u.KVCacheMemoryBytes, 10))

@@ -48,6 +48,12 @@ func (t tokenizer) pieceID(piece string) uint32 {
 
 // encode appends the token ids of text to dst.
 func (t tokenizer) encode(dst []uint32, text string) []uint32 {
+	eachPiece(text, func(piece string) { dst = append(dst, t.pieceID(piece)) })
+	return dst
+}
+
+// eachPiece calls f with every token piece of text, in order.
+func eachPiece(text string, f func(piece string)) {
 	for _, w := range strings.Fields(text) {
 		for len(w) > 0 {
 			cut, n := 0, 0
@@ -56,11 +62,10 @@ func (t tokenizer) encode(dst []uint32, text string) []uint32 {
 				cut += size
 				n++
 			}
-			dst = append(dst, t.pieceID(w[:cut]))
+			f(w[:cut])
 			w = w[cut:]
 		}
 	}
-	return dst
 }
 
 // chatMessage is one rendered chat turn.
@@ -69,17 +74,48 @@ type chatMessage struct {
 	Content string
 }
 
-// encodeChat renders messages with the chat template and appends the ids.
-func (t tokenizer) encodeChat(dst []uint32, msgs []chatMessage) []uint32 {
-	start, end, nl := t.pieceID("<|im_start|>"), t.pieceID("<|im_end|>"), t.pieceID("\n")
-	for _, m := range msgs {
-		role := t.pieceID(m.Role)
-		// 5 tokens before the content and 5 after: messageOverhead in all.
-		dst = append(dst, start, role, nl, role, nl)
-		dst = t.encode(dst, m.Content)
+// chatTemplate are the chat-template options of vLLM's chat and /tokenize
+// requests.
+type chatTemplate struct {
+	// addGenerationPrompt appends the assistant turn's header (vLLM's
+	// default for chat requests).
+	addGenerationPrompt bool
+	// continueFinalMessage leaves the last message open (no end tokens).
+	continueFinalMessage bool
+}
+
+// chatPieces renders msgs with the ChatML-like template and appends the
+// pieces to dst: messageOverhead (10) pieces around each message's content
+// and generationPromptTokens (3) for the assistant header.
+func chatPieces(dst []string, msgs []chatMessage, opt chatTemplate) []string {
+	const start, end, nl = "<|im_start|>", "<|im_end|>", "\n"
+	for i, m := range msgs {
+		// 5 pieces before the content and 5 after: messageOverhead in all.
+		dst = append(dst, start, m.Role, nl, m.Role, nl)
+		eachPiece(m.Content, func(p string) { dst = append(dst, p) })
+		if opt.continueFinalMessage && i == len(msgs)-1 {
+			return dst
+		}
 		dst = append(dst, end, nl, end, nl, nl)
 	}
-	return append(dst, start, t.pieceID("assistant"), nl)
+	if opt.addGenerationPrompt {
+		dst = append(dst, start, "assistant", nl)
+	}
+	return dst
+}
+
+// encodeChat renders messages with the chat template and its generation
+// prompt, as a chat completion request does, and appends the ids.
+func (t tokenizer) encodeChat(dst []uint32, msgs []chatMessage) []uint32 {
+	return t.encodeChatWith(dst, msgs, chatTemplate{addGenerationPrompt: true})
+}
+
+// encodeChatWith is encodeChat with explicit template options.
+func (t tokenizer) encodeChatWith(dst []uint32, msgs []chatMessage, opt chatTemplate) []uint32 {
+	for _, p := range chatPieces(nil, msgs, opt) {
+		dst = append(dst, t.pieceID(p))
+	}
+	return dst
 }
 
 // outputWords is the vocabulary of generated text.

@@ -2736,6 +2736,11 @@ type IntervalReport struct {
 	// requests_interrupted counts requests still in flight when the run was
 	// cancelled or aborted; they are neither successes nor errors.
 	RequestsInterrupted uint64 `protobuf:"varint,23,opt,name=requests_interrupted,json=requestsInterrupted,proto3" json:"requests_interrupted,omitempty"`
+	// output_tokens_streamed counts the output tokens that arrived in this
+	// interval, per token-bearing chunk as ITL counts them, of every request
+	// of the report's kind (warm-up or measured) whether it finished, failed,
+	// or is still streaming: throughput over a window counts in-flight work.
+	OutputTokensStreamed uint64 `protobuf:"varint,24,opt,name=output_tokens_streamed,json=outputTokensStreamed,proto3" json:"output_tokens_streamed,omitempty"`
 	// usage is the weakest source of the output token counts among this
 	// report's successful requests; unspecified when none succeeded.
 	Usage         UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
@@ -2931,6 +2936,13 @@ func (x *IntervalReport) GetAbortReason() string {
 func (x *IntervalReport) GetRequestsInterrupted() uint64 {
 	if x != nil {
 		return x.RequestsInterrupted
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetOutputTokensStreamed() uint64 {
+	if x != nil {
+		return x.OutputTokensStreamed
 	}
 	return 0
 }
@@ -3145,7 +3157,14 @@ type RunSweepRequest struct {
 	// agent_loss is "continue" (default) or "abort".
 	AgentLoss string `protobuf:"bytes,12,opt,name=agent_loss,json=agentLoss,proto3" json:"agent_loss,omitempty"`
 	// max_agents caps how many agents share each level; 0 means all alive.
-	MaxAgents     int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	MaxAgents int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	// auto_duration makes load.duration_ms a minimum: each level after the
+	// first is lengthened from the previous level's E2E p50 and completion
+	// rate (docs/metrics.md, "Enough samples"), up to max_duration_ms. Off,
+	// every level runs load.duration_ms as given.
+	AutoDuration bool `protobuf:"varint,14,opt,name=auto_duration,json=autoDuration,proto3" json:"auto_duration,omitempty"`
+	// max_duration_ms caps an auto-sized level; 0 means 180000.
+	MaxDurationMs int64 `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3267,6 +3286,20 @@ func (x *RunSweepRequest) GetAgentLoss() string {
 func (x *RunSweepRequest) GetMaxAgents() int32 {
 	if x != nil {
 		return x.MaxAgents
+	}
+	return 0
+}
+
+func (x *RunSweepRequest) GetAutoDuration() bool {
+	if x != nil {
+		return x.AutoDuration
+	}
+	return false
+}
+
+func (x *RunSweepRequest) GetMaxDurationMs() int64 {
+	if x != nil {
+		return x.MaxDurationMs
 	}
 	return 0
 }
@@ -4005,7 +4038,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
 	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
-	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\x89\b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xbf\b\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -4033,7 +4066,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x18measured_start_unix_nano\x18\x14 \x01(\x03R\x15measuredStartUnixNano\x123\n" +
 	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x12!\n" +
 	"\fabort_reason\x18\x16 \x01(\tR\vabortReason\x121\n" +
-	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x12-\n" +
+	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x124\n" +
+	"\x16output_tokens_streamed\x18\x18 \x01(\x04R\x14outputTokensStreamed\x12-\n" +
 	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -4054,7 +4088,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\ffirst_byte_s\x18\n" +
 	" \x01(\x01R\n" +
 	"firstByteS\x12\"\n" +
-	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xb7\x03\n" +
+	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\x84\x04\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4071,7 +4105,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\n" +
 	"agent_loss\x18\f \x01(\tR\tagentLoss\x12\x1d\n" +
 	"\n" +
-	"max_agents\x18\r \x01(\x05R\tmaxAgents\">\n" +
+	"max_agents\x18\r \x01(\x05R\tmaxAgents\x12#\n" +
+	"\rauto_duration\x18\x0e \x01(\bR\fautoDuration\x12&\n" +
+	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\">\n" +
 	"\x10RunSweepResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
