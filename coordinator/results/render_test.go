@@ -128,31 +128,35 @@ func TestRenderDirSurvivesGarbageHistograms(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var res struct {
-					Status     string
-					Warnings   []string
-					Histograms map[string]any `json:"histograms_ms"`
-					Levels     []struct {
-						Requests uint64
-						Metrics  map[string]any `json:"metrics_ms"`
+				// Read back as the types results.json is written from.
+				var status string
+				var warnings []string
+				if fixture == sweepFixture {
+					var sw SweepResults
+					if err := json.Unmarshal(b, &sw); err != nil {
+						t.Fatal(err)
+					}
+					status, warnings = sw.Status, sw.Warnings
+					for _, l := range sw.Levels {
+						if len(l.Metrics) != 0 || l.Requests == 0 {
+							t.Errorf("level with %d requests has metrics %v; want the requests kept and no metric", l.Requests, l.Metrics)
+						}
+					}
+				} else {
+					var res Results
+					if err := json.Unmarshal(b, &res); err != nil {
+						t.Fatal(err)
+					}
+					status, warnings = res.Status, res.Warnings
+					if len(res.Histograms) != 0 {
+						t.Errorf("histograms %v, want none merged", res.Histograms)
 					}
 				}
-				if err := json.Unmarshal(b, &res); err != nil {
-					t.Fatal(err)
+				if status != "ok" {
+					t.Errorf("status %q: the run itself was fine", status)
 				}
-				if res.Status != "ok" {
-					t.Errorf("status %q: the run itself was fine", res.Status)
-				}
-				if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], `histograms refused`) || !strings.Contains(res.Warnings[0], `agent "agent-`) || !strings.Contains(res.Warnings[0], "interval ") {
-					t.Errorf("warnings %q, want each refused report named by agent and interval", res.Warnings)
-				}
-				if len(res.Histograms) != 0 {
-					t.Errorf("histograms %v, want none merged", res.Histograms)
-				}
-				for _, l := range res.Levels {
-					if len(l.Metrics) != 0 || l.Requests == 0 {
-						t.Errorf("level with %d requests has metrics %v; want the requests kept and no metric", l.Requests, l.Metrics)
-					}
+				if len(warnings) == 0 || !strings.Contains(warnings[0], `histograms refused`) || !strings.Contains(warnings[0], `agent "agent-`) || !strings.Contains(warnings[0], "interval ") {
+					t.Errorf("warnings %q, want each refused report named by agent and interval", warnings)
 				}
 				md := filepath.Join(dir, "first_token_latency.md")
 				if fixture == sweepFixture {
