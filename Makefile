@@ -56,8 +56,11 @@ FUZZ_TARGETS := \
 	./internal/vllmlog:FuzzParseLine \
 	./gpunode:FuzzParseMetrics \
 	./coordinator:FuzzRenderDir \
-	./agent:FuzzScanChunk \
-	./agent:FuzzStream
+	./agent:FuzzReadJSONL \
+	./internal/oai:FuzzScanChunk \
+	./internal/oai:FuzzStream \
+	./internal/oai:FuzzSanitizeExcerpt \
+	./internal/oai:FuzzH1Response
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s); fails if a Fuzz function is not listed.

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 func testSpec(base string) Spec {
 	return Spec{
 		RunID:       "run1",
 		AgentID:     "agent1",
-		Target:      Target{BaseURL: base, Model: "m", API: APIChat},
+		Target:      Target{BaseURL: base, Model: "m", API: oai.APIChat},
 		Workload:    Workload{Prompt: "hi", MaxTokens: 8},
 		Concurrency: 1,
 		Requests:    1,
@@ -134,7 +135,7 @@ func TestRunLabelsInOrder(t *testing.T) {
 			t.Errorf("record %d is %q (index %d), want %q", i, rec.Label, rec.Index, spec.Labels[i])
 		}
 		if rec.Err != "" || rec.TTFT <= 0 || rec.E2E < rec.TTFT || rec.FirstChunk > rec.TTFT || rec.FirstByte > rec.FirstChunk ||
-			rec.OutputTokens != 4 || rec.PromptTokens != 7 || rec.UsageSource != UsageContinuous || rec.Preview != "t1 t2 t3 t4 " {
+			rec.OutputTokens != 4 || rec.PromptTokens != 7 || rec.UsageSource != oai.UsageContinuous || rec.Preview != "t1 t2 t3 t4 " {
 			t.Errorf("record %d = %+v", i, rec)
 		}
 		if i > 0 && !rec.Send.After(recs[i-1].Send.Add(recs[i-1].E2E)) {
@@ -321,6 +322,29 @@ func TestRunEmitErrorStops(t *testing.T) {
 	}
 }
 
+// TestRunSenderRefused: a run whose Sender cannot be made fails before any
+// report, with the maker's error, as an invalid spec.
+func TestRunSenderRefused(t *testing.T) {
+	cfg := DefaultConfig()
+	var got oai.Config
+	cfg.NewSender = func(c oai.Config) (Sender, error) {
+		got = c
+		return nil, errors.New("client transport \"h3\" is unknown")
+	}
+	spec := testSpec("http://127.0.0.1:1")
+	spec.Concurrency, spec.Requests, spec.TTFTTimeout = 3, 5, 2*time.Second
+	reps, err := collect(t, context.Background(), New(cfg, nil), spec)
+	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "h3") {
+		t.Fatalf("Run = %v, want an invalid-spec error naming the transport", err)
+	}
+	if len(reps) != 0 {
+		t.Errorf("%d reports, want none", len(reps))
+	}
+	if got.MaxConns != 3 || got.TTFTTimeout != 2*time.Second || got.Timeout != cfg.DefaultTimeout {
+		t.Errorf("sender asked for %+v; want 3 connections, the spec's TTFT timeout and the default timeout", got)
+	}
+}
+
 func TestRunRefusesBadSpecs(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxConcurrency = 8
@@ -390,10 +414,10 @@ func TestSpecValidate(t *testing.T) {
 
 // Example of the record a failed labelled request carries.
 func TestRecordOfFailure(t *testing.T) {
-	res := Result{Send: time.Unix(100, 0), Done: time.Unix(101, 0), CachedTokens: -1,
-		Err: &Error{Kind: KindTruncated, Class: KindTruncated, Detail: "stream ended without [DONE]"}}
+	res := oai.Result{Send: time.Unix(100, 0), Done: time.Unix(101, 0), CachedTokens: -1,
+		Err: &oai.Error{Kind: oai.KindTruncated, Class: oai.KindTruncated, Detail: "stream ended without [DONE]"}}
 	rec := newRecord(3, "warm_2", &res)
-	if rec.Err != "truncated: stream ended without [DONE]" || rec.ErrKind != KindTruncated || rec.E2E != time.Second || rec.TTFT != 0 {
+	if rec.Err != "truncated: stream ended without [DONE]" || rec.ErrKind != oai.KindTruncated || rec.E2E != time.Second || rec.TTFT != 0 {
 		t.Errorf("record = %+v", rec)
 	}
 	if s := errorSample(3, "warm_2", res.Err); s != fmt.Sprintf("request 3 (warm_2): %s", res.Err) {
@@ -403,7 +427,7 @@ func TestRecordOfFailure(t *testing.T) {
 
 func TestSLOMet(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	res := &Result{Send: t0.Add(10 * time.Millisecond), FirstToken: t0.Add(110 * time.Millisecond),
+	res := &oai.Result{Send: t0.Add(10 * time.Millisecond), FirstToken: t0.Add(110 * time.Millisecond),
 		Last: t0.Add(1110 * time.Millisecond), OutputTokens: 11}
 	// TTFT_sched 110 ms, TPOT (1110-110)/10 = 100 ms, E2E_sched 1110 ms.
 	tests := []struct {

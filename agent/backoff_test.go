@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 // fixedRand returns vs in turn, then the last one for ever.
@@ -102,7 +104,7 @@ func TestErrorBudget(t *testing.T) {
 		for i := range n {
 			kind := ""
 			if i%2 == 1 {
-				kind = KindConnectRefused
+				kind = oai.KindConnectRefused
 			}
 			out = append(out, ev{time.Duration(i) * time.Millisecond, kind})
 		}
@@ -115,16 +117,16 @@ func TestErrorBudget(t *testing.T) {
 		tripAt   int // index of the event that spends the budget; -1 never
 		inReason []string
 	}{
-		{"one early error does not trip", 0.5, repeat(1, 0, KindConnectRefused), -1, nil},
-		{"nine failures are under the minimum", 0.5, repeat(9, 0, KindConnectRefused), -1, nil},
-		{"ten failures trip", 0.5, repeat(10, 0, KindConnectRefused), 9,
+		{"one early error does not trip", 0.5, repeat(1, 0, oai.KindConnectRefused), -1, nil},
+		{"nine failures are under the minimum", 0.5, repeat(9, 0, oai.KindConnectRefused), -1, nil},
+		{"ten failures trip", 0.5, repeat(10, 0, oai.KindConnectRefused), 9,
 			[]string{"10 of 10 attempts (100%) failed within 5s", "over the 50% limit", "connect_refused=10"}},
 		{"exactly half does not pass half", 0.5, alternate(40), -1, nil},
-		{"kinds are named, most frequent first", 0.5, cat(repeat(3, 0, "http_503"), repeat(7, 0, ""), repeat(7, time.Second, KindConnectRefused)), 14,
+		{"kinds are named, most frequent first", 0.5, cat(repeat(3, 0, "http_503"), repeat(7, 0, ""), repeat(7, time.Second, oai.KindConnectRefused)), 14,
 			[]string{"8 of 15 attempts", "connect_refused=5 http_503=3"}},
-		{"old failures slide out of the window", 0.5, cat(repeat(9, 0, KindConnectRefused), repeat(9, 6*time.Second, KindConnectRefused), repeat(1, 6500*time.Millisecond, KindConnectRefused)), 18,
+		{"old failures slide out of the window", 0.5, cat(repeat(9, 0, oai.KindConnectRefused), repeat(9, 6*time.Second, oai.KindConnectRefused), repeat(1, 6500*time.Millisecond, oai.KindConnectRefused)), 18,
 			[]string{"10 of 10 attempts"}},
-		{"a lower limit trips sooner", 0.2, cat(repeat(8, 0, ""), repeat(3, 0, KindTimeoutTTFT)), 10, []string{"3 of 11 attempts (27%)", "over the 20% limit"}},
+		{"a lower limit trips sooner", 0.2, cat(repeat(8, 0, ""), repeat(3, 0, oai.KindTimeoutTTFT)), 10, []string{"3 of 11 attempts (27%)", "over the 20% limit"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +173,7 @@ func TestClosedLoopBacksOffAfterConnectErrors(t *testing.T) {
 	ok, failed, errs := checkSequence(t, reps)
 	// Without backoff four workers make thousands of attempts a second
 	// against a refused port; with it each makes about ten.
-	if ok != 0 || failed < 4 || failed > 120 || errs[KindConnectRefused] != failed {
+	if ok != 0 || failed < 4 || failed > 120 || errs[oai.KindConnectRefused] != failed {
 		t.Errorf("ok %d failed %d errors %v; want 4..120 attempts, all connect_refused", ok, failed, errs)
 	}
 	t.Logf("%d attempts in 1 s from 4 workers", failed)

@@ -1,3 +1,6 @@
+// The fake OpenAI-compatible server below is a trimmed copy of
+// internal/oai/fake_test.go, for runs against a real HTTP server.
+
 package agent
 
 import (
@@ -58,16 +61,6 @@ func chatChunkJSON(delta string, cum int) string {
 		s += `,"usage":` + usageJSONText(7, cum)
 	}
 	return s + "}"
-}
-
-// completionText is a completions chunk; cum < 0 gives "usage":null.
-func completionText(text string, cum int) string {
-	b, _ := json.Marshal(text)
-	u := "null"
-	if cum >= 0 {
-		u = usageJSONText(7, cum)
-	}
-	return `{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":` + string(b) + `,"logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":` + u + `}`
 }
 
 // finalUsage is the include_usage chunk with empty choices.
@@ -140,22 +133,4 @@ func refusedURL(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return "http://" + addr
-}
-
-func chatReq(base string) Request {
-	return Request{BaseURL: base, API: APIChat, Model: "m", Prompt: "hi", MaxTokens: 16, Stream: true}
-}
-
-func must(t *testing.T, ok bool, format string, a ...any) {
-	t.Helper()
-	if !ok {
-		t.Fatalf(format, a...)
-	}
-}
-
-func wantOK(t *testing.T, r Result) {
-	t.Helper()
-	if r.Err != nil {
-		t.Fatalf("request failed: %v (body %q)", r.Err, r.Err.Body)
-	}
 }

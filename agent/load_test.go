@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -40,8 +41,9 @@ func newFakeEngine(ttft, gap time.Duration, tokens, slots int) *fakeEngine {
 	return f
 }
 
-func (f *fakeEngine) send(ctx context.Context, _ *Client, req Request) Result {
-	r := Result{Send: time.Now(), CachedTokens: -1, Preview: req.Prompt}
+// Do serves req in virtual time; fakeEngine is the Sender of fakeAgent.
+func (f *fakeEngine) Do(ctx context.Context, req oai.Request) oai.Result {
+	r := oai.Result{Send: time.Now(), CachedTokens: -1, Preview: req.Prompt}
 	f.mu.Lock()
 	f.open++
 	f.maxOpen = max(f.maxOpen, f.open)
@@ -57,20 +59,23 @@ func (f *fakeEngine) send(ctx context.Context, _ *Client, req Request) Result {
 	}
 	time.Sleep(f.ttft)
 	r.FirstToken = time.Now()
-	r.Marks = append(r.Marks, Mark{At: r.FirstToken.Sub(r.Send), Tokens: 1})
+	r.Marks = append(r.Marks, oai.Mark{At: r.FirstToken.Sub(r.Send), Tokens: 1})
 	for range f.tokens - 1 {
 		time.Sleep(f.gap)
-		r.Marks = append(r.Marks, Mark{At: time.Since(r.Send), Tokens: 1})
+		r.Marks = append(r.Marks, oai.Mark{At: time.Since(r.Send), Tokens: 1})
 	}
 	r.Last, r.Done = time.Now(), time.Now()
-	r.OutputTokens, r.UsageSource = f.tokens, UsageContinuous
+	r.OutputTokens, r.UsageSource = f.tokens, oai.UsageContinuous
 	return r
 }
 
+// Close implements Sender.
+func (f *fakeEngine) Close() {}
+
 func fakeAgent(f *fakeEngine) *Agent {
-	a := New(DefaultConfig(), nil)
-	a.send = f.send
-	return a
+	cfg := DefaultConfig()
+	cfg.NewSender = func(oai.Config) (Sender, error) { return f, nil }
+	return New(cfg, nil)
 }
 
 func loadSpec(m LoadModel) Spec {
@@ -466,21 +471,29 @@ func TestPoolSizedToInFlightCap(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.MaxConcurrency = tt.maxCon
-			a := New(cfg, nil)
-			var mu sync.Mutex
-			var conns, h1Max int
-			a.send = func(_ context.Context, c *Client, _ Request) Result {
+			var (
+				mu     sync.Mutex
+				conns  []int
+				closed int
+			)
+			cfg.NewSender = func(c oai.Config) (Sender, error) {
 				mu.Lock()
-				conns, h1Max = c.cfg.MaxConns, c.h1.max
+				conns = append(conns, c.MaxConns)
 				mu.Unlock()
-				now := time.Now()
-				return Result{Send: now, FirstToken: now, Last: now, Done: now, CachedTokens: -1, OutputTokens: 1}
+				return senderFunc{
+					do: func(context.Context, oai.Request) oai.Result {
+						now := time.Now()
+						return oai.Result{Send: now, FirstToken: now, Last: now, Done: now, CachedTokens: -1, OutputTokens: 1}
+					},
+					close: func() { mu.Lock(); closed++; mu.Unlock() },
+				}, nil
 			}
+			a := New(cfg, nil)
 			if _, err := collect(t, context.Background(), a, loadSpec(tt.m)); err != nil {
 				t.Fatal(err)
 			}
-			if conns != tt.want || h1Max != tt.want {
-				t.Errorf("pool of %d (h1 %d) connections, want %d", conns, h1Max, tt.want)
+			if len(conns) != 1 || conns[0] != tt.want || closed != 1 {
+				t.Errorf("senders made with pools of %v connections, %d closed; want one of %d, closed", conns, closed, tt.want)
 			}
 		})
 	}
@@ -612,3 +625,12 @@ func TestClosedLoopZeroWorkerShare(t *testing.T) {
 		}
 	})
 }
+
+// senderFunc is a Sender made of functions.
+type senderFunc struct {
+	do    func(context.Context, oai.Request) oai.Result
+	close func()
+}
+
+func (s senderFunc) Do(ctx context.Context, req oai.Request) oai.Result { return s.do(ctx, req) }
+func (s senderFunc) Close()                                             { s.close() }

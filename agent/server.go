@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -283,11 +284,11 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 // usageToProto maps a usage source to the proto enum.
 func usageToProto(u string) ttftlabv1.UsageSource {
 	switch u {
-	case UsageCounted:
+	case oai.UsageCounted:
 		return ttftlabv1.UsageSource_USAGE_SOURCE_COUNTED
-	case UsageFinal:
+	case oai.UsageFinal:
 		return ttftlabv1.UsageSource_USAGE_SOURCE_FINAL
-	case UsageContinuous:
+	case oai.UsageContinuous:
 		return ttftlabv1.UsageSource_USAGE_SOURCE_CONTINUOUS
 	}
 	return ttftlabv1.UsageSource_USAGE_SOURCE_UNSPECIFIED

@@ -21,6 +21,7 @@ import (
 
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -256,7 +257,7 @@ func TestProtoConversionLoad(t *testing.T) {
 		t.Errorf("Validate = %v", err)
 	}
 
-	rep := reportToProto(Report{ClientBound: true, UsageSource: UsageFinal, Scheduled: 7, Warmup: true})
+	rep := reportToProto(Report{ClientBound: true, UsageSource: oai.UsageFinal, Scheduled: 7, Warmup: true})
 	if !rep.GetClientBound() || rep.GetUsage() != ttftlabv1.UsageSource_USAGE_SOURCE_FINAL || rep.GetScheduled() != 7 || !rep.GetWarmup() {
 		t.Errorf("reportToProto dropped fields: %v", rep)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 const loadUsage = `
@@ -177,7 +178,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var (
 		base        = fs.String("url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
 		model       = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
-		api         = fs.String("api", agent.APIChat, "API: chat or completions")
+		api         = fs.String("api", oai.APIChat, "API: chat or completions")
 		concurrency = fs.Int("concurrency", 0, "closed loop: requests kept in flight (default 1 when --rate is not given)")
 		rate        = fs.Float64("rate", 0, "open loop: requests per second")
 		arrival     = fs.String("arrival", agent.LoadPoisson, "open-loop arrivals: poisson, constant or gamma (gamma needs --burstiness)")
@@ -250,7 +251,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	if spec.Target.Model == "" {
-		c := agent.NewClient(agent.ClientConfig{MaxConns: 1, ConnectTimeout: *connectTO, Timeout: min(*timeout, 30*time.Second)})
+		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: *connectTO, Timeout: min(*timeout, 30*time.Second)})
+		if err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
 		ids, err := c.Models(ctx, spec.Target.BaseURL, spec.Target.APIKey)
 		c.Close()
 		if err != nil {
@@ -400,7 +404,7 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 	if u, err := url.Parse(f.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return spec, fmt.Errorf("--url %q is not an absolute http(s) URL: use for example --url http://127.0.0.1:8000", f.base)
 	}
-	if f.api != agent.APIChat && f.api != agent.APICompletions {
+	if f.api != oai.APIChat && f.api != oai.APICompletions {
 		return spec, fmt.Errorf("--api %q is unknown: use --api chat or --api completions", f.api)
 	}
 

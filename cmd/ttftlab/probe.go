@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 const defaultProbePrompt = "Explain what time-to-first-token measures in one paragraph."
@@ -52,7 +52,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		model     = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
 		prompt    = fs.String("prompt", defaultProbePrompt, "prompt text")
 		maxTokens = fs.Int("max-tokens", 64, "max_tokens to request")
-		api       = fs.String("api", agent.APIChat, "API: chat or completions")
+		api       = fs.String("api", oai.APIChat, "API: chat or completions")
 		apiKey    = fs.String("api-key", "", "bearer token for the server, if it needs one")
 		timeout   = fs.Duration("timeout", 2*time.Minute, "limit for the whole request")
 	)
@@ -69,11 +69,14 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("probe: %w", err)
 	}
 
-	client := agent.NewClient(agent.ClientConfig{
+	client, err := oai.NewClient(oai.Config{
 		MaxConns:       1,
 		ConnectTimeout: min(10*time.Second, *timeout),
 		Timeout:        *timeout,
 	})
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
 	defer client.Close()
 
 	if *model == "" {
@@ -87,7 +90,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		*model = ids[0]
 	}
 
-	res := client.Do(ctx, agent.Request{
+	res := client.Do(ctx, oai.Request{
 		BaseURL:   *base,
 		API:       *api,
 		Model:     *model,
@@ -150,7 +153,7 @@ func checkProbeFlags(base, api string, maxTokens int, timeout time.Duration) err
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--url %q is not an absolute http(s) URL: use for example --url http://127.0.0.1:8000", base)
 	}
-	if api != agent.APIChat && api != agent.APICompletions {
+	if api != oai.APIChat && api != oai.APICompletions {
 		return fmt.Errorf("--api %q is unknown: use --api chat or --api completions", api)
 	}
 	if maxTokens < 1 {

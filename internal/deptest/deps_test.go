@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -160,13 +161,42 @@ func TestGPUNodeDoesNotBuildInTheSimulator(t *testing.T) {
 	}
 }
 
-// TestAgentAndCoordinatorBuildWithoutCGO checks that neither reaches gpunode
+// TestAgentAndCoordinatorBuildWithoutCGO checks that none of them reaches gpunode
 // (and so go-nvml and cgo) through the module's own packages.
 func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
 	graph := moduleGraph(t)
-	for _, root := range []string{"agent", "coordinator", "internal/sim", "internal/node"} {
+	for _, root := range []string{"agent", "internal/oai", "coordinator", "internal/sim", "internal/node"} {
 		if reaches(graph, root)["gpunode"] {
 			t.Errorf("%s depends on gpunode, which pulls in go-nvml and cgo", root)
 		}
+	}
+}
+
+// TestOAIIsALeaf keeps the OpenAI client (internal/oai) below the agent:
+// it imports no module package (so neither agent nor the generated gRPC
+// contract) and no gRPC, even in a server.go; agent takes it through its
+// Sender interface.
+func TestOAIIsALeaf(t *testing.T) {
+	n := 0
+	for _, f := range sources(t) {
+		if f.pkg != "internal/oai" {
+			continue
+		}
+		n++
+		for _, im := range f.imports {
+			if strings.HasPrefix(im, module+"/") {
+				t.Errorf("%s/%s imports %s: internal/oai is a leaf; move what needs it into agent", f.pkg, f.name, im)
+			}
+			if im == "google.golang.org/grpc" || strings.HasPrefix(im, "google.golang.org/grpc/") || strings.HasPrefix(im, "google.golang.org/protobuf") {
+				t.Errorf("%s/%s imports %s: the client speaks HTTP only", f.pkg, f.name, im)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no internal/oai source found; the walk is broken")
+	}
+	graph := moduleGraph(t)
+	if !slices.Contains(graph["agent"], "internal/oai") {
+		t.Error("agent does not import internal/oai; update this test with the package map in docs/design.md")
 	}
 }

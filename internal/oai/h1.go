@@ -1,4 +1,4 @@
-package agent
+package oai
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -323,11 +324,8 @@ func appendRequest(b []byte, t h1Target, hs []h1Header, body []byte) ([]byte, er
 	b = append(b, "\r\n"...)
 	ua := h1UserAgent
 	for _, h := range hs {
-		if !validHeaderName(h.name) {
-			return b, fmt.Errorf("invalid header field name %q", h.name)
-		}
-		if !validHeaderValue(h.value) {
-			return b, fmt.Errorf("invalid header field value for %q", h.name)
+		if err := checkHeader(h.name, h.value); err != nil {
+			return b, err
 		}
 		switch h.name {
 		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
@@ -351,31 +349,6 @@ func appendRequest(b []byte, t h1Target, hs []h1Header, body []byte) ([]byte, er
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
 	return append(b, body...), nil
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '\r' || c == '\n' || c == 0 || (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // h1Response is a parsed response head.
@@ -746,4 +719,93 @@ func equalFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// encodeH1 renders req for h1 into a pooled buffer; outgoing.release hands
+// it back. An invalid header fails here, before anything is sent.
+func (o *outgoing) encodeH1(req *Request, t h1Target, body []byte) error {
+	var hbuf [8]h1Header
+	hs := append(hbuf[:0], h1Header{"Content-Type", "application/json"})
+	if req.Stream {
+		hs = append(hs, h1Header{"Accept", "text/event-stream"})
+	}
+	if req.APIKey != "" {
+		hs = append(hs, h1Header{"Authorization", "Bearer " + req.APIKey})
+	}
+	for k, v := range req.Headers {
+		k = http.CanonicalHeaderKey(k)
+		hs = setHeader(hs, k, v)
+		if k == "Connection" && strings.EqualFold(strings.TrimSpace(v), "close") {
+			o.reqClose = true
+		}
+	}
+	o.wp = h1WriteBuffer.Get().(*[]byte)
+	wbuf, err := appendRequest((*o.wp)[:0], t, hs, body)
+	*o.wp = wbuf[:0]
+	if err != nil {
+		return err
+	}
+	o.target, o.wbuf = t, wbuf
+	return nil
+}
+
+// roundTripH1 writes the request rendered by encodeH1 on a pooled
+// connection, reads the response head and hands the body to readBody; the
+// connection goes back to the pool only when its body was read to the end.
+func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc, req *Request, out *outgoing, s *stream) {
+	r := s.r
+	host := c.h1.host(out.target.addr)
+	var (
+		conn *h1Conn
+		resp h1Response
+		hb   h1Body
+		stop func() bool
+		err  error
+	)
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		conn, reused, err = host.get(ctx)
+		if err != nil {
+			r.Done = time.Now()
+			r.Err = classify(ctx, err, false)
+			return
+		}
+		r.Connected, r.Reused = time.Since(r.Send), reused
+		nc := conn.nc
+		stop = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
+		var werr error
+		if _, werr = nc.Write(out.wbuf); werr == nil {
+			r.Wrote = time.Since(r.Send)
+			resp, err = readResponse(conn.br, &hb)
+		} else {
+			err = werr
+		}
+		if err == nil {
+			break
+		}
+		stop()
+		conn.discard()
+		// A kept-alive connection the server closed just as it was
+		// reused (after get's liveness check) can fail the write: the
+		// request did not go out whole, so no server can have acted on
+		// it, and it is tried once more on another connection, as
+		// net/http does. Once the whole request was written it is never
+		// resent, even if no response byte came back: the server may
+		// have read it and acted on it (net/http does not resend a POST
+		// either).
+		if reused && werr != nil && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		r.Done = time.Now()
+		r.Err = classify(ctx, err, false)
+		return
+	}
+	r.Header = time.Now()
+	r.Status = resp.status
+	c.readBody(ctx, cancel, req, s, resp.status, resp.contentType, &hb)
+	if stop() && hb.done && !resp.close && !out.reqClose {
+		host.put(conn)
+	} else {
+		conn.discard()
+	}
 }

@@ -1,7 +1,8 @@
-package agent
+package oai
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -141,7 +142,7 @@ func TestH1Framing(t *testing.T) {
 				}
 				return true
 			})
-			c := NewClient(ClientConfig{MaxConns: 1})
+			c := newClient(t, Config{MaxConns: 1})
 			defer c.Close()
 			for i := range 2 {
 				r := c.Do(context.Background(), chatReq(s.URL))
@@ -186,7 +187,7 @@ func TestH1Errors(t *testing.T) {
 				_, _ = io.WriteString(c, tt.resp)
 				return false
 			})
-			c := NewClient(ClientConfig{MaxConns: 1})
+			c := newClient(t, Config{MaxConns: 1})
 			defer c.Close()
 			r := c.Do(context.Background(), chatReq(s.URL))
 			if r.Err == nil || r.Err.Kind != tt.wantKind || !strings.Contains(r.Err.Detail, tt.wantDetail) {
@@ -207,7 +208,7 @@ func TestH1ServerClosedIdle(t *testing.T) {
 		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
 		return false
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	for range 3 {
 		wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
@@ -233,7 +234,7 @@ func TestH1RequestHeaders(t *testing.T) {
 			s.raw(e)
 		}
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	req := chatReq(f.URL)
 	req.APIKey = "k"
@@ -263,7 +264,7 @@ func TestH1PoolWaitCanceled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	first := make(chan Result, 1)
 	held := chatReq(srv.URL)
@@ -314,7 +315,7 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 		return n
 	}
 	before := settle()
-	c := NewClient(ClientConfig{MaxConns: 4, TTFTTimeout: time.Second})
+	c := newClient(t, Config{MaxConns: 4, TTFTTimeout: time.Second})
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
@@ -338,17 +339,61 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 
 func TestTransportConfig(t *testing.T) {
 	f := newFakeServer(t, streamTokens(2, 0))
-	for _, tr := range []string{"", TransportH1, TransportNetHTTP} {
-		c := NewClient(ClientConfig{Transport: tr})
-		wantOK(t, c.Do(context.Background(), chatReq(f.URL)))
-		if (c.h1 != nil) != (tr != TransportNetHTTP) {
-			t.Errorf("transport %q: h1 %v", tr, c.h1 != nil)
-		}
-		c.Close()
+	tests := []struct {
+		name      string
+		cfg       Config
+		wantH1    bool
+		wantConns int
+	}{
+		{"default", Config{}, true, DefaultMaxConns},
+		{"h1", Config{Transport: TransportH1, MaxConns: 3}, true, 3},
+		{"net/http", Config{Transport: TransportNetHTTP, MaxConns: 5}, false, 5},
 	}
-	c := NewClient(ClientConfig{Transport: "h3"})
-	if r := c.Do(context.Background(), chatReq(f.URL)); r.Err == nil || r.Err.Kind != KindOther || !strings.Contains(r.Err.Detail, "h3") {
-		t.Errorf("unknown transport: err %v, want kind other naming it", r.Err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(t, tt.cfg)
+			wantOK(t, c.Do(context.Background(), chatReq(f.URL)))
+			if (c.h1 != nil) != tt.wantH1 {
+				t.Errorf("h1 transport %v, want %v", c.h1 != nil, tt.wantH1)
+			}
+			if c.h1 != nil && c.h1.max != tt.wantConns {
+				t.Errorf("h1 pool of %d connections, want %d", c.h1.max, tt.wantConns)
+			}
+			if c.tr.MaxConnsPerHost != tt.wantConns {
+				t.Errorf("net/http pool of %d connections, want %d", c.tr.MaxConnsPerHost, tt.wantConns)
+			}
+		})
+	}
+}
+
+// TestNewClientRefusesBadConfig: a bad Config is refused up front with an
+// error that names the field, its value and the fix.
+func TestNewClientRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"unknown transport", Config{Transport: "h3"}, []string{`"h3"`, TransportH1, TransportNetHTTP}},
+		{"negative max conns", Config{MaxConns: -1}, []string{"max conns -1", "≥ 1"}},
+		{"negative connect timeout", Config{ConnectTimeout: -time.Second}, []string{"connect timeout -1s"}},
+		{"negative TTFT timeout", Config{TTFTTimeout: -time.Second}, []string{"TTFT timeout -1s"}},
+		{"negative timeout", Config{Timeout: -time.Second}, []string{"timeout -1s"}},
+		{"negative max line", Config{MaxLineBytes: -2}, []string{"max line bytes -2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := NewClient(tt.cfg)
+			if err == nil {
+				c.Close()
+				t.Fatalf("NewClient(%+v) succeeded, want an error", tt.cfg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }
 
@@ -365,7 +410,7 @@ func TestH1NoResendAfterWrite(t *testing.T) {
 		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
 		return true
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	wantTwoTokens(t, c.Do(context.Background(), chatReq(s.URL)))
 	r := c.Do(context.Background(), chatReq(s.URL))
@@ -388,7 +433,7 @@ func TestH1PutAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(t, Config{MaxConns: 1})
 	held := chatReq(srv.URL)
 	held.Headers = map[string]string{"X-Bench-Hold-After": "2"}
 	done := make(chan Result, 1)
@@ -411,4 +456,36 @@ func TestH1PutAfterClose(t *testing.T) {
 			t.Fatalf("server still has %d open connections", srv.Stats().OpenConns)
 		}
 	}
+}
+
+// FuzzH1Response feeds arbitrary bytes to h1's response parser and body
+// reader, as a server (or anything listening on its port) could send them:
+// they must never panic or hang, a head that parses has a three-digit
+// status, and the body never yields more bytes than were sent.
+func FuzzH1Response(f *testing.F) {
+	f.Add([]byte(sseHead + chunked(sseEvents(), "", "")))
+	f.Add([]byte(sseHead + chunked(sseEvents(), ";ext=1", "X-Trailer: 1\r\n")))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"))
+	f.Add([]byte("HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: [DONE]\n\n"))
+	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\n\r\nbad"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), h1ReadBuffer)
+		var body h1Body
+		resp, err := readResponse(br, &body)
+		if err != nil {
+			return
+		}
+		if resp.status < 100 || resp.status > 999 {
+			t.Fatalf("status %d parsed from %q", resp.status, data)
+		}
+		n, err := io.Copy(io.Discard, &body)
+		if n > int64(len(data)) {
+			t.Fatalf("body of %d bytes from %d bytes of input", n, len(data))
+		}
+		if body.done && err != nil {
+			t.Fatalf("body done with error %v", err)
+		}
+	})
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package agent
+package oai
 
 import (
 	"context"
@@ -45,7 +45,7 @@ func fullListener(t *testing.T) string {
 
 func TestConnectTimeoutIsItsOwnKind(t *testing.T) {
 	addr := fullListener(t)
-	c := NewClient(ClientConfig{MaxConns: 1, ConnectTimeout: 150 * time.Millisecond})
+	c := newClient(t, Config{MaxConns: 1, ConnectTimeout: 150 * time.Millisecond})
 	defer c.Close()
 	start := time.Now()
 	res := c.Do(context.Background(), Request{BaseURL: "http://" + addr, Model: "m", Prompt: "p", MaxTokens: 1, Stream: true})

@@ -1,4 +1,4 @@
-package agent
+package oai
 
 import (
 	"bufio"
@@ -72,8 +72,9 @@ func BenchmarkParseChunk(b *testing.B) {
 }
 
 // BenchmarkStream measures one whole streamed request of 1000 tokens from a
-// local SSE server that writes as fast as it can, including recording the
-// metrics. It reports the client-side cost per token.
+// local SSE server that writes as fast as it can, including recording TTFT,
+// E2E and one ITL value per token (as the agent's accounting does). It
+// reports the client-side cost per token.
 func BenchmarkStream(b *testing.B) {
 	const tokens = 1000
 	var body strings.Builder
@@ -86,9 +87,9 @@ func BenchmarkStream(b *testing.B) {
 	f := newFakeServer(b, func(w http.ResponseWriter, r *http.Request) {
 		startSSE(w).raw(payload)
 	})
-	c := NewClient(ClientConfig{MaxConns: 1})
+	c := newClient(b, Config{MaxConns: 1})
 	defer c.Close()
-	set := newSet()
+	ttft, e2e, itl := hdr.New(), hdr.New(), hdr.New()
 	req := chatReq(f.URL)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(payload)))
@@ -97,11 +98,20 @@ func BenchmarkStream(b *testing.B) {
 		if r.Err != nil || r.OutputTokens != tokens {
 			b.Fatalf("err %v, tokens %d", r.Err, r.OutputTokens)
 		}
-		recordMetrics(set, &r)
+		ttft.Record(r.TTFT())
+		e2e.Record(r.E2E())
+		for i := 1; i < len(r.Marks); i++ {
+			gap := r.Marks[i].At - r.Marks[i-1].At
+			for range max(r.Marks[i].Tokens, 1) {
+				itl.Record(gap / time.Duration(max(r.Marks[i].Tokens, 1)))
+			}
+		}
 		r.Release()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tokens), "ns/token")
-	_ = set.Get(hdr.ITL).Count()
+	if itl.Count() == 0 {
+		b.Fatal("no ITL recorded")
+	}
 }
 
 // helperEnv marks the child process that serves ssebench for the
@@ -274,7 +284,7 @@ func BenchmarkStreamThroughput(b *testing.B) {
 		perChunk := bc.perChunk
 		b.Run(fmt.Sprintf("transport=%s/tokens-per-chunk=%d", strings.ReplaceAll(bc.tr, "/", "-"), perChunk), func(b *testing.B) {
 			const workers, tokens = 200, 1000
-			c := NewClient(ClientConfig{MaxConns: workers, Transport: bc.tr})
+			c := newClient(b, Config{MaxConns: workers, Transport: bc.tr})
 			defer c.Close()
 			req := benchReq(h.URL, tokens, perChunk, 0)
 			closedLoop(b, c, req, workers, workers) // warm the pool
@@ -339,7 +349,7 @@ func BenchmarkConcurrentStreams10k(b *testing.B) {
 func concurrentStreams(b *testing.B, h *helperServer, transport string, streams, holdAfter int) {
 	req := benchReq(h.URL, 2*holdAfter, 1, holdAfter)
 	for i := 0; i < b.N; i++ {
-		c := NewClient(ClientConfig{MaxConns: streams, ConnectTimeout: time.Minute, Transport: transport})
+		c := newClient(b, Config{MaxConns: streams, ConnectTimeout: time.Minute, Transport: transport})
 		heap0, stack0 := liveBytes()
 		base := h.Stats(b)
 		start := time.Now()
@@ -436,7 +446,7 @@ func measureOverhead(b *testing.B, h *helperServer, transport string, tokens int
 	}
 	for i := 0; i < b.N; i++ {
 		h.FirstTokens(b) // forget earlier runs'
-		c := NewClient(ClientConfig{MaxConns: workers, Transport: transport})
+		c := newClient(b, Config{MaxConns: workers, Transport: transport})
 		ref, refMono := ssebench.MonoOffset()
 		var all []stamp
 		var amu sync.Mutex
@@ -567,7 +577,7 @@ func BenchmarkPythonReference(b *testing.B) {
 			b.Fatalf("python client output %q: %v", out, err)
 		}
 
-		c := NewClient(ClientConfig{MaxConns: workers})
+		c := newClient(b, Config{MaxConns: workers})
 		req := benchReq(h.URL, tokens, 1, 0)
 		closedLoop(b, c, req, workers, workers) // warm the pool, as aiohttp warms during its run
 		cpu0, t0 := cpuTime(), time.Now()

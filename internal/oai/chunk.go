@@ -1,4 +1,4 @@
-package agent
+package oai
 
 import (
 	"encoding/binary"

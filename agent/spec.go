@@ -1,0 +1,360 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"time"
+
+	"github.com/ttftlab/ttftlab/internal/oai"
+	"github.com/ttftlab/ttftlab/internal/segment"
+)
+
+// ErrInvalidSpec is wrapped by every error Spec.Validate returns.
+var ErrInvalidSpec = errors.New("invalid spec")
+
+// DefaultClientBoundP99 is the dispatch-lag p99 above which a run is flagged
+// client-bound when the load model sets no threshold.
+const DefaultClientBoundP99 = 10 * time.Millisecond
+
+// Limits on load models, so that a spec cannot make an agent loop for ever
+// before it starts.
+const (
+	maxRate       = 1e6
+	maxWarmupHits = 10_000_000
+)
+
+// Target names an OpenAI-compatible endpoint.
+type Target struct {
+	// BaseURL is for example http://127.0.0.1:8000 (a trailing /v1 is fine).
+	BaseURL string
+	Model   string
+	// API is APICompletions or APIChat; empty means APIChat.
+	API    string
+	APIKey string
+	// Headers are added to every request.
+	Headers map[string]string
+}
+
+// Workload says what each request sends, unless a generator says otherwise.
+type Workload struct {
+	Prompt      string
+	MaxTokens   int
+	IgnoreEOS   bool
+	Temperature float64
+	// ExtraBody is merged into every request body (see ParseExtraBody).
+	ExtraBody map[string]any
+}
+
+// LoadModel is the global plan of a run. Counts and rates are global: each
+// agent runs its segment's share.
+type LoadModel struct {
+	// Kind is LoadClosed, LoadConstant, LoadPoisson, LoadGamma or LoadRamp.
+	Kind string
+	// Concurrency is the closed-loop worker count.
+	Concurrency int
+	// Rate is the open-loop rate in requests per second (for LoadRamp, the
+	// rate reached at the end).
+	Rate float64
+	// StartRate is LoadRamp's rate at the start.
+	StartRate float64
+	// Burstiness is LoadGamma's shape; 0 means 1 (Poisson).
+	Burstiness float64
+	// Duration and Requests bound the measured part of the run; the first
+	// reached ends it, and at least one must be set. In open loop, Duration
+	// bounds the schedule (requests due later are not sent); in closed loop
+	// no request starts after it. Requests in flight then finish.
+	Duration time.Duration
+	Requests int64
+	// Warmup and WarmupRequests (at most one) add a warm-up before the
+	// measured part: the requests due (open loop) or started (closed loop)
+	// in the first Warmup, or the first WarmupRequests requests. Their
+	// results are reported in intervals flagged warmup and left out of the
+	// statistics.
+	Warmup         time.Duration
+	WarmupRequests int64
+	// MaxInFlight caps the open-loop requests in flight (its segment share,
+	// at least 1, and at most Config.MaxConcurrency); 0 means the cap is
+	// Config.MaxConcurrency. An arrival that finds the cap reached waits
+	// before it is sent, and its wait is dispatch lag.
+	MaxInFlight int
+	// Seed makes random arrivals reproducible.
+	Seed uint64
+	// ClientBoundP99 is the dispatch-lag p99 above which the run is flagged
+	// client-bound; 0 means DefaultClientBoundP99.
+	ClientBoundP99 time.Duration
+	// SLO, when any field is set, counts the successful requests that meet
+	// it (Report.Good): goodput.
+	SLO SLO
+	// MaxErrorRate ends the run as failed (Report.AbortReason) once more
+	// than this fraction of the attempts finished within ErrorWindow failed,
+	// counted over at least 10 attempts. 0 means DefaultMaxErrorRate; 1
+	// never trips, and a negative value turns the budget off. Requests the
+	// run itself interrupted do not count.
+	MaxErrorRate float64
+	// ErrorWindow is the error budget's sliding window; 0 means
+	// DefaultErrorWindow.
+	ErrorWindow time.Duration
+}
+
+// maxErrorWindow bounds LoadModel.ErrorWindow.
+const maxErrorWindow = time.Hour
+
+// SLO is a service-level objective per request. A zero field leaves that
+// metric unconstrained. TTFT and E2E are measured from the intended send
+// time (TTFT_sched, E2E_sched), what a user behind the schedule waits for;
+// in closed loop that is the send time.
+type SLO struct {
+	TTFT, TPOT, E2E time.Duration
+}
+
+// Set reports whether any objective is given.
+func (s SLO) Set() bool { return s.TTFT > 0 || s.TPOT > 0 || s.E2E > 0 }
+
+func (m *LoadModel) open() bool { return m.Kind != LoadClosed }
+
+func (m *LoadModel) burstiness() float64 {
+	if m.Burstiness == 0 {
+		return 1
+	}
+	return m.Burstiness
+}
+
+// totalDuration is the schedule's length, warm-up included; 0 is unbounded.
+func (m *LoadModel) totalDuration() time.Duration {
+	if m.Duration <= 0 {
+		return 0
+	}
+	return m.Warmup + m.Duration
+}
+
+// totalRequests is the global request count with count-based warm-up; 0 is
+// unbounded (or set later from a time-based warm-up).
+func (m *LoadModel) totalRequests() uint64 {
+	if m.Requests <= 0 {
+		return 0
+	}
+	return uint64(m.WarmupRequests + m.Requests)
+}
+
+func (m *LoadModel) validate() error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch m.Kind {
+	case LoadClosed:
+		if m.Concurrency < 1 {
+			return fmt.Errorf("load.concurrency %d is invalid for a closed loop: set concurrency ≥ 1", m.Concurrency)
+		}
+		if m.Rate != 0 || m.StartRate != 0 || m.Burstiness != 0 {
+			return errors.New("load.rate, start_rate or burstiness is set for a closed loop: leave them 0, or pick an open-loop kind")
+		}
+		if m.MaxInFlight != 0 {
+			return errors.New("load.max_in_flight is set for a closed loop, where concurrency already caps it: leave it 0")
+		}
+	case LoadConstant, LoadPoisson, LoadGamma, LoadRamp:
+		if m.Concurrency != 0 {
+			return fmt.Errorf("load.concurrency %d is set for open-loop kind %q: leave it 0 (use max_in_flight to cap requests in flight)", m.Concurrency, m.Kind)
+		}
+		if !finite(m.Rate) || m.Rate <= 0 || m.Rate > maxRate {
+			return fmt.Errorf("load.rate %v is invalid: set a rate in requests per second in (0, %g]", m.Rate, maxRate)
+		}
+		if m.Kind == LoadRamp {
+			if !finite(m.StartRate) || m.StartRate < 0 || m.StartRate > maxRate {
+				return fmt.Errorf("load.start_rate %v is invalid: set a rate in [0, %g]", m.StartRate, maxRate)
+			}
+			if m.Duration <= 0 {
+				return errors.New("load.duration is 0 for a ramp: set the duration the rate ramps over")
+			}
+		} else if m.StartRate != 0 {
+			return fmt.Errorf("load.start_rate is set for kind %q: use kind %q to ramp the rate", m.Kind, LoadRamp)
+		}
+		if m.Kind == LoadGamma {
+			if b := m.Burstiness; !finite(b) || b < 0 || (b > 0 && b < 1e-3) || b > 1e3 {
+				return fmt.Errorf("load.burstiness %v is invalid: set a gamma shape in [0.001, 1000] (1 is Poisson, below 1 burstier)", b)
+			}
+		} else if m.Burstiness != 0 {
+			return fmt.Errorf("load.burstiness is set for kind %q: use kind %q for bursty arrivals", m.Kind, LoadGamma)
+		}
+		if m.MaxInFlight < 0 {
+			return fmt.Errorf("load.max_in_flight %d is negative: set it ≥ 0 (0 means no cap)", m.MaxInFlight)
+		}
+	case "":
+		return fmt.Errorf("load.kind is empty: use %q, %q, %q, %q or %q", LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+	default:
+		return fmt.Errorf("load.kind %q is unknown: use %q, %q, %q, %q or %q", m.Kind, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+	}
+	if m.Duration < 0 || m.Requests < 0 {
+		return fmt.Errorf("load.duration %v or requests %d is negative: set them ≥ 0", m.Duration, m.Requests)
+	}
+	if m.Duration == 0 && m.Requests == 0 {
+		return errors.New("load has no bound: set duration, requests or both (the first reached ends the run)")
+	}
+	if m.Warmup < 0 || m.WarmupRequests < 0 {
+		return fmt.Errorf("load.warmup %v or warmup_requests %d is negative: set them ≥ 0", m.Warmup, m.WarmupRequests)
+	}
+	if m.Warmup > 0 && m.WarmupRequests > 0 {
+		return errors.New("load sets both warmup and warmup_requests: pick one")
+	}
+	if m.ClientBoundP99 < 0 {
+		return fmt.Errorf("load.client_bound_p99 %v is negative: set it ≥ 0 (0 means %v)", m.ClientBoundP99, DefaultClientBoundP99)
+	}
+	if m.SLO.TTFT < 0 || m.SLO.TPOT < 0 || m.SLO.E2E < 0 {
+		return fmt.Errorf("load.slo %+v has a negative objective: set each ≥ 0 (0 leaves it unconstrained)", m.SLO)
+	}
+	if r := m.MaxErrorRate; math.IsNaN(r) || r > 1 {
+		return fmt.Errorf("load.max_error_rate %v is invalid: set a fraction in [0, 1] (0 means %g, 1 or a negative value turns the error budget off)", r, DefaultMaxErrorRate)
+	}
+	if m.ErrorWindow < 0 || m.ErrorWindow > maxErrorWindow {
+		return fmt.Errorf("load.error_window %v is invalid: set a window in [0, %v] (0 means %v)", m.ErrorWindow, maxErrorWindow, DefaultErrorWindow)
+	}
+	return nil
+}
+
+// Spec is one segment of a load plan; it mirrors RunProbeRequest.
+type Spec struct {
+	RunID    string
+	AgentID  string
+	Target   Target
+	Workload Workload
+	// Load, when its Kind is set, is the global load plan, and Segment this
+	// agent's share of it. Otherwise Concurrency and Requests describe a
+	// closed loop of this agent alone.
+	Load    LoadModel
+	Segment segment.Segment
+	// Generator, when set, generates each request's prompt and length.
+	Generator WorkloadGen
+	// Concurrency is the closed-loop concurrency when Load is not set.
+	Concurrency int
+	// Requests is the number of requests to send when Load is not set.
+	Requests int
+	// Labels, when set, name each request in order of its global index;
+	// len(Labels) must equal the number of requests (warm-up included), and
+	// every report then carries per-request records. With concurrency 1 the
+	// requests run strictly in order.
+	Labels []string
+	// Records asks for per-request records even without labels.
+	Records bool
+	// Interval is the report period; 0 means Config.DefaultInterval.
+	Interval time.Duration
+	// Start is the barrier time; zero means at once. An open-loop schedule
+	// counts from it, so agents that share it share one schedule.
+	Start time.Time
+	// Timeout bounds each request; 0 means Config.DefaultTimeout.
+	Timeout time.Duration
+	// TTFTTimeout bounds the wait for each request's first token; 0 means
+	// Config.TTFTTimeout.
+	TTFTTimeout time.Duration
+	// ConnectTimeout bounds each connect; 0 means Config.ConnectTimeout.
+	ConnectTimeout time.Duration
+}
+
+// load returns the effective load model: Load, or the closed loop that
+// Concurrency and Requests describe.
+func (s *Spec) load() LoadModel {
+	if s.Load.Kind != "" {
+		return s.Load
+	}
+	// Probes (labelled requests, a handful at a time) keep every failure as
+	// a data point: no error budget.
+	return LoadModel{Kind: LoadClosed, Concurrency: s.Concurrency, Requests: int64(s.Requests), MaxErrorRate: -1}
+}
+
+// Validate checks the spec and returns an error that names the bad field and
+// the fix. It wraps ErrInvalidSpec.
+func (s *Spec) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	wrap := func(err error) error { return fmt.Errorf("%w: %w", ErrInvalidSpec, err) }
+	if s.Target.BaseURL == "" {
+		return bad("target.base_url is empty: set it to the server's URL, for example http://127.0.0.1:8000")
+	}
+	u, err := url.Parse(s.Target.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("target.base_url %q is not an absolute http(s) URL: use for example http://127.0.0.1:8000", s.Target.BaseURL)
+	}
+	if s.Target.Model == "" {
+		return bad("target.model is empty: set it to a model the server lists at /v1/models")
+	}
+	switch s.Target.API {
+	case "", oai.APIChat, oai.APICompletions:
+	default:
+		return bad("target.api %q is unknown: use %q or %q", s.Target.API, oai.APIChat, oai.APICompletions)
+	}
+	if err := validHeaders(s.Target.Headers); err != nil {
+		return wrap(err)
+	}
+	if err := s.Generator.validate(s.Workload); err != nil {
+		return wrap(err)
+	}
+	if s.Workload.MaxTokens < 0 || (s.Workload.MaxTokens < 1 && s.Generator.needsMaxTokens()) {
+		return bad("workload.max_tokens %d is invalid: set max_tokens ≥ 1", s.Workload.MaxTokens)
+	}
+	if t := s.Workload.Temperature; t < 0 || math.IsNaN(t) || math.IsInf(t, 0) {
+		return bad("workload.temperature %v is invalid: set a temperature ≥ 0", t)
+	}
+	for _, k := range []string{"stream", "prompt", "messages", "model"} {
+		if _, ok := s.Workload.ExtraBody[k]; ok {
+			return bad("workload.extra_body sets %q, which the agent controls: remove it", k)
+		}
+	}
+	if s.Load.Kind == "" {
+		if !s.Segment.IsFull() {
+			return bad("segment %s is set but load is not: segments split a load model; set load or drop the segment", s.Segment)
+		}
+		if s.Concurrency < 1 {
+			return bad("concurrency %d is invalid: set concurrency ≥ 1", s.Concurrency)
+		}
+		if s.Requests < 1 {
+			return bad("requests %d is invalid: set requests ≥ 1", s.Requests)
+		}
+	} else {
+		if s.Concurrency != 0 || s.Requests != 0 {
+			return bad("concurrency %d and requests %d are set along with load: set them in load only", s.Concurrency, s.Requests)
+		}
+		if err := s.Load.validate(); err != nil {
+			return wrap(err)
+		}
+		if m := &s.Load; !m.open() && m.Requests > 0 && s.Segment.Scale(int64(m.Concurrency)) == 0 && ownsRequests(s.Segment, m) {
+			// The segment's request indices would go unsent: no other
+			// agent takes them.
+			return bad("load.concurrency %d gives segment %s no worker, yet the segment owns part of the %d requests, which no agent would send: use at most %d agents for concurrency %d, or raise load.concurrency",
+				m.Concurrency, s.Segment, m.Requests, m.Concurrency, m.Concurrency)
+		}
+	}
+	if len(s.Labels) > 0 {
+		m := s.load()
+		if want := m.totalRequests(); m.Warmup > 0 || uint64(len(s.Labels)) != want {
+			return bad("labels has %d names for %d requests: give one label per request or none", len(s.Labels), want)
+		}
+	}
+	if s.Interval < 0 {
+		return bad("interval %v is negative: set interval ≥ 0 (0 means the default)", s.Interval)
+	}
+	if s.Timeout < 0 {
+		return bad("timeout %v is negative: set timeout ≥ 0 (0 means the default)", s.Timeout)
+	}
+	if s.TTFTTimeout < 0 {
+		return bad("ttft timeout %v is negative: set it ≥ 0 (0 means the default)", s.TTFTTimeout)
+	}
+	if s.ConnectTimeout < 0 {
+		return bad("connect timeout %v is negative: set it ≥ 0 (0 means the default)", s.ConnectTimeout)
+	}
+	return nil
+}
+
+// ownsRequests reports whether seg has a share of a closed loop's request
+// bound: measured requests it would send (time-based warm-up, where the
+// bound is split by quota), or indices below the bound that it owns.
+func ownsRequests(seg segment.Segment, m *LoadModel) bool {
+	if m.Warmup > 0 {
+		return seg.Scale(m.Requests) > 0
+	}
+	n := m.totalRequests()
+	for i := uint64(0); i < n; i++ {
+		if seg.Owns(i) {
+			return true
+		}
+	}
+	return false
+}
