@@ -55,12 +55,16 @@ FUZZ_TARGETS := \
 	./internal/vllmlog:FuzzParseLog \
 	./internal/vllmlog:FuzzParseLine \
 	./gpunode:FuzzParseMetrics \
-	./coordinator:FuzzRenderDir \
+	./coordinator/results:FuzzRenderDir \
+	./coordinator/results:FuzzDecodeEvent \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \
 	./internal/oai:FuzzSanitizeExcerpt \
-	./internal/oai:FuzzH1Response
+	./internal/oai:FuzzH1Response \
+	./coordinator:FuzzEngineExitFromWire \
+	./internal/membership:FuzzPeerData \
+	./internal/kvcalc:FuzzParseConfig
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s); fails if a Fuzz function is not listed.

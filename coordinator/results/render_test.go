@@ -113,16 +113,10 @@ func TestRenderDirSurvivesGarbageHistograms(t *testing.T) {
 				if err := os.WriteFile(filepath.Join(dir, "events.jsonl"), replaceHistograms(t, fixture, bad), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				start := time.Now()
+				// The bomb's cost is bounded by size caps (internal/hdr tests
+				// them by bytes inflated), not asserted here by wall time.
 				if _, err := RenderDir(dir); err != nil {
 					t.Fatalf("RenderDir: %v; want the report rendered without the bad histograms", err)
-				}
-				// A liveness bound, not a speed target: a decompression bomb
-				// must not hang the render. Under -race on a loaded 2-core
-				// machine the 315 refused bombs of the sweep take about 20 s
-				// (before and after the move), so the margin is wide.
-				if d := time.Since(start); d > 2*time.Minute {
-					t.Errorf("rendering took %v", d)
 				}
 				b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 				if err != nil {
