@@ -55,8 +55,9 @@ FUZZ_TARGETS := \
 	./internal/vllmlog:FuzzParseLog \
 	./internal/vllmlog:FuzzParseLine \
 	./gpunode:FuzzParseMetrics \
-	./coordinator:FuzzRenderDir \
-	./coordinator:FuzzRenderKVScale \
+	./coordinator/results:FuzzRenderDir \
+	./coordinator/results:FuzzDecodeEvent \
+	./coordinator/results:FuzzRenderKVScale \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \

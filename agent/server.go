@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -280,6 +281,19 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 	return spec, nil
 }
 
+// usageToProto maps a usage source to the proto enum.
+func usageToProto(u string) ttftlabv1.UsageSource {
+	switch u {
+	case oai.UsageCounted:
+		return ttftlabv1.UsageSource_USAGE_SOURCE_COUNTED
+	case oai.UsageFinal:
+		return ttftlabv1.UsageSource_USAGE_SOURCE_FINAL
+	case oai.UsageContinuous:
+		return ttftlabv1.UsageSource_USAGE_SOURCE_CONTINUOUS
+	}
+	return ttftlabv1.UsageSource_USAGE_SOURCE_UNSPECIFIED
+}
+
 func reportToProto(r Report) *ttftlabv1.IntervalReport {
 	p := &ttftlabv1.IntervalReport{
 		RunId:                 r.RunID,
@@ -299,7 +313,7 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		Final:                 r.Final,
 		InFlight:              uint32(max(r.InFlight, 0)),
 		ClientBound:           r.ClientBound,
-		UsageSource:           r.UsageSource,
+		Usage:                 usageToProto(r.UsageSource),
 		Scheduled:             r.Scheduled,
 		Warmup:                r.Warmup,
 		RequestsInterrupted:   r.Interrupted,

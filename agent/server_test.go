@@ -258,7 +258,7 @@ func TestProtoConversionLoad(t *testing.T) {
 	}
 
 	rep := reportToProto(Report{ClientBound: true, UsageSource: oai.UsageFinal, Scheduled: 7, Warmup: true})
-	if !rep.GetClientBound() || rep.GetUsageSource() != oai.UsageFinal || rep.GetScheduled() != 7 || !rep.GetWarmup() {
+	if !rep.GetClientBound() || rep.GetUsage() != ttftlabv1.UsageSource_USAGE_SOURCE_FINAL || rep.GetScheduled() != 7 || !rep.GetWarmup() {
 		t.Errorf("reportToProto dropped fields: %v", rep)
 	}
 }

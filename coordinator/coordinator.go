@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
 )
@@ -198,7 +199,7 @@ func checkOutDir(dir string) error {
 type RunResult struct {
 	RunID   string
 	Dir     string
-	Results *Results
+	Results *results.Results
 }
 
 func (c *Coordinator) newRunID() string {
@@ -241,7 +242,7 @@ func (c *Coordinator) waitForMembers(ctx context.Context, needGPU bool) (gpu mem
 // <out>/<run>/events.jsonl and passed to emit as it happens; results.json and
 // first_token_latency.md are rendered from that file at the end, also when
 // the run fails part-way.
-func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(Event)) (RunResult, error) {
+func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(results.Event)) (RunResult, error) {
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
@@ -259,7 +260,7 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 // body runs under a context that the recorder cancels when the run fails
 // from outside the body's own calls (an engine exit, a lost gpunode); that
 // failure, not the cancellation it caused, is then the run's error.
-func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(Event), body func(context.Context, *recorder) error) (RunResult, error) {
+func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(results.Event), body func(context.Context, *recorder) error) (RunResult, error) {
 	if !c.runMu.TryLock() {
 		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
 	}
@@ -282,15 +283,15 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 	if f := r.failed(); f != nil {
 		runErr = f
 	}
-	end := map[string]string{"status": "ok"}
+	end := results.RunEnd{Status: results.StatusOK}
 	if runErr != nil {
-		end = map[string]string{"status": "failed", "error": runErr.Error()}
+		end = results.RunEnd{Status: results.StatusFailed, Error: runErr.Error()}
 	}
-	r.record(EventRunEnd, end)
+	r.record(results.EventRunEnd, end)
 	if err := evlog.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close event log: %w", err)
 	}
-	res, renderErr := RenderDir(dir)
+	res, renderErr := results.RenderDir(dir)
 	return RunResult{RunID: *runID, Dir: dir, Results: res}, errors.Join(runErr, renderErr)
 }
 
@@ -302,16 +303,19 @@ type baselineRun struct {
 
 func (r *baselineRun) run(ctx context.Context) error {
 	c := r.c
-	r.record(EventRunStart, struct {
-		BaselineSpec
-		Knobs *pb.EngineKnobs `json:"knobs"`
-	}{r.spec, r.spec.Knobs})
+	// The knobs are recorded as encoding/json writes them, as before.
+	knobs, err := json.Marshal(r.spec.Knobs)
+	if err != nil {
+		return fmt.Errorf("encode engine knobs: %w", err)
+	}
+	r.record(results.EventRunStart, results.RunStart{RunID: r.spec.RunID, Profile: r.spec.Profile, Prompt: r.spec.Prompt,
+		MaxTokens: r.spec.MaxTokens, WarmRuns: r.spec.WarmRuns, Repeats: r.spec.Repeats, API: r.spec.API, ColdMode: r.spec.ColdMode, Knobs: knobs})
 
 	gpuM, agentMs, err := c.waitForMembers(ctx, true)
 	if err != nil {
 		return err
 	}
-	r.record(EventMembers, c.members.Members())
+	r.record(results.EventMembers, c.members.Members())
 
 	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
 	if err != nil {
@@ -322,7 +326,7 @@ func (r *baselineRun) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
 	}
-	r.record(EventNodeInfo, info)
+	r.record(results.EventNodeInfo, info)
 
 	// The sampler streams for the whole run; samples are recorded as they
 	// arrive. The run depends on this gpunode: its engine exiting, its
@@ -336,7 +340,7 @@ func (r *baselineRun) run(ctx context.Context) error {
 	if _, err := gn.StopEngine(ctx, &pb.StopEngineRequest{}); err != nil {
 		return fmt.Errorf("stop engine before the run: %w", err)
 	}
-	r.mark(MarkBeforeEngine)
+	r.mark(results.MarkBeforeEngine)
 	r.nextSample(ctx, 2*time.Second)
 
 	// The agent's connection is made now, so that cold_1 leaves the moment
@@ -369,9 +373,9 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 		prefix = fmt.Sprintf("r%d/", round)
 		mark = func(string) {}
 	}
-	r.record(EventRound, roundData{Round: round})
+	r.record(results.EventRound, results.Round{Round: round})
 	// Steps 2–3: start the engine and wait until it is ready.
-	mark(MarkEngineSpawn)
+	mark(results.MarkEngineSpawn)
 	eng, err := gn.StartEngine(ctx, &pb.StartEngineRequest{
 		Profile:        r.spec.Profile,
 		Knobs:          r.spec.Knobs,
@@ -381,7 +385,7 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 	if err != nil {
 		return fmt.Errorf("round %d: start engine (profile %q): %w", round, r.spec.Profile, err)
 	}
-	r.record(EventEngineReady, eng)
+	r.record(results.EventEngineReady, eng)
 	probe := func(labels []string) error {
 		req := &pb.RunProbeRequest{
 			RunId:       r.spec.RunID,
@@ -397,83 +401,30 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 		// The baseline has one agent: a frozen one fails the run.
 		_, err := runWatched(ctx, ag, agentName, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
 			r.checkInterval("", rep)
-			r.record(EventInterval, rep)
+			r.record(results.EventInterval, rep)
 			return nil
 		})
 		return err
 	}
 
 	// Step 4: cold_1, the moment the engine is ready.
-	mark(MarkColdStart)
+	mark(results.MarkColdStart)
 	if err := probe([]string{prefix + "cold_1"}); err != nil {
 		return fmt.Errorf("%scold_1 probe on agent %s: %w", prefix, agentName, err)
 	}
-	mark(MarkColdEnd)
+	mark(results.MarkColdEnd)
 	// Steps 5–6: warm_1 immediately after, then warm_2..N.
 	labels := make([]string, r.spec.WarmRuns)
 	for i := range labels {
 		labels[i] = fmt.Sprintf("%swarm_%d", prefix, i+1)
 	}
-	mark(MarkWarmStart)
+	mark(results.MarkWarmStart)
 	if err := probe(labels); err != nil {
 		return fmt.Errorf("%swarm probes on agent %s: %w", prefix, agentName, err)
 	}
-	mark(MarkWarmEnd)
+	mark(results.MarkWarmEnd)
 	if round == 1 {
 		r.nextSample(ctx, 2*time.Second)
 	}
 	return nil
-}
-
-// RenderDir rebuilds results.json and first_token_latency.md from a run
-// directory's events.jsonl. It is what `ttftlab report DIR` runs.
-// A panic while rendering (a malformed events.jsonl that slipped past the
-// checks) is turned into an error, so one bad file cannot stop a daemon.
-func RenderDir(dir string) (res *Results, err error) {
-	defer recoverRender(dir, &res, &err)
-	events, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	if isGrid(events) { // a restart grid: its experiment's reports (kvscale_results.go)
-		return nil, renderGridDir(dir, events)
-	}
-	if isSweep(events) {
-		res, err := BuildSweep(events)
-		if err != nil {
-			return nil, fmt.Errorf("build sweep results from %s: %w", dir, err)
-		}
-		if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
-			return nil, err
-		}
-		for name, svg := range renderSweepPlots(res) {
-			if err := writeFileAtomic(filepath.Join(dir, name), []byte(svg)); err != nil {
-				return nil, err
-			}
-		}
-		return nil, writeFileAtomic(filepath.Join(dir, SweepReport), []byte(RenderSweepMarkdown(res)))
-	}
-	res, err = Build(events)
-	if err != nil {
-		return nil, fmt.Errorf("build results from %s: %w", dir, err)
-	}
-	if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
-		return res, err
-	}
-	for name, svg := range renderPlots(res) {
-		if err := writeFileAtomic(filepath.Join(dir, name), []byte(svg)); err != nil {
-			return res, err
-		}
-	}
-	md := RenderMarkdown(res)
-	if err := writeFileAtomic(filepath.Join(dir, "first_token_latency.md"), []byte(md)); err != nil {
-		return res, err
-	}
-	return res, nil
-}
-
-// sanitizeOneLine keeps a string on one line for tables.
-func sanitizeOneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	return strings.ReplaceAll(s, "|", "\\|")
 }

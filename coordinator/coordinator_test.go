@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"io"
 	"os"
 	"path/filepath"
@@ -162,7 +163,7 @@ func coldWarm(label string) time.Duration {
 func TestBaselineWritesResultsAndReport(t *testing.T) {
 	c := newTestCoordinator(t, &fakeGPU{}, &fakeAgent{ttft: coldWarm})
 	var kinds []string
-	res, err := c.RunBaseline(context.Background(), BaselineSpec{WarmRuns: 5, RunID: "r1"}, func(ev Event) { kinds = append(kinds, ev.Kind) })
+	res, err := c.RunBaseline(context.Background(), BaselineSpec{WarmRuns: 5, RunID: "r1"}, func(ev results.Event) { kinds = append(kinds, ev.Kind) })
 	if err != nil {
 		t.Fatalf("RunBaseline: %v", err)
 	}
@@ -209,7 +210,7 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	for _, name := range []string{RunsSVG, PhasesSVG} {
+	for _, name := range []string{results.RunsSVG, results.PhasesSVG} {
 		b, err := os.ReadFile(filepath.Join(res.Dir, name))
 		if err != nil || !strings.Contains(string(b), "<svg") {
 			t.Errorf("plot %s missing or not SVG: %v", name, err)
@@ -219,7 +220,7 @@ func TestBaselineWritesResultsAndReport(t *testing.T) {
 		}
 	}
 	// Re-rendering from events.jsonl gives the same results.
-	again, err := RenderDir(res.Dir)
+	again, err := results.RenderDir(res.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,16 +314,16 @@ func TestNoAgentsIsAClearError(t *testing.T) {
 
 func TestBuildRefusesLossyMerge(t *testing.T) {
 	// Two agents' histograms merge to the sum of their counts.
-	mk := func(agentID string, seq uint64, n int) Event {
+	mk := func(agentID string, seq uint64, n int) results.Event {
 		h := hdr.New()
 		for i := 0; i < n; i++ {
 			h.Record(time.Duration(i+1) * time.Millisecond)
 		}
 		b, _ := h.Encode()
-		data, _ := encodeData(&pb.IntervalReport{AgentId: agentID, Seq: seq, Final: true, RequestsOk: uint64(n), Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}, {Metric: hdr.E2E, V2: b}}})
-		return Event{Kind: EventInterval, Data: data}
+		data, _ := results.EncodeData(&pb.IntervalReport{AgentId: agentID, Seq: seq, Final: true, RequestsOk: uint64(n), Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: b}, {Metric: hdr.E2E, V2: b}}})
+		return results.Event{Kind: results.EventInterval, Data: data}
 	}
-	res, err := Build([]Event{mk("a", 1, 10), mk("b", 1, 7), mk("a", 2, 3), mk("a", 2, 3)})
+	res, err := results.Build([]results.Event{mk("a", 1, 10), mk("b", 1, 7), mk("a", 2, 3), mk("a", 2, 3)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +342,7 @@ func TestBuildLeavesOutBadReportsWithAWarning(t *testing.T) {
 	one := hdr.New()
 	one.Record(time.Millisecond)
 	b, _ := one.Encode()
-	good, _ := encodeData(&pb.IntervalReport{AgentId: "g", Seq: 1, RequestsOk: 1, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}, {Metric: hdr.TTFT, V2: b}}})
+	good, _ := results.EncodeData(&pb.IntervalReport{AgentId: "g", Seq: 1, RequestsOk: 1, Histograms: []*pb.EncodedHistogram{{Metric: hdr.E2E, V2: b}, {Metric: hdr.TTFT, V2: b}}})
 	cases := []struct {
 		name string
 		rep  *pb.IntervalReport
@@ -360,10 +361,10 @@ func TestBuildLeavesOutBadReportsWithAWarning(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			data, _ := encodeData(tc.rep)
-			res, err := Build([]Event{{Kind: EventInterval, Data: good}, {Kind: EventInterval, Data: data}})
+			data, _ := results.EncodeData(tc.rep)
+			res, err := results.Build([]results.Event{{Kind: results.EventInterval, Data: good}, {Kind: results.EventInterval, Data: data}})
 			if err != nil {
-				t.Fatalf("Build failed instead of leaving the report out: %v", err)
+				t.Fatalf("results.Build failed instead of leaving the report out: %v", err)
 			}
 			if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], tc.want) {
 				t.Fatalf("warnings %q, want one saying %q", res.Warnings, tc.want)
@@ -403,7 +404,7 @@ func TestWatcherNeverBlocksTheRun(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < watchBuffer+50; i++ {
-			w.emit(Event{Kind: EventInterval})
+			w.emit(results.Event{Kind: results.EventInterval})
 		}
 		close(done)
 	}()
@@ -414,7 +415,7 @@ func TestWatcherNeverBlocksTheRun(t *testing.T) {
 	}
 	close(release)
 	w.close()
-	if n := len(got); n < watchBuffer || got[n-1] != EventWarning {
+	if n := len(got); n < watchBuffer || got[n-1] != results.EventWarning {
 		t.Errorf("watcher got %d events (last %v), want the buffered ones and a warning about the missed ones", n, got[max(n-1, 0):])
 	}
 }
@@ -460,4 +461,14 @@ func TestBaselineRepeatsGiveAColdDistribution(t *testing.T) {
 	if _, err := c.RunBaseline(context.Background(), BaselineSpec{Repeats: 101}, nil); err == nil || !strings.Contains(err.Error(), "repeats 101") {
 		t.Errorf("err = %v, want repeats 101 refused", err)
 	}
+}
+
+// runByLabel finds a labelled run in a result.
+func runByLabel(runs []results.Run, label string) *results.Run {
+	for i := range runs {
+		if runs[i].Label == label {
+			return &runs[i]
+		}
+	}
+	return nil
 }

@@ -10,34 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/protobuf/proto"
-)
-
-// Restart-grid event kinds. A grid run's events.jsonl holds, in order:
-// grid_start, then per point grid_point_start, engine_ready and
-// grid_point_ready (or, when the engine refused to start, straight
-// grid_point_end), the point's levels as a sweep records them (level_start,
-// sweep_interval, level_end, with grid-wide level numbers) each followed by
-// grid_level_end, and grid_point_end.
-const (
-	EventGridStart      = "grid_start"
-	EventGridPointStart = "grid_point_start"
-	EventGridPointReady = "grid_point_ready"
-	EventGridLevelEnd   = "grid_level_end"
-	EventGridPointEnd   = "grid_point_end"
-)
-
-// Grid point statuses, as grid_point_end records them.
-const (
-	// PointOK: the engine started and every level of the point ran.
-	PointOK = "ok"
-	// PointRefused: the engine did not start with the point's knobs (for
-	// example too little KV memory for max_model_len); the grid goes on.
-	PointRefused = "refused"
-	// PointFailed: the point started but failed part-way.
-	PointFailed = "failed"
 )
 
 // GridSpec configures a restart grid: for each point the gpunode's engine is
@@ -80,7 +56,7 @@ type GridReady struct {
 type LevelSchedule interface {
 	// Next returns the next level to run, given the observation of the
 	// previous one (nil before the first), or false when the point is done.
-	Next(prev *LevelObservation) (GridLevel, bool)
+	Next(prev *results.LevelObservation) (GridLevel, bool)
 }
 
 // GridLevel is one closed-loop level of a point.
@@ -90,55 +66,6 @@ type GridLevel struct {
 	Workload    *pb.Workload
 	Generator   *pb.WorkloadGen
 }
-
-// LevelObservation is what the engine's /metrics said during one level, as
-// the gpunode scraped them. Nil fields were not measured (no sample carried
-// the metric).
-type LevelObservation struct {
-	Point       int      `json:"point"`
-	Level       int      `json:"level"`
-	Concurrency int      `json:"concurrency"`
-	Samples     int      `json:"samples"`
-	Preemptions *float64 `json:"preemptions"`
-	// WaitingMax is the largest vllm:num_requests_waiting over the level.
-	WaitingMax *float64 `json:"waiting_max"`
-	// WaitingFrac is the fraction of the samples after the warm-up with
-	// vllm:num_requests_waiting > 0.
-	WaitingFrac *float64 `json:"waiting_frac"`
-	// E2EP50Ms is the level's E2E p50 as its reports arrived, when any
-	// request finished; a schedule sizes its next level from it.
-	E2EP50Ms *float64 `json:"e2e_p50_ms"`
-	Error    string   `json:"error,omitempty"`
-}
-
-// Payloads of the grid events.
-type (
-	gridStart struct {
-		RunID      string          `json:"run_id"`
-		Experiment string          `json:"experiment"`
-		Profile    string          `json:"profile"`
-		API        string          `json:"api"`
-		Points     []gridPointJSON `json:"points"`
-		Params     any             `json:"params,omitempty"`
-	}
-	gridPointJSON struct {
-		Point int     `json:"point"`
-		Label string  `json:"label"`
-		Knobs rawJSON `json:"knobs"`
-	}
-	gridPointReady struct {
-		Point   int     `json:"point"`
-		Figures rawJSON `json:"figures"`
-		Plan    any     `json:"plan,omitempty"`
-	}
-	gridPointEnd struct {
-		Point  int    `json:"point"`
-		Status string `json:"status"`
-		// Error is why the point failed, or the gpunode's account of the
-		// engine's refusal to start (its exit status, root cause and log tail).
-		Error string `json:"error,omitempty"`
-	}
-)
 
 // ErrGridSpec wraps a GridSpec's own defects.
 var ErrGridSpec = errors.New("invalid grid")
@@ -177,7 +104,7 @@ func (s GridSpec) validate() error {
 // and the grid goes on. The run fails when no point started, or when a
 // started point fails (an engine exit, a lost gpunode, a failed level);
 // what was measured is rendered either way.
-func (c *Coordinator) RunGrid(ctx context.Context, spec GridSpec, emit func(Event)) (RunResult, error) {
+func (c *Coordinator) RunGrid(ctx context.Context, spec GridSpec, emit func(results.Event)) (RunResult, error) {
 	if spec.Profile == "" {
 		spec.Profile = "sim"
 	}
@@ -193,11 +120,15 @@ func (c *Coordinator) RunGrid(ctx context.Context, spec GridSpec, emit func(Even
 }
 
 func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) error {
-	gs := gridStart{RunID: spec.RunID, Experiment: spec.Experiment, Profile: spec.Profile, API: spec.API, Params: spec.Params}
-	for i, p := range spec.Points {
-		gs.Points = append(gs.Points, gridPointJSON{Point: i, Label: p.Label, Knobs: protoJSON(p.Knobs)})
+	params, err := json.Marshal(spec.Params)
+	if err != nil {
+		return fmt.Errorf("encode the grid's parameters: %w", err)
 	}
-	r.record(EventGridStart, gs)
+	gs := results.GridStart{RunID: spec.RunID, Experiment: spec.Experiment, Profile: spec.Profile, API: spec.API, Params: params}
+	for i, p := range spec.Points {
+		gs.Points = append(gs.Points, results.GridPointInfo{Point: i, Label: p.Label, Knobs: results.ProtoJSON(p.Knobs)})
+	}
+	r.record(results.EventGridStart, gs)
 	gpuM, agentMs, err := c.waitForMembers(ctx, true)
 	if err != nil {
 		return err
@@ -205,7 +136,7 @@ func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) erro
 	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
 		agentMs = agentMs[:spec.MaxAgents]
 	}
-	r.record(EventMembers, c.members.Members())
+	r.record(results.EventMembers, c.members.Members())
 	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("connect to gpunode %s at %s: %w", gpuM.Name, gpuM.GRPCAddr, err)
@@ -215,7 +146,7 @@ func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) erro
 	if err != nil {
 		return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
 	}
-	r.record(EventNodeInfo, info)
+	r.record(results.EventNodeInfo, info)
 	stopWatch := r.watchMember(ctx, c.members, gpuM.Name)
 	defer stopWatch()
 
@@ -257,7 +188,7 @@ type gridRun struct {
 // start. An error ends the grid.
 func (g *gridRun) point(ctx context.Context, i int, p GridPoint) (started bool, err error) {
 	r, c := g.r, g.c
-	r.record(EventGridPointStart, gridPointJSON{Point: i, Label: p.Label, Knobs: protoJSON(p.Knobs)})
+	r.record(results.EventGridPointStart, results.GridPointInfo{Point: i, Label: p.Label, Knobs: results.ProtoJSON(p.Knobs)})
 	// The sample stream runs only while the point's engine is up: an
 	// engine that exits while refusing to start is this point's outcome,
 	// not the run's failure.
@@ -269,28 +200,32 @@ func (g *gridRun) point(ctx context.Context, i int, p GridPoint) (started bool, 
 		if r.failed() != nil {
 			return false, r.failed()
 		}
-		r.record(EventGridPointEnd, gridPointEnd{Point: i, Status: PointRefused, Error: err.Error()})
+		r.record(results.EventGridPointEnd, results.GridPointEnd{Point: i, Status: results.PointRefused, Error: err.Error()})
 		return false, nil
 	}
-	r.record(EventEngineReady, eng)
+	r.record(results.EventEngineReady, eng)
 	plan, sched := g.spec.Plan(GridReady{Index: i, Point: p, Engine: eng})
-	r.record(EventGridPointReady, gridPointReady{Point: i, Figures: protoJSON(eng.GetFigures()), Plan: plan})
+	planJSON, err := json.Marshal(plan)
+	if err != nil {
+		return true, fmt.Errorf("encode the point's plan: %w", err)
+	}
+	r.record(results.EventGridPointReady, results.GridPointReady{Point: i, Figures: results.ProtoJSON(eng.GetFigures()), Plan: planJSON})
 
 	tap := &sampleTap{}
 	stop := r.startSampling(ctx, tappedNode{GPUNode: g.gn, tap: tap.add}, g.gpuName, true, c.cfg.SampleInterval)
 	err = g.levels(ctx, i, sched, tap, eng)
 	stop()
-	end := gridPointEnd{Point: i, Status: PointOK}
+	end := results.GridPointEnd{Point: i, Status: results.PointOK}
 	if err != nil {
-		end.Status, end.Error = PointFailed, err.Error()
+		end.Status, end.Error = results.PointFailed, err.Error()
 	}
-	r.record(EventGridPointEnd, end)
+	r.record(results.EventGridPointEnd, end)
 	return true, err
 }
 
 // levels runs a started point's schedule.
 func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, tap *sampleTap, eng *pb.EngineInfo) error {
-	var prev *LevelObservation
+	var prev *results.LevelObservation
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -320,7 +255,7 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		if err != nil {
 			obs.Error = err.Error()
 		}
-		g.r.record(EventGridLevelEnd, obs)
+		g.r.record(results.EventGridLevelEnd, obs)
 		if err != nil {
 			return err
 		}
@@ -378,7 +313,7 @@ func (s *sampleTap) add(h *pb.HostSample) {
 	s.mu.Unlock()
 }
 
-func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) LevelObservation {
+func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) results.LevelObservation {
 	s.mu.Lock()
 	ms := append([]engineMetricSample(nil), s.ms...)
 	s.mu.Unlock()
@@ -398,9 +333,9 @@ func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) LevelObservation {
 // queue is empty again; the fraction counts the samples from then on. A
 // level whose queue never empties counts every sample after its warm-up.
 // The queue that drains after measEnd, when the load stops, is not a drain.
-func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) LevelObservation {
+func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) results.LevelObservation {
 	sort.SliceStable(ms, func(i, j int) bool { return ms[i].t < ms[j].t })
-	var o LevelObservation
+	var o results.LevelObservation
 	var base, first, last *float64
 	formed := false
 	settle := warmEnd
@@ -462,10 +397,4 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) Lev
 	return o
 }
 
-// decodeGridJSON decodes one grid event's payload, naming the event.
-func decodeGridJSON(i int, ev Event, v any) error {
-	if err := json.Unmarshal(ev.Data, v); err != nil {
-		return fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
-	}
-	return nil
-}
+func ptr(v float64) *float64 { return &v }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/sim"
@@ -79,9 +81,9 @@ func TestObserveLevel(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := observeLevel(tt.ms, from, warm, measEnd, to)
-			if !eqPtr(o.Preemptions, tt.preemptions) || !eqPtr(o.WaitingFrac, tt.frac) || kvOnset(&o) != tt.onset {
+			if !eqPtr(o.Preemptions, tt.preemptions) || !eqPtr(o.WaitingFrac, tt.frac) || results.KVOnset(&o) != tt.onset {
 				t.Errorf("got preemptions %s, waiting frac %s, onset %v; want %s, %s, %v",
-					fmtPtr(o.Preemptions, "%g"), fmtPtr(o.WaitingFrac, "%.3f"), kvOnset(&o), fmtPtr(tt.preemptions, "%g"), fmtPtr(tt.frac, "%.3f"), tt.onset)
+					fmtF(o.Preemptions, "%g"), fmtF(o.WaitingFrac, "%.3f"), results.KVOnset(&o), fmtF(tt.preemptions, "%g"), fmtF(tt.frac, "%.3f"), tt.onset)
 			}
 		})
 	}
@@ -128,7 +130,7 @@ func TestPredictKVMatchesTheSimulator(t *testing.T) {
 				t.Fatal(err)
 			}
 			if p.Source != "config+gpu" || p.KVTokens == nil || *p.KVTokens != want.Tokens || *p.NumBlocks != want.NumBlocks || *p.MaxConcurrency != want.MaxConcurrency {
-				t.Fatalf("prediction %+v (tokens %s), simulator plan %+v", p, intCell(p.KVTokens), want)
+				t.Fatalf("prediction %+v (tokens %s), simulator plan %+v", p, fmt.Sprint(p.KVTokens), want)
 			}
 			// From the reported budget alone, the same blocks.
 			gib := want.AvailableBytes / (1 << 30)
@@ -229,7 +231,7 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := BuildKVScale(mustEvents(t, res.Dir))
+	kr, err := results.BuildKVScale(mustEvents(t, res.Dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,12 +241,12 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 	for _, p := range kr.Points {
 		switch {
 		case p.GPUMemoryUtilization < 0.4:
-			if p.Status != PointRefused || !strings.Contains(p.Error, "No available memory") || p.Prediction.Refusal == "" || len(p.Levels) != 0 {
+			if p.Status != results.PointRefused || !strings.Contains(p.Error, "No available memory") || p.Prediction.Refusal == "" || len(p.Levels) != 0 {
 				t.Errorf("%s: status %q error %q predicted refusal %q, %d levels: want refused with the engine's error, predicted, no level", p.Label, p.Status, p.Error, p.Prediction.Refusal, len(p.Levels))
 			}
 		default:
 			last := p.Levels[len(p.Levels)-1]
-			if p.Status != PointOK || p.Onset == nil || *p.Onset != last.Concurrency || *p.Onset <= g.capacity || p.OnsetKind != "queue" {
+			if p.Status != results.PointOK || p.Onset == nil || *p.Onset != last.Concurrency || *p.Onset <= g.capacity || p.OnsetKind != "queue" {
 				t.Errorf("%s: status %q, onset %v (%s), last step %d: want the first step above %d", p.Label, p.Status, p.Onset, p.OnsetKind, last.Concurrency, g.capacity)
 			}
 			for _, l := range p.Levels[:len(p.Levels)-1] {
@@ -253,11 +255,11 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 				}
 			}
 			if p.KVTokensDiffPct == nil || *p.KVTokensDiffPct != 0 {
-				t.Errorf("%s: KV tokens diff %s, want 0 (the fake reports the prediction)", p.Label, fmtPtr(p.KVTokensDiffPct, "%g"))
+				t.Errorf("%s: KV tokens diff %s, want 0 (the fake reports the prediction)", p.Label, fmtF(p.KVTokensDiffPct, "%g"))
 			}
 		}
 	}
-	f, err := os.Open(filepath.Join(res.Dir, KVScaleCSV))
+	f, err := os.Open(filepath.Join(res.Dir, results.KVScaleCSV))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +284,7 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 			}
 		}
 	}
-	md, err := os.ReadFile(filepath.Join(res.Dir, KVScaleReport))
+	md, err := os.ReadFile(filepath.Join(res.Dir, results.KVScaleReport))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,18 +294,18 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 		}
 	}
 	// `ttftlab report` re-renders the same files from events.jsonl.
-	if err := os.Remove(filepath.Join(res.Dir, KVScaleCSV)); err != nil {
+	if err := os.Remove(filepath.Join(res.Dir, results.KVScaleCSV)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RenderDir(res.Dir); err != nil {
+	if _, err := results.RenderDir(res.Dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(res.Dir, KVScaleCSV)); err != nil {
+	if _, err := os.Stat(filepath.Join(res.Dir, results.KVScaleCSV)); err != nil {
 		t.Fatalf("re-render: %v", err)
 	}
 }
 
-func mustEvents(t *testing.T, dir string) []Event {
+func mustEvents(t *testing.T, dir string) []results.Event {
 	t.Helper()
 	evs, err := ReadEvents(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
@@ -328,12 +330,12 @@ func TestKVScaleInterruptedGridRendersWhatItMeasured(t *testing.T) {
 	evs := mustEvents(t, res.Dir)
 	cut := 0
 	for i, ev := range evs {
-		if ev.Kind == EventGridLevelEnd {
+		if ev.Kind == results.EventGridLevelEnd {
 			cut = i + 1
 			break
 		}
 	}
-	kr, err := BuildKVScale(evs[:cut])
+	kr, err := results.BuildKVScale(evs[:cut])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,4 +343,12 @@ func TestKVScaleInterruptedGridRendersWhatItMeasured(t *testing.T) {
 	if kr.Status != "incomplete" || p.Status != "interrupted" || len(p.Levels) != 1 || p.Levels[0].Metrics[hdr.TTFT].Count == 0 {
 		t.Fatalf("run %q, point %q with %d levels: want incomplete, interrupted, the measured level kept", kr.Status, p.Status, len(p.Levels))
 	}
+}
+
+// fmtF formats an optional figure, or n/a.
+func fmtF(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
 }

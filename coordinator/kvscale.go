@@ -7,14 +7,12 @@ import (
 	"math"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/kvcalc"
 	"github.com/ttftlab/ttftlab/internal/sim"
 	"google.golang.org/protobuf/proto"
 )
-
-// ExperimentKVScale names the kvscale grid in grid_start.
-const ExperimentKVScale = "kvscale"
 
 // KVScale defaults.
 const (
@@ -25,12 +23,9 @@ const (
 	// maxKVScaleWarmup bounds a step's warm-up sized from the previous
 	// step's E2E.
 	maxKVScaleWarmup = 60 * time.Second
-	// maxKVScalePoints bounds the grid: each point restarts the engine.
-	maxKVScalePoints = 64
+	// maxKVScaleGridPoints bounds the grid: each point restarts the engine.
+	maxKVScaleGridPoints = 64
 )
-
-// kvScaleFactors are the concurrency steps, as multiples of C*.
-var kvScaleFactors = [...]float64{0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5}
 
 // KVScaleSpec configures the kvscale experiment: a restart grid over
 // max_model_len × gpu_memory_utilization that compares each point's KV
@@ -90,8 +85,8 @@ func (s KVScaleSpec) Validate() error {
 	if len(s.Utilizations) == 0 {
 		errs = append(errs, errors.New("gpu_memory_utilizations is empty: give at least one, e.g. 0.5,0.9"))
 	}
-	if n := len(s.MaxModelLens) * len(s.Utilizations); n > maxKVScalePoints {
-		errs = append(errs, fmt.Errorf("the grid has %d points (%d max_model_lens × %d utilizations); each restarts the engine: give at most %d", n, len(s.MaxModelLens), len(s.Utilizations), maxKVScalePoints))
+	if n := len(s.MaxModelLens) * len(s.Utilizations); n > maxKVScaleGridPoints {
+		errs = append(errs, fmt.Errorf("the grid has %d points (%d max_model_lens × %d utilizations); each restarts the engine: give at most %d", n, len(s.MaxModelLens), len(s.Utilizations), maxKVScaleGridPoints))
 	}
 	if s.OutputLen < 1 || s.OutputLen > 4096 {
 		errs = append(errs, fmt.Errorf("output_len %d is out of range: use 1..4096 tokens (short keeps the run fast)", s.OutputLen))
@@ -133,69 +128,15 @@ func (s KVScaleSpec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// kvScaleParams is the kvscale part of grid_start.
-type kvScaleParams struct {
-	MaxModelLens   []int          `json:"max_model_lens"`
-	Utilizations   []float64      `json:"gpu_memory_utilizations"`
-	MaxNumSeqs     int            `json:"max_num_seqs"`
-	OutputLen      int            `json:"output_len"`
-	LevelDurationS float64        `json:"level_duration_s"`
-	WarmupS        float64        `json:"warmup_s"`
-	MaxConcurrency int            `json:"max_concurrency"`
-	Factors        []float64      `json:"factors"`
-	Predictions    []KVPrediction `json:"predictions"`
-}
-
-// KVPrediction is internal/kvcalc's figure for one grid point.
-type KVPrediction struct {
-	// Source says what the prediction started from: "config+gpu" (the
-	// model's config and the simulator's GPU catalogue, vLLM's whole
-	// formula), "reported_available_kv" (the engine's logged "Available KV
-	// cache memory" with the model's layout), or "" (none possible; Note
-	// says why).
-	Source         string   `json:"source"`
-	Note           string   `json:"note,omitempty"`
-	Model          string   `json:"model,omitempty"`
-	GPU            string   `json:"gpu,omitempty"`
-	AvailableGiB   *float64 `json:"available_kv_gib"`
-	NumBlocks      *int     `json:"num_gpu_blocks"`
-	KVTokens       *int     `json:"kv_cache_tokens"`
-	MaxConcurrency *float64 `json:"max_concurrency"`
-	// Refusal is vLLM's startup error when the point should not start.
-	Refusal string `json:"refusal,omitempty"`
-}
-
-// KVPlan is a started point's workload and its predicted onset.
-type KVPlan struct {
-	Prediction KVPrediction `json:"prediction"`
-	PromptLen  int          `json:"prompt_len"`
-	OutputLen  int          `json:"output_len"`
-	// BlocksPerRequest is ⌈(P+O−1)/block_size⌉, what one request holds at
-	// its end.
-	BlocksPerRequest int `json:"blocks_per_request"`
-	// NumBlocks is the num_gpu_blocks C* is computed from, and
-	// NumBlocksSource whether it is the engine's reported figure or the
-	// prediction.
-	NumBlocks       *int   `json:"num_gpu_blocks"`
-	NumBlocksSource string `json:"num_gpu_blocks_source,omitempty"`
-	// CStar = ⌊(num_gpu_blocks − 1) / blocks_per_request⌋ (docs/sim.md §10).
-	CStar *int  `json:"c_star"`
-	Steps []int `json:"steps"`
-	// Capped is set when C* × 1.5 is above max_concurrency: an onset may
-	// lie above the tested range.
-	Capped bool   `json:"capped"`
-	Note   string `json:"note,omitempty"`
-}
-
 // RunKVScale runs the kvscale experiment (docs/experiments.md).
-func (c *Coordinator) RunKVScale(ctx context.Context, spec KVScaleSpec, emit func(Event)) (RunResult, error) {
+func (c *Coordinator) RunKVScale(ctx context.Context, spec KVScaleSpec, emit func(results.Event)) (RunResult, error) {
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	params := kvScaleParams{MaxModelLens: spec.MaxModelLens, Utilizations: spec.Utilizations, MaxNumSeqs: spec.MaxNumSeqs,
+	params := results.KVScaleParams{MaxModelLens: spec.MaxModelLens, Utilizations: spec.Utilizations, MaxNumSeqs: spec.MaxNumSeqs,
 		OutputLen: spec.OutputLen, LevelDurationS: spec.LevelDuration.Seconds(), WarmupS: spec.Warmup.Seconds(),
-		MaxConcurrency: spec.MaxConcurrency, Factors: kvScaleFactors[:]}
+		MaxConcurrency: spec.MaxConcurrency, Factors: results.KVScaleFactors[:]}
 	var points []GridPoint
 	for _, u := range spec.Utilizations {
 		for _, m := range spec.MaxModelLens {
@@ -212,7 +153,7 @@ func (c *Coordinator) RunKVScale(ctx context.Context, spec KVScaleSpec, emit fun
 			params.Predictions = append(params.Predictions, PredictKV(spec.Profile, k, nil))
 		}
 	}
-	gs := GridSpec{RunID: spec.RunID, OutDir: spec.OutDir, Profile: spec.Profile, API: spec.API, Experiment: ExperimentKVScale,
+	gs := GridSpec{RunID: spec.RunID, OutDir: spec.OutDir, Profile: spec.Profile, API: spec.API, Experiment: results.ExperimentKVScale,
 		Params: params, Points: points, MaxAgents: spec.MaxAgents,
 		Plan: func(ready GridReady) (any, LevelSchedule) {
 			plan := planKVScale(spec, params.Predictions[ready.Index], ready)
@@ -226,13 +167,13 @@ func (c *Coordinator) RunKVScale(ctx context.Context, spec KVScaleSpec, emit fun
 // models) and the GPU (the simulator's catalogue; a sim profile's default
 // when the knobs name none); with one (availableGiB, from the engine's log)
 // it needs only the model's layout.
-func PredictKV(profile string, k *pb.EngineKnobs, availableGiB *float64) KVPrediction {
+func PredictKV(profile string, k *pb.EngineKnobs, availableGiB *float64) results.KVPrediction {
 	def := sim.DefaultConfig()
 	name := k.GetModel()
 	if name == "" && profile == "sim" {
 		name = def.Model
 	}
-	p := KVPrediction{Model: name}
+	p := results.KVPrediction{Model: name}
 	m, err := sim.LookupModel(name)
 	if err != nil {
 		p.Note = fmt.Sprintf("model %q is not in the built-in catalogue, so its KV layout is unknown: no prediction", name)
@@ -305,7 +246,7 @@ func PredictKV(profile string, k *pb.EngineKnobs, availableGiB *float64) KVPredi
 }
 
 // planKVScale fixes a started point's workload, C* and steps.
-func planKVScale(spec KVScaleSpec, pred KVPrediction, ready GridReady) KVPlan {
+func planKVScale(spec KVScaleSpec, pred results.KVPrediction, ready GridReady) results.KVPlan {
 	f := ready.Engine.GetFigures()
 	if pred.Source == "" && f.AvailableKvGib != nil {
 		// No config+GPU prediction (a real engine on an unknown GPU): use
@@ -313,7 +254,7 @@ func planKVScale(spec KVScaleSpec, pred KVPrediction, ready GridReady) KVPlan {
 		pred = PredictKV(spec.Profile, ready.Point.Knobs, f.AvailableKvGib)
 	}
 	mml := int(ready.Point.Knobs.GetMaxModelLen())
-	p := KVPlan{Prediction: pred, PromptLen: mml / 2, OutputLen: spec.OutputLen}
+	p := results.KVPlan{Prediction: pred, PromptLen: mml / 2, OutputLen: spec.OutputLen}
 	p.BlocksPerRequest = (p.PromptLen + p.OutputLen - 1 + kvcalc.DefaultBlockSize - 1) / kvcalc.DefaultBlockSize
 	switch {
 	case f.KvCacheTokens != nil:
@@ -347,7 +288,7 @@ func planKVScale(spec KVScaleSpec, pred KVPrediction, ready GridReady) KVPlan {
 // kvScaleSteps returns C* × kvScaleFactors rounded, at least 1,
 // deduplicated and capped at maxConc; capped says some step was cut.
 func kvScaleSteps(cstar, maxConc int) (steps []int, capped bool) {
-	for _, f := range kvScaleFactors {
+	for _, f := range results.KVScaleFactors {
 		v := max(1, int(math.Round(f*float64(cstar))))
 		if v > maxConc {
 			capped = true
@@ -360,29 +301,16 @@ func kvScaleSteps(cstar, maxConc int) (steps []int, capped bool) {
 	return steps, capped
 }
 
-// kvOnset reports whether a level shows the onset: a preemption, or a
-// waiting queue above zero in at least half of the samples after the
-// opening burst (observeLevel). Below C* the queue is empty in almost every
-// such sample; /metrics is scraped about once a second, so a step holds only
-// a handful and "at least half" rather than "more than half" keeps one
-// concurrency step of C*+1 from being missed by one sample.
-func kvOnset(o *LevelObservation) bool {
-	if o == nil {
-		return false
-	}
-	return (o.Preemptions != nil && *o.Preemptions > 0) || (o.WaitingFrac != nil && *o.WaitingFrac >= 0.5)
-}
-
 // kvSchedule steps up the point's concurrencies until the onset.
 type kvSchedule struct {
 	spec KVScaleSpec
-	plan KVPlan
+	plan results.KVPlan
 	seed uint64
 	next int
 }
 
-func (s *kvSchedule) Next(prev *LevelObservation) (GridLevel, bool) {
-	if kvOnset(prev) || s.next >= len(s.plan.Steps) {
+func (s *kvSchedule) Next(prev *results.LevelObservation) (GridLevel, bool) {
+	if results.KVOnset(prev) || s.next >= len(s.plan.Steps) {
 		return GridLevel{}, false
 	}
 	c := s.plan.Steps[s.next]

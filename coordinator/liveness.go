@@ -12,16 +12,6 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 )
 
-// Liveness event kinds.
-const (
-	// EventEngineExit records the gpunode's report of an engine that exited
-	// on its own, with its exit code or signal, uptime and log tail.
-	EventEngineExit = "engine_exit"
-	// EventGPUNodeLost records a gpunode whose sample stream broke, or that
-	// memberlist marked dead, during a run that depends on it.
-	EventGPUNodeLost = "gpunode_lost"
-)
-
 // AgentSilenceLimit is how long an agent's run stream may carry nothing —
 // no interval report and no heartbeat — before the coordinator marks the
 // agent lost and cancels its stream. Agents send a heartbeat every 500 ms
@@ -29,18 +19,6 @@ const (
 // found within 2 s, which gRPC keepalive (floored at 10 s by grpc-go) cannot
 // do.
 const AgentSilenceLimit = 1500 * time.Millisecond
-
-// engineExitData is the payload of an engine_exit event.
-type engineExitData struct {
-	GPUNode string  `json:"gpunode"`
-	Exit    rawJSON `json:"exit"`
-}
-
-// gpunodeLostData is the payload of a gpunode_lost event.
-type gpunodeLostData struct {
-	GPUNode string `json:"gpunode"`
-	Error   string `json:"error"`
-}
 
 // EngineExitError fails a run whose engine exited on its own.
 type EngineExitError struct {

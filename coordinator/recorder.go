@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 )
 
@@ -15,7 +16,7 @@ import (
 // the gpunode sample stream of the run. It is safe for concurrent use.
 type recorder struct {
 	log    *eventLog
-	emit   func(Event)
+	emit   func(results.Event)
 	logger *slog.Logger
 
 	emitMu     sync.Mutex
@@ -58,14 +59,14 @@ func (r *recorder) record(kind string, v any) {
 	if err != nil {
 		r.logger.Error("event not saved", "kind", kind, "err", err)
 	}
-	if r.emit != nil && kind != EventSample {
+	if r.emit != nil && kind != results.EventSample {
 		r.emitMu.Lock()
 		r.emit(ev)
 		r.emitMu.Unlock()
 	}
 }
 
-func (r *recorder) mark(name string) { r.record(EventMark, markData{Name: name}) }
+func (r *recorder) mark(name string) { r.record(results.EventMark, results.Mark{Name: name}) }
 
 // startSampling streams the gpunode's samples into the log until the
 // returned stop function is called; stop waits for the stream to end.
@@ -86,11 +87,11 @@ func (r *recorder) startSampling(ctx context.Context, gn GPUNode, gpuName string
 		defer wg.Done()
 		err := gn.StreamSamples(sctx, interval, func(m *pb.StreamSamplesResponse) {
 			if ex := m.GetEngineExit(); ex != nil {
-				r.record(EventEngineExit, engineExitData{GPUNode: gpuName, Exit: protoJSON(ex)})
+				r.record(results.EventEngineExit, results.EngineExit{GPUNode: gpuName, Exit: ex})
 				r.fail(&EngineExitError{GPUNode: gpuName, Exit: ex})
 				return
 			}
-			r.record(EventSample, m.GetSample())
+			r.record(results.EventSample, m.GetSample())
 			r.mu.Lock()
 			close(r.sampleCond)
 			r.sampleCond = make(chan struct{})
@@ -106,7 +107,7 @@ func (r *recorder) startSampling(ctx context.Context, gn GPUNode, gpuName string
 			r.gpunodeLost(gpuName, fmt.Errorf("sample stream broke: %w", err))
 			return
 		}
-		r.record(EventWarning, map[string]string{"message": "gpunode sample stream ended: " + err.Error()})
+		r.record(results.EventWarning, results.Warning{Message: "gpunode sample stream ended: " + err.Error()})
 	}()
 	return func() {
 		cancel()
@@ -119,7 +120,7 @@ func (r *recorder) gpunodeLost(name string, err error) {
 	if r.failed() != nil {
 		return // already failing: the first cause is the one reported
 	}
-	r.record(EventGPUNodeLost, gpunodeLostData{GPUNode: name, Error: err.Error()})
+	r.record(results.EventGPUNodeLost, results.GPUNodeLost{GPUNode: name, Error: err.Error()})
 	r.fail(&GPUNodeLostError{GPUNode: name, Err: err})
 }
 
@@ -187,5 +188,16 @@ func (r *recorder) nextSample(ctx context.Context, wait time.Duration) {
 		r.mu.Lock()
 		ch = r.sampleCond
 		r.mu.Unlock()
+	}
+}
+
+// checkInterval validates a report's histograms as it arrives and records a
+// warning event for a bad one, its text starting with prefix; the report
+// itself is recorded as received, and the results builders leave its
+// histograms out with the same warning.
+func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) {
+	if _, err := results.ReportHistograms(rep); err != nil {
+		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
+		r.record(results.EventWarning, results.Warning{Message: prefix + results.BadHistogramsWarning(err)})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -145,12 +146,12 @@ func (w *watcher) loop() {
 	}
 	if n := w.dropped.Load(); n > 0 && err == nil {
 		msg := fmt.Sprintf("this watcher fell behind and missed %d events; events.jsonl has them all", n)
-		_ = w.send(&pb.RunEvent{Kind: EventWarning, Json: fmt.Sprintf(`{"message":%q}`, msg)})
+		_ = w.send(&pb.RunEvent{Kind: results.EventWarning, Json: fmt.Sprintf(`{"message":%q}`, msg)})
 	}
 }
 
 // emit queues an event without blocking.
-func (w *watcher) emit(ev Event) {
+func (w *watcher) emit(ev results.Event) {
 	select {
 	case w.ch <- &pb.RunEvent{UnixNano: ev.T, Kind: ev.Kind, Json: string(ev.Data)}:
 	default:

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"io"
 	"net"
 	"path/filepath"
@@ -95,7 +96,7 @@ func TestSimSweepWithLongRequestsMarksLevelsAndKeepsThroughput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sr, err := BuildSweep(evs)
+	sr, err := results.BuildSweep(evs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +107,12 @@ func TestSimSweepWithLongRequestsMarksLevelsAndKeepsThroughput(t *testing.T) {
 		e2e := l.Metrics[hdr.E2E]
 		completed := float64(l.OutputTokens) / *l.DurationS
 		t.Logf("c=%g: %d successes, E2E p50 %.2f s, window %s s, %s tok/s streamed in the window (completed tokens over the measured span: %.0f tok/s); %v",
-			l.Value, l.Successes, e2e.P50/1000, fmtPtr(l.WindowS, "%.2f"), fmtPtr(l.TokensPerS, "%.0f"), completed, l.InsufficientReasons)
+			l.Value, l.Successes, e2e.P50/1000, fmtG(l.WindowS), fmtG(l.TokensPerS), completed, l.InsufficientReasons)
 		if e2e.Count == 0 || e2e.P50 < 2000 {
 			t.Fatalf("c=%g: E2E p50 %.0f ms; the test needs requests longer than the 2 s window", l.Value, e2e.P50)
 		}
 		if l.ThroughputBasis != "streamed" || l.WindowS == nil || *l.WindowS < 1.9 || *l.WindowS > 2.1 {
-			t.Errorf("c=%g: throughput basis %q over %s s, want streamed tokens over the 2 s window", l.Value, l.ThroughputBasis, fmtPtr(l.WindowS, "%g"))
+			t.Errorf("c=%g: throughput basis %q over %s s, want streamed tokens over the 2 s window", l.Value, l.ThroughputBasis, fmtG(l.WindowS))
 		}
 		if !l.Insufficient || len(l.InsufficientFor) != 3 {
 			t.Errorf("c=%g: insufficient %v for %v; a 2 s window with E2E p50 %.1f s must mark every percentile", l.Value, l.Insufficient, l.InsufficientFor, e2e.P50/1000)

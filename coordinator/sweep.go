@@ -13,21 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"google.golang.org/protobuf/proto"
-)
-
-// Sweep event kinds.
-const (
-	EventSweepStart    = "sweep_start"
-	EventLevelStart    = "level_start"
-	EventSweepInterval = "sweep_interval"
-	EventAgentLost     = "agent_lost"
-	EventLevelEnd      = "level_end"
-	// EventTargetVersion records an external target's GET /version answer.
-	EventTargetVersion = "target_version"
 )
 
 // SweepSpec configures a load sweep: one level after another, each split
@@ -126,80 +116,11 @@ func (s SweepSpec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// sweepStart is the payload of the sweep_start event.
-type sweepStart struct {
-	RunID     string        `json:"run_id"`
-	BaseURL   string        `json:"base_url,omitempty"`
-	Model     string        `json:"model,omitempty"`
-	API       string        `json:"api"`
-	Levels    []float64     `json:"levels"`
-	Load      *pb.LoadModel `json:"-"`
-	LoadJSON  rawJSON       `json:"load"`
-	Workload  rawJSON       `json:"workload"`
-	Generator rawJSON       `json:"generator,omitempty"`
-	AgentLoss string        `json:"agent_loss"`
-}
-
-type levelStart struct {
-	Level   int      `json:"level"`
-	Value   float64  `json:"value"`
-	Agents  []string `json:"agents"`
-	StartNs int64    `json:"start_unix_nano"`
-	// DurationMs and WarmupMs are the level's measured duration and its
-	// warm-up; DurationReason says how the duration was chosen (pinned, or
-	// sized from the level before).
-	DurationMs     int64  `json:"duration_ms,omitempty"`
-	WarmupMs       int64  `json:"warmup_ms,omitempty"`
-	DurationReason string `json:"duration_reason,omitempty"`
-}
-
-type sweepInterval struct {
-	Level  int     `json:"level"`
-	Report rawJSON `json:"report"`
-}
-
-type agentLost struct {
-	Level     int    `json:"level"`
-	Agent     string `json:"agent"`
-	Error     string `json:"error"`
-	Intervals int    `json:"intervals_received"`
-	// Requests is the requests finished (ok + failed, warm-up included) in
-	// the intervals received.
-	Requests uint64 `json:"requests_received"`
-	InFlight uint32 `json:"in_flight_at_loss"`
-}
-
-// rawJSON embeds a protobuf message's JSON in an event payload.
-type rawJSON []byte
-
-func (r rawJSON) MarshalJSON() ([]byte, error) {
-	if len(r) == 0 {
-		return []byte("null"), nil
-	}
-	return r, nil
-}
-
-func (r *rawJSON) UnmarshalJSON(b []byte) error {
-	*r = append((*r)[:0], b...)
-	return nil
-}
-
-func protoJSON(m proto.Message) rawJSON {
-	if m == nil {
-		return nil
-	}
-	b, err := pjson.Marshal(m)
-	if err != nil {
-		return nil
-	}
-	return b
-}
-
 // RunSweep runs the levels one after another. For each level every agent
 // gets the same global plan and its own segment i/n..(i+1)/n, and all start
 // at one barrier time. Intervals are recorded as they arrive. A lost agent
 // is recorded with what it delivered; the level goes on without it.
-func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(Event)) (RunResult, error) {
+func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(results.Event)) (RunResult, error) {
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
@@ -217,7 +138,7 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
 		agentMs = agentMs[:spec.MaxAgents]
 	}
-	r.record(EventMembers, c.members.Members())
+	r.record(results.EventMembers, c.members.Members())
 	baseURL, model := spec.BaseURL, spec.Model
 	if gpuM.GRPCAddr != "" {
 		gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
@@ -229,7 +150,7 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 		if err != nil {
 			return fmt.Errorf("gpunode %s info: %w", gpuM.Name, err)
 		}
-		r.record(EventNodeInfo, info)
+		r.record(results.EventNodeInfo, info)
 		// A sweep of the engine this gpunode starts depends on it: a broken
 		// stream or a dead member fails the sweep. Against an explicit
 		// base_url the gpunode only samples, and losing it is a warning. An
@@ -246,7 +167,7 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 			if err != nil {
 				return fmt.Errorf("start engine (profile %q): %w", spec.Profile, err)
 			}
-			r.record(EventEngineReady, eng)
+			r.record(results.EventEngineReady, eng)
 			baseURL, model = eng.GetBaseUrl(), eng.GetServedModelName()
 		}
 	}
@@ -256,10 +177,10 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 	if spec.BaseURL != "" {
 		// Best effort: an external target says what it is (a simulated
 		// engine answers "…+sim"); an unreachable /version is not an error.
-		r.record(EventTargetVersion, map[string]string{"version": targetVersion(ctx, spec.BaseURL)})
+		r.record(results.EventTargetVersion, results.TargetVersion{Version: targetVersion(ctx, spec.BaseURL)})
 	}
-	r.record(EventSweepStart, sweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
-		LoadJSON: protoJSON(spec.Load), Workload: protoJSON(spec.Workload), Generator: protoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
+	r.record(results.EventSweepStart, results.SweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
+		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
 
 	var prevE2E time.Duration
 	for li, level := range spec.Levels {
@@ -361,7 +282,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 		}
 	}()
 	lostMember := func(m membership.Member, err error, got watchedRun) {
-		r.record(EventAgentLost, agentLost{Level: li, Agent: m.Name, Error: err.Error(), Intervals: got.Intervals, Requests: got.Requests, InFlight: got.InFlight})
+		r.record(results.EventAgentLost, results.AgentLost{Level: li, Agent: m.Name, Error: err.Error(), Intervals: got.Intervals, Requests: got.Requests, InFlight: got.InFlight})
 		lost = append(lost, m.Name)
 	}
 	for _, am := range agents {
@@ -380,7 +301,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 	for i, cl := range clients {
 		names[i] = cl.m.Name
 	}
-	r.record(EventLevelStart, levelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano(),
+	r.record(results.EventLevelStart, results.LevelStart{Level: li, Value: level, Agents: names, StartNs: start.UnixNano(),
 		DurationMs: load.GetDurationMs(), WarmupMs: load.GetWarmupMs(), DurationReason: why})
 	n := len(clients)
 	var mu sync.Mutex
@@ -406,9 +327,9 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			// A stream silent for AgentSilenceLimit is cancelled: the agent
 			// is lost with what it delivered, and nothing it sends later counts.
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
-				r.checkInterval(levelPrefix(li), rep)
-				r.record(EventSweepInterval, sweepInterval{Level: li, Report: protoJSON(rep)})
-				if set, err := reportHistograms(rep); err == nil && !rep.GetWarmup() {
+				r.checkInterval(results.LevelPrefix(li), rep)
+				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep})
+				if set, err := results.ReportHistograms(rep); err == nil && !rep.GetWarmup() {
 					if h, ok := set[hdr.E2E]; ok {
 						mu.Lock()
 						e2e.Merge(h)
@@ -435,7 +356,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 		}()
 	}
 	wg.Wait()
-	r.record(EventLevelEnd, map[string]any{"level": li})
+	r.record(results.EventLevelEnd, results.LevelEnd{Level: li})
 	if len(rejected) > 0 {
 		return lost, 0, errors.Join(rejected...)
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,7 @@ func TestSweepLevelFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sr, err := BuildSweep(evs)
+			sr, err := results.BuildSweep(evs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +92,7 @@ func TestSweepLevelFailures(t *testing.T) {
 			if sr.Status != "failed" || !strings.Contains(sr.Error, tt.wantRun) {
 				t.Errorf("sweep status %q error %q, want failed with %q", sr.Status, sr.Error, tt.wantRun)
 			}
-			md, err := os.ReadFile(filepath.Join(res.Dir, SweepReport))
+			md, err := os.ReadFile(filepath.Join(res.Dir, results.SweepReport))
 			if err != nil {
 				t.Fatal(err)
 			}

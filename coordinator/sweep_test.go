@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -124,9 +125,9 @@ func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
-	sr, err := BuildSweep(evs)
+	sr, err := results.BuildSweep(evs)
 	if err != nil {
-		t.Fatalf("BuildSweep: %v\n%s", err, b)
+		t.Fatalf("results.BuildSweep: %v\n%s", err, b)
 	}
 	if len(sr.Levels) != 2 {
 		t.Fatalf("%d levels, want 2", len(sr.Levels))
@@ -143,13 +144,13 @@ func TestSweepSplitsLevelsAcrossAgentsAndMergesExactly(t *testing.T) {
 	if sr.Levels[1].Metrics[hdr.TTFT].P50 <= sr.Levels[0].Metrics[hdr.TTFT].P50 {
 		t.Errorf("TTFT did not grow with the level")
 	}
-	md, _ := os.ReadFile(filepath.Join(res.Dir, SweepReport))
-	for _, want := range []string{"| c=2 | 2 | 24 |", "| c=8 | 2 | 24 |", "TTFT p50 more than doubles by c=8", SweepLatencySVG} {
+	md, _ := os.ReadFile(filepath.Join(res.Dir, results.SweepReport))
+	for _, want := range []string{"| c=2 | 2 | 24 |", "| c=8 | 2 | 24 |", "TTFT p50 more than doubles by c=8", results.SweepLatencySVG} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("sweep.md lacks %q:\n%s", want, md)
 		}
 	}
-	for _, f := range []string{SweepLatencySVG, SweepThroughSVG} {
+	for _, f := range []string{results.SweepLatencySVG, results.SweepThroughSVG} {
 		if _, err := os.Stat(filepath.Join(res.Dir, f)); err != nil {
 			t.Error(err)
 		}
@@ -165,7 +166,7 @@ func TestSweepKeepsALostAgentsIntervals(t *testing.T) {
 		t.Fatalf("continue policy failed the sweep: %v", err)
 	}
 	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
-	sr, err := BuildSweep(evs)
+	sr, err := results.BuildSweep(evs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestSweepKeepsALostAgentsIntervals(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "agent_loss is abort") {
 		t.Errorf("err = %v, want an abort", err)
 	}
-	if _, err := os.Stat(filepath.Join(res2.Dir, SweepReport)); err != nil {
+	if _, err := os.Stat(filepath.Join(res2.Dir, results.SweepReport)); err != nil {
 		t.Errorf("aborted sweep has no report: %v", err)
 	}
 }
@@ -231,7 +232,7 @@ func TestSweepOfAnExternalTargetRecordsItsVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
-	sr, err := BuildSweep(evs)
+	sr, err := results.BuildSweep(evs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +252,7 @@ func TestSweepReportsGoodputWhenSLOsAreSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs, _ := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
-	sr, err := BuildSweep(evs)
+	sr, err := results.BuildSweep(evs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func TestSweepReportsGoodputWhenSLOsAreSet(t *testing.T) {
 	c2 := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{intervals: 1, perInterval: 3}})
 	res2, _ := c2.RunSweep(context.Background(), SweepSpec{RunID: "ng", Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}}, nil)
 	evs2, _ := ReadEvents(filepath.Join(res2.Dir, "events.jsonl"))
-	sr2, _ := BuildSweep(evs2)
+	sr2, _ := results.BuildSweep(evs2)
 	if sr2.Levels[0].GoodputPerS != nil {
 		t.Errorf("goodput %v without SLOs, want nil", *sr2.Levels[0].GoodputPerS)
 	}
@@ -305,7 +306,7 @@ func TestSweepThroughputDividesByTheMeasuredSpan(t *testing.T) {
 	// warm-up only), but their measured requests span 4 s: throughput is
 	// requests / 4 s.
 	t0 := time.Unix(1000, 0)
-	mk := func(agent string, seq uint64, okN uint64, ms, me int64) Event {
+	mk := func(agent string, seq uint64, okN uint64, ms, me int64) results.Event {
 		set := hdr.Set{}
 		for i := uint64(0); i < okN; i++ {
 			set.Get(hdr.TTFT).Record(time.Millisecond)
@@ -318,19 +319,27 @@ func TestSweepThroughputDividesByTheMeasuredSpan(t *testing.T) {
 			b, _ := h.Encode()
 			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})
 		}
-		data, _ := json.Marshal(sweepInterval{Level: 0, Report: protoJSON(rep)})
-		return Event{Kind: EventSweepInterval, Data: data}
+		data, _ := json.Marshal(results.SweepInterval{Level: 0, Report: rep})
+		return results.Event{Kind: results.EventSweepInterval, Data: data}
 	}
 	sec := func(s float64) int64 { return t0.Add(time.Duration(s * float64(time.Second))).UnixNano() }
-	lvl, _ := json.Marshal(levelStart{Level: 0, Value: 2, Agents: []string{"a", "b"}})
+	lvl, _ := json.Marshal(results.LevelStart{Level: 0, Value: 2, Agents: []string{"a", "b"}})
 	// The measured report of an interval inside the warm-up carries no span
 	// and no request; it must not widen the span.
 	early := mk("a", 0, 0, 0, 0)
-	sr, err := BuildSweep([]Event{{Kind: EventLevelStart, Data: lvl}, early, mk("a", 1, 20, sec(2), sec(5)), mk("b", 1, 20, sec(2.5), sec(6))})
+	sr, err := results.BuildSweep([]results.Event{{Kind: results.EventLevelStart, Data: lvl}, early, mk("a", 1, 20, sec(2), sec(5)), mk("b", 1, 20, sec(2.5), sec(6))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l := sr.Levels[0]; l.DurationS == nil || *l.DurationS != 4 || *l.RequestsPerS != 10 || *l.TokensPerS != 100 {
-		t.Errorf("duration %v s, %v req/s, %v tok/s; want 4, 10, 100", fmtPtr(l.DurationS, "%g"), fmtPtr(l.RequestsPerS, "%g"), fmtPtr(l.TokensPerS, "%g"))
+		t.Errorf("duration %v s, %v req/s, %v tok/s; want 4, 10, 100", fmtG(l.DurationS), fmtG(l.RequestsPerS), fmtG(l.TokensPerS))
 	}
+}
+
+// fmtG formats *v, or n/a when v is nil.
+func fmtG(v *float64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprint(*v)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
@@ -178,7 +179,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("report takes one run directory (results/<run>), got %d arguments", fs.NArg())
 	}
 	dir := fs.Arg(0)
-	if _, err := coordinator.RenderDir(dir); err != nil {
+	if _, err := results.RenderDir(dir); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "rendered results.json and the reports in %s\n", dir)

@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // kvscale's defaults keep the simulated run short on a small host: a 3B
@@ -224,7 +226,7 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	runID := c.runID
 	dir, err := followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
-		if ev := resp.GetEvent(); ev.GetKind() == coordinator.EventGridStart {
+		if ev := resp.GetEvent(); ev.GetKind() == results.EventGridStart {
 			var d struct {
 				RunID string `json:"run_id"`
 			}
@@ -241,13 +243,13 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			// was measured from events.jsonl.
 			lc.Close()
 			rdir := filepath.Join(c.out, runID)
-			if _, rerr := coordinator.RenderDir(rdir); rerr == nil {
+			if _, rerr := results.RenderDir(rdir); rerr == nil {
 				fmt.Fprintf(stderr, "rendered what was measured in %s\n", rdir)
 			}
 		}
 		return fmt.Errorf("kvscale: %w", err)
 	}
-	if err := printReport(stdout, stderr, dir, coordinator.KVScaleReport, c.quiet); err != nil {
+	if err := printReport(stdout, stderr, dir, results.KVScaleReport, c.quiet); err != nil {
 		return err
 	}
 	// A run can end without an error and still have failed a step (no
@@ -267,28 +269,47 @@ func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // describeGridEvent renders a grid event's progress line, or "" for other
 // kinds.
 func describeGridEvent(ev *pb.RunEvent) string {
-	var d map[string]any
-	_ = json.Unmarshal([]byte(ev.GetJson()), &d)
-	str := func(k string) string { v, _ := d[k].(string); return v }
-	switch ev.GetKind() {
-	case coordinator.EventGridStart:
-		return fmt.Sprintf("%s grid of %d points", str("experiment"), len(asSlice(d["points"])))
-	case coordinator.EventGridPointStart:
-		return fmt.Sprintf("point %d: %s: restarting the engine", int(num(d["point"]))+1, str("label"))
-	case coordinator.EventGridPointReady:
-		f, _ := d["figures"].(map[string]any)
-		plan, _ := d["plan"].(map[string]any)
-		pred, _ := plan["prediction"].(map[string]any)
-		return fmt.Sprintf("point %d ready: KV tokens %v (predicted %v), max concurrency %v (predicted %v); C* %v, steps %v",
-			int(num(d["point"]))+1, f["kv_cache_tokens"], pred["kv_cache_tokens"], f["max_concurrency"], pred["max_concurrency"], plan["c_star"], plan["steps"])
-	case coordinator.EventGridLevelEnd:
-		return fmt.Sprintf("  concurrency %d: preemptions %v, waiting max %v, waiting > 0 in %v of the measured samples",
-			int(num(d["concurrency"])), d["preemptions"], d["waiting_max"], d["waiting_frac"])
-	case coordinator.EventGridPointEnd:
-		if e := str("error"); e != "" {
-			return fmt.Sprintf("point %d %s: %s", int(num(d["point"]))+1, str("status"), firstLine(e))
+	if !results.IsGridKind(ev.GetKind()) {
+		return ""
+	}
+	v, err := results.DecodeGrid(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
+	if err != nil {
+		return ev.GetKind() + " (unreadable: " + err.Error() + ")"
+	}
+	opt := func(p *float64, format string) string {
+		if p == nil {
+			return "n/a"
 		}
-		return fmt.Sprintf("point %d %s", int(num(d["point"]))+1, str("status"))
+		return fmt.Sprintf(format, *p)
+	}
+	switch d := v.(type) {
+	case results.GridStart:
+		return fmt.Sprintf("%s grid of %d points", d.Experiment, len(d.Points))
+	case results.GridPointInfo:
+		return fmt.Sprintf("point %d: %s: restarting the engine", d.Point+1, d.Label)
+	case results.GridPointReady:
+		var f pb.EngineFigures
+		_ = protojson.Unmarshal(d.Figures, &f)
+		var plan results.KVPlan
+		_ = json.Unmarshal(d.Plan, &plan)
+		cs := "n/a"
+		if plan.CStar != nil {
+			cs = strconv.Itoa(*plan.CStar)
+		}
+		pt := "n/a"
+		if plan.Prediction.KVTokens != nil {
+			pt = strconv.Itoa(*plan.Prediction.KVTokens)
+		}
+		return fmt.Sprintf("point %d ready: KV tokens %d (predicted %s), max concurrency %.2f (predicted %s); C* %s, steps %v",
+			d.Point+1, f.GetKvCacheTokens(), pt, f.GetMaxConcurrency(), opt(plan.Prediction.MaxConcurrency, "%.2f"), cs, plan.Steps)
+	case results.LevelObservation:
+		return fmt.Sprintf("  concurrency %d: preemptions %s, waiting max %s, waiting > 0 in %s of the measured samples",
+			d.Concurrency, opt(d.Preemptions, "%g"), opt(d.WaitingMax, "%g"), opt(d.WaitingFrac, "%.2f"))
+	case results.GridPointEnd:
+		if d.Error != "" {
+			return fmt.Sprintf("point %d %s: %s", d.Point+1, d.Status, firstLine(d.Error))
+		}
+		return fmt.Sprintf("point %d %s", d.Point+1, d.Status)
 	}
 	return ""
 }

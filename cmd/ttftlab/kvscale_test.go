@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 )
 
 func TestKVScaleFlagErrors(t *testing.T) {
@@ -79,7 +79,7 @@ func TestKVScaleAcceptance(t *testing.T) {
 		t.Fatalf("kvscale: %v\n%s", err, tail(stderr.String(), 4000))
 	}
 	dir := filepath.Join(out, "acc")
-	f, err := os.Open(filepath.Join(dir, coordinator.KVScaleCSV))
+	f, err := os.Open(filepath.Join(dir, results.KVScaleCSV))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,14 +88,14 @@ func TestKVScaleAcceptance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(rows[0], ","); got != strings.Join(coordinator.KVScaleColumns, ",") {
+	if got := strings.Join(rows[0], ","); got != strings.Join(results.KVScaleColumns, ",") {
 		t.Fatalf("CSV header %s", got)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res coordinator.KVScaleResults
+	var res results.KVScaleResults
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestKVScaleAcceptance(t *testing.T) {
 		t.Fatalf("status %q with %d points", res.Status, len(res.Points))
 	}
 	for _, p := range res.Points {
-		if p.Status != coordinator.PointOK || p.KVTokensDiffPct == nil || math.Abs(*p.KVTokensDiffPct) > 2 {
+		if p.Status != results.PointOK || p.KVTokensDiffPct == nil || math.Abs(*p.KVTokensDiffPct) > 2 {
 			t.Errorf("%s: status %q, KV tokens reported %v vs predicted %v: want ok within 2%%", p.Label, p.Status, p.KVTokensReported, p.Prediction.KVTokens)
 			continue
 		}
@@ -120,7 +120,7 @@ func TestKVScaleAcceptance(t *testing.T) {
 			t.Errorf("%s: no onset up to concurrency %d with C* %d in range", p.Label, p.Levels[len(p.Levels)-1].Concurrency, cs)
 		}
 	}
-	for _, name := range []string{coordinator.KVScaleReport, coordinator.KVScaleSVG, "events.jsonl"} {
+	for _, name := range []string{results.KVScaleReport, results.KVScaleSVG, "events.jsonl"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Error(err)
 		}

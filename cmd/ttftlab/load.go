@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/coordinator/results"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/oai"
 )
@@ -292,7 +294,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		if progress && !r.Warmup && !r.Final {
 			fmt.Fprintf(stderr, "%6.1fs  ok %d  failed %d  in flight %d  scheduled %d%s\n", time.Since(start).Seconds(),
-				agg.ok, agg.failed, r.InFlight, r.Scheduled, map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
+				agg.merge.OK, agg.merge.Failed, r.InFlight, r.Scheduled, map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
 		}
 		return nil
 	})
@@ -304,10 +306,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	switch {
 	case runErr != nil:
 		failure = fmt.Errorf("load: interrupted; the summary covers what was measured: %w", runErr)
-	case agg.abortReason != "":
-		failure = fmt.Errorf("load: run failed: %s", agg.abortReason)
-	case agg.ok == 0:
-		failure = fmt.Errorf("load: no request succeeded: %d attempts, %d failed (%s)", sum.Requests, agg.failed, kindCounts(agg.errs))
+	case agg.abortReason() != "":
+		failure = fmt.Errorf("load: run failed: %s", agg.abortReason())
+	case agg.merge.OK == 0:
+		failure = fmt.Errorf("load: no request succeeded: %d attempts, %d failed (%s)", sum.Requests, agg.merge.Failed, kindCounts(agg.merge.ErrorsByKind))
 	}
 	if failure != nil {
 		sum.Status, sum.Reason = "failed", strings.TrimPrefix(failure.Error(), "load: ")
@@ -595,72 +597,66 @@ func loadSpecFromFlags(set map[string]bool, f loadFlags) (agent.Spec, error) {
 	return spec, nil
 }
 
-// loadAggregate merges the measured reports of a run.
+// loadAggregate merges the reports of a run through the one merger
+// (results.Merger), which leaves warm-up out and validates every report's
+// histograms before merging them.
 type loadAggregate struct {
-	set         hdr.Set
-	ok, failed  uint64
-	interrupted uint64
-	abortReason string
-	good        uint64
-	sloSet      bool
-	outTokens   uint64
-	errs        map[string]uint64
-	samples     []string
-	usage       string
-	warm        uint64
-	clientBound bool
-	start, end  time.Time
+	merge   *results.Merger
+	sloSet  bool
+	samples []string
 }
 
 func newLoadAggregate() *loadAggregate {
-	return &loadAggregate{set: hdr.Set{}, errs: map[string]uint64{}}
+	return &loadAggregate{merge: results.NewMerger()}
 }
 
-var usageOrder = map[string]int{oai.UsageCounted: 1, oai.UsageFinal: 2, oai.UsageContinuous: 3}
-
-func (g *loadAggregate) add(r agent.Report) error {
-	g.clientBound = g.clientBound || r.ClientBound
-	g.start, g.end = r.MeasuredStart, r.MeasuredEnd
-	if r.AbortReason != "" {
-		g.abortReason = r.AbortReason
-	}
-	if r.Warmup {
-		g.warm += r.OK + r.Failed + r.Interrupted
-		return nil
-	}
-	g.ok += r.OK
-	g.interrupted += r.Interrupted
-	g.good += r.Good
-	g.failed += r.Failed
-	g.outTokens += r.OutputTokens
-	for k, v := range r.ErrorsByKind {
-		g.errs[k] += v
-	}
-	g.samples = append(g.samples, r.ErrorSamples...)
-	if r.UsageSource != "" && (g.usage == "" || usageOrder[r.UsageSource] < usageOrder[g.usage]) {
-		g.usage = r.UsageSource
-	}
-	// Decode every histogram before merging any, so a bad one leaves the
-	// whole report's histograms out and the merged metrics keep describing
-	// one set of requests; the caller warns and the run goes on.
-	decoded := make([]*hdr.Histogram, len(r.Histograms))
-	for i, h := range r.Histograms {
-		d, err := hdr.Decode(h.V2)
-		if err != nil {
-			return fmt.Errorf("report %d histogram %s refused, the report's histograms are left out: %w", r.Seq, h.Metric, err)
+// mergeInput is the part of a local report the merger reads.
+func mergeInput(r agent.Report) *pb.IntervalReport {
+	ns := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
 		}
-		decoded[i] = d
+		return t.UnixNano()
 	}
-	for i, h := range r.Histograms {
-		g.set.Get(h.Metric).Merge(decoded[i])
+	rep := &pb.IntervalReport{
+		RunId: r.RunID, AgentId: r.AgentID, Seq: r.Seq, StartUnixNano: ns(r.Start), EndUnixNano: ns(r.End),
+		RequestsOk: r.OK, RequestsFailed: r.Failed, RequestsInterrupted: r.Interrupted, RequestsGood: r.Good,
+		OutputTokens: r.OutputTokens, ErrorsByKind: r.ErrorsByKind, Final: r.Final, ClientBound: r.ClientBound,
+		Warmup: r.Warmup, AbortReason: r.AbortReason, Usage: results.ParseUsage(r.UsageSource),
+		MeasuredStartUnixNano: ns(r.MeasuredStart), MeasuredEndUnixNano: ns(r.MeasuredEnd),
+	}
+	for _, h := range r.Histograms {
+		rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: h.Metric, V2: h.V2})
+	}
+	return rep
+}
+
+// add merges one report; the error, for a report whose histograms were
+// refused, is a warning: the run goes on.
+func (g *loadAggregate) add(r agent.Report) error {
+	if !r.Warmup {
+		g.samples = append(g.samples, r.ErrorSamples...)
+	}
+	if added, err := g.merge.Add(mergeInput(r)); added == results.Refused {
+		return errors.New(results.BadHistogramsWarning(err))
 	}
 	return nil
 }
 
+// abortReason is why the error budget ended the run, or "".
+func (g *loadAggregate) abortReason() string {
+	if n := len(g.merge.Aborts); n > 0 {
+		return g.merge.Aborts[n-1].Reason
+	}
+	return ""
+}
+
 func (g *loadAggregate) summary() loadSummary {
-	ms := func(m string) *metricSummary {
-		h := g.set.Get(m)
-		if h.Count() == 0 {
+	m := g.merge
+	set := m.Histograms()
+	ms := func(name string) *metricSummary {
+		h, ok := set[name]
+		if !ok || h.Count() == 0 {
 			return nil
 		}
 		s := h.Summarize()
@@ -668,25 +664,27 @@ func (g *loadAggregate) summary() loadSummary {
 	}
 	s := loadSummary{
 		Status:   "ok",
-		Requests: g.ok + g.failed + g.interrupted, Successes: g.ok, Errors: g.failed, Interrupted: g.interrupted, ErrorsByKind: g.errs,
+		Requests: m.OK + m.Failed + m.Interrupted, Successes: m.OK, Errors: m.Failed, Interrupted: m.Interrupted, ErrorsByKind: m.ErrorsByKind,
 		TTFT: ms(hdr.TTFT), TTFTSched: ms(hdr.TTFTSched), ITL: ms(hdr.ITL), ICL: ms(hdr.ICL),
 		TPOT: ms(hdr.TPOT), E2E: ms(hdr.E2E), DispatchLag: ms(hdr.DispatchLag),
-		OutputTokens: g.outTokens, ClientBound: g.clientBound, WarmupExcluded: g.warm,
+		OutputTokens: m.OutputTokens, ClientBound: m.ClientBound, WarmupExcluded: m.WarmupRequests,
 	}
-	if g.usage != "" {
-		s.UsageSource = new(g.usage)
+	if u := results.UsageName(m.Usage); u != "" {
+		s.UsageSource = new(u)
 	}
-	if !g.start.IsZero() && g.end.After(g.start) {
-		d := g.end.Sub(g.start).Seconds()
+	// The agent's measured span; a run that finished no measured request
+	// has none, and its rates are null.
+	if start, end := m.MeasuredStartNs, m.MeasuredEndNs; start > 0 && end > start {
+		d := float64(end-start) / 1e9
 		s.DurationS = new(round3(d))
-		s.RequestsPerS = new(round3(float64(g.ok) / d))
-		s.OutputTokensPerS = new(round3(float64(g.outTokens) / d))
+		s.RequestsPerS = new(round3(float64(m.OK) / d))
+		s.OutputTokensPerS = new(round3(float64(m.OutputTokens) / d))
 		if g.sloSet {
-			s.GoodputPerS = new(round3(float64(g.good) / d))
+			s.GoodputPerS = new(round3(float64(m.Good) / d))
 		}
 	}
 	if g.sloSet {
-		s.GoodRequests = new(g.good)
+		s.GoodRequests = new(m.Good)
 	}
 	return s
 }
@@ -755,7 +753,7 @@ func printLoadTable(w io.Writer, s loadSummary, g *loadAggregate, spec agent.Spe
 			fmt.Fprintf(tw, "%s\t0\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\t\n", row.name)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", row.name, g.set.Get(row.m).Count(),
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", row.name, g.merge.Histograms()[row.m].Count(),
 			row.s.Mean, row.s.P50, row.s.P90, row.s.P95, row.s.P99, row.s.Max)
 	}
 	tw.Flush()

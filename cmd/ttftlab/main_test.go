@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,24 +48,7 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res struct {
-		Status string `json:"status"`
-		Runs   []struct {
-			Label        string  `json:"label"`
-			TTFTS        float64 `json:"ttft_s"`
-			E2ES         float64 `json:"e2e_s"`
-			OutputTokens int     `json:"output_tokens"`
-			Error        string  `json:"error"`
-		} `json:"runs"`
-		Engine struct {
-			ReadyS float64 `json:"ready_s"`
-			Phases []struct {
-				Name string `json:"name"`
-			} `json:"phases"`
-			Argv []string `json:"argv"`
-		} `json:"engine"`
-		Simulated bool `json:"simulated"`
-	}
+	var res results.Results
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
@@ -119,21 +103,7 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sw struct {
-		Simulated bool `json:"simulated"`
-		Levels    []struct {
-			Value    float64 `json:"value"`
-			Requests uint64  `json:"requests"`
-			Errors   uint64  `json:"errors"`
-			Metrics  map[string]struct {
-				Count int64 `json:"count"`
-			} `json:"metrics_ms"`
-			Coverage map[string]struct {
-				Intervals int  `json:"intervals"`
-				Final     bool `json:"final"`
-			} `json:"coverage"`
-		} `json:"levels"`
-	}
+	var sw results.SweepResults
 	if err := json.Unmarshal(b, &sw); err != nil {
 		t.Fatal(err)
 	}

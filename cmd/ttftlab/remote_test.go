@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"flag"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	"io"
 	"math"
 	"strings"
 	"testing"
 
-	"github.com/ttftlab/ttftlab/coordinator"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -59,12 +59,12 @@ func sweepEvents(t *testing.T, levels ...[2]uint64) []*pb.RunEvent {
 	t.Helper()
 	var evs []*pb.RunEvent
 	for i, l := range levels {
-		evs = append(evs, &pb.RunEvent{Kind: coordinator.EventLevelStart, Json: `{"level":` + string(rune('0'+i)) + `,"value":` + string(rune('1'+i)) + `,"agents":["a"]}`})
+		evs = append(evs, &pb.RunEvent{Kind: results.EventLevelStart, Json: `{"level":` + string(rune('0'+i)) + `,"value":` + string(rune('1'+i)) + `,"agents":["a"]}`})
 		rep, err := protojson.Marshal(&pb.IntervalReport{AgentId: "a", RequestsOk: l[0], RequestsFailed: l[1], Final: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs = append(evs, &pb.RunEvent{Kind: coordinator.EventSweepInterval, Json: `{"level":` + string(rune('0'+i)) + `,"report":` + string(rep) + `}`})
+		evs = append(evs, &pb.RunEvent{Kind: results.EventSweepInterval, Json: `{"level":` + string(rune('0'+i)) + `,"report":` + string(rep) + `}`})
 	}
 	return append(evs, &pb.RunEvent{Kind: "done", Message: "/tmp/run"})
 }

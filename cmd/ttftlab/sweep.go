@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -13,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // sweepFlags configure a load sweep; `sweep` and `up` share them.
@@ -288,33 +287,24 @@ func (t *runTally) sweepFailure() string {
 }
 
 // observe counts the requests an interval or sweep_interval event carries.
+// An event that does not decode counts nothing.
 func (t *runTally) observe(ev *pb.RunEvent) {
-	switch ev.GetKind() {
-	case coordinator.EventInterval:
-		var rep pb.IntervalReport
-		if protojson.Unmarshal([]byte(ev.GetJson()), &rep) == nil {
-			t.add(&rep)
-		}
-	case coordinator.EventLevelStart, coordinator.EventSweepInterval:
-		var d struct {
-			Level  int             `json:"level"`
-			Value  float64         `json:"value"`
-			Report json.RawMessage `json:"report"`
-		}
-		if json.Unmarshal([]byte(ev.GetJson()), &d) != nil {
+	p, err := results.Decode(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
+	if err != nil {
+		return
+	}
+	switch p := p.(type) {
+	case *pb.IntervalReport:
+		t.add(p)
+	case results.LevelStart:
+		t.level(p.Level).value = p.Value
+	case results.SweepInterval:
+		l := t.level(p.Level)
+		if p.Report.GetWarmup() {
 			return
 		}
-		l := t.level(d.Level)
-		if ev.GetKind() == coordinator.EventLevelStart {
-			l.value = d.Value
-			return
-		}
-		var rep pb.IntervalReport
-		if len(d.Report) == 0 || (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(d.Report, &rep) != nil || rep.GetWarmup() {
-			return
-		}
-		t.add(&rep)
-		l.ok += rep.GetRequestsOk()
-		l.failed += rep.GetRequestsFailed()
+		t.add(p.Report)
+		l.ok += p.Report.GetRequestsOk()
+		l.failed += p.Report.GetRequestsFailed()
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // upConfig is everything `ttftlab up` needs.
@@ -201,17 +201,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Then a load sweep across all agents, against the engine the baseline
 	// left running.
-	var baseline struct {
-		Engine struct {
-			BaseURL string `json:"base_url"`
-			Served  string `json:"served_model_name"`
-		} `json:"engine"`
-		Rounds []struct {
-			BaseURL string `json:"base_url"`
-			Served  string `json:"served_model_name"`
-		} `json:"rounds"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	var baseline results.Results
+	b, err := os.ReadFile(filepath.Join(dir, results.ResultsFile))
 	if err != nil {
 		return err
 	}
@@ -223,9 +214,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// The engine still running is the last round's.
-	req.BaseUrl, req.Model, req.Api = baseline.Engine.BaseURL, baseline.Engine.Served, cfg.api
+	req.BaseUrl, req.Model, req.Api = baseline.Engine.BaseURL, baseline.Engine.ServedModelName, cfg.api
 	if n := len(baseline.Rounds); n > 0 && baseline.Rounds[n-1].BaseURL != "" {
-		req.BaseUrl, req.Model = baseline.Rounds[n-1].BaseURL, baseline.Rounds[n-1].Served
+		req.BaseUrl, req.Model = baseline.Rounds[n-1].BaseURL, baseline.Rounds[n-1].ServedModelName
 	}
 	if cfg.runID != "" {
 		req.RunId = cfg.runID + "-sweep"
@@ -274,52 +265,50 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTal
 
 // describeEvent renders one progress line.
 func describeEvent(ev *pb.RunEvent) string {
-	var d map[string]any
-	_ = json.Unmarshal([]byte(ev.GetJson()), &d)
-	str := func(k string) string { v, _ := d[k].(string); return v }
-	switch ev.GetKind() {
-	case coordinator.EventRunStart:
-		return fmt.Sprintf("run %s: profile %s, %d warm runs, %s API", str("run_id"), str("profile"), int(num(d["warm_runs"])), str("api"))
-	case coordinator.EventMembers:
-		var ms []map[string]any
-		_ = json.Unmarshal([]byte(ev.GetJson()), &ms)
-		return fmt.Sprintf("cluster: %d members", len(ms))
-	case coordinator.EventNodeInfo:
-		if nvml, _ := d["nvml_available"].(bool); !nvml {
-			return fmt.Sprintf("gpunode %s: %s", str("hostname"), str("nvml_error"))
+	p, err := results.Decode(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
+	if errors.Is(err, results.ErrUnknownKind) {
+		if s := describeGridEvent(ev); s != "" {
+			return s
 		}
-		return fmt.Sprintf("gpunode %s: NVML driver %s", str("hostname"), str("driver_version"))
-	case coordinator.EventRound:
-		return fmt.Sprintf("restart round %d", int(num(d["round"])))
-	case coordinator.EventWarning:
-		return "WARNING: " + str("message")
-	case coordinator.EventMark:
-		return "— " + str("name")
-	case coordinator.EventEngineReady:
-		return fmt.Sprintf("engine %s ready in %.2f s at %s", str("kind"), num(d["ready_s"]), str("base_url"))
-	case coordinator.EventInterval:
-		var rep pb.IntervalReport
-		if err := protojson.Unmarshal([]byte(ev.GetJson()), &rep); err != nil {
-			return "interval (unreadable: " + err.Error() + ")"
+		return ev.GetKind() + " " + ev.GetJson()
+	}
+	if err != nil {
+		return ev.GetKind() + " (unreadable: " + err.Error() + ")"
+	}
+	switch p := p.(type) {
+	case results.RunStart:
+		return fmt.Sprintf("run %s: profile %s, %d warm runs, %s API", p.RunID, p.Profile, p.WarmRuns, p.API)
+	case results.Members:
+		return fmt.Sprintf("cluster: %d members", len(p))
+	case *pb.InfoResponse:
+		if !p.GetNvmlAvailable() {
+			return fmt.Sprintf("gpunode %s: %s", p.GetHostname(), p.GetNvmlError())
 		}
+		return fmt.Sprintf("gpunode %s: NVML driver %s", p.GetHostname(), p.GetDriverVersion())
+	case results.Round:
+		return fmt.Sprintf("restart round %d", p.Round)
+	case results.Warning:
+		return "WARNING: " + p.Message
+	case results.Mark:
+		return "— " + p.Name
+	case *pb.EngineInfo:
+		return fmt.Sprintf("engine %s ready in %.2f s at %s", p.GetKind(), p.GetReadyS(), p.GetBaseUrl())
+	case *pb.IntervalReport:
 		var parts []string
-		for _, r := range rep.GetRequests() {
+		for _, r := range p.GetRequests() {
 			if r.GetError() != "" {
 				parts = append(parts, fmt.Sprintf("%s failed: %s", r.GetLabel(), r.GetError()))
 				continue
 			}
 			parts = append(parts, fmt.Sprintf("%s ttft %.1f ms", r.GetLabel(), r.GetTtftS()*1000))
 		}
-		return fmt.Sprintf("%s: %d ok, %d failed %s", rep.GetAgentId(), rep.GetRequestsOk(), rep.GetRequestsFailed(), strings.Join(parts, ", "))
-	case coordinator.EventSweepStart:
-		return fmt.Sprintf("sweep of %s at %s: levels %v", str("model"), str("base_url"), d["levels"])
-	case coordinator.EventLevelStart:
-		return fmt.Sprintf("level %d (%g) on %d agent(s)", int(num(d["level"]))+1, num(d["value"]), len(asSlice(d["agents"])))
-	case coordinator.EventSweepInterval:
-		var rep pb.IntervalReport
-		if b, err := json.Marshal(d["report"]); err == nil {
-			_ = protojson.Unmarshal(b, &rep)
-		}
+		return fmt.Sprintf("%s: %d ok, %d failed %s", p.GetAgentId(), p.GetRequestsOk(), p.GetRequestsFailed(), strings.Join(parts, ", "))
+	case results.SweepStart:
+		return fmt.Sprintf("sweep of %s at %s: levels %v", p.Model, p.BaseURL, p.Levels)
+	case results.LevelStart:
+		return fmt.Sprintf("level %d (%g) on %d agent(s)", p.Level+1, p.Value, len(p.Agents))
+	case results.SweepInterval:
+		rep := p.Report
 		tag := ""
 		if rep.GetWarmup() {
 			tag = " (warm-up)"
@@ -328,28 +317,29 @@ func describeEvent(ev *pb.RunEvent) string {
 			tag += " CLIENT-BOUND"
 		}
 		return fmt.Sprintf("  %s #%d: %d ok, %d failed, %d in flight%s", rep.GetAgentId(), rep.GetSeq(), rep.GetRequestsOk(), rep.GetRequestsFailed(), rep.GetInFlight(), tag)
-	case coordinator.EventAgentLost:
-		return fmt.Sprintf("AGENT LOST: %s after %d intervals: %s", str("agent"), int(num(d["intervals_received"])), str("error"))
-	case coordinator.EventLevelEnd:
-		return fmt.Sprintf("level %d done", int(num(d["level"]))+1)
-	case coordinator.EventRunEnd:
-		if e := str("error"); e != "" {
-			return "run failed: " + e
+	case results.AgentLost:
+		return fmt.Sprintf("AGENT LOST: %s after %d intervals: %s", p.Agent, p.Intervals, p.Error)
+	case results.LevelEnd:
+		return fmt.Sprintf("level %d done", p.Level+1)
+	case results.EngineExit:
+		return fmt.Sprintf("ENGINE EXITED on gpunode %s: exit code %d%s after %.1f s up", p.GPUNode, p.Exit.GetExitCode(),
+			map[bool]string{true: ", " + p.Exit.GetSignal()}[p.Exit.GetSignal() != ""], float64(p.Exit.GetUptimeMs())/1000)
+	case results.GPUNodeLost:
+		return fmt.Sprintf("GPUNODE LOST: %s: %s", p.GPUNode, p.Error)
+	case results.TargetVersion:
+		return "target version " + orUnknown(p.Version)
+	case results.RunEnd:
+		if p.Error != "" {
+			return "run failed: " + p.Error
 		}
-		return "run " + str("status")
-	}
-	if s := describeGridEvent(ev); s != "" {
-		return s
+		return "run " + p.Status
 	}
 	return ev.GetKind() + " " + ev.GetJson()
 }
 
-func asSlice(v any) []any {
-	s, _ := v.([]any)
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
 	return s
-}
-
-func num(v any) float64 {
-	f, _ := v.(float64)
-	return f
 }

@@ -51,7 +51,7 @@ func sources(t *testing.T) []file {
 			return err
 		}
 		if d.IsDir() {
-			if n := d.Name(); strings.HasPrefix(n, ".") || n == "testdata" || n == "results" || n == "bin" {
+			if n := d.Name(); path != root && (strings.HasPrefix(n, ".") || n == "testdata" || n == "bin" || path == filepath.Join(root, "results")) {
 				return filepath.SkipDir
 			}
 			return nil

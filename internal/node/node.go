@@ -39,6 +39,13 @@ const KeepaliveTime = 10 * time.Second
 // within about 2 s.
 const LeaseProbe = time.Second
 
+// LeaseGrace is how long the coordinator's and the gpunode's servers wait
+// for a ping's answer before dropping a client. Their clients (the CLI, the
+// coordinator) hold runs, not leases on load: a slow answer from a busy
+// host must not end them. A client that is really gone still ends its
+// streams through TCP, or after this grace.
+const LeaseGrace = 10 * time.Second
+
 // Config is what a daemon (coordinator, agent, gpunode) serves and joins
 // the cluster with. RegisterFlags binds it to a daemon's flags and Load
 // reads the files they name.

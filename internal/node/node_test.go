@@ -215,7 +215,7 @@ func TestCheckPlaintext(t *testing.T) {
 // GOAWAY "too_many_pings" and drop the connection.
 func TestKeepaliveEndsAgree(t *testing.T) {
 	client := clientKeepalive()
-	params, policy := serverKeepalive()
+	params, policy := serverKeepalive(membership.RoleAgent)
 	if client.Time < 10*time.Second {
 		t.Errorf("client ping time %v is under grpc-go's 10 s floor: it would be raised silently", client.Time)
 	}
@@ -227,6 +227,13 @@ func TestKeepaliveEndsAgree(t *testing.T) {
 	}
 	if params.Time+params.Timeout > 2*time.Second {
 		t.Errorf("server pings every %v and waits %v: a frozen coordinator would hold an agent's load for over 2 s", params.Time, params.Timeout)
+	}
+	// The coordinator and the gpunode hold runs, not leases: a loaded
+	// client that answers a ping late must not lose its run.
+	for _, role := range []membership.Role{membership.RoleCoordinator, membership.RoleGPUNode} {
+		if p, _ := serverKeepalive(role); p.Timeout < 5*time.Second {
+			t.Errorf("%s server drops a client %v after an unanswered ping: a slow CLI or coordinator would lose its run", role, p.Timeout)
+		}
 	}
 }
 

@@ -66,7 +66,7 @@ func Start(ctx context.Context, cfg Config, role membership.Role, register func(
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-addr %s: %w", cfg.GRPCAddr, err)
 	}
-	gs := grpc.NewServer(serverOptions(cfg, logger)...)
+	gs := grpc.NewServer(serverOptions(cfg, role, logger)...)
 	register(gs)
 	s := &Server{name: cfg.Name, gs: gs, lis: lis, serveErr: make(chan error, 1)}
 	go func() { s.serveErr <- gs.Serve(lis) }()
@@ -94,12 +94,12 @@ func Start(ctx context.Context, cfg Config, role membership.Role, register func(
 
 // serverOptions are the options of every daemon's gRPC server: TLS,
 // keepalive, and the recovery and token interceptors.
-func serverOptions(cfg Config, logger *slog.Logger) []grpc.ServerOption {
+func serverOptions(cfg Config, role membership.Role, logger *slog.Logger) []grpc.ServerOption {
 	var opts []grpc.ServerOption
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	params, policy := serverKeepalive()
+	params, policy := serverKeepalive(role)
 	return append(opts,
 		grpc.KeepaliveParams(params),
 		grpc.KeepaliveEnforcementPolicy(policy),
@@ -110,11 +110,19 @@ func serverOptions(cfg Config, logger *slog.Logger) []grpc.ServerOption {
 	)
 }
 
-// serverKeepalive pings an idle client every LeaseProbe and drops it after
-// LeaseProbe more without an answer, and admits client pings every
-// KeepaliveTime/2 or slower, streams or not.
-func serverKeepalive() (keepalive.ServerParameters, keepalive.EnforcementPolicy) {
-	return keepalive.ServerParameters{Time: LeaseProbe, Timeout: LeaseProbe},
+// serverKeepalive pings an idle client every LeaseProbe and admits client
+// pings every KeepaliveTime/2 or slower, streams or not. An agent drops a
+// client after LeaseProbe more without an answer: its RunProbe stream is a
+// lease, and a coordinator that froze must not keep load running. The
+// coordinator and the gpunode wait LeaseGrace instead: dropping a CLI's
+// stream aborts its run, and dropping the coordinator's sample stream
+// fails it, so a client slowed down by a loaded host must not cost a run.
+func serverKeepalive(role membership.Role) (keepalive.ServerParameters, keepalive.EnforcementPolicy) {
+	timeout := LeaseGrace
+	if role == membership.RoleAgent {
+		timeout = LeaseProbe
+	}
+	return keepalive.ServerParameters{Time: LeaseProbe, Timeout: timeout},
 		keepalive.EnforcementPolicy{MinTime: KeepaliveTime / 2, PermitWithoutStream: true}
 }
 

@@ -71,6 +71,64 @@ func (OptionalBool) EnumDescriptor() ([]byte, []int) {
 	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{0}
 }
 
+// UsageSource says where output token counts came from, from the weakest
+// to the strongest; a merge of reports keeps the weakest.
+type UsageSource int32
+
+const (
+	UsageSource_USAGE_SOURCE_UNSPECIFIED UsageSource = 0
+	// counted: the server sent no usage; every token-bearing chunk counts
+	// as one token.
+	UsageSource_USAGE_SOURCE_COUNTED UsageSource = 1
+	// final: only the final usage chunk was sent.
+	UsageSource_USAGE_SOURCE_FINAL UsageSource = 2
+	// continuous: every chunk carried cumulative usage.
+	UsageSource_USAGE_SOURCE_CONTINUOUS UsageSource = 3
+)
+
+// Enum value maps for UsageSource.
+var (
+	UsageSource_name = map[int32]string{
+		0: "USAGE_SOURCE_UNSPECIFIED",
+		1: "USAGE_SOURCE_COUNTED",
+		2: "USAGE_SOURCE_FINAL",
+		3: "USAGE_SOURCE_CONTINUOUS",
+	}
+	UsageSource_value = map[string]int32{
+		"USAGE_SOURCE_UNSPECIFIED": 0,
+		"USAGE_SOURCE_COUNTED":     1,
+		"USAGE_SOURCE_FINAL":       2,
+		"USAGE_SOURCE_CONTINUOUS":  3,
+	}
+)
+
+func (x UsageSource) Enum() *UsageSource {
+	p := new(UsageSource)
+	*p = x
+	return p
+}
+
+func (x UsageSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UsageSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_ttftlab_v1_ttftlab_proto_enumTypes[1].Descriptor()
+}
+
+func (UsageSource) Type() protoreflect.EnumType {
+	return &file_ttftlab_v1_ttftlab_proto_enumTypes[1]
+}
+
+func (x UsageSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UsageSource.Descriptor instead.
+func (UsageSource) EnumDescriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{1}
+}
+
 // InfoRequest asks for a node's static facts.
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2651,7 +2709,11 @@ type IntervalReport struct {
 	InFlight uint32 `protobuf:"varint,14,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// client_bound is set once the dispatch-lag p99 passed the threshold.
 	ClientBound bool `protobuf:"varint,15,opt,name=client_bound,json=clientBound,proto3" json:"client_bound,omitempty"`
-	// usage_source is "continuous", "final" or "counted".
+	// usage_source is "continuous", "final" or "counted". Deprecated: read
+	// usage; readers fall back to this field for reports from older agents
+	// and event logs.
+	//
+	// Deprecated: Marked as deprecated in ttftlab/v1/ttftlab.proto.
 	UsageSource string `protobuf:"bytes,16,opt,name=usage_source,json=usageSource,proto3" json:"usage_source,omitempty"`
 	// scheduled is the number of requests scheduled so far in this segment.
 	Scheduled uint64 `protobuf:"varint,17,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
@@ -2679,8 +2741,11 @@ type IntervalReport struct {
 	// of the report's kind (warm-up or measured) whether it finished, failed,
 	// or is still streaming: throughput over a window counts in-flight work.
 	OutputTokensStreamed uint64 `protobuf:"varint,24,opt,name=output_tokens_streamed,json=outputTokensStreamed,proto3" json:"output_tokens_streamed,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// usage is the weakest source of the output token counts among this
+	// report's successful requests; unspecified when none succeeded.
+	Usage         UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
@@ -2818,6 +2883,7 @@ func (x *IntervalReport) GetClientBound() bool {
 	return false
 }
 
+// Deprecated: Marked as deprecated in ttftlab/v1/ttftlab.proto.
 func (x *IntervalReport) GetUsageSource() string {
 	if x != nil {
 		return x.UsageSource
@@ -2879,6 +2945,13 @@ func (x *IntervalReport) GetOutputTokensStreamed() uint64 {
 		return x.OutputTokensStreamed
 	}
 	return 0
+}
+
+func (x *IntervalReport) GetUsage() UsageSource {
+	if x != nil {
+		return x.Usage
+	}
+	return UsageSource_USAGE_SOURCE_UNSPECIFIED
 }
 
 // EncodedHistogram is one metric's histogram.
@@ -4158,7 +4231,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
 	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
-	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\x8c\b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xbf\b\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -4178,8 +4251,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\brequests\x18\f \x03(\v2\x19.ttftlab.v1.RequestRecordR\brequests\x12\x14\n" +
 	"\x05final\x18\r \x01(\bR\x05final\x12\x1b\n" +
 	"\tin_flight\x18\x0e \x01(\rR\binFlight\x12!\n" +
-	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12!\n" +
-	"\fusage_source\x18\x10 \x01(\tR\vusageSource\x12\x1c\n" +
+	"\fclient_bound\x18\x0f \x01(\bR\vclientBound\x12%\n" +
+	"\fusage_source\x18\x10 \x01(\tB\x02\x18\x01R\vusageSource\x12\x1c\n" +
 	"\tscheduled\x18\x11 \x01(\x04R\tscheduled\x12\x16\n" +
 	"\x06warmup\x18\x12 \x01(\bR\x06warmup\x12#\n" +
 	"\rrequests_good\x18\x13 \x01(\x04R\frequestsGood\x127\n" +
@@ -4187,7 +4260,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x16measured_end_unix_nano\x18\x15 \x01(\x03R\x13measuredEndUnixNano\x12!\n" +
 	"\fabort_reason\x18\x16 \x01(\tR\vabortReason\x121\n" +
 	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x124\n" +
-	"\x16output_tokens_streamed\x18\x18 \x01(\x04R\x14outputTokensStreamed\x1a?\n" +
+	"\x16output_tokens_streamed\x18\x18 \x01(\x04R\x14outputTokensStreamed\x12-\n" +
+	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
@@ -4282,7 +4356,12 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\fOptionalBool\x12\x1d\n" +
 	"\x19OPTIONAL_BOOL_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12OPTIONAL_BOOL_TRUE\x10\x01\x12\x17\n" +
-	"\x13OPTIONAL_BOOL_FALSE\x10\x022\xc0\x02\n" +
+	"\x13OPTIONAL_BOOL_FALSE\x10\x02*z\n" +
+	"\vUsageSource\x12\x1c\n" +
+	"\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14USAGE_SOURCE_COUNTED\x10\x01\x12\x16\n" +
+	"\x12USAGE_SOURCE_FINAL\x10\x02\x12\x1b\n" +
+	"\x17USAGE_SOURCE_CONTINUOUS\x10\x032\xc0\x02\n" +
 	"\x0eGPUNodeService\x129\n" +
 	"\x04Info\x12\x17.ttftlab.v1.InfoRequest\x1a\x18.ttftlab.v1.InfoResponse\x12N\n" +
 	"\vStartEngine\x12\x1e.ttftlab.v1.StartEngineRequest\x1a\x1f.ttftlab.v1.StartEngineResponse\x12K\n" +
@@ -4310,116 +4389,118 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 	return file_ttftlab_v1_ttftlab_proto_rawDescData
 }
 
-var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
-	(*InfoRequest)(nil),           // 1: ttftlab.v1.InfoRequest
-	(*InfoResponse)(nil),          // 2: ttftlab.v1.InfoResponse
-	(*GPUInfo)(nil),               // 3: ttftlab.v1.GPUInfo
-	(*EngineKnobs)(nil),           // 4: ttftlab.v1.EngineKnobs
-	(*StartEngineRequest)(nil),    // 5: ttftlab.v1.StartEngineRequest
-	(*StartEngineResponse)(nil),   // 6: ttftlab.v1.StartEngineResponse
-	(*EngineInfo)(nil),            // 7: ttftlab.v1.EngineInfo
-	(*StartReads)(nil),            // 8: ttftlab.v1.StartReads
-	(*EngineFigures)(nil),         // 9: ttftlab.v1.EngineFigures
-	(*Phase)(nil),                 // 10: ttftlab.v1.Phase
-	(*StopEngineRequest)(nil),     // 11: ttftlab.v1.StopEngineRequest
-	(*StopEngineResponse)(nil),    // 12: ttftlab.v1.StopEngineResponse
-	(*StreamSamplesRequest)(nil),  // 13: ttftlab.v1.StreamSamplesRequest
-	(*StreamSamplesResponse)(nil), // 14: ttftlab.v1.StreamSamplesResponse
-	(*EngineExit)(nil),            // 15: ttftlab.v1.EngineExit
-	(*HostSample)(nil),            // 16: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 17: ttftlab.v1.GPUSample
-	(*GPUProcess)(nil),            // 18: ttftlab.v1.GPUProcess
-	(*RunProbeRequest)(nil),       // 19: ttftlab.v1.RunProbeRequest
-	(*LoadModel)(nil),             // 20: ttftlab.v1.LoadModel
-	(*Segment)(nil),               // 21: ttftlab.v1.Segment
-	(*WorkloadGen)(nil),           // 22: ttftlab.v1.WorkloadGen
-	(*LengthDist)(nil),            // 23: ttftlab.v1.LengthDist
-	(*Target)(nil),                // 24: ttftlab.v1.Target
-	(*Workload)(nil),              // 25: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 26: ttftlab.v1.RunProbeResponse
-	(*Heartbeat)(nil),             // 27: ttftlab.v1.Heartbeat
-	(*IntervalReport)(nil),        // 28: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 29: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 30: ttftlab.v1.RequestRecord
-	(*RunKVScaleRequest)(nil),     // 31: ttftlab.v1.RunKVScaleRequest
-	(*RunKVScaleResponse)(nil),    // 32: ttftlab.v1.RunKVScaleResponse
-	(*RunSweepRequest)(nil),       // 33: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 34: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 35: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 36: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 37: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 38: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 39: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 40: ttftlab.v1.RunEvent
-	nil,                           // 41: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 42: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 43: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(UsageSource)(0),              // 1: ttftlab.v1.UsageSource
+	(*InfoRequest)(nil),           // 2: ttftlab.v1.InfoRequest
+	(*InfoResponse)(nil),          // 3: ttftlab.v1.InfoResponse
+	(*GPUInfo)(nil),               // 4: ttftlab.v1.GPUInfo
+	(*EngineKnobs)(nil),           // 5: ttftlab.v1.EngineKnobs
+	(*StartEngineRequest)(nil),    // 6: ttftlab.v1.StartEngineRequest
+	(*StartEngineResponse)(nil),   // 7: ttftlab.v1.StartEngineResponse
+	(*EngineInfo)(nil),            // 8: ttftlab.v1.EngineInfo
+	(*StartReads)(nil),            // 9: ttftlab.v1.StartReads
+	(*EngineFigures)(nil),         // 10: ttftlab.v1.EngineFigures
+	(*Phase)(nil),                 // 11: ttftlab.v1.Phase
+	(*StopEngineRequest)(nil),     // 12: ttftlab.v1.StopEngineRequest
+	(*StopEngineResponse)(nil),    // 13: ttftlab.v1.StopEngineResponse
+	(*StreamSamplesRequest)(nil),  // 14: ttftlab.v1.StreamSamplesRequest
+	(*StreamSamplesResponse)(nil), // 15: ttftlab.v1.StreamSamplesResponse
+	(*EngineExit)(nil),            // 16: ttftlab.v1.EngineExit
+	(*HostSample)(nil),            // 17: ttftlab.v1.HostSample
+	(*GPUSample)(nil),             // 18: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),            // 19: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),       // 20: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),             // 21: ttftlab.v1.LoadModel
+	(*Segment)(nil),               // 22: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),           // 23: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),            // 24: ttftlab.v1.LengthDist
+	(*Target)(nil),                // 25: ttftlab.v1.Target
+	(*Workload)(nil),              // 26: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),      // 27: ttftlab.v1.RunProbeResponse
+	(*Heartbeat)(nil),             // 28: ttftlab.v1.Heartbeat
+	(*IntervalReport)(nil),        // 29: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),      // 30: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),         // 31: ttftlab.v1.RequestRecord
+	(*RunKVScaleRequest)(nil),     // 32: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),    // 33: ttftlab.v1.RunKVScaleResponse
+	(*RunSweepRequest)(nil),       // 34: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 35: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 36: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 37: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 38: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 39: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 40: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 41: ttftlab.v1.RunEvent
+	nil,                           // 42: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 43: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 44: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	3,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
+	4,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
 	0,  // 1: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
 	0,  // 2: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
-	4,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	7,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
-	10, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
-	9,  // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
-	10, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
-	8,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
-	16, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	15, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
-	17, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	41, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
-	18, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
-	24, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	25, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	20, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
-	21, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
-	22, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	23, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
-	23, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	42, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
-	28, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	27, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
-	29, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	43, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	30, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	4,  // 28: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	40, // 29: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	4,  // 30: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	20, // 31: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	25, // 32: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	22, // 33: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	40, // 34: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	37, // 35: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	4,  // 36: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	40, // 37: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	1,  // 38: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	5,  // 39: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	11, // 40: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	13, // 41: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	19, // 42: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	35, // 43: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	38, // 44: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	33, // 45: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	31, // 46: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	2,  // 47: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	6,  // 48: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	12, // 49: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	14, // 50: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	26, // 51: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	36, // 52: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	39, // 53: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	34, // 54: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	32, // 55: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	47, // [47:56] is the sub-list for method output_type
-	38, // [38:47] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	5,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	8,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
+	11, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
+	10, // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
+	11, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
+	9,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
+	17, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	16, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
+	18, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	42, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	19, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	25, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	26, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	21, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	22, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	23, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	24, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	24, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	43, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	29, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	28, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
+	30, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	44, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	31, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	1,  // 28: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
+	5,  // 29: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	41, // 30: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	5,  // 31: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	21, // 32: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	26, // 33: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	23, // 34: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	41, // 35: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	38, // 36: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	5,  // 37: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	41, // 38: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	2,  // 39: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	6,  // 40: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	12, // 41: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	14, // 42: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	20, // 43: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	36, // 44: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	39, // 45: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	34, // 46: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	32, // 47: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	3,  // 48: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	7,  // 49: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	13, // 50: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	15, // 51: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	27, // 52: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	37, // 53: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	40, // 54: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	35, // 55: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	33, // 56: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	48, // [48:57] is the sub-list for method output_type
+	39, // [39:48] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -4434,7 +4515,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   3,

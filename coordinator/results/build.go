@@ -1,11 +1,10 @@
-package coordinator
+package results
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // Results is what results.json holds. It is built from events.jsonl alone,
@@ -167,185 +165,140 @@ type AgentCoverage struct {
 	Final     int   `json:"final_reports"`
 }
 
-var pjsonIn = protojson.UnmarshalOptions{DiscardUnknown: true}
-
 type timedSample struct {
 	t int64
 	s *pb.HostSample
 }
 
-// decodeSample reads a sample event, timed by the gpunode's clock, or by the
-// coordinator's when the sample has none.
-func decodeSample(ev Event) (timedSample, error) {
-	var s pb.HostSample
-	if err := pjsonIn.Unmarshal(ev.Data, &s); err != nil {
-		return timedSample{}, err
-	}
+// timed times a sample by the gpunode's clock, or by the coordinator's
+// (the event's) when the sample has none.
+func timed(ev Event, s *pb.HostSample) timedSample {
 	t := s.GetUnixNano()
 	if t == 0 {
 		t = ev.T
 	}
-	return timedSample{t: t, s: &s}, nil
+	return timedSample{t: t, s: s}
+}
+
+// decodeAll decodes every event's payload; events of kinds this version
+// does not know are left out (nil).
+func decodeAll(events []Event) ([]any, error) {
+	out := make([]any, len(events))
+	for i, ev := range events {
+		v, err := Decode(ev)
+		if errors.Is(err, ErrUnknownKind) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", i+1, err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// nodeFacts turns a gpunode's info into the report's facts.
+func nodeFacts(info *pb.InfoResponse) NodeFacts {
+	n := NodeFacts{Hostname: info.GetHostname(), OS: info.GetOs(), Kernel: info.GetKernel(),
+		NVMLAvailable: info.GetNvmlAvailable(), NVMLError: info.GetNvmlError(), Driver: info.GetDriverVersion(), CPUs: int(info.GetCpuCount())}
+	for _, g := range info.GetGpus() {
+		n.GPUs = append(n.GPUs, fmt.Sprintf("%d: %s (%.1f GiB)", g.GetIndex(), g.GetName(), float64(g.GetMemoryTotalBytes())/(1<<30)))
+	}
+	return n
+}
+
+// engineFacts turns an engine_ready payload into the report's facts.
+func engineFacts(e *pb.EngineInfo) EngineFacts {
+	f := EngineFacts{Kind: e.GetKind(), Model: e.GetModel(), ServedModelName: e.GetServedModelName(), Version: e.GetVersion(),
+		BaseURL: e.GetBaseUrl(), Argv: e.GetArgv(), ReadyS: e.GetReadyS(), Simulated: e.GetSimulated()}
+	f.Phases = phases(e.GetPhases())
+	f.Timeline = phases(e.GetTimeline())
+	f.ColdMode = e.GetColdMode()
+	f.Reads = startReads(e.GetStartReads())
+	if fig := e.GetFigures(); fig != nil {
+		var m map[string]any
+		if b, err := pjson.Marshal(fig); err == nil && json.Unmarshal(b, &m) == nil && len(m) > 0 {
+			f.Figures = m
+		}
+	}
+	f.StartupScale = startupScale(e.GetArgv())
+	return f
 }
 
 // Build turns a run's events into Results. It asserts that the merged
 // histogram counts equal the sum of the agents' counts.
 func Build(events []Event) (*Results, error) {
+	payloads, err := decodeAll(events)
+	if err != nil {
+		return nil, err
+	}
 	res := &Results{Status: "incomplete", Histograms: map[string]hdr.Summary{}, Agents: map[string]AgentCoverage{}}
 	marks := map[string]int64{}
 	var samples []timedSample
-	merged := hdr.Set{}
-	var perAgentCount = map[string]int64{}
+	merger := NewMerger()
 	round, roundsSeen := 0, 0
 	readyByRound := map[int]float64{}
 	urlByRound := map[int][2]string{}
-	var okCount int64
-	seenReports := map[string]bool{}
 	var warns warnings
 	for i, ev := range events {
-		switch ev.Kind {
-		case EventRunStart:
+		switch p := payloads[i].(type) {
+		case RunStart:
 			res.StartedAt = time.Unix(0, ev.T).UTC()
-			var s struct {
-				SpecFacts
-				RunID string          `json:"run_id"`
-				Knobs json.RawMessage `json:"knobs"`
-			}
-			if err := json.Unmarshal(ev.Data, &s); err != nil {
-				return nil, fmt.Errorf("event %d (run_start): %w", i+1, err)
-			}
-			res.RunID = s.RunID
-			res.Spec = s.SpecFacts
-			res.Spec.Knobs = s.Knobs
-		case EventNodeInfo:
-			var info pb.InfoResponse
-			if err := pjsonIn.Unmarshal(ev.Data, &info); err != nil {
-				return nil, fmt.Errorf("event %d (node_info): %w", i+1, err)
-			}
-			res.Node = NodeFacts{Hostname: info.GetHostname(), OS: info.GetOs(), Kernel: info.GetKernel(),
-				NVMLAvailable: info.GetNvmlAvailable(), NVMLError: info.GetNvmlError(), Driver: info.GetDriverVersion(), CPUs: int(info.GetCpuCount())}
-			for _, g := range info.GetGpus() {
-				res.Node.GPUs = append(res.Node.GPUs, fmt.Sprintf("%d: %s (%.1f GiB)", g.GetIndex(), g.GetName(), float64(g.GetMemoryTotalBytes())/(1<<30)))
-			}
-		case EventSample:
-			s, err := decodeSample(ev)
-			if err != nil {
-				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
-			}
-			samples = append(samples, s)
-		case EventMark:
-			var m markData
-			if err := json.Unmarshal(ev.Data, &m); err != nil {
-				return nil, fmt.Errorf("event %d (mark): %w", i+1, err)
-			}
-			marks[m.Name] = ev.T
-		case EventRound:
-			var rd roundData
-			if err := json.Unmarshal(ev.Data, &rd); err != nil {
-				return nil, fmt.Errorf("event %d (round): %w", i+1, err)
-			}
-			round = rd.Round
-			roundsSeen = max(roundsSeen, rd.Round)
-		case EventEngineReady:
-			var e pb.EngineInfo
-			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
-			}
-			readyByRound[max(round, 1)] = e.GetReadyS()
-			urlByRound[max(round, 1)] = [2]string{e.GetBaseUrl(), e.GetServedModelName()}
+			res.RunID = p.RunID
+			res.Spec = SpecFacts{Profile: p.Profile, Prompt: p.Prompt, MaxTokens: p.MaxTokens, WarmRuns: p.WarmRuns,
+				API: p.API, ColdMode: p.ColdMode, Knobs: p.Knobs}
+		case *pb.InfoResponse:
+			res.Node = nodeFacts(p)
+		case *pb.HostSample:
+			samples = append(samples, timed(ev, p))
+		case Mark:
+			marks[p.Name] = ev.T
+		case Round:
+			round = p.Round
+			roundsSeen = max(roundsSeen, p.Round)
+		case *pb.EngineInfo:
+			readyByRound[max(round, 1)] = p.GetReadyS()
+			urlByRound[max(round, 1)] = [2]string{p.GetBaseUrl(), p.GetServedModelName()}
 			if round > 1 {
 				// The engine facts and phases are round 1's; later rounds
 				// contribute their spawn → ready time.
 				continue
 			}
-			res.Engine = EngineFacts{Kind: e.GetKind(), Model: e.GetModel(), ServedModelName: e.GetServedModelName(), Version: e.GetVersion(),
-				BaseURL: e.GetBaseUrl(), Argv: e.GetArgv(), ReadyS: e.GetReadyS(), Simulated: e.GetSimulated()}
-			res.Engine.Phases = phases(e.GetPhases())
-			res.Engine.Timeline = phases(e.GetTimeline())
-			res.Engine.ColdMode = e.GetColdMode()
-			res.Engine.Reads = startReads(e.GetStartReads())
-			if f := e.GetFigures(); f != nil {
-				var m map[string]any
-				if b, err := pjson.Marshal(f); err == nil && json.Unmarshal(b, &m) == nil && len(m) > 0 {
-					res.Engine.Figures = m
-				}
-			}
-			res.Simulated = e.GetSimulated()
-			res.Engine.StartupScale = startupScale(e.GetArgv())
-		case EventInterval:
-			var rep pb.IntervalReport
-			if err := pjsonIn.Unmarshal(ev.Data, &rep); err != nil {
-				return nil, fmt.Errorf("event %d (interval): %w", i+1, err)
-			}
-			// One agent runs several probes per run, each numbering its
-			// reports from the start, so a duplicate is the same agent, seq
-			// and interval.
-			key := fmt.Sprintf("%s/%d/%d/%d", rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano(), rep.GetEndUnixNano())
-			if seenReports[key] {
-				warns.addDerived(fmt.Sprintf("agent %s report %d recorded twice; counted once", rep.GetAgentId(), rep.GetSeq()))
+			res.Engine = engineFacts(p)
+			res.Simulated = p.GetSimulated()
+		case *pb.IntervalReport:
+			switch added, err := merger.Add(p); added {
+			case Duplicate:
+				warns.addDerived(fmt.Sprintf("agent %s report %d recorded twice; counted once", p.GetAgentId(), p.GetSeq()))
 				continue
-			}
-			seenReports[key] = true
-			cov := res.Agents[rep.GetAgentId()]
-			cov.Intervals++
-			if !rep.GetWarmup() {
-				cov.Requests += int64(rep.GetRequestsOk())
-				cov.Failed += int64(rep.GetRequestsFailed())
-			}
-			if rep.GetFinal() {
-				cov.Final++
-			}
-			res.Agents[rep.GetAgentId()] = cov
-			if rep.GetWarmup() {
+			case Warmup:
 				// Warm-up intervals are left out of every statistic.
 				continue
-			}
-			if set, err := reportHistograms(&rep); err != nil {
+			case Refused:
 				// A bad report's histograms are left out; the run goes on.
-				warns.addDerived(badHistogramsWarning(err))
-			} else {
-				okCount += int64(rep.GetRequestsOk())
-				for m, h := range set {
-					if m == hdr.TTFT {
-						perAgentCount[rep.GetAgentId()] += h.Count()
-					}
-					merged.Get(m).Merge(h)
-				}
+				warns.addDerived(BadHistogramsWarning(err))
 			}
-			for _, rr := range rep.GetRequests() {
-				res.Runs = append(res.Runs, Run{Label: rr.GetLabel(), Agent: rep.GetAgentId(), TTFTS: rr.GetTtftS(), E2ES: rr.GetE2ES(),
+			for _, rr := range p.GetRequests() {
+				res.Runs = append(res.Runs, Run{Label: rr.GetLabel(), Agent: p.GetAgentId(), TTFTS: rr.GetTtftS(), E2ES: rr.GetE2ES(),
 					FirstByteS: rr.GetFirstByteS(), FirstChunkS: rr.GetFirstChunkS(), OutputTokens: int(rr.GetOutputTokens()),
 					PromptTokens: int(rr.GetPromptTokens()), SendUnixNano: rr.GetSendUnixNano(), Error: rr.GetError(), Preview: rr.GetOutputPreview()})
 			}
-		case EventWarning:
-			var w struct{ Message string }
-			_ = json.Unmarshal(ev.Data, &w)
-			warns.addRecorded(w.Message)
-		case EventRunEnd:
+		case Warning:
+			warns.addRecorded(p.Message)
+		case RunEnd:
 			res.FinishedAt = time.Unix(0, ev.T).UTC()
-			var e struct{ Status, Error string }
-			if err := json.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (run_end): %w", i+1, err)
-			}
-			res.Status, res.Error = e.Status, e.Error
+			res.Status, res.Error = p.Status, p.Error
 		}
 	}
 	res.Warnings = warns.list
 	// The merge must be lossless: merged count == Σ agents' counts.
-	var sum int64
-	for _, n := range perAgentCount {
-		sum += n
+	if err := merger.Check(); err != nil {
+		return nil, err
 	}
-	if h, ok := merged[hdr.TTFT]; ok && h.Count() != sum {
-		return nil, fmt.Errorf("merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", h.Count(), sum)
+	for a, c := range merger.Agents() {
+		res.Agents[a] = AgentCoverage{Intervals: c.Intervals, Requests: int64(c.OK), Failed: int64(c.Failed), Final: c.FinalReports}
 	}
-	// Every successful request records one E2E value.
-	if h, ok := merged[hdr.E2E]; ok && h.Count() != okCount {
-		return nil, fmt.Errorf("merged E2E histogram holds %d values but the agents counted %d successful requests: the reports are inconsistent", h.Count(), okCount)
-	}
-	for m, h := range merged {
-		res.Histograms[m] = h.Summarize()
-	}
+	res.Histograms = merger.Summaries()
 	res.Warm = warmStats(res.Runs)
 	res.Sanity = sanity(samples, marks, res.Node)
 	res.Rounds, res.ColdSpread = rounds(res.Runs, readyByRound, urlByRound, roundsSeen)
@@ -616,39 +569,6 @@ func observations(res *Results) []string {
 		out = append(out, "These figures come from ttftlab's simulated vLLM engine (a performance model), not from a real GPU.")
 	}
 	return out
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
-	}
-	return writeFileAtomic(path, append(b, '\n'))
-}
-
-// writeFileAtomic writes via a temporary file and a rename, so a reader
-// never sees half a report.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // startupScale returns the value of --startup-scale in argv, or 0 when it is

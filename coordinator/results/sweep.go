@@ -1,4 +1,4 @@
-package coordinator
+package results
 
 import (
 	"encoding/json"
@@ -107,8 +107,7 @@ type LevelResult struct {
 	EngineWaitingMax *float64 `json:"engine_waiting_max"`
 	WarmupIntervals  int      `json:"warmup_intervals"`
 	startNs, endNs   int64    // the measured span, from the agents
-	ivStartNs        int64    // the intervals' span, for agents that send no measured span
-	ivEndNs          int64
+	ivEndNs          int64    // the end of the measured intervals, for agents that send no measured span
 	good             uint64
 	warmupMs         int64
 	streamed         []tokenSpan
@@ -152,8 +151,8 @@ type LevelCoverage struct {
 	lastEndNs int64
 }
 
-// levelPrefix starts a warning about level li (0-based).
-func levelPrefix(li int) string { return fmt.Sprintf("level %d: ", li+1) }
+// LevelPrefix starts a warning about level li (0-based).
+func LevelPrefix(li int) string { return fmt.Sprintf("level %d: ", li+1) }
 
 // isSweep reports whether a run's events are a sweep's.
 func isSweep(events []Event) bool {
@@ -168,12 +167,13 @@ func isSweep(events []Event) bool {
 // BuildSweep turns a sweep's events into SweepResults. It asserts, per level,
 // that the merged TTFT count equals the sum of the agents' counts.
 func BuildSweep(events []Event) (*SweepResults, error) {
+	payloads, err := decodeAll(events)
+	if err != nil {
+		return nil, err
+	}
 	res := &SweepResults{Kind: "sweep", Status: "incomplete", Levels: []LevelResult{}}
 	var samples []timedSample
-	merged := map[int]hdr.Set{}
-	sums := map[int]int64{}
-	okSums := map[int]int64{}
-	seen := map[string]bool{}
+	mergers := map[int]*Merger{}
 	var warns warnings
 	byLevel := map[int]*LevelResult{}
 	level := func(i int) *LevelResult {
@@ -181,87 +181,64 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		if !ok {
 			l = &LevelResult{Level: i, ErrorsByKind: map[string]uint64{}, Metrics: map[string]hdr.Summary{}, Coverage: map[string]*LevelCoverage{}}
 			byLevel[i] = l
+			mergers[i] = NewMerger()
 		}
 		return l
 	}
+	coverage := func(l *LevelResult, agent string) *LevelCoverage {
+		cov, ok := l.Coverage[agent]
+		if !ok {
+			cov = &LevelCoverage{}
+			l.Coverage[agent] = cov
+		}
+		return cov
+	}
 	for i, ev := range events {
-		switch ev.Kind {
-		case EventSweepStart:
-			var s sweepStart
-			if err := json.Unmarshal(ev.Data, &s); err != nil {
-				return nil, fmt.Errorf("event %d (sweep_start): %w", i+1, err)
-			}
-			res.RunID, res.BaseURL, res.Model, res.API = s.RunID, s.BaseURL, s.Model, s.API
-			res.Load, res.Workload = json.RawMessage(s.LoadJSON), json.RawMessage(s.Workload)
-			if len(s.Generator) > 0 && string(s.Generator) != "null" {
-				res.Generator = json.RawMessage(s.Generator)
+		switch p := payloads[i].(type) {
+		case SweepStart:
+			res.RunID, res.BaseURL, res.Model, res.API = p.RunID, p.BaseURL, p.Model, p.API
+			res.Load, res.Workload = p.Load, p.Workload
+			if !isNull(p.Generator) {
+				res.Generator = p.Generator
 			}
 			res.StartedAt = time.Unix(0, ev.T).UTC()
-		case EventNodeInfo, EventEngineReady, EventWarning, EventRunEnd:
-			// Reuse the baseline's decoding of the shared kinds.
-			b, err := Build([]Event{ev})
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			switch ev.Kind {
-			case EventNodeInfo:
-				res.Node = b.Node
-			case EventEngineReady:
-				e := b.Engine
-				res.Engine, res.Simulated = &e, b.Simulated
-			case EventWarning:
-				for _, w := range b.Warnings {
-					warns.addRecorded(w)
-				}
-			case EventRunEnd:
-				res.Status, res.Error, res.FinishedAt = b.Status, b.Error, b.FinishedAt
-			}
-		case EventTargetVersion:
-			var v struct{ Version string }
-			if err := json.Unmarshal(ev.Data, &v); err != nil {
-				return nil, fmt.Errorf("event %d (target_version): %w", i+1, err)
-			}
-			res.TargetVersion = v.Version
-			res.Simulated = res.Simulated || strings.Contains(v.Version, "+sim")
-		case EventSample:
-			s, err := decodeSample(ev)
-			if err != nil {
-				return nil, fmt.Errorf("event %d (sample): %w", i+1, err)
-			}
-			samples = append(samples, s)
-		case EventLevelStart:
-			var ls levelStart
-			if err := json.Unmarshal(ev.Data, &ls); err != nil {
-				return nil, fmt.Errorf("event %d (level_start): %w", i+1, err)
-			}
-			l := level(ls.Level)
-			l.Value, l.Agents, l.barrierNs = ls.Value, ls.Agents, ls.StartNs
-			l.DurationMs, l.warmupMs, l.DurationReason = ls.DurationMs, ls.WarmupMs, ls.DurationReason
-			for _, a := range ls.Agents {
+		case *pb.InfoResponse:
+			res.Node = nodeFacts(p)
+		case *pb.EngineInfo:
+			e := engineFacts(p)
+			res.Engine, res.Simulated = &e, p.GetSimulated()
+		case Warning:
+			warns.addRecorded(p.Message)
+		case RunEnd:
+			res.Status, res.Error, res.FinishedAt = p.Status, p.Error, time.Unix(0, ev.T).UTC()
+		case TargetVersion:
+			res.TargetVersion = p.Version
+			res.Simulated = res.Simulated || strings.Contains(p.Version, "+sim")
+		case *pb.HostSample:
+			samples = append(samples, timed(ev, p))
+		case LevelStart:
+			l := level(p.Level)
+			l.Value, l.Agents, l.barrierNs = p.Value, p.Agents, p.StartNs
+			l.DurationMs, l.warmupMs, l.DurationReason = p.DurationMs, p.WarmupMs, p.DurationReason
+			for _, a := range p.Agents {
 				l.Coverage[a] = &LevelCoverage{}
 			}
-		case EventSweepInterval:
-			var si sweepInterval
-			if err := json.Unmarshal(ev.Data, &si); err != nil {
-				return nil, fmt.Errorf("event %d (sweep_interval): %w", i+1, err)
-			}
-			var rep pb.IntervalReport
-			if err := pjsonIn.Unmarshal(si.Report, &rep); err != nil {
-				return nil, fmt.Errorf("event %d (sweep_interval report): %w", i+1, err)
-			}
-			// A report recorded twice (a retried write, a replayed log) counts once.
-			key := fmt.Sprintf("%d/%s/%d/%d", si.Level, rep.GetAgentId(), rep.GetSeq(), rep.GetStartUnixNano())
-			if seen[key] {
-				warns.addDerived(fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", si.Level+1, rep.GetAgentId(), rep.GetSeq()))
+		case SweepInterval:
+			rep := p.Report
+			l := level(p.Level)
+			added, err := mergers[p.Level].Add(rep)
+			switch added {
+			case Duplicate:
+				// A report recorded twice (a retried write, a replayed log) counts once.
+				warns.addDerived(fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", p.Level+1, rep.GetAgentId(), rep.GetSeq()))
 				continue
+			case Warmup:
+				l.WarmupIntervals++
+			case Refused:
+				// A bad report's histograms are left out; the sweep goes on.
+				warns.addDerived(LevelPrefix(p.Level) + BadHistogramsWarning(err))
 			}
-			seen[key] = true
-			l := level(si.Level)
-			cov, ok := l.Coverage[rep.GetAgentId()]
-			if !ok {
-				cov = &LevelCoverage{}
-				l.Coverage[rep.GetAgentId()] = cov
-			}
+			cov := coverage(l, rep.GetAgentId())
 			cov.Intervals++
 			cov.Final = cov.Final || rep.GetFinal()
 			cov.lastEndNs = max(cov.lastEndNs, rep.GetEndUnixNano())
@@ -270,73 +247,9 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 				// the window: they are load the server carried in it.
 				l.streamed = append(l.streamed, tokenSpan{rep.GetStartUnixNano(), rep.GetEndUnixNano(), n})
 			}
-			if rep.GetWarmup() {
-				l.WarmupIntervals++
-				continue
-			}
-			l.Requests += rep.GetRequestsOk() + rep.GetRequestsFailed() + rep.GetRequestsInterrupted()
-			l.Successes += rep.GetRequestsOk()
-			l.good += rep.GetRequestsGood()
-			l.Errors += rep.GetRequestsFailed()
-			l.Interrupted += rep.GetRequestsInterrupted()
-			if reason := rep.GetAbortReason(); reason != "" {
-				if l.Error != "" {
-					l.Error += "; "
-				}
-				l.Error += fmt.Sprintf("agent %s: %s", rep.GetAgentId(), reason)
-			}
-			l.OutputTokens += rep.GetOutputTokens()
-			for k, v := range rep.GetErrorsByKind() {
-				l.ErrorsByKind[k] += v
-			}
-			l.ClientBound = l.ClientBound || rep.GetClientBound()
-			if u := rep.GetUsageSource(); u != "" && (l.UsageSource == "" || usageRank[u] < usageRank[l.UsageSource]) {
-				l.UsageSource = u
-			}
-			// Throughput divides by the measured span (earliest intended send
-			// to latest finish of a measured request), not the intervals,
-			// whose first ones may hold only warm-up. Older agents send no
-			// span; their interval bounds are the fallback.
-			if s, e := rep.GetMeasuredStartUnixNano(), rep.GetMeasuredEndUnixNano(); s > 0 && e > 0 {
-				if l.startNs == 0 || s < l.startNs {
-					l.startNs = s
-				}
-				l.endNs = max(l.endNs, e)
-			}
-			if s := rep.GetStartUnixNano(); s > 0 && (l.ivStartNs == 0 || s < l.ivStartNs) {
-				l.ivStartNs = s
-			}
-			l.ivEndNs = max(l.ivEndNs, rep.GetEndUnixNano())
-			got, err := reportHistograms(&rep)
-			if err != nil {
-				// A bad report's histograms are left out; the sweep goes on.
-				warns.addDerived(levelPrefix(si.Level) + badHistogramsWarning(err))
-				continue
-			}
-			okSums[si.Level] += int64(rep.GetRequestsOk())
-			set, ok := merged[si.Level]
-			if !ok {
-				set = hdr.Set{}
-				merged[si.Level] = set
-			}
-			for m, h := range got {
-				if m == hdr.TTFT {
-					sums[si.Level] += h.Count()
-				}
-				set.Get(m).Merge(h)
-			}
-		case EventAgentLost:
-			var al agentLost
-			if err := json.Unmarshal(ev.Data, &al); err != nil {
-				return nil, fmt.Errorf("event %d (agent_lost): %w", i+1, err)
-			}
-			l := level(al.Level)
-			cov, ok := l.Coverage[al.Agent]
-			if !ok {
-				cov = &LevelCoverage{}
-				l.Coverage[al.Agent] = cov
-			}
-			cov.Lost, cov.Error, cov.InFlight = true, al.Error, al.InFlight
+		case AgentLost:
+			cov := coverage(level(p.Level), p.Agent)
+			cov.Lost, cov.Error, cov.InFlight = true, p.Error, p.InFlight
 		}
 	}
 	res.Warnings = warns.list
@@ -347,24 +260,27 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 	sort.Ints(keys)
 	for _, k := range keys {
 		l := byLevel[k]
-		if set, ok := merged[k]; ok {
-			if h, ok := set[hdr.TTFT]; ok && h.Count() != sums[k] {
-				return nil, fmt.Errorf("level %d: merged TTFT histogram holds %d values but the agents reported %d: the merge lost data", k+1, h.Count(), sums[k])
-			}
-			// Every successful request records one E2E value.
-			if h, ok := set[hdr.E2E]; ok && h.Count() != okSums[k] {
-				return nil, fmt.Errorf("level %d: merged E2E histogram holds %d values but the agents counted %d successful requests: the reports are inconsistent", k+1, h.Count(), okSums[k])
-			}
-			for m, h := range set {
-				l.Metrics[m] = h.Summarize()
-			}
-			if h, ok := set[hdr.TTFT]; ok {
-				l.TTFTP50CI, l.TTFTP90CI, l.TTFTP99CI = quantileCI(h, 0.5), quantileCI(h, 0.9), quantileCI(h, 0.99)
-			}
+		m := mergers[k]
+		if err := m.Check(); err != nil {
+			return nil, fmt.Errorf("level %d: %w", k+1, err)
 		}
-		if l.startNs == 0 {
-			l.startNs, l.endNs = l.ivStartNs, l.ivEndNs
+		l.Metrics = m.Summaries()
+		if h, ok := m.Histograms()[hdr.TTFT]; ok {
+			l.TTFTP50CI, l.TTFTP90CI, l.TTFTP99CI = quantileCI(h, 0.5), quantileCI(h, 0.9), quantileCI(h, 0.99)
 		}
+		l.Requests = m.OK + m.Failed + m.Interrupted
+		l.Successes, l.Errors, l.Interrupted, l.good = m.OK, m.Failed, m.Interrupted, m.Good
+		l.OutputTokens = m.OutputTokens
+		l.ErrorsByKind = m.ErrorsByKind
+		l.ClientBound = m.ClientBound
+		l.UsageSource = UsageName(m.Usage)
+		l.Error = m.AbortError()
+		// Throughput divides by the measured span (earliest intended send
+		// to latest finish of a measured request), not the intervals,
+		// whose first ones may hold only warm-up. Older agents send no
+		// span; their interval bounds are the fallback.
+		l.startNs, l.endNs = m.Span()
+		l.ivEndNs = m.IntervalEndNs
 		if l.endNs > l.startNs {
 			d := float64(l.endNs-l.startNs) / 1e9
 			l.DurationS = ptr(d)
@@ -730,7 +646,3 @@ func sloSet(load json.RawMessage) bool {
 }
 
 func ptrU(v uint64) *uint64 { return &v }
-
-// usageRank orders usage sources from weakest to strongest; a level reports
-// the weakest any of its reports used.
-var usageRank = map[string]int{"counted": 1, "final": 2, "continuous": 3}

@@ -1,4 +1,4 @@
-package coordinator
+package results
 
 import (
 	"encoding/json"
@@ -15,7 +15,9 @@ import (
 	"github.com/ttftlab/ttftlab/internal/vllmlog"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden testdata/decompose/*.md files from Decompose's output")
+// update rewrites the golden files of this package's tests (testdata/golden/*
+// and testdata/decompose/*.md) from the code's output; review the diff.
+var update = flag.Bool("update", false, "rewrite the golden files under testdata from the current output")
 
 // assertPartsWithinParents fails when a part exceeds the row it is inside.
 func assertPartsWithinParents(t *testing.T, rows []DecompRow) {
@@ -108,7 +110,7 @@ func TestDecomposeGolden(t *testing.T) {
 // over the whole start, as the gpunode sent before issue 9 was fixed — and
 // checks that no part of the decomposition exceeds its parent.
 func TestDecomposeOverLogExcerpts(t *testing.T) {
-	logs, err := filepath.Glob(filepath.Join("..", "internal", "vllmlog", "testdata", "*.log"))
+	logs, err := filepath.Glob(filepath.Join("..", "..", "internal", "vllmlog", "testdata", "*.log"))
 	if err != nil || len(logs) == 0 {
 		t.Fatalf("no log excerpts: %v", err)
 	}

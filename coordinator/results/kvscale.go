@@ -1,12 +1,12 @@
-package coordinator
+package results
 
 import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -41,13 +41,12 @@ type KVScaleResults struct {
 	Profile    string    `json:"profile"`
 	API        string    `json:"api"`
 	// StartupScale is the simulator's test-only --startup-scale, when ≠ 1.
-	StartupScale float64          `json:"startup_scale,omitempty"`
-	Params       kvScaleParams    `json:"params"`
-	Node         NodeFacts        `json:"node"`
-	Points       []KVPointResult  `json:"points"`
-	Observations []string         `json:"observations"`
-	Warnings     []string         `json:"warnings,omitempty"`
-	levels       map[int]*KVLevel // by grid-wide level number
+	StartupScale float64         `json:"startup_scale,omitempty"`
+	Params       KVScaleParams   `json:"params"`
+	Node         NodeFacts       `json:"node"`
+	Points       []KVPointResult `json:"points"`
+	Observations []string        `json:"observations"`
+	Warnings     []string        `json:"warnings,omitempty"`
 }
 
 // KVPointResult is one grid point.
@@ -93,43 +92,29 @@ type KVLevel struct {
 	Onset       bool                   `json:"onset"`
 }
 
-// isGrid reports whether a run's events are a restart grid's.
-func isGrid(events []Event) bool {
-	for _, ev := range events {
-		if ev.Kind == EventGridStart {
-			return true
-		}
-	}
-	return false
-}
-
-// renderGridDir renders a grid run's directory, by its experiment.
-func renderGridDir(dir string, events []Event) error {
+// renderGrid renders a restart grid's events by its experiment: kvscale's
+// results, CSV, plot and report.
+func renderGrid(events []Event) (*Rendered, error) {
 	res, err := BuildKVScale(events)
 	if err != nil {
-		return fmt.Errorf("build kvscale results from %s: %w", dir, err)
-	}
-	if err := writeJSON(filepath.Join(dir, "results.json"), res); err != nil {
-		return err
+		return nil, fmt.Errorf("build kvscale results: %w", err)
 	}
 	csvb, err := RenderKVScaleCSV(res)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, KVScaleCSV), csvb); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, KVScaleSVG), []byte(renderKVScalePlot(res))); err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, KVScaleReport), []byte(RenderKVScaleMarkdown(res)))
+	return &Rendered{KVScale: res, Report: KVScaleReport, Files: map[string][]byte{
+		KVScaleCSV:    csvb,
+		KVScaleSVG:    []byte(renderKVScalePlot(res)),
+		KVScaleReport: []byte(RenderKVScaleMarkdown(res)),
+	}}, nil
 }
 
 // BuildKVScale turns a kvscale grid's events into KVScaleResults. The
 // levels' latencies are the sweep's lossless merge of the agents'
 // histograms (BuildSweep).
 func BuildKVScale(events []Event) (*KVScaleResults, error) {
-	res := &KVScaleResults{Kind: ExperimentKVScale, Status: "incomplete", Points: []KVPointResult{}, levels: map[int]*KVLevel{}}
+	res := &KVScaleResults{Kind: ExperimentKVScale, Status: "incomplete", Points: []KVPointResult{}}
 	sw, err := BuildSweep(events)
 	if err != nil {
 		return nil, err
@@ -147,44 +132,7 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 	}
 	started := false
 	for i, ev := range events {
-		switch ev.Kind {
-		case EventGridStart:
-			if started {
-				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
-			}
-			started = true
-			var gs struct {
-				RunID      string          `json:"run_id"`
-				Experiment string          `json:"experiment"`
-				Profile    string          `json:"profile"`
-				API        string          `json:"api"`
-				Points     []gridPointJSON `json:"points"`
-				Params     kvScaleParams   `json:"params"`
-			}
-			if err := decodeGridJSON(i, ev, &gs); err != nil {
-				return nil, err
-			}
-			if gs.Experiment != ExperimentKVScale {
-				return nil, fmt.Errorf("event %d: grid experiment %q has no report here: this ttftlab renders %q grids", i+1, gs.Experiment, ExperimentKVScale)
-			}
-			if len(gs.Params.Predictions) != len(gs.Points) || len(gs.Points) > maxKVScalePoints {
-				return nil, fmt.Errorf("event %d: grid_start has %d points and %d predictions", i+1, len(gs.Points), len(gs.Params.Predictions))
-			}
-			res.RunID, res.Profile, res.API, res.Params = gs.RunID, gs.Profile, gs.API, gs.Params
-			res.StartedAt = time.Unix(0, ev.T).UTC()
-			for j, p := range gs.Points {
-				var k pb.EngineKnobs
-				if err := pjsonIn.Unmarshal(p.Knobs, &k); err != nil {
-					return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
-				}
-				pr := KVPointResult{Point: j, Label: p.Label, MaxModelLen: int(k.GetMaxModelLen()), GPUMemoryUtilization: k.GetGpuMemoryUtilization(),
-					Status: "not run", Prediction: gs.Params.Predictions[j], Levels: []KVLevel{}}
-				if v := int(k.GetMaxNumSeqs()); v > 0 {
-					pr.MaxNumSeqs = &v
-				}
-				res.Points = append(res.Points, pr)
-			}
-		case EventEngineReady:
+		if ev.Kind == EventEngineReady {
 			var e pb.EngineInfo
 			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
 				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
@@ -200,31 +148,61 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 					break
 				}
 			}
-		case EventGridPointStart:
-			var d gridPointJSON
-			if err := decodeGridJSON(i, ev, &d); err != nil {
-				return nil, err
+			continue
+		}
+		if !IsGridKind(ev.Kind) {
+			continue
+		}
+		v, err := DecodeGrid(ev)
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", i+1, err)
+		}
+		if _, ok := v.(GridStart); !ok && !started {
+			return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
+		}
+		switch d := v.(type) {
+		case GridStart:
+			if started {
+				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
 			}
+			started = true
+			if d.Experiment != ExperimentKVScale {
+				return nil, fmt.Errorf("event %d: grid experiment %q has no report here: this ttftlab renders %q grids", i+1, d.Experiment, ExperimentKVScale)
+			}
+			var params KVScaleParams
+			if err := json.Unmarshal(d.Params, &params); err != nil {
+				return nil, fmt.Errorf("event %d: kvscale params: %w", i+1, err)
+			}
+			if len(params.Predictions) != len(d.Points) {
+				return nil, fmt.Errorf("event %d: grid_start has %d points and %d predictions", i+1, len(d.Points), len(params.Predictions))
+			}
+			res.RunID, res.Profile, res.API, res.Params = d.RunID, d.Profile, d.API, params
+			res.StartedAt = time.Unix(0, ev.T).UTC()
+			for j, p := range d.Points {
+				var k pb.EngineKnobs
+				if err := pjsonIn.Unmarshal(p.Knobs, &k); err != nil {
+					return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
+				}
+				pr := KVPointResult{Point: j, Label: p.Label, MaxModelLen: int(k.GetMaxModelLen()), GPUMemoryUtilization: k.GetGpuMemoryUtilization(),
+					Status: "not run", Prediction: params.Predictions[j], Levels: []KVLevel{}}
+				if v := int(k.GetMaxNumSeqs()); v > 0 {
+					pr.MaxNumSeqs = &v
+				}
+				res.Points = append(res.Points, pr)
+			}
+		case GridPointInfo:
 			p, err := point(d.Point)
 			if err != nil {
 				return nil, fmt.Errorf("event %d: %w", i+1, err)
 			}
 			p.Status = "running"
-		case EventGridPointReady:
-			var d struct {
-				Point   int             `json:"point"`
-				Figures json.RawMessage `json:"figures"`
-				Plan    *KVPlan         `json:"plan"`
-			}
-			if err := decodeGridJSON(i, ev, &d); err != nil {
-				return nil, err
-			}
+		case GridPointReady:
 			p, err := point(d.Point)
 			if err != nil {
 				return nil, fmt.Errorf("event %d: %w", i+1, err)
 			}
 			var f pb.EngineFigures
-			if len(d.Figures) > 0 && string(d.Figures) != "null" {
+			if !isNull(d.Figures) {
 				if err := pjsonIn.Unmarshal(d.Figures, &f); err != nil {
 					return nil, fmt.Errorf("event %d: figures: %w", i+1, err)
 				}
@@ -238,21 +216,21 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 			if f.AvailableKvGib != nil {
 				p.AvailableKVGiBReported = ptr(f.GetAvailableKvGib())
 			}
-			if d.Plan != nil {
-				p.Plan = d.Plan
-				p.Prediction = d.Plan.Prediction
+			if !isNull(d.Plan) {
+				var plan KVPlan
+				if err := json.Unmarshal(d.Plan, &plan); err != nil {
+					return nil, fmt.Errorf("event %d: kvscale plan: %w", i+1, err)
+				}
+				p.Plan, p.Prediction = &plan, plan.Prediction
 			}
-		case EventGridLevelEnd:
-			var o LevelObservation
-			if err := decodeGridJSON(i, ev, &o); err != nil {
-				return nil, err
-			}
-			p, err := point(o.Point)
+		case LevelObservation:
+			p, err := point(d.Point)
 			if err != nil {
 				return nil, fmt.Errorf("event %d: %w", i+1, err)
 			}
+			o := d
 			l := KVLevel{Level: o.Level, Concurrency: o.Concurrency, Status: "not measured", Error: o.Error, Metrics: map[string]hdr.Summary{},
-				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, Onset: kvOnset(&o)}
+				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, Onset: KVOnset(&o)}
 			if lr, ok := byLevel[o.Level]; ok {
 				l.Status, l.Requests, l.Errors, l.TokensPerS, l.Metrics = lr.Status, lr.Requests, lr.Errors, lr.TokensPerS, lr.Metrics
 				if l.Error == "" {
@@ -267,11 +245,7 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 					p.OnsetKind = "preemption"
 				}
 			}
-		case EventGridPointEnd:
-			var d gridPointEnd
-			if err := decodeGridJSON(i, ev, &d); err != nil {
-				return nil, err
-			}
+		case GridPointEnd:
 			p, err := point(d.Point)
 			if err != nil {
 				return nil, fmt.Errorf("event %d: %w", i+1, err)
@@ -280,7 +254,7 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 		}
 	}
 	if !started {
-		return nil, fmt.Errorf("no grid_start event: this is not a grid run")
+		return nil, errors.New("no grid_start event: this is not a grid run")
 	}
 	for i := range res.Points {
 		p := &res.Points[i]
@@ -467,7 +441,7 @@ func b2s(m map[string]hdr.Summary, name string) (float64, bool) {
 // marked.
 func renderKVScalePlot(res *KVScaleResults) string {
 	var xs []string
-	for _, f := range kvScaleFactors {
+	for _, f := range KVScaleFactors {
 		label := fmt.Sprintf("%g×C*", f)
 		if f == 1 {
 			label = "C*"
@@ -479,8 +453,8 @@ func renderKVScalePlot(res *KVScaleResults) string {
 		if p.Plan == nil || p.Plan.CStar == nil || len(p.Levels) == 0 {
 			continue
 		}
-		ys := make([]float64, len(kvScaleFactors))
-		for i, f := range kvScaleFactors {
+		ys := make([]float64, len(KVScaleFactors))
+		for i, f := range KVScaleFactors {
 			ys[i] = math.NaN()
 			want := min(max(1, int(math.Round(f*float64(*p.Plan.CStar)))), res.Params.MaxConcurrency)
 			for _, l := range p.Levels {

@@ -1,10 +1,8 @@
-package coordinator
+package results
 
 import (
 	"fmt"
-	"log/slog"
 	"math"
-	"runtime/debug"
 	"strings"
 
 	"github.com/ttftlab/ttftlab/internal/plot"
@@ -233,16 +231,4 @@ func renderPlots(r *Results) map[string]string {
 		out[PhasesSVG] = plot.Gantt("Engine cold start: spawn to ready", spans)
 	}
 	return out
-}
-
-// recoverRender turns a panic during RenderDir into an error naming the run
-// directory and the panic value, and logs the stack.
-func recoverRender(dir string, res **Results, err *error) {
-	p := recover()
-	if p == nil {
-		return
-	}
-	slog.Error("rendering a run panicked", "dir", dir, "panic", p, "stack", string(debug.Stack()))
-	*res = nil
-	*err = fmt.Errorf("render %s: internal error while reading events.jsonl (%v); the events file is kept, please report this with it", dir, p)
 }

@@ -1,4 +1,4 @@
-package coordinator
+package results
 
 import (
 	"fmt"
@@ -18,15 +18,16 @@ func knownMetric(m string) bool {
 	return false
 }
 
-// reportHistograms decodes and checks an interval report's histograms. The
+// ReportHistograms decodes and checks an interval report's histograms. The
 // report came from an agent (over gRPC, or read back from events.jsonl), so
 // every histogram is validated by hdr.Decode, a metric may appear once, and
 // the counts must agree with the report's own request counts: E2E holds one
 // value per successful request, TTFT, TTFT_sched and TPOT at most one, and
-// dispatch lag at most one per request sent. A report that fails any check
+// dispatch lag at most one per request sent (ok, failed or interrupted:
+// the lag is the client's, recorded once a request is sent). A report that fails any check
 // is refused whole, so the merged metrics keep describing one set of
 // requests; the error names the agent, the interval and the reason.
-func reportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
+func ReportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
 	set := hdr.Set{}
 	var problems []string
 	for _, eh := range rep.GetHistograms() {
@@ -62,7 +63,7 @@ func reportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
 				problems = append(problems, fmt.Sprintf("%s holds %d values, more than the %d successful requests", m, c, ok))
 			}
 		}
-		if c, sent := count(hdr.DispatchLag), ok+int64(rep.GetRequestsFailed()); c > sent {
+		if c, sent := count(hdr.DispatchLag), ok+int64(rep.GetRequestsFailed())+int64(rep.GetRequestsInterrupted()); c > sent {
 			problems = append(problems, fmt.Sprintf("dispatch_lag holds %d values, more than the %d requests sent", c, sent))
 		}
 	}
@@ -76,21 +77,10 @@ func reportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
 	return set, nil
 }
 
-// badHistogramsWarning is the warning recorded for a refused report, both
+// BadHistogramsWarning is the warning recorded for a refused report, both
 // when it arrives and when the results are rebuilt, so the two match.
-func badHistogramsWarning(err error) string {
+func BadHistogramsWarning(err error) string {
 	return err.Error() + "; the interval's histograms are left out of the results, its request counts are kept"
-}
-
-// checkInterval validates a report's histograms as it arrives and records a
-// warning event for a bad one, its text starting with prefix; the report
-// itself is recorded as received, and Build and BuildSweep leave its
-// histograms out with the same warning.
-func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) {
-	if _, err := reportHistograms(rep); err != nil {
-		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
-		r.record(EventWarning, map[string]string{"message": prefix + badHistogramsWarning(err)})
-	}
 }
 
 // warnings collects a result's warnings: those recorded as events, and
@@ -119,4 +109,37 @@ func (w *warnings) addDerived(msg string) {
 		return
 	}
 	w.list = append(w.list, msg)
+}
+
+// usageNames are the usage sources' names in the deprecated string field
+// and in reports.
+var usageNames = map[pb.UsageSource]string{
+	pb.UsageSource_USAGE_SOURCE_COUNTED:    "counted",
+	pb.UsageSource_USAGE_SOURCE_FINAL:      "final",
+	pb.UsageSource_USAGE_SOURCE_CONTINUOUS: "continuous",
+}
+
+// UsageName is a usage source's name ("continuous", "final", "counted"),
+// or "" when unspecified or unknown.
+func UsageName(u pb.UsageSource) string { return usageNames[u] }
+
+// ReportUsage is a report's usage source: its usage field, or, from an
+// older agent or event log, its deprecated usage_source string. An unknown
+// value is unspecified.
+func ReportUsage(rep *pb.IntervalReport) pb.UsageSource {
+	if u := rep.GetUsage(); usageNames[u] != "" {
+		return u
+	}
+	return ParseUsage(rep.GetUsageSource()) //nolint:staticcheck // the deprecated field is the fallback
+}
+
+// ParseUsage is the usage source of a name ("continuous", "final",
+// "counted"); unspecified for any other.
+func ParseUsage(name string) pb.UsageSource {
+	for u, n := range usageNames {
+		if n == name {
+			return u
+		}
+	}
+	return pb.UsageSource_USAGE_SOURCE_UNSPECIFIED
 }

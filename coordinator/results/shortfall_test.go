@@ -1,7 +1,6 @@
-package coordinator
+package results
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +40,7 @@ func TestJudgeShortfall(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := &LevelResult{Value: tt.value, Requests: tt.requests + tt.errors, Successes: tt.requests, Errors: tt.errors, Coverage: tt.coverage}
-			judgeShortfall(json.RawMessage(protoJSON(tt.load)), l, t0)
+			judgeShortfall(ProtoJSON(tt.load), l, t0)
 			if l.Shortfall != tt.wantShort || l.Degraded != (tt.wantShort != "") {
 				t.Errorf("shortfall %q degraded %v; want %q", l.Shortfall, l.Degraded, tt.wantShort)
 			}

@@ -1,0 +1,179 @@
+package results
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+)
+
+// Files a run directory holds.
+const (
+	EventsFile  = "events.jsonl"
+	ResultsFile = "results.json"
+	// BaselineReport is the baseline's report; SweepReport is a sweep's.
+	BaselineReport = "first_token_latency.md"
+)
+
+// Rendered is a run rendered from its events: a baseline's Results or a
+// sweep's SweepResults (exactly one is set), and the files written next to
+// them, by name.
+type Rendered struct {
+	Baseline *Results
+	Sweep    *SweepResults
+	// KVScale is a kvscale restart grid's results (kvscale.go).
+	KVScale *KVScaleResults
+	// Report is the Markdown report's file name and Files the plots.
+	Report string
+	Files  map[string][]byte
+}
+
+// Render builds a run's results from its events and renders its report
+// and plots, without touching the disk.
+func Render(events []Event) (*Rendered, error) {
+	if isGrid(events) {
+		return renderGrid(events)
+	}
+	if isSweep(events) {
+		res, err := BuildSweep(events)
+		if err != nil {
+			return nil, fmt.Errorf("build sweep results: %w", err)
+		}
+		out := &Rendered{Sweep: res, Report: SweepReport, Files: map[string][]byte{}}
+		for name, svg := range renderSweepPlots(res) {
+			out.Files[name] = []byte(svg)
+		}
+		out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
+		return out, nil
+	}
+	res, err := Build(events)
+	if err != nil {
+		return nil, fmt.Errorf("build results: %w", err)
+	}
+	out := &Rendered{Baseline: res, Report: BaselineReport, Files: map[string][]byte{}}
+	for name, svg := range renderPlots(res) {
+		out.Files[name] = []byte(svg)
+	}
+	out.Files[BaselineReport] = []byte(RenderMarkdown(res))
+	return out, nil
+}
+
+// WriteJSON writes the results (results.json) as indented JSON.
+func (r *Rendered) WriteJSON(w io.Writer) error {
+	var v any = r.Baseline
+	if r.Sweep != nil {
+		v = r.Sweep
+	}
+	if r.KVScale != nil {
+		v = r.KVScale
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", ResultsFile, err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// RenderDir rebuilds results.json, the report and its plots from a run
+// directory's events.jsonl. It is what `ttftlab report DIR` runs, and what
+// a run ends with. It returns a baseline's Results (nil for a sweep).
+// A panic while rendering (a malformed events.jsonl that slipped past the
+// checks) is turned into an error, so one bad file cannot stop a daemon.
+func RenderDir(dir string) (res *Results, err error) {
+	defer recoverRender(dir, &res, &err)
+	f, err := os.Open(filepath.Join(dir, EventsFile))
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	events, err := ReadEvents(f, filepath.Join(dir, EventsFile))
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	r, err := Render(events)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	var js strings.Builder
+	if err := r.WriteJSON(&js); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, ResultsFile), []byte(js.String())); err != nil {
+		return r.Baseline, err
+	}
+	// The report last, so that a reader who sees it sees the rest.
+	for name, b := range r.Files {
+		if name == r.Report {
+			continue
+		}
+		if err := writeFileAtomic(filepath.Join(dir, name), b); err != nil {
+			return r.Baseline, err
+		}
+	}
+	if err := writeFileAtomic(filepath.Join(dir, r.Report), r.Files[r.Report]); err != nil {
+		return r.Baseline, err
+	}
+	return r.Baseline, nil
+}
+
+// writeFileAtomic writes via a temporary file and a rename, so a reader
+// never sees half a report.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir fsyncs a directory, making the entries created or renamed in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// recoverRender turns a panic during RenderDir into an error naming the run
+// directory and the panic value, and logs the stack.
+func recoverRender(dir string, res **Results, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	slog.Error("rendering a run panicked", "dir", dir, "panic", p, "stack", string(debug.Stack()))
+	*res = nil
+	*err = fmt.Errorf("render %s: internal error while reading events.jsonl (%v); the events file is kept, please report this with it", dir, p)
+}
+
+// sanitizeOneLine keeps a string on one line for tables.
+func sanitizeOneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", "\\|")
+}
