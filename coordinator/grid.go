@@ -249,9 +249,12 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		measEnd := warmEnd.Add(dur)
 		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), measEnd.UnixNano(), to.UnixNano())
 		obs.Point, obs.Level, obs.Concurrency = point, li, lv.Concurrency
+		obs.WarmupMs, obs.WallMs = load.GetWarmupMs(), to.Sub(from.Add(barrierDelay)).Milliseconds()
+		preempted := obs.Preemptions != nil && *obs.Preemptions > 0
 		if e2e > 0 {
 			obs.E2EP50Ms = ptr(float64(e2e) / float64(time.Millisecond))
 		}
+		obs.Inconclusive = !preempted && (e2e <= 0 || (!obs.Drained && time.Duration(obs.WarmupMs)*time.Millisecond < e2e))
 		if err != nil {
 			obs.Error = err.Error()
 		}
@@ -394,6 +397,7 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) res
 	if measured > 0 {
 		o.WaitingFrac = ptr(float64(above) / float64(measured))
 	}
+	o.Drained = drained
 	return o
 }
 

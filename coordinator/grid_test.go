@@ -249,10 +249,16 @@ func TestKVScaleGridRecordsRefusalsAndFindsTheOnset(t *testing.T) {
 			if p.Status != results.PointOK || p.Onset == nil || *p.Onset != last.Concurrency || *p.Onset <= g.capacity || p.OnsetKind != "queue" {
 				t.Errorf("%s: status %q, onset %v (%s), last step %d: want the first step above %d", p.Label, p.Status, p.Onset, p.OnsetKind, last.Concurrency, g.capacity)
 			}
+			// A step above capacity before the last is only one whose warm-up
+			// (100 ms) was shorter than its requests (200 ms): inconclusive,
+			// and run again with a warm-up sized from them.
 			for _, l := range p.Levels[:len(p.Levels)-1] {
-				if l.Concurrency > g.capacity || l.Onset {
-					t.Errorf("%s: step %d onset %v before the first step above capacity", p.Label, l.Concurrency, l.Onset)
+				if l.Onset || (l.Concurrency > g.capacity && !l.Inconclusive) {
+					t.Errorf("%s: step %d (onset %v, inconclusive %v) before the onset step", p.Label, l.Concurrency, l.Onset, l.Inconclusive)
 				}
+			}
+			if n := len(p.Levels); n > 1 && p.Levels[n-2].Inconclusive && (p.Levels[n-1].WarmupMs < 300 || p.Levels[n-1].Concurrency != p.Levels[n-2].Concurrency) {
+				t.Errorf("%s: the repeat of an inconclusive step has warm-up %d ms at concurrency %d; want ≥ 1.5 × E2E at the same concurrency", p.Label, p.Levels[n-1].WarmupMs, p.Levels[n-1].Concurrency)
 			}
 			if p.KVTokensDiffPct == nil || *p.KVTokensDiffPct != 0 {
 				t.Errorf("%s: KV tokens diff %s, want 0 (the fake reports the prediction)", p.Label, fmtF(p.KVTokensDiffPct, "%g"))

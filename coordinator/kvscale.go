@@ -303,29 +303,52 @@ func kvScaleSteps(cstar, maxConc int) (steps []int, capped bool) {
 
 // kvSchedule steps up the point's concurrencies until the onset.
 type kvSchedule struct {
-	spec KVScaleSpec
-	plan results.KVPlan
-	seed uint64
-	next int
+	spec     KVScaleSpec
+	plan     results.KVPlan
+	seed     uint64
+	next     int
+	level    int
+	repeated map[int]bool
 }
 
 func (s *kvSchedule) Next(prev *results.LevelObservation) (GridLevel, bool) {
-	if results.KVOnset(prev) || s.next >= len(s.plan.Steps) {
+	if results.KVOnset(prev) {
 		return GridLevel{}, false
 	}
-	c := s.plan.Steps[s.next]
-	s.next++
+	// A level that could not tell a standing queue from its opening burst
+	// is run once more at the same concurrency, its warm-up sized from it.
+	repeat := prev != nil && prev.Inconclusive && !s.repeated[prev.Concurrency]
+	if !repeat && s.next >= len(s.plan.Steps) {
+		return GridLevel{}, false
+	}
+	var c int
+	if repeat {
+		c = prev.Concurrency
+		if s.repeated == nil {
+			s.repeated = map[int]bool{}
+		}
+		s.repeated[c] = true
+	} else {
+		c = s.plan.Steps[s.next]
+		s.next++
+	}
 	// The level opens with all c requests at once: its warm-up must cover
-	// that burst, which takes about the time of the requests themselves.
-	// The previous level's E2E p50, scaled by the concurrency (a loaded
-	// engine is compute-bound), sizes it.
+	// that burst, which takes about as long as the requests themselves
+	// under that load. The previous level's E2E p50 (or, when it measured
+	// none, its wall time), scaled by the concurrency (a loaded engine is
+	// compute-bound), sizes it.
 	warm := s.spec.Warmup
-	if prev != nil && prev.E2EP50Ms != nil && prev.Concurrency > 0 {
-		need := time.Duration(1.5 * *prev.E2EP50Ms * float64(c) / float64(prev.Concurrency) * float64(time.Millisecond))
+	if prev != nil && prev.Concurrency > 0 {
+		burst := float64(prev.WallMs)
+		if prev.E2EP50Ms != nil {
+			burst = *prev.E2EP50Ms
+		}
+		need := time.Duration(1.5 * burst * float64(c) / float64(prev.Concurrency) * float64(time.Millisecond))
 		warm = min(max(warm, need.Round(100*time.Millisecond)), maxKVScaleWarmup)
 	}
+	s.level++
 	// A fresh seed per level: no prompt repeats an earlier one.
-	seed := s.seed + uint64(s.next)
+	seed := s.seed + uint64(s.level)
 	return GridLevel{
 		Concurrency: c,
 		Load: &pb.LoadModel{Kind: "closed", Concurrency: int32(c), DurationMs: s.spec.LevelDuration.Milliseconds(),

@@ -92,7 +92,18 @@ type LevelObservation struct {
 	// E2EP50Ms is the level's E2E p50 as its reports arrived, when any
 	// request finished; a schedule sizes its next level from it.
 	E2EP50Ms *float64 `json:"e2e_p50_ms"`
-	Error    string   `json:"error,omitempty"`
+	// WarmupMs is the level's warm-up and WallMs its time from the agents'
+	// start to the last report.
+	WarmupMs int64 `json:"warmup_ms"`
+	WallMs   int64 `json:"wall_ms"`
+	// Drained is set when the level's opening burst was admitted (the queue
+	// emptied) inside the measured window.
+	Drained bool `json:"drained"`
+	// Inconclusive is set when the level cannot tell a standing queue from
+	// its opening burst: no measured request finished, or the queue never
+	// emptied while the warm-up was shorter than the level's E2E p50.
+	Inconclusive bool   `json:"inconclusive,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 // IsGridKind reports whether kind is a grid event's.
@@ -234,10 +245,11 @@ type KVPlan struct {
 // opening burst. Below C* the queue is empty in almost every such sample;
 // /metrics is scraped about once a second, so a step holds only a handful,
 // and "at least half" rather than "more than half" keeps a step at C*+1
-// from being missed by one sample.
+// from being missed by one sample. An inconclusive level shows the onset
+// only by a preemption.
 func KVOnset(o *LevelObservation) bool {
 	if o == nil {
 		return false
 	}
-	return (o.Preemptions != nil && *o.Preemptions > 0) || (o.WaitingFrac != nil && *o.WaitingFrac >= 0.5)
+	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && o.WaitingFrac != nil && *o.WaitingFrac >= 0.5)
 }

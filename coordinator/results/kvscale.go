@@ -89,7 +89,10 @@ type KVLevel struct {
 	Preemptions *float64               `json:"preemptions"`
 	WaitingMax  *float64               `json:"waiting_max"`
 	WaitingFrac *float64               `json:"waiting_frac"`
-	Onset       bool                   `json:"onset"`
+	WarmupMs    int64                  `json:"warmup_ms"`
+	// Inconclusive: see LevelObservation.
+	Inconclusive bool `json:"inconclusive,omitempty"`
+	Onset        bool `json:"onset"`
 }
 
 // renderGrid renders a restart grid's events by its experiment: kvscale's
@@ -230,7 +233,7 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 			}
 			o := d
 			l := KVLevel{Level: o.Level, Concurrency: o.Concurrency, Status: "not measured", Error: o.Error, Metrics: map[string]hdr.Summary{},
-				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, Onset: KVOnset(&o)}
+				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, WarmupMs: o.WarmupMs, Inconclusive: o.Inconclusive, Onset: KVOnset(&o)}
 			if lr, ok := byLevel[o.Level]; ok {
 				l.Status, l.Requests, l.Errors, l.TokensPerS, l.Metrics = lr.Status, lr.Requests, lr.Errors, lr.TokensPerS, lr.Metrics
 				if l.Error == "" {
@@ -404,6 +407,11 @@ func kvScaleObservations(res *KVScaleResults) []string {
 		case len(p.Levels) > 0:
 			out = append(out, fmt.Sprintf("%s: no preemption or standing queue up to concurrency %d (%.2f × C* = %d): the engine held more than predicted, or the load never filled the cache (see TTFT and errors).",
 				name, p.Levels[len(p.Levels)-1].Concurrency, float64(p.Levels[len(p.Levels)-1].Concurrency)/float64(max(cs, 1)), cs))
+		}
+		for _, l := range p.Levels {
+			if l.Inconclusive {
+				out = append(out, fmt.Sprintf("%s: the step at concurrency %d could not tell a standing queue from its opening burst (its warm-up was shorter than its requests, or no measured request finished), so it was run again with a longer warm-up.", name, l.Concurrency))
+			}
 		}
 		// TTFT growth from the first step to the onset step.
 		if n := len(p.Levels); n > 1 {
