@@ -254,7 +254,10 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		if e2e > 0 {
 			obs.E2EP50Ms = ptr(float64(e2e) / float64(time.Millisecond))
 		}
-		obs.Inconclusive = !preempted && (e2e <= 0 || (!obs.Drained && time.Duration(obs.WarmupMs)*time.Millisecond < e2e))
+		// A queue in the measured window is a standing queue only when the
+		// warm-up outlasted the level's requests, and so its opening burst.
+		queued := obs.WaitingFrac != nil && *obs.WaitingFrac >= results.KVQueueFraction
+		obs.Inconclusive = !preempted && queued && (e2e <= 0 || time.Duration(obs.WarmupMs)*time.Millisecond < e2e)
 		if err != nil {
 			obs.Error = err.Error()
 		}
@@ -325,24 +328,16 @@ func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) results.LevelObser
 
 // observeLevel summarises the engine metrics of one level: the rise of the
 // preemption counter from the last value before from to the last value by
-// to, the largest waiting queue in [from, to], and the fraction of samples
-// in the measured window (up to measEnd) with a waiting queue above zero
-// once the level's opening burst has been admitted.
-//
-// A closed loop starts all its requests at once, and the engine admits them
-// only as fast as its token budget allows, so every level opens with a
-// queue, whatever its concurrency. That burst is over at the later of the
-// warm-up's end and the first sample, after the queue first formed, whose
-// queue is empty again; the fraction counts the samples from then on. A
-// level whose queue never empties counts every sample after its warm-up.
-// The queue that drains after measEnd, when the load stops, is not a drain.
+// to, the largest waiting queue in [from, to], and the fraction of the
+// samples in the measured window [warmEnd, measEnd] whose waiting queue was
+// above zero. (A closed loop starts all its requests at once, so every level
+// opens with a queue; the warm-up must cover that burst, which the caller
+// checks against the level's E2E.)
 func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) results.LevelObservation {
 	sort.SliceStable(ms, func(i, j int) bool { return ms[i].t < ms[j].t })
 	var o results.LevelObservation
 	var base, first, last *float64
-	formed := false
-	settle := warmEnd
-	drained := false
+	var above, measured int
 	for i := range ms {
 		m := ms[i]
 		if m.t > to {
@@ -369,22 +364,11 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) res
 		if o.WaitingMax == nil || m.waiting > *o.WaitingMax {
 			o.WaitingMax = ptr(m.waiting)
 		}
-		switch {
-		case m.waiting > 0:
-			formed = true
-		case formed && !drained && m.t <= measEnd:
-			drained = true
-			settle = max(settle, m.t)
-		}
-	}
-	var above, measured int
-	for _, m := range ms {
-		if m.t < settle || m.t > measEnd || !m.hasWaiting {
-			continue
-		}
-		measured++
-		if m.waiting > 0 {
-			above++
+		if m.t >= warmEnd && m.t <= measEnd {
+			measured++
+			if m.waiting > 0 {
+				above++
+			}
 		}
 	}
 	if last != nil {
@@ -397,7 +381,6 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) res
 	if measured > 0 {
 		o.WaitingFrac = ptr(float64(above) / float64(measured))
 	}
-	o.Drained = drained
 	return o
 }
 

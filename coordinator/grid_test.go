@@ -44,8 +44,7 @@ func TestKVScaleSteps(t *testing.T) {
 
 func TestObserveLevel(t *testing.T) {
 	// Samples one second apart from t=9 s; the level runs 10..20 s, its
-	// warm-up ends at 12 s and its measured window at 18 s, when the load
-	// stops and the queue drains.
+	// warm-up ends at 12 s and its measured window at 18 s.
 	mk := func(preempt []float64, waiting []float64) []engineMetricSample {
 		var ms []engineMetricSample
 		for i := range waiting {
@@ -65,14 +64,16 @@ func TestObserveLevel(t *testing.T) {
 		frac        *float64
 		onset       bool
 	}{
-		{"opening burst drains after the warm-up: no onset",
-			mk(nil, []float64{0, 9, 7, 5, 3, 1, 0, 0, 0, 1, 0, 0}), nil, ptr(1.0 / 4), false},
-		{"queue drains only when the load stops: onset",
+		{"queue stands after the warm-up: onset",
 			mk(nil, []float64{0, 9, 7, 5, 4, 4, 3, 4, 3, 5, 0, 0}), nil, ptr(1), true},
-		{"queue in half the measured samples: onset",
-			mk(nil, []float64{0, 9, 7, 5, 3, 1, 0, 1, 0, 1, 0, 0}), nil, ptr(2.0 / 4), true},
-		{"burst drained inside the warm-up: warm-up end counts",
-			mk(nil, []float64{0, 3, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0}), nil, ptr(1.0 / 7), false},
+		{"burst admitted before the warm-up ends: no onset",
+			mk(nil, []float64{0, 9, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0}), nil, ptr(0), false},
+		{"queue of one comes and goes in a quarter of the samples: onset",
+			mk(nil, []float64{0, 9, 3, 0, 1, 0, 0, 1, 0, 0, 0, 0}), nil, ptr(2.0 / 7), true},
+		{"one transient: no onset",
+			mk(nil, []float64{0, 9, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0}), nil, ptr(1.0 / 7), false},
+		{"queue after the load stopped is not counted",
+			mk(nil, []float64{0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2}), nil, ptr(0), false},
 		{"preemption counter rises: onset",
 			mk([]float64{5, 5, 5, 6, 8, 8, 8, 8, 8, 8, 8, 8}, []float64{0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}), ptr(3), ptr(0), true},
 		{"no metrics: nothing measured",

@@ -86,8 +86,8 @@ type LevelObservation struct {
 	Preemptions *float64 `json:"preemptions"`
 	// WaitingMax is the largest vllm:num_requests_waiting over the level.
 	WaitingMax *float64 `json:"waiting_max"`
-	// WaitingFrac is the fraction of the measured samples, after the
-	// level's opening burst, with vllm:num_requests_waiting > 0.
+	// WaitingFrac is the fraction of the samples in the measured window
+	// (after the warm-up) with vllm:num_requests_waiting > 0.
 	WaitingFrac *float64 `json:"waiting_frac"`
 	// E2EP50Ms is the level's E2E p50 as its reports arrived, when any
 	// request finished; a schedule sizes its next level from it.
@@ -96,12 +96,9 @@ type LevelObservation struct {
 	// start to the last report.
 	WarmupMs int64 `json:"warmup_ms"`
 	WallMs   int64 `json:"wall_ms"`
-	// Drained is set when the level's opening burst was admitted (the queue
-	// emptied) inside the measured window.
-	Drained bool `json:"drained"`
 	// Inconclusive is set when the level cannot tell a standing queue from
-	// its opening burst: no measured request finished, or the queue never
-	// emptied while the warm-up was shorter than the level's E2E p50.
+	// its opening burst: the measured window had a queue, but no measured
+	// request finished or the warm-up was shorter than the level's E2E p50.
 	Inconclusive bool   `json:"inconclusive,omitempty"`
 	Error        string `json:"error,omitempty"`
 }
@@ -240,16 +237,21 @@ type KVPlan struct {
 	Note   string `json:"note,omitempty"`
 }
 
+// KVQueueFraction is the share of a step's measured samples with a
+// waiting queue that makes it the onset. Below C*, once the opening burst is
+// admitted, the queue is empty in practically every sample; just above C*,
+// requests of different ages leave room for one more now and then, so the
+// queue of one or two comes and goes (/metrics is scraped about once a
+// second: a step holds a handful of samples). A quarter catches C*+1 and
+// C*+2 on the simulator without counting the rare transient below C*.
+const KVQueueFraction = 0.25
+
 // KVOnset reports whether a level shows the onset: a preemption, or a
-// waiting queue above zero in at least half of the samples after the
-// opening burst. Below C* the queue is empty in almost every such sample;
-// /metrics is scraped about once a second, so a step holds only a handful,
-// and "at least half" rather than "more than half" keeps a step at C*+1
-// from being missed by one sample. An inconclusive level shows the onset
-// only by a preemption.
+// waiting queue in at least KVQueueFraction of its measured samples. An
+// inconclusive level shows the onset only by a preemption.
 func KVOnset(o *LevelObservation) bool {
 	if o == nil {
 		return false
 	}
-	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && o.WaitingFrac != nil && *o.WaitingFrac >= 0.5)
+	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && o.WaitingFrac != nil && *o.WaitingFrac >= KVQueueFraction)
 }
