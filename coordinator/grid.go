@@ -62,9 +62,11 @@ type LevelSchedule interface {
 // GridLevel is one closed-loop level of a point.
 type GridLevel struct {
 	Concurrency int
-	Load        *pb.LoadModel
-	Workload    *pb.Workload
-	Generator   *pb.WorkloadGen
+	// Repeat marks the second run of an inconclusive step.
+	Repeat    bool
+	Load      *pb.LoadModel
+	Workload  *pb.Workload
+	Generator *pb.WorkloadGen
 }
 
 // ErrGridSpec wraps a GridSpec's own defects.
@@ -247,17 +249,23 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		to := g.c.cfg.Now()
 		warmEnd := from.Add(barrierDelay).Add(time.Duration(load.GetWarmupMs()) * time.Millisecond)
 		measEnd := warmEnd.Add(dur)
-		obs := tap.observe(from.UnixNano(), warmEnd.UnixNano(), measEnd.UnixNano(), to.UnixNano())
-		obs.Point, obs.Level, obs.Concurrency = point, li, lv.Concurrency
-		obs.WarmupMs, obs.WallMs = load.GetWarmupMs(), to.Sub(from.Add(barrierDelay)).Milliseconds()
+		obs, burstEnd := tap.observe(from.UnixNano(), warmEnd.UnixNano(), measEnd.UnixNano(), to.UnixNano())
+		obs.Point, obs.Level, obs.Concurrency, obs.Repeat = point, li, lv.Concurrency, lv.Repeat
+		agentsStart := from.Add(barrierDelay)
+		obs.WarmupMs, obs.WallMs = load.GetWarmupMs(), to.Sub(agentsStart).Milliseconds()
+		if burstEnd > 0 {
+			b := max(0, time.Duration(burstEnd-agentsStart.UnixNano()).Milliseconds())
+			obs.BurstMs = &b
+		}
 		preempted := obs.Preemptions != nil && *obs.Preemptions > 0
 		if e2e > 0 {
 			obs.E2EP50Ms = ptr(float64(e2e) / float64(time.Millisecond))
 		}
-		// A queue in the measured window is a standing queue only when the
-		// warm-up outlasted the level's requests, and so its opening burst.
+		// A queue in the measured window is a standing queue when the
+		// opening burst was seen to empty before the window; otherwise the
+		// step runs again with a warm-up sized from it, and that run counts.
 		queued := obs.WaitingFrac != nil && *obs.WaitingFrac >= results.KVQueueFraction
-		obs.Inconclusive = !preempted && queued && (e2e <= 0 || time.Duration(obs.WarmupMs)*time.Millisecond < e2e)
+		obs.Inconclusive = !preempted && queued && !lv.Repeat && (e2e <= 0 || burstEnd == 0 || burstEnd > warmEnd.UnixNano())
 		if err != nil {
 			obs.Error = err.Error()
 		}
@@ -319,7 +327,7 @@ func (s *sampleTap) add(h *pb.HostSample) {
 	s.mu.Unlock()
 }
 
-func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) results.LevelObservation {
+func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) (results.LevelObservation, int64) {
 	s.mu.Lock()
 	ms := append([]engineMetricSample(nil), s.ms...)
 	s.mu.Unlock()
@@ -332,12 +340,13 @@ func (s *sampleTap) observe(from, warmEnd, measEnd, to int64) results.LevelObser
 // samples in the measured window [warmEnd, measEnd] whose waiting queue was
 // above zero. (A closed loop starts all its requests at once, so every level
 // opens with a queue; the warm-up must cover that burst, which the caller
-// checks against the level's E2E.)
-func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) results.LevelObservation {
+// judges from burstEnd: the first sample, after the queue formed, whose
+// queue was empty again; 0 when there was none.)
+func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) (o results.LevelObservation, burstEnd int64) {
 	sort.SliceStable(ms, func(i, j int) bool { return ms[i].t < ms[j].t })
-	var o results.LevelObservation
 	var base, first, last *float64
 	var above, measured int
+	formed := false
 	for i := range ms {
 		m := ms[i]
 		if m.t > to {
@@ -364,6 +373,12 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) res
 		if o.WaitingMax == nil || m.waiting > *o.WaitingMax {
 			o.WaitingMax = ptr(m.waiting)
 		}
+		switch {
+		case m.waiting > 0:
+			formed = true
+		case formed && burstEnd == 0 && m.t <= measEnd:
+			burstEnd = m.t
+		}
 		if m.t >= warmEnd && m.t <= measEnd {
 			measured++
 			if m.waiting > 0 {
@@ -381,7 +396,7 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) res
 	if measured > 0 {
 		o.WaitingFrac = ptr(float64(above) / float64(measured))
 	}
-	return o
+	return o, burstEnd
 }
 
 func ptr(v float64) *float64 { return &v }

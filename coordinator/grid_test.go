@@ -81,7 +81,7 @@ func TestObserveLevel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := observeLevel(tt.ms, from, warm, measEnd, to)
+			o, _ := observeLevel(tt.ms, from, warm, measEnd, to)
 			if !eqPtr(o.Preemptions, tt.preemptions) || !eqPtr(o.WaitingFrac, tt.frac) || results.KVOnset(&o) != tt.onset {
 				t.Errorf("got preemptions %s, waiting frac %s, onset %v; want %s, %s, %v",
 					fmtF(o.Preemptions, "%g"), fmtF(o.WaitingFrac, "%.3f"), results.KVOnset(&o), fmtF(tt.preemptions, "%g"), fmtF(tt.frac, "%.3f"), tt.onset)
@@ -191,10 +191,21 @@ func (a kvLoadAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 	a.g.conc = int(req.GetLoad().GetConcurrency())
 	a.g.mu.Unlock()
 	defer func() { a.g.mu.Lock(); a.g.conc = 0; a.g.mu.Unlock() }()
-	select {
-	case <-time.After(time.Until(time.Unix(0, req.GetStartUnixNano())) + time.Duration(req.GetLoad().GetWarmupMs()+req.GetLoad().GetDurationMs())*time.Millisecond):
-	case <-ctx.Done():
-		return ctx.Err()
+	end := time.After(time.Until(time.Unix(0, req.GetStartUnixNano())) + time.Duration(req.GetLoad().GetWarmupMs()+req.GetLoad().GetDurationMs())*time.Millisecond)
+	beat := time.NewTicker(200 * time.Millisecond)
+	defer beat.Stop()
+wait:
+	for {
+		select {
+		case <-end:
+			break wait
+		case <-beat.C:
+			if err := fn(&pb.RunProbeResponse{Heartbeat: &pb.Heartbeat{UnixNano: time.Now().UnixNano()}}); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	set := hdr.Set{}
 	for i := 0; i < 10; i++ {

@@ -333,15 +333,21 @@ func (s *kvSchedule) Next(prev *results.LevelObservation) (GridLevel, bool) {
 		s.next++
 	}
 	// The level opens with all c requests at once: its warm-up must cover
-	// that burst, which takes about as long as the requests themselves
-	// under that load. The previous level's E2E p50 (or, when it measured
-	// none, its wall time), scaled by the concurrency (a loaded engine is
-	// compute-bound), sizes it.
+	// that burst. The previous level's burst and E2E p50, scaled by the
+	// concurrency (a loaded engine is compute-bound), size it.
 	warm := s.spec.Warmup
 	if prev != nil && prev.Concurrency > 0 {
-		burst := float64(prev.WallMs)
+		// The burst lasts about as long as the longer of the requests and
+		// the admission of the opening burst; a step whose queue never
+		// emptied, or that measured neither, is bounded by its wall time.
+		var burst float64
 		if prev.E2EP50Ms != nil {
 			burst = *prev.E2EP50Ms
+		}
+		if prev.BurstMs != nil {
+			burst = max(burst, float64(*prev.BurstMs))
+		} else if prev.Inconclusive || burst == 0 {
+			burst = max(burst, float64(prev.WallMs))
 		}
 		need := time.Duration(1.5 * burst * float64(c) / float64(prev.Concurrency) * float64(time.Millisecond))
 		warm = min(max(warm, need.Round(100*time.Millisecond)), maxKVScaleWarmup)
@@ -351,6 +357,7 @@ func (s *kvSchedule) Next(prev *results.LevelObservation) (GridLevel, bool) {
 	seed := s.seed + uint64(s.level)
 	return GridLevel{
 		Concurrency: c,
+		Repeat:      repeat,
 		Load: &pb.LoadModel{Kind: "closed", Concurrency: int32(c), DurationMs: s.spec.LevelDuration.Milliseconds(),
 			WarmupMs: warm.Milliseconds(), Seed: seed},
 		Workload: &pb.Workload{MaxTokens: int32(s.plan.OutputLen), IgnoreEos: true},

@@ -96,9 +96,17 @@ type LevelObservation struct {
 	// start to the last report.
 	WarmupMs int64 `json:"warmup_ms"`
 	WallMs   int64 `json:"wall_ms"`
-	// Inconclusive is set when the level cannot tell a standing queue from
-	// its opening burst: the measured window had a queue, but no measured
-	// request finished or the warm-up was shorter than the level's E2E p50.
+	// BurstMs is the time from the agents' start to the first sample whose
+	// queue was empty again after the opening burst; nil when it never
+	// emptied during the level.
+	BurstMs *int64 `json:"burst_ms"`
+	// Repeat is set on the second run of a step that was inconclusive.
+	Repeat bool `json:"repeat,omitempty"`
+	// Inconclusive is set on a first run whose measured window had a queue
+	// although the opening burst was not seen to empty before the window
+	// (or no measured request finished): the queue may be the burst's. The
+	// step is run again with a warm-up sized from it, and that second run
+	// is judged as it is.
 	Inconclusive bool   `json:"inconclusive,omitempty"`
 	Error        string `json:"error,omitempty"`
 }

@@ -401,6 +401,10 @@ func kvScaleObservations(res *KVScaleResults) []string {
 			}
 			out = append(out, fmt.Sprintf("%s: %s begins at concurrency %d (%s vs C* = %d for %d+%d-token requests; the log's maximum concurrency for full %d-token requests is %s); concurrency %d showed none.",
 				name, p.OnsetKind, *p.Onset, fmtPtr(p.OnsetVsCStarPct, "%+.0f%%"), cs, p.Plan.PromptLen, p.Plan.OutputLen, p.MaxModelLen, logC, below))
+			if *p.Onset < cs && p.OnsetKind == "queue" {
+				out = append(out, fmt.Sprintf("%s: the queue began below C* (at %.0f%% of it), before the KV blocks ran out: another limit came first — the prefill token budget per step (max-num-batched-tokens) for prompts of %d tokens, or max-num-seqs; the samples' vllm:kv_cache_usage_perc in events.jsonl tell which.",
+					name, float64(*p.Onset)/float64(cs)*100, p.Plan.PromptLen))
+			}
 		case len(p.Levels) > 0 && p.Plan.Capped:
 			out = append(out, fmt.Sprintf("%s: no preemption or standing queue up to concurrency %d, the cap (--max-concurrency); C* = %d, so the onset is above the tested range.",
 				name, p.Levels[len(p.Levels)-1].Concurrency, cs))
