@@ -49,7 +49,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	knobs := &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
 	fs.StringVar(&c.out, "out", "results", "results directory: DIR/<run>/ in-process; with --coordinator, a subdirectory of the coordinator's --out")
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
-	profile := fs.String("profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
+	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host)")
 	fs.StringVar(&knobs.Model, "model", kvscaleDefaultModel, "model to serve")
 	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")
@@ -60,7 +60,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	api := fs.String("api", "completions", "OpenAI API of the load: completions (exact prompt lengths) or chat")
 	outLen := fs.Int("output-len", coordinator.DefaultKVScaleOutputLen, "output tokens per request (ignore_eos)")
 	dur := fs.Duration("step-duration", coordinator.DefaultKVScaleLevelDuration, "measured duration of each concurrency step")
-	warm := fs.Duration("step-warmup", coordinator.DefaultKVScaleWarmup, "warm-up of each step, left out of the statistics")
+	warm := fs.Duration("step-warmup", coordinator.DefaultKVScaleWarmup, "least warm-up of each step, left out of the statistics (later steps size theirs from the step before)")
 	maxConc := fs.Int("max-concurrency", coordinator.DefaultKVScaleMaxConcurrency, "cap on the concurrency steps; an onset above it is reported as above the tested range")
 	maxAgents := fs.Int("max-agents", 0, "agents that share each step (0: all alive)")
 	fs.IntVar(&c.agents, "agents", kvscaleDefaultAgents, "in-process agents (without --coordinator)")
