@@ -188,8 +188,11 @@ func isGrid(events []Event) bool {
 	return false
 }
 
-// KVScaleFactors are kvscale's concurrency steps, as multiples of C*.
-var KVScaleFactors = [...]float64{0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5}
+// KVScaleFactors are kvscale's concurrency steps, as multiples of C*. They
+// are dense just above C*: with requests of different ages in the cache, a
+// closed loop fits one or two more than C* (which assumes every request at
+// its largest at once), so the onset shows at C* + 1 or 2.
+var KVScaleFactors = [...]float64{0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5}
 
 // KVScaleParams is the kvscale part of grid_start.
 type KVScaleParams struct {
