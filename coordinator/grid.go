@@ -264,7 +264,7 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		// A queue in the measured window is a standing queue when the
 		// opening burst was seen to empty before the window; otherwise the
 		// step runs again with a warm-up sized from it, and that run counts.
-		queued := obs.WaitingFrac != nil && *obs.WaitingFrac >= results.KVQueueFraction
+		queued := results.KVQueued(&obs)
 		obs.Inconclusive = !preempted && queued && !lv.Repeat && (e2e <= 0 || burstEnd == 0 || burstEnd > warmEnd.UnixNano())
 		if err != nil {
 			obs.Error = err.Error()
@@ -306,9 +306,9 @@ type sampleTap struct {
 // engineMetricSample is one sample's vllm:num_preemptions_total and
 // vllm:num_requests_waiting, when it carried them.
 type engineMetricSample struct {
-	t                      int64
-	preempt, waiting       float64
-	hasPreempt, hasWaiting bool
+	t                             int64
+	preempt, waiting, usage       float64
+	hasPreempt, hasWaiting, hasKV bool
 }
 
 func (s *sampleTap) add(h *pb.HostSample) {
@@ -322,6 +322,10 @@ func (s *sampleTap) add(h *pb.HostSample) {
 	}
 	e.preempt, e.hasPreempt = m["vllm:num_preemptions_total"]
 	e.waiting, e.hasWaiting = m["vllm:num_requests_waiting"]
+	e.usage, e.hasKV = m["vllm:kv_cache_usage_perc"]
+	if !e.hasKV {
+		e.usage, e.hasKV = m["vllm:gpu_cache_usage_perc"] // vLLM before 0.10
+	}
 	s.mu.Lock()
 	s.ms = append(s.ms, e)
 	s.mu.Unlock()
@@ -384,6 +388,9 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) (o 
 			if m.waiting > 0 {
 				above++
 			}
+			if m.hasKV && (o.KVUsageMax == nil || m.usage > *o.KVUsageMax) {
+				o.KVUsageMax = ptr(m.usage)
+			}
 		}
 	}
 	if last != nil {
@@ -396,6 +403,7 @@ func observeLevel(ms []engineMetricSample, from, warmEnd, measEnd, to int64) (o 
 	if measured > 0 {
 		o.WaitingFrac = ptr(float64(above) / float64(measured))
 	}
+	o.QueuedSamples = above
 	return o, burstEnd
 }
 

@@ -76,6 +76,10 @@ func TestObserveLevel(t *testing.T) {
 			mk(nil, []float64{0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2}), nil, ptr(0), false},
 		{"preemption counter rises: onset",
 			mk([]float64{5, 5, 5, 6, 8, 8, 8, 8, 8, 8, 8, 8}, []float64{0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}), ptr(3), ptr(0), true},
+		{"queue while the KV cache is half full: another limit, no onset",
+			withUsage(mk(nil, []float64{0, 9, 7, 5, 4, 4, 3, 4, 3, 5, 0, 0}), 0.5), nil, ptr(1), false},
+		{"queue with the KV cache full: onset",
+			withUsage(mk(nil, []float64{0, 9, 7, 5, 4, 4, 3, 4, 3, 5, 0, 0}), 0.97), nil, ptr(1), true},
 		{"no metrics: nothing measured",
 			[]engineMetricSample{{t: 11e9}, {t: 12e9}}, nil, nil, false},
 	}
@@ -88,6 +92,14 @@ func TestObserveLevel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withUsage sets every sample's vllm:kv_cache_usage_perc.
+func withUsage(ms []engineMetricSample, u float64) []engineMetricSample {
+	for i := range ms {
+		ms[i].usage, ms[i].hasKV = u, true
+	}
+	return ms
 }
 
 func eqPtr(a, b *float64) bool {

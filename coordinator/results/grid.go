@@ -89,6 +89,11 @@ type LevelObservation struct {
 	// WaitingFrac is the fraction of the samples in the measured window
 	// (after the warm-up) with vllm:num_requests_waiting > 0.
 	WaitingFrac *float64 `json:"waiting_frac"`
+	// QueuedSamples is how many samples of the measured window had a queue.
+	QueuedSamples int `json:"queued_samples"`
+	// KVUsageMax is the largest vllm:kv_cache_usage_perc (0..1) in the
+	// measured window.
+	KVUsageMax *float64 `json:"kv_usage_max"`
 	// E2EP50Ms is the level's E2E p50 as its reports arrived, when any
 	// request finished; a schedule sizes its next level from it.
 	E2EP50Ms *float64 `json:"e2e_p50_ms"`
@@ -249,20 +254,33 @@ type KVPlan struct {
 }
 
 // KVQueueFraction is the share of a step's measured samples with a
-// waiting queue that makes it the onset. Below C*, once the opening burst is
-// admitted, the queue is empty in practically every sample; just above C*,
-// requests of different ages leave room for one more now and then, so the
-// queue of one or two comes and goes (/metrics is scraped about once a
-// second: a step holds a handful of samples). A quarter catches C*+1 and
-// C*+2 on the simulator without counting the rare transient below C*.
-const KVQueueFraction = 0.25
+// waiting queue that makes it the onset, with at least KVQueueSamples of
+// them and, where the engine reports it, the KV cache at least
+// KVFullUsage full. Below C*, once the opening burst is admitted, the queue
+// is empty in practically every sample; just above C*, requests of
+// different ages leave room for one more now and then, so a queue of one or
+// two comes and goes (/metrics is scraped about once a second: a step holds
+// a handful of samples). A queue while the cache is far from full is
+// another limit (the prefill token budget per step), not KV capacity.
+const (
+	KVQueueFraction = 0.25
+	KVQueueSamples  = 2
+	KVFullUsage     = 0.9
+)
+
+// KVQueued reports whether a level's measured window held a queue that KV
+// capacity explains.
+func KVQueued(o *LevelObservation) bool {
+	return o.WaitingFrac != nil && *o.WaitingFrac >= KVQueueFraction && o.QueuedSamples >= KVQueueSamples &&
+		(o.KVUsageMax == nil || *o.KVUsageMax >= KVFullUsage)
+}
 
 // KVOnset reports whether a level shows the onset: a preemption, or a
-// waiting queue in at least KVQueueFraction of its measured samples. An
-// inconclusive level shows the onset only by a preemption.
+// queue KVQueued accepts. An inconclusive level shows the onset only by a
+// preemption.
 func KVOnset(o *LevelObservation) bool {
 	if o == nil {
 		return false
 	}
-	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && o.WaitingFrac != nil && *o.WaitingFrac >= KVQueueFraction)
+	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && KVQueued(o))
 }

@@ -90,6 +90,9 @@ type KVLevel struct {
 	WaitingMax  *float64               `json:"waiting_max"`
 	WaitingFrac *float64               `json:"waiting_frac"`
 	WarmupMs    int64                  `json:"warmup_ms"`
+	// QueuedSamples and KVUsageMax: see LevelObservation.
+	QueuedSamples int      `json:"queued_samples"`
+	KVUsageMax    *float64 `json:"kv_usage_max"`
 	// Inconclusive: see LevelObservation.
 	Inconclusive bool `json:"inconclusive,omitempty"`
 	Onset        bool `json:"onset"`
@@ -122,7 +125,21 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Node, res.Warnings, res.Status, res.Error, res.FinishedAt = sw.Node, sw.Warnings, sw.Status, sw.Error, sw.FinishedAt
+	// The run's own end, not the sweep's verdict: a step that measured no
+	// request because it was inconclusive (and so run again) does not fail
+	// the run; a failed step that counted does, below.
+	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
+	for _, ev := range events {
+		if ev.Kind != EventRunEnd {
+			continue
+		}
+		v, err := Decode(ev)
+		if err != nil {
+			return nil, err
+		}
+		e := v.(RunEnd)
+		res.Status, res.Error = e.Status, e.Error
+	}
 	byLevel := map[int]LevelResult{}
 	for _, l := range sw.Levels {
 		byLevel[l.Level] = l
@@ -233,7 +250,7 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 			}
 			o := d
 			l := KVLevel{Level: o.Level, Concurrency: o.Concurrency, Status: "not measured", Error: o.Error, Metrics: map[string]hdr.Summary{},
-				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, WarmupMs: o.WarmupMs, Inconclusive: o.Inconclusive, Onset: KVOnset(&o)}
+				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, WarmupMs: o.WarmupMs, QueuedSamples: o.QueuedSamples, KVUsageMax: o.KVUsageMax, Inconclusive: o.Inconclusive, Onset: KVOnset(&o)}
 			if lr, ok := byLevel[o.Level]; ok {
 				l.Status, l.Requests, l.Errors, l.TokensPerS, l.Metrics = lr.Status, lr.Requests, lr.Errors, lr.TokensPerS, lr.Metrics
 				if l.Error == "" {
@@ -263,6 +280,11 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 		p := &res.Points[i]
 		if p.Status == "running" {
 			p.Status = "interrupted" // the run ended inside this point
+		}
+		for _, l := range p.Levels {
+			if l.Status == "failed" && !l.Inconclusive && res.Status == StatusOK {
+				res.Status, res.Error = StatusFailed, fmt.Sprintf("%s, concurrency %d failed: %s", p.Label, l.Concurrency, l.Error)
+			}
 		}
 		if p.KVTokensReported != nil && p.Prediction.KVTokens != nil && *p.Prediction.KVTokens > 0 {
 			pred := float64(*p.Prediction.KVTokens)
@@ -401,9 +423,8 @@ func kvScaleObservations(res *KVScaleResults) []string {
 			}
 			out = append(out, fmt.Sprintf("%s: %s begins at concurrency %d (%s vs C* = %d for %d+%d-token requests; the log's maximum concurrency for full %d-token requests is %s); concurrency %d showed none.",
 				name, p.OnsetKind, *p.Onset, fmtPtr(p.OnsetVsCStarPct, "%+.0f%%"), cs, p.Plan.PromptLen, p.Plan.OutputLen, p.MaxModelLen, logC, below))
-			if *p.Onset < cs && p.OnsetKind == "queue" {
-				out = append(out, fmt.Sprintf("%s: the queue began below C* (at %.0f%% of it), before the KV blocks ran out: another limit came first — the prefill token budget per step (max-num-batched-tokens) for prompts of %d tokens, or max-num-seqs; the samples' vllm:kv_cache_usage_perc in events.jsonl tell which.",
-					name, float64(*p.Onset)/float64(cs)*100, p.Plan.PromptLen))
+			if *p.Onset < cs {
+				out = append(out, fmt.Sprintf("%s: the onset came below C* (at %.0f%% of it).", name, float64(*p.Onset)/float64(cs)*100))
 			}
 		case len(p.Levels) > 0 && p.Plan.Capped:
 			out = append(out, fmt.Sprintf("%s: no preemption or standing queue up to concurrency %d, the cap (--max-concurrency); C* = %d, so the onset is above the tested range.",
@@ -413,6 +434,10 @@ func kvScaleObservations(res *KVScaleResults) []string {
 				name, p.Levels[len(p.Levels)-1].Concurrency, float64(p.Levels[len(p.Levels)-1].Concurrency)/float64(max(cs, 1)), cs))
 		}
 		for _, l := range p.Levels {
+			if !l.Onset && l.WaitingFrac != nil && *l.WaitingFrac >= KVQueueFraction && l.QueuedSamples >= KVQueueSamples && l.KVUsageMax != nil && *l.KVUsageMax < KVFullUsage {
+				out = append(out, fmt.Sprintf("%s: at concurrency %d requests queued while the KV cache was at most %.0f%% full: another limit (the prefill token budget per step for %d-token prompts), not KV capacity, so it is not the onset.",
+					name, l.Concurrency, *l.KVUsageMax*100, p.Plan.PromptLen))
+			}
 			if l.Inconclusive {
 				out = append(out, fmt.Sprintf("%s: the step at concurrency %d could not tell a standing queue from its opening burst (its warm-up was shorter than its requests, or no measured request finished), so it was run again with a warm-up sized from it.", name, l.Concurrency))
 			}
@@ -495,7 +520,7 @@ func RenderKVScaleMarkdown(res *KVScaleResults) string {
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
-	p("Each point restarts the engine with its `--max-model-len` and `--gpu-memory-utilization`, compares the KV figures of its startup log with `internal/kvcalc`, then raises the closed-loop concurrency of prompts of max_model_len/2 tokens and %d output tokens (each step %.1f s measured after at least %.1f s of warm-up, longer when sized from the step before) through C* × %v until `vllm:num_preemptions_total` rises or `vllm:num_requests_waiting` is above 0 in at least a quarter of the step's measured samples. C* = ⌊(num_gpu_blocks − 1) / ⌈(P + O − 1)/16⌉⌋ is the concurrency of these requests that fits in the KV cache; the log's maximum concurrency is for full max_model_len requests.\n\n",
+	p("Each point restarts the engine with its `--max-model-len` and `--gpu-memory-utilization`, compares the KV figures of its startup log with `internal/kvcalc`, then raises the closed-loop concurrency of prompts of max_model_len/2 tokens and %d output tokens (each step %.1f s measured after at least %.1f s of warm-up, longer when sized from the step before) through C* × %v until `vllm:num_preemptions_total` rises or `vllm:num_requests_waiting` is above 0 in at least a quarter (and two) of the step's measured samples with the KV cache at least 90% full. C* = ⌊(num_gpu_blocks − 1) / ⌈(P + O − 1)/16⌉⌋ is the concurrency of these requests that fits in the KV cache; the log's maximum concurrency is for full max_model_len requests.\n\n",
 		res.Params.OutputLen, res.Params.LevelDurationS, res.Params.WarmupS, res.Params.Factors)
 
 	p("## Capacity: reported against predicted\n\n")
