@@ -520,7 +520,7 @@ func RenderKVScaleMarkdown(res *KVScaleResults) string {
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
-	p("Each point restarts the engine with its `--max-model-len` and `--gpu-memory-utilization`, compares the KV figures of its startup log with `internal/kvcalc`, then raises the closed-loop concurrency of prompts of max_model_len/2 tokens and %d output tokens (each step %.1f s measured after at least %.1f s of warm-up, longer when sized from the step before) through C* × %v until `vllm:num_preemptions_total` rises or `vllm:num_requests_waiting` is above 0 in at least a quarter (and two) of the step's measured samples with the KV cache at least 90% full. C* = ⌊(num_gpu_blocks − 1) / ⌈(P + O − 1)/16⌉⌋ is the concurrency of these requests that fits in the KV cache; the log's maximum concurrency is for full max_model_len requests.\n\n",
+	p("Each point restarts the engine with its `--max-model-len` and `--gpu-memory-utilization`, compares the KV figures of its startup log with `internal/kvcalc`, then raises the closed-loop concurrency of prompts of max_model_len/2 tokens and %d output tokens (each step %.1f s measured after at least %.1f s of warm-up, longer when sized from the step before) through C* × %v until `vllm:num_preemptions_total` rises or `vllm:num_requests_waiting` is above 0 in at least a quarter (and two) of the step's measured samples with the KV cache at least 90%% full. C* = ⌊(num_gpu_blocks − 1) / ⌈(P + O − 1)/16⌉⌋ is the concurrency of these requests that fits in the KV cache; the log's maximum concurrency is for full max_model_len requests.\n\n",
 		res.Params.OutputLen, res.Params.LevelDurationS, res.Params.WarmupS, res.Params.Factors)
 
 	p("## Capacity: reported against predicted\n\n")
