@@ -69,8 +69,9 @@ def parse_args(argv):
                     help="prompt tokens prefilled in one step (default: max(8192, --max-model-len))")
     ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     ap.add_argument("--device", default="", help="torch device (default: cuda when available)")
-    ap.add_argument("--warmup", choices=["startup", "none"], default=os.environ.get("TORCH_ENGINE_WARMUP") or "startup",
-                    help="startup: run the serving shapes before listening (logged as init engine); none: the first request pays")
+    ap.add_argument("--warmup", choices=["graphs", "eager", "none"], default=os.environ.get("TORCH_ENGINE_WARMUP") or "graphs",
+                    help="graphs: run the serving shapes, then capture CUDA graphs of the decode step (logged as vLLM's graph capture); "
+                         "eager: run the serving shapes only; none: the first requests pay")
     ap.add_argument("--write-weights-only", action="store_true", help="write the random weights if missing, then exit")
     a = ap.parse_args(argv)
     for name in ("max_model_len", "max_num_seqs"):
@@ -153,9 +154,14 @@ def main(argv=None):
     log(f"Available KV cache memory: {kv_tokens * model.kv_bytes_per_token() / 2**30:.2f} GiB")
     log(f"GPU KV cache size: {kv_tokens:,} tokens")
     log(f"Maximum concurrency for {args.max_model_len:,} tokens per request: {float(args.max_num_seqs):.2f}x")
-    if args.warmup == "startup":
+    if args.warmup != "none":
         w = te.warm_up(model, args.max_num_seqs, min(256, args.max_model_len - 1))
         log(f"Warm-up of the serving shapes (prefill, decode at batch 1..{args.max_num_seqs}) took {w:.2f} seconds")
+    if args.warmup == "graphs" and cuda:
+        tg, freeg = time.time(), torch.cuda.mem_get_info(device)[0]
+        n = model.capture_graphs(args.max_num_seqs)
+        log(f"Captured {n} CUDA graphs of the decode step (batch buckets up to {args.max_num_seqs}, key windows up to {args.max_model_len})")
+        log(f"Graph capturing finished in {time.time() - tg:.2f} secs, took {(freeg - torch.cuda.mem_get_info(device)[0]) / 2**30:.2f} GiB")
     log(f"init engine (profile, create kv cache, warmup model) took {time.time() - ti:.2f} seconds")
 
     sched = te.Scheduler(model, args.max_num_seqs, args.max_num_batched_tokens, log=lambda m: log(m, "ERROR"))

@@ -167,6 +167,30 @@ def collect(sched, prompts, max_tokens):
     return [out[i] for i in range(len(prompts))]
 
 
+class GraphTest(unittest.TestCase):
+    @unittest.skipUnless(torch.cuda.is_available(), "CUDA graphs need a GPU")
+    def test_graph_decode_matches_eager(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = tiny_dir(tmp)
+            te.write_random_weights(d, dtype=torch.float32, device="cpu")
+            cfg = te.read_config(d)
+            m = te.Model(cfg, te.read_weights(d, cfg, torch.float32), "cuda", torch.float32, slots=4, max_len=300)
+            self.assertEqual(m.capture_graphs(4), len(te.buckets(4)) * len(te.buckets(300, 256)))
+            prompts = [[3, 1, 4, 1, 5], [9, 2, 6]]
+            s = te.Scheduler(m, 4, 64)
+            try:
+                graphed = collect(s, prompts, 8)
+            finally:
+                s.close()
+            m.graphs = {}
+            s = te.Scheduler(m, 4, 64)
+            try:
+                eager = collect(s, prompts, 8)
+            finally:
+                s.close()
+            self.assertEqual(graphed, eager)
+
+
 class SchedulerTest(unittest.TestCase):
     def test_batched_equals_one_at_a_time(self):
         prompts = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7, 9], [3, 2], [38, 46, 26, 43]]
@@ -199,7 +223,7 @@ class SchedulerTest(unittest.TestCase):
 
     def test_submit_rejects_what_cannot_fit(self):
         with tempfile.TemporaryDirectory() as tmp:
-            m, _, _ = tiny_model(tmp, max_len=16)
+            m, _, _ = tiny_model(tmp, slots=2, max_len=16)
             s = te.Scheduler(m, 2, 8)
             try:
                 cases = {"context": ([1] * 10, 8, "maximum context length is 16"),

@@ -130,12 +130,14 @@ def read_weights(model_dir, cfg, dtype):
             t = f.get_tensor(name)
             if tuple(t.shape) != shape:
                 raise ConfigError(f"{path}: {name} has shape {tuple(t.shape)}, config.json needs {shape}: delete the file to rewrite it")
-            out[name] = t.to(dtype)
+            # A copy in process memory: the read happens here, before the
+            # copy to the GPU, even where safetensors maps the file lazily.
+            out[name] = t.to(dtype, copy=True)
     return out
 
 
 def rms_norm(x, w, eps):
-    """Qwen2RMSNorm: computed in float32, scaled in the input dtype."""
+    """Qwen2RMSNorm: normalised in float32, scaled in the input dtype."""
     dt = x.dtype
     x = x.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -147,11 +149,33 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+def _sdpa_gqa():
+    """Whether scaled_dot_product_attention takes enable_gqa (torch >= 2.5)."""
+    try:
+        q = torch.zeros(1, 2, 1, 4)
+        F.scaled_dot_product_attention(q, q[:, :1], q[:, :1], enable_gqa=True)
+        return True
+    except TypeError:
+        return False
+
+
+def buckets(limit, first=1):
+    """Powers of two from first up to limit, and limit itself."""
+    out, b = [], first
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return out + [limit]
+
+
 class Model:
     """A Qwen2 causal LM over weights on one device, with a slot KV cache.
 
-    k_cache and v_cache are [layers, slots, max_len, kv_heads, head_dim];
-    slot s holds one sequence's keys and values at positions 0..len-1.
+    k_cache and v_cache are [layers, slots + 1, max_len, kv_heads,
+    head_dim]; slot s holds one sequence's keys and values at positions
+    0..len-1, and the last slot is scratch for the padding rows of a
+    CUDA-graph batch. q/k/v and gate/up projections are fused at load, so
+    a layer launches fewer kernels.
     """
 
     def __init__(self, cfg, weights, device, dtype, slots, max_len):
@@ -161,21 +185,39 @@ class Model:
         self.kv_heads = cfg["num_key_value_heads"]
         self.head_dim = cfg["hidden_size"] // self.heads
         self.eps = float(cfg["rms_norm_eps"])
-        self.w = {k: v.to(device, non_blocking=False) for k, v in weights.items()}
-        if "lm_head.weight" not in self.w:
-            self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
+        self.gqa = _sdpa_gqa()
+        dev = self.device
+        w = {}
+        for k in ("model.embed_tokens.weight", "model.norm.weight"):
+            w[k] = weights[k].to(dev)
+        w["lm_head.weight"] = weights["lm_head.weight"].to(dev) if "lm_head.weight" in weights else w["model.embed_tokens.weight"]
+        self.lw = []
+        for n in range(self.layers):
+            p = f"model.layers.{n}."
+            g = lambda k: weights[p + k]  # noqa: E731
+            self.lw.append((
+                g("input_layernorm.weight").to(dev),
+                torch.cat([g("self_attn.q_proj.weight"), g("self_attn.k_proj.weight"), g("self_attn.v_proj.weight")]).to(dev),
+                torch.cat([g("self_attn.q_proj.bias"), g("self_attn.k_proj.bias"), g("self_attn.v_proj.bias")]).to(dev),
+                g("self_attn.o_proj.weight").to(dev),
+                g("post_attention_layernorm.weight").to(dev),
+                torch.cat([g("mlp.gate_proj.weight"), g("mlp.up_proj.weight")]).to(dev),
+                g("mlp.down_proj.weight").to(dev),
+            ))
+        self.w = w
         self.slots, self.max_len = 0, max_len
         inv = 1.0 / (float(cfg["rope_theta"]) ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
         f = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)
         emb = torch.cat((f, f), dim=-1)
-        self.cos, self.sin = emb.cos().to(device, dtype), emb.sin().to(device, dtype)
+        self.cos, self.sin = emb.cos().to(dev, dtype), emb.sin().to(dev, dtype)
         self.k_cache = self.v_cache = None
+        self.graphs = {}
         if slots:
             self.allocate_kv(slots)
 
     def allocate_kv(self, slots):
-        """Allocates the KV cache: slots sequences of max_len positions each."""
-        shape = (self.layers, slots, self.max_len, self.kv_heads, self.head_dim)
+        """Allocates the KV cache: slots sequences of max_len positions each, and a scratch slot."""
+        shape = (self.layers, slots + 1, self.max_len, self.kv_heads, self.head_dim)
         self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
         self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
         self.slots = slots
@@ -184,52 +226,99 @@ class Model:
         return 2 * self.layers * self.kv_heads * self.head_dim * torch.empty((), dtype=self.dtype).element_size()
 
     @torch.inference_mode()
-    def forward(self, ids, pos, slots, lens):
+    def forward(self, ids, pos, slots, lens, window=None):
         """Runs ids [B, T] at positions pos [B, T] for sequences in slots [B].
 
         lens [B] is each sequence's length after this call (the key
         positions it may attend to are 0..lens-1). Returns the logits at
         the last real position of each sequence: position lens-1. Keys and
         values of every input position are written to the cache; padding
-        positions past lens are written too and later overwritten.
+        positions past lens are written too and later overwritten. window,
+        when given, is how many key positions to attend over (at least
+        lens.max()); it keeps shapes fixed for CUDA graphs.
         """
         B, T = ids.shape
         w = self.w
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
         x = F.embedding(ids, w["model.embed_tokens.weight"])
         cos, sin = self.cos[pos].unsqueeze(2), self.sin[pos].unsqueeze(2)
-        kmax = int(lens.max())
+        kmax = window or int(lens.max())
         kpos = torch.arange(kmax, device=self.device)
         # mask[b, 0, t, j]: query t of sequence b sees key j when j <= pos[b, t] and j < lens[b].
-        mask = (kpos[None, None, :] <= pos[:, :, None]) & (kpos[None, None, :] < lens[:, None, None])
-        mask = mask.unsqueeze(1)
+        mask = ((kpos[None, None, :] <= pos[:, :, None]) & (kpos[None, None, :] < lens[:, None, None])).unsqueeze(1)
         rows = slots[:, None].expand(B, T)
         safe_pos = pos.clamp(max=self.max_len - 1)
-        for n in range(self.layers):
-            p = f"model.layers.{n}."
-            h = rms_norm(x, w[p + "input_layernorm.weight"], self.eps)
-            q = F.linear(h, w[p + "self_attn.q_proj.weight"], w[p + "self_attn.q_proj.bias"]).view(B, T, self.heads, self.head_dim)
-            k = F.linear(h, w[p + "self_attn.k_proj.weight"], w[p + "self_attn.k_proj.bias"]).view(B, T, self.kv_heads, self.head_dim)
-            v = F.linear(h, w[p + "self_attn.v_proj.weight"], w[p + "self_attn.v_proj.bias"]).view(B, T, self.kv_heads, self.head_dim)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            self.k_cache[n][rows, safe_pos] = k
-            self.v_cache[n][rows, safe_pos] = v
-            K = self.k_cache[n][slots, :kmax].transpose(1, 2)
-            V = self.v_cache[n][slots, :kmax].transpose(1, 2)
-            if self.kv_heads != self.heads:
-                r = self.heads // self.kv_heads
-                K, V = K.repeat_interleave(r, dim=1), V.repeat_interleave(r, dim=1)
-            a = F.scaled_dot_product_attention(q.transpose(1, 2), K, V, attn_mask=mask)
-            a = a.transpose(1, 2).reshape(B, T, -1)
-            x = x + F.linear(a, w[p + "self_attn.o_proj.weight"])
-            h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
-            g = F.linear(h, w[p + "mlp.gate_proj.weight"])
-            u = F.linear(h, w[p + "mlp.up_proj.weight"])
-            x = x + F.linear(F.silu(g) * u, w[p + "mlp.down_proj.weight"])
+        for n, (ln1, wqkv, bqkv, wo, ln2, wgu, wd) in enumerate(self.lw):
+            h = rms_norm(x, ln1, self.eps)
+            qkv = F.linear(h, wqkv, bqkv).view(B, T, H + 2 * KV, D)
+            qk = qkv[:, :, :H + KV]
+            qk = qk * cos + rotate_half(qk) * sin
+            q, k, v = qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + KV:]
+            kc, vc = self.k_cache[n], self.v_cache[n]
+            kc[rows, safe_pos] = k
+            vc[rows, safe_pos] = v
+            K = kc[slots, :kmax].transpose(1, 2)
+            V = vc[slots, :kmax].transpose(1, 2)
+            if self.gqa:
+                a = F.scaled_dot_product_attention(q.transpose(1, 2), K, V, attn_mask=mask, enable_gqa=KV != H)
+            else:
+                r = H // KV
+                a = F.scaled_dot_product_attention(q.transpose(1, 2), K.repeat_interleave(r, 1), V.repeat_interleave(r, 1), attn_mask=mask)
+            x = x + F.linear(a.transpose(1, 2).reshape(B, T, H * D), wo)
+            h = rms_norm(x, ln2, self.eps)
+            gate, up = F.linear(h, wgu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, wd)
         last = (lens - pos[:, 0] - 1).clamp(min=0, max=T - 1)
         x = x[torch.arange(B, device=self.device), last]
         x = rms_norm(x, w["model.norm.weight"], self.eps)
         return F.linear(x, w["lm_head.weight"])
+
+    def capture_graphs(self, max_batch):
+        """Captures one CUDA graph of a decode step for each batch-size
+        bucket up to max_batch and each key-window bucket up to max_len.
+        Returns the number of graphs."""
+        pool = None
+        stream = torch.cuda.Stream(self.device)
+        for W in buckets(self.max_len, min(256, self.max_len)):
+            for B in buckets(max_batch):
+                st = {"ids": torch.zeros((B, 1), dtype=torch.long, device=self.device),
+                      "pos": torch.zeros((B, 1), dtype=torch.long, device=self.device),
+                      "slots": torch.full((B,), self.slots, dtype=torch.long, device=self.device),
+                      "lens": torch.ones(B, dtype=torch.long, device=self.device)}
+                stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(stream):
+                    for _ in range(2):
+                        self.forward(st["ids"], st["pos"], st["slots"], st["lens"], window=W)
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    out = self.forward(st["ids"], st["pos"], st["slots"], st["lens"], window=W)
+                pool = g.pool()
+                self.graphs[(B, W)] = (g, st, out)
+        torch.cuda.synchronize(self.device)
+        return len(self.graphs)
+
+    def decode(self, ids, pos, slots, lens, need):
+        """One decode step (T = 1): through a captured graph when one fits,
+        else eagerly. need is lens.max(), known on the host."""
+        b = ids.shape[0]
+        if self.graphs:
+            fit = [k for k in self.graphs if k[0] >= b and k[1] >= need]
+            if fit:
+                g, st, out = self.graphs[min(fit)]
+                B = st["ids"].shape[0]
+                st["ids"][:b].copy_(ids)
+                st["pos"][:b].copy_(pos)
+                st["slots"][:b].copy_(slots)
+                st["lens"][:b].copy_(lens)
+                if b < B:  # padding rows write to the scratch slot
+                    st["ids"][b:].zero_()
+                    st["pos"][b:].zero_()
+                    st["slots"][b:].fill_(self.slots)
+                    st["lens"][b:].fill_(1)
+                g.replay()
+                return out[:b]
+        return self.forward(ids, pos, slots, lens)
 
 
 def tokenize(text, vocab):
@@ -344,7 +433,7 @@ class Scheduler:
             pos = torch.tensor([[len(r.ids) + len(r.out) - 1] for r in old])
             lens = pos[:, 0] + 1
             slots = torch.tensor([r.slot for r in old])
-            logits = m.forward(ids.to(dev), pos.to(dev), slots.to(dev), lens.to(dev))
+            logits = m.decode(ids.to(dev), pos.to(dev), slots.to(dev), lens.to(dev), int(lens.max()))
             emitted += list(zip(old, logits.argmax(-1).tolist()))
         self.steps += 1
         self.max_batch = max(self.max_batch, len(new) + len(old))
@@ -385,8 +474,9 @@ class Scheduler:
 
 
 def warm_up(model, max_num_seqs, prompt_len):
-    """Runs the shapes serving will run: one prefill and decode steps at
-    batch sizes 1, 2, 4, ... up to max_num_seqs. Returns the seconds taken."""
+    """Runs the shapes serving will run, eagerly: one prefill and decode
+    steps at batch sizes 1, 2, 4, ... up to max_num_seqs. Returns the
+    seconds taken."""
     t = time.time()
     dev = model.device
     n = min(prompt_len, model.max_len - 1)
