@@ -119,7 +119,11 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
-        torch.cuda.init()
+        # Create the CUDA context now, as vLLM does before its load, so that
+        # its ~0.5 GiB shows in the bootstrap and the GPU memory that rises
+        # during the load is the weights alone.
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize(device)
     try:
         ensure_weights(args.model, dtype)
         if args.write_weights_only:

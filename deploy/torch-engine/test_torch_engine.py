@@ -303,6 +303,7 @@ class ServerTest(unittest.TestCase):
                         "stream": True, "stream_options": {"include_usage": True}}))
                     r = c.getresponse()
                     results[i] = (r.status, r.read().decode())
+                    c.close()
                 ths = [threading.Thread(target=one, args=(i,)) for i in range(4)]
                 for th in ths:
                     th.start()
@@ -323,6 +324,7 @@ class ServerTest(unittest.TestCase):
                 r = c.getresponse()
                 self.assertEqual(r.status, 400)
                 self.assertIn("maximum context length is 64", r.read().decode())
+                c.close()
             finally:
                 httpd.shutdown()
                 t.join()
