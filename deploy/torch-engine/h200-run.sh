@@ -41,10 +41,10 @@ if [ "$mode" = quick ]; then
     --sweep 1,16 --sweep-duration 6s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 64 > "$out/run.log" 2>&1
   echo "quick rc=$?" >> "$out/run.log"
 else
-  ./bin/ttftlab up "${common[@]}" --run-id torch-warm --cold-mode warm-restart --repeats 3 --warm-runs 5 \
+  ./bin/ttftlab up "${common[@]}" --run-id torch-warm --cold-mode warm-restart --repeats 3 --warm-runs 10 \
     --sweep 1,4,16,64 --sweep-duration 12s --sweep-warmup 3s --sweep-input-len 256 --sweep-output-len 128 > "$out/run.log" 2>&1
   echo "torch-warm rc=$?" >> "$out/run.log"
-  ./bin/ttftlab up "${common[@]}" --run-id torch-cold-disk --cold-mode cold-disk --repeats 3 --warm-runs 5 \
+  ./bin/ttftlab up "${common[@]}" --run-id torch-cold-disk --cold-mode cold-disk --repeats 3 --warm-runs 10 \
     --sweep 1 --sweep-duration 10s --sweep-warmup 3s --sweep-input-len 1024 --sweep-output-len 64 >> "$out/run.log" 2>&1
   echo "torch-cold-disk rc=$?" >> "$out/run.log"
 fi
