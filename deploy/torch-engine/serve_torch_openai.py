@@ -132,10 +132,12 @@ def main(argv=None):
     except te.ConfigError as e:
         fail(str(e))
     # Like vLLM, the load starts after the imports and CUDA initialisation,
-    # which therefore show as the bootstrap phase.
-    log(f"Starting to load model {args.model}...")
+    # which therefore show as the bootstrap phase. On the H200 the ~0.5 GiB
+    # of CUDA runtime memory appeared in NVML only at the first
+    # mem_get_info, so that call comes before the load, too.
     cuda = device.type == "cuda"
     free0 = torch.cuda.mem_get_info(device)[0] if cuda else 0
+    log(f"Starting to load model {args.model}...")
     tw = time.time()
     try:
         weights = te.read_weights(args.model, cfg, dtype)
