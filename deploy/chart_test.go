@@ -386,3 +386,45 @@ func secretFile(pod corev1.PodSpec, c corev1.Container, file string) bool {
 	}
 	return false
 }
+
+// TestChartNotesCommands checks the ttftlab commands NOTES.txt tells the
+// user to run against the flags ttftlab has.
+func TestChartNotesCommands(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{name: "defaults"},
+		{name: "mutual TLS", args: []string{"--set", "security.tls.enabled=true"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, helmBin(t), append([]string{"install", releaseName, chartDir, "--namespace", namespace, "--dry-run=client"}, tt.args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("helm install --dry-run=client: %v\n%s", err, out)
+			}
+			_, notes, ok := strings.Cut(string(out), "\nNOTES:\n")
+			if !ok {
+				t.Fatalf("no NOTES in:\n%s", out)
+			}
+			notes = strings.ReplaceAll(notes, "\\\n", " ")
+			n := 0
+			for _, line := range strings.Split(notes, "\n") {
+				_, cmdline, ok := strings.Cut(line, " -- /ttftlab ")
+				if !ok {
+					continue
+				}
+				n++
+				argv := strings.Fields(cmdline)
+				checkCommandLine(t, "NOTES.txt", argv)
+				if hasArg(tt.args, "security.tls.enabled=true") && !strings.Contains(cmdline, "--tls-dir") {
+					t.Errorf("NOTES.txt command %q lacks --tls-dir with TLS on", cmdline)
+				}
+			}
+			if n != 3 {
+				t.Errorf("found %d ttftlab commands in NOTES.txt, want 3 (members, baseline, sweep):\n%s", n, notes)
+			}
+		})
+	}
+}
