@@ -38,6 +38,7 @@ while [[ "$1" == --* ]]; do
 	shift
 done
 echo "$node $2" >>"$FAKE_SLURM_LOG"
+echo "$*" >>"$FAKE_SLURM_LOG.argv"
 exec "$@"
 `,
 	}
@@ -93,6 +94,33 @@ func TestSlurmScriptRunsASweep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-daemon cluster")
 	}
+	tests := []struct {
+		name string
+		tls  bool
+	}{
+		{name: "token and plaintext"},
+		{name: "mutual TLS", tls: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var env []string
+			if tt.tls {
+				dir := filepath.Join(t.TempDir(), "tls")
+				if out, err := exec.Command(ttftlabBin, "certs", "--dir", dir).CombinedOutput(); err != nil {
+					t.Fatalf("ttftlab certs: %v\n%s", err, out)
+				}
+				env = append(env, "TTFTLAB_TLS_DIR="+dir)
+			}
+			argv := runSlurmSweep(t, env)
+			if strings.Contains(argv, "--tls-dir") != tt.tls || strings.Contains(argv, "--insecure") == tt.tls {
+				t.Errorf("daemons ran with:\n%s\nwant --tls-dir %v, --insecure %v", argv, tt.tls, !tt.tls)
+			}
+		})
+	}
+}
+
+// runSlurmSweep runs the script and returns the command lines of its steps.
+func runSlurmSweep(t *testing.T, extraEnv []string) string {
 	submit, bin := t.TempDir(), t.TempDir()
 	fakeSlurm(t, bin)
 	grpcBase, gossipBase := freePorts(t), freePorts(t)
@@ -118,6 +146,7 @@ func TestSlurmScriptRunsASweep(t *testing.T) {
 		"TTFTLAB_JOIN_TIMEOUT=20",
 		fmt.Sprintf("TTFTLAB_GRPC_PORT=%d", grpcBase), fmt.Sprintf("TTFTLAB_GOSSIP_PORT=%d", gossipBase),
 	)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	out, err := cmd.CombinedOutput()
 	job := filepath.Join(submit, "ttftlab-42")
 	if err != nil {
@@ -156,10 +185,17 @@ func TestSlurmScriptRunsASweep(t *testing.T) {
 	}
 	for _, f := range []string{"gossip.key", "token"} {
 		st, err := os.Stat(filepath.Join(job, f))
-		if err != nil || st.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s: %v, mode %v: want a file only its owner reads", f, err, st.Mode())
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		} else if st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %v, want a file only its owner reads", f, st.Mode())
 		}
 	}
+	argv, err := os.ReadFile(filepath.Join(submit, "steps.log.argv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(argv)
 }
 
 func TestSlurmScriptRefusesBadSettings(t *testing.T) {
@@ -176,6 +212,7 @@ func TestSlurmScriptRefusesBadSettings(t *testing.T) {
 		{name: "missing binary", env: []string{"TTFTLAB=/nonexistent/ttftlab"}, want: "TTFTLAB=/nonexistent/ttftlab is not an executable"},
 		{name: "gpu node not in the job", env: []string{"TTFTLAB_GPU_NODES=n9"}, want: "TTFTLAB_GPU_NODES names n9, which is not in this job's nodes"},
 		{name: "bad port", env: []string{"TTFTLAB_GRPC_PORT=70000"}, want: "TTFTLAB_GRPC_PORT=70000: want a port"},
+		{name: "tls dir without certificates", env: []string{"TTFTLAB_TLS_DIR=/nonexistent"}, want: "TTFTLAB_TLS_DIR=/nonexistent holds no node.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
