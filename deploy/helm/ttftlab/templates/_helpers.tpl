@@ -38,8 +38,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* join is the coordinator's stable gossip address that agents and gpunodes --join. */}}
 {{- define "ttftlab.join" -}}
+{{- printf "%s:%d" (include "ttftlab.coordinatorHost" .) (int .Values.ports.gossip) -}}
+{{- end -}}
+
+{{/* coordinatorHost is the coordinator pod's stable DNS name (StatefulSet pod 0 under the gossip Service). */}}
+{{- define "ttftlab.coordinatorHost" -}}
 {{- $f := include "ttftlab.fullname" . -}}
-{{- printf "%s-coordinator-0.%s-gossip.%s.svc.%s:%d" $f $f .Release.Namespace .Values.clusterDomain (int .Values.ports.gossip) -}}
+{{- printf "%s-coordinator-0.%s-gossip.%s.svc.%s" $f $f .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
 {{/* daemonArgs are the flags every daemon shares: addresses and security. */}}
@@ -140,4 +145,23 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
+{{- end -}}
+
+{{/* waitForCoordinator holds a member until the coordinator's gossip port
+answers: ttftlab exits when its first --join fails, and would otherwise
+crash-loop (with a growing back-off) while the coordinator starts. */}}
+{{- define "ttftlab.waitForCoordinator" -}}
+- name: wait-for-coordinator
+  image: {{ .Values.initImage }}
+  imagePullPolicy: IfNotPresent
+  command:
+    - sh
+    - -c
+    - until nc -z -w 2 "$0" "$1"; do echo "waiting for the coordinator's gossip port $0:$1"; sleep 2; done
+    - {{ include "ttftlab.coordinatorHost" . }}
+    - {{ .Values.ports.gossip | quote }}
+  securityContext:
+    {{- include "ttftlab.containerSecurity" . | nindent 4 }}
+    runAsNonRoot: true
+    runAsUser: 65532
 {{- end -}}
