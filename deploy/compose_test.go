@@ -31,13 +31,22 @@ type composeService struct {
 		Dockerfile string `json:"dockerfile"`
 		Target     string `json:"target"`
 	} `json:"build,omitempty"`
-	Restart   string   `json:"restart,omitempty"`
-	Hostname  string   `json:"hostname,omitempty"`
-	DependsOn []string `json:"depends_on,omitempty"`
-	Command   []string `json:"command,omitempty"`
-	Ports     []string `json:"ports,omitempty"`
-	Volumes   []string `json:"volumes,omitempty"`
-	Secrets   []string `json:"secrets,omitempty"`
+	Restart   string `json:"restart,omitempty"`
+	Hostname  string `json:"hostname,omitempty"`
+	DependsOn map[string]struct {
+		Condition string `json:"condition"`
+	} `json:"depends_on,omitempty"`
+	Healthcheck *struct {
+		Test        []string `json:"test"`
+		Interval    string   `json:"interval"`
+		Timeout     string   `json:"timeout"`
+		Retries     int      `json:"retries"`
+		StartPeriod string   `json:"start_period"`
+	} `json:"healthcheck,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Ports   []string `json:"ports,omitempty"`
+	Volumes []string `json:"volumes,omitempty"`
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 func loadCompose(t *testing.T) composeFile {
@@ -94,11 +103,26 @@ func TestComposeFile(t *testing.T) {
 					t.Errorf("--%s=%q is not a Compose secret of this service (%v) read from the environment", flag, f, s.Secrets)
 				}
 			}
+			if name != "coordinator" && s.DependsOn["coordinator"].Condition != "service_healthy" {
+				t.Errorf("depends_on %+v: want the coordinator service_healthy, since a member whose first --join fails exits", s.DependsOn)
+			}
 			if strings.HasPrefix(name, "agent") && argValue(s.Command, "allow-target") != "gpunode" {
 				t.Errorf("--allow-target=%q, want gpunode: the agents load the sim at http://gpunode:PORT", argValue(s.Command, "allow-target"))
 			}
 		})
 	}
+
+	t.Run("coordinator healthcheck", func(t *testing.T) {
+		hc := c.Services["coordinator"].Healthcheck
+		if hc == nil || len(hc.Test) < 3 || hc.Test[0] != "CMD" || hc.Test[1] != "/ttftlab" {
+			t.Fatalf("healthcheck %+v: want [CMD, /ttftlab, members, ...] (the image has no shell)", hc)
+		}
+		checkCommandLine(t, "coordinator healthcheck", hc.Test[2:])
+		grpc := argValue(c.Services["coordinator"].Command, "grpc-addr")
+		if got := hc.Test[slices.Index(hc.Test, "--coordinator")+1]; portOf(got) != portOf(grpc) {
+			t.Errorf("healthcheck dials %s, the coordinator listens on %s", got, grpc)
+		}
+	})
 
 	t.Run("results volume", func(t *testing.T) {
 		s := c.Services["coordinator"]
