@@ -265,7 +265,9 @@ func (g *gridRun) levels(ctx context.Context, point int, sched LevelSchedule, ta
 		// opening burst was seen to empty before the window; otherwise the
 		// step runs again with a warm-up sized from it, and that run counts.
 		queued := results.KVQueued(&obs)
-		obs.Inconclusive = !preempted && queued && !lv.Repeat && (e2e <= 0 || burstEnd == 0 || burstEnd > warmEnd.UnixNano())
+		// A step that measured no request (its warm-up did not outlast its
+		// opening burst) is inconclusive whatever its queue.
+		obs.Inconclusive = !preempted && !lv.Repeat && (e2e <= 0 || (queued && (burstEnd == 0 || burstEnd > warmEnd.UnixNano())))
 		if err != nil {
 			obs.Error = err.Error()
 		}
