@@ -417,7 +417,7 @@ func kvScaleObservations(res *KVScaleResults) []string {
 		case p.Onset != nil:
 			below := 0
 			for _, l := range p.Levels {
-				if !l.Onset && l.Concurrency > below {
+				if !l.Onset && !l.Inconclusive && l.Concurrency < *p.Onset && l.Concurrency > below {
 					below = l.Concurrency
 				}
 			}
@@ -434,7 +434,7 @@ func kvScaleObservations(res *KVScaleResults) []string {
 				name, p.Levels[len(p.Levels)-1].Concurrency, float64(p.Levels[len(p.Levels)-1].Concurrency)/float64(max(cs, 1)), cs))
 		}
 		for _, l := range p.Levels {
-			if !l.Onset && l.WaitingFrac != nil && *l.WaitingFrac >= KVQueueFraction && l.QueuedSamples >= KVQueueSamples && l.KVUsageMax != nil && *l.KVUsageMax < KVFullUsage {
+			if !l.Onset && !l.Inconclusive && l.WaitingFrac != nil && *l.WaitingFrac >= KVQueueFraction && l.QueuedSamples >= KVQueueSamples && l.KVUsageMax != nil && *l.KVUsageMax < KVFullUsage {
 				out = append(out, fmt.Sprintf("%s: at concurrency %d requests queued while the KV cache was at most %.0f%% full: another limit (the prefill token budget per step for %d-token prompts), not KV capacity, so it is not the onset.",
 					name, l.Concurrency, *l.KVUsageMax*100, p.Plan.PromptLen))
 			}
