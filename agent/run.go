@@ -291,7 +291,7 @@ func (r *run) work(ctx context.Context, w uint64) {
 		d := bo.Next()
 		if end := r.plan.endDur; end > 0 {
 			// No request starts after the end: waiting past it is pointless.
-			d = min(d, max(r.t0.Add(end).Sub(time.Now()), 0))
+			d = min(d, max(time.Until(r.t0.Add(end)), 0))
 		}
 		if timer == nil {
 			timer = time.NewTimer(d)

@@ -50,7 +50,7 @@ func (a *sweepAgent) RunProbe(ctx context.Context, req *pb.RunProbeRequest, fn f
 		}
 		rep := &pb.IntervalReport{AgentId: req.GetAgentId(), Seq: uint64(i + 1), RequestsOk: uint64(a.perInterval), OutputTokens: uint64(a.perInterval) * 10,
 			StartUnixNano: start.Add(time.Duration(i) * time.Second).UnixNano(), EndUnixNano: start.Add(time.Duration(i+1) * time.Second).UnixNano(),
-			Final: i == a.intervals-1, UsageSource: "continuous", Warmup: a.warmup && i == 0, RequestsGood: uint64(a.good)}
+			Final: i == a.intervals-1, Usage: pb.UsageSource_USAGE_SOURCE_CONTINUOUS, Warmup: a.warmup && i == 0, RequestsGood: uint64(a.good)}
 		for m, h := range set {
 			b, _ := h.Encode()
 			rep.Histograms = append(rep.Histograms, &pb.EncodedHistogram{Metric: m, V2: b})

@@ -130,7 +130,8 @@ func ReportUsage(rep *pb.IntervalReport) pb.UsageSource {
 	if u := rep.GetUsage(); usageNames[u] != "" {
 		return u
 	}
-	return ParseUsage(rep.GetUsageSource()) //nolint:staticcheck // the deprecated field is the fallback
+	//lint:ignore SA1019 the deprecated string field is the fallback for older agents
+	return ParseUsage(rep.GetUsageSource())
 }
 
 // ParseUsage is the usage source of a name ("continuous", "final",

@@ -118,7 +118,8 @@ func TestMerger(t *testing.T) {
 	bad := report(t, "b", 1, 2, ms)
 	bad.Histograms[0].V2 = []byte("garbage")
 	counted := report(t, "b", 2, 1, ms)
-	counted.UsageSource = "counted" // an older agent: the deprecated field
+	//lint:ignore SA1019 an older agent sets only the deprecated field
+	counted.UsageSource = "counted"
 	final := report(t, "a", 3, 1, ms)
 	final.Usage = pb.UsageSource_USAGE_SOURCE_FINAL
 	final.AbortReason = "error budget spent"

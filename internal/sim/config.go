@@ -274,6 +274,7 @@ func (c Config) resolve() (resolved, error) {
 		r.MaxNumBatchedTokens = defTokens
 	case !r.EnableChunkedPrefill && r.MaxNumBatchedTokens < r.MaxModelLen:
 		// vLLM's SchedulerConfig validation error, word for word.
+		//lint:ignore ST1005 vLLM's own text, punctuation included
 		return resolved{}, fmt.Errorf("--max-num-batched-tokens %d with --no-enable-chunked-prefill: max_num_batched_tokens (%d) is smaller than max_model_len (%d). This effectively limits the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. Please increase max_num_batched_tokens or decrease max_model_len.",
 			r.MaxNumBatchedTokens, r.MaxNumBatchedTokens, r.MaxModelLen)
 	}
