@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/oai"
@@ -316,7 +317,7 @@ func (s *Spec) Validate() error {
 		return bad("target.api", fmt.Sprintf("%q", s.Target.API), "is unknown: use %q or %q", oai.APIChat, oai.APICompletions)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
-		return wrap(specerr.New("target.headers", nil, "%v", err))
+		return wrap(specerr.New("target.headers", nil, "%s", strings.TrimPrefix(err.Error(), "target.headers ")))
 	}
 	if err := s.Generator.validate(s.Workload); err != nil {
 		return wrap(err)

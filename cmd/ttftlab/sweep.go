@@ -128,9 +128,9 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	}
 	lm := &pb.LoadModel{Kind: f.load, DurationMs: f.duration.Milliseconds(), Requests: f.requests,
 		WarmupMs: f.warmup.Milliseconds(), Burstiness: f.burstiness, Seed: f.seed}
-	slo, err := parseSLO(prefix+"-goodput", f.goodput)
+	slo, err := parseSLO(f.goodput)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--%s-goodput: %w", prefix, err)
 	}
 	lm.SloTtftMs, lm.SloTpotMs, lm.SloE2EMs = ms(slo.TTFT), ms(slo.TPOT), ms(slo.E2E)
 	if f.load == "gamma" && f.burstiness <= 0 {
@@ -138,7 +138,7 @@ func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
 	}
 	rate, err := parseMaxErrorRate(f.maxErrRate)
 	if err != nil {
-		return nil, fmt.Errorf("--%s%s", f.budgetFlag, strings.TrimPrefix(err.Error(), "--"))
+		return nil, fmt.Errorf("--%smax-error-rate: %w", f.budgetFlag, err)
 	}
 	if f.errWindow < 100*time.Millisecond || f.errWindow > time.Hour {
 		return nil, fmt.Errorf("--%serror-window %v is invalid: give a window from 100ms to 1h, such as 5s", f.budgetFlag, f.errWindow)
