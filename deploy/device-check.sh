@@ -14,11 +14,14 @@ res=/tmp/ttftlab-results
   uname -a
 } > "$out/host.txt" 2>&1
 ./bin/ttftlab up --out "$res" --run-id sim-h200 --quiet > "$out/run.log" 2>&1; echo "sim rc=$?" >> "$out/run.log"
-# The torch engine is batch 1, so a sweep shows pure queueing: TTFT grows
-# with the concurrency while throughput stays flat.
+# The torch engine (random weights, not vLLM) writes its weights into the
+# model directory on first use and batches continuously, so a sweep shows
+# the batching trade-off. deploy/torch-engine/h200-run.sh is the full
+# cold-disk and sweep batch.
 ./bin/ttftlab up --out "$res" --run-id torch-h200 --quiet --warm-runs 5 --max-tokens 64 \
   --gpunode-config deploy/torch-engine/profiles.yaml --profile torch \
-  --sweep 1,2,4 --sweep-duration 8s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 32 >> "$out/run.log" 2>&1
+  --model /var/tmp/ttftlab-torch-engine/Qwen2.5-1.5B-Instruct --served-model-name Qwen/Qwen2.5-1.5B-Instruct \
+  --sweep 1,4,16 --sweep-duration 8s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 32 >> "$out/run.log" 2>&1
 echo "torch rc=$?" >> "$out/run.log"
 (cd gpunode && ../bin/gpunode.test -test.run '^$' -test.bench 'SampleOnce' -test.benchtime 2s) > "$out/bench.txt" 2>&1
 for r in sim-h200 sim-h200-sweep torch-h200 torch-h200-sweep; do

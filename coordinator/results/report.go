@@ -163,6 +163,7 @@ func RenderMarkdown(r *Results) string {
 		}
 	}
 
+	writeSRE(&b, r)
 	p("## Observations\n\n")
 	if len(r.Observations) == 0 {
 		p("- Nothing to observe: no request completed.\n")
