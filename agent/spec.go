@@ -123,6 +123,39 @@ type SLO struct {
 // Set reports whether any objective is given.
 func (s SLO) Set() bool { return s.TTFT > 0 || s.TPOT > 0 || s.E2E > 0 }
 
+// String describes the objectives, for example "TTFT ≤ 200ms, E2E ≤ 2s";
+// "" when none is set.
+func (s SLO) String() string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"TTFT", s.TTFT}, {"TPOT", s.TPOT}, {"E2E", s.E2E}} {
+		if p.d > 0 {
+			parts = append(parts, fmt.Sprintf("%s ≤ %v", p.name, p.d))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Describe names the load model in words, for example "closed loop,
+// concurrency 8" or "poisson arrivals at 5 req/s, max 16 in flight".
+func (m LoadModel) Describe() string {
+	d := fmt.Sprintf("closed loop, concurrency %d", m.Concurrency)
+	switch m.Kind {
+	case LoadRamp:
+		d = fmt.Sprintf("ramp %g → %g req/s", m.StartRate, m.Rate)
+	case LoadGamma:
+		d = fmt.Sprintf("gamma arrivals at %g req/s, burstiness %g", m.Rate, m.burstiness())
+	case LoadPoisson, LoadConstant:
+		d = fmt.Sprintf("%s arrivals at %g req/s", m.Kind, m.Rate)
+	}
+	if m.MaxInFlight > 0 {
+		d += fmt.Sprintf(", max %d in flight", m.MaxInFlight)
+	}
+	return d
+}
+
 func (m *LoadModel) open() bool { return m.Kind != LoadClosed }
 
 func (m *LoadModel) burstiness() float64 {

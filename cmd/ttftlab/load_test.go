@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 )
 
 // fakeOpenAI serves /v1/models with one model and streams n chat or
@@ -99,7 +100,7 @@ func TestLoadJSONFields(t *testing.T) {
 			t.Errorf("%s max %v, want > 0", k, m["max"])
 		}
 	}
-	var s loadSummary
+	var s results.LoadSummary
 	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 			if took > tt.maxTook {
 				t.Errorf("run took %v, want at most %v", took, tt.maxTook)
 			}
-			var s loadSummary
+			var s results.LoadSummary
 			if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 				t.Fatalf("stdout: %v\n%s", err, stdout.String())
 			}

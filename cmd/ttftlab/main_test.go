@@ -140,7 +140,7 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"--run-id", strings.Repeat("r", 95)}, "--run-id is 95 characters"},
 		{[]string{"--sweep", "1,x"}, `level "x"`},
-		{[]string{"--sweep-max-error-rate", "2"}, `--sweep-max-error-rate "2" is invalid`},
+		{[]string{"--sweep-max-error-rate", "2"}, `-sweep-max-error-rate: "2" is not a fraction`},
 		{[]string{"--sweep-error-window", "1ms"}, "--sweep-error-window 1ms is invalid"},
 	}
 	for _, tt := range tests {

@@ -24,7 +24,7 @@ func TestSweepBudgetFlags(t *testing.T) {
 		{[]string{"--max-error-rate", "off", "--error-window", "10s"}, -1, 10000, ""},
 		{[]string{"--max-error-rate", "1"}, -1, 5000, ""},
 		{[]string{"--max-error-rate", "0.2"}, 0.2, 5000, ""},
-		{[]string{"--max-error-rate", "-0.1"}, 0, 0, `--max-error-rate "-0.1" is invalid`},
+		{[]string{"--max-error-rate", "-0.1"}, 0, 0, `-max-error-rate: "-0.1" is not a fraction`},
 		{[]string{"--error-window", "2h"}, 0, 0, "--error-window 2h0m0s is invalid"},
 	}
 	for _, tt := range tests {
