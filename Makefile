@@ -10,9 +10,11 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 BUF_VERSION := v1.75.0
 STATICCHECK_VERSION := v0.8.2
+HELM_VERSION := v4.3.2
 TMP_BIN := $(CURDIR)/.tmp/bin
 BUF := $(TMP_BIN)/buf
 STATICCHECK := $(TMP_BIN)/staticcheck
+HELM := $(TMP_BIN)/helm
 BIN := bin/ttftlab
 GO_FILES := $(shell find . -name '*.go' -not -path './.tmp/*' 2>/dev/null)
 OUT ?= results
@@ -90,6 +92,23 @@ $(BUF):
 
 $(STATICCHECK):
 	GOBIN=$(TMP_BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# Compiling helm takes a few minutes; it is installed once.
+$(HELM):
+	GOBIN=$(TMP_BIN) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+.PHONY: manifests
+manifests: $(HELM) ## Render deploy/manifests/ttftlab.yaml from the Helm chart (commit it; test-deploy fails when it is stale).
+	cd deploy && $(HELM) template ttftlab helm/ttftlab --namespace ttftlab -f manifests/values.yaml > manifests/ttftlab.yaml
+
+.PHONY: test-deploy
+test-deploy: $(HELM) build ## Lint and render the Helm chart, decode every object strictly, check the Slurm script and the Compose file.
+	$(HELM) lint --strict deploy/helm/ttftlab
+	$(HELM) lint --strict deploy/helm/ttftlab --set serviceMonitor.enabled=true --set security.tls.enabled=true
+	$(HELM) template ttftlab deploy/helm/ttftlab --namespace ttftlab >/dev/null
+	bash -n deploy/slurm/ttftlab.sbatch
+	@if command -v shellcheck >/dev/null; then shellcheck deploy/slurm/ttftlab.sbatch; else echo "shellcheck not installed: deploy/slurm checked with bash -n only"; fi
+	cd deploy && HELM=$(HELM) TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -count=1 ./...
 
 .PHONY: tools
 tools: $(BUF) ## Install the pinned code generators into .tmp/bin.
