@@ -354,3 +354,30 @@ func TestLoadAllFailedPrintsNA(t *testing.T) {
 		}
 	})
 }
+
+// TestProbeFlagErrors checks that every bad value is refused, before any
+// request, with the flag's name: the rules are agent.Spec.Validate's.
+func TestProbeFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no url", []string{}, "--url is empty"},
+		{"relative url", []string{"--url", "localhost:8000"}, `--url "localhost:8000" is not an absolute http(s) URL`},
+		{"unknown api", []string{"--url", "http://h", "--api", "responses"}, `--api "responses" is unknown`},
+		{"zero max tokens", []string{"--url", "http://h", "--max-tokens", "0"}, "--max-tokens 0 is invalid"},
+		{"empty prompt", []string{"--url", "http://h", "--prompt", ""}, "--prompt is empty"},
+		{"zero timeout", []string{"--url", "http://h", "--timeout", "0s"}, "--timeout 0s is invalid"},
+		{"negative timeout", []string{"--url", "http://h", "--timeout", "-1s"}, "--timeout -1s is negative"},
+		{"stray argument", []string{"--url", "http://h", "x"}, `unexpected argument "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runProbe(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runProbe = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
