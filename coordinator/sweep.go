@@ -170,7 +170,7 @@ func (s SweepSpec) Validate() error {
 	if s.MaxDuration < 0 {
 		bad("max_duration", s.MaxDuration, "is negative: give a cap such as 3m, or 0 for the default %v", DefaultMaxLevelDuration)
 	} else if s.AutoDuration && s.MaxDuration > 0 && s.MaxDuration < msD(lm.GetDurationMs()) {
-		bad("max_duration", s.MaxDuration, "is shorter than the level duration (load.duration_ms) %v: raise the cap, or pin the duration", msD(lm.GetDurationMs()))
+		bad("max_duration", s.MaxDuration, "is shorter than the level duration %v (load.duration_ms): raise the cap, or pin the duration", msD(lm.GetDurationMs()))
 	}
 	if s.MaxAgents < 0 {
 		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
