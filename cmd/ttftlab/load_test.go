@@ -189,6 +189,7 @@ func TestLoadFlagErrors(t *testing.T) {
 		{"burstiness with poisson", []string{"--url", "http://h", "--rate", "5", "--arrival", "poisson", "--burstiness", "0.5"}, `--burstiness 0.5 is set for kind "poisson"`},
 		{"ramp without duration", []string{"--url", "http://h", "--rate", "5", "--ramp-from", "1"}, "--duration is 0 for a ramp"},
 		{"negative ramp", []string{"--url", "http://h", "--rate", "5", "--ramp-from", "-1", "--duration", "1s"}, "--ramp-from -1 is invalid"},
+		{"gamma without burstiness", []string{"--url", "http://h", "--rate", "5", "--arrival", "gamma"}, "--arrival gamma needs --burstiness"},
 		{"unknown arrival", []string{"--url", "http://h", "--rate", "5", "--arrival", "weibull"}, `--arrival "weibull" is unknown`},
 		{"unknown dist", []string{"--url", "http://h", "--input-len", "10", "--input-len-dist", "zipf"}, `--input-len-dist "zipf" is unknown`},
 		{"uniform without max", []string{"--url", "http://h", "--input-len-dist", "uniform", "--input-len-min", "5"}, "--input-len uniform(5, 0) is invalid"},

@@ -154,6 +154,10 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 		case set["arrival"]:
 			switch c.arrival {
 			case agent.LoadPoisson, agent.LoadConstant, agent.LoadGamma:
+				if c.arrival == agent.LoadGamma && !set["burstiness"] {
+					// The library reads shape 0 as 1 (Poisson): ask.
+					return s, errors.New("--arrival gamma needs --burstiness B (1 is Poisson, below 1 burstier)")
+				}
 				m.Kind = c.arrival
 			default:
 				return s, fmt.Errorf("--arrival %q is unknown: use poisson, constant or gamma", c.arrival)
