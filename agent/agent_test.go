@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 	"net/http"
 	"strings"
 	"sync"
@@ -407,6 +408,54 @@ func TestSpecValidate(t *testing.T) {
 				t.Errorf("Validate = %v, want nil", err)
 			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalidSpec)):
 				t.Errorf("Validate = %v, want an ErrInvalidSpec containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadValidateNamesTheField checks the rules that every front end (the
+// CLI and a coordinator's remote runs) gets from the library, and that each
+// error is a FieldError naming the spec field.
+func TestLoadValidateNamesTheField(t *testing.T) {
+	closed := LoadModel{Kind: LoadClosed, Concurrency: 1, Requests: 10}
+	open := LoadModel{Kind: LoadPoisson, Rate: 5, Requests: 10}
+	tests := []struct {
+		name      string
+		m         LoadModel
+		mutate    func(*LoadModel)
+		wantField string
+		want      string
+	}{
+		{"concurrency over the cap", closed, func(m *LoadModel) { m.Concurrency = MaxConcurrency + 1 }, "load.concurrency", "load.concurrency 100001 is over the limit of 100000"},
+		{"zero concurrency", closed, func(m *LoadModel) { m.Concurrency = 0 }, "load.concurrency", "load.concurrency 0 is invalid"},
+		{"max in flight over the cap", open, func(m *LoadModel) { m.MaxInFlight = 200_000 }, "load.max_in_flight", "load.max_in_flight 200000 is over the limit of 100000"},
+		{"max in flight in closed loop", closed, func(m *LoadModel) { m.MaxInFlight = 3 }, "load.max_in_flight", "load.max_in_flight 3 applies to an open loop"},
+		{"burstiness in closed loop", closed, func(m *LoadModel) { m.Burstiness = 0.5 }, "load.burstiness", "load.burstiness 0.5 applies to an open loop"},
+		{"zero rate", open, func(m *LoadModel) { m.Rate = 0 }, "load.rate", "load.rate 0 is invalid"},
+		{"error rate above 1", closed, func(m *LoadModel) { m.MaxErrorRate = 1.5 }, "load.max_error_rate", "load.max_error_rate 1.5 is invalid"},
+		{"error window too short", closed, func(m *LoadModel) { m.ErrorWindow = time.Millisecond }, "load.error_window", "load.error_window 1ms is invalid: set a window from 100ms to 1h0m0s"},
+		{"error window too long", closed, func(m *LoadModel) { m.ErrorWindow = 2 * time.Hour }, "load.error_window", "load.error_window 2h0m0s is invalid"},
+		{"both warm-ups", closed, func(m *LoadModel) { m.Warmup, m.WarmupRequests = time.Second, 3 }, "load.warmup_requests", "pick one"},
+		{"negative objective", closed, func(m *LoadModel) { m.SLO.TPOT = -time.Millisecond }, "load.slo.tpot", "load.slo.tpot -1ms is negative"},
+		{"error window at the floor", closed, func(m *LoadModel) { m.ErrorWindow = 100 * time.Millisecond }, "", ""},
+		{"concurrency at the cap", closed, func(m *LoadModel) { m.Concurrency = MaxConcurrency }, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := testSpec("http://127.0.0.1:8000")
+			s.Concurrency, s.Requests = 0, 0
+			s.Load = tt.m
+			tt.mutate(&s.Load)
+			err := s.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			var fe *specerr.FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.wantField || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("Validate = %v (field %v), want a FieldError for %s containing %q", err, fe, tt.wantField, tt.want)
 			}
 		})
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/segment"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
 // ErrInvalidSpec is wrapped by every error Spec.Validate returns.
@@ -98,8 +100,17 @@ type LoadModel struct {
 	ErrorWindow time.Duration
 }
 
-// maxErrorWindow bounds LoadModel.ErrorWindow.
-const maxErrorWindow = time.Hour
+// Bounds of LoadModel.ErrorWindow (when set): shorter windows hold too few
+// attempts to judge a rate by.
+const (
+	minErrorWindow = 100 * time.Millisecond
+	maxErrorWindow = time.Hour
+)
+
+// MaxConcurrency caps a load model's concurrency and max_in_flight: each
+// request in flight is a goroutine and a connection (a file descriptor) of
+// one agent process.
+const MaxConcurrency = 100_000
 
 // SLO is a service-level objective per request. A zero field leaves that
 // metric unconstrained. TTFT and E2E are measured from the intended send
@@ -111,6 +122,39 @@ type SLO struct {
 
 // Set reports whether any objective is given.
 func (s SLO) Set() bool { return s.TTFT > 0 || s.TPOT > 0 || s.E2E > 0 }
+
+// String describes the objectives, for example "TTFT ≤ 200ms, E2E ≤ 2s";
+// "" when none is set.
+func (s SLO) String() string {
+	var parts []string
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"TTFT", s.TTFT}, {"TPOT", s.TPOT}, {"E2E", s.E2E}} {
+		if p.d > 0 {
+			parts = append(parts, fmt.Sprintf("%s ≤ %v", p.name, p.d))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Describe names the load model in words, for example "closed loop,
+// concurrency 8" or "poisson arrivals at 5 req/s, max 16 in flight".
+func (m LoadModel) Describe() string {
+	d := fmt.Sprintf("closed loop, concurrency %d", m.Concurrency)
+	switch m.Kind {
+	case LoadRamp:
+		d = fmt.Sprintf("ramp %g → %g req/s", m.StartRate, m.Rate)
+	case LoadGamma:
+		d = fmt.Sprintf("gamma arrivals at %g req/s, burstiness %g", m.Rate, m.burstiness())
+	case LoadPoisson, LoadConstant:
+		d = fmt.Sprintf("%s arrivals at %g req/s", m.Kind, m.Rate)
+	}
+	if m.MaxInFlight > 0 {
+		d += fmt.Sprintf(", max %d in flight", m.MaxInFlight)
+	}
+	return d
+}
 
 func (m *LoadModel) open() bool { return m.Kind != LoadClosed }
 
@@ -140,72 +184,96 @@ func (m *LoadModel) totalRequests() uint64 {
 
 func (m *LoadModel) validate() error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	bad := specerr.New
 	switch m.Kind {
 	case LoadClosed:
 		if m.Concurrency < 1 {
-			return fmt.Errorf("load.concurrency %d is invalid for a closed loop: set concurrency ≥ 1", m.Concurrency)
+			return bad("load.concurrency", m.Concurrency, "is invalid for a closed loop: set concurrency ≥ 1")
 		}
-		if m.Rate != 0 || m.StartRate != 0 || m.Burstiness != 0 {
-			return errors.New("load.rate, start_rate or burstiness is set for a closed loop: leave them 0, or pick an open-loop kind")
+		if m.Concurrency > MaxConcurrency {
+			return bad("load.concurrency", m.Concurrency, "is over the limit of %d: lower it, or spread the load over several agents with a sweep", MaxConcurrency)
+		}
+		if m.Rate != 0 {
+			return bad("load.rate", m.Rate, "is set for a closed loop: leave it 0, or pick an open-loop kind")
+		}
+		if m.StartRate != 0 {
+			return bad("load.start_rate", m.StartRate, "is set for a closed loop: leave it 0, or pick kind %q", LoadRamp)
+		}
+		if m.Burstiness != 0 {
+			return bad("load.burstiness", m.Burstiness, "applies to an open loop (kind %q): leave it 0 for a closed loop", LoadGamma)
 		}
 		if m.MaxInFlight != 0 {
-			return errors.New("load.max_in_flight is set for a closed loop, where concurrency already caps it: leave it 0")
+			return bad("load.max_in_flight", m.MaxInFlight, "applies to an open loop; in a closed loop concurrency already caps it: leave it 0")
 		}
 	case LoadConstant, LoadPoisson, LoadGamma, LoadRamp:
 		if m.Concurrency != 0 {
-			return fmt.Errorf("load.concurrency %d is set for open-loop kind %q: leave it 0 (use max_in_flight to cap requests in flight)", m.Concurrency, m.Kind)
+			return bad("load.concurrency", m.Concurrency, "is set for open-loop kind %q: leave it 0 (use max_in_flight to cap requests in flight)", m.Kind)
 		}
 		if !finite(m.Rate) || m.Rate <= 0 || m.Rate > maxRate {
-			return fmt.Errorf("load.rate %v is invalid: set a rate in requests per second in (0, %g]", m.Rate, maxRate)
+			return bad("load.rate", m.Rate, "is invalid: set a rate in requests per second in (0, %g]", maxRate)
 		}
 		if m.Kind == LoadRamp {
 			if !finite(m.StartRate) || m.StartRate < 0 || m.StartRate > maxRate {
-				return fmt.Errorf("load.start_rate %v is invalid: set a rate in [0, %g]", m.StartRate, maxRate)
+				return bad("load.start_rate", m.StartRate, "is invalid: set a rate in [0, %g]", maxRate)
 			}
 			if m.Duration <= 0 {
-				return errors.New("load.duration is 0 for a ramp: set the duration the rate ramps over")
+				return bad("load.duration", nil, "is 0 for a ramp: set the duration the rate ramps over")
 			}
 		} else if m.StartRate != 0 {
-			return fmt.Errorf("load.start_rate is set for kind %q: use kind %q to ramp the rate", m.Kind, LoadRamp)
+			return bad("load.start_rate", m.StartRate, "is set for kind %q: use kind %q to ramp the rate", m.Kind, LoadRamp)
 		}
 		if m.Kind == LoadGamma {
 			if b := m.Burstiness; !finite(b) || b < 0 || (b > 0 && b < 1e-3) || b > 1e3 {
-				return fmt.Errorf("load.burstiness %v is invalid: set a gamma shape in [0.001, 1000] (1 is Poisson, below 1 burstier)", b)
+				return bad("load.burstiness", b, "is invalid: set a gamma shape in [0.001, 1000] (1 is Poisson, below 1 burstier)")
 			}
 		} else if m.Burstiness != 0 {
-			return fmt.Errorf("load.burstiness is set for kind %q: use kind %q for bursty arrivals", m.Kind, LoadGamma)
+			return bad("load.burstiness", m.Burstiness, "is set for kind %q: use kind %q for bursty arrivals", m.Kind, LoadGamma)
 		}
 		if m.MaxInFlight < 0 {
-			return fmt.Errorf("load.max_in_flight %d is negative: set it ≥ 0 (0 means no cap)", m.MaxInFlight)
+			return bad("load.max_in_flight", m.MaxInFlight, "is negative: set it ≥ 0 (0 means no cap)")
+		}
+		if m.MaxInFlight > MaxConcurrency {
+			return bad("load.max_in_flight", m.MaxInFlight, "is over the limit of %d: lower it, or spread the load over several agents with a sweep", MaxConcurrency)
 		}
 	case "":
-		return fmt.Errorf("load.kind is empty: use %q, %q, %q, %q or %q", LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+		return bad("load.kind", nil, "is empty: use %q, %q, %q, %q or %q", LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
 	default:
-		return fmt.Errorf("load.kind %q is unknown: use %q, %q, %q, %q or %q", m.Kind, LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
+		return bad("load.kind", fmt.Sprintf("%q", m.Kind), "is unknown: use %q, %q, %q, %q or %q", LoadClosed, LoadConstant, LoadPoisson, LoadGamma, LoadRamp)
 	}
-	if m.Duration < 0 || m.Requests < 0 {
-		return fmt.Errorf("load.duration %v or requests %d is negative: set them ≥ 0", m.Duration, m.Requests)
+	if m.Duration < 0 {
+		return bad("load.duration", m.Duration, "is negative: set a positive duration, or 0 for no time bound")
+	}
+	if m.Requests < 0 {
+		return bad("load.requests", m.Requests, "is negative: set requests ≥ 1, or 0 for no count bound")
 	}
 	if m.Duration == 0 && m.Requests == 0 {
-		return errors.New("load has no bound: set duration, requests or both (the first reached ends the run)")
+		return bad("load", nil, "has no bound: set duration, requests or both (the first reached ends the run)")
 	}
-	if m.Warmup < 0 || m.WarmupRequests < 0 {
-		return fmt.Errorf("load.warmup %v or warmup_requests %d is negative: set them ≥ 0", m.Warmup, m.WarmupRequests)
+	if m.Warmup < 0 {
+		return bad("load.warmup", m.Warmup, "is negative: set it ≥ 0")
+	}
+	if m.WarmupRequests < 0 {
+		return bad("load.warmup_requests", m.WarmupRequests, "is negative: set it ≥ 0")
 	}
 	if m.Warmup > 0 && m.WarmupRequests > 0 {
-		return errors.New("load sets both warmup and warmup_requests: pick one")
+		return bad("load.warmup_requests", m.WarmupRequests, "is set along with load.warmup %v: pick one", m.Warmup)
 	}
 	if m.ClientBoundP99 < 0 {
-		return fmt.Errorf("load.client_bound_p99 %v is negative: set it ≥ 0 (0 means %v)", m.ClientBoundP99, DefaultClientBoundP99)
+		return bad("load.client_bound_p99", m.ClientBoundP99, "is negative: set a positive duration such as 10ms (0 means %v)", DefaultClientBoundP99)
 	}
-	if m.SLO.TTFT < 0 || m.SLO.TPOT < 0 || m.SLO.E2E < 0 {
-		return fmt.Errorf("load.slo %+v has a negative objective: set each ≥ 0 (0 leaves it unconstrained)", m.SLO)
+	for _, o := range []struct {
+		field string
+		d     time.Duration
+	}{{"load.slo.ttft", m.SLO.TTFT}, {"load.slo.tpot", m.SLO.TPOT}, {"load.slo.e2e", m.SLO.E2E}} {
+		if o.d < 0 {
+			return bad(o.field, o.d, "is negative: set each objective ≥ 0 (0 leaves it unconstrained)")
+		}
 	}
 	if r := m.MaxErrorRate; math.IsNaN(r) || r > 1 {
-		return fmt.Errorf("load.max_error_rate %v is invalid: set a fraction in [0, 1] (0 means %g, 1 or a negative value turns the error budget off)", r, DefaultMaxErrorRate)
+		return bad("load.max_error_rate", r, "is invalid: set a fraction of failed attempts in [0, 1] (0 means %g; 1 or a negative value turns the error budget off)", DefaultMaxErrorRate)
 	}
-	if m.ErrorWindow < 0 || m.ErrorWindow > maxErrorWindow {
-		return fmt.Errorf("load.error_window %v is invalid: set a window in [0, %v] (0 means %v)", m.ErrorWindow, maxErrorWindow, DefaultErrorWindow)
+	if w := m.ErrorWindow; w < 0 || (w > 0 && w < minErrorWindow) || w > maxErrorWindow {
+		return bad("load.error_window", w, "is invalid: set a window from %v to %v, such as 5s (0 means %v)", minErrorWindow, maxErrorWindow, DefaultErrorWindow)
 	}
 	return nil
 }
@@ -262,55 +330,58 @@ func (s *Spec) load() LoadModel {
 // Validate checks the spec and returns an error that names the bad field and
 // the fix. It wraps ErrInvalidSpec.
 func (s *Spec) Validate() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, a...))
+	bad := func(field string, v any, format string, a ...any) error {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, specerr.New(field, v, format, a...))
 	}
 	wrap := func(err error) error { return fmt.Errorf("%w: %w", ErrInvalidSpec, err) }
 	if s.Target.BaseURL == "" {
-		return bad("target.base_url is empty: set it to the server's URL, for example http://127.0.0.1:8000")
+		return bad("target.base_url", nil, "is empty: set it to the server's URL, for example http://127.0.0.1:8000")
 	}
 	u, err := url.Parse(s.Target.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return bad("target.base_url %q is not an absolute http(s) URL: use for example http://127.0.0.1:8000", s.Target.BaseURL)
+		return bad("target.base_url", fmt.Sprintf("%q", s.Target.BaseURL), "is not an absolute http(s) URL: use for example http://127.0.0.1:8000")
 	}
 	if s.Target.Model == "" {
-		return bad("target.model is empty: set it to a model the server lists at /v1/models")
+		return bad("target.model", nil, "is empty: set it to a model the server lists at /v1/models")
 	}
 	switch s.Target.API {
 	case "", oai.APIChat, oai.APICompletions:
 	default:
-		return bad("target.api %q is unknown: use %q or %q", s.Target.API, oai.APIChat, oai.APICompletions)
+		return bad("target.api", fmt.Sprintf("%q", s.Target.API), "is unknown: use %q or %q", oai.APIChat, oai.APICompletions)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
-		return wrap(err)
+		return wrap(specerr.New("target.headers", nil, "%s", strings.TrimPrefix(err.Error(), "target.headers ")))
 	}
 	if err := s.Generator.validate(s.Workload); err != nil {
 		return wrap(err)
 	}
 	if s.Workload.MaxTokens < 0 || (s.Workload.MaxTokens < 1 && s.Generator.needsMaxTokens()) {
-		return bad("workload.max_tokens %d is invalid: set max_tokens ≥ 1", s.Workload.MaxTokens)
+		return bad("workload.max_tokens", s.Workload.MaxTokens, "is invalid: set max_tokens ≥ 1")
 	}
 	if t := s.Workload.Temperature; t < 0 || math.IsNaN(t) || math.IsInf(t, 0) {
-		return bad("workload.temperature %v is invalid: set a temperature ≥ 0", t)
+		return bad("workload.temperature", t, "is invalid: set a temperature ≥ 0")
 	}
 	for _, k := range []string{"stream", "prompt", "messages", "model"} {
 		if _, ok := s.Workload.ExtraBody[k]; ok {
-			return bad("workload.extra_body sets %q, which the agent controls: remove it", k)
+			return bad("workload.extra_body", nil, "sets %q, which the agent controls: remove it", k)
 		}
 	}
 	if s.Load.Kind == "" {
 		if !s.Segment.IsFull() {
-			return bad("segment %s is set but load is not: segments split a load model; set load or drop the segment", s.Segment)
+			return bad("segment", s.Segment, "is set but load is not: segments split a load model; set load or drop the segment")
 		}
 		if s.Concurrency < 1 {
-			return bad("concurrency %d is invalid: set concurrency ≥ 1", s.Concurrency)
+			return bad("concurrency", s.Concurrency, "is invalid: set concurrency ≥ 1")
+		}
+		if s.Concurrency > MaxConcurrency {
+			return bad("concurrency", s.Concurrency, "is over the limit of %d: lower it", MaxConcurrency)
 		}
 		if s.Requests < 1 {
-			return bad("requests %d is invalid: set requests ≥ 1", s.Requests)
+			return bad("requests", s.Requests, "is invalid: set requests ≥ 1")
 		}
 	} else {
 		if s.Concurrency != 0 || s.Requests != 0 {
-			return bad("concurrency %d and requests %d are set along with load: set them in load only", s.Concurrency, s.Requests)
+			return bad("concurrency", s.Concurrency, "and requests %d are set along with load: set them in load only", s.Requests)
 		}
 		if err := s.Load.validate(); err != nil {
 			return wrap(err)
@@ -318,27 +389,23 @@ func (s *Spec) Validate() error {
 		if m := &s.Load; !m.open() && m.Requests > 0 && s.Segment.Scale(int64(m.Concurrency)) == 0 && ownsRequests(s.Segment, m) {
 			// The segment's request indices would go unsent: no other
 			// agent takes them.
-			return bad("load.concurrency %d gives segment %s no worker, yet the segment owns part of the %d requests, which no agent would send: use at most %d agents for concurrency %d, or raise load.concurrency",
-				m.Concurrency, s.Segment, m.Requests, m.Concurrency, m.Concurrency)
+			return bad("load.concurrency", m.Concurrency, "gives segment %s no worker, yet the segment owns part of the %d requests, which no agent would send: use at most %d agents for concurrency %d, or raise load.concurrency",
+				s.Segment, m.Requests, m.Concurrency, m.Concurrency)
 		}
 	}
 	if len(s.Labels) > 0 {
 		m := s.load()
 		if want := m.totalRequests(); m.Warmup > 0 || uint64(len(s.Labels)) != want {
-			return bad("labels has %d names for %d requests: give one label per request or none", len(s.Labels), want)
+			return bad("labels", nil, "has %d names for %d requests: give one label per request or none", len(s.Labels), want)
 		}
 	}
-	if s.Interval < 0 {
-		return bad("interval %v is negative: set interval ≥ 0 (0 means the default)", s.Interval)
-	}
-	if s.Timeout < 0 {
-		return bad("timeout %v is negative: set timeout ≥ 0 (0 means the default)", s.Timeout)
-	}
-	if s.TTFTTimeout < 0 {
-		return bad("ttft timeout %v is negative: set it ≥ 0 (0 means the default)", s.TTFTTimeout)
-	}
-	if s.ConnectTimeout < 0 {
-		return bad("connect timeout %v is negative: set it ≥ 0 (0 means the default)", s.ConnectTimeout)
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"interval", s.Interval}, {"timeout", s.Timeout}, {"ttft_timeout", s.TTFTTimeout}, {"connect_timeout", s.ConnectTimeout}} {
+		if d.v < 0 {
+			return bad(d.field, d.v, "is negative: set a positive duration such as 30s (0 means the default)")
+		}
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
 // Workload generator kinds, as in WorkloadGen.Kind.
@@ -72,25 +74,25 @@ func Fixed(n int) LengthDist { return LengthDist{Kind: DistFixed, Mean: float64(
 func (d LengthDist) validate(field string) error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	if !finite(d.Mean) || !finite(d.Min) || !finite(d.Max) || !finite(d.Stddev) {
-		return fmt.Errorf("%s has a non-finite parameter: give finite numbers", field)
+		return specerr.New(field, nil, "has a non-finite parameter: give finite numbers")
 	}
 	switch d.Kind {
 	case DistFixed:
 		if d.Mean < 1 || d.Mean > maxGenTokens || d.Mean != math.Trunc(d.Mean) {
-			return fmt.Errorf("%s.mean %v is invalid for a fixed length: set a whole number of tokens in 1..%d", field, d.Mean, maxGenTokens)
+			return specerr.New(field, d.Mean, "is invalid for a fixed length: set a whole number of tokens in 1..%d", maxGenTokens)
 		}
 	case DistUniform:
 		if d.Min < 1 || d.Max < d.Min || d.Max > maxGenTokens {
-			return fmt.Errorf("%s uniform(%v, %v) is invalid: set 1 ≤ min ≤ max ≤ %d", field, d.Min, d.Max, maxGenTokens)
+			return specerr.New(field, fmt.Sprintf("uniform(%v, %v)", d.Min, d.Max), "is invalid: set 1 ≤ min ≤ max ≤ %d", maxGenTokens)
 		}
 	case DistNormal:
 		if d.Mean < 1 || d.Mean > maxGenTokens || d.Stddev < 0 {
-			return fmt.Errorf("%s normal(mean %v, stddev %v) is invalid: set 1 ≤ mean ≤ %d and stddev ≥ 0", field, d.Mean, d.Stddev, maxGenTokens)
+			return specerr.New(field, fmt.Sprintf("normal(mean %v, stddev %v)", d.Mean, d.Stddev), "is invalid: set 1 ≤ mean ≤ %d and stddev ≥ 0", maxGenTokens)
 		}
 	case "":
-		return fmt.Errorf("%s.kind is empty: use %q, %q or %q", field, DistFixed, DistUniform, DistNormal)
+		return specerr.New(field+".kind", nil, "is empty: use %q, %q or %q", DistFixed, DistUniform, DistNormal)
 	default:
-		return fmt.Errorf("%s.kind %q is unknown: use %q, %q or %q", field, d.Kind, DistFixed, DistUniform, DistNormal)
+		return specerr.New(field+".kind", fmt.Sprintf("%q", d.Kind), "is unknown: use %q, %q or %q", DistFixed, DistUniform, DistNormal)
 	}
 	return nil
 }
@@ -148,7 +150,7 @@ func (g *WorkloadGen) validate(w Workload) error {
 	switch g.Kind {
 	case "", GenFixed:
 		if w.Prompt == "" {
-			return errors.New("workload.prompt is empty: set a prompt, or use a generator such as synthetic")
+			return specerr.New("workload.prompt", nil, "is empty: set a prompt, or use a generator such as synthetic")
 		}
 	case GenSynthetic, GenSharedPrefix:
 		if err := g.InputLen.validate("generator.input_len"); err != nil {
@@ -156,21 +158,24 @@ func (g *WorkloadGen) validate(w Workload) error {
 		}
 		if g.Kind == GenSharedPrefix {
 			if g.PrefixLen < 1 || g.NumPrefixes < 1 {
-				return fmt.Errorf("generator prefix_len %d, num_prefixes %d are invalid for shared_prefix: set both ≥ 1", g.PrefixLen, g.NumPrefixes)
+				if g.PrefixLen < 1 {
+					return specerr.New("generator.prefix_len", g.PrefixLen, "is invalid for shared_prefix: set it ≥ 1")
+				}
+				return specerr.New("generator.num_prefixes", g.NumPrefixes, "is invalid for shared_prefix: set it ≥ 1")
 			}
 			if int64(g.PrefixLen)*int64(g.NumPrefixes) > maxPrefixTokens {
-				return fmt.Errorf("generator prefix_len × num_prefixes = %d tokens is too many: keep it ≤ %d", int64(g.PrefixLen)*int64(g.NumPrefixes), maxPrefixTokens)
+				return specerr.New("generator.num_prefixes", g.NumPrefixes, "× prefix_len %d = %d tokens is too many: keep it ≤ %d", g.PrefixLen, int64(g.PrefixLen)*int64(g.NumPrefixes), maxPrefixTokens)
 			}
 			if lo := g.InputLen.lowest(); g.InputLen.Kind != DistNormal && lo < g.PrefixLen {
-				return fmt.Errorf("generator.input_len can be %d tokens, below prefix_len %d: make every input length ≥ prefix_len", lo, g.PrefixLen)
+				return specerr.New("generator.input_len", nil, "can be %d tokens, below prefix_len %d: make every input length ≥ prefix_len", lo, g.PrefixLen)
 			}
 		}
 	case GenJSONL, GenShareGPT:
 		if g.Path == "" {
-			return fmt.Errorf("generator.path is empty for %s: name the dataset file", g.Kind)
+			return specerr.New("generator.path", nil, "is empty for %s: name the dataset file", g.Kind)
 		}
 	default:
-		return fmt.Errorf("generator.kind %q is unknown: use %q, %q, %q, %q or %q", g.Kind, GenFixed, GenSynthetic, GenSharedPrefix, GenJSONL, GenShareGPT)
+		return specerr.New("generator.kind", fmt.Sprintf("%q", g.Kind), "is unknown: use %q, %q, %q, %q or %q", GenFixed, GenSynthetic, GenSharedPrefix, GenJSONL, GenShareGPT)
 	}
 	if !g.OutputLen.IsZero() {
 		if err := g.OutputLen.validate("generator.output_len"); err != nil {

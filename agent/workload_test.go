@@ -200,7 +200,7 @@ func TestGeneratorErrors(t *testing.T) {
 		{"uniform reversed", Workload{}, WorkloadGen{Kind: GenSynthetic, InputLen: LengthDist{Kind: DistUniform, Min: 9, Max: 3}}, "set 1 ≤ min ≤ max"},
 		{"negative stddev", Workload{}, WorkloadGen{Kind: GenSynthetic, InputLen: LengthDist{Kind: DistNormal, Mean: 9, Stddev: -1}}, "stddev ≥ 0"},
 		{"prefix longer than input", Workload{}, WorkloadGen{Kind: GenSharedPrefix, InputLen: Fixed(10), PrefixLen: 20, NumPrefixes: 1}, "below prefix_len 20"},
-		{"no prefixes", Workload{}, WorkloadGen{Kind: GenSharedPrefix, InputLen: Fixed(10), PrefixLen: 5}, "num_prefixes 0 are invalid"},
+		{"no prefixes", Workload{}, WorkloadGen{Kind: GenSharedPrefix, InputLen: Fixed(10), PrefixLen: 5}, "generator.num_prefixes 0 is invalid"},
 		{"no path", Workload{}, WorkloadGen{Kind: GenShareGPT}, "generator.path is empty"},
 		{"missing file", Workload{}, WorkloadGen{Kind: GenShareGPT, Path: "testdata/nope.json"}, "no such file"},
 		{"not sharegpt", Workload{}, WorkloadGen{Kind: GenShareGPT, Path: "testdata/prompts.jsonl"}, "not a ShareGPT file"},

@@ -22,6 +22,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
 // GPUNode is what the coordinator needs from a gpunode.
@@ -157,33 +158,59 @@ func (s BaselineSpec) withDefaults() BaselineSpec {
 	return s
 }
 
-// Validate checks the spec and names the field and the fix on error.
+// Validate checks the spec and names the field and the fix on error: each
+// error is a specerr.FieldError, so that a front end can name its own flag.
 func (s BaselineSpec) Validate() error {
 	var errs []error
+	bad := func(field string, v any, format string, a ...any) {
+		errs = append(errs, specerr.New(field, v, format, a...))
+	}
 	if s.MaxTokens < 1 || s.MaxTokens > 1_000_000 {
-		errs = append(errs, fmt.Errorf("max_tokens %d is out of range: use 1..1000000", s.MaxTokens))
+		bad("max_tokens", s.MaxTokens, "is out of range: use 1..1000000")
 	}
 	if s.WarmRuns < 1 || s.WarmRuns > 10_000 {
-		errs = append(errs, fmt.Errorf("warm_runs %d is out of range: use 1..10000", s.WarmRuns))
+		bad("warm_runs", s.WarmRuns, "is out of range: use 1..10000")
 	}
 	if s.Repeats < 1 || s.Repeats > 100 {
-		errs = append(errs, fmt.Errorf("repeats %d is out of range: use 1..100 restarts", s.Repeats))
+		bad("repeats", s.Repeats, "is out of range: use 1..100 restarts")
 	}
 	if s.API != "chat" && s.API != "completions" {
-		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
+		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use chat or completions")
 	}
 	switch s.ColdMode {
 	case "warm-restart", "cold-disk", "cold-compile":
 	default:
-		errs = append(errs, fmt.Errorf("cold_mode %q is unknown: use warm-restart, cold-disk or cold-compile", s.ColdMode))
+		bad("cold_mode", fmt.Sprintf("%q", s.ColdMode), "is unknown: use warm-restart, cold-disk or cold-compile")
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
-		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+		bad("run_id", fmt.Sprintf("%q", s.RunID), "is not a safe directory name: use letters, digits, '.', '_' and '-'")
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
+	if k := s.Knobs; k != nil {
+		for _, n := range []struct {
+			field string
+			v     int32
+		}{{"knobs.max_model_len", k.GetMaxModelLen()}, {"knobs.max_num_seqs", k.GetMaxNumSeqs()}, {"knobs.max_num_batched_tokens", k.GetMaxNumBatchedTokens()}} {
+			if n.v < 0 {
+				bad(n.field, n.v, "is negative: use a positive value, or 0 for the engine default")
+			}
+		}
+		if u := k.GetGpuMemoryUtilization(); u < 0 || u > 1 {
+			bad("knobs.gpu_memory_utilization", u, "is out of range: use a fraction in (0, 1], or 0 for the engine default")
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Request returns the spec as the coordinator's RunBaseline request, the
+// form in which a client sends it.
+func (s BaselineSpec) Request() *pb.RunBaselineRequest {
+	return &pb.RunBaselineRequest{
+		Profile: s.Profile, Knobs: s.Knobs, Prompt: s.Prompt, MaxTokens: int32(s.MaxTokens), WarmRuns: int32(s.WarmRuns),
+		Api: s.API, OutDir: s.OutDir, RunId: s.RunID, ColdMode: s.ColdMode, Repeats: int32(s.Repeats),
+	}
 }
 
 // checkOutDir allows a client to pick a subdirectory of the coordinator's
@@ -192,7 +219,7 @@ func checkOutDir(dir string) error {
 	if dir == "" || filepath.IsLocal(dir) {
 		return nil
 	}
-	return fmt.Errorf("out_dir %q must be a relative path inside the coordinator's results directory (no leading / and no '..'): leave it empty, or start the coordinator with --out DIR", dir)
+	return specerr.New("out_dir", fmt.Sprintf("%q", dir), "must be a relative path inside the coordinator's results directory (no leading / and no '..'): leave it empty, or start the coordinator with --out DIR")
 }
 
 // RunResult names what a run wrote.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -72,48 +74,118 @@ func (s SweepSpec) withDefaults() SweepSpec {
 	return s
 }
 
-// Validate names the bad field and the fix.
+// maxLevelConcurrency caps a closed-loop level: it is the agents' cap on
+// concurrency (agent.MaxConcurrency), each request in flight being a
+// goroutine and a connection of an agent process.
+const maxLevelConcurrency = 100_000
+
+// Bounds of the error budget's window, as the agents take it.
+const (
+	minErrorWindowMs = 100
+	maxErrorWindowMs = 3_600_000
+)
+
+// Validate names the bad field and the fix: each error is a
+// specerr.FieldError, so that a front end can name its own flag.
 func (s SweepSpec) Validate() error {
 	var errs []error
-	if len(s.Levels) == 0 {
-		errs = append(errs, errors.New("levels is empty: give at least one concurrency or rate, e.g. 1,4,16"))
+	bad := func(field string, v any, format string, a ...any) {
+		errs = append(errs, specerr.New(field, v, format, a...))
 	}
-	closed := s.Load.GetKind() == "closed"
+	msD := func(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+	lm := s.Load
+	if len(s.Levels) == 0 {
+		bad("levels", nil, "is empty: give at least one concurrency or rate, e.g. 1,4,16")
+	}
+	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
-		if l <= 0 || (closed && l != float64(int(l))) {
-			errs = append(errs, fmt.Errorf("level %g is invalid: closed-loop levels are concurrencies (whole numbers ≥ 1), open-loop levels are rates > 0", l))
+		switch {
+		case math.IsNaN(l) || l <= 0 || math.IsInf(l, 0) || (closed && l != math.Trunc(l)):
+			bad("levels", fmt.Sprintf("%g", l), "is invalid: closed-loop levels are concurrencies (whole numbers ≥ 1), open-loop levels are rates > 0")
+		case closed && l > maxLevelConcurrency:
+			bad("levels", fmt.Sprintf("%g", l), "is over the concurrency limit of %d: lower it", maxLevelConcurrency)
+		case !closed && l > 1e6:
+			bad("levels", fmt.Sprintf("%g", l), "is over the rate limit of 1e6 requests/s: lower it")
 		}
 	}
-	switch s.Load.GetKind() {
-	case "closed", "constant", "poisson", "gamma", "ramp":
+	switch lm.GetKind() {
+	case "closed", "constant", "poisson", "ramp":
+		if lm.GetBurstiness() != 0 {
+			bad("load.burstiness", lm.GetBurstiness(), "is set for load kind %q: use kind gamma for bursty arrivals", lm.GetKind())
+		}
+	case "gamma":
+		if b := lm.GetBurstiness(); !(b >= 1e-3 && b <= 1e3) {
+			bad("load.burstiness", b, "is invalid for gamma arrivals: set a shape in [0.001, 1000] (1 is Poisson, below 1 burstier)")
+		}
 	default:
-		errs = append(errs, fmt.Errorf("load kind %q is unknown: use closed, constant, poisson, gamma or ramp", s.Load.GetKind()))
+		bad("load.kind", fmt.Sprintf("%q", lm.GetKind()), "is unknown: use closed, constant, poisson, gamma or ramp")
 	}
-	if s.Load.GetDurationMs() <= 0 && s.Load.GetRequests() <= 0 {
-		errs = append(errs, errors.New("each level needs a bound: set load duration_ms or requests"))
+	if lm.GetDurationMs() < 0 {
+		bad("load.duration_ms", msD(lm.GetDurationMs()), "is negative: give a positive duration")
+	}
+	if lm.GetRequests() < 0 {
+		bad("load.requests", lm.GetRequests(), "is negative: give a positive count, or 0 to bound each level by duration only")
+	}
+	if lm.GetDurationMs() <= 0 && lm.GetRequests() <= 0 {
+		bad("load", nil, "has no bound for each level: set load duration_ms or requests")
+	}
+	if lm.GetWarmupMs() < 0 {
+		bad("load.warmup_ms", msD(lm.GetWarmupMs()), "is negative: use 0 for no warm-up")
+	}
+	for _, o := range []struct {
+		field string
+		v     float64
+	}{{"load.slo_ttft_ms", lm.GetSloTtftMs()}, {"load.slo_tpot_ms", lm.GetSloTpotMs()}, {"load.slo_e2e_ms", lm.GetSloE2EMs()}} {
+		if math.IsNaN(o.v) || o.v < 0 || o.v > 3.6e6 {
+			bad(o.field, o.v, "is invalid: set milliseconds in [0, 3600000] (0 leaves it unconstrained)")
+		}
+	}
+	if r := lm.GetMaxErrorRate(); math.IsNaN(r) || r > 1 {
+		bad("load.max_error_rate", r, "is invalid: set a fraction of failed attempts in [0, 1] (0 means the default; 1 or a negative value turns the error budget off)")
+	}
+	if w := lm.GetErrorWindowMs(); w < 0 || (w > 0 && w < minErrorWindowMs) || w > maxErrorWindowMs {
+		bad("load.error_window_ms", msD(w), "is invalid: set a window from %v to %v, such as 5s (0 means the default)", msD(minErrorWindowMs), msD(maxErrorWindowMs))
+	}
+	if mt := s.Workload.GetMaxTokens(); mt < 1 && s.Workload != nil {
+		bad("workload.max_tokens", mt, "is invalid: set max_tokens ≥ 1")
+	}
+	if in := s.Generator.GetInputLen(); in != nil && in.GetKind() == "fixed" && (in.GetMean() < 1 || in.GetMean() != math.Trunc(in.GetMean())) {
+		bad("generator.input_len", in.GetMean(), "is invalid: set a whole number of tokens ≥ 1")
+	}
+	if out := s.Generator.GetOutputLen(); out != nil && out.GetKind() == "fixed" && (out.GetMean() < 1 || out.GetMean() != math.Trunc(out.GetMean())) {
+		bad("generator.output_len", out.GetMean(), "is invalid: set a whole number of tokens ≥ 1")
 	}
 	if s.API != "chat" && s.API != "completions" {
-		errs = append(errs, fmt.Errorf("api %q is unknown: use chat or completions", s.API))
+		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use chat or completions")
 	}
 	if s.AgentLoss != "continue" && s.AgentLoss != "abort" {
-		errs = append(errs, fmt.Errorf("agent_loss %q is unknown: use continue or abort", s.AgentLoss))
+		bad("agent_loss", fmt.Sprintf("%q", s.AgentLoss), "is unknown: use continue or abort")
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
-		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+		bad("run_id", fmt.Sprintf("%q", s.RunID), "is not a safe directory name: use letters, digits, '.', '_' and '-'")
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
 	if s.MaxDuration < 0 {
-		errs = append(errs, fmt.Errorf("max_duration %v is negative: give a cap such as 3m, or 0 for the default %v", s.MaxDuration, DefaultMaxLevelDuration))
-	} else if s.AutoDuration && s.MaxDuration > 0 && s.MaxDuration < time.Duration(s.Load.GetDurationMs())*time.Millisecond {
-		errs = append(errs, fmt.Errorf("max_duration %v is shorter than the level duration %v: raise the cap or lower the duration",
-			s.MaxDuration, time.Duration(s.Load.GetDurationMs())*time.Millisecond))
+		bad("max_duration", s.MaxDuration, "is negative: give a cap such as 3m, or 0 for the default %v", DefaultMaxLevelDuration)
+	} else if s.AutoDuration && s.MaxDuration > 0 && s.MaxDuration < msD(lm.GetDurationMs()) {
+		bad("max_duration", s.MaxDuration, "is shorter than the level duration %v (load.duration_ms): raise the cap, or pin the duration", msD(lm.GetDurationMs()))
 	}
 	if s.MaxAgents < 0 {
-		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
 	}
 	return errors.Join(errs...)
+}
+
+// Request returns the spec as the coordinator's RunSweep request, the form
+// in which a client sends it.
+func (s SweepSpec) Request() *pb.RunSweepRequest {
+	return &pb.RunSweepRequest{
+		RunId: s.RunID, OutDir: s.OutDir, Profile: s.Profile, Knobs: s.Knobs, BaseUrl: s.BaseURL, Model: s.Model, Api: s.API,
+		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
+		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
+	}
 }
 
 // RunSweep runs the levels one after another. For each level every agent

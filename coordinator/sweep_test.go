@@ -19,6 +19,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
 // sweepAgent sends `intervals` reports of `perInterval` requests each; the
@@ -198,21 +199,46 @@ func TestSweepKeepsALostAgentsIntervals(t *testing.T) {
 	}
 }
 
+// TestSweepSpecValidation checks the rules every front end gets (the CLI and
+// a remote client's RunSweep): each refusal is a FieldError naming the
+// spec field.
 func TestSweepSpecValidation(t *testing.T) {
 	c := sweepCoordinator(t, map[string]Agent{"a": &sweepAgent{}})
+	closed := func(mut func(*pb.LoadModel)) *pb.LoadModel {
+		lm := &pb.LoadModel{Kind: "closed", DurationMs: 1000}
+		mut(lm)
+		return lm
+	}
 	for _, tt := range []struct {
-		spec SweepSpec
-		want string
+		name  string
+		spec  SweepSpec
+		field string
+		want  string
 	}{
-		{SweepSpec{}, "levels is empty"},
-		{SweepSpec{Levels: []float64{1.5}}, "level 1.5 is invalid"},
-		{SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "bursty", DurationMs: 1}}, `load kind "bursty"`},
-		{SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed"}}, "needs a bound"},
-		{SweepSpec{Levels: []float64{1}, AgentLoss: "panic"}, `agent_loss "panic"`},
+		{"no levels", SweepSpec{}, "levels", "levels is empty"},
+		{"fractional concurrency", SweepSpec{Levels: []float64{1.5}}, "levels", "levels 1.5 is invalid"},
+		{"concurrency over the cap", SweepSpec{Levels: []float64{200_000}}, "levels", "levels 200000 is over the concurrency limit of 100000"},
+		{"unknown kind", SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "bursty", DurationMs: 1}}, "load.kind", `load.kind "bursty" is unknown`},
+		{"no bound", SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed"}}, "load", "load has no bound"},
+		{"gamma without burstiness", SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "gamma", DurationMs: 1000}}, "load.burstiness", "load.burstiness 0 is invalid for gamma arrivals"},
+		{"error rate above 1", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.MaxErrorRate = 2 })}, "load.max_error_rate", "load.max_error_rate 2 is invalid"},
+		{"short error window", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.ErrorWindowMs = 1 })}, "load.error_window_ms", "load.error_window_ms 1ms is invalid"},
+		{"negative warm-up", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.WarmupMs = -5 })}, "load.warmup_ms", "load.warmup_ms -5ms is negative"},
+		{"zero max tokens", SweepSpec{Levels: []float64{1}, Workload: &pb.Workload{}}, "workload.max_tokens", "workload.max_tokens 0 is invalid"},
+		{"zero input len", SweepSpec{Levels: []float64{1}, Generator: &pb.WorkloadGen{Kind: "synthetic", InputLen: &pb.LengthDist{Kind: "fixed"}}}, "generator.input_len", "generator.input_len 0 is invalid"},
+		{"unknown agent loss", SweepSpec{Levels: []float64{1}, AgentLoss: "panic"}, "agent_loss", `agent_loss "panic"`},
+		{"out dir escapes", SweepSpec{Levels: []float64{1}, OutDir: "../x"}, "out_dir", `out_dir "../x" must be a relative path`},
 	} {
-		if _, err := c.RunSweep(context.Background(), tt.spec, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("err = %v, want %q", err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.RunSweep(context.Background(), tt.spec, nil)
+			var fe *specerr.FieldError
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.As(err, &fe) {
+				t.Fatalf("err = %v, want a FieldError containing %q", err, tt.want)
+			}
+			if fe.Field != tt.field {
+				t.Errorf("field %q, want %q", fe.Field, tt.field)
+			}
+		})
 	}
 }
 

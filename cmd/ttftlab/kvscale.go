@@ -119,13 +119,13 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	spec := coordinator.KVScaleSpec{MaxModelLens: toInts(ml), Utilizations: us, MaxNumSeqs: *seqs, OutputLen: *outLen, LevelDuration: *dur,
 		Warmup: *warm, MaxConcurrency: *maxConc, API: *api, RunID: c.runID, Profile: *profile}
 	if err := spec.Validate(); err != nil {
-		return c, flagNames(err)
+		return c, kvscaleFlagNames(err)
 	}
 	return c, nil
 }
 
-// flagNames rewrites a spec error's field names as this command's flags.
-func flagNames(err error) error {
+// kvscaleFlagNames rewrites a spec error's field names as this command's flags.
+func kvscaleFlagNames(err error) error {
 	r := strings.NewReplacer("max_model_lens", "--max-model-len", "max_model_len", "--max-model-len", "gpu_memory_utilizations", "--gpu-memory-utilization",
 		"gpu_memory_utilization", "--gpu-memory-utilization", "output_len", "--output-len", "max_concurrency", "--max-concurrency",
 		"max_num_seqs", "--max-num-seqs", "level duration", "--step-duration", "warm-up", "--step-warmup", "api", "--api", "run_id", "--run-id")

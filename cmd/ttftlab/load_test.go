@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ttftlab/ttftlab/coordinator/results"
 )
 
 // fakeOpenAI serves /v1/models with one model and streams n chat or
@@ -99,7 +100,7 @@ func TestLoadJSONFields(t *testing.T) {
 			t.Errorf("%s max %v, want > 0", k, m["max"])
 		}
 	}
-	var s loadSummary
+	var s results.LoadSummary
 	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 		t.Fatal(err)
 	}
@@ -164,43 +165,68 @@ func TestLoadTable(t *testing.T) {
 	}
 }
 
+// TestLoadFlagErrors checks that every bad value is refused with the flag's
+// name: the rules are the library's (agent.Spec.Validate), its field names
+// rewritten to flags, or load's own rules on which flags go together.
 func TestLoadFlagErrors(t *testing.T) {
 	tests := []struct {
+		name string
 		args []string
 		want string
 	}{
-		{[]string{}, "--url is required"},
-		{[]string{"--url", "localhost:8000"}, "not an absolute http(s) URL"},
-		{[]string{"--url", "http://h", "--concurrency", "2", "--rate", "3"}, "--concurrency and --rate are both set"},
-		{[]string{"--url", "http://h", "--rate", "0"}, "--rate 0 is invalid"},
-		{[]string{"--url", "http://h", "--rate", "-2"}, "--rate -2 is invalid"},
-		{[]string{"--url", "http://h", "--concurrency", "0"}, "--concurrency 0 is invalid"},
-		{[]string{"--url", "http://h", "--burstiness", "0.5"}, "--burstiness applies to an open loop"},
-		{[]string{"--url", "http://h", "--rate", "5", "--burstiness", "0"}, "--burstiness 0 is invalid"},
-		{[]string{"--url", "http://h", "--rate", "5", "--ramp-from", "1"}, "--ramp-from needs --duration"},
-		{[]string{"--url", "http://h", "--rate", "5", "--arrival", "weibull"}, `--arrival "weibull" is unknown`},
-		{[]string{"--url", "http://h", "--input-len", "10", "--input-len-dist", "zipf"}, `--input-len-dist "zipf" is unknown`},
-		{[]string{"--url", "http://h", "--input-len-dist", "uniform", "--input-len-min", "5"}, "needs --input-len-min and --input-len-max"},
-		{[]string{"--url", "http://h", "--output-len", "0"}, "--output-len 0 is invalid"},
-		{[]string{"--url", "http://h", "--warmup", "1s", "--warmup-requests", "3"}, "pick one"},
-		{[]string{"--url", "http://h", "--extra-body", "[1]"}, "--extra-body: extra body is not a JSON object"},
-		{[]string{"--url", "http://h", "--extra-body", `{"stream": false}`}, `sets "stream"`},
-		{[]string{"--url", "http://h", "--header", "nocolon"}, "is not KEY:VALUE"},
-		{[]string{"--url", "http://h", "--dataset", "x.txt"}, "add --dataset-format"},
-		{[]string{"--url", "http://h", "--dataset", "x.json", "--input-len", "5"}, "--dataset supplies the prompts"},
-		{[]string{"--url", "http://h", "--prefix-len", "5"}, "--prefix-len needs --input-len"},
-		{[]string{"--url", "http://h", "--input-len", "10", "--prefix-len", "20"}, "below prefix_len 20"},
-		{[]string{"--url", "http://h", "--requests", "0"}, "--requests 0 is invalid"},
-		{[]string{"--url", "http://h", "--max-tokens", "3", "--output-len", "4"}, "drop one"},
-		{[]string{"--url", "http://h", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--url", "http://h", "--concurrency", "100000000"}, "--concurrency 100000000 is over the limit of 100000"},
-		{[]string{"--url", "http://h", "--rate", "5", "--max-in-flight", "200000"}, "--max-in-flight 200000 is over the limit of 100000"},
-		{[]string{"--url", "http://h", "--max-error-rate", "1.5"}, `--max-error-rate "1.5" is invalid`},
-		{[]string{"--url", "http://h", "--max-error-rate", "half"}, `--max-error-rate "half" is invalid`},
-		{[]string{"--url", "http://h", "--error-window", "1ms"}, "--error-window 1ms is invalid"},
+		{"no url", []string{}, "--url is empty"},
+		{"relative url", []string{"--url", "localhost:8000"}, `--url "localhost:8000" is not an absolute http(s) URL`},
+		{"unknown api", []string{"--url", "http://h", "--api", "responses"}, `--api "responses" is unknown`},
+		{"concurrency and rate", []string{"--url", "http://h", "--concurrency", "2", "--rate", "3"}, "--concurrency 2 is set for open-loop kind"},
+		{"zero rate", []string{"--url", "http://h", "--rate", "0"}, "--rate 0 is invalid"},
+		{"negative rate", []string{"--url", "http://h", "--rate", "-2"}, "--rate -2 is invalid"},
+		{"rate over the cap", []string{"--url", "http://h", "--rate", "2e6"}, "--rate 2e+06 is invalid"},
+		{"zero concurrency", []string{"--url", "http://h", "--concurrency", "0"}, "--concurrency 0 is invalid"},
+		{"burstiness in closed loop", []string{"--url", "http://h", "--burstiness", "0.5"}, "--burstiness 0.5 applies to an open loop"},
+		{"max in flight in closed loop", []string{"--url", "http://h", "--max-in-flight", "4"}, "--max-in-flight 4 applies to an open loop"},
+		{"arrival in closed loop", []string{"--url", "http://h", "--arrival", "constant"}, "--arrival applies to an open loop"},
+		{"zero burstiness", []string{"--url", "http://h", "--rate", "5", "--burstiness", "0"}, "--burstiness 0 is invalid"},
+		{"burstiness with poisson", []string{"--url", "http://h", "--rate", "5", "--arrival", "poisson", "--burstiness", "0.5"}, `--burstiness 0.5 is set for kind "poisson"`},
+		{"ramp without duration", []string{"--url", "http://h", "--rate", "5", "--ramp-from", "1"}, "--duration is 0 for a ramp"},
+		{"negative ramp", []string{"--url", "http://h", "--rate", "5", "--ramp-from", "-1", "--duration", "1s"}, "--ramp-from -1 is invalid"},
+		{"gamma without burstiness", []string{"--url", "http://h", "--rate", "5", "--arrival", "gamma"}, "--arrival gamma needs --burstiness"},
+		{"unknown arrival", []string{"--url", "http://h", "--rate", "5", "--arrival", "weibull"}, `--arrival "weibull" is unknown`},
+		{"unknown dist", []string{"--url", "http://h", "--input-len", "10", "--input-len-dist", "zipf"}, `--input-len-dist "zipf" is unknown`},
+		{"uniform without max", []string{"--url", "http://h", "--input-len-dist", "uniform", "--input-len-min", "5"}, "--input-len uniform(5, 0) is invalid"},
+		{"min with fixed", []string{"--url", "http://h", "--input-len", "5", "--input-len-min", "5"}, "--input-len-min, -max and -stddev need --input-len-dist uniform or normal"},
+		{"zero output len", []string{"--url", "http://h", "--output-len", "0"}, "--output-len 0 is invalid"},
+		{"fractional input len", []string{"--url", "http://h", "--input-len", "1.5"}, "--input-len 1.5 is invalid for a fixed length"},
+		{"both warm-ups", []string{"--url", "http://h", "--warmup", "1s", "--warmup-requests", "3"}, "--warmup-requests 3 is set along with load.warmup 1s: pick one"},
+		{"negative warm-up", []string{"--url", "http://h", "--warmup", "-1s"}, "--warmup -1s is negative"},
+		{"extra body not an object", []string{"--url", "http://h", "--extra-body", "[1]"}, "-extra-body: extra body is not a JSON object"},
+		{"extra body sets stream", []string{"--url", "http://h", "--extra-body", `{"stream": false}`}, `sets "stream"`},
+		{"header without colon", []string{"--url", "http://h", "--header", "nocolon"}, "is not KEY:VALUE"},
+		{"header the client sets", []string{"--url", "http://h", "--header", "Content-Length: 3"}, "--header"},
+		{"dataset without format", []string{"--url", "http://h", "--dataset", "x.txt"}, "add --dataset-format"},
+		{"dataset and input len", []string{"--url", "http://h", "--dataset", "x.json", "--input-len", "5"}, "--dataset supplies the prompts"},
+		{"prefix without input len", []string{"--url", "http://h", "--prefix-len", "5"}, "--prefix-len needs --input-len"},
+		{"prefix over input len", []string{"--url", "http://h", "--input-len", "10", "--prefix-len", "20"}, "--input-len can be 10 tokens, below prefix_len 20"},
+		{"zero prefixes", []string{"--url", "http://h", "--input-len", "10", "--prefix-len", "2", "--num-prefixes", "0"}, "--num-prefixes 0 is invalid"},
+		{"zero requests", []string{"--url", "http://h", "--requests", "0"}, "--requests 0 is invalid"},
+		{"negative requests", []string{"--url", "http://h", "--requests", "-3"}, "--requests -3 is negative"},
+		{"zero duration", []string{"--url", "http://h", "--duration", "0s"}, "--duration 0s is invalid"},
+		{"max tokens and output len", []string{"--url", "http://h", "--max-tokens", "3", "--output-len", "4"}, "drop one"},
+		{"zero max tokens", []string{"--url", "http://h", "--max-tokens", "0"}, "--max-tokens 0 is invalid"},
+		{"negative temperature", []string{"--url", "http://h", "--temperature", "-1"}, "--temperature -1 is invalid"},
+		{"stray argument", []string{"--url", "http://h", "extra"}, `unexpected argument "extra"`},
+		{"concurrency over the cap", []string{"--url", "http://h", "--concurrency", "100000000"}, "--concurrency 100000000 is over the limit of 100000"},
+		{"max in flight over the cap", []string{"--url", "http://h", "--rate", "5", "--max-in-flight", "200000"}, "--max-in-flight 200000 is over the limit of 100000"},
+		{"error rate above 1", []string{"--url", "http://h", "--max-error-rate", "1.5"}, `-max-error-rate: "1.5" is not a fraction of failed attempts`},
+		{"error rate not a number", []string{"--url", "http://h", "--max-error-rate", "half"}, `-max-error-rate: "half" is not a fraction`},
+		{"short error window", []string{"--url", "http://h", "--error-window", "1ms"}, "--error-window 1ms is invalid"},
+		{"zero error window", []string{"--url", "http://h", "--error-window", "0s"}, "--error-window 0s is invalid"},
+		{"zero timeout", []string{"--url", "http://h", "--timeout", "0s"}, "--timeout 0s is invalid"},
+		{"negative ttft timeout", []string{"--url", "http://h", "--ttft-timeout", "-1s"}, "--ttft-timeout -1s is negative"},
+		{"negative client bound", []string{"--url", "http://h", "--client-bound-p99", "-1ms"}, "--client-bound-p99 -1ms is negative"},
+		{"bad goodput", []string{"--url", "http://h", "--goodput", "itl:5"}, `-goodput: metric "itl" is unknown`},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			err := runLoad(context.Background(), tt.args, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("runLoad = %v, want an error containing %q", err, tt.want)
@@ -210,13 +236,13 @@ func TestLoadFlagErrors(t *testing.T) {
 }
 
 func TestParseSLO(t *testing.T) {
-	slo, err := parseSLO("goodput", "ttft:200 tpot:50,e2el:2000")
+	slo, err := parseSLO("ttft:200 tpot:50,e2el:2000")
 	if err != nil || slo.TTFT != 200*time.Millisecond || slo.TPOT != 50*time.Millisecond || slo.E2E != 2*time.Second {
 		t.Fatalf("parseSLO = %+v, %v", slo, err)
 	}
 	for _, bad := range []string{"ttft", "ttft:-1", "itl:5", "ttft:x"} {
-		if _, err := parseSLO("goodput", bad); err == nil || !strings.Contains(err.Error(), "--goodput") {
-			t.Errorf("parseSLO(%q) = %v, want an error naming --goodput", bad, err)
+		if _, err := parseSLO(bad); err == nil {
+			t.Errorf("parseSLO(%q) = nil, want an error", bad)
 		}
 	}
 }
@@ -262,7 +288,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 			if took > tt.maxTook {
 				t.Errorf("run took %v, want at most %v", took, tt.maxTook)
 			}
-			var s loadSummary
+			var s results.LoadSummary
 			if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 				t.Fatalf("stdout: %v\n%s", err, stdout.String())
 			}
@@ -328,4 +354,31 @@ func TestLoadAllFailedPrintsNA(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestProbeFlagErrors checks that every bad value is refused, before any
+// request, with the flag's name: the rules are agent.Spec.Validate's.
+func TestProbeFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no url", []string{}, "--url is empty"},
+		{"relative url", []string{"--url", "localhost:8000"}, `--url "localhost:8000" is not an absolute http(s) URL`},
+		{"unknown api", []string{"--url", "http://h", "--api", "responses"}, `--api "responses" is unknown`},
+		{"zero max tokens", []string{"--url", "http://h", "--max-tokens", "0"}, "--max-tokens 0 is invalid"},
+		{"empty prompt", []string{"--url", "http://h", "--prompt", ""}, "--prompt is empty"},
+		{"zero timeout", []string{"--url", "http://h", "--timeout", "0s"}, "--timeout 0s is invalid"},
+		{"negative timeout", []string{"--url", "http://h", "--timeout", "-1s"}, "--timeout -1s is negative"},
+		{"stray argument", []string{"--url", "http://h", "x"}, `unexpected argument "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runProbe(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runProbe = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"github.com/ttftlab/ttftlab/coordinator/results"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,8 +141,18 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"--run-id", strings.Repeat("r", 95)}, "--run-id is 95 characters"},
 		{[]string{"--sweep", "1,x"}, `level "x"`},
-		{[]string{"--sweep-max-error-rate", "2"}, `--sweep-max-error-rate "2" is invalid`},
+		{[]string{"--sweep-max-error-rate", "2"}, `-sweep-max-error-rate: "2" is not a fraction`},
 		{[]string{"--sweep-error-window", "1ms"}, "--sweep-error-window 1ms is invalid"},
+		{[]string{"--sweep", "1,200000"}, "--sweep 200000 is over the concurrency limit"},
+		{[]string{"--sweep-load", "gamma"}, "--sweep-burstiness 0 is invalid for gamma arrivals"},
+		{[]string{"--warm-runs", "0"}, "--warm-runs 0 is out of range"},
+		{[]string{"--repeats", "101"}, "--repeats 101 is out of range"},
+		{[]string{"--max-tokens", "0"}, "--max-tokens 0 is out of range"},
+		{[]string{"--cold-mode", "frozen"}, `--cold-mode "frozen" is unknown`},
+		{[]string{"--api", "responses"}, `--api "responses" is unknown`},
+		{[]string{"--run-id", "a/b"}, `--run-id "a/b" is not a safe directory name`},
+		{[]string{"--gpu-memory-utilization", "1.5"}, "--gpu-memory-utilization 1.5 is out of range"},
+		{[]string{"--max-num-seqs", "99999999999"}, "99999999999 is out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -149,6 +160,28 @@ func TestUpRejectsBadFlags(t *testing.T) {
 			_, err := parseUp(tt.args, &stderr)
 			if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
 				t.Errorf("err = %v (stderr %q), want it to mention %s", err, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestBaselineRejectsBadFlags checks `baseline`'s flags, --out (the
+// subdirectory asked of the coordinator) among them, before it dials.
+func TestBaselineRejectsBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"out escapes", []string{"--out", "../up"}, `--out "../up" must be a relative path`},
+		{"zero warm runs", []string{"--warm-runs", "0"}, "--warm-runs 0 is out of range"},
+		{"unknown cold mode", []string{"--cold-mode", "frozen"}, `--cold-mode "frozen" is unknown`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runBaseline(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runBaseline = %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}

@@ -7,10 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"time"
 
+	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
@@ -47,15 +47,17 @@ type probeOutput struct {
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	fs := newFlagSet("probe", stderr)
-	var (
-		base      = fs.String("url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
-		model     = fs.String("model", "", "model name; may be left out when /v1/models lists exactly one")
-		prompt    = fs.String("prompt", defaultProbePrompt, "prompt text")
-		maxTokens = fs.Int("max-tokens", 64, "max_tokens to request")
-		api       = fs.String("api", oai.APIChat, "API: chat or completions")
-		apiKey    = fs.String("api-key", "", "bearer token for the server, if it needs one")
-		timeout   = fs.Duration("timeout", 2*time.Minute, "limit for the whole request")
-	)
+	// One request: the agent's spec of a closed loop of one, whose rules
+	// (Spec.Validate) are the probe's.
+	spec := agent.Spec{Concurrency: 1, Requests: 1}
+	t, w := &spec.Target, &spec.Workload
+	fs.StringVar(&t.BaseURL, "url", "", "server base URL, for example http://127.0.0.1:8000 (a trailing /v1 is fine)")
+	fs.StringVar(&t.Model, "model", "", "model name; may be left out when /v1/models lists exactly one")
+	fs.StringVar(&w.Prompt, "prompt", defaultProbePrompt, "prompt text")
+	fs.IntVar(&w.MaxTokens, "max-tokens", 64, "max_tokens to request")
+	fs.StringVar(&t.API, "api", oai.APIChat, "API: chat or completions")
+	fs.StringVar(&t.APIKey, "api-key", "", "bearer token for the server, if it needs one")
+	fs.DurationVar(&spec.Timeout, "timeout", 2*time.Minute, "limit for the whole request")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -65,39 +67,40 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("probe: unexpected argument %q: pass options as flags, for example --url http://127.0.0.1:8000", fs.Arg(0))
 	}
-	if err := checkProbeFlags(*base, *api, *maxTokens, *timeout); err != nil {
+	if err := checkProbeSpec(spec); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
+	base, model, api, timeout := t.BaseURL, t.Model, t.API, spec.Timeout
 
 	client, err := oai.NewClient(oai.Config{
 		MaxConns:       1,
-		ConnectTimeout: min(10*time.Second, *timeout),
-		Timeout:        *timeout,
+		ConnectTimeout: min(10*time.Second, timeout),
+		Timeout:        timeout,
 	})
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
 	defer client.Close()
 
-	if *model == "" {
-		ids, err := client.Models(ctx, *base, *apiKey)
+	if model == "" {
+		ids, err := client.Models(ctx, base, t.APIKey)
 		if err != nil {
 			return fmt.Errorf("probe: --model not given and the model list is unavailable: %w", err)
 		}
 		if len(ids) != 1 {
 			return fmt.Errorf("probe: --model not given and the server lists %d models (%s): pass --model", len(ids), strings.Join(ids, ", "))
 		}
-		*model = ids[0]
+		model = ids[0]
 	}
 
 	res := client.Do(ctx, oai.Request{
-		BaseURL:   *base,
-		API:       *api,
-		Model:     *model,
-		Prompt:    *prompt,
-		MaxTokens: *maxTokens,
+		BaseURL:   base,
+		API:       api,
+		Model:     model,
+		Prompt:    w.Prompt,
+		MaxTokens: w.MaxTokens,
 		Stream:    true,
-		APIKey:    *apiKey,
+		APIKey:    t.APIKey,
 	})
 	out := probeOutput{
 		WallS:         time.Since(start).Seconds(),
@@ -107,8 +110,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		UsageSource:   res.UsageSource,
 		Chunks:        res.Chunks,
 		FinishReason:  res.FinishReason,
-		Model:         *model,
-		API:           *api,
+		Model:         model,
+		API:           api,
 		OutputPreview: res.Preview,
 	}
 	since := func(t time.Time) *float64 {
@@ -139,28 +142,27 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("probe: write result: %w", err)
 	}
 	if res.Err != nil {
-		return fmt.Errorf("probe: request to %s failed: %w", *base, res.Err)
+		return fmt.Errorf("probe: request to %s failed: %w", base, res.Err)
 	}
 	return nil
 }
 
-// checkProbeFlags validates the flags and names the fix.
-func checkProbeFlags(base, api string, maxTokens int, timeout time.Duration) error {
-	if base == "" {
-		return errors.New("--url is required: pass the server's base URL, for example --url http://127.0.0.1:8000")
+// probeFlagNames maps agent.Spec's fields to probe's flags.
+func probeFlagNames() flagNames {
+	return flagNames{
+		"target.base_url": "--url", "target.model": "--model", "target.api": "--api",
+		"workload.prompt": "--prompt", "workload.max_tokens": "--max-tokens", "timeout": "--timeout",
 	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--url %q is not an absolute http(s) URL: use for example --url http://127.0.0.1:8000", base)
+}
+
+// checkProbeSpec validates the probe's spec with the agent's rules, named
+// by flag. A --timeout of 0 (to the library, "the default") is refused.
+func checkProbeSpec(spec agent.Spec) error {
+	if spec.Timeout == 0 {
+		return errors.New("--timeout 0s is invalid: set a positive duration such as --timeout 2m")
 	}
-	if api != oai.APIChat && api != oai.APICompletions {
-		return fmt.Errorf("--api %q is unknown: use --api chat or --api completions", api)
+	if spec.Target.Model == "" {
+		spec.Target.Model = "-" // looked up later
 	}
-	if maxTokens < 1 {
-		return fmt.Errorf("--max-tokens %d is invalid: set --max-tokens ≥ 1", maxTokens)
-	}
-	if timeout <= 0 {
-		return fmt.Errorf("--timeout %v is invalid: set a positive duration such as --timeout 2m", timeout)
-	}
-	return nil
+	return probeFlagNames().rename(spec.Validate())
 }

@@ -52,7 +52,10 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := finish(); err != nil {
 		return err
 	}
-	c.subdir = c.out
+	c.baseline.OutDir = c.out
+	if err := baselineFlagNames().rename(c.baseline.Validate()); err != nil {
+		return err
+	}
 	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err

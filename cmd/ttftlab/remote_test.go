@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"github.com/ttftlab/ttftlab/coordinator/results"
@@ -13,6 +14,46 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
+// TestSweepFlagErrors checks that every bad value is refused with the flag's
+// name, the coordinator's SweepSpec rules among them.
+func TestSweepFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no levels", []string{"--levels", ""}, "--levels is empty"},
+		{"bad level", []string{"--levels", "1,x"}, `level "x" is not a number`},
+		{"zero level", []string{"--levels", "0"}, "--levels 0 is invalid"},
+		{"fractional concurrency", []string{"--levels", "1.5"}, "--levels 1.5 is invalid"},
+		{"concurrency over the cap", []string{"--levels", "1,200000"}, "--levels 200000 is over the concurrency limit of 100000"},
+		{"unknown load", []string{"--levels-load", "zigzag"}, `--levels-load "zigzag" is unknown`},
+		{"gamma without burstiness", []string{"--levels-load", "gamma"}, "--levels-burstiness 0 is invalid for gamma arrivals"},
+		{"burstiness without gamma", []string{"--levels-burstiness", "0.5"}, `--levels-burstiness 0.5 is set for load kind "closed"`},
+		{"no bound", []string{"--levels-duration", "0s"}, "--levels-duration has no bound"},
+		{"negative warm-up", []string{"--levels-warmup", "-1s"}, "--levels-warmup -1s is negative"},
+		{"negative requests", []string{"--levels-requests", "-1"}, "--levels-requests -1 is negative"},
+		{"zero input len", []string{"--levels-input-len", "0"}, "--levels-input-len 0 is invalid"},
+		{"zero output len", []string{"--levels-output-len", "0"}, "--levels-output-len 0 is invalid"},
+		{"unknown agent loss", []string{"--levels-agent-loss", "panic"}, `--levels-agent-loss "panic" is unknown`},
+		{"negative max agents", []string{"--levels-max-agents", "-1"}, "--levels-max-agents -1 is negative"},
+		{"bad goodput", []string{"--levels-goodput", "itl:5"}, `metric "itl" is unknown`},
+		{"unknown api", []string{"--api", "responses"}, `--api "responses" is unknown`},
+		{"unsafe run id", []string{"--run-id", "../x"}, `--run-id "../x" is not a safe directory name`},
+		{"out dir escapes", []string{"--out", "/etc"}, `--out "/etc" must be a relative path`},
+		{"short error window", []string{"--error-window", "10ms"}, "--error-window 10ms is invalid"},
+		{"stray argument", []string{"x"}, `unexpected argument "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := runSweep(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runSweep = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestSweepBudgetFlags(t *testing.T) {
 	tests := []struct {
 		args       []string
@@ -24,8 +65,9 @@ func TestSweepBudgetFlags(t *testing.T) {
 		{[]string{"--max-error-rate", "off", "--error-window", "10s"}, -1, 10000, ""},
 		{[]string{"--max-error-rate", "1"}, -1, 5000, ""},
 		{[]string{"--max-error-rate", "0.2"}, 0.2, 5000, ""},
-		{[]string{"--max-error-rate", "-0.1"}, 0, 0, `--max-error-rate "-0.1" is invalid`},
+		{[]string{"--max-error-rate", "-0.1"}, 0, 0, `-max-error-rate: "-0.1" is not a fraction`},
 		{[]string{"--error-window", "2h"}, 0, 0, "--error-window 2h0m0s is invalid"},
+		{[]string{"--error-window", "1ms"}, 0, 0, "--error-window 1ms is invalid"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -33,10 +75,11 @@ func TestSweepBudgetFlags(t *testing.T) {
 			fs.SetOutput(io.Discard)
 			var sf sweepFlags
 			sf.register(fs, "levels", "1,2")
-			if err := fs.Parse(tt.args); err != nil {
-				t.Fatal(err)
+			var req *pb.RunSweepRequest
+			err := fs.Parse(tt.args)
+			if err == nil {
+				req, err = sf.request()
 			}
-			req, err := sf.request("levels")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("request = %v, want an error containing %q", err, tt.wantErr)

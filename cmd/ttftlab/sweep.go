@@ -6,152 +6,130 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/protobuf/proto"
 )
 
-// sweepFlags configure a load sweep; `sweep` and `up` share them.
+// sweepFlags configure a load sweep; `sweep` and `up` share them. The flags
+// bind straight into spec; request completes and validates it.
 type sweepFlags struct {
-	levels     string
-	load       string
-	burstiness float64
-	duration   time.Duration
+	spec coordinator.SweepSpec
+	// prefix is the flags' prefix ("levels" or "sweep"); budgetFlag the
+	// error-budget flags' prefix ("" or "sweep-").
+	prefix, budgetFlag string
 	// durationSet is whether the user gave the duration flag: a given
 	// duration is pinned, the default one is a minimum that the coordinator
-	// lengthens from the level before, up to maxDuration.
+	// lengthens from the level before, up to the max duration.
 	durationSet bool
-	maxDuration time.Duration
-	warmup      time.Duration
-	requests    int64
-	inputLen    int
-	outputLen   int
-	agentLoss   string
-	maxAgents   int
-	seed        uint64
-	goodput     string
-	// maxErrRate and errWindow are the error budget of each agent's share
-	// of a level.
-	maxErrRate string
-	errWindow  time.Duration
-	budgetFlag string // the budget flags' prefix, for errors
+	// outputLen is the output length of every request: max_tokens with
+	// ignore_eos, and the generator's output length.
+	outputLen int
+	names     flagNames
 }
 
 func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
-	fs.StringVar(&f.levels, prefix, defaultLevels, "comma-separated load levels: concurrencies for --"+prefix+"-load closed, request rates for open loops (empty: no sweep)")
-	fs.StringVar(&f.load, prefix+"-load", "closed", "load model of every level: closed, poisson, constant or gamma")
-	fs.Float64Var(&f.burstiness, prefix+"-burstiness", 0, "gamma arrivals: shape of the gaps (1 is Poisson, below 1 burstier)")
-	f.duration = 5 * time.Second
-	fs.Var(setDuration{&f.duration, &f.durationSet}, prefix+"-duration",
-		"measured duration of each level; when not given, each level after the first is lengthened to 3 × 1.5 × the E2E p50 of the level before and to about 20 successes, up to --"+prefix+"-max-duration (giving it pins every level)")
-	fs.DurationVar(&f.maxDuration, prefix+"-max-duration", coordinator.DefaultMaxLevelDuration, "longest a level is lengthened to when --"+prefix+"-duration is not given")
-	fs.DurationVar(&f.warmup, prefix+"-warmup", time.Second, "warm-up before each level, left out of the statistics")
-	fs.Int64Var(&f.requests, prefix+"-requests", 0, "measured requests per level (0: bounded by duration only)")
-	fs.IntVar(&f.inputLen, prefix+"-input-len", 512, "synthetic prompt length in tokens")
-	fs.IntVar(&f.outputLen, prefix+"-output-len", 128, "output length in tokens (max_tokens with ignore_eos)")
-	fs.StringVar(&f.agentLoss, prefix+"-agent-loss", "continue", "when an agent is lost mid-level: continue with the others, or abort")
-	fs.IntVar(&f.maxAgents, prefix+"-max-agents", 0, "agents that share each level (0: all alive)")
-	fs.Uint64Var(&f.seed, prefix+"-seed", 1, "seed of the generated prompts and arrivals")
-	fs.StringVar(&f.goodput, prefix+"-goodput", "", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
-	// `sweep` names them --max-error-rate and --error-window, as `load`
-	// does; `up` prefixes them like its other sweep flags.
+	f.prefix = prefix
+	// `sweep` names the budget flags --max-error-rate and --error-window,
+	// as `load` does; `up` prefixes them like its other sweep flags.
 	f.budgetFlag = prefix + "-"
 	if prefix == "levels" {
 		f.budgetFlag = ""
 	}
-	fs.StringVar(&f.maxErrRate, f.budgetFlag+"max-error-rate", "0.5", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
-	fs.DurationVar(&f.errWindow, f.budgetFlag+"error-window", 5*time.Second, "sliding window of the error budget")
+	lm := &pb.LoadModel{Kind: "closed", DurationMs: 5000, WarmupMs: 1000, Seed: 1, MaxErrorRate: 0.5, ErrorWindowMs: 5000}
+	in := &pb.LengthDist{Kind: "fixed", Mean: 512}
+	f.spec = coordinator.SweepSpec{API: "chat", AgentLoss: "continue", Load: lm, MaxDuration: coordinator.DefaultMaxLevelDuration,
+		Workload:  &pb.Workload{IgnoreEos: true},
+		Generator: &pb.WorkloadGen{Kind: "synthetic", InputLen: in}}
+	f.outputLen = 128
+	_ = levelsFlag{&f.spec.Levels}.Set(defaultLevels)
+	p := prefix + "-"
+	fs.Var(levelsFlag{&f.spec.Levels}, prefix, "comma-separated load levels: concurrencies for --"+p+"load closed, request rates for open loops (empty: no sweep)")
+	fs.StringVar(&lm.Kind, p+"load", lm.Kind, "load model of every level: closed, poisson, constant or gamma")
+	fs.Float64Var(&lm.Burstiness, p+"burstiness", 0, "gamma arrivals: shape of the gaps (1 is Poisson, below 1 burstier)")
+	fs.Var(setFlag{msFlag{&lm.DurationMs}, &f.durationSet}, p+"duration",
+		"measured duration of each level; when not given, each level after the first is lengthened to 3 × 1.5 × the E2E p50 of the level before and to about 20 successes, up to --"+p+"max-duration (giving it pins every level)")
+	fs.DurationVar(&f.spec.MaxDuration, p+"max-duration", f.spec.MaxDuration, "longest a level is lengthened to when --"+p+"duration is not given")
+	fs.Var(msFlag{&lm.WarmupMs}, p+"warmup", "warm-up before each level, left out of the statistics")
+	fs.Int64Var(&lm.Requests, p+"requests", 0, "measured requests per level (0: bounded by duration only)")
+	fs.Float64Var(&in.Mean, p+"input-len", in.Mean, "synthetic prompt length in tokens")
+	fs.IntVar(&f.outputLen, p+"output-len", f.outputLen, "output length in tokens (max_tokens with ignore_eos)")
+	fs.StringVar(&f.spec.AgentLoss, p+"agent-loss", f.spec.AgentLoss, "when an agent is lost mid-level: continue with the others, or abort")
+	fs.IntVar(&f.spec.MaxAgents, p+"max-agents", 0, "agents that share each level (0: all alive)")
+	fs.Uint64Var(&lm.Seed, p+"seed", lm.Seed, "seed of the generated prompts and arrivals")
+	fs.Var(sloMsFlag{lm}, p+"goodput", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
+	fs.Var(errorRateFlag{&lm.MaxErrorRate}, f.budgetFlag+"max-error-rate", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
+	fs.Var(msFlag{&lm.ErrorWindowMs}, f.budgetFlag+"error-window", "sliding window of the error budget")
+	f.names = flagNames{
+		"levels":               "--" + prefix,
+		"load":                 "--" + p + "duration",
+		"load.kind":            "--" + p + "load",
+		"load.burstiness":      "--" + p + "burstiness",
+		"load.duration_ms":     "--" + p + "duration",
+		"load.warmup_ms":       "--" + p + "warmup",
+		"load.requests":        "--" + p + "requests",
+		"load.slo_ttft_ms":     "--" + p + "goodput",
+		"load.slo_tpot_ms":     "--" + p + "goodput",
+		"load.slo_e2e_ms":      "--" + p + "goodput",
+		"load.max_error_rate":  "--" + f.budgetFlag + "max-error-rate",
+		"load.error_window_ms": "--" + f.budgetFlag + "error-window",
+		"generator.input_len":  "--" + p + "input-len",
+		"generator.output_len": "--" + p + "output-len",
+		"workload.max_tokens":  "--" + p + "output-len",
+		"agent_loss":           "--" + p + "agent-loss",
+		"max_agents":           "--" + p + "max-agents",
+		"max_duration":         "--" + p + "max-duration",
+	}
 }
 
-// setDuration is a duration flag that remembers whether it was given.
-type setDuration struct {
-	d   *time.Duration
+// setFlag wraps a flag.Value and remembers whether the flag was given.
+type setFlag struct {
+	flag.Value
 	set *bool
 }
 
-func (s setDuration) String() string {
-	if s.d == nil {
-		return ""
+func (s setFlag) Set(v string) error {
+	if err := s.Value.Set(v); err != nil {
+		return err
 	}
-	return s.d.String()
-}
-
-func (s setDuration) Set(v string) error {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return fmt.Errorf("%q is not a duration: write it like 30s or 2m", v)
-	}
-	*s.d, *s.set = d, true
+	*s.set = true
 	return nil
 }
 
-// parseLevels reads "1,8,32".
-func parseLevels(flagName, s string) ([]float64, error) {
-	var out []float64
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		v, err := strconv.ParseFloat(part, 64)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("--%s: level %q is not a positive number: write levels like 1,8,32", flagName, part)
-		}
-		out = append(out, v)
+// sloMsFlag reads SLOs like --goodput into a load model's slo_*_ms fields.
+type sloMsFlag struct{ lm *pb.LoadModel }
+
+func (f sloMsFlag) String() string { return "" }
+
+func (f sloMsFlag) Set(s string) error {
+	slo, err := parseSLO(s)
+	if err != nil {
+		return err
 	}
-	return out, nil
+	f.lm.SloTtftMs, f.lm.SloTpotMs, f.lm.SloE2EMs = ms(slo.TTFT), ms(slo.TPOT), ms(slo.E2E)
+	return nil
 }
 
-// request builds the sweep request; prefix names the flags in errors.
-func (f *sweepFlags) request(prefix string) (*pb.RunSweepRequest, error) {
-	levels, err := parseLevels(prefix, f.levels)
-	if err != nil {
-		return nil, err
+// request completes the spec, validates it (the coordinator's rules, its
+// field names rewritten to flags) and returns it as the RunSweep request.
+func (f *sweepFlags) request() (*pb.RunSweepRequest, error) {
+	s := f.spec
+	s.Load = proto.CloneOf(f.spec.Load)
+	s.Workload = proto.CloneOf(f.spec.Workload)
+	s.Generator = proto.CloneOf(f.spec.Generator)
+	s.AutoDuration = !f.durationSet && s.Load.GetDurationMs() > 0
+	s.Workload.MaxTokens = int32(min(max(f.outputLen, math.MinInt32), math.MaxInt32))
+	s.Generator.Seed = s.Load.GetSeed()
+	s.Generator.OutputLen = &pb.LengthDist{Kind: "fixed", Mean: float64(f.outputLen)}
+	if err := s.Validate(); err != nil {
+		return nil, f.names.rename(err)
 	}
-	if f.duration <= 0 && f.requests <= 0 {
-		return nil, fmt.Errorf("--%s-duration %s and --%s-requests %d leave each level unbounded: set one of them", prefix, f.duration, prefix, f.requests)
-	}
-	if f.inputLen < 1 || f.outputLen < 1 {
-		return nil, fmt.Errorf("--%s-input-len %d / --%s-output-len %d: both must be ≥ 1", prefix, f.inputLen, prefix, f.outputLen)
-	}
-	auto := !f.durationSet && f.duration > 0
-	if auto && f.maxDuration < f.duration {
-		return nil, fmt.Errorf("--%s-max-duration %v is shorter than --%s-duration %v: raise the cap, or give --%s-duration to pin every level", prefix, f.maxDuration, prefix, f.duration, prefix)
-	}
-	if f.warmup < 0 {
-		return nil, fmt.Errorf("--%s-warmup %s is negative: use 0 for no warm-up", prefix, f.warmup)
-	}
-	lm := &pb.LoadModel{Kind: f.load, DurationMs: f.duration.Milliseconds(), Requests: f.requests,
-		WarmupMs: f.warmup.Milliseconds(), Burstiness: f.burstiness, Seed: f.seed}
-	slo, err := parseSLO(prefix+"-goodput", f.goodput)
-	if err != nil {
-		return nil, err
-	}
-	lm.SloTtftMs, lm.SloTpotMs, lm.SloE2EMs = ms(slo.TTFT), ms(slo.TPOT), ms(slo.E2E)
-	if f.load == "gamma" && f.burstiness <= 0 {
-		return nil, fmt.Errorf("--%s-load gamma needs --%s-burstiness > 0 (1 is Poisson)", prefix, prefix)
-	}
-	rate, err := parseMaxErrorRate(f.maxErrRate)
-	if err != nil {
-		return nil, fmt.Errorf("--%s%s", f.budgetFlag, strings.TrimPrefix(err.Error(), "--"))
-	}
-	if f.errWindow < 100*time.Millisecond || f.errWindow > time.Hour {
-		return nil, fmt.Errorf("--%serror-window %v is invalid: give a window from 100ms to 1h, such as 5s", f.budgetFlag, f.errWindow)
-	}
-	lm.MaxErrorRate, lm.ErrorWindowMs = rate, f.errWindow.Milliseconds()
-	return &pb.RunSweepRequest{
-		Levels: levels, Load: lm, AgentLoss: f.agentLoss, MaxAgents: int32(f.maxAgents),
-		AutoDuration: auto, MaxDurationMs: f.maxDuration.Milliseconds(),
-		Workload: &pb.Workload{MaxTokens: int32(f.outputLen), IgnoreEos: true},
-		Generator: &pb.WorkloadGen{Kind: "synthetic", Seed: f.seed,
-			InputLen:  &pb.LengthDist{Kind: "fixed", Mean: float64(f.inputLen)},
-			OutputLen: &pb.LengthDist{Kind: "fixed", Mean: float64(f.outputLen)}},
-	}, nil
+	return s.Request(), nil
 }
 
 // runSweep runs a load sweep on a running cluster.
@@ -161,12 +139,15 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cf.register(fs)
 	var sf sweepFlags
 	sf.register(fs, "levels", "1,8,32")
-	baseURL := fs.String("base-url", "", "load this OpenAI-compatible server as it is (default: restart the gpunode's engine)")
-	model := fs.String("model", "", "served model name (required with --base-url)")
-	api := fs.String("api", "chat", "chat or completions")
-	profile := fs.String("profile", "sim", "gpunode engine profile when --base-url is not given")
-	out := fs.String("out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
-	runID := fs.String("run-id", "", "run directory name (default: timestamp)")
+	sp := &sf.spec
+	sp.Profile = "sim"
+	fs.StringVar(&sp.BaseURL, "base-url", "", "load this OpenAI-compatible server as it is (default: restart the gpunode's engine)")
+	fs.StringVar(&sp.Model, "model", "", "served model name (required with --base-url)")
+	fs.StringVar(&sp.API, "api", sp.API, "chat or completions")
+	fs.StringVar(&sp.Profile, "profile", sp.Profile, "gpunode engine profile when --base-url is not given")
+	fs.StringVar(&sp.OutDir, "out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
+	fs.StringVar(&sp.RunID, "run-id", "", "run directory name (default: timestamp)")
+	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -174,11 +155,10 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: sweep takes only flags", fs.Arg(0))
 	}
-	req, err := sf.request("levels")
+	req, err := sf.request()
 	if err != nil {
 		return err
 	}
-	req.BaseUrl, req.Model, req.Api, req.Profile, req.OutDir, req.RunId = *baseURL, *model, *api, *profile, *out, *runID
 	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ func TestSweepDurationPinnedOrAuto(t *testing.T) {
 		{name: "given is pinned", args: []string{"--levels-duration", "2s"}, wantMs: 2000, wantMax: 180_000},
 		{name: "given equal to the default is still pinned", args: []string{"--levels-duration", "5s"}, wantMs: 5000, wantMax: 180_000},
 		{name: "cap", args: []string{"--levels-max-duration", "30s"}, wantAuto: true, wantMs: 5000, wantMax: 30_000},
-		{name: "cap below the duration", args: []string{"--levels-max-duration", "1s"}, wantErr: "--levels-max-duration 1s is shorter than --levels-duration 5s"},
+		{name: "cap below the duration", args: []string{"--levels-max-duration", "1s"}, wantErr: "--levels-max-duration 1s is shorter than the level duration"},
 		{name: "bad duration", args: []string{"--levels-duration", "5"}, wantErr: `"5" is not a duration`},
 	}
 	for _, tt := range tests {
@@ -33,7 +33,7 @@ func TestSweepDurationPinnedOrAuto(t *testing.T) {
 			sf.register(fs, "levels", "1,2")
 			err := fs.Parse(tt.args)
 			if err == nil {
-				req, rerr := sf.request("levels")
+				req, rerr := sf.request()
 				err = rerr
 				if err == nil && (req.GetAutoDuration() != tt.wantAuto || req.GetLoad().GetDurationMs() != tt.wantMs || req.GetMaxDurationMs() != tt.wantMax) {
 					t.Errorf("auto %v duration %d ms max %d ms; want %v %d %d", req.GetAutoDuration(), req.GetLoad().GetDurationMs(), req.GetMaxDurationMs(), tt.wantAuto, tt.wantMs, tt.wantMax)

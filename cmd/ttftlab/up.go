@@ -19,24 +19,27 @@ import (
 
 // upConfig is everything `ttftlab up` needs.
 type upConfig struct {
-	out       string
-	runID     string
-	warmRuns  int
-	agents    int
-	profile   string
-	api       string
-	prompt    string
-	maxTokens int
-	knobs     *pb.EngineKnobs
-	simArgs   []string
-	quiet     bool
-	coldMode  string
-	repeats   int
-	// subdir is the results subdirectory asked of a remote coordinator.
-	subdir string
+	// out is up's results directory, or baseline's subdirectory of the
+	// coordinator's.
+	out    string
+	agents int
+	// baseline is the baseline run; the baseline flags bind into it.
+	baseline coordinator.BaselineSpec
+	simArgs  []string
+	quiet    bool
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
 	sweep         sweepFlags
+}
+
+// baselineFlagNames maps BaselineSpec's fields to the baseline flags.
+func baselineFlagNames() flagNames {
+	return flagNames{
+		"profile": "--profile", "max_tokens": "--max-tokens", "warm_runs": "--warm-runs", "repeats": "--repeats",
+		"api": "--api", "cold_mode": "--cold-mode", "run_id": "--run-id", "out_dir": "--out",
+		"knobs.max_model_len": "--max-model-len", "knobs.max_num_seqs": "--max-num-seqs",
+		"knobs.max_num_batched_tokens": "--max-num-batched-tokens", "knobs.gpu_memory_utilization": "--gpu-memory-utilization",
+	}
 }
 
 // boolKnob is a flag that maps to an OptionalBool.
@@ -72,58 +75,54 @@ func (b boolKnob) IsBoolFlag() bool { return true }
 // registerBaselineFlags registers the flags shared by `up` and `baseline`;
 // finish validates them after parsing.
 func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp string) (finish func() error) {
-	c.knobs = &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
+	b := &c.baseline
+	b.Knobs = &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
+	k := b.Knobs
 	fs.StringVar(&c.out, "out", defaultOut, outHelp)
-	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
-	fs.IntVar(&c.warmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
-	fs.IntVar(&c.repeats, "repeats", 1, "restarts R: the restart, cold_1 and warm runs are repeated R times for a distribution of cold figures")
-	fs.StringVar(&c.profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
-	fs.StringVar(&c.api, "api", "chat", "OpenAI API to probe: chat or completions")
-	fs.StringVar(&c.prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
-	fs.IntVar(&c.maxTokens, "max-tokens", 64, "max_tokens of each probe")
+	fs.StringVar(&b.RunID, "run-id", "", "run directory name (default: timestamp)")
+	fs.IntVar(&b.WarmRuns, "warm-runs", 5, "number of warm runs N (warm_1..warm_N)")
+	fs.IntVar(&b.Repeats, "repeats", 1, "restarts R: the restart, cold_1 and warm runs are repeated R times for a distribution of cold figures")
+	fs.StringVar(&b.Profile, "profile", "sim", "engine profile: sim (simulated vLLM) or vllm (a real `vllm serve` on the gpunode's host)")
+	fs.StringVar(&b.API, "api", "chat", "OpenAI API to probe: chat or completions")
+	fs.StringVar(&b.Prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
+	fs.IntVar(&b.MaxTokens, "max-tokens", 64, "max_tokens of each probe")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
 	// Engine flags, typed and named as in vLLM.
-	fs.StringVar(&c.knobs.Model, "model", "Qwen/Qwen2.5-1.5B-Instruct", "model to serve")
-	fs.StringVar(&c.knobs.ServedModelName, "served-model-name", "", "name the engine serves the model as (default: --model)")
-	fs.StringVar(&c.knobs.Gpu, "gpu", "h200", "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
-	var mml, mns, mnbt int
-	fs.IntVar(&mml, "max-model-len", 0, "engine --max-model-len (0: engine default)")
-	fs.Float64Var(&c.knobs.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization (0: engine default 0.9)")
-	fs.IntVar(&mns, "max-num-seqs", 0, "engine --max-num-seqs (0: engine default)")
-	fs.IntVar(&mnbt, "max-num-batched-tokens", 0, "engine --max-num-batched-tokens (0: engine default)")
-	fs.Var(boolKnob{&c.knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager: true keeps a demo start short; false runs compile and CUDA-graph capture")
-	fs.Var(boolKnob{&c.knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
-	fs.StringVar(&c.coldMode, "cold-mode", "warm-restart", "restart mode: warm-restart, cold-disk (evict the weights from the page cache) or cold-compile (fresh compile cache)")
+	fs.StringVar(&k.Model, "model", "Qwen/Qwen2.5-1.5B-Instruct", "model to serve")
+	fs.StringVar(&k.ServedModelName, "served-model-name", "", "name the engine serves the model as (default: --model)")
+	fs.StringVar(&k.Gpu, "gpu", "h200", "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.Var(int32Flag{&k.MaxModelLen}, "max-model-len", "engine --max-model-len (0: engine default)")
+	fs.Float64Var(&k.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization (0: engine default 0.9)")
+	fs.Var(int32Flag{&k.MaxNumSeqs}, "max-num-seqs", "engine --max-num-seqs (0: engine default)")
+	fs.Var(int32Flag{&k.MaxNumBatchedTokens}, "max-num-batched-tokens", "engine --max-num-batched-tokens (0: engine default)")
+	fs.Var(boolKnob{&k.EnforceEager}, "enforce-eager", "engine --enforce-eager: true keeps a demo start short; false runs compile and CUDA-graph capture")
+	fs.Var(boolKnob{&k.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching / --no-enable-prefix-caching")
+	fs.StringVar(&b.ColdMode, "cold-mode", "warm-restart", "restart mode: warm-restart, cold-disk (evict the weights from the page cache) or cold-compile (fresh compile cache)")
 	return func() error {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("unexpected argument %q: %s takes only flags", fs.Arg(0), fs.Name())
 		}
-		for name, v := range map[string]int{"--max-model-len": mml, "--max-num-seqs": mns, "--max-num-batched-tokens": mnbt} {
-			if v < 0 {
-				return fmt.Errorf("%s %d is negative: use a positive value, or 0 for the engine default", name, v)
-			}
-		}
-		c.knobs.MaxModelLen, c.knobs.MaxNumSeqs, c.knobs.MaxNumBatchedTokens = int32(mml), int32(mns), int32(mnbt)
-		if c.profile != "sim" {
+		if b.Profile != "sim" {
 			// The short-demo defaults are the sim's; other profiles keep their own.
-			set := map[string]bool{}
-			fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			set := setFlags(fs)
 			if !set["gpu"] {
-				c.knobs.Gpu = ""
+				k.Gpu = ""
 			}
 			if !set["enforce-eager"] {
-				c.knobs.EnforceEager = pb.OptionalBool_OPTIONAL_BOOL_UNSPECIFIED
+				k.EnforceEager = pb.OptionalBool_OPTIONAL_BOOL_UNSPECIFIED
 			}
 		}
-		return nil
+		// The out-dir rule is up's and the coordinator's own: check the rest.
+		spec := *b
+		spec.OutDir = ""
+		return baselineFlagNames().rename(spec.Validate())
 	}
 }
 
+// baselineRequest is the RunBaseline request; out, for `baseline`, is the
+// subdirectory asked of the coordinator.
 func (c upConfig) baselineRequest() *pb.RunBaselineRequest {
-	return &pb.RunBaselineRequest{
-		Profile: c.profile, Knobs: c.knobs, Prompt: c.prompt, MaxTokens: int32(c.maxTokens),
-		WarmRuns: int32(c.warmRuns), Api: c.api, OutDir: c.subdir, RunId: c.runID, ColdMode: c.coldMode, Repeats: int32(c.repeats),
-	}
+	return c.baseline.Request()
 }
 
 func parseUp(args []string, stderr io.Writer) (upConfig, error) {
@@ -141,13 +140,14 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	if err := finish(); err != nil {
 		return c, err
 	}
-	if c.sweep.levels != "" {
-		if _, err := c.sweep.request("sweep"); err != nil {
+	if len(c.sweep.spec.Levels) > 0 {
+		c.sweep.spec.API = c.baseline.API
+		if _, err := c.sweep.request(); err != nil {
 			return c, err
 		}
 		// The sweep's directory is <run-id>-sweep: check it now, not after
 		// the baseline.
-		if n := len(c.runID); n > 94 {
+		if n := len(c.baseline.RunID); n > 94 {
 			return c, fmt.Errorf("--run-id is %d characters: with a sweep it may have at most 94 (the sweep adds \"-sweep\"), or pass --sweep \"\"", n)
 		}
 	}
@@ -179,7 +179,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer lc.Close()
 	client := lc.client
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
-		lc.addr, cfg.agents, cfg.profile, cfg.knobs.GetModel())
+		lc.addr, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
 	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
 		return err
@@ -195,7 +195,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if failure != nil {
 		return failure // a sweep of an engine that answered nothing would measure nothing
 	}
-	if cfg.sweep.levels == "" {
+	if len(cfg.sweep.spec.Levels) == 0 {
 		return nil
 	}
 
@@ -209,17 +209,17 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := json.Unmarshal(b, &baseline); err != nil {
 		return fmt.Errorf("read the baseline's engine from results.json: %w", err)
 	}
-	req, err := cfg.sweep.request("sweep")
+	req, err := cfg.sweep.request()
 	if err != nil {
 		return err
 	}
 	// The engine still running is the last round's.
-	req.BaseUrl, req.Model, req.Api = baseline.Engine.BaseURL, baseline.Engine.ServedModelName, cfg.api
+	req.BaseUrl, req.Model = baseline.Engine.BaseURL, baseline.Engine.ServedModelName
 	if n := len(baseline.Rounds); n > 0 && baseline.Rounds[n-1].BaseURL != "" {
 		req.BaseUrl, req.Model = baseline.Rounds[n-1].BaseURL, baseline.Rounds[n-1].ServedModelName
 	}
-	if cfg.runID != "" {
-		req.RunId = cfg.runID + "-sweep"
+	if cfg.baseline.RunID != "" {
+		req.RunId = cfg.baseline.RunID + "-sweep"
 	}
 	sdir, failure, err := streamSweep(ctx, client, req, stderr)
 	if err != nil {
