@@ -59,6 +59,7 @@ FUZZ_TARGETS := \
 	./gpunode:FuzzParseMetrics \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
+	./coordinator/results:FuzzRenderKVScale \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \

@@ -83,6 +83,38 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 	return st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
 }
 
+// RunKVScale implements CoordinatorService.
+func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingServer[pb.RunKVScaleResponse]) error {
+	spec := KVScaleSpec{
+		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
+		MaxNumSeqs: int(req.GetMaxNumSeqs()), OutputLen: int(req.GetOutputLen()),
+		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
+		MaxConcurrency: int(req.GetMaxConcurrency()), MaxAgents: int(req.GetMaxAgents()), Utilizations: req.GetGpuMemoryUtilizations(),
+	}
+	for _, m := range req.GetMaxModelLens() {
+		spec.MaxModelLens = append(spec.MaxModelLens, int(m))
+	}
+	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
+		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
+	}
+	if err := spec.withDefaults().Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunKVScaleResponse{Event: ev}) })
+	res, err := s.c.RunKVScale(st.Context(), spec, w.emit)
+	w.close()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return status.Error(codes.Canceled, err.Error())
+		}
+		if res.Dir == "" {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return status.Errorf(codes.Aborted, "kvscale %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
+	}
+	return st.Send(&pb.RunKVScaleResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+}
+
 // watchBuffer is how many events may wait for a slow watcher: a sweep's
 // burst of interval reports fits; a watcher further behind misses events
 // (all of them are in events.jsonl) rather than stalling the run.

@@ -46,6 +46,8 @@ func commands() []command {
 			"ttftlab baseline --coordinator ADDR [flags]", runBaseline},
 		{"sweep", "Run a load sweep over concurrencies or rates, split across the cluster's agents.",
 			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
+		{"kvscale", "Check KV capacity and the onset of preemption over a max-model-len × utilisation grid.",
+			"ttftlab kvscale [--coordinator ADDR] [--max-model-len 2048,4096] [--gpu-memory-utilization 0.5,0.9] [flags]", runKVScale},
 		{"members", "List the cluster's members as the coordinator sees them.",
 			"ttftlab members --coordinator ADDR [flags]", runMembers},
 		{"load", "Drive load against an OpenAI-compatible server from this process, no cluster needed.",

@@ -12,13 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
-	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
-	"github.com/ttftlab/ttftlab/internal/membership"
-	"github.com/ttftlab/ttftlab/internal/node"
 )
 
 // upConfig is everything `ttftlab up` needs.
@@ -176,66 +172,14 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("TTFTLAB_DEBUG") != "" {
 		logger = newLogger(stderr, true)
 	}
-	token := node.NewToken()
-	base := node.Config{GRPCAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", GossipKey: node.NewGossipKey(), Fast: true, Token: token}
-
-	// Coordinator.
-	ccfg := coordinator.DefaultConfig()
-	ccfg.OutDir = cfg.out
-	ccfg.DiscoveryTimeout = 20 * time.Second
-	var mem memberView
-	csc := base
-	csc.Name = "coordinator"
-	cs, err := node.Start(ctx, csc, membership.RoleCoordinator, func(r node.Registrar) {
-		c := coordinator.New(ccfg, &mem, coordinator.GRPCDialer{Options: csc.DialOptions()}, logger)
-		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
-	}, logger)
+	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, logger: logger})
 	if err != nil {
-		return fmt.Errorf("start coordinator: %w", err)
+		return err
 	}
-	defer cs.Close()
-	mem.set(cs.Members())
-	join := cs.Members().Addr()
-
-	// gpunode, owning the engine process.
-	gn, err := newGPUNode(cfg.gpunodeConfig, filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
-	if err != nil {
-		return fmt.Errorf("start gpunode: %w", err)
-	}
-	defer gn.Close()
-	gsc := base
-	gsc.Name, gsc.Join = "gpunode-1", join
-	gsvc, err := node.Start(ctx, gsc, membership.RoleGPUNode, func(r node.Registrar) {
-		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(gn))
-	}, logger)
-	if err != nil {
-		return fmt.Errorf("start gpunode: %w", err)
-	}
-	defer gsvc.Close()
-
-	// Agents.
-	for i := 1; i <= cfg.agents; i++ {
-		a := agent.New(agent.DefaultConfig(), logger)
-		asc := base
-		asc.Name, asc.Join = fmt.Sprintf("agent-%d", i), join
-		as, err := node.Start(ctx, asc, membership.RoleAgent, func(r node.Registrar) {
-			pb.RegisterAgentServiceServer(r, agent.NewServer(a))
-		}, logger)
-		if err != nil {
-			return fmt.Errorf("start agent %d: %w", i, err)
-		}
-		defer as.Close()
-	}
-
-	// Drive the coordinator through its own gRPC API, as a remote CLI would.
-	cc, err := node.Dial(ctx, cs.Addr(), node.DialOptions{Token: token})
-	if err != nil {
-		return fmt.Errorf("connect to coordinator: %w", err)
-	}
-	defer cc.Close()
-	client := pb.NewCoordinatorServiceClient(cc)
+	defer lc.Close()
+	client := lc.client
 	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
-		cs.Addr(), cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
+		lc.addr, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
 	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
 		return err
@@ -323,6 +267,9 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTal
 func describeEvent(ev *pb.RunEvent) string {
 	p, err := results.Decode(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
 	if errors.Is(err, results.ErrUnknownKind) {
+		if s := describeGridEvent(ev); s != "" {
+			return s
+		}
 		return ev.GetKind() + " " + ev.GetJson()
 	}
 	if err != nil {

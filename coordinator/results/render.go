@@ -25,6 +25,8 @@ const (
 type Rendered struct {
 	Baseline *Results
 	Sweep    *SweepResults
+	// KVScale is a kvscale restart grid's results (kvscale.go).
+	KVScale *KVScaleResults
 	// Report is the Markdown report's file name and Files the plots.
 	Report string
 	Files  map[string][]byte
@@ -33,6 +35,9 @@ type Rendered struct {
 // Render builds a run's results from its events and renders its report
 // and plots, without touching the disk.
 func Render(events []Event) (*Rendered, error) {
+	if isGrid(events) {
+		return renderGrid(events)
+	}
 	if isSweep(events) {
 		res, err := BuildSweep(events)
 		if err != nil {
@@ -62,6 +67,9 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 	var v any = r.Baseline
 	if r.Sweep != nil {
 		v = r.Sweep
+	}
+	if r.KVScale != nil {
+		v = r.KVScale
 	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

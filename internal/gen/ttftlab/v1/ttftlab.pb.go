@@ -3136,6 +3136,199 @@ func (x *RequestRecord) GetFirstChunkS() float64 {
 	return 0
 }
 
+// RunKVScaleRequest configures a kvscale restart grid.
+type RunKVScaleRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RunId   string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	OutDir  string                 `protobuf:"bytes,2,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
+	Profile string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	// knobs are the base engine knobs; each grid point sets max_model_len,
+	// gpu_memory_utilization and, when given, max_num_seqs.
+	Knobs                 *EngineKnobs `protobuf:"bytes,4,opt,name=knobs,proto3" json:"knobs,omitempty"`
+	Api                   string       `protobuf:"bytes,5,opt,name=api,proto3" json:"api,omitempty"`
+	MaxModelLens          []int32      `protobuf:"varint,6,rep,packed,name=max_model_lens,json=maxModelLens,proto3" json:"max_model_lens,omitempty"`
+	GpuMemoryUtilizations []float64    `protobuf:"fixed64,7,rep,packed,name=gpu_memory_utilizations,json=gpuMemoryUtilizations,proto3" json:"gpu_memory_utilizations,omitempty"`
+	// max_num_seqs is the engine's --max-num-seqs at every point; 0 keeps
+	// the engine default.
+	MaxNumSeqs int32 `protobuf:"varint,8,opt,name=max_num_seqs,json=maxNumSeqs,proto3" json:"max_num_seqs,omitempty"`
+	// output_len is each request's output length (ignore_eos); 0 means 64.
+	OutputLen int32 `protobuf:"varint,9,opt,name=output_len,json=outputLen,proto3" json:"output_len,omitempty"`
+	// level_duration_ms and warmup_ms bound each concurrency step.
+	LevelDurationMs int64 `protobuf:"varint,10,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
+	WarmupMs        int64 `protobuf:"varint,11,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
+	// max_concurrency caps the concurrency steps; 0 means 256.
+	MaxConcurrency int32 `protobuf:"varint,12,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	MaxAgents      int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RunKVScaleRequest) Reset() {
+	*x = RunKVScaleRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunKVScaleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunKVScaleRequest) ProtoMessage() {}
+
+func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunKVScaleRequest.ProtoReflect.Descriptor instead.
+func (*RunKVScaleRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RunKVScaleRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunKVScaleRequest) GetOutDir() string {
+	if x != nil {
+		return x.OutDir
+	}
+	return ""
+}
+
+func (x *RunKVScaleRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *RunKVScaleRequest) GetKnobs() *EngineKnobs {
+	if x != nil {
+		return x.Knobs
+	}
+	return nil
+}
+
+func (x *RunKVScaleRequest) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *RunKVScaleRequest) GetMaxModelLens() []int32 {
+	if x != nil {
+		return x.MaxModelLens
+	}
+	return nil
+}
+
+func (x *RunKVScaleRequest) GetGpuMemoryUtilizations() []float64 {
+	if x != nil {
+		return x.GpuMemoryUtilizations
+	}
+	return nil
+}
+
+func (x *RunKVScaleRequest) GetMaxNumSeqs() int32 {
+	if x != nil {
+		return x.MaxNumSeqs
+	}
+	return 0
+}
+
+func (x *RunKVScaleRequest) GetOutputLen() int32 {
+	if x != nil {
+		return x.OutputLen
+	}
+	return 0
+}
+
+func (x *RunKVScaleRequest) GetLevelDurationMs() int64 {
+	if x != nil {
+		return x.LevelDurationMs
+	}
+	return 0
+}
+
+func (x *RunKVScaleRequest) GetWarmupMs() int64 {
+	if x != nil {
+		return x.WarmupMs
+	}
+	return 0
+}
+
+func (x *RunKVScaleRequest) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *RunKVScaleRequest) GetMaxAgents() int32 {
+	if x != nil {
+		return x.MaxAgents
+	}
+	return 0
+}
+
+// RunKVScaleResponse carries one event.
+type RunKVScaleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *RunEvent              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunKVScaleResponse) Reset() {
+	*x = RunKVScaleResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunKVScaleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunKVScaleResponse) ProtoMessage() {}
+
+func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunKVScaleResponse.ProtoReflect.Descriptor instead.
+func (*RunKVScaleResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RunKVScaleResponse) GetEvent() *RunEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 // RunSweepRequest configures a load sweep.
 type RunSweepRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -3171,7 +3364,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3183,7 +3376,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3196,7 +3389,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -3314,7 +3507,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3326,7 +3519,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3339,7 +3532,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -3358,7 +3551,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3563,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3576,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 // ListMembersResponse is the membership view.
@@ -3396,7 +3589,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3601,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3614,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3445,7 +3638,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3650,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3663,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Member) GetName() string {
@@ -3531,7 +3724,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3543,7 +3736,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3556,7 +3749,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -3639,7 +3832,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3651,7 +3844,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3664,7 +3857,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -3689,7 +3882,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3701,7 +3894,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3714,7 +3907,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -4088,7 +4281,27 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\ffirst_byte_s\x18\n" +
 	" \x01(\x01R\n" +
 	"firstByteS\x12\"\n" +
-	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\x84\x04\n" +
+	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xce\x03\n" +
+	"\x11RunKVScaleRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12-\n" +
+	"\x05knobs\x18\x04 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x10\n" +
+	"\x03api\x18\x05 \x01(\tR\x03api\x12$\n" +
+	"\x0emax_model_lens\x18\x06 \x03(\x05R\fmaxModelLens\x126\n" +
+	"\x17gpu_memory_utilizations\x18\a \x03(\x01R\x15gpuMemoryUtilizations\x12 \n" +
+	"\fmax_num_seqs\x18\b \x01(\x05R\n" +
+	"maxNumSeqs\x12\x1d\n" +
+	"\n" +
+	"output_len\x18\t \x01(\x05R\toutputLen\x12*\n" +
+	"\x11level_duration_ms\x18\n" +
+	" \x01(\x03R\x0flevelDurationMs\x12\x1b\n" +
+	"\twarmup_ms\x18\v \x01(\x03R\bwarmupMs\x12'\n" +
+	"\x0fmax_concurrency\x18\f \x01(\x05R\x0emaxConcurrency\x12\x1d\n" +
+	"\n" +
+	"max_agents\x18\r \x01(\x05R\tmaxAgents\"@\n" +
+	"\x12RunKVScaleResponse\x12*\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x84\x04\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4156,11 +4369,13 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"StopEngine\x12\x1d.ttftlab.v1.StopEngineRequest\x1a\x1e.ttftlab.v1.StopEngineResponse\x12V\n" +
 	"\rStreamSamples\x12 .ttftlab.v1.StreamSamplesRequest\x1a!.ttftlab.v1.StreamSamplesResponse0\x012W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xff\x01\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xce\x02\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
 	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
-	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
+	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01\x12M\n" +
+	"\n" +
+	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
 
 var (
 	file_ttftlab_v1_ttftlab_proto_rawDescOnce sync.Once
@@ -4175,7 +4390,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(UsageSource)(0),              // 1: ttftlab.v1.UsageSource
@@ -4209,17 +4424,19 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*IntervalReport)(nil),        // 29: ttftlab.v1.IntervalReport
 	(*EncodedHistogram)(nil),      // 30: ttftlab.v1.EncodedHistogram
 	(*RequestRecord)(nil),         // 31: ttftlab.v1.RequestRecord
-	(*RunSweepRequest)(nil),       // 32: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 33: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 34: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 35: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 36: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 37: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 38: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 39: ttftlab.v1.RunEvent
-	nil,                           // 40: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 41: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 42: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*RunKVScaleRequest)(nil),     // 32: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),    // 33: ttftlab.v1.RunKVScaleResponse
+	(*RunSweepRequest)(nil),       // 34: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 35: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 36: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 37: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 38: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 39: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 40: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 41: ttftlab.v1.RunEvent
+	nil,                           // 42: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 43: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 44: ttftlab.v1.IntervalReport.ErrorsByKindEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	4,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -4235,7 +4452,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	17, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	16, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
 	18, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	40, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	42, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	19, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	25, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	26, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -4244,42 +4461,46 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	23, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	24, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	24, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	41, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	43, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	29, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	28, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
 	30, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	42, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	44, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
 	31, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
 	1,  // 28: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	5,  // 29: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	21, // 30: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	26, // 31: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	23, // 32: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	39, // 33: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	36, // 34: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	5,  // 35: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	39, // 36: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	2,  // 37: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	6,  // 38: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	12, // 39: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	14, // 40: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	20, // 41: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	34, // 42: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	37, // 43: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	32, // 44: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	3,  // 45: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	7,  // 46: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	13, // 47: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	15, // 48: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	27, // 49: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	35, // 50: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	38, // 51: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	33, // 52: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	45, // [45:53] is the sub-list for method output_type
-	37, // [37:45] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	5,  // 29: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	41, // 30: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	5,  // 31: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	21, // 32: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	26, // 33: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	23, // 34: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	41, // 35: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	38, // 36: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	5,  // 37: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	41, // 38: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	2,  // 39: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	6,  // 40: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	12, // 41: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	14, // 42: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	20, // 43: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	36, // 44: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	39, // 45: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	34, // 46: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	32, // 47: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	3,  // 48: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	7,  // 49: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	13, // 50: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	15, // 51: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	27, // 52: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	37, // 53: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	40, // 54: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	35, // 55: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	33, // 56: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	48, // [48:57] is the sub-list for method output_type
+	39, // [39:48] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -4295,7 +4516,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

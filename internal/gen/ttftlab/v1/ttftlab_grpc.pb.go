@@ -391,6 +391,7 @@ const (
 	CoordinatorService_ListMembers_FullMethodName = "/ttftlab.v1.CoordinatorService/ListMembers"
 	CoordinatorService_RunBaseline_FullMethodName = "/ttftlab.v1.CoordinatorService/RunBaseline"
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
+	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -416,6 +417,15 @@ type CoordinatorServiceClient interface {
 	// Cancelling the call ends every agent's lease; what was measured stays on
 	// disk.
 	RunSweep(ctx context.Context, in *RunSweepRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunSweepResponse], error)
+	// RunKVScale is server-streaming: it runs the kvscale restart grid. For
+	// each (max_model_len, gpu_memory_utilization) point it restarts the
+	// gpunode's engine with those knobs, records the engine's KV figures next
+	// to internal/kvcalc's prediction, then raises the concurrency of prompts
+	// of about half max_model_len until preemption or a standing queue
+	// begins. A point whose engine refuses to start is recorded with the
+	// engine's error and the grid goes on. Events are sent as they happen,
+	// ending with a "done" event that names the results directory.
+	RunKVScale(ctx context.Context, in *RunKVScaleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunKVScaleResponse], error)
 }
 
 type coordinatorServiceClient struct {
@@ -474,6 +484,25 @@ func (c *coordinatorServiceClient) RunSweep(ctx context.Context, in *RunSweepReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunSweepClient = grpc.ServerStreamingClient[RunSweepResponse]
 
+func (c *coordinatorServiceClient) RunKVScale(ctx context.Context, in *RunKVScaleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunKVScaleResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_RunKVScale_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunKVScaleRequest, RunKVScaleResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunKVScaleClient = grpc.ServerStreamingClient[RunKVScaleResponse]
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -497,6 +526,15 @@ type CoordinatorServiceServer interface {
 	// Cancelling the call ends every agent's lease; what was measured stays on
 	// disk.
 	RunSweep(*RunSweepRequest, grpc.ServerStreamingServer[RunSweepResponse]) error
+	// RunKVScale is server-streaming: it runs the kvscale restart grid. For
+	// each (max_model_len, gpu_memory_utilization) point it restarts the
+	// gpunode's engine with those knobs, records the engine's KV figures next
+	// to internal/kvcalc's prediction, then raises the concurrency of prompts
+	// of about half max_model_len until preemption or a standing queue
+	// begins. A point whose engine refuses to start is recorded with the
+	// engine's error and the grid goes on. Events are sent as they happen,
+	// ending with a "done" event that names the results directory.
+	RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -515,6 +553,9 @@ func (UnimplementedCoordinatorServiceServer) RunBaseline(*RunBaselineRequest, gr
 }
 func (UnimplementedCoordinatorServiceServer) RunSweep(*RunSweepRequest, grpc.ServerStreamingServer[RunSweepResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunSweep not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method RunKVScale not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -577,6 +618,17 @@ func _CoordinatorService_RunSweep_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunSweepServer = grpc.ServerStreamingServer[RunSweepResponse]
 
+func _CoordinatorService_RunKVScale_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunKVScaleRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).RunKVScale(m, &grpc.GenericServerStream[RunKVScaleRequest, RunKVScaleResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunKVScaleServer = grpc.ServerStreamingServer[RunKVScaleResponse]
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -598,6 +650,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunSweep",
 			Handler:       _CoordinatorService_RunSweep_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunKVScale",
+			Handler:       _CoordinatorService_RunKVScale_Handler,
 			ServerStreams: true,
 		},
 	},

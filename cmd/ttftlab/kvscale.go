@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ttftlab/ttftlab/coordinator"
+	"github.com/ttftlab/ttftlab/coordinator/results"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// kvscale's defaults keep the simulated run short on a small host: a 3B
+// model on the simulator's smallest GPU (L4, 22 GiB) leaves a KV cache of
+// tens of thousands of tokens, so C* for prompts of half max_model_len is
+// tens of requests, not thousands (docs/experiments.md says why).
+const (
+	kvscaleDefaultModel  = "meta-llama/Llama-3.2-3B-Instruct"
+	kvscaleDefaultGPU    = "l4"
+	kvscaleDefaultLens   = "2048,8192"
+	kvscaleDefaultUtils  = "0.5"
+	kvscaleStartupScale  = 0.05
+	kvscaleDefaultAgents = 2
+)
+
+// kvscaleConfig is everything `ttftlab kvscale` needs.
+type kvscaleConfig struct {
+	cf            coordinatorFlags
+	out, runID    string
+	agents        int
+	quiet         bool
+	startupScale  float64
+	gpunodeConfig string
+	req           *pb.RunKVScaleRequest
+}
+
+func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
+	fs := newFlagSet("kvscale", stderr)
+	var c kvscaleConfig
+	c.cf.register(fs)
+	knobs := &pb.EngineKnobs{EnforceEager: pb.OptionalBool_OPTIONAL_BOOL_TRUE}
+	fs.StringVar(&c.out, "out", "results", "results directory: DIR/<run>/ in-process; with --coordinator, a subdirectory of the coordinator's --out")
+	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
+	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host)")
+	fs.StringVar(&knobs.Model, "model", kvscaleDefaultModel, "model to serve")
+	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")
+	fs.Var(boolKnob{&knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching (default here: off, as C* assumes no shared blocks)")
+	lens := fs.String("max-model-len", kvscaleDefaultLens, "comma list of engine --max-model-len values (grid axis)")
+	utils := fs.String("gpu-memory-utilization", kvscaleDefaultUtils, "comma list of engine --gpu-memory-utilization values (grid axis)")
+	seqs := fs.Int("max-num-seqs", 0, "engine --max-num-seqs at every point (0: engine default)")
+	api := fs.String("api", "completions", "OpenAI API of the load: completions (exact prompt lengths) or chat")
+	outLen := fs.Int("output-len", coordinator.DefaultKVScaleOutputLen, "output tokens per request (ignore_eos)")
+	dur := fs.Duration("step-duration", coordinator.DefaultKVScaleLevelDuration, "measured duration of each concurrency step")
+	warm := fs.Duration("step-warmup", coordinator.DefaultKVScaleWarmup, "least warm-up of each step, left out of the statistics (later steps size theirs from the step before)")
+	maxConc := fs.Int("max-concurrency", coordinator.DefaultKVScaleMaxConcurrency, "cap on the concurrency steps; an onset above it is reported as above the tested range")
+	maxAgents := fs.Int("max-agents", 0, "agents that share each step (0: all alive)")
+	fs.IntVar(&c.agents, "agents", kvscaleDefaultAgents, "in-process agents (without --coordinator)")
+	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
+	fs.Float64Var(&c.startupScale, "sim-startup-scale", kvscaleStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
+	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: kvscale takes only flags", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *profile != "sim" {
+		// The short-run defaults are the simulator's; a real engine keeps its own.
+		if !set["gpu"] {
+			knobs.Gpu = ""
+		}
+		if !set["enforce-eager"] {
+			knobs.EnforceEager = pb.OptionalBool_OPTIONAL_BOOL_UNSPECIFIED
+		}
+	}
+	ml, err := parseIntList("max-model-len", *lens)
+	if err != nil {
+		return c, err
+	}
+	us, err := parseFloatList("gpu-memory-utilization", *utils)
+	if err != nil {
+		return c, err
+	}
+	for name, v := range map[string]int{"--max-num-seqs": *seqs, "--output-len": *outLen, "--max-concurrency": *maxConc, "--max-agents": *maxAgents} {
+		if v < 0 || v > 1<<20 {
+			return c, fmt.Errorf("%s %d is out of range: use a positive value", name, v)
+		}
+	}
+	if *dur <= 0 || *warm < 0 {
+		return c, fmt.Errorf("--step-duration %s / --step-warmup %s: the duration must be positive and the warm-up not negative", *dur, *warm)
+	}
+	if c.cf.addr == "" {
+		if c.agents < 1 || c.agents > 64 {
+			return c, fmt.Errorf("--agents %d is out of range: use 1..64", c.agents)
+		}
+		if !(c.startupScale > 0 && c.startupScale <= 10) {
+			return c, fmt.Errorf("--sim-startup-scale %g is out of range: use a value in (0, 10], 1 for realistic startup", c.startupScale)
+		}
+	} else if set["agents"] || set["sim-startup-scale"] || set["gpunode-config"] {
+		return c, errors.New("--agents, --sim-startup-scale and --gpunode-config configure the in-process cluster: leave them out with --coordinator")
+	}
+	c.req = &pb.RunKVScaleRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, MaxModelLens: ml, GpuMemoryUtilizations: us,
+		MaxNumSeqs: int32(*seqs), OutputLen: int32(*outLen), LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(),
+		MaxConcurrency: int32(*maxConc), MaxAgents: int32(*maxAgents)}
+	// The coordinator checks the rest (ranges that depend on each other)
+	// and names the field; check here too, so that a typo fails before a
+	// cluster starts.
+	spec := coordinator.KVScaleSpec{MaxModelLens: toInts(ml), Utilizations: us, MaxNumSeqs: *seqs, OutputLen: *outLen, LevelDuration: *dur,
+		Warmup: *warm, MaxConcurrency: *maxConc, API: *api, RunID: c.runID, Profile: *profile}
+	if err := spec.Validate(); err != nil {
+		return c, kvscaleFlagNames(err)
+	}
+	return c, nil
+}
+
+// kvscaleFlagNames rewrites a spec error's field names as this command's flags.
+func kvscaleFlagNames(err error) error {
+	r := strings.NewReplacer("max_model_lens", "--max-model-len", "max_model_len", "--max-model-len", "gpu_memory_utilizations", "--gpu-memory-utilization",
+		"gpu_memory_utilization", "--gpu-memory-utilization", "output_len", "--output-len", "max_concurrency", "--max-concurrency",
+		"max_num_seqs", "--max-num-seqs", "level duration", "--step-duration", "warm-up", "--step-warmup", "api", "--api", "run_id", "--run-id")
+	return errors.New(r.Replace(err.Error()))
+}
+
+func toInts(v []int32) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// parseIntList reads "2048,4096".
+func parseIntList(flagName, s string) ([]int32, error) {
+	var out []int32
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(part, 10, 32)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--%s: %q is not a positive whole number: write e.g. 2048,4096,8192", flagName, part)
+		}
+		out = append(out, int32(n))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s is empty: give at least one value, e.g. 2048,4096,8192", flagName)
+	}
+	return out, nil
+}
+
+// parseFloatList reads "0.5,0.9".
+func parseFloatList(flagName, s string) ([]float64, error) {
+	var out []float64
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(part, 64)
+		if err != nil || !(v > 0 && v <= 1) {
+			return nil, fmt.Errorf("--%s: %q is not a fraction in (0, 1]: write e.g. 0.5,0.9", flagName, part)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--%s is empty: give at least one value, e.g. 0.5,0.9", flagName)
+	}
+	return out, nil
+}
+
+// runKVScale runs `ttftlab kvscale`: in-process on the embedded defaults,
+// or on a running cluster with --coordinator.
+func runKVScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseKVScale(args, stderr)
+	if err != nil {
+		return err
+	}
+	client := pb.CoordinatorServiceClient(nil)
+	var lc *localCluster
+	if c.cf.addr != "" {
+		cl, closer, err := c.cf.dial(ctx)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		client = cl
+		c.req.OutDir = c.out
+		if c.out == "results" {
+			c.req.OutDir = "" // the default: the coordinator's own --out
+		}
+	} else {
+		logger := newLogger(io.Discard, false)
+		if os.Getenv("TTFTLAB_DEBUG") != "" {
+			logger = newLogger(stderr, true)
+		}
+		var simArgs []string
+		if c.startupScale != 1 {
+			simArgs = []string{"--startup-scale", strconv.FormatFloat(c.startupScale, 'g', -1, 64)}
+		}
+		lc, err = startLocalCluster(ctx, localClusterConfig{out: c.out, agents: c.agents, gpunodeConfig: c.gpunodeConfig, simArgs: simArgs, logger: logger})
+		if err != nil {
+			return err
+		}
+		defer lc.Close()
+		client = lc.client
+		fmt.Fprintf(stderr, "ttftlab kvscale: in-process coordinator %s, gpunode, %d agent(s); profile %s, model %s, GPU %s\n",
+			lc.addr, c.agents, c.req.GetProfile(), c.req.GetKnobs().GetModel(), c.req.GetKnobs().GetGpu())
+	}
+	st, err := client.RunKVScale(ctx, c.req)
+	if err != nil {
+		return fmt.Errorf("start kvscale: %w", err)
+	}
+	var t runTally
+	runID := c.runID
+	dir, err := followEvents(func() (*pb.RunEvent, error) {
+		resp, err := st.Recv()
+		if ev := resp.GetEvent(); ev.GetKind() == results.EventGridStart {
+			var d struct {
+				RunID string `json:"run_id"`
+			}
+			if json.Unmarshal([]byte(ev.GetJson()), &d) == nil {
+				runID = d.RunID
+			}
+		}
+		return resp.GetEvent(), err
+	}, stderr, &t)
+	if err != nil {
+		if lc != nil && runID != "" {
+			// In-process, an interrupted run would exit before the
+			// coordinator renders it: stop the cluster, then render what
+			// was measured from events.jsonl.
+			lc.Close()
+			rdir := filepath.Join(c.out, runID)
+			if _, rerr := results.RenderDir(rdir); rerr == nil {
+				fmt.Fprintf(stderr, "rendered what was measured in %s\n", rdir)
+			}
+		}
+		return fmt.Errorf("kvscale: %w", err)
+	}
+	if err := printReport(stdout, stderr, dir, results.KVScaleReport, c.quiet); err != nil {
+		return err
+	}
+	// A run can end without an error and still have failed a step (no
+	// request succeeded): results.json's status says so.
+	if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
+		var res struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		if json.Unmarshal(b, &res) == nil && res.Status != "ok" {
+			return fmt.Errorf("kvscale %s: %s (results in %s)", res.Status, res.Error, dir)
+		}
+	}
+	return nil
+}
+
+// describeGridEvent renders a grid event's progress line, or "" for other
+// kinds.
+func describeGridEvent(ev *pb.RunEvent) string {
+	if !results.IsGridKind(ev.GetKind()) {
+		return ""
+	}
+	v, err := results.DecodeGrid(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
+	if err != nil {
+		return ev.GetKind() + " (unreadable: " + err.Error() + ")"
+	}
+	opt := func(p *float64, format string) string {
+		if p == nil {
+			return "n/a"
+		}
+		return fmt.Sprintf(format, *p)
+	}
+	switch d := v.(type) {
+	case results.GridStart:
+		return fmt.Sprintf("%s grid of %d points", d.Experiment, len(d.Points))
+	case results.GridPointInfo:
+		return fmt.Sprintf("point %d: %s: restarting the engine", d.Point+1, d.Label)
+	case results.GridPointReady:
+		var f pb.EngineFigures
+		_ = protojson.Unmarshal(d.Figures, &f)
+		var plan results.KVPlan
+		_ = json.Unmarshal(d.Plan, &plan)
+		cs := "n/a"
+		if plan.CStar != nil {
+			cs = strconv.Itoa(*plan.CStar)
+		}
+		pt := "n/a"
+		if plan.Prediction.KVTokens != nil {
+			pt = strconv.Itoa(*plan.Prediction.KVTokens)
+		}
+		return fmt.Sprintf("point %d ready: KV tokens %d (predicted %s), max concurrency %.2f (predicted %s); C* %s, steps %v",
+			d.Point+1, f.GetKvCacheTokens(), pt, f.GetMaxConcurrency(), opt(plan.Prediction.MaxConcurrency, "%.2f"), cs, plan.Steps)
+	case results.LevelObservation:
+		return fmt.Sprintf("  concurrency %d: preemptions %s, waiting max %s, waiting > 0 in %s of the measured samples",
+			d.Concurrency, opt(d.Preemptions, "%g"), opt(d.WaitingMax, "%g"), opt(d.WaitingFrac, "%.2f"))
+	case results.GridPointEnd:
+		if d.Error != "" {
+			return fmt.Sprintf("point %d %s: %s", d.Point+1, d.Status, firstLine(d.Error))
+		}
+		return fmt.Sprintf("point %d %s", d.Point+1, d.Status)
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
