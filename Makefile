@@ -80,6 +80,10 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s); fails if a Fuzz 
 	  go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
+.PHONY: test-acceptance
+test-acceptance: ## Run the slow experiment acceptance runs on the simulator (kvscale's 6-point grid, ~10 min).
+	TTFTLAB_ACCEPTANCE=1 go test -count=1 -timeout 25m -run 'Acceptance' ./cmd/ttftlab/
+
 .PHONY: bench
 bench: ## Run the benchmarks (record the figures in docs/benchmarks.md).
 	go test -run '^$$' -bench . -benchmem ./...

@@ -67,8 +67,8 @@ func TestKVScaleDefaults(t *testing.T) {
 // preemption or a standing queue lies within 25 % of it. It takes several
 // minutes on a 2-core host: go test -run TestKVScaleAcceptance -timeout 20m ./cmd/ttftlab/
 func TestKVScaleAcceptance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs six engine restarts and about 25 load steps (several minutes)")
+	if testing.Short() || os.Getenv("TTFTLAB_ACCEPTANCE") == "" {
+		t.Skip("runs six engine restarts and about 25 load steps (about 10 minutes): run it with make test-acceptance")
 	}
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
