@@ -42,19 +42,10 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunBaselineResponse{Event: ev}) })
-	res, err := s.c.RunBaseline(st.Context(), spec, w.emit)
-	w.close()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return status.Error(codes.Canceled, err.Error())
-		}
-		if res.Dir == "" {
-			return status.Error(codes.FailedPrecondition, err.Error())
-		}
-		return status.Errorf(codes.Aborted, "run %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
-	}
-	return st.Send(&pb.RunBaselineResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunBaselineResponse{Event: ev}) }
+	return streamRun(st.Context(), "run", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunBaseline(ctx, spec, emit)
+	})
 }
 
 // RunSweep implements CoordinatorService.
@@ -68,19 +59,10 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunSweepResponse{Event: ev}) })
-	res, err := s.c.RunSweep(st.Context(), spec, w.emit)
-	w.close()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return status.Error(codes.Canceled, err.Error())
-		}
-		if res.Dir == "" {
-			return status.Error(codes.FailedPrecondition, err.Error())
-		}
-		return status.Errorf(codes.Aborted, "sweep %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
-	}
-	return st.Send(&pb.RunSweepResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunSweepResponse{Event: ev}) }
+	return streamRun(st.Context(), "sweep", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunSweep(ctx, spec, emit)
+	})
 }
 
 // RunKVScale implements CoordinatorService.
@@ -100,8 +82,19 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	w := newWatcher(func(ev *pb.RunEvent) error { return st.Send(&pb.RunKVScaleResponse{Event: ev}) })
-	res, err := s.c.RunKVScale(st.Context(), spec, w.emit)
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunKVScaleResponse{Event: ev}) }
+	return streamRun(st.Context(), "kvscale", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunKVScale(ctx, spec, emit)
+	})
+}
+
+// streamRun runs one experiment for a streaming RPC: it forwards every
+// event through send, maps the run's error to a status code (Canceled, or
+// FailedPrecondition before a results directory exists, else Aborted naming
+// the directory), and ends the stream with a "done" event naming it.
+func streamRun(ctx context.Context, what string, send func(*pb.RunEvent) error, run func(context.Context, func(results.Event)) (RunResult, error)) error {
+	w := newWatcher(send)
+	res, err := run(ctx, w.emit)
 	w.close()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -110,9 +103,9 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 		if res.Dir == "" {
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
-		return status.Errorf(codes.Aborted, "kvscale %s: %v (results so far are in %s)", res.RunID, err, res.Dir)
+		return status.Errorf(codes.Aborted, "%s %s: %v (results so far are in %s)", what, res.RunID, err, res.Dir)
 	}
-	return st.Send(&pb.RunKVScaleResponse{Event: &pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir}})
+	return send(&pb.RunEvent{RunId: res.RunID, Kind: "done", Message: res.Dir})
 }
 
 // watchBuffer is how many events may wait for a slow watcher: a sweep's
