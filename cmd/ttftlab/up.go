@@ -134,6 +134,8 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	c.sweep.register(fs, "sweep", "1,8,32")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
+	var slowdown float64
+	fs.Float64Var(&slowdown, "sim-slowdown", 1, "make the simulated engine this factor slower (its --slowdown: 1.2 is 20% slower per step), to try `ttftlab compare` on two local runs")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -159,6 +161,15 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if startupScale != 1 {
 		c.simArgs = []string{"--startup-scale", fmt.Sprint(startupScale)}
+	}
+	if !(slowdown >= 0.1 && slowdown <= 100) {
+		return c, fmt.Errorf("--sim-slowdown %g is out of range: give a factor from 0.1 to 100 (1 is the calibrated engine)", slowdown)
+	}
+	if slowdown != 1 {
+		if c.baseline.Profile != "sim" {
+			return c, fmt.Errorf("--sim-slowdown applies to the sim profile, not --profile %s: drop it", c.baseline.Profile)
+		}
+		c.simArgs = append(c.simArgs, "--slowdown", fmt.Sprint(slowdown))
 	}
 	return c, nil
 }

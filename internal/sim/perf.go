@@ -91,6 +91,16 @@ type PerfModel struct {
 	tcpu       float64
 	eager      bool
 	maxCapture int
+	// slowdown multiplies every step's duration (Config.Slowdown); 0 is 1.
+	slowdown float64
+}
+
+// WithSlowdown returns a copy of p whose step times are multiplied by f
+// (Config.Slowdown); f ≤ 0 or 1 leaves them as they are.
+func (p *PerfModel) WithSlowdown(f float64) *PerfModel {
+	q := *p
+	q.slowdown = f
+	return &q
 }
 
 // NewPerfModel returns the step-time model of model m on GPU g. With eager
@@ -158,7 +168,11 @@ func (p *PerfModel) StepTime(batch []SeqWork) time.Duration {
 	if len(batch) == 0 {
 		return 0
 	}
-	return p.GPUTime(batch) + time.Duration(p.tcpu*float64(time.Second))
+	d := p.GPUTime(batch) + time.Duration(p.tcpu*float64(time.Second))
+	if p.slowdown > 0 && p.slowdown != 1 {
+		d = time.Duration(float64(d) * p.slowdown)
+	}
+	return d
 }
 
 // GPUTime returns T_gpu, the GPU-kernel part of StepTime (everything but
