@@ -60,6 +60,8 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
+	./coordinator/results:FuzzParseRules \
+	./coordinator/results:FuzzReadCompareRun \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \
