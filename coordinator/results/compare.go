@@ -379,7 +379,7 @@ type Comparison struct {
 	RunA string `json:"run_a"`
 	RunB string `json:"run_b"`
 	// Method states the bootstrap and the verdict rule.
-	Method CompareMethod `json:"method"`
+	Method CompareMethod     `json:"method"`
 	Levels []LevelComparison `json:"levels"`
 	// OnlyInA and OnlyInB are levels that one run lacks.
 	OnlyInA []string `json:"only_in_a,omitempty"`
