@@ -60,6 +60,8 @@ func commands() []command {
 			"ttftlab vllm parse-log FILE", runVLLM},
 		{"certs", "Make a lab CA and a node certificate for mutual TLS.",
 			"ttftlab certs --dir DIR [--hosts h1,h2]", runCerts},
+		{"compare", "Compare two runs level by level with bootstrap intervals, and gate CI on --fail-on rules.",
+			"ttftlab compare RUN_A RUN_B [--fail-on RULES] [--json] [--out FILE]", runCompare},
 		{"report", "Re-render results.json and the reports of a run directory from events.jsonl.",
 			"ttftlab report RUN_DIR", runReport},
 		{"version", "Print the version.",
