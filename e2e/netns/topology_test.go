@@ -18,7 +18,6 @@ package netns
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -27,7 +26,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -135,14 +133,22 @@ func sweepStale() []error {
 	return errs
 }
 
-// creatorAlive reports whether the process whose base-36 pid is p exists.
+// creatorAlive reports whether the process whose base-36 pid is p is
+// running: it exists and is not a zombie (a crashed test binary may not be
+// reaped yet).
 func creatorAlive(p string) bool {
 	pid, err := strconv.ParseInt(p, 36, 64)
 	if err != nil || pid <= 0 {
 		return false
 	}
-	err = syscall.Kill(int(pid), 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state …; comm may hold spaces and parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
 // host is one role's namespace and its link to the bridge.
