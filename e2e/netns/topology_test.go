@@ -55,7 +55,7 @@ var (
 )
 
 // pid36 is this process's pid in base 36, zero-padded to five digits (the
-// largest Linux pid, 4194304, is "2hzbk").
+// largest Linux pid, 4194304, is "2hwcg").
 func pid36(pid int) string {
 	return fmt.Sprintf("%05s", strconv.FormatInt(int64(pid), 36))
 }
@@ -327,5 +327,49 @@ func (h *host) dialer() func(ctx context.Context, network, addr string) (net.Con
 		}()
 		r := <-ch
 		return r.c, r.err
+	}
+}
+
+// TestSweeperNames checks what the sweeper takes for a test's leftovers:
+// only names made by newTopology, with the creator's pid recovered, and a
+// creator counted as running only while it runs.
+func TestSweeperNames(t *testing.T) {
+	self := pid36(os.Getpid())
+	for _, tc := range []struct {
+		name, ns, link, pid string
+	}{
+		{name: "namespace", ns: nsPrefix + self + "-ag-agent2", pid: self},
+		{name: "probe namespace", ns: nsPrefix + self + "-probe", pid: self},
+		{name: "bridge", link: linkPrefix + self + "agbr", pid: self},
+		{name: "veth", link: linkPrefix + self + "aga1", pid: self},
+		{name: "largest pid", link: linkPrefix + pid36(4194304) + "dlc", pid: "2hwcg"},
+		{name: "someone else's namespace", ns: "ttftlab-prod"},
+		{name: "short pid", ns: nsPrefix + "1a-ag-coord"},
+		{name: "host interface", link: "eth0"},
+		{name: "other tfl link", link: "tfl0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			re, s := staleNS, tc.ns
+			if tc.link != "" {
+				re, s = staleLink, tc.link
+			}
+			m := re.FindStringSubmatch(s)
+			switch {
+			case tc.pid == "" && m != nil:
+				t.Errorf("%q matched (pid %q): the sweeper would delete what no test made", s, m[1])
+			case tc.pid != "" && (m == nil || m[1] != tc.pid):
+				t.Errorf("%q: match %v, want pid %q", s, m, tc.pid)
+			}
+		})
+	}
+	if !creatorAlive(self) {
+		t.Errorf("creatorAlive(%q) is false for this running test", self)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if gone := pid36(cmd.Process.Pid); creatorAlive(gone) {
+		t.Errorf("creatorAlive(%q) is true for a reaped process", gone)
 	}
 }
