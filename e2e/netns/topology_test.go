@@ -211,6 +211,13 @@ func newTopology(t *testing.T, tag string, specs ...hostSpec) *topology {
 			}
 		})
 		must("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+		// Deleting one end deletes the pair at once; a namespace's own
+		// teardown would leave the host end behind for a while.
+		t.Cleanup(func() {
+			if err := ipCmd("ip", "link", "del", h.veth); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+				t.Errorf("cleanup: %v", err)
+			}
+		})
 		must("ip", "link", "set", h.veth, "master", tp.bridge, "up")
 		must("ip", "-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
 		must("ip", "-n", h.ns, "link", "set", "eth0", "up")
