@@ -151,4 +151,3 @@ func (d recordingDialer) GPUNode(ctx context.Context, addr string) (GPUNode, io.
 	d.used[addr] = true
 	return d.addrDialer.GPUNode(ctx, addr)
 }
-
