@@ -4,6 +4,7 @@ package netns
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -333,9 +334,87 @@ func TestNetnsGPUNodeLinkCutFailsBaseline(t *testing.T) {
 	}
 }
 
-// TestNetnsConcurrentExperiments is to run two experiments at once on two
-// gpunodes with disjoint agents; it waits for concurrent experiments (the
-// coordinator runs one at a time today).
+// TestNetnsConcurrentExperiments runs two sweeps at once, each on its own
+// gpunode with its own agent (chosen by --gpunode and --agents-selector):
+// both must finish ok at the same time, each level loaded only by its own
+// agent against its own engine across the bridge, and each run's merged
+// figures the sum of its own agent's reports.
 func TestNetnsConcurrentExperiments(t *testing.T) {
-	t.Skip("needs concurrent experiments (issue 12, wt-select): the coordinator runs one experiment at a time")
+	requireNetns(t)
+	ttftlabBin(t)
+	gpu2Host := hostSpec{name: "gpu2", tag: "g2", octet: 21}
+	tp := newTopology(t, "cc", coordHost, gpuHost, gpu2Host, agent1Host, agent2Host)
+	c := newCluster(t, tp)
+	c.startCoordinator("coord")
+	c.startGPUNode("gpu")
+	c.startGPUNode("gpu2")
+	c.startDaemon("agent", "agent1", "--label", "pool=a")
+	c.startDaemon("agent", "agent2", "--label", "pool=b")
+	c.waitAllAlive()
+
+	runs := []struct{ id, gpunode, pool, agent string }{
+		{"left", "gpu", "pool=a", "agent1"},
+		{"right", "gpu2", "pool=b", "agent2"},
+	}
+	var procs []*proc
+	for _, r := range runs {
+		procs = append(procs, c.startCLI("sweep-"+r.id, c.sweepArgs(r.id, "--levels", "2,4", "--levels-duration", "3s",
+			"--gpunode", r.gpunode, "--agents-selector", r.pool)...))
+	}
+	for i, p := range procs {
+		if err := p.wait(120 * time.Second); err != nil {
+			t.Fatalf("sweep %s: %v", runs[i].id, err)
+		}
+	}
+
+	var spans [][2]int64
+	for _, r := range runs {
+		dir := c.runDir("sweeps", r.id)
+		var res sweepResults
+		readJSON(t, filepath.Join(dir, "results.json"), &res)
+		evs := readEvents(t, filepath.Join(dir, "events.jsonl"))
+		if res.Status != "ok" || len(res.Levels) != 2 {
+			t.Fatalf("%s: status %q (%s), %d levels; want ok, 2", r.id, res.Status, res.Error, len(res.Levels))
+		}
+		got := checkSweepMerged(t, r.id, res, evs)
+		for _, l := range res.Levels {
+			if !slices.Equal(l.Agents, []string{r.agent}) || l.Degraded || l.Successes == 0 {
+				t.Errorf("%s level %g: agents %v, degraded %v, %d successes; want %s alone, not degraded, some successes",
+					r.id, l.Value, l.Agents, l.Degraded, l.Successes, r.agent)
+			}
+			for a := range got[l.Level] {
+				if a != r.agent {
+					t.Errorf("%s level %g: a report from %s, which belongs to the other run", r.id, l.Value, a)
+				}
+			}
+		}
+		var engine struct {
+			BaseURL string `json:"base_url"`
+		}
+		if ev, ok := findEvent(evs, "engine_ready"); !ok {
+			t.Errorf("%s: no engine_ready event", r.id)
+		} else if err := json.Unmarshal(ev.Data, &engine); err != nil || engine.BaseURL != engineURL(tp.host(r.gpunode)) {
+			t.Errorf("%s: engine at %q (%v), want %s's, %s", r.id, engine.BaseURL, err, r.gpunode, engineURL(tp.host(r.gpunode)))
+		}
+		first, _ := findEvent(evs, "level_start")
+		last := evs[len(evs)-1]
+		spans = append(spans, [2]int64{first.T, last.T})
+	}
+	// Concurrent, not one after the other: each run's load began before the
+	// other's ended.
+	overlap := time.Duration(min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0]))
+	t.Logf("the two runs' load overlapped for %s", overlap.Round(time.Millisecond))
+	if overlap <= 0 {
+		t.Errorf("the runs did not overlap: left %v, right %v (unix ns, first level_start to last event)", spans[0], spans[1])
+	}
+}
+
+// findEvent returns the first event of kind.
+func findEvent(evs []event, kind string) (event, bool) {
+	for _, ev := range evs {
+		if ev.Kind == kind {
+			return ev, true
+		}
+	}
+	return event{}, false
 }
