@@ -122,6 +122,9 @@ type BaselineSpec struct {
 	ColdMode string `json:"cold_mode"`
 	OutDir   string `json:"-"`
 	RunID    string `json:"run_id"`
+	// GPUNode names the gpunode to run on; empty takes the first one
+	// alive. A fleet baseline sets it for each of its nodes.
+	GPUNode string `json:"gpunode,omitempty"`
 }
 
 // DefaultPrompt is the baseline's prompt when none is given.
@@ -292,6 +295,12 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
 	}
 	defer c.runMu.Unlock()
+	return c.logRun(ctx, outDir, runID, emit, body)
+}
+
+// logRun is runLogged for a caller that holds runMu: a fleet runs each
+// node's baseline as a run of its own inside the fleet's.
+func (c *Coordinator) logRun(ctx context.Context, outDir string, runID *string, emit func(results.Event), body func(context.Context, *recorder) error) (RunResult, error) {
 	if *runID == "" {
 		*runID = c.newRunID()
 	}
@@ -341,6 +350,11 @@ func (r *baselineRun) run(ctx context.Context) error {
 	gpuM, agentMs, err := c.waitForMembers(ctx, true)
 	if err != nil {
 		return err
+	}
+	if r.spec.GPUNode != "" {
+		if gpuM, err = c.waitForGPUNode(ctx, r.spec.GPUNode); err != nil {
+			return err
+		}
 	}
 	r.record(results.EventMembers, c.members.Members())
 
