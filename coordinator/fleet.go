@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
@@ -14,56 +13,42 @@ import (
 	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
-// maxFleetNodes bounds a fleet baseline's selection.
-const maxFleetNodes = 1000
-
-// FleetSpec configures a fleet baseline: the cold/warm baseline on each
-// selected gpunode, one node after another, compared in fleet.md.
+// FleetSpec configures a fleet baseline: the cold/warm baseline on every
+// gpunode its selection matches, one node after another, compared in
+// fleet.md.
 type FleetSpec struct {
-	// Baseline is each node's baseline; its RunID and OutDir are the
-	// fleet's, and each node's run is nodes/<gpunode>/ inside it.
+	// Baseline is each node's baseline. Its RunID and OutDir are the
+	// fleet's (each node's run is nodes/<gpunode>/ inside it); its Selection
+	// picks the nodes: every gpunode, or every one matching Selector, and
+	// the agents by AgentsSelector.
 	Baseline BaselineSpec
-	// GPUNodes names the gpunodes to run on, in order; the run waits for
-	// each to be alive. Empty means every gpunode alive when the run starts,
-	// by name.
-	GPUNodes []string
 }
 
 func (s FleetSpec) withDefaults() FleetSpec {
 	s.Baseline = s.Baseline.withDefaults()
+	s.Baseline.Selection.All = true
 	return s
 }
 
 // Validate checks the spec; each error is a specerr.FieldError.
 func (s FleetSpec) Validate() error {
 	errs := []error{s.Baseline.Validate()}
-	if s.Baseline.GPUNode != "" {
-		errs = append(errs, specerr.New("gpunode", fmt.Sprintf("%q", s.Baseline.GPUNode), "is a single-node choice: a fleet baseline selects its nodes with gpunodes"))
-	}
-	if len(s.GPUNodes) > maxFleetNodes {
-		errs = append(errs, specerr.New("gpunodes", len(s.GPUNodes), "is too many: select at most %d gpunodes", maxFleetNodes))
-	}
-	seen := map[string]bool{}
-	for _, n := range s.GPUNodes {
-		switch {
-		case !results.ValidFleetNodeName(n):
-			errs = append(errs, specerr.New("gpunodes", fmt.Sprintf("%q", n), "is not a gpunode name: use the names `ttftlab members` lists (letters, digits, '.', '_' and '-')"))
-		case seen[n]:
-			errs = append(errs, specerr.New("gpunodes", fmt.Sprintf("%q", n), "is listed twice: name each gpunode once"))
-		}
-		seen[n] = true
+	if n := s.Baseline.Selection.GPUNode; n != "" {
+		errs = append(errs, specerr.New("selection.gpunode", fmt.Sprintf("%q", n), "names one gpunode: a fleet baseline runs on every gpunode (or every one matching a selector); drop the name"))
 	}
 	return errors.Join(errs...)
 }
 
 // RunFleetBaseline runs the baseline on every selected gpunode, one after
-// another (each owns its node's engine; the nodes do not overlap, so one
-// node's load cannot slow another's start). The fleet's directory holds
-// its own events.jsonl (fleet_start, fleet_node_start/end per node,
-// run_end), each node's complete baseline run under nodes/<gpunode>/ —
-// recorded, like any run, as it happens — and fleet.md and fleet.json,
-// rendered from those at the end. A node that fails does not stop the
-// others; the fleet then fails, naming it.
+// another: each node's baseline owns that node's engine and one agent, and
+// the nodes do not overlap, so that one node's load cannot slow another's
+// start where they share a host (as under `ttftlab up`) or the agent. The
+// fleet's directory holds its own events.jsonl (fleet_start,
+// fleet_node_start and fleet_node_end per node, run_end), each node's
+// complete baseline run under nodes/<gpunode>/ — recorded, like any run, as
+// it happens, with the node's name as its run id — and fleet.md and
+// fleet.json, rendered from those at the end. A node that fails does not
+// stop the others; the fleet then fails, naming it.
 func (c *Coordinator) RunFleetBaseline(ctx context.Context, spec FleetSpec, emit func(results.Event)) (RunResult, error) {
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
@@ -76,11 +61,11 @@ func (c *Coordinator) RunFleetBaseline(ctx context.Context, spec FleetSpec, emit
 }
 
 func (c *Coordinator) fleet(ctx context.Context, r *recorder, spec FleetSpec, dir string, emit func(results.Event)) error {
-	nodes, err := c.selectFleet(ctx, spec.GPUNodes)
+	b := spec.Baseline
+	nodes, err := c.selectFleet(ctx, b.Selection)
 	if err != nil {
 		return err
 	}
-	b := spec.Baseline
 	r.record(results.EventFleetStart, results.FleetStart{RunID: b.RunID, GPUNodes: nodes, Order: "sequential",
 		Profile: b.Profile, ColdMode: b.ColdMode, WarmRuns: b.WarmRuns, Repeats: b.Repeats})
 	var failed []error
@@ -90,9 +75,10 @@ func (c *Coordinator) fleet(ctx context.Context, r *recorder, spec FleetSpec, di
 		}
 		r.record(results.EventFleetNodeStart, results.FleetNode{Node: name})
 		ns := b
-		ns.GPUNode, ns.OutDir, ns.RunID = name, "", name
+		ns.Selection = Selection{GPUNode: name, AgentsSelector: b.Selection.AgentsSelector}
+		ns.OutDir, ns.RunID = "", name
 		runID := name
-		_, err := c.logRun(ctx, filepath.Join(dir, results.FleetNodesDir), &runID, emit, func(ctx context.Context, nr *recorder) error {
+		_, err := c.runLogged(ctx, filepath.Join(dir, results.FleetNodesDir), &runID, emit, func(ctx context.Context, nr *recorder) error {
 			return (&baselineRun{recorder: nr, c: c, spec: ns}).run(ctx)
 		})
 		end := results.FleetNode{Node: name, Status: results.StatusOK}
@@ -105,54 +91,32 @@ func (c *Coordinator) fleet(ctx context.Context, r *recorder, spec FleetSpec, di
 	return errors.Join(failed...)
 }
 
-// selectFleet returns the named gpunodes once all are alive, or every
-// alive gpunode (by name) when none is named; it needs an agent too.
-func (c *Coordinator) selectFleet(ctx context.Context, names []string) ([]string, error) {
-	if _, _, err := c.waitForMembers(ctx, true); err != nil {
-		return nil, err
-	}
-	if len(names) == 0 {
-		var all []string
-		for _, m := range membership.ByRole(c.members.Members(), membership.RoleGPUNode) {
-			if !results.ValidFleetNodeName(m.Name) {
-				return nil, fmt.Errorf("gpunode %q: its name cannot name a directory: restart it with --name using letters, digits, '.', '_' and '-'", m.Name)
-			}
-			all = append(all, m.Name)
-		}
-		slices.Sort(all)
-		return slices.Compact(all), nil
-	}
-	for _, n := range names {
-		if _, err := c.waitForGPUNode(ctx, n); err != nil {
-			return nil, err
-		}
-	}
-	return names, nil
-}
-
-// waitForGPUNode waits until the gpunode called name is alive.
-func (c *Coordinator) waitForGPUNode(ctx context.Context, name string) (membership.Member, error) {
+// selectFleet returns the names of the alive gpunodes sel matches, sorted,
+// once at least one of them and an agent it may use are in view; after the
+// discovery timeout it fails naming the selection and what exists.
+func (c *Coordinator) selectFleet(ctx context.Context, sel Selection) ([]string, error) {
 	timer := time.NewTimer(c.cfg.DiscoveryTimeout)
 	defer timer.Stop()
 	poll := time.NewTicker(200 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		gpus := membership.ByRole(c.members.Members(), membership.RoleGPUNode)
-		for _, m := range gpus {
-			if m.Name == name {
-				return m, nil
+		ms := c.members.Members()
+		gpus := matching(ms, membership.RoleGPUNode, sel.gpuMatches)
+		if len(gpus) > 0 && len(matching(ms, membership.RoleAgent, sel.agentMatches)) > 0 {
+			all := names(gpus)
+			for _, n := range all {
+				if !results.ValidFleetNodeName(n) {
+					return nil, fmt.Errorf("gpunode %q: its name cannot name a directory of the fleet: restart it with --name using letters, digits, '.', '_' and '-'", n)
+				}
 			}
+			slices.Sort(all)
+			return slices.Compact(all), nil
 		}
 		select {
 		case <-ctx.Done():
-			return membership.Member{}, ctx.Err()
+			return nil, ctx.Err()
 		case <-timer.C:
-			var have []string
-			for _, m := range gpus {
-				have = append(have, m.Name)
-			}
-			return membership.Member{}, fmt.Errorf("gpunode %q did not appear in %s; the cluster has [%s]: check the name with `ttftlab members`",
-				name, c.cfg.DiscoveryTimeout, strings.Join(have, ", "))
+			return nil, sel.noMatchError(ms, true, c.cfg.DiscoveryTimeout.String())
 		case <-c.members.Changes():
 		case <-poll.C:
 		}

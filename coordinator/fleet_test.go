@@ -133,7 +133,7 @@ func TestFleetBaselineKeepsGoingPastAFailedNode(t *testing.T) {
 	bad := &fleetGPU{fakeGPU: fakeGPU{startErr: errors.New("CUDA out of memory")}, diskFactor: 1}
 	last := &fleetGPU{diskFactor: 1}
 	c := newFleetCoordinator(t, map[string]GPUNode{"n1": &fleetGPU{diskFactor: 1}, "n2": bad, "n3": last})
-	res, err := c.RunFleetBaseline(t.Context(), FleetSpec{Baseline: BaselineSpec{WarmRuns: 2}, GPUNodes: []string{"n1", "n2", "n3"}}, nil)
+	res, err := c.RunBaseline(t.Context(), BaselineSpec{WarmRuns: 2, Selection: Selection{All: true}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "gpunode n2") || !strings.Contains(err.Error(), "CUDA out of memory") {
 		t.Fatalf("err = %v, want the fleet to fail naming gpunode n2 and its cause", err)
 	}
@@ -152,22 +152,22 @@ func TestFleetBaselineKeepsGoingPastAFailedNode(t *testing.T) {
 	}
 }
 
-// TestFleetSpecRefusesBadSelections checks the selection's validation and
-// a named gpunode that never appears.
+// TestFleetSpecRefusesBadSelections checks that a fleet refuses a single
+// gpunode's name and names the selection when nothing matches it.
 func TestFleetSpecRefusesBadSelections(t *testing.T) {
 	tests := []struct {
-		name  string
-		nodes []string
-		want  string
+		name string
+		sel  Selection
+		want string
 	}{
-		{"unsafe name", []string{"../x"}, `gpunodes "../x" is not a gpunode name`},
-		{"listed twice", []string{"n1", "n1"}, `gpunodes "n1" is listed twice`},
-		{"missing node", []string{"n1", "n9"}, `gpunode "n9" did not appear in 500ms; the cluster has [n1]`},
+		{"one gpunode's name", Selection{GPUNode: "n1"}, `selection.gpunode "n1" names one gpunode: a fleet baseline runs on every gpunode`},
+		{"selector matches nothing", Selection{Selector: map[string]string{"gpu": "b200"}}, "no gpunode matches selector gpu=b200"},
+		{"agents selector matches nothing", Selection{AgentsSelector: map[string]string{"zone": "x"}}, "no agent matches agents selector zone=x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newFleetCoordinator(t, map[string]GPUNode{"n1": &fleetGPU{diskFactor: 1}})
-			_, err := c.RunFleetBaseline(t.Context(), FleetSpec{GPUNodes: tt.nodes}, nil)
+			_, err := c.RunFleetBaseline(t.Context(), FleetSpec{Baseline: BaselineSpec{Selection: tt.sel}}, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want it to contain %q", err, tt.want)
 			}
