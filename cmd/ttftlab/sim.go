@@ -83,7 +83,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
 	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")
-	diskGBps := fs.Float64("disk-read-gbps", cfg.Startup.DiskReadBps/1e9, "weight read speed from disk in `GB/s` (10^9 bytes/s) when the weights are not in the simulated page cache; a slow disk is a fraction of the default")
+	diskGBps := fs.Float64("disk-read-gbps", cfg.Startup.DiskReadBps/1e9, "weight read speed from disk in `GB/s` (10^9 bytes/s) when the weights are not in the simulated page cache; a slow disk reads at a fraction of it")
 	fs.DurationVar(&cfg.FirstRequestDelay, "sim-first-request-delay", cfg.FirstRequestDelay, "lazy-initialisation `duration` the first engine step pays")
 
 	// `vllm serve MODEL [flags]`: accept the model as a leading positional.
