@@ -434,6 +434,8 @@ func judgeFleet(rows []FleetRow, metrics []FleetMetric) ([]FleetStat, string) {
 			case st.N >= 3:
 				c.Outlier = med > 0 && x > FleetMAD0Ratio*med
 			}
+			// A p99 of a few runs is their maximum: one jittery request.
+			c.Outlier = c.Outlier && !c.Insufficient
 			rows[i].Cells[m.Key] = c
 		}
 		stats = append(stats, st)
@@ -448,6 +450,9 @@ func judgeFleet(rows []FleetRow, metrics []FleetMetric) ([]FleetStat, string) {
 		method = fmt.Sprintf("With 2 nodes the MAD outlier test is not meaningful (MAD is half the difference, so both robust z are ±0.6745): the slower node is flagged where it takes at least %.1f× the faster one. Ratios to the fleet median (here the mean of the two) are reported as well.", FleetPairRatio)
 	default:
 		method = "With 1 node there is no fleet to compare against: no outlier test; ratios to the median are 1."
+	}
+	if n > 1 {
+		method += fmt.Sprintf(" A warm p99 from fewer than %d warm runs (⚠) is about their maximum, one request, and is never flagged.", MinSuccessesP99)
 	}
 	return stats, method
 }
@@ -498,9 +503,6 @@ func fleetFindings(f *FleetResults) []string {
 				}
 			} else {
 				s += ": " + m.Cause
-			}
-			if m.Key == "warm_p99" && c.Insufficient {
-				s += fmt.Sprintf(" (⚠ p99 of fewer than %d warm runs)", MinSuccessesP99)
 			}
 			row.Findings = append(row.Findings, s+".")
 		}

@@ -137,8 +137,9 @@ func TestFleetGolden(t *testing.T) {
 			ends: map[string]string{"gpunode-1": "", "gpunode-2": "", "gpunode-3": "", "gpunode-4": "", "gpunode-5": ""},
 			must: []string{"robust z = 0.6745·(x − median)/MAD", "gpunode-3: weights load 0.475 s is 3.92× the fleet median 0.121 s (robust z",
 				"the phase that makes it slow is weights load (+0.354 s over its fleet median, 3.92×): disk or page cache.",
-				"gpunode-5: warm TTFT 0.042 s is 2.50× the fleet median", "GPU compute (prefill)", "| gpunode-5 | sim l4 | ok |"},
-			flagged:  map[string][]string{"gpunode-3": {"load_weights", "spawn_to_ready"}, "gpunode-5": {"warm_ttft", "warm_p99"}},
+				"gpunode-5: warm TTFT 0.042 s is 2.50× the fleet median", "GPU compute (prefill)", "| gpunode-5 | sim l4 | ok |", "0.059 ⚠ |", "is never flagged"},
+			// gpunode-5's warm p99 is 2.5× too, but from 5 runs: not flagged.
+			flagged:  map[string][]string{"gpunode-3": {"load_weights", "spawn_to_ready"}, "gpunode-5": {"warm_ttft"}},
 			wantStat: StatusOK,
 		},
 		{
