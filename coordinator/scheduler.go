@@ -185,7 +185,7 @@ func (s *scheduler) exists(r *schedRun, ms []membership.Member) bool {
 // so that runs on other gpunodes with other agents still start. s.mu must
 // be held.
 func (s *scheduler) assign(ms []membership.Member) {
-	reserved := map[string]string{} // gpunode → the first waiting run that wants it
+	reserved := map[string]string{} // gpunode → the last waiting run so far that wants it
 	changed := false
 	queues := map[string]int{} // gpunode or agent → waiting runs ahead
 	for _, r := range s.active {
@@ -248,10 +248,9 @@ func (s *scheduler) assign(ms []membership.Member) {
 			}
 		}
 		if r.need.NeedGPU {
+			// The next run that wants these waits behind this one.
 			for _, g := range gpus {
-				if reserved[g.Name] == "" {
-					reserved[g.Name] = r.info.RunID
-				}
+				reserved[g.Name] = r.info.RunID
 			}
 		}
 		r.at = queuedAt{Position: ahead + 1, Behind: behind}
