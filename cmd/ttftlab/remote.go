@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
 	"github.com/ttftlab/ttftlab/internal/node"
 )
 
@@ -46,6 +48,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var cf coordinatorFlags
 	cf.register(fs)
 	finish := registerBaselineFlags(fs, &c, "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
+	registerSelectionFlags(fs, &c.baseline.Selection)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +56,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	c.baseline.OutDir = c.out
-	if err := baselineFlagNames().rename(c.baseline.Validate()); err != nil {
+	if err := withSelectionNames(baselineFlagNames()).rename(c.baseline.Validate()); err != nil {
 		return err
 	}
 	client, closer, err := cf.dial(ctx)
@@ -65,7 +68,11 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if err := printReport(stdout, stderr, dir, "first_token_latency.md", c.quiet); err != nil {
+	report := results.BaselineReport
+	if c.baseline.Selection.All {
+		report = results.FleetReport // a fleet baseline: one row per gpunode
+	}
+	if err := printReport(stdout, stderr, dir, report, c.quiet); err != nil {
 		return err
 	}
 	return failure
@@ -105,9 +112,15 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("list members: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tGRPC\tSTATE\tPROTOCOL")
+	fmt.Fprintln(tw, "NAME\tROLE\tGRPC\tSTATE\tPROTOCOL\tLABELS")
 	for _, m := range resp.GetMembers() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", m.GetName(), m.GetRole(), m.GetGrpcAddr(), m.GetState(), m.GetProtocolVersion())
+		// Labels come from gossip: the coordinator validated them, but
+		// print them as a selector would be typed, sorted.
+		labels := membership.FormatLabels(m.GetLabels())
+		if labels == "" {
+			labels = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.GetName(), m.GetRole(), m.GetGrpcAddr(), m.GetState(), m.GetProtocolVersion(), labels)
 	}
 	return tw.Flush()
 }
