@@ -155,5 +155,5 @@ func readCompareRun(path string) (*results.CompareRun, error) {
 // writeResultFile writes a result file readable by all (0644): results are
 // meant to be shared; keys and tokens are written 0600 elsewhere.
 func writeResultFile(path string, b []byte) error {
-	return os.WriteFile(path, b, 0o644)
+	return os.WriteFile(path, b, results.ResultFileMode)
 }
