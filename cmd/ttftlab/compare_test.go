@@ -76,7 +76,7 @@ func TestCompareFlagsASlowerEngine(t *testing.T) {
 		}
 		for _, m := range c.Levels[0].Metrics {
 			switch m.Metric {
-			case "ttft_p50", "e2e_p50", "e2e_p90":
+			case "ttft_p50", "e2e_p50":
 				if m.Verdict != "worse" {
 					t.Errorf("%s: %s (change %v), want worse", m.Metric, m.Verdict, *m.Change)
 				}

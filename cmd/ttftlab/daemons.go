@@ -43,7 +43,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -98,7 +98,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -129,7 +129,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	verbose := fs.Bool("v", false, "debug logging")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -217,7 +217,7 @@ func agentLabels(operator map[string]string) map[string]string {
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("report", stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -94,7 +94,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		args = args[1:]
 		modelPositional = true
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
