@@ -21,7 +21,7 @@ const (
 	DefaultPresetsMaxModelLen   = 4096
 	DefaultPresetsSLOTTFTMs     = 200
 	DefaultPresetsMaxTTFTMs     = 1000
-	DefaultPresetsLevelDuration = 4 * time.Second
+	DefaultPresetsLevelDuration = 5 * time.Second
 	DefaultPresetsWarmup        = 1500 * time.Millisecond
 	// maxPresetsGridPoints bounds the grid: each point restarts the engine.
 	maxPresetsGridPoints = 64

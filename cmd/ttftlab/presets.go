@@ -20,7 +20,7 @@ import (
 // 2-core host: a 3B model on a simulated H100 decodes a few thousand
 // tokens/s at concurrency 64 (cheap for two cores to stream), and its
 // requests of ~1,500 prompt + 64 output tokens end within about a second,
-// so a 4 s step holds enough of them (docs/experiments.md, "presets").
+// so a 5 s step holds enough of them (docs/experiments.md, "presets").
 const (
 	presetsDefaultModel  = "meta-llama/Llama-3.2-3B-Instruct"
 	presetsDefaultGPU    = "h100"

@@ -642,15 +642,25 @@ func presetsObservations(res *PresetsResults) []string {
 		}
 		return nil
 	}
-	// highestCommon is the highest concurrency both points measured.
+	// highestCommon is the highest concurrency both points measured with
+	// enough samples, or else the highest both measured at all.
 	highestCommon := func(a, b *PresetPoint) (int, *PresetLevel, *PresetLevel) {
-		best := 0
-		var la, lb *PresetLevel
+		best, bestThin := 0, 0
+		var la, lb, ta, tb *PresetLevel
 		for _, l := range a.Levels {
 			x, y := levelAt(a, l.Concurrency), levelAt(b, l.Concurrency)
-			if x != nil && y != nil && l.Concurrency > best {
+			if x == nil || y == nil {
+				continue
+			}
+			if !x.Insufficient && !y.Insufficient && l.Concurrency > best {
 				best, la, lb = l.Concurrency, x, y
 			}
+			if l.Concurrency > bestThin {
+				bestThin, ta, tb = l.Concurrency, x, y
+			}
+		}
+		if best == 0 {
+			return bestThin, ta, tb
 		}
 		return best, la, lb
 	}
