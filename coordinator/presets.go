@@ -64,6 +64,8 @@ type PresetsSpec struct {
 	LevelDuration time.Duration
 	Warmup        time.Duration
 	MaxAgents     int
+	// Selection picks the gpunode and the agents.
+	Selection Selection
 }
 
 func (s PresetsSpec) withDefaults() PresetsSpec {
@@ -190,6 +192,9 @@ func (s PresetsSpec) Validate() error {
 	if s.MaxAgents < 0 {
 		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
 	}
+	if err := s.Selection.Validate(false); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -239,7 +244,7 @@ func (c *Coordinator) RunPresets(ctx context.Context, spec PresetsSpec, emit fun
 		}
 	}
 	gs := GridSpec{RunID: spec.RunID, OutDir: spec.OutDir, Profile: spec.Profile, API: spec.API, Experiment: results.ExperimentPresets,
-		Params: params, Points: points, MaxAgents: spec.MaxAgents,
+		Params: params, Points: points, MaxAgents: spec.MaxAgents, Selection: spec.Selection,
 		Plan: func(GridReady) (any, LevelSchedule) {
 			return results.PresetsPlan{Concurrencies: spec.Concurrencies}, &presetsSchedule{spec: spec}
 		}}

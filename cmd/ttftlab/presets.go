@@ -99,6 +99,8 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	fs.Float64Var(&c.startupScale, "sim-startup-scale", presetsStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	var sel coordinator.Selection
+	registerSelectionFlags(fs, &sel)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -148,14 +150,14 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 	}
 	c.req = &pb.RunPresetsRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, MaxNumBatchedTokens: bs, MaxNumSeqs: ss,
 		ChunkedPrefill: ch, MaxModelLen: int32(*mml), Concurrencies: cs, InputLen: int32(*inLen), OutputLen: int32(*outLen),
-		SloTtftMs: *slo, MaxTtftMs: *maxTTFT, LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), MaxAgents: int32(*maxAgents)}
+		SloTtftMs: *slo, MaxTtftMs: *maxTTFT, LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks again and names the field; check here too, so
 	// that a typo fails before a cluster starts.
 	spec := coordinator.PresetsSpec{RunID: c.runID, Profile: *profile, API: *api, MaxNumBatchedTokens: toInts(bs), MaxNumSeqs: toInts(ss),
 		ChunkedPrefill: ch, MaxModelLen: *mml, Concurrencies: toInts(cs), InputLen: *inLen, OutputLen: *outLen, SLOTTFTMs: *slo,
-		MaxTTFTMs: *maxTTFT, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents}
+		MaxTTFTMs: *maxTTFT, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents, Selection: sel}
 	if err := spec.Validate(); err != nil {
-		return c, presetsFlagNames(err)
+		return c, presetsFlagNames(selectionFlagNames().rename(err))
 	}
 	return c, nil
 }
