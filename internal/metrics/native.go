@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,12 +31,20 @@ func classicBounds() []float64 {
 	return []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60}
 }
 
+// nativeBounds are the schema-3 bucket boundaries within one octave, as
+// fractions in [0.5, 1): client_golang's own table, so that a value on an
+// edge lands where its histogram would put it.
+func nativeBounds() [8]float64 {
+	return [8]float64{0.5, 0.5452538663326288, 0.5946035575013605, 0.6484197773255048,
+		0.7071067811865475, 0.7711054127039704, 0.8408964152537144, 0.9170040432046711}
+}
+
 // nativeKey is the schema-3 bucket index of v > 0, as client_golang's
 // histogram computes it: bucket i holds (2^((i-1)/8), 2^(i/8)].
 func nativeKey(v float64) int {
 	frac, exp := math.Frexp(v) // v = frac × 2^exp, frac in [0.5, 1)
-	const perOctave = 1 << nativeSchema
-	return perOctave*exp + int(math.Ceil(perOctave*math.Log2(frac)))
+	b := nativeBounds()
+	return sort.SearchFloat64s(b[:], frac) + (exp-1)*len(b)
 }
 
 // nativeHist accumulates a latency distribution in seconds as a native
