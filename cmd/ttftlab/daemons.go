@@ -18,6 +18,7 @@ import (
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/metrics"
 	"github.com/ttftlab/ttftlab/internal/node"
 )
 
@@ -41,7 +42,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -52,6 +57,15 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg.OutDir = *out
 	var c *coordinator.Coordinator
 	var mem memberView
+	if *metricsAddr != "" {
+		obs := metrics.NewCoordinator(metrics.CoordinatorOptions{Members: mem.Members})
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	s, err := node.Start(ctx, sc, membership.RoleCoordinator, func(r node.Registrar) {
 		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Options: sc.DialOptions()}, logger)
 		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
@@ -94,7 +108,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	verbose := fs.Bool("v", false, "debug logging")
 	var allow listFlag
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -104,6 +122,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mem memberView
 	cfg := agent.DefaultConfig()
 	cfg.CheckTarget = targetPolicy(&mem, allow)
+	if *metricsAddr != "" {
+		obs := metrics.NewAgent()
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a := agent.New(cfg, logger)
 	s, err := node.Start(ctx, sc, membership.RoleAgent, func(r node.Registrar) {
 		pb.RegisterAgentServiceServer(r, agent.NewServer(a))
@@ -122,7 +149,11 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
 	config := fs.String("config", "", "YAML `file` of engine profiles (default: the built-in sim and vllm profiles)")
 	verbose := fs.Bool("v", false, "debug logging")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -134,6 +165,17 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer n.Close()
+	if *metricsAddr != "" {
+		info, err := n.Info(ctx)
+		if err != nil {
+			return err
+		}
+		stop, err := serveMetrics(ctx, *metricsAddr, metrics.NewGPUNode(info, n.LatestSample, n.EngineStatus).Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	s, err := node.Start(ctx, sc, membership.RoleGPUNode, func(r node.Registrar) {
 		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(n))
 	}, logger)
