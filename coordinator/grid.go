@@ -37,6 +37,8 @@ type GridSpec struct {
 	// schedule of levels to run.
 	Plan      func(GridReady) (any, LevelSchedule)
 	MaxAgents int
+	// Selection picks the gpunode and the agents.
+	Selection Selection
 }
 
 // GridPoint is one point of the grid.
@@ -131,13 +133,11 @@ func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) erro
 		gs.Points = append(gs.Points, results.GridPointInfo{Point: i, Label: p.Label, Knobs: results.ProtoJSON(p.Knobs)})
 	}
 	r.record(results.EventGridStart, gs)
-	gpuM, agentMs, err := c.waitForMembers(ctx, true)
+	l, err := c.waitForMembers(ctx, r, memberNeed{Experiment: spec.Experiment, Selection: spec.Selection, NeedGPU: true, MaxAgents: spec.MaxAgents})
 	if err != nil {
 		return err
 	}
-	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
-		agentMs = agentMs[:spec.MaxAgents]
-	}
+	gpuM, agentMs := l.GPUs[0], l.Agents
 	r.record(results.EventMembers, c.members.Members())
 	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
 	if err != nil {

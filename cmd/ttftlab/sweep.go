@@ -147,6 +147,8 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sp.Profile, "profile", sp.Profile, "gpunode engine profile when --base-url is not given")
 	fs.StringVar(&sp.OutDir, "out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	fs.StringVar(&sp.RunID, "run-id", "", "run directory name (default: timestamp)")
+	registerSelectionFlags(fs, &sp.Selection)
+	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	if err := fs.Parse(args); err != nil {

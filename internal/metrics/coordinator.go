@@ -4,7 +4,6 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,16 +33,15 @@ const BaselineLevel = "baseline"
 var errorKindRe = regexp.MustCompile(`^[a-z0-9_]{1,40}$`)
 
 // Coordinator exports a coordinator's live state: runs by state, the queue
-// depth, members by role and state, and per run and level the TTFT, ITL
+// depth (runs whose last news is a queued event, not yet a lease), members by role and state, and per run and level the TTFT, ITL
 // and E2E histograms, requests, errors, tokens and requests in flight, fed
 // from the interval reports as the coordinator records them. A run's series
 // are dropped Retention after it ends. It is safe for concurrent use.
 type Coordinator struct {
-	reg        *prometheus.Registry
-	now        func() time.Time
-	retention  time.Duration
-	members    func() []membership.Member
-	queueDepth atomic.Int64
+	reg       *prometheus.Registry
+	now       func() time.Time
+	retention time.Duration
+	members   func() []membership.Member
 
 	mu       sync.Mutex
 	runs     map[string]*runState
@@ -98,9 +96,9 @@ func NewCoordinator(o CoordinatorOptions) *Coordinator {
 	c := &Coordinator{
 		reg: newRegistry(), now: o.Now, retention: o.Retention, members: o.Members,
 		runs: map[string]*runState{}, finished: map[string]uint64{},
-		runsDesc:       prometheus.NewDesc("ttftlab_runs", "Runs the coordinator knows, by state: running, or ok/failed for runs ended within the retention.", []string{"state"}, nil),
+		runsDesc:       prometheus.NewDesc("ttftlab_runs", "Runs the coordinator knows, by state: queued, running, or ok/failed for runs ended within the retention.", []string{"state"}, nil),
 		finishedDesc:   prometheus.NewDesc("ttftlab_runs_finished_total", "Runs ended since the coordinator started, by status (ok, failed).", []string{"status"}, nil),
-		queueDesc:      prometheus.NewDesc("ttftlab_queue_depth", "Runs waiting for their turn (0 while runs are not queued).", nil, nil),
+		queueDesc:      prometheus.NewDesc("ttftlab_queue_depth", "Runs waiting in the scheduler's queue for a gpunode or agents.", nil, nil),
 		membersDesc:    prometheus.NewDesc("ttftlab_members", "Cluster members by role and memberlist state.", []string{"role", "state"}, nil),
 		ttftDesc:       prometheus.NewDesc("ttftlab_ttft_seconds", "Time to first token of the measured requests, merged over the agents as their interval reports arrive.", runLevel, nil),
 		itlDesc:        prometheus.NewDesc("ttftlab_itl_seconds", "Inter-token latency per token of the measured requests, merged over the agents.", runLevel, nil),
@@ -118,11 +116,9 @@ func NewCoordinator(o CoordinatorOptions) *Coordinator {
 // Registry returns the registry to serve.
 func (c *Coordinator) Registry() *prometheus.Registry { return c.reg }
 
-// SetQueueDepth sets the number of runs waiting for their turn.
-func (c *Coordinator) SetQueueDepth(n int) { c.queueDepth.Store(int64(n)) }
-
 // RunEvent takes one event of a run as the coordinator records it: a
-// coordinator.Observer. Interval reports feed the run's histograms and
+// coordinator.Observer. A queued event puts the run in the queue and its
+// lease takes it out; interval reports feed the run's histograms and
 // counters, level_start names a level's value, run_end ends the run.
 func (c *Coordinator) RunEvent(runID, kind string, payload any) {
 	now := c.now()
@@ -139,6 +135,14 @@ func (c *Coordinator) RunEvent(runID, kind string, payload any) {
 		c.evict()
 	}
 	switch kind {
+	case results.EventQueued:
+		if r.state == "running" || r.state == "queued" {
+			r.state = "queued"
+		}
+	case results.EventLease:
+		if r.state == "queued" {
+			r.state = "running"
+		}
 	case results.EventLevelStart:
 		if ls, ok := payload.(results.LevelStart); ok {
 			if l := r.level(levelLabel(ls.Level), now); l != nil {
@@ -162,7 +166,7 @@ func (c *Coordinator) RunEvent(runID, kind string, payload any) {
 		if end, ok := payload.(results.RunEnd); ok && end.Status == results.StatusOK {
 			status = results.StatusOK
 		}
-		if r.state == "running" {
+		if r.state == "running" || r.state == "queued" {
 			c.finished[status]++
 		}
 		r.state, r.ended = status, now
@@ -233,7 +237,7 @@ func (l *levelState) hasAgent(a string) bool { _, ok := l.inFlight[a]; return ok
 // prune drops the runs that ended more than the retention ago.
 func (c *Coordinator) prune(now time.Time) {
 	for id, r := range c.runs {
-		if r.state != "running" && now.Sub(r.ended) > c.retention {
+		if !r.ended.IsZero() && now.Sub(r.ended) > c.retention {
 			delete(c.runs, id)
 		}
 	}
@@ -244,7 +248,7 @@ func (c *Coordinator) evict() {
 	for len(c.runs) > maxRuns {
 		oldest := ""
 		for id, r := range c.runs {
-			if r.state != "running" && (oldest == "" || r.ended.Before(c.runs[oldest].ended)) {
+			if !r.ended.IsZero() && (oldest == "" || r.ended.Before(c.runs[oldest].ended)) {
 				oldest = id
 			}
 		}
@@ -265,7 +269,6 @@ func (c *Coordinator) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect sends the current values.
 func (c *Coordinator) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.queueDesc, prometheus.GaugeValue, float64(c.queueDepth.Load()))
 	if c.members != nil {
 		type rs struct{ role, state string }
 		n := map[rs]int{}
@@ -279,10 +282,11 @@ func (c *Coordinator) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.prune(c.now())
-	byState := map[string]int{"running": 0, results.StatusOK: 0, results.StatusFailed: 0}
+	byState := map[string]int{"queued": 0, "running": 0, results.StatusOK: 0, results.StatusFailed: 0}
 	for _, r := range c.runs {
 		byState[r.state]++
 	}
+	ch <- prometheus.MustNewConstMetric(c.queueDesc, prometheus.GaugeValue, float64(byState["queued"]))
 	for s, n := range byState {
 		ch <- prometheus.MustNewConstMetric(c.runsDesc, prometheus.GaugeValue, float64(n), s)
 	}

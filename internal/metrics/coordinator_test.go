@@ -246,7 +246,11 @@ func TestCoordinatorQueueAndMembers(t *testing.T) {
 		{Name: "a3", Meta: membership.Meta{Role: membership.RoleAgent}, State: "alive"},
 	}
 	c := NewCoordinator(CoordinatorOptions{Members: func() []membership.Member { return ms }})
-	c.SetQueueDepth(3)
+	for _, id := range []string{"q1", "q2", "q3", "started"} {
+		c.RunEvent(id, results.EventQueued, results.Queued{Position: 1})
+	}
+	c.RunEvent("q2", results.EventQueued, results.Queued{Position: 2}) // a new place: still queued
+	c.RunEvent("started", results.EventLease, results.Lease{})
 	mfs := gather(t, c.Registry())
 	for key, want := range map[string]float64{
 		"ttftlab_queue_depth":                       3,

@@ -3136,6 +3136,305 @@ func (x *RequestRecord) GetFirstChunkS() float64 {
 	return 0
 }
 
+// Selection picks the gpunode(s) and agents a run uses. At most one of
+// gpunode, selector and all_gpunodes is set; none of them means any one
+// gpunode. Selectors match a member when it carries every label with the
+// given value (`ttftlab members` shows the labels).
+type Selection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// gpunode names one gpunode.
+	Gpunode string `protobuf:"bytes,1,opt,name=gpunode,proto3" json:"gpunode,omitempty"`
+	// selector picks a gpunode by its labels.
+	Selector map[string]string `protobuf:"bytes,2,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// all_gpunodes asks for every gpunode (matching selector, when given);
+	// only experiments that run a fleet accept it.
+	AllGpunodes bool `protobuf:"varint,3,opt,name=all_gpunodes,json=allGpunodes,proto3" json:"all_gpunodes,omitempty"`
+	// agents_selector restricts the agents the run may lease.
+	AgentsSelector map[string]string `protobuf:"bytes,4,rep,name=agents_selector,json=agentsSelector,proto3" json:"agents_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Selection) Reset() {
+	*x = Selection{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Selection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Selection) ProtoMessage() {}
+
+func (x *Selection) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Selection.ProtoReflect.Descriptor instead.
+func (*Selection) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Selection) GetGpunode() string {
+	if x != nil {
+		return x.Gpunode
+	}
+	return ""
+}
+
+func (x *Selection) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *Selection) GetAllGpunodes() bool {
+	if x != nil {
+		return x.AllGpunodes
+	}
+	return false
+}
+
+func (x *Selection) GetAgentsSelector() map[string]string {
+	if x != nil {
+		return x.AgentsSelector
+	}
+	return nil
+}
+
+// ListRunsRequest asks for the coordinator's runs.
+type ListRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsRequest) Reset() {
+	*x = ListRunsRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsRequest) ProtoMessage() {}
+
+func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListRunsRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+}
+
+// ListRunsResponse lists the coordinator's runs.
+type ListRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*RunInfo             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsResponse) Reset() {
+	*x = ListRunsResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsResponse) ProtoMessage() {}
+
+func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListRunsResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListRunsResponse) GetRuns() []*RunInfo {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// RunInfo is one run as the coordinator's scheduler sees it.
+type RunInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// experiment is baseline, sweep, kvscale, ...
+	Experiment string `protobuf:"bytes,2,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	// gpunodes are the gpunodes the run leased (none while queued, and none
+	// for a sweep of an external base_url).
+	Gpunodes []string `protobuf:"bytes,3,rep,name=gpunodes,proto3" json:"gpunodes,omitempty"`
+	Agents   []string `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`
+	// state is queued, running or done.
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// position is the place in the queue of a queued run (1 is next).
+	Position       int32 `protobuf:"varint,6,opt,name=position,proto3" json:"position,omitempty"`
+	QueuedUnixNano int64 `protobuf:"varint,7,opt,name=queued_unix_nano,json=queuedUnixNano,proto3" json:"queued_unix_nano,omitempty"`
+	StartUnixNano  int64 `protobuf:"varint,8,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
+	EndUnixNano    int64 `protobuf:"varint,9,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
+	// status is ok or failed once done; error says why it failed.
+	Status string `protobuf:"bytes,10,opt,name=status,proto3" json:"status,omitempty"`
+	Error  string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// selection is what the run asked for.
+	Selection     *Selection `protobuf:"bytes,12,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunInfo) Reset() {
+	*x = RunInfo{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunInfo) ProtoMessage() {}
+
+func (x *RunInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
+func (*RunInfo) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RunInfo) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunInfo) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *RunInfo) GetGpunodes() []string {
+	if x != nil {
+		return x.Gpunodes
+	}
+	return nil
+}
+
+func (x *RunInfo) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *RunInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RunInfo) GetPosition() int32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *RunInfo) GetQueuedUnixNano() int64 {
+	if x != nil {
+		return x.QueuedUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetStartUnixNano() int64 {
+	if x != nil {
+		return x.StartUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetEndUnixNano() int64 {
+	if x != nil {
+		return x.EndUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *RunInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *RunInfo) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunKVScaleRequest configures a kvscale restart grid.
 type RunKVScaleRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -3157,15 +3456,16 @@ type RunKVScaleRequest struct {
 	LevelDurationMs int64 `protobuf:"varint,10,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
 	WarmupMs        int64 `protobuf:"varint,11,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
 	// max_concurrency caps the concurrency steps; 0 means 256.
-	MaxConcurrency int32 `protobuf:"varint,12,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	MaxAgents      int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	MaxConcurrency int32      `protobuf:"varint,12,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	MaxAgents      int32      `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	Selection      *Selection `protobuf:"bytes,14,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RunKVScaleRequest) Reset() {
 	*x = RunKVScaleRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3477,7 @@ func (x *RunKVScaleRequest) String() string {
 func (*RunKVScaleRequest) ProtoMessage() {}
 
 func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3490,7 @@ func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleRequest.ProtoReflect.Descriptor instead.
 func (*RunKVScaleRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RunKVScaleRequest) GetRunId() string {
@@ -3284,6 +3584,13 @@ func (x *RunKVScaleRequest) GetMaxAgents() int32 {
 	return 0
 }
 
+func (x *RunKVScaleRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunKVScaleResponse carries one event.
 type RunKVScaleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3294,7 +3601,7 @@ type RunKVScaleResponse struct {
 
 func (x *RunKVScaleResponse) Reset() {
 	*x = RunKVScaleResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3613,7 @@ func (x *RunKVScaleResponse) String() string {
 func (*RunKVScaleResponse) ProtoMessage() {}
 
 func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3626,7 @@ func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleResponse.ProtoReflect.Descriptor instead.
 func (*RunKVScaleResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RunKVScaleResponse) GetEvent() *RunEvent {
@@ -3357,14 +3664,15 @@ type RunSweepRequest struct {
 	// every level runs load.duration_ms as given.
 	AutoDuration bool `protobuf:"varint,14,opt,name=auto_duration,json=autoDuration,proto3" json:"auto_duration,omitempty"`
 	// max_duration_ms caps an auto-sized level; 0 means 180000.
-	MaxDurationMs int64 `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
+	MaxDurationMs int64      `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
+	Selection     *Selection `protobuf:"bytes,16,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3684,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3697,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -3497,6 +3805,13 @@ func (x *RunSweepRequest) GetMaxDurationMs() int64 {
 	return 0
 }
 
+func (x *RunSweepRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunSweepResponse carries one event.
 type RunSweepResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3507,7 +3822,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3519,7 +3834,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3532,7 +3847,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -3551,7 +3866,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3878,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +3891,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
 }
 
 // ListMembersResponse is the membership view.
@@ -3589,7 +3904,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3916,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3929,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -3632,13 +3947,16 @@ type Member struct {
 	GrpcAddr        string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	State           string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	ProtocolVersion uint32                 `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// labels are the member's announced labels (GPU model, count, memory,
+	// driver, host, and the operator's --label flags).
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3968,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3981,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Member) GetName() string {
@@ -3701,6 +4019,13 @@ func (x *Member) GetProtocolVersion() uint32 {
 	return 0
 }
 
+func (x *Member) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // RunBaselineRequest configures one baseline run.
 type RunBaselineRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -3717,14 +4042,15 @@ type RunBaselineRequest struct {
 	RunId  string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// repeats is R of the protocol's step 7: restarts, each followed by
 	// cold_1 and the warm runs; 0 means 1.
-	Repeats       int32 `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	Repeats       int32      `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	Selection     *Selection `protobuf:"bytes,11,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3736,7 +4062,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +4075,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -3822,6 +4148,13 @@ func (x *RunBaselineRequest) GetRepeats() int32 {
 	return 0
 }
 
+func (x *RunBaselineRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunBaselineResponse carries one event.
 type RunBaselineResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3832,7 +4165,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3844,7 +4177,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3857,7 +4190,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -3867,7 +4200,10 @@ func (x *RunBaselineResponse) GetEvent() *RunEvent {
 	return nil
 }
 
-// RunEvent is one event of a run, as also written to events.jsonl.
+// RunEvent is one event of a run, as also written to events.jsonl. A run
+// waiting for its gpunode or agents sends "queued" events (json:
+// {"position":N,"behind":"RUN"}) until it starts, and a "lease" event
+// naming the gpunodes and agents it got when it does.
 type RunEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	RunId    string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -3882,7 +4218,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3894,7 +4230,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +4243,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -4281,7 +4617,37 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\ffirst_byte_s\x18\n" +
 	" \x01(\x01R\n" +
 	"firstByteS\x12\"\n" +
-	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xce\x03\n" +
+	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xdd\x02\n" +
+	"\tSelection\x12\x18\n" +
+	"\agpunode\x18\x01 \x01(\tR\agpunode\x12?\n" +
+	"\bselector\x18\x02 \x03(\v2#.ttftlab.v1.Selection.SelectorEntryR\bselector\x12!\n" +
+	"\fall_gpunodes\x18\x03 \x01(\bR\vallGpunodes\x12R\n" +
+	"\x0fagents_selector\x18\x04 \x03(\v2).ttftlab.v1.Selection.AgentsSelectorEntryR\x0eagentsSelector\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13AgentsSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +
+	"\x0fListRunsRequest\";\n" +
+	"\x10ListRunsResponse\x12'\n" +
+	"\x04runs\x18\x01 \x03(\v2\x13.ttftlab.v1.RunInfoR\x04runs\"\xff\x02\n" +
+	"\aRunInfo\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\x02 \x01(\tR\n" +
+	"experiment\x12\x1a\n" +
+	"\bgpunodes\x18\x03 \x03(\tR\bgpunodes\x12\x16\n" +
+	"\x06agents\x18\x04 \x03(\tR\x06agents\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1a\n" +
+	"\bposition\x18\x06 \x01(\x05R\bposition\x12(\n" +
+	"\x10queued_unix_nano\x18\a \x01(\x03R\x0equeuedUnixNano\x12&\n" +
+	"\x0fstart_unix_nano\x18\b \x01(\x03R\rstartUnixNano\x12\"\n" +
+	"\rend_unix_nano\x18\t \x01(\x03R\vendUnixNano\x12\x16\n" +
+	"\x06status\x18\n" +
+	" \x01(\tR\x06status\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x123\n" +
+	"\tselection\x18\f \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"\x83\x04\n" +
 	"\x11RunKVScaleRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4299,9 +4665,10 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\twarmup_ms\x18\v \x01(\x03R\bwarmupMs\x12'\n" +
 	"\x0fmax_concurrency\x18\f \x01(\x05R\x0emaxConcurrency\x12\x1d\n" +
 	"\n" +
-	"max_agents\x18\r \x01(\x05R\tmaxAgents\"@\n" +
+	"max_agents\x18\r \x01(\x05R\tmaxAgents\x123\n" +
+	"\tselection\x18\x0e \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
 	"\x12RunKVScaleResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x84\x04\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\xb9\x04\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4320,18 +4687,23 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\n" +
 	"max_agents\x18\r \x01(\x05R\tmaxAgents\x12#\n" +
 	"\rauto_duration\x18\x0e \x01(\bR\fautoDuration\x12&\n" +
-	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\">\n" +
+	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\x123\n" +
+	"\tselection\x18\x10 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\">\n" +
 	"\x10RunSweepResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.ttftlab.v1.MemberR\amembers\"\x8e\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.ttftlab.v1.MemberR\amembers\"\x81\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12)\n" +
-	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\"\xaa\x02\n" +
+	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x126\n" +
+	"\x06labels\x18\x06 \x03(\v2\x1e.ttftlab.v1.Member.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x02\n" +
 	"\x12RunBaselineRequest\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x12-\n" +
 	"\x05knobs\x18\x02 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x16\n" +
@@ -4344,7 +4716,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\aout_dir\x18\b \x01(\tR\x06outDir\x12\x15\n" +
 	"\x06run_id\x18\t \x01(\tR\x05runId\x12\x18\n" +
 	"\arepeats\x18\n" +
-	" \x01(\x05R\arepeats\"A\n" +
+	" \x01(\x05R\arepeats\x123\n" +
+	"\tselection\x18\v \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"A\n" +
 	"\x13RunBaselineResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x80\x01\n" +
 	"\bRunEvent\x12\x15\n" +
@@ -4369,13 +4742,14 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"StopEngine\x12\x1d.ttftlab.v1.StopEngineRequest\x1a\x1e.ttftlab.v1.StopEngineResponse\x12V\n" +
 	"\rStreamSamples\x12 .ttftlab.v1.StreamSamplesRequest\x1a!.ttftlab.v1.StreamSamplesResponse0\x012W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xce\x02\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\x95\x03\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
 	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
 	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01\x12M\n" +
 	"\n" +
-	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
+	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01\x12E\n" +
+	"\bListRuns\x12\x1b.ttftlab.v1.ListRunsRequest\x1a\x1c.ttftlab.v1.ListRunsResponseB>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
 
 var (
 	file_ttftlab_v1_ttftlab_proto_rawDescOnce sync.Once
@@ -4390,7 +4764,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
 	(UsageSource)(0),              // 1: ttftlab.v1.UsageSource
@@ -4424,19 +4798,26 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*IntervalReport)(nil),        // 29: ttftlab.v1.IntervalReport
 	(*EncodedHistogram)(nil),      // 30: ttftlab.v1.EncodedHistogram
 	(*RequestRecord)(nil),         // 31: ttftlab.v1.RequestRecord
-	(*RunKVScaleRequest)(nil),     // 32: ttftlab.v1.RunKVScaleRequest
-	(*RunKVScaleResponse)(nil),    // 33: ttftlab.v1.RunKVScaleResponse
-	(*RunSweepRequest)(nil),       // 34: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 35: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 36: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 37: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 38: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 39: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 40: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 41: ttftlab.v1.RunEvent
-	nil,                           // 42: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 43: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 44: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*Selection)(nil),             // 32: ttftlab.v1.Selection
+	(*ListRunsRequest)(nil),       // 33: ttftlab.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),      // 34: ttftlab.v1.ListRunsResponse
+	(*RunInfo)(nil),               // 35: ttftlab.v1.RunInfo
+	(*RunKVScaleRequest)(nil),     // 36: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),    // 37: ttftlab.v1.RunKVScaleResponse
+	(*RunSweepRequest)(nil),       // 38: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),      // 39: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),    // 40: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),   // 41: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                // 42: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),    // 43: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),   // 44: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),              // 45: ttftlab.v1.RunEvent
+	nil,                           // 46: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                           // 47: ttftlab.v1.Target.HeadersEntry
+	nil,                           // 48: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	nil,                           // 49: ttftlab.v1.Selection.SelectorEntry
+	nil,                           // 50: ttftlab.v1.Selection.AgentsSelectorEntry
+	nil,                           // 51: ttftlab.v1.Member.LabelsEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	4,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
@@ -4452,7 +4833,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	17, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	16, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
 	18, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	42, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	46, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	19, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	25, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	26, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -4461,46 +4842,56 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	23, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	24, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	24, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	43, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	47, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	29, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	28, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
 	30, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	44, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	48, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
 	31, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
 	1,  // 28: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	5,  // 29: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	41, // 30: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	5,  // 31: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	21, // 32: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	26, // 33: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	23, // 34: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	41, // 35: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	38, // 36: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	5,  // 37: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	41, // 38: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	2,  // 39: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	6,  // 40: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	12, // 41: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	14, // 42: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	20, // 43: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	36, // 44: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	39, // 45: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	34, // 46: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	32, // 47: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	3,  // 48: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	7,  // 49: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	13, // 50: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	15, // 51: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	27, // 52: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	37, // 53: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	40, // 54: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	35, // 55: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	33, // 56: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	48, // [48:57] is the sub-list for method output_type
-	39, // [39:48] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	49, // 29: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
+	50, // 30: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
+	35, // 31: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
+	32, // 32: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
+	5,  // 33: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	32, // 34: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
+	45, // 35: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	5,  // 36: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	21, // 37: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	26, // 38: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	23, // 39: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	32, // 40: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
+	45, // 41: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	42, // 42: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	51, // 43: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
+	5,  // 44: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	32, // 45: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
+	45, // 46: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	2,  // 47: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	6,  // 48: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	12, // 49: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	14, // 50: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	20, // 51: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	40, // 52: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	43, // 53: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	38, // 54: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	36, // 55: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	33, // 56: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
+	3,  // 57: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	7,  // 58: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	13, // 59: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	15, // 60: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	27, // 61: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	41, // 62: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	44, // 63: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	39, // 64: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	37, // 65: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	34, // 66: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -4516,7 +4907,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -392,6 +392,7 @@ const (
 	CoordinatorService_RunBaseline_FullMethodName = "/ttftlab.v1.CoordinatorService/RunBaseline"
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
+	CoordinatorService_ListRuns_FullMethodName    = "/ttftlab.v1.CoordinatorService/ListRuns"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -426,6 +427,10 @@ type CoordinatorServiceClient interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(ctx context.Context, in *RunKVScaleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunKVScaleResponse], error)
+	// ListRuns is unary and does not block: it lists the runs this
+	// coordinator has queued, is running and has finished (the most recent
+	// finished ones), in the order they were asked for.
+	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -503,6 +508,16 @@ func (c *coordinatorServiceClient) RunKVScale(ctx context.Context, in *RunKVScal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleClient = grpc.ServerStreamingClient[RunKVScaleResponse]
 
+func (c *coordinatorServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -535,6 +550,10 @@ type CoordinatorServiceServer interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error
+	// ListRuns is unary and does not block: it lists the runs this
+	// coordinator has queued, is running and has finished (the most recent
+	// finished ones), in the order they were asked for.
+	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -556,6 +575,9 @@ func (UnimplementedCoordinatorServiceServer) RunSweep(*RunSweepRequest, grpc.Ser
 }
 func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunKVScale not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRuns not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -629,6 +651,24 @@ func _CoordinatorService_RunKVScale_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleServer = grpc.ServerStreamingServer[RunKVScaleResponse]
 
+func _CoordinatorService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListRuns(ctx, req.(*ListRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -639,6 +679,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _CoordinatorService_ListMembers_Handler,
+		},
+		{
+			MethodName: "ListRuns",
+			Handler:    _CoordinatorService_ListRuns_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
