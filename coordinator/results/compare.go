@@ -507,20 +507,21 @@ func newSampler(m Metric, g *Merger) (sampler, bool) {
 		if !ok || h.Count() == 0 {
 			return sampler{}, false
 		}
-		buckets := h.Buckets()
-		cum := make([]int64, len(buckets))
+		var buckets []float64 // each bucket's highest equivalent value, ms
+		var cum []int64
 		var total int64
-		for i, b := range buckets {
-			total += b.Count
-			cum[i] = total
-		}
+		h.Buckets(func(_, highUs, count int64) {
+			total += count
+			buckets = append(buckets, float64(highUs)/1000)
+			cum = append(cum, total)
+		})
 		n := total
 		k := quantileRank(m.q, n)
 		at := func(u float64) float64 {
 			// F⁻¹(u): the smallest bucket whose cumulative share reaches u.
 			target := int64(math.Ceil(u * float64(n)))
 			i := sort.Search(len(cum), func(i int) bool { return cum[i] >= target })
-			return buckets[min(i, len(buckets)-1)].Ms
+			return buckets[min(i, len(buckets)-1)]
 		}
 		return sampler{
 			point: at(float64(k) / float64(n)),

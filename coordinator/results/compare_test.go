@@ -99,11 +99,11 @@ func TestBootstrapShortcutMatchesDirectResampling(t *testing.T) {
 	g := run.Levels[0].All
 	h := g.Histograms()[hdr.TTFT]
 	var values []float64
-	for _, b := range h.Buckets() {
-		for range b.Count {
-			values = append(values, b.Ms)
+	h.Buckets(func(_, highUs, count int64) {
+		for range count {
+			values = append(values, float64(highUs)/1000)
 		}
-	}
+	})
 	for _, q := range []struct {
 		name string
 		q    float64

@@ -332,23 +332,3 @@ func (s Set) Merge(o Set) {
 		s.Get(m).Merge(h)
 	}
 }
-
-// Bucket is one bucket of recorded values: its highest equivalent value in
-// milliseconds (the value Summarize reports for a percentile that falls in
-// it) and how many values it holds.
-type Bucket struct {
-	Ms    float64
-	Count int64
-}
-
-// Buckets returns the non-empty buckets in increasing order of value: the
-// histogram's empirical distribution, which a bootstrap resamples from.
-func (h *Histogram) Buckets() []Bucket {
-	var out []Bucket
-	for _, b := range h.h.Distribution() {
-		if b.Count > 0 {
-			out = append(out, Bucket{Ms: float64(b.To) / 1000, Count: b.Count})
-		}
-	}
-	return out
-}

@@ -1,7 +1,6 @@
 package hdr
 
 import (
-	"math"
 	"testing"
 	"time"
 )
@@ -86,35 +85,5 @@ func BenchmarkEncodeDecodeMerge(b *testing.B) {
 		enc, _ := src.Encode()
 		d, _ := Decode(enc)
 		dst.Merge(d)
-	}
-}
-
-func TestBucketsAreTheDistribution(t *testing.T) {
-	tests := []struct {
-		name   string
-		values []time.Duration
-		want   []Bucket
-	}{
-		{name: "empty"},
-		{name: "one value twice", values: []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}, want: []Bucket{{Ms: 5, Count: 2}}},
-		{name: "two values in order", values: []time.Duration{9 * time.Millisecond, time.Millisecond, 9 * time.Millisecond},
-			want: []Bucket{{Ms: 1, Count: 1}, {Ms: 9.003, Count: 2}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := New()
-			for _, v := range tt.values {
-				h.Record(v)
-			}
-			got := h.Buckets()
-			if len(got) != len(tt.want) {
-				t.Fatalf("buckets %v, want %v", got, tt.want)
-			}
-			for i := range got {
-				if got[i].Count != tt.want[i].Count || math.Abs(got[i].Ms-tt.want[i].Ms) > 0.01*tt.want[i].Ms {
-					t.Errorf("bucket %d = %+v, want %+v", i, got[i], tt.want[i])
-				}
-			}
-		})
 	}
 }
