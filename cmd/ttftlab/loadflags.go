@@ -62,6 +62,7 @@ type loadCLI struct {
 	dsFormat string
 	asJSON   bool
 	outPath  string
+	progress progressMode
 	// vLLM bench serve's settings that map onto several of ours.
 	rateInf     bool
 	maxConc     int
@@ -107,6 +108,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(errorRateFlag{&s.Load.MaxErrorRate}, "max-error-rate", "end the run as failed when more than this fraction of the attempts in one --error-window failed (1 or off: never)")
 	fs.DurationVar(&s.Load.ErrorWindow, "error-window", agent.DefaultErrorWindow, "sliding window of the error budget")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object instead of the table")
+	fs.Var(&c.progress, "progress", "progress on stderr each interval (done of total, rate, time left, errors): auto (when stderr is a terminal, also with --json), on or off")
 	fs.StringVar(&c.outPath, "out", "", "append every interval report to this JSON-lines file as it arrives")
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
