@@ -29,8 +29,8 @@ type PerfParams struct {
 	// TGPU0 is the fixed GPU cost per step: sampler and logits (0.15 ms).
 	TGPU0 time.Duration
 	// TStepCPU is the engine's CPU cost per step: schedule, prepare inputs,
-	// detokenize, stream (1.8 ms, fitted to the Qwen2.5 A100 batch-1
-	// benchmark; modern vLLM on a fast host may be nearer 1 ms).
+	// detokenize, stream (2.0 ms, fitted to the Qwen2.5 A100 batch-1
+	// benchmark of vLLM 0.6.3; modern vLLM on a fast host may be nearer 1 ms).
 	TStepCPU time.Duration
 	// TAPI is the API server's cost per request outside the engine's steps:
 	// HTTP, JSON, tokenisation, the hops to and from the engine core (5 ms,
