@@ -397,7 +397,33 @@ func num(v float64) any {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
 	}
-	return v
+	return pyFloat(v)
+}
+
+// pyFloat is a float written as Python's json writes one, always with a
+// decimal point (1.0, not 1), so json.load gives a float where vLLM's file
+// has one.
+type pyFloat float64
+
+func (f pyFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null"), nil
+	}
+	b := strconv.AppendFloat(nil, v, 'g', -1, 64)
+	if !bytes.ContainsAny(b, ".eEn") {
+		b = append(b, '.', '0')
+	}
+	return b, nil
+}
+
+// floats converts seconds for the per-request arrays.
+func floats(v []float64) []pyFloat {
+	out := make([]pyFloat, len(v))
+	for i, x := range v {
+		out[i] = pyFloat(x)
+	}
+	return out
 }
 
 func (a *Accumulator) result(s Settings, run Run) object {
@@ -412,11 +438,11 @@ func (a *Accumulator) result(s Settings, run Run) object {
 	}
 	var rate any = "inf"
 	if s.RequestRate > 0 {
-		rate = s.RequestRate
+		rate = pyFloat(s.RequestRate)
 	}
 	var burst any = "inf"
 	if !math.IsInf(s.Burstiness, 1) {
-		burst = s.Burstiness
+		burst = pyFloat(s.Burstiness)
 	}
 	o = append(o, kv{"request_rate", rate}, kv{"burstiness", burst}, kv{"max_concurrency", nullIf(s.MaxConcurrency, 0)})
 
@@ -425,7 +451,7 @@ func (a *Accumulator) result(s Settings, run Run) object {
 		if dur <= 0 {
 			return nil
 		}
-		return v / dur
+		return pyFloat(v / dur)
 	}
 	var goodput any
 	if run.Good != nil {
@@ -446,23 +472,23 @@ func (a *Accumulator) result(s Settings, run Run) object {
 		o = append(o,
 			kv{"input_lens", nonNil(a.inputLens)},
 			kv{"output_lens", nonNil(a.outLens)},
-			kv{"ttfts", nonNil(a.ttfts)},
-			kv{"itls", nonNil(a.itls)},
+			kv{"ttfts", floats(a.ttfts)},
+			kv{"itls", a.itlArrays()},
 		)
 	}
-	o = append(o, kv{"latencies", nonNil(a.latencies)})
+	o = append(o, kv{"latencies", floats(a.latencies)})
 	if a.opts.Detailed {
-		o = append(o, kv{"start_times", nonNil(a.starts)})
+		o = append(o, kv{"start_times", floats(a.starts)})
 	}
-	o = append(o, kv{"queue_times", nonNil(a.queues)})
+	o = append(o, kv{"queue_times", floats(a.queues)})
 	if a.opts.Detailed {
 		o = append(o, kv{"generated_texts", nonNil(a.texts)}, kv{"errors", nonNil(a.errs)})
 	}
 	peakRate, peakConc := a.peaks()
 	o = append(o,
-		kv{"max_output_tokens_per_s", peakRate},
+		kv{"max_output_tokens_per_s", pyFloat(peakRate)},
 		kv{"max_concurrent_requests", peakConc},
-		kv{"rtfx", 0.0},
+		kv{"rtfx", pyFloat(0)},
 	)
 	for _, m := range []string{MetricTTFT, MetricTPOT, MetricITL, MetricE2EL, MetricQueue, MetricE2ELQueued} {
 		if slices.Contains(a.opts.Metrics, m) {
@@ -493,6 +519,14 @@ func (a *Accumulator) result(s Settings, run Run) object {
 	return o
 }
 
+func (a *Accumulator) itlArrays() [][]pyFloat {
+	out := make([][]pyFloat, len(a.itls))
+	for i, v := range a.itls {
+		out[i] = floats(v)
+	}
+	return out
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
@@ -515,12 +549,12 @@ func (a *Accumulator) appendStats(o object, prefix, name string, st *stat) objec
 		return st.h.ValueAtRankMs(int64(math.Ceil(p / 100 * float64(st.n))))
 	}
 	o = append(o,
-		kv{key("mean"), st.mean},
-		kv{key("median"), q(50)},
-		kv{key("std"), math.Sqrt(st.m2 / float64(st.n))},
+		kv{key("mean"), pyFloat(st.mean)},
+		kv{key("median"), pyFloat(q(50))},
+		kv{key("std"), pyFloat(math.Sqrt(st.m2 / float64(st.n)))},
 	)
 	for _, p := range a.opts.Percentiles {
-		o = append(o, kv{key("p" + PercentileWord(p)), q(p)})
+		o = append(o, kv{key("p" + PercentileWord(p)), pyFloat(q(p))})
 	}
 	return o
 }

@@ -181,8 +181,8 @@ func TestStatistics(t *testing.T) {
 	if v, ok := got["ttftlab_mean_itl_ms"]; !ok || v != nil {
 		t.Errorf("ttftlab_mean_itl_ms = %v (present %v), want null", v, ok)
 	}
-	if got["burstiness"] != "inf" || got["request_rate"] != json.Number("2") {
-		t.Errorf("burstiness %v, request_rate %v; want \"inf\" and 2", got["burstiness"], got["request_rate"])
+	if got["burstiness"] != "inf" || got["request_rate"] != json.Number("2.0") {
+		t.Errorf("burstiness %v, request_rate %v; want \"inf\" and 2.0 (a float, as Python writes it)", got["burstiness"], got["request_rate"])
 	}
 }
 
