@@ -97,6 +97,7 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 		}
 	}
 	r := newRun(spec, pl, gen, sender, a.cfg.MaxErrorSamples, a.log)
+	r.obs = a.cfg.Observer
 	if sized {
 		r.promptLenSource = PromptLenTokenize
 	}
@@ -178,6 +179,7 @@ type run struct {
 	gen        *Generator
 	sender     Sender
 	log        *slog.Logger
+	obs        Observer // nil: none
 	maxSamples int
 	records    bool
 	base       oai.Request
@@ -372,6 +374,9 @@ func (r *run) schedule(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (r *run) begin(warm bool) {
+	if r.obs != nil {
+		r.obs.RequestStarted()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.plan.pacer == nil {
