@@ -76,6 +76,7 @@ FUZZ_TARGETS := \
 	./internal/oai:FuzzStream \
 	./internal/oai:FuzzSanitizeExcerpt \
 	./internal/oai:FuzzH1Response \
+	./internal/oai:FuzzParseTokenizeResponse \
 	./coordinator:FuzzEngineExitFromWire \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig
