@@ -214,25 +214,36 @@ func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 }
 
 // loadLine is one line of `ttftlab load --out`: {"type":"interval",
-// "report":{...}} with the agent's report as encoding/json writes it, or
-// {"type":"summary",...}, which compare does not need.
+// "report":{...}}, or {"type":"summary",...}, which compare does not need.
 type loadLine struct {
 	Type   string          `json:"type"`
 	Report json.RawMessage `json:"report"`
 }
 
-// loadReport is the part of an agent.Report that compare reads.
+// loadReport is the part of an interval report in a `ttftlab load --out`
+// file that compare reads: the snake_case form with "hdr_v2" (each
+// histogram's V2 text by metric), or the earlier form, an agent.Report as
+// encoding/json writes it (Go field names, "Histograms").
 type loadReport struct {
-	RunID, AgentID string
-	Seq            uint64
-	Start, End     time.Time
-	Histograms     []struct {
+	RunID                     string    `json:"run_id"`
+	AgentID                   string    `json:"agent_id"`
+	Seq                       uint64    `json:"seq"`
+	Start                     time.Time `json:"start"`
+	End                       time.Time `json:"end"`
+	OK                        uint64    `json:"ok"`
+	Failed, Good, Interrupted uint64
+	OutputTokens              uint64 `json:"output_tokens"`
+	Warmup, Final             bool
+	HdrV2                     map[string]string `json:"hdr_v2"`
+	LegacyRunID               string            `json:"RunID"`
+	LegacyAgentID             string            `json:"AgentID"`
+	LegacyOutputTokens        uint64            `json:"OutputTokens"`
+	MeasuredStart             time.Time
+	MeasuredEnd               time.Time
+	Histograms                []struct {
 		Metric string
 		V2     []byte
 	}
-	OK, Failed, Good, OutputTokens, Interrupted uint64
-	Warmup, Final                               bool
-	MeasuredStart, MeasuredEnd                  time.Time
 }
 
 func readLoadRun(r io.Reader, name string) (*CompareRun, error) {
@@ -269,12 +280,16 @@ func readLoadRun(r io.Reader, name string) (*CompareRun, error) {
 			}
 			return t.UnixNano()
 		}
-		p := &pb.IntervalReport{RunId: rep.RunID, AgentId: rep.AgentID, Seq: rep.Seq, StartUnixNano: ns(rep.Start), EndUnixNano: ns(rep.End),
+		p := &pb.IntervalReport{RunId: rep.RunID + rep.LegacyRunID, AgentId: rep.AgentID + rep.LegacyAgentID, Seq: rep.Seq,
+			StartUnixNano: ns(rep.Start), EndUnixNano: ns(rep.End),
 			RequestsOk: rep.OK, RequestsFailed: rep.Failed, RequestsGood: rep.Good, RequestsInterrupted: rep.Interrupted,
-			OutputTokens: rep.OutputTokens, Warmup: rep.Warmup, Final: rep.Final,
+			OutputTokens: rep.OutputTokens + rep.LegacyOutputTokens, Warmup: rep.Warmup, Final: rep.Final,
 			MeasuredStartUnixNano: ns(rep.MeasuredStart), MeasuredEndUnixNano: ns(rep.MeasuredEnd)}
 		for _, h := range rep.Histograms {
 			p.Histograms = append(p.Histograms, &pb.EncodedHistogram{Metric: h.Metric, V2: h.V2})
+		}
+		for _, m := range slices.Sorted(mapsKeys(rep.HdrV2)) {
+			p.Histograms = append(p.Histograms, &pb.EncodedHistogram{Metric: m, V2: []byte(rep.HdrV2[m])})
 		}
 		if err := l.add(p); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)

@@ -348,3 +348,39 @@ func FuzzReadCompareRun(f *testing.F) {
 		}
 	})
 }
+
+// TestReadCompareRunLoadFormats reads both forms of a `ttftlab load --out`
+// interval line: the snake_case one with hdr_v2 and the earlier Go-named
+// one.
+func TestReadCompareRunLoadFormats(t *testing.T) {
+	h := hdr.New()
+	for i := 1; i <= 10; i++ {
+		h.Record(time.Duration(i) * time.Millisecond)
+	}
+	v2, err := h.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64, _ := json.Marshal(v2)
+	tests := []struct {
+		name, line string
+	}{
+		{"snake_case", `{"type":"interval","report":{"run_id":"r","agent_id":"local","seq":1,"start":"2026-01-01T00:00:00Z","end":"2026-01-01T00:00:01Z","ok":10,"output_tokens":100,"hdr_v2":{"e2e":"` + string(v2) + `","ttft":"` + string(v2) + `"}}}`},
+		{"Go names", `{"type":"interval","report":{"RunID":"r","AgentID":"local","Seq":1,"Start":"2026-01-01T00:00:00Z","End":"2026-01-01T00:00:01Z","OK":10,"OutputTokens":100,"Histograms":[{"Metric":"e2e","V2":` + string(b64) + `},{"Metric":"ttft","V2":` + string(b64) + `}]}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ReadCompareRun(strings.NewReader(tt.line+"\n"+`{"type":"summary","summary":{}}`+"\n"), "RUN")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := r.Levels[0]
+			if l.All.OK != 10 || l.All.OutputTokens != 100 || l.Agents["local"] == nil {
+				t.Fatalf("ok %d tokens %d agents %v", l.All.OK, l.All.OutputTokens, l.Agents)
+			}
+			if got := l.All.Histograms()[hdr.TTFT].Count(); got != 10 {
+				t.Errorf("ttft holds %d values, want 10", got)
+			}
+		})
+	}
+}
