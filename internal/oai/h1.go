@@ -249,7 +249,13 @@ func (h *h1Host) dial(ctx context.Context) (*h1Conn, bool, error) {
 func (h *h1Host) handshake(ctx context.Context, tc *tls.Conn) error {
 	hctx, cancel := context.WithTimeout(ctx, h.t.handshakeTimeout)
 	defer cancel()
-	err := tc.HandshakeContext(hctx)
+	// The handshake (certificate parsing and verification) needs a deep
+	// stack; run on the stream's goroutine it would grow that stack to
+	// 16 KiB for the stream's whole life. A short-lived goroutine, waited
+	// for here, runs it instead.
+	errc := make(chan error, 1)
+	go func() { errc <- tc.HandshakeContext(hctx) }()
+	err := <-errc
 	switch {
 	case err == nil:
 		return nil
