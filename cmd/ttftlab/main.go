@@ -48,6 +48,8 @@ func commands() []command {
 			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
 		{"kvscale", "Check KV capacity and the onset of preemption over a max-model-len × utilisation grid.",
 			"ttftlab kvscale [--coordinator ADDR] [--max-model-len 2048,4096] [--gpu-memory-utilization 0.5,0.9] [flags]", runKVScale},
+		{"presets", "Recommend interactive and throughput engine presets from a scheduler-knob grid.",
+			"ttftlab presets [--coordinator ADDR] [--max-num-batched-tokens 2048,8192] [--max-num-seqs 32,128] [--chunked-prefill on,off] [flags]", runPresets},
 		{"members", "List the cluster's members and their labels as the coordinator sees them.",
 			"ttftlab members --coordinator ADDR [flags]", runMembers},
 		{"runs", "List the coordinator's runs: queued (with their place), running and done.",

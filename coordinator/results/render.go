@@ -27,6 +27,8 @@ type Rendered struct {
 	Sweep    *SweepResults
 	// KVScale is a kvscale restart grid's results (kvscale.go).
 	KVScale *KVScaleResults
+	// Presets is a presets restart grid's results (presets.go).
+	Presets *PresetsResults
 	// Report is the Markdown report's file name and Files the plots.
 	Report string
 	Files  map[string][]byte
@@ -70,6 +72,9 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 	}
 	if r.KVScale != nil {
 		v = r.KVScale
+	}
+	if r.Presets != nil {
+		v = r.Presets
 	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

@@ -392,6 +392,7 @@ const (
 	CoordinatorService_RunBaseline_FullMethodName = "/ttftlab.v1.CoordinatorService/RunBaseline"
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
+	CoordinatorService_RunPresets_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunPresets"
 	CoordinatorService_ListRuns_FullMethodName    = "/ttftlab.v1.CoordinatorService/ListRuns"
 )
 
@@ -427,6 +428,15 @@ type CoordinatorServiceClient interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(ctx context.Context, in *RunKVScaleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunKVScaleResponse], error)
+	// RunPresets is server-streaming: it runs the presets restart grid. For
+	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
+	// restarts the gpunode's engine with those knobs and runs a short
+	// closed-loop concurrency sweep of a mixed workload, then recommends an
+	// "interactive" and a "throughput" preset. A point whose engine refuses
+	// to start is recorded with the engine's error and the grid goes on.
+	// Events are sent as they happen, ending with a "done" event that names
+	// the results directory.
+	RunPresets(ctx context.Context, in *RunPresetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPresetsResponse], error)
 	// ListRuns is unary and does not block: it lists the runs this
 	// coordinator has queued, is running and has finished (the most recent
 	// finished ones), in the order they were asked for.
@@ -508,6 +518,25 @@ func (c *coordinatorServiceClient) RunKVScale(ctx context.Context, in *RunKVScal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleClient = grpc.ServerStreamingClient[RunKVScaleResponse]
 
+func (c *coordinatorServiceClient) RunPresets(ctx context.Context, in *RunPresetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPresetsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[3], CoordinatorService_RunPresets_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunPresetsRequest, RunPresetsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPresetsClient = grpc.ServerStreamingClient[RunPresetsResponse]
+
 func (c *coordinatorServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRunsResponse)
@@ -550,6 +579,15 @@ type CoordinatorServiceServer interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error
+	// RunPresets is server-streaming: it runs the presets restart grid. For
+	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
+	// restarts the gpunode's engine with those knobs and runs a short
+	// closed-loop concurrency sweep of a mixed workload, then recommends an
+	// "interactive" and a "throughput" preset. A point whose engine refuses
+	// to start is recorded with the engine's error and the grid goes on.
+	// Events are sent as they happen, ending with a "done" event that names
+	// the results directory.
+	RunPresets(*RunPresetsRequest, grpc.ServerStreamingServer[RunPresetsResponse]) error
 	// ListRuns is unary and does not block: it lists the runs this
 	// coordinator has queued, is running and has finished (the most recent
 	// finished ones), in the order they were asked for.
@@ -575,6 +613,9 @@ func (UnimplementedCoordinatorServiceServer) RunSweep(*RunSweepRequest, grpc.Ser
 }
 func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunKVScale not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RunPresets(*RunPresetsRequest, grpc.ServerStreamingServer[RunPresetsResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method RunPresets not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRuns not implemented")
@@ -651,6 +692,17 @@ func _CoordinatorService_RunKVScale_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleServer = grpc.ServerStreamingServer[RunKVScaleResponse]
 
+func _CoordinatorService_RunPresets_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunPresetsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).RunPresets(m, &grpc.GenericServerStream[RunPresetsRequest, RunPresetsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPresetsServer = grpc.ServerStreamingServer[RunPresetsResponse]
+
 func _CoordinatorService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRunsRequest)
 	if err := dec(in); err != nil {
@@ -699,6 +751,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunKVScale",
 			Handler:       _CoordinatorService_RunKVScale_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunPresets",
+			Handler:       _CoordinatorService_RunPresets_Handler,
 			ServerStreams: true,
 		},
 	},
