@@ -34,7 +34,8 @@ type acc struct {
 	good        uint64
 	outTokens   uint64
 	// cached sums cached_tokens over the successful requests whose server
-	// sent it (cachedReqs of them, of cachedPrompt prompt tokens).
+	// sent it (cachedReqs of them); cachedPrompt sums the prompt tokens of
+	// every successful request.
 	cached, cachedReqs, cachedPrompt uint64
 	errs                             map[string]uint64
 	samples                          []string
@@ -114,10 +115,10 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	case res.OK():
 		c.ok++
 		c.outTokens += uint64(max(res.OutputTokens, 0))
+		c.cachedPrompt += uint64(max(res.PromptTokens, 0))
 		if res.CachedTokens >= 0 {
 			c.cached += uint64(res.CachedTokens)
 			c.cachedReqs++
-			c.cachedPrompt += uint64(max(res.PromptTokens, 0))
 		}
 		if usageRank(res.UsageSource) < usageRank(c.usage) {
 			c.usage = res.UsageSource

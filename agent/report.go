@@ -74,8 +74,9 @@ type Report struct {
 	// streaming.
 	OutputTokensStreamed uint64
 	// CachedTokens sums usage.prompt_tokens_details.cached_tokens over the
-	// successful requests whose server sent it; CachedRequests counts them
-	// and CachedPromptTokens sums their prompt tokens.
+	// successful requests whose server sent it and CachedRequests counts
+	// them; CachedPromptTokens sums the prompt tokens of every successful
+	// request.
 	CachedTokens, CachedRequests, CachedPromptTokens uint64
 	ErrorsByKind                                     map[string]uint64
 	ErrorSamples                                     []string

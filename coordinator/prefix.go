@@ -88,7 +88,14 @@ func (s PrefixSpec) withDefaults() PrefixSpec {
 		s.SuffixLen = DefaultPrefixSuffixLen
 	}
 	if s.HitPrefixLen == 0 && len(s.PrefixLens) > 0 {
+		// The largest prefix up to 1,024 tokens: long enough for caching
+		// to pay, short enough for a few seconds to hold tens of requests.
 		s.HitPrefixLen = slices.Max(s.PrefixLens)
+		for _, l := range s.PrefixLens {
+			if l >= 16 && l <= 1024 && (s.HitPrefixLen > 1024 || l > s.HitPrefixLen) {
+				s.HitPrefixLen = l
+			}
+		}
 	}
 	if s.Concurrency == 0 {
 		s.Concurrency = DefaultPrefixConcurrency
@@ -172,6 +179,9 @@ func (s PrefixSpec) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ValidatePrefix checks s as RunPrefix will, its defaults filled in.
+func ValidatePrefix(s PrefixSpec) error { return s.withDefaults().Validate() }
 
 // ErrResetNotVerified marks a prefix-cache reset the metrics did not
 // confirm: the run fails with it.

@@ -267,6 +267,9 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTal
 func describeEvent(ev *pb.RunEvent) string {
 	p, err := results.Decode(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
 	if errors.Is(err, results.ErrUnknownKind) {
+		if s := describePrefixEvent(ev); s != "" {
+			return s
+		}
 		if s := describeGridEvent(ev); s != "" {
 			return s
 		}

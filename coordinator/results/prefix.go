@@ -252,7 +252,7 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 	for _, l := range sw.Levels {
 		byLevel[l.Level] = l
 	}
-	type cachedSum struct{ tokens, reqs, prompt uint64 }
+	type cachedSum struct{ tokens, reqs, ok, prompt uint64 }
 	cached := map[int]*cachedSum{}
 	started := false
 	for i, ev := range events {
@@ -281,6 +281,7 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 			c.tokens += s.Report.GetCachedTokens()
 			c.reqs += s.Report.GetCachedRequests()
 			c.prompt += s.Report.GetCachedPromptTokens()
+			c.ok += s.Report.GetRequestsOk()
 		case EventEngineReady:
 			var e pb.EngineInfo
 			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
@@ -374,8 +375,10 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 			if s.Hits != nil && s.Queries != nil && *s.Queries > 0 {
 				row.HitRateMetric = ptr(min(1, *s.Hits / *s.Queries))
 			}
-			if c := cached[s.Level]; c != nil && c.reqs > 0 {
-				row.CachedTokensMean = ptr(float64(c.tokens) / float64(c.reqs))
+			// vLLM leaves cached_tokens out when nothing was cached: once a
+			// request of the step carried it, the others count as 0.
+			if c := cached[s.Level]; c != nil && c.reqs > 0 && c.ok > 0 {
+				row.CachedTokensMean = ptr(float64(c.tokens) / float64(max(c.ok, c.reqs)))
 				if c.prompt > 0 {
 					row.UncachedFraction, row.UncachedSource = ptr(max(0, 1-float64(c.tokens)/float64(c.prompt))), "cached_tokens"
 				}

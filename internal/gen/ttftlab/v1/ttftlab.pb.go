@@ -2947,9 +2947,10 @@ type IntervalReport struct {
 	// report's successful requests; unspecified when none succeeded.
 	Usage UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
 	// cached_tokens sums usage.prompt_tokens_details.cached_tokens over the
-	// report's successful requests whose server sent it; cached_requests
-	// counts those requests and cached_prompt_tokens sums their
-	// usage.prompt_tokens.
+	// report's successful requests whose server sent it, and cached_requests
+	// counts those requests (vLLM leaves the field out when nothing was
+	// cached); cached_prompt_tokens sums usage.prompt_tokens over all the
+	// report's successful requests.
 	CachedTokens       uint64 `protobuf:"varint,26,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
 	CachedRequests     uint64 `protobuf:"varint,27,opt,name=cached_requests,json=cachedRequests,proto3" json:"cached_requests,omitempty"`
 	CachedPromptTokens uint64 `protobuf:"varint,28,opt,name=cached_prompt_tokens,json=cachedPromptTokens,proto3" json:"cached_prompt_tokens,omitempty"`
