@@ -60,6 +60,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
+	./coordinator/results:FuzzRenderPrefix \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \
