@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
@@ -84,14 +83,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// Coordinator runs experiments. It is safe for concurrent use, but runs one
-// experiment at a time because each owns the engine of its gpunode.
+// Coordinator runs experiments. It is safe for concurrent use: runs on
+// different gpunodes with different agents go at the same time, and a run
+// whose gpunode or agents are busy waits in its scheduler's queue, because
+// each run owns the engine of its gpunode and the load of its agents.
 type Coordinator struct {
 	cfg     Config
 	members Members
 	dialer  Dialer
 	logger  *slog.Logger
-	runMu   sync.Mutex
+	sched   *scheduler
 }
 
 // New returns a Coordinator.
@@ -102,8 +103,11 @@ func New(cfg Config, members Members, dialer Dialer, logger *slog.Logger) *Coord
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger}
+	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: newScheduler(cfg.Now)}
 }
+
+// Runs lists the runs queued, running and (the most recent) done.
+func (c *Coordinator) Runs() []RunInfo { return c.sched.list() }
 
 // Members returns the current membership view.
 func (c *Coordinator) Members() []membership.Member { return c.members.Members() }
@@ -122,6 +126,9 @@ type BaselineSpec struct {
 	ColdMode string `json:"cold_mode"`
 	OutDir   string `json:"-"`
 	RunID    string `json:"run_id"`
+	// Selection picks the gpunode and the agent; the baseline uses one
+	// gpunode and one agent.
+	Selection Selection `json:"selection"`
 }
 
 // DefaultPrompt is the baseline's prompt when none is given.
@@ -188,6 +195,9 @@ func (s BaselineSpec) Validate() error {
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
+	if err := s.Selection.Validate(false); err != nil {
+		errs = append(errs, err)
+	}
 	if k := s.Knobs; k != nil {
 		for _, n := range []struct {
 			field string
@@ -210,6 +220,7 @@ func (s BaselineSpec) Request() *pb.RunBaselineRequest {
 	return &pb.RunBaselineRequest{
 		Profile: s.Profile, Knobs: s.Knobs, Prompt: s.Prompt, MaxTokens: int32(s.MaxTokens), WarmRuns: int32(s.WarmRuns),
 		Api: s.API, OutDir: s.OutDir, RunId: s.RunID, ColdMode: s.ColdMode, Repeats: int32(s.Repeats),
+		Selection: s.Selection.Proto(),
 	}
 }
 
@@ -235,32 +246,32 @@ func (c *Coordinator) newRunID() string {
 	return c.cfg.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
 
-// waitForMembers waits until at least one gpunode and one agent are alive.
-func (c *Coordinator) waitForMembers(ctx context.Context, needGPU bool) (gpu membership.Member, agents []membership.Member, err error) {
-	timer := time.NewTimer(c.cfg.DiscoveryTimeout)
-	defer timer.Stop()
-	poll := time.NewTicker(200 * time.Millisecond)
-	defer poll.Stop()
-	for {
-		ms := c.members.Members()
-		gpus := membership.ByRole(ms, membership.RoleGPUNode)
-		agents = membership.ByRole(ms, membership.RoleAgent)
-		if (len(gpus) > 0 || !needGPU) && len(agents) > 0 {
-			if len(gpus) > 0 {
-				gpu = gpus[0]
-			}
-			return gpu, agents, nil
-		}
-		select {
-		case <-ctx.Done():
-			return gpu, nil, ctx.Err()
-		case <-timer.C:
-			return gpu, nil, fmt.Errorf("after %s the cluster has %d gpunode(s) and %d agent(s); a run needs at least one of each: start them with `ttftlab gpunode --join ADDR` and `ttftlab agent --join ADDR`",
-				c.cfg.DiscoveryTimeout, len(gpus), len(agents))
-		case <-c.members.Changes():
-		case <-poll.C:
-		}
+// waitForMembers leases what the run needs through the scheduler: a
+// gpunode matching the selection (or every matching one, for
+// Selection.All) and the free agents matching its agents selector, up to
+// need.MaxAgents. While they are busy the run waits in the queue, and
+// records a queued event each time its place changes; while none match it
+// waits up to the discovery timeout and then fails naming the selection
+// and the members that do exist. The lease, recorded as a lease event,
+// lasts until the run ends.
+func (c *Coordinator) waitForMembers(ctx context.Context, r *recorder, need memberNeed) (lease, error) {
+	sr := r.sched
+	if sr == nil { // a recorder made outside runLogged, as in tests
+		sr = c.sched.register(c.newRunID())
+		r.sched = sr
 	}
+	l, err := c.sched.acquire(ctx, sr, need, c.members, c.cfg.DiscoveryTimeout, func(at queuedAt) {
+		r.record(results.EventQueued, results.Queued{Position: at.Position, Behind: at.Behind})
+	})
+	if err != nil {
+		return lease{}, err
+	}
+	ev := results.Lease{GPUNodes: []string{}, Agents: names(l.Agents)}
+	if need.NeedGPU {
+		ev.GPUNodes = names(l.GPUs)
+	}
+	r.record(results.EventLease, ev)
+	return l, nil
 }
 
 // RunBaseline runs the cold/warm baseline: stop the engine and take the
@@ -279,8 +290,9 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 	})
 }
 
-// runLogged runs body as one run of this coordinator: one at a time, in
-// <outDir>/<runID>/ with its own events.jsonl, ending with a run_end event
+// runLogged runs body as one run of this coordinator, in <outDir>/<runID>/
+// with its own events.jsonl, registered with the scheduler (body leases its
+// gpunode and agents with waitForMembers; the lease ends with the run), ending with a run_end event
 // and the reports rendered from the log, also when body fails. An empty
 // *runID is filled with a fresh one.
 //
@@ -288,25 +300,32 @@ func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit f
 // from outside the body's own calls (an engine exit, a lost gpunode); that
 // failure, not the cancellation it caused, is then the run's error.
 func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *string, emit func(results.Event), body func(context.Context, *recorder) error) (RunResult, error) {
-	if !c.runMu.TryLock() {
-		return RunResult{}, errors.New("another run is in progress on this coordinator: wait for it to finish")
-	}
-	defer c.runMu.Unlock()
 	if *runID == "" {
 		*runID = c.newRunID()
 	}
+	sr := c.sched.register(*runID)
+	var runErr error
+	defer func() {
+		if runErr == nil {
+			c.sched.finish(sr, results.StatusOK, "")
+		} else {
+			c.sched.finish(sr, results.StatusFailed, runErr.Error())
+		}
+	}()
 	dir := filepath.Join(outDir, *runID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return RunResult{}, fmt.Errorf("create run directory: %w", err)
+		runErr = fmt.Errorf("create run directory: %w", err)
+		return RunResult{}, runErr
 	}
 	evlog, err := openEventLog(filepath.Join(dir, "events.jsonl"), c.cfg.Now)
 	if err != nil {
-		return RunResult{}, fmt.Errorf("run %s already has an event log: choose another run id: %w", *runID, err)
+		runErr = fmt.Errorf("run %s already has an event log: choose another run id: %w", *runID, err)
+		return RunResult{}, runErr
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel}
-	runErr := body(rctx, r)
+	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel, sched: sr}
+	runErr = body(rctx, r)
 	if f := r.failed(); f != nil {
 		runErr = f
 	}
@@ -318,8 +337,9 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 	if err := evlog.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close event log: %w", err)
 	}
-	res, renderErr := results.RenderDir(dir)
-	return RunResult{RunID: *runID, Dir: dir, Results: res}, errors.Join(runErr, renderErr)
+	rendered, renderErr := results.RenderDir(dir)
+	runErr = errors.Join(runErr, renderErr)
+	return RunResult{RunID: *runID, Dir: dir, Results: rendered}, runErr
 }
 
 type baselineRun struct {
@@ -338,10 +358,11 @@ func (r *baselineRun) run(ctx context.Context) error {
 	r.record(results.EventRunStart, results.RunStart{RunID: r.spec.RunID, Profile: r.spec.Profile, Prompt: r.spec.Prompt,
 		MaxTokens: r.spec.MaxTokens, WarmRuns: r.spec.WarmRuns, Repeats: r.spec.Repeats, API: r.spec.API, ColdMode: r.spec.ColdMode, Knobs: knobs})
 
-	gpuM, agentMs, err := c.waitForMembers(ctx, true)
+	l, err := c.waitForMembers(ctx, r.recorder, memberNeed{Experiment: "baseline", Selection: r.spec.Selection, NeedGPU: true, MaxAgents: 1})
 	if err != nil {
 		return err
 	}
+	gpuM, agentMs := l.GPUs[0], l.Agents
 	r.record(results.EventMembers, c.members.Members())
 
 	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)

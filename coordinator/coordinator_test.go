@@ -307,8 +307,8 @@ func TestNoAgentsIsAClearError(t *testing.T) {
 	cfg.DiscoveryTimeout = 100 * time.Millisecond
 	c := New(cfg, members[:1], fakeDialer{}, nil)
 	_, err := c.RunBaseline(context.Background(), BaselineSpec{}, nil)
-	if err == nil || !strings.Contains(err.Error(), "0 agent(s)") {
-		t.Errorf("err = %v, want a discovery error counting agents", err)
+	if err == nil || !strings.Contains(err.Error(), "no agent is in the cluster") {
+		t.Errorf("err = %v, want a discovery error saying no agent is in the cluster", err)
 	}
 }
 

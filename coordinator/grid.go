@@ -41,6 +41,8 @@ type GridSpec struct {
 	// PointRun instead of running the schedule Plan returns (Plan still
 	// gives the point's recorded plan). An error fails the point.
 	RunPoint func(ctx context.Context, p *PointRun) error
+	// Selection picks the gpunode and the agents.
+	Selection Selection
 }
 
 // PointRun is a started grid point, as RunPoint drives it.
@@ -77,6 +79,7 @@ func (s *oneLevel) Next(prev *results.LevelObservation) (GridLevel, bool) {
 	}
 	s.done = true
 	return s.lv, true
+
 }
 
 // GridPoint is one point of the grid.
@@ -171,13 +174,11 @@ func (c *Coordinator) grid(ctx context.Context, r *recorder, spec GridSpec) erro
 		gs.Points = append(gs.Points, results.GridPointInfo{Point: i, Label: p.Label, Knobs: results.ProtoJSON(p.Knobs)})
 	}
 	r.record(results.EventGridStart, gs)
-	gpuM, agentMs, err := c.waitForMembers(ctx, true)
+	l, err := c.waitForMembers(ctx, r, memberNeed{Experiment: spec.Experiment, Selection: spec.Selection, NeedGPU: true, MaxAgents: spec.MaxAgents})
 	if err != nil {
 		return err
 	}
-	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
-		agentMs = agentMs[:spec.MaxAgents]
-	}
+	gpuM, agentMs := l.GPUs[0], l.Agents
 	r.record(results.EventMembers, c.members.Members())
 	gn, gclose, err := c.dialer.GPUNode(ctx, gpuM.GRPCAddr)
 	if err != nil {

@@ -47,6 +47,8 @@ type KVScaleSpec struct {
 	Warmup         time.Duration
 	MaxConcurrency int
 	MaxAgents      int
+	// Selection picks the gpunode and the agents.
+	Selection Selection
 }
 
 func (s KVScaleSpec) withDefaults() KVScaleSpec {
@@ -125,6 +127,9 @@ func (s KVScaleSpec) Validate() error {
 	if s.MaxAgents < 0 {
 		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
 	}
+	if err := s.Selection.Validate(false); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -154,7 +159,7 @@ func (c *Coordinator) RunKVScale(ctx context.Context, spec KVScaleSpec, emit fun
 		}
 	}
 	gs := GridSpec{RunID: spec.RunID, OutDir: spec.OutDir, Profile: spec.Profile, API: spec.API, Experiment: results.ExperimentKVScale,
-		Params: params, Points: points, MaxAgents: spec.MaxAgents,
+		Params: params, Points: points, MaxAgents: spec.MaxAgents, Selection: spec.Selection,
 		Plan: func(ready GridReady) (any, LevelSchedule) {
 			plan := planKVScale(spec, params.Predictions[ready.Index], ready)
 			return plan, &kvSchedule{spec: spec, plan: plan, seed: uint64(ready.Index+1) * 1000}

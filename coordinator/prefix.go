@@ -66,6 +66,8 @@ type PrefixSpec struct {
 	// SkipOff leaves out the point with prefix caching off.
 	SkipOff   bool
 	MaxAgents int
+	// Selection picks the gpunode and the agents.
+	Selection Selection
 }
 
 func (s PrefixSpec) withDefaults() PrefixSpec {
@@ -177,6 +179,9 @@ func (s PrefixSpec) Validate() error {
 	if s.MaxAgents < 0 {
 		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
 	}
+	if err := s.Selection.Validate(false); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -209,7 +214,7 @@ func (c *Coordinator) RunPrefix(ctx context.Context, spec PrefixSpec, emit func(
 		points = append(points, GridPoint{Label: label, Knobs: k})
 	}
 	gs := GridSpec{RunID: spec.RunID, OutDir: spec.OutDir, Profile: spec.Profile, API: spec.API, Experiment: results.ExperimentPrefix,
-		Params: params, Points: points, MaxAgents: spec.MaxAgents,
+		Params: params, Points: points, MaxAgents: spec.MaxAgents, Selection: spec.Selection,
 		Plan: func(GridReady) (any, LevelSchedule) { return nil, nil },
 		RunPoint: func(ctx context.Context, p *PointRun) error {
 			return (&prefixPoint{spec: spec, p: p, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(p.Index)))}).run(ctx)

@@ -27,6 +27,10 @@ type recorder struct {
 	cancel  context.CancelCauseFunc
 	failMu  sync.Mutex
 	failure error
+
+	// sched is the run's entry in the coordinator's scheduler, through
+	// which waitForMembers leases its gpunode and agents.
+	sched *schedRun
 }
 
 // fail records why the run failed and cancels the run, which ends every

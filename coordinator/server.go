@@ -27,7 +27,16 @@ func NewServer(c *Coordinator) *Server { return &Server{c: c} }
 func (s *Server) ListMembers(context.Context, *pb.ListMembersRequest) (*pb.ListMembersResponse, error) {
 	resp := &pb.ListMembersResponse{}
 	for _, m := range s.c.Members() {
-		resp.Members = append(resp.Members, &pb.Member{Name: m.Name, Role: string(m.Role), GrpcAddr: m.GRPCAddr, State: m.State, ProtocolVersion: m.Version})
+		resp.Members = append(resp.Members, &pb.Member{Name: m.Name, Role: string(m.Role), GrpcAddr: m.GRPCAddr, State: m.State, ProtocolVersion: m.Version, Labels: m.Labels})
+	}
+	return resp, nil
+}
+
+// ListRuns implements CoordinatorService.
+func (s *Server) ListRuns(context.Context, *pb.ListRunsRequest) (*pb.ListRunsResponse, error) {
+	resp := &pb.ListRunsResponse{}
+	for _, r := range s.c.Runs() {
+		resp.Runs = append(resp.Runs, RunInfoProto(r))
 	}
 	return resp, nil
 }
@@ -37,7 +46,7 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 	spec := BaselineSpec{
 		Profile: req.GetProfile(), Knobs: req.GetKnobs(), Prompt: req.GetPrompt(), MaxTokens: int(req.GetMaxTokens()),
 		WarmRuns: int(req.GetWarmRuns()), API: req.GetApi(), ColdMode: req.GetColdMode(), OutDir: req.GetOutDir(), RunID: req.GetRunId(),
-		Repeats: int(req.GetRepeats()),
+		Repeats: int(req.GetRepeats()), Selection: SelectionFromProto(req.GetSelection()),
 	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -55,6 +64,7 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
 		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
 		AutoDuration: req.GetAutoDuration(), MaxDuration: time.Duration(req.GetMaxDurationMs()) * time.Millisecond,
+		Selection: SelectionFromProto(req.GetSelection()),
 	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -72,6 +82,7 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 		MaxNumSeqs: int(req.GetMaxNumSeqs()), OutputLen: int(req.GetOutputLen()),
 		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
 		MaxConcurrency: int(req.GetMaxConcurrency()), MaxAgents: int(req.GetMaxAgents()), Utilizations: req.GetGpuMemoryUtilizations(),
+		Selection: SelectionFromProto(req.GetSelection()),
 	}
 	for _, m := range req.GetMaxModelLens() {
 		spec.MaxModelLens = append(spec.MaxModelLens, int(m))
@@ -98,7 +109,7 @@ func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServ
 		SuffixLen: int(req.GetSuffixLen()), HitRatios: req.GetHitRatios(), HitPrefixLen: int(req.GetHitPrefixLen()),
 		Concurrency: int(req.GetConcurrency()), Repeats: int(req.GetRepeats()), OutputLen: int(req.GetOutputLen()),
 		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
-		SkipOff: req.GetSkipOff(), MaxAgents: int(req.GetMaxAgents()),
+		SkipOff: req.GetSkipOff(), MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
 	}
 	for _, l := range req.GetPrefixLens() {
 		spec.PrefixLens = append(spec.PrefixLens, int(l))

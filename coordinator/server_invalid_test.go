@@ -42,6 +42,10 @@ func TestRemoteRunsNameTheBadField(t *testing.T) {
 		{"concurrency over the cap", lm("closed", 200_000), "levels 200000 is over the concurrency limit of 100000"},
 		{"gamma without shape", lm("gamma", 5), "load.burstiness 0 is invalid for gamma arrivals"},
 		{"error rate above 1", &pb.RunSweepRequest{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000, MaxErrorRate: 3}}, "load.max_error_rate 3 is invalid"},
+		{"all gpunodes in a sweep", &pb.RunSweepRequest{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}, Selection: &pb.Selection{AllGpunodes: true}},
+			"selection.all_gpunodes is not supported by this experiment"},
+		{"hostile selector label", &pb.RunSweepRequest{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}, Selection: &pb.Selection{Selector: map[string]string{"gpu": "h200\n; rm"}}},
+			`selection.selector "gpu=h200\n; rm" is not a valid selector`},
 	}
 	for _, tt := range sweeps {
 		t.Run(tt.name, func(t *testing.T) {

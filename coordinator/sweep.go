@@ -44,6 +44,8 @@ type SweepSpec struct {
 	// (0: DefaultMaxLevelDuration). Off, the duration is pinned.
 	AutoDuration bool
 	MaxDuration  time.Duration
+	// Selection picks the gpunode and the agents that share the levels.
+	Selection Selection
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -175,6 +177,9 @@ func (s SweepSpec) Validate() error {
 	if s.MaxAgents < 0 {
 		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
 	}
+	if err := s.Selection.Validate(false); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -185,6 +190,7 @@ func (s SweepSpec) Request() *pb.RunSweepRequest {
 		RunId: s.RunID, OutDir: s.OutDir, Profile: s.Profile, Knobs: s.Knobs, BaseUrl: s.BaseURL, Model: s.Model, Api: s.API,
 		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
 		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
+		Selection: s.Selection.Proto(),
 	}
 }
 
@@ -203,13 +209,15 @@ func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(re
 }
 
 func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) error {
-	gpuM, agentMs, err := c.waitForMembers(ctx, spec.BaseURL == "")
+	l, err := c.waitForMembers(ctx, r, memberNeed{Experiment: "sweep", Selection: spec.Selection, NeedGPU: spec.BaseURL == "", MaxAgents: spec.MaxAgents})
 	if err != nil {
 		return err
 	}
-	if spec.MaxAgents > 0 && len(agentMs) > spec.MaxAgents {
-		agentMs = agentMs[:spec.MaxAgents]
+	var gpuM membership.Member
+	if len(l.GPUs) > 0 {
+		gpuM = l.GPUs[0]
 	}
+	agentMs := l.Agents
 	r.record(results.EventMembers, c.members.Members())
 	baseURL, model := spec.BaseURL, spec.Model
 	if gpuM.GRPCAddr != "" {

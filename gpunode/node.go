@@ -66,6 +66,10 @@ type Config struct {
 	CompileCacheRoot string
 	// MetricsInterval is how often the engine's /metrics is scraped.
 	MetricsInterval time.Duration
+	// SimGPUMemoryGiB returns a simulated GPU's memory, for the gpumem
+	// label of a node without NVML (Labels); nil leaves the label out.
+	// The caller supplies it because gpunode does not import the simulator.
+	SimGPUMemoryGiB func(gpu string) (float64, bool)
 }
 
 // DefaultConfig returns the configuration of a node with the built-in

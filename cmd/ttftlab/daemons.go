@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -19,6 +20,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"github.com/ttftlab/ttftlab/internal/node"
+	"github.com/ttftlab/ttftlab/internal/sim"
 )
 
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
@@ -94,12 +96,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	verbose := fs.Bool("v", false, "debug logging")
 	var allow listFlag
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
 		return err
 	}
+	sc.Labels = agentLabels(labels)
 	logger := newLogger(stderr, *verbose)
 	var mem memberView
 	cfg := agent.DefaultConfig()
@@ -122,6 +127,8 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	logDir := fs.String("log-dir", "", "directory for engine logs (default: none kept on disk)")
 	config := fs.String("config", "", "YAML `file` of engine profiles (default: the built-in sim and vllm profiles)")
 	verbose := fs.Bool("v", false, "debug logging")
+	labels := labelsFlag{}
+	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -134,6 +141,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer n.Close()
+	sc.Labels = gpunodeLabels(n, labels)
 	s, err := node.Start(ctx, sc, membership.RoleGPUNode, func(r node.Registrar) {
 		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(n))
 	}, logger)
@@ -167,7 +175,30 @@ func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger
 	}
 	cfg.LogDir = logDir
 	cfg.SampleInterval = 100 * time.Millisecond
+	cfg.SimGPUMemoryGiB = func(name string) (float64, bool) {
+		g, err := sim.LookupGPU(name)
+		return g.TotalGiB, err == nil
+	}
 	return gpunode.New(cfg, logger)
+}
+
+// gpunodeLabels are a gpunode's announced labels: what it detected, with
+// the operator's --label flags on top.
+func gpunodeLabels(n *gpunode.Node, operator map[string]string) map[string]string {
+	l := n.Labels()
+	maps.Copy(l, operator)
+	return l
+}
+
+// agentLabels are an agent's announced labels: its host, with the
+// operator's --label flags on top.
+func agentLabels(operator map[string]string) map[string]string {
+	l := map[string]string{}
+	if h, _ := os.Hostname(); membership.SanitizeLabelValue(h) != "" {
+		l[membership.LabelHost] = membership.SanitizeLabelValue(h)
+	}
+	maps.Copy(l, operator)
+	return l
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {

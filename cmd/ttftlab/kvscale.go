@@ -67,6 +67,8 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	fs.Float64Var(&c.startupScale, "sim-startup-scale", kvscaleStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	var sel coordinator.Selection
+	registerSelectionFlags(fs, &sel)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -112,14 +114,14 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	}
 	c.req = &pb.RunKVScaleRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, MaxModelLens: ml, GpuMemoryUtilizations: us,
 		MaxNumSeqs: int32(*seqs), OutputLen: int32(*outLen), LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(),
-		MaxConcurrency: int32(*maxConc), MaxAgents: int32(*maxAgents)}
+		MaxConcurrency: int32(*maxConc), MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks the rest (ranges that depend on each other)
 	// and names the field; check here too, so that a typo fails before a
 	// cluster starts.
 	spec := coordinator.KVScaleSpec{MaxModelLens: toInts(ml), Utilizations: us, MaxNumSeqs: *seqs, OutputLen: *outLen, LevelDuration: *dur,
-		Warmup: *warm, MaxConcurrency: *maxConc, API: *api, RunID: c.runID, Profile: *profile}
+		Warmup: *warm, MaxConcurrency: *maxConc, API: *api, RunID: c.runID, Profile: *profile, Selection: sel}
 	if err := spec.Validate(); err != nil {
-		return c, kvscaleFlagNames(err)
+		return c, kvscaleFlagNames(selectionFlagNames().rename(err))
 	}
 	return c, nil
 }

@@ -91,6 +91,7 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 	lc.closers = append(lc.closers, gn)
 	gsc := base
 	gsc.Name, gsc.Join = "gpunode-1", join
+	gsc.Labels = gpunodeLabels(gn, nil)
 	gsvc, err := node.Start(ctx, gsc, membership.RoleGPUNode, func(r node.Registrar) {
 		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(gn))
 	}, logger)
@@ -103,6 +104,7 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 		a := agent.New(agent.DefaultConfig(), logger)
 		asc := base
 		asc.Name, asc.Join = fmt.Sprintf("agent-%d", i), join
+		asc.Labels = agentLabels(nil)
 		as, err := node.Start(ctx, asc, membership.RoleAgent, func(r node.Registrar) {
 			pb.RegisterAgentServiceServer(r, agent.NewServer(a))
 		}, logger)

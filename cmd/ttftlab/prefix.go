@@ -67,6 +67,8 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	skipOff := fs.Bool("skip-off", false, "leave out the A/B point with prefix caching off")
 	api := fs.String("api", "completions", "OpenAI API of the load: completions (exact prompt lengths) or chat")
 	maxAgents := fs.Int("max-agents", 0, "agents that share each hit-ratio step (0: all alive)")
+	var sel coordinator.Selection
+	registerSelectionFlags(fs, &sel)
 	fs.IntVar(&c.agents, "agents", prefixDefaultAgents, "in-process agents (without --coordinator)")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	fs.Float64Var(&c.startupScale, "sim-startup-scale", prefixStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
@@ -128,11 +130,11 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	}
 	c.req = &pb.RunPrefixRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, PrefixLens: toInt32s(pl), SuffixLen: int32(*suffix),
 		HitRatios: hr, HitPrefixLen: int32(*hitPrefix), Concurrency: int32(*conc), Repeats: int32(*repeats), OutputLen: int32(*outLen),
-		LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), SkipOff: *skipOff, MaxAgents: int32(*maxAgents)}
+		LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), SkipOff: *skipOff, MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks again and names the field; check here too, so
 	// that a typo fails before a cluster starts.
 	spec := coordinator.PrefixSpec{RunID: c.runID, Profile: *profile, Knobs: knobs, API: *api, PrefixLens: pl, SuffixLen: *suffix, HitRatios: hr,
-		HitPrefixLen: *hitPrefix, Concurrency: *conc, Repeats: *repeats, OutputLen: *outLen, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents}
+		HitPrefixLen: *hitPrefix, Concurrency: *conc, Repeats: *repeats, OutputLen: *outLen, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents, Selection: sel}
 	if err := coordinator.ValidatePrefix(spec); err != nil {
 		return c, prefixFlagNames(err)
 	}

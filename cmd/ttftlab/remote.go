@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/membership"
 	"github.com/ttftlab/ttftlab/internal/node"
 )
 
@@ -46,6 +47,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var cf coordinatorFlags
 	cf.register(fs)
 	finish := registerBaselineFlags(fs, &c, "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
+	registerSelectionFlags(fs, &c.baseline.Selection)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +55,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	c.baseline.OutDir = c.out
-	if err := baselineFlagNames().rename(c.baseline.Validate()); err != nil {
+	if err := withSelectionNames(baselineFlagNames()).rename(c.baseline.Validate()); err != nil {
 		return err
 	}
 	client, closer, err := cf.dial(ctx)
@@ -105,9 +107,15 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("list members: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tGRPC\tSTATE\tPROTOCOL")
+	fmt.Fprintln(tw, "NAME\tROLE\tGRPC\tSTATE\tPROTOCOL\tLABELS")
 	for _, m := range resp.GetMembers() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", m.GetName(), m.GetRole(), m.GetGrpcAddr(), m.GetState(), m.GetProtocolVersion())
+		// Labels come from gossip: the coordinator validated them, but
+		// print them as a selector would be typed, sorted.
+		labels := membership.FormatLabels(m.GetLabels())
+		if labels == "" {
+			labels = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.GetName(), m.GetRole(), m.GetGrpcAddr(), m.GetState(), m.GetProtocolVersion(), labels)
 	}
 	return tw.Flush()
 }

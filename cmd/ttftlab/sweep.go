@@ -93,6 +93,15 @@ type setFlag struct {
 	set *bool
 }
 
+// String guards the zero value that flag.PrintDefaults makes to find a
+// flag's default: its embedded Value is nil.
+func (s setFlag) String() string {
+	if s.Value == nil {
+		return ""
+	}
+	return s.Value.String()
+}
+
 func (s setFlag) Set(v string) error {
 	if err := s.Value.Set(v); err != nil {
 		return err
@@ -147,6 +156,8 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sp.Profile, "profile", sp.Profile, "gpunode engine profile when --base-url is not given")
 	fs.StringVar(&sp.OutDir, "out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	fs.StringVar(&sp.RunID, "run-id", "", "run directory name (default: timestamp)")
+	registerSelectionFlags(fs, &sp.Selection)
+	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	if err := fs.Parse(args); err != nil {

@@ -115,7 +115,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 		// The out-dir rule is up's and the coordinator's own: check the rest.
 		spec := *b
 		spec.OutDir = ""
-		return baselineFlagNames().rename(spec.Validate())
+		return withSelectionNames(baselineFlagNames()).rename(spec.Validate())
 	}
 }
 
@@ -290,6 +290,17 @@ func describeEvent(ev *pb.RunEvent) string {
 		return fmt.Sprintf("gpunode %s: NVML driver %s", p.GetHostname(), p.GetDriverVersion())
 	case results.Round:
 		return fmt.Sprintf("restart round %d", p.Round)
+	case results.Queued:
+		if p.Behind == "" {
+			return fmt.Sprintf("queued: position %d", p.Position)
+		}
+		return fmt.Sprintf("queued: position %d behind run %s", p.Position, p.Behind)
+	case results.Lease:
+		gpus := "none leased"
+		if len(p.GPUNodes) > 0 {
+			gpus = strings.Join(p.GPUNodes, ", ")
+		}
+		return fmt.Sprintf("lease: gpunode %s; agents %s", gpus, strings.Join(p.Agents, ", "))
 	case results.Warning:
 		return "WARNING: " + p.Message
 	case results.Mark:

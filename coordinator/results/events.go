@@ -42,7 +42,28 @@ const (
 	EventLevelEnd      = "level_end"      // LevelEnd
 	// EventTargetVersion records an external target's GET /version answer.
 	EventTargetVersion = "target_version" // TargetVersion
+
+	// EventQueued records that the run waits for a gpunode or agents that
+	// other runs hold, and its place in the queue; one per change.
+	EventQueued = "queued" // Queued
+	// EventLease records what the run got from the scheduler: the gpunodes
+	// and agents no other run uses until it ends.
+	EventLease = "lease" // Lease
 )
+
+// Queued is the payload of a queued event.
+type Queued struct {
+	// Position is the run's place in its queue; 1 is next.
+	Position int `json:"position"`
+	// Behind is the run it waits for.
+	Behind string `json:"behind,omitempty"`
+}
+
+// Lease is the payload of a lease event.
+type Lease struct {
+	GPUNodes []string `json:"gpunodes"`
+	Agents   []string `json:"agents"`
+}
 
 // Marks name the instants the report's windows are cut at.
 const (
@@ -348,6 +369,14 @@ func decode(ev Event) (any, error) {
 		return l, err
 	case EventTargetVersion:
 		return decodeJSON[TargetVersion](ev.Data)
+	case EventQueued:
+		q, err := decodeJSON[Queued](ev.Data)
+		if err == nil && q.Position < 1 {
+			err = fmt.Errorf("position %d: a queued run is at position 1 or later", q.Position)
+		}
+		return q, err
+	case EventLease:
+		return decodeJSON[Lease](ev.Data)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownKind, ev.Kind)
 }

@@ -57,6 +57,10 @@ type Meta struct {
 	// hex, and every ack the node sends carries it, so that a peer can tell
 	// a restarted node from the one it knew under the same name and address.
 	Boot string `json:"b,omitempty"`
+	// Labels describe the node, for selection: a gpunode's GPU model,
+	// count, memory and driver, its host, and the operator's --label
+	// flags. Received over gossip they are validated (ValidateLabels).
+	Labels map[string]string `json:"l,omitempty"`
 }
 
 // bootLen is the length of a Boot identifier: 8 random bytes in hex.
@@ -80,6 +84,9 @@ func decodeMeta(b []byte) (Meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("metadata is not JSON: %w", err)
 	}
+	if err := ValidateLabels(m.Labels); err != nil {
+		return m, fmt.Errorf("metadata labels: %w", err)
+	}
 	return m, nil
 }
 
@@ -98,11 +105,25 @@ func parseBoot(payload []byte) (string, bool) {
 }
 
 func (m Meta) encode() ([]byte, error) {
+	if err := ValidateLabels(m.Labels); err != nil {
+		return nil, fmt.Errorf("node metadata: %w", err)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode node metadata: %w", err)
 	}
 	if len(b) > memberlist.MetaMaxSize {
+		if len(m.Labels) > 0 {
+			// Name the longest label: it is the one to shorten or drop.
+			longest := ""
+			for k, v := range m.Labels {
+				if l := k + "=" + v; len(l) > len(longest) || len(l) == len(longest) && l < longest {
+					longest = l
+				}
+			}
+			return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's limit of %d: its %d labels take %d bytes; shorten or drop some, the longest is %q",
+				len(b), memberlist.MetaMaxSize, len(m.Labels), len(FormatLabels(m.Labels)), longest)
+		}
 		return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's limit of %d: shorten the gRPC address", len(b), memberlist.MetaMaxSize)
 	}
 	return b, nil

@@ -489,9 +489,26 @@ func FuzzPeerData(f *testing.F) {
 	f.Add([]byte(`{"r":1}`))
 	f.Add([]byte{})
 	f.Add([]byte(`{"n":"coord","r":"coordinator","b":"0123456789abcdef"}`))
+	f.Add([]byte(`{"r":"gpunode","a":"127.0.0.1:1","v":1,"l":{"gpu":"NVIDIA-H200","gpus":"8","rack":"r-12"}}`))
+	f.Add([]byte(`{"r":"agent","v":1,"l":{"bad key":"v","k":"` + strings.Repeat("x", 70) + `"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if m, err := decodeMeta(b); err == nil && len(b) > 512 {
-			t.Errorf("accepted %d bytes of metadata: %+v", len(b), m)
+		if m, err := decodeMeta(b); err == nil {
+			if len(b) > 512 {
+				t.Errorf("accepted %d bytes of metadata: %+v", len(b), m)
+			}
+			// Accepted labels are well formed: a selector built from
+			// them parses back to the same set.
+			if err := ValidateLabels(m.Labels); err != nil {
+				t.Errorf("accepted invalid labels %v: %v", m.Labels, err)
+			}
+			for k, v := range m.Labels {
+				if v == "" {
+					continue
+				}
+				if sel, err := ParseSelector(k + "=" + v); err != nil || !Matches(m.Labels, sel) {
+					t.Errorf("accepted label %s=%s does not parse back as a selector: %v", k, v, err)
+				}
+			}
 		}
 		if boot, ok := parseBoot(b); ok && len(boot) != bootLen {
 			t.Errorf("accepted boot %q of %d characters", boot, len(boot))

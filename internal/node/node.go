@@ -76,6 +76,9 @@ type Config struct {
 	TLSDir    string
 	ServerTLS *tls.Config
 	ClientTLS *tls.Config
+	// Labels are announced in the node's gossip metadata, for selection
+	// (membership.ValidateLabels checks them at Start).
+	Labels map[string]string
 }
 
 // RegisterFlags binds c to the flags every daemon shares.

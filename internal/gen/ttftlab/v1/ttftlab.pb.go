@@ -3367,6 +3367,305 @@ func (x *RequestRecord) GetFirstChunkS() float64 {
 	return 0
 }
 
+// Selection picks the gpunode(s) and agents a run uses. At most one of
+// gpunode, selector and all_gpunodes is set; none of them means any one
+// gpunode. Selectors match a member when it carries every label with the
+// given value (`ttftlab members` shows the labels).
+type Selection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// gpunode names one gpunode.
+	Gpunode string `protobuf:"bytes,1,opt,name=gpunode,proto3" json:"gpunode,omitempty"`
+	// selector picks a gpunode by its labels.
+	Selector map[string]string `protobuf:"bytes,2,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// all_gpunodes asks for every gpunode (matching selector, when given);
+	// only experiments that run a fleet accept it.
+	AllGpunodes bool `protobuf:"varint,3,opt,name=all_gpunodes,json=allGpunodes,proto3" json:"all_gpunodes,omitempty"`
+	// agents_selector restricts the agents the run may lease.
+	AgentsSelector map[string]string `protobuf:"bytes,4,rep,name=agents_selector,json=agentsSelector,proto3" json:"agents_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Selection) Reset() {
+	*x = Selection{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Selection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Selection) ProtoMessage() {}
+
+func (x *Selection) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Selection.ProtoReflect.Descriptor instead.
+func (*Selection) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Selection) GetGpunode() string {
+	if x != nil {
+		return x.Gpunode
+	}
+	return ""
+}
+
+func (x *Selection) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *Selection) GetAllGpunodes() bool {
+	if x != nil {
+		return x.AllGpunodes
+	}
+	return false
+}
+
+func (x *Selection) GetAgentsSelector() map[string]string {
+	if x != nil {
+		return x.AgentsSelector
+	}
+	return nil
+}
+
+// ListRunsRequest asks for the coordinator's runs.
+type ListRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsRequest) Reset() {
+	*x = ListRunsRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsRequest) ProtoMessage() {}
+
+func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListRunsRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+}
+
+// ListRunsResponse lists the coordinator's runs.
+type ListRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*RunInfo             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsResponse) Reset() {
+	*x = ListRunsResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsResponse) ProtoMessage() {}
+
+func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListRunsResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListRunsResponse) GetRuns() []*RunInfo {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// RunInfo is one run as the coordinator's scheduler sees it.
+type RunInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// experiment is baseline, sweep, kvscale, ...
+	Experiment string `protobuf:"bytes,2,opt,name=experiment,proto3" json:"experiment,omitempty"`
+	// gpunodes are the gpunodes the run leased (none while queued, and none
+	// for a sweep of an external base_url).
+	Gpunodes []string `protobuf:"bytes,3,rep,name=gpunodes,proto3" json:"gpunodes,omitempty"`
+	Agents   []string `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`
+	// state is queued, running or done.
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// position is the place in the queue of a queued run (1 is next).
+	Position       int32 `protobuf:"varint,6,opt,name=position,proto3" json:"position,omitempty"`
+	QueuedUnixNano int64 `protobuf:"varint,7,opt,name=queued_unix_nano,json=queuedUnixNano,proto3" json:"queued_unix_nano,omitempty"`
+	StartUnixNano  int64 `protobuf:"varint,8,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
+	EndUnixNano    int64 `protobuf:"varint,9,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
+	// status is ok or failed once done; error says why it failed.
+	Status string `protobuf:"bytes,10,opt,name=status,proto3" json:"status,omitempty"`
+	Error  string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// selection is what the run asked for.
+	Selection     *Selection `protobuf:"bytes,12,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunInfo) Reset() {
+	*x = RunInfo{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunInfo) ProtoMessage() {}
+
+func (x *RunInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
+func (*RunInfo) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RunInfo) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunInfo) GetExperiment() string {
+	if x != nil {
+		return x.Experiment
+	}
+	return ""
+}
+
+func (x *RunInfo) GetGpunodes() []string {
+	if x != nil {
+		return x.Gpunodes
+	}
+	return nil
+}
+
+func (x *RunInfo) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *RunInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RunInfo) GetPosition() int32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *RunInfo) GetQueuedUnixNano() int64 {
+	if x != nil {
+		return x.QueuedUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetStartUnixNano() int64 {
+	if x != nil {
+		return x.StartUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetEndUnixNano() int64 {
+	if x != nil {
+		return x.EndUnixNano
+	}
+	return 0
+}
+
+func (x *RunInfo) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *RunInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *RunInfo) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunPrefixRequest configures a prefix-caching experiment; 0 or empty
 // fields take the documented defaults.
 type RunPrefixRequest struct {
@@ -3391,15 +3690,16 @@ type RunPrefixRequest struct {
 	LevelDurationMs int64 `protobuf:"varint,13,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
 	WarmupMs        int64 `protobuf:"varint,14,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
 	// skip_off leaves out the prefix-caching-off point.
-	SkipOff       bool  `protobuf:"varint,15,opt,name=skip_off,json=skipOff,proto3" json:"skip_off,omitempty"`
-	MaxAgents     int32 `protobuf:"varint,16,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	SkipOff       bool       `protobuf:"varint,15,opt,name=skip_off,json=skipOff,proto3" json:"skip_off,omitempty"`
+	MaxAgents     int32      `protobuf:"varint,16,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	Selection     *Selection `protobuf:"bytes,17,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunPrefixRequest) Reset() {
 	*x = RunPrefixRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3711,7 @@ func (x *RunPrefixRequest) String() string {
 func (*RunPrefixRequest) ProtoMessage() {}
 
 func (x *RunPrefixRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3724,7 @@ func (x *RunPrefixRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPrefixRequest.ProtoReflect.Descriptor instead.
 func (*RunPrefixRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RunPrefixRequest) GetRunId() string {
@@ -3539,6 +3839,13 @@ func (x *RunPrefixRequest) GetMaxAgents() int32 {
 	return 0
 }
 
+func (x *RunPrefixRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunPrefixResponse carries one event.
 type RunPrefixResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3549,7 +3856,7 @@ type RunPrefixResponse struct {
 
 func (x *RunPrefixResponse) Reset() {
 	*x = RunPrefixResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3868,7 @@ func (x *RunPrefixResponse) String() string {
 func (*RunPrefixResponse) ProtoMessage() {}
 
 func (x *RunPrefixResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +3881,7 @@ func (x *RunPrefixResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPrefixResponse.ProtoReflect.Descriptor instead.
 func (*RunPrefixResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunPrefixResponse) GetEvent() *RunEvent {
@@ -3605,15 +3912,16 @@ type RunKVScaleRequest struct {
 	LevelDurationMs int64 `protobuf:"varint,10,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
 	WarmupMs        int64 `protobuf:"varint,11,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
 	// max_concurrency caps the concurrency steps; 0 means 256.
-	MaxConcurrency int32 `protobuf:"varint,12,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	MaxAgents      int32 `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	MaxConcurrency int32      `protobuf:"varint,12,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	MaxAgents      int32      `protobuf:"varint,13,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	Selection      *Selection `protobuf:"bytes,14,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RunKVScaleRequest) Reset() {
 	*x = RunKVScaleRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3933,7 @@ func (x *RunKVScaleRequest) String() string {
 func (*RunKVScaleRequest) ProtoMessage() {}
 
 func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3946,7 @@ func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleRequest.ProtoReflect.Descriptor instead.
 func (*RunKVScaleRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RunKVScaleRequest) GetRunId() string {
@@ -3732,6 +4040,13 @@ func (x *RunKVScaleRequest) GetMaxAgents() int32 {
 	return 0
 }
 
+func (x *RunKVScaleRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunKVScaleResponse carries one event.
 type RunKVScaleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3742,7 +4057,7 @@ type RunKVScaleResponse struct {
 
 func (x *RunKVScaleResponse) Reset() {
 	*x = RunKVScaleResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3754,7 +4069,7 @@ func (x *RunKVScaleResponse) String() string {
 func (*RunKVScaleResponse) ProtoMessage() {}
 
 func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3767,7 +4082,7 @@ func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleResponse.ProtoReflect.Descriptor instead.
 func (*RunKVScaleResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RunKVScaleResponse) GetEvent() *RunEvent {
@@ -3805,14 +4120,15 @@ type RunSweepRequest struct {
 	// every level runs load.duration_ms as given.
 	AutoDuration bool `protobuf:"varint,14,opt,name=auto_duration,json=autoDuration,proto3" json:"auto_duration,omitempty"`
 	// max_duration_ms caps an auto-sized level; 0 means 180000.
-	MaxDurationMs int64 `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
+	MaxDurationMs int64      `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
+	Selection     *Selection `protobuf:"bytes,16,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +4140,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +4153,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -3945,6 +4261,13 @@ func (x *RunSweepRequest) GetMaxDurationMs() int64 {
 	return 0
 }
 
+func (x *RunSweepRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunSweepResponse carries one event.
 type RunSweepResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3955,7 +4278,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3967,7 +4290,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3980,7 +4303,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -3999,7 +4322,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4011,7 +4334,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4024,7 +4347,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
 }
 
 // ListMembersResponse is the membership view.
@@ -4037,7 +4360,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4372,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4385,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4080,13 +4403,16 @@ type Member struct {
 	GrpcAddr        string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	State           string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	ProtocolVersion uint32                 `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// labels are the member's announced labels (GPU model, count, memory,
+	// driver, host, and the operator's --label flags).
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4424,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4437,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Member) GetName() string {
@@ -4149,6 +4475,13 @@ func (x *Member) GetProtocolVersion() uint32 {
 	return 0
 }
 
+func (x *Member) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // RunBaselineRequest configures one baseline run.
 type RunBaselineRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -4165,14 +4498,15 @@ type RunBaselineRequest struct {
 	RunId  string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// repeats is R of the protocol's step 7: restarts, each followed by
 	// cold_1 and the warm runs; 0 means 1.
-	Repeats       int32 `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	Repeats       int32      `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	Selection     *Selection `protobuf:"bytes,11,opt,name=selection,proto3" json:"selection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4518,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4531,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -4270,6 +4604,13 @@ func (x *RunBaselineRequest) GetRepeats() int32 {
 	return 0
 }
 
+func (x *RunBaselineRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 // RunBaselineResponse carries one event.
 type RunBaselineResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4280,7 +4621,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4292,7 +4633,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4305,7 +4646,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -4315,7 +4656,10 @@ func (x *RunBaselineResponse) GetEvent() *RunEvent {
 	return nil
 }
 
-// RunEvent is one event of a run, as also written to events.jsonl.
+// RunEvent is one event of a run, as also written to events.jsonl. A run
+// waiting for its gpunode or agents sends "queued" events (json:
+// {"position":N,"behind":"RUN"}) until it starts, and a "lease" event
+// naming the gpunodes and agents it got when it does.
 type RunEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	RunId    string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -4330,7 +4674,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4342,7 +4686,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4355,7 +4699,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -4747,7 +5091,37 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\ffirst_byte_s\x18\n" +
 	" \x01(\x01R\n" +
 	"firstByteS\x12\"\n" +
-	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\x80\x04\n" +
+	"\rfirst_chunk_s\x18\v \x01(\x01R\vfirstChunkS\"\xdd\x02\n" +
+	"\tSelection\x12\x18\n" +
+	"\agpunode\x18\x01 \x01(\tR\agpunode\x12?\n" +
+	"\bselector\x18\x02 \x03(\v2#.ttftlab.v1.Selection.SelectorEntryR\bselector\x12!\n" +
+	"\fall_gpunodes\x18\x03 \x01(\bR\vallGpunodes\x12R\n" +
+	"\x0fagents_selector\x18\x04 \x03(\v2).ttftlab.v1.Selection.AgentsSelectorEntryR\x0eagentsSelector\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13AgentsSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +
+	"\x0fListRunsRequest\";\n" +
+	"\x10ListRunsResponse\x12'\n" +
+	"\x04runs\x18\x01 \x03(\v2\x13.ttftlab.v1.RunInfoR\x04runs\"\xff\x02\n" +
+	"\aRunInfo\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
+	"\n" +
+	"experiment\x18\x02 \x01(\tR\n" +
+	"experiment\x12\x1a\n" +
+	"\bgpunodes\x18\x03 \x03(\tR\bgpunodes\x12\x16\n" +
+	"\x06agents\x18\x04 \x03(\tR\x06agents\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1a\n" +
+	"\bposition\x18\x06 \x01(\x05R\bposition\x12(\n" +
+	"\x10queued_unix_nano\x18\a \x01(\x03R\x0equeuedUnixNano\x12&\n" +
+	"\x0fstart_unix_nano\x18\b \x01(\x03R\rstartUnixNano\x12\"\n" +
+	"\rend_unix_nano\x18\t \x01(\x03R\vendUnixNano\x12\x16\n" +
+	"\x06status\x18\n" +
+	" \x01(\tR\x06status\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x123\n" +
+	"\tselection\x18\f \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"\xb5\x04\n" +
 	"\x10RunPrefixRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4770,9 +5144,10 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\twarmup_ms\x18\x0e \x01(\x03R\bwarmupMs\x12\x19\n" +
 	"\bskip_off\x18\x0f \x01(\bR\askipOff\x12\x1d\n" +
 	"\n" +
-	"max_agents\x18\x10 \x01(\x05R\tmaxAgents\"?\n" +
+	"max_agents\x18\x10 \x01(\x05R\tmaxAgents\x123\n" +
+	"\tselection\x18\x11 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"?\n" +
 	"\x11RunPrefixResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\xce\x03\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x83\x04\n" +
 	"\x11RunKVScaleRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4790,9 +5165,10 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\twarmup_ms\x18\v \x01(\x03R\bwarmupMs\x12'\n" +
 	"\x0fmax_concurrency\x18\f \x01(\x05R\x0emaxConcurrency\x12\x1d\n" +
 	"\n" +
-	"max_agents\x18\r \x01(\x05R\tmaxAgents\"@\n" +
+	"max_agents\x18\r \x01(\x05R\tmaxAgents\x123\n" +
+	"\tselection\x18\x0e \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
 	"\x12RunKVScaleResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x84\x04\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\xb9\x04\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4811,18 +5187,23 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\n" +
 	"max_agents\x18\r \x01(\x05R\tmaxAgents\x12#\n" +
 	"\rauto_duration\x18\x0e \x01(\bR\fautoDuration\x12&\n" +
-	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\">\n" +
+	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\x123\n" +
+	"\tselection\x18\x10 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\">\n" +
 	"\x10RunSweepResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
 	"\x13ListMembersResponse\x12,\n" +
-	"\amembers\x18\x01 \x03(\v2\x12.ttftlab.v1.MemberR\amembers\"\x8e\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.ttftlab.v1.MemberR\amembers\"\x81\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12)\n" +
-	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\"\xaa\x02\n" +
+	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x126\n" +
+	"\x06labels\x18\x06 \x03(\v2\x1e.ttftlab.v1.Member.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x02\n" +
 	"\x12RunBaselineRequest\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x12-\n" +
 	"\x05knobs\x18\x02 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x16\n" +
@@ -4835,7 +5216,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\aout_dir\x18\b \x01(\tR\x06outDir\x12\x15\n" +
 	"\x06run_id\x18\t \x01(\tR\x05runId\x12\x18\n" +
 	"\arepeats\x18\n" +
-	" \x01(\x05R\arepeats\"A\n" +
+	" \x01(\x05R\arepeats\x123\n" +
+	"\tselection\x18\v \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"A\n" +
 	"\x13RunBaselineResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x80\x01\n" +
 	"\bRunEvent\x12\x15\n" +
@@ -4862,14 +5244,15 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x10ResetPrefixCache\x12#.ttftlab.v1.ResetPrefixCacheRequest\x1a$.ttftlab.v1.ResetPrefixCacheResponse\x12T\n" +
 	"\rEngineMetrics\x12 .ttftlab.v1.EngineMetricsRequest\x1a!.ttftlab.v1.EngineMetricsResponse2W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\x9a\x03\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xe1\x03\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
 	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
 	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01\x12M\n" +
 	"\n" +
 	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01\x12J\n" +
-	"\tRunPrefix\x12\x1c.ttftlab.v1.RunPrefixRequest\x1a\x1d.ttftlab.v1.RunPrefixResponse0\x01B>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
+	"\tRunPrefix\x12\x1c.ttftlab.v1.RunPrefixRequest\x1a\x1d.ttftlab.v1.RunPrefixResponse0\x01\x12E\n" +
+	"\bListRuns\x12\x1b.ttftlab.v1.ListRunsRequest\x1a\x1c.ttftlab.v1.ListRunsResponseB>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
 
 var (
 	file_ttftlab_v1_ttftlab_proto_rawDescOnce sync.Once
@@ -4884,7 +5267,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),                // 0: ttftlab.v1.OptionalBool
 	(UsageSource)(0),                 // 1: ttftlab.v1.UsageSource
@@ -4922,25 +5305,32 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*IntervalReport)(nil),           // 33: ttftlab.v1.IntervalReport
 	(*EncodedHistogram)(nil),         // 34: ttftlab.v1.EncodedHistogram
 	(*RequestRecord)(nil),            // 35: ttftlab.v1.RequestRecord
-	(*RunPrefixRequest)(nil),         // 36: ttftlab.v1.RunPrefixRequest
-	(*RunPrefixResponse)(nil),        // 37: ttftlab.v1.RunPrefixResponse
-	(*RunKVScaleRequest)(nil),        // 38: ttftlab.v1.RunKVScaleRequest
-	(*RunKVScaleResponse)(nil),       // 39: ttftlab.v1.RunKVScaleResponse
-	(*RunSweepRequest)(nil),          // 40: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),         // 41: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),       // 42: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 43: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                   // 44: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),       // 45: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),      // 46: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),                 // 47: ttftlab.v1.RunEvent
-	nil,                              // 48: ttftlab.v1.EngineMetricsResponse.MetricsEntry
-	nil,                              // 49: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                              // 50: ttftlab.v1.Target.HeadersEntry
-	nil,                              // 51: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	(*Selection)(nil),                // 36: ttftlab.v1.Selection
+	(*ListRunsRequest)(nil),          // 37: ttftlab.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),         // 38: ttftlab.v1.ListRunsResponse
+	(*RunInfo)(nil),                  // 39: ttftlab.v1.RunInfo
+	(*RunPrefixRequest)(nil),         // 40: ttftlab.v1.RunPrefixRequest
+	(*RunPrefixResponse)(nil),        // 41: ttftlab.v1.RunPrefixResponse
+	(*RunKVScaleRequest)(nil),        // 42: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),       // 43: ttftlab.v1.RunKVScaleResponse
+	(*RunSweepRequest)(nil),          // 44: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),         // 45: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),       // 46: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 47: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                   // 48: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),       // 49: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),      // 50: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),                 // 51: ttftlab.v1.RunEvent
+	nil,                              // 52: ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	nil,                              // 53: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                              // 54: ttftlab.v1.Target.HeadersEntry
+	nil,                              // 55: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	nil,                              // 56: ttftlab.v1.Selection.SelectorEntry
+	nil,                              // 57: ttftlab.v1.Selection.AgentsSelectorEntry
+	nil,                              // 58: ttftlab.v1.Member.LabelsEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	48, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	52, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
 	8,  // 1: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
 	0,  // 2: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
@@ -4954,7 +5344,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	21, // 11: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	20, // 12: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
 	22, // 13: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	49, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	53, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	23, // 15: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	29, // 16: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	30, // 17: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -4963,54 +5353,65 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	27, // 20: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	28, // 21: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	28, // 22: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	50, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	54, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	33, // 24: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	32, // 25: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
 	34, // 26: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	51, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	55, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
 	35, // 28: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
 	1,  // 29: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	9,  // 30: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	47, // 31: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 32: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	47, // 33: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 34: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	25, // 35: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	30, // 36: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	27, // 37: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	47, // 38: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	44, // 39: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	9,  // 40: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	47, // 41: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	6,  // 42: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	10, // 43: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	16, // 44: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	18, // 45: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	2,  // 46: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
-	4,  // 47: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
-	24, // 48: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	42, // 49: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	45, // 50: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	40, // 51: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	38, // 52: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	36, // 53: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
-	7,  // 54: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	11, // 55: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	17, // 56: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	19, // 57: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	3,  // 58: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
-	5,  // 59: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
-	31, // 60: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	43, // 61: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	46, // 62: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	41, // 63: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	39, // 64: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	37, // 65: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	56, // 30: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
+	57, // 31: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
+	39, // 32: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
+	36, // 33: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
+	9,  // 34: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 35: ttftlab.v1.RunPrefixRequest.selection:type_name -> ttftlab.v1.Selection
+	51, // 36: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 37: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 38: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
+	51, // 39: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 40: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	25, // 41: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	30, // 42: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	27, // 43: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	36, // 44: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
+	51, // 45: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	48, // 46: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	58, // 47: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
+	9,  // 48: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 49: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
+	51, // 50: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	6,  // 51: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	10, // 52: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	16, // 53: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	18, // 54: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	2,  // 55: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
+	4,  // 56: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
+	24, // 57: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	46, // 58: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	49, // 59: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	44, // 60: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	42, // 61: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	40, // 62: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
+	37, // 63: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
+	7,  // 64: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	11, // 65: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	17, // 66: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	19, // 67: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	3,  // 68: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
+	5,  // 69: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
+	31, // 70: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	47, // 71: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	50, // 72: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	45, // 73: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	43, // 74: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	41, // 75: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
+	38, // 76: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
+	64, // [64:77] is the sub-list for method output_type
+	51, // [51:64] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -5026,7 +5427,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

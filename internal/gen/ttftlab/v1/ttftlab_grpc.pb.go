@@ -481,6 +481,7 @@ const (
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
 	CoordinatorService_RunPrefix_FullMethodName   = "/ttftlab.v1.CoordinatorService/RunPrefix"
+	CoordinatorService_ListRuns_FullMethodName    = "/ttftlab.v1.CoordinatorService/ListRuns"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -523,6 +524,10 @@ type CoordinatorServiceClient interface {
 	// lengths and a sweep of hit ratios. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunPrefix(ctx context.Context, in *RunPrefixRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPrefixResponse], error)
+	// ListRuns is unary and does not block: it lists the runs this
+	// coordinator has queued, is running and has finished (the most recent
+	// finished ones), in the order they were asked for.
+	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -619,6 +624,16 @@ func (c *coordinatorServiceClient) RunPrefix(ctx context.Context, in *RunPrefixR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunPrefixClient = grpc.ServerStreamingClient[RunPrefixResponse]
 
+func (c *coordinatorServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -659,6 +674,10 @@ type CoordinatorServiceServer interface {
 	// lengths and a sweep of hit ratios. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error
+	// ListRuns is unary and does not block: it lists the runs this
+	// coordinator has queued, is running and has finished (the most recent
+	// finished ones), in the order they were asked for.
+	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -683,6 +702,9 @@ func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc
 }
 func (UnimplementedCoordinatorServiceServer) RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunPrefix not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRuns not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -767,6 +789,24 @@ func _CoordinatorService_RunPrefix_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunPrefixServer = grpc.ServerStreamingServer[RunPrefixResponse]
 
+func _CoordinatorService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListRuns(ctx, req.(*ListRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -777,6 +817,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _CoordinatorService_ListMembers_Handler,
+		},
+		{
+			MethodName: "ListRuns",
+			Handler:    _CoordinatorService_ListRuns_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
