@@ -244,6 +244,11 @@ func (pp *prefixPoint) run(ctx context.Context) error {
 	}
 	spec := pp.spec
 	pp.seed = uint64(pp.p.Index+1) << 32
+	// The engine's first request pays its lazy initialisation: send it
+	// before any step, at both points, so that no cold step carries it.
+	if err := pp.probe(ctx, pp.probePrompt(), "first_request"); err != nil {
+		return err
+	}
 	for _, l := range spec.PrefixLens {
 		gen := func(suffixSeed uint64) *pb.WorkloadGen {
 			g := &pb.WorkloadGen{Kind: "synthetic", Seed: pp.seed + uint64(l), SuffixSeed: suffixSeed,

@@ -204,8 +204,8 @@ type PrefixRow struct {
 	// step of its mode and prefix length; for the hit-ratio sweep, its
 	// mode's hit ratio 0) over its own.
 	SpeedupVsCold *float64 `json:"speedup_vs_cold"`
-	// NoisePct is the cold reference's spread (max − min) / p50, in %: a
-	// speedup within it is noise.
+	// NoisePct is the cold reference's spread 2·(p50 − min) / p50, in %
+	// (at least prefixNoiseFloorPct is used): a speedup within it is noise.
 	NoisePct *float64 `json:"noise_pct"`
 }
 
@@ -406,7 +406,9 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 		}
 		r.SpeedupVsCold = ptr(*ref.TTFTP50Ms / *r.TTFTP50Ms)
 		if *ref.TTFTP50Ms > 0 && ref.TTFT.Count > 1 {
-			r.NoisePct = ptr((ref.TTFT.Max - ref.TTFT.Min) / *ref.TTFTP50Ms * 100)
+			// Twice the lower half's spread: one slow outlier (a stall
+			// of the host) does not widen it.
+			r.NoisePct = ptr(2 * (*ref.TTFTP50Ms - ref.TTFT.Min) / *ref.TTFTP50Ms * 100)
 		}
 	}
 	if res.Status == StatusOK {
