@@ -48,7 +48,7 @@ func commands() []command {
 			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
 		{"kvscale", "Check KV capacity and the onset of preemption over a max-model-len × utilisation grid.",
 			"ttftlab kvscale [--coordinator ADDR] [--max-model-len 2048,4096] [--gpu-memory-utilization 0.5,0.9] [flags]", runKVScale},
-		{"prefix", "Measure prefix caching: cold vs hot TTFT over prefix lengths and hit ratios, resets verified from the metrics, on vs off.",
+		{"prefix", "Measure prefix caching: cold vs hot TTFT, on vs off, with every cache reset verified.",
 			"ttftlab prefix [--coordinator ADDR] [--prefix-lens 0,256,1024,4096] [--suffix-len 128] [--hit-ratios 0,0.5,1] [flags]", runPrefix},
 		{"members", "List the cluster's members and their labels as the coordinator sees them.",
 			"ttftlab members --coordinator ADDR [flags]", runMembers},

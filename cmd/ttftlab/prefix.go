@@ -52,8 +52,8 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host, which must serve /reset_prefix_cache: VLLM_SERVER_DEV_MODE=1)")
 	fs.StringVar(&knobs.Model, "model", prefixDefaultModel, "model to serve")
 	fs.StringVar(&knobs.Gpu, "gpu", prefixDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
-	mml := fs.Int("max-model-len", prefixDefaultMML, "engine --max-model-len (0: the engine's default)")
-	util := fs.Float64("gpu-memory-utilization", prefixDefaultUtil, "engine --gpu-memory-utilization (0: the engine's default)")
+	mml := fs.Int("max-model-len", prefixDefaultMML, "engine --max-model-len (0: the engine's own)")
+	util := fs.Float64("gpu-memory-utilization", prefixDefaultUtil, "engine --gpu-memory-utilization (0: the engine's own)")
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")
 	lens := fs.String("prefix-lens", "0,256,1024,4096", "comma list of shared-prefix lengths in tokens (0: no shared prefix)")
 	suffix := fs.Int("suffix-len", coordinator.DefaultPrefixSuffixLen, "tokens after the shared prefix in every prompt")
@@ -99,7 +99,7 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 		return c, fmt.Errorf("--max-model-len %d is out of range: use 0 for the engine default, or a positive length", *mml)
 	}
 	if !(*util >= 0 && *util <= 1) {
-		return c, fmt.Errorf("--gpu-memory-utilization %g is out of range: use a fraction in (0, 1], or 0 for the engine default", *util)
+		return c, fmt.Errorf("--gpu-memory-utilization %g is out of range: use a fraction in (0, 1], or 0 for the engine's own", *util)
 	}
 	knobs.MaxModelLen, knobs.GpuMemoryUtilization = int32(*mml), *util
 	pl, err := parseNonNegList("prefix-lens", *lens)
