@@ -71,6 +71,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
 	./coordinator/results:FuzzRenderPrefix \
+	./coordinator/results:FuzzRenderPresets \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \

@@ -70,6 +70,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, sees every run's events live (metrics).
+	Observer Observer
 }
 
 // DefaultConfig returns the defaults.
@@ -195,7 +197,8 @@ func (s BaselineSpec) Validate() error {
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.Selection.Validate(false); err != nil {
+	// All gpunodes is a fleet baseline (fleet.go).
+	if err := s.Selection.Validate(true); err != nil {
 		errs = append(errs, err)
 	}
 	if k := s.Knobs; k != nil {
@@ -280,7 +283,13 @@ func (c *Coordinator) waitForMembers(ctx context.Context, r *recorder, need memb
 // <out>/<run>/events.jsonl and passed to emit as it happens; results.json and
 // first_token_latency.md are rendered from that file at the end, also when
 // the run fails part-way.
+//
+// A spec that selects all gpunodes runs as a fleet baseline
+// (RunFleetBaseline).
 func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(results.Event)) (RunResult, error) {
+	if spec.Selection.All {
+		return c.RunFleetBaseline(ctx, FleetSpec{Baseline: spec}, emit)
+	}
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
@@ -324,7 +333,7 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel, sched: sr}
+	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel, sched: sr, observer: c.cfg.Observer, runID: *runID}
 	runErr = body(rctx, r)
 	if f := r.failed(); f != nil {
 		runErr = f

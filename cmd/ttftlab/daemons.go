@@ -19,6 +19,7 @@ import (
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/metrics"
 	"github.com/ttftlab/ttftlab/internal/node"
 	"github.com/ttftlab/ttftlab/internal/sim"
 )
@@ -43,7 +44,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -54,6 +59,15 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg.OutDir = *out
 	var c *coordinator.Coordinator
 	var mem memberView
+	if *metricsAddr != "" {
+		obs := metrics.NewCoordinator(metrics.CoordinatorOptions{Members: mem.Members})
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	s, err := node.Start(ctx, sc, membership.RoleCoordinator, func(r node.Registrar) {
 		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Options: sc.DialOptions()}, logger)
 		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
@@ -98,7 +112,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -109,6 +127,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mem memberView
 	cfg := agent.DefaultConfig()
 	cfg.CheckTarget = targetPolicy(&mem, allow)
+	if *metricsAddr != "" {
+		obs := metrics.NewAgent()
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a := agent.New(cfg, logger)
 	s, err := node.Start(ctx, sc, membership.RoleAgent, func(r node.Registrar) {
 		pb.RegisterAgentServiceServer(r, agent.NewServer(a))
@@ -129,18 +156,33 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	verbose := fs.Bool("v", false, "debug logging")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
-	n, err := newGPUNode(*config, *logDir, nil, logger)
+	n, err := newGPUNode(*config, *logDir, simTweaks{}, logger)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	if *metricsAddr != "" {
+		info, err := n.Info(ctx)
+		if err != nil {
+			return err
+		}
+		stop, err := serveMetrics(ctx, *metricsAddr, metrics.NewGPUNode(info, n.LatestSample, n.EngineStatus).Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sc.Labels = gpunodeLabels(n, labels)
 	s, err := node.Start(ctx, sc, membership.RoleGPUNode, func(r node.Registrar) {
 		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(n))
@@ -151,11 +193,19 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return serveUntilDone(ctx, s, logger)
 }
 
+// simTweaks configure the built-in sim profile of an in-process gpunode:
+// extra arguments, its simulated GPU and its own state directory (empty
+// keeps the profile's).
+type simTweaks struct {
+	args     []string
+	gpu      string
+	stateDir string
+}
+
 // newGPUNode builds a gpunode with the profiles of configPath, or the
 // built-in sim and vllm profiles when it is empty; sim profiles re-execute
-// this binary. simArgs are extra, locally configured arguments for the
-// built-in sim profile.
-func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger) (*gpunode.Node, error) {
+// this binary. tw holds local changes to the built-in sim profile.
+func newGPUNode(configPath, logDir string, tw simTweaks, logger *slog.Logger) (*gpunode.Node, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for the sim profile: %w", err)
@@ -167,11 +217,17 @@ func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger
 		}
 	} else {
 		cfg.Profiles = gpunode.BuiltinProfiles(exe)
-		if len(simArgs) > 0 {
-			p := cfg.Profiles["sim"]
-			p.Command = append(append([]string(nil), p.Command...), simArgs...)
-			cfg.Profiles["sim"] = p
+		p := cfg.Profiles["sim"]
+		if len(tw.args) > 0 {
+			p.Command = append(append([]string(nil), p.Command...), tw.args...)
 		}
+		if tw.gpu != "" {
+			p.Defaults.GPU = tw.gpu
+		}
+		if tw.stateDir != "" {
+			p.StateDir = tw.stateDir
+		}
+		cfg.Profiles["sim"] = p
 	}
 	cfg.LogDir = logDir
 	cfg.SampleInterval = 100 * time.Millisecond

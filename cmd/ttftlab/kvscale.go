@@ -292,6 +292,13 @@ func describeGridEvent(ev *pb.RunEvent) string {
 	case results.GridPointReady:
 		var f pb.EngineFigures
 		_ = protojson.Unmarshal(d.Figures, &f)
+		if !strings.Contains(string(d.Plan), `"c_star"`) { // not a kvscale plan
+			var plan struct {
+				Steps []int `json:"steps"`
+			}
+			_ = json.Unmarshal(d.Plan, &plan)
+			return fmt.Sprintf("point %d ready: KV tokens %d; concurrencies %v", d.Point+1, f.GetKvCacheTokens(), plan.Steps)
+		}
 		var plan results.KVPlan
 		_ = json.Unmarshal(d.Plan, &plan)
 		cs := "n/a"

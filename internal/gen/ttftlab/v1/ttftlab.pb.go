@@ -4092,6 +4092,242 @@ func (x *RunKVScaleResponse) GetEvent() *RunEvent {
 	return nil
 }
 
+// RunPresetsRequest configures a presets restart grid. Zero values take the
+// coordinator's defaults (docs/experiments.md, "presets").
+type RunPresetsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RunId   string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	OutDir  string                 `protobuf:"bytes,2,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
+	Profile string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	// knobs are the base engine knobs; each grid point sets
+	// max_num_batched_tokens, max_num_seqs, enable_chunked_prefill and
+	// max_model_len.
+	Knobs               *EngineKnobs `protobuf:"bytes,4,opt,name=knobs,proto3" json:"knobs,omitempty"`
+	Api                 string       `protobuf:"bytes,5,opt,name=api,proto3" json:"api,omitempty"`
+	MaxNumBatchedTokens []int32      `protobuf:"varint,6,rep,packed,name=max_num_batched_tokens,json=maxNumBatchedTokens,proto3" json:"max_num_batched_tokens,omitempty"`
+	MaxNumSeqs          []int32      `protobuf:"varint,7,rep,packed,name=max_num_seqs,json=maxNumSeqs,proto3" json:"max_num_seqs,omitempty"`
+	// chunked_prefill lists the settings to try: on, off or both.
+	ChunkedPrefill []bool  `protobuf:"varint,8,rep,packed,name=chunked_prefill,json=chunkedPrefill,proto3" json:"chunked_prefill,omitempty"`
+	MaxModelLen    int32   `protobuf:"varint,9,opt,name=max_model_len,json=maxModelLen,proto3" json:"max_model_len,omitempty"`
+	Concurrencies  []int32 `protobuf:"varint,10,rep,packed,name=concurrencies,proto3" json:"concurrencies,omitempty"`
+	// input_len is the mean prompt length; prompts are uniform in
+	// [input_len/2, 1.5 × input_len].
+	InputLen  int32 `protobuf:"varint,11,opt,name=input_len,json=inputLen,proto3" json:"input_len,omitempty"`
+	OutputLen int32 `protobuf:"varint,12,opt,name=output_len,json=outputLen,proto3" json:"output_len,omitempty"`
+	// slo_ttft_ms bounds the interactive preset's TTFT p95, max_ttft_ms the
+	// throughput preset's.
+	SloTtftMs       float64 `protobuf:"fixed64,13,opt,name=slo_ttft_ms,json=sloTtftMs,proto3" json:"slo_ttft_ms,omitempty"`
+	MaxTtftMs       float64 `protobuf:"fixed64,14,opt,name=max_ttft_ms,json=maxTtftMs,proto3" json:"max_ttft_ms,omitempty"`
+	LevelDurationMs int64   `protobuf:"varint,15,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
+	WarmupMs        int64   `protobuf:"varint,16,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
+	MaxAgents       int32   `protobuf:"varint,17,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	// selection picks the gpunode and the agents.
+	Selection     *Selection `protobuf:"bytes,18,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPresetsRequest) Reset() {
+	*x = RunPresetsRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPresetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPresetsRequest) ProtoMessage() {}
+
+func (x *RunPresetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPresetsRequest.ProtoReflect.Descriptor instead.
+func (*RunPresetsRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RunPresetsRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunPresetsRequest) GetOutDir() string {
+	if x != nil {
+		return x.OutDir
+	}
+	return ""
+}
+
+func (x *RunPresetsRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *RunPresetsRequest) GetKnobs() *EngineKnobs {
+	if x != nil {
+		return x.Knobs
+	}
+	return nil
+}
+
+func (x *RunPresetsRequest) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *RunPresetsRequest) GetMaxNumBatchedTokens() []int32 {
+	if x != nil {
+		return x.MaxNumBatchedTokens
+	}
+	return nil
+}
+
+func (x *RunPresetsRequest) GetMaxNumSeqs() []int32 {
+	if x != nil {
+		return x.MaxNumSeqs
+	}
+	return nil
+}
+
+func (x *RunPresetsRequest) GetChunkedPrefill() []bool {
+	if x != nil {
+		return x.ChunkedPrefill
+	}
+	return nil
+}
+
+func (x *RunPresetsRequest) GetMaxModelLen() int32 {
+	if x != nil {
+		return x.MaxModelLen
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetConcurrencies() []int32 {
+	if x != nil {
+		return x.Concurrencies
+	}
+	return nil
+}
+
+func (x *RunPresetsRequest) GetInputLen() int32 {
+	if x != nil {
+		return x.InputLen
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetOutputLen() int32 {
+	if x != nil {
+		return x.OutputLen
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetSloTtftMs() float64 {
+	if x != nil {
+		return x.SloTtftMs
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetMaxTtftMs() float64 {
+	if x != nil {
+		return x.MaxTtftMs
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetLevelDurationMs() int64 {
+	if x != nil {
+		return x.LevelDurationMs
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetWarmupMs() int64 {
+	if x != nil {
+		return x.WarmupMs
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetMaxAgents() int32 {
+	if x != nil {
+		return x.MaxAgents
+	}
+	return 0
+}
+
+func (x *RunPresetsRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+// RunPresetsResponse carries one event.
+type RunPresetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *RunEvent              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPresetsResponse) Reset() {
+	*x = RunPresetsResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPresetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPresetsResponse) ProtoMessage() {}
+
+func (x *RunPresetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPresetsResponse.ProtoReflect.Descriptor instead.
+func (*RunPresetsResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RunPresetsResponse) GetEvent() *RunEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 // RunSweepRequest configures a load sweep.
 type RunSweepRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -4128,7 +4364,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4376,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4389,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -4278,7 +4514,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4290,7 +4526,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4303,7 +4539,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -4322,7 +4558,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4334,7 +4570,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4347,7 +4583,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
 }
 
 // ListMembersResponse is the membership view.
@@ -4360,7 +4596,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4372,7 +4608,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4385,7 +4621,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4412,7 +4648,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4424,7 +4660,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4437,7 +4673,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Member) GetName() string {
@@ -4506,7 +4742,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4518,7 +4754,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4531,7 +4767,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -4621,7 +4857,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4633,7 +4869,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4646,7 +4882,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -4674,7 +4910,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4922,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4935,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -5168,6 +5404,31 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"max_agents\x18\r \x01(\x05R\tmaxAgents\x123\n" +
 	"\tselection\x18\x0e \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
 	"\x12RunKVScaleResponse\x12*\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x81\x05\n" +
+	"\x11RunPresetsRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12-\n" +
+	"\x05knobs\x18\x04 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x10\n" +
+	"\x03api\x18\x05 \x01(\tR\x03api\x123\n" +
+	"\x16max_num_batched_tokens\x18\x06 \x03(\x05R\x13maxNumBatchedTokens\x12 \n" +
+	"\fmax_num_seqs\x18\a \x03(\x05R\n" +
+	"maxNumSeqs\x12'\n" +
+	"\x0fchunked_prefill\x18\b \x03(\bR\x0echunkedPrefill\x12\"\n" +
+	"\rmax_model_len\x18\t \x01(\x05R\vmaxModelLen\x12$\n" +
+	"\rconcurrencies\x18\n" +
+	" \x03(\x05R\rconcurrencies\x12\x1b\n" +
+	"\tinput_len\x18\v \x01(\x05R\binputLen\x12\x1d\n" +
+	"\n" +
+	"output_len\x18\f \x01(\x05R\toutputLen\x12\x1e\n" +
+	"\vslo_ttft_ms\x18\r \x01(\x01R\tsloTtftMs\x12\x1e\n" +
+	"\vmax_ttft_ms\x18\x0e \x01(\x01R\tmaxTtftMs\x12*\n" +
+	"\x11level_duration_ms\x18\x0f \x01(\x03R\x0flevelDurationMs\x12\x1b\n" +
+	"\twarmup_ms\x18\x10 \x01(\x03R\bwarmupMs\x12\x1d\n" +
+	"\n" +
+	"max_agents\x18\x11 \x01(\x05R\tmaxAgents\x123\n" +
+	"\tselection\x18\x12 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
+	"\x12RunPresetsResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\xb9\x04\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
@@ -5244,14 +5505,16 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x10ResetPrefixCache\x12#.ttftlab.v1.ResetPrefixCacheRequest\x1a$.ttftlab.v1.ResetPrefixCacheResponse\x12T\n" +
 	"\rEngineMetrics\x12 .ttftlab.v1.EngineMetricsRequest\x1a!.ttftlab.v1.EngineMetricsResponse2W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xe1\x03\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xb0\x04\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
 	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
 	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01\x12M\n" +
 	"\n" +
 	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01\x12J\n" +
-	"\tRunPrefix\x12\x1c.ttftlab.v1.RunPrefixRequest\x1a\x1d.ttftlab.v1.RunPrefixResponse0\x01\x12E\n" +
+	"\tRunPrefix\x12\x1c.ttftlab.v1.RunPrefixRequest\x1a\x1d.ttftlab.v1.RunPrefixResponse0\x01\x12M\n" +
+	"\n" +
+	"RunPresets\x12\x1d.ttftlab.v1.RunPresetsRequest\x1a\x1e.ttftlab.v1.RunPresetsResponse0\x01\x12E\n" +
 	"\bListRuns\x12\x1b.ttftlab.v1.ListRunsRequest\x1a\x1c.ttftlab.v1.ListRunsResponseB>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
 
 var (
@@ -5267,7 +5530,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),                // 0: ttftlab.v1.OptionalBool
 	(UsageSource)(0),                 // 1: ttftlab.v1.UsageSource
@@ -5313,24 +5576,26 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*RunPrefixResponse)(nil),        // 41: ttftlab.v1.RunPrefixResponse
 	(*RunKVScaleRequest)(nil),        // 42: ttftlab.v1.RunKVScaleRequest
 	(*RunKVScaleResponse)(nil),       // 43: ttftlab.v1.RunKVScaleResponse
-	(*RunSweepRequest)(nil),          // 44: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),         // 45: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),       // 46: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 47: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                   // 48: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),       // 49: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),      // 50: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),                 // 51: ttftlab.v1.RunEvent
-	nil,                              // 52: ttftlab.v1.EngineMetricsResponse.MetricsEntry
-	nil,                              // 53: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                              // 54: ttftlab.v1.Target.HeadersEntry
-	nil,                              // 55: ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	nil,                              // 56: ttftlab.v1.Selection.SelectorEntry
-	nil,                              // 57: ttftlab.v1.Selection.AgentsSelectorEntry
-	nil,                              // 58: ttftlab.v1.Member.LabelsEntry
+	(*RunPresetsRequest)(nil),        // 44: ttftlab.v1.RunPresetsRequest
+	(*RunPresetsResponse)(nil),       // 45: ttftlab.v1.RunPresetsResponse
+	(*RunSweepRequest)(nil),          // 46: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),         // 47: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),       // 48: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 49: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                   // 50: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),       // 51: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),      // 52: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),                 // 53: ttftlab.v1.RunEvent
+	nil,                              // 54: ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	nil,                              // 55: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                              // 56: ttftlab.v1.Target.HeadersEntry
+	nil,                              // 57: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	nil,                              // 58: ttftlab.v1.Selection.SelectorEntry
+	nil,                              // 59: ttftlab.v1.Selection.AgentsSelectorEntry
+	nil,                              // 60: ttftlab.v1.Member.LabelsEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	52, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	54, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
 	8,  // 1: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
 	0,  // 2: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
@@ -5344,7 +5609,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	21, // 11: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	20, // 12: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
 	22, // 13: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	53, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	55, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	23, // 15: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	29, // 16: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	30, // 17: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -5353,65 +5618,70 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	27, // 20: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	28, // 21: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	28, // 22: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	54, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	56, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	33, // 24: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	32, // 25: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
 	34, // 26: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	55, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	57, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
 	35, // 28: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
 	1,  // 29: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	56, // 30: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
-	57, // 31: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
+	58, // 30: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
+	59, // 31: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
 	39, // 32: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
 	36, // 33: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
 	9,  // 34: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
 	36, // 35: ttftlab.v1.RunPrefixRequest.selection:type_name -> ttftlab.v1.Selection
-	51, // 36: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
+	53, // 36: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
 	9,  // 37: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
 	36, // 38: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
-	51, // 39: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 40: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	25, // 41: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	30, // 42: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	27, // 43: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	36, // 44: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
-	51, // 45: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	48, // 46: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	58, // 47: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
-	9,  // 48: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	36, // 49: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
-	51, // 50: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	6,  // 51: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	10, // 52: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	16, // 53: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	18, // 54: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	2,  // 55: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
-	4,  // 56: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
-	24, // 57: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	46, // 58: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	49, // 59: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	44, // 60: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	42, // 61: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	40, // 62: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
-	37, // 63: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
-	7,  // 64: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	11, // 65: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	17, // 66: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	19, // 67: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	3,  // 68: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
-	5,  // 69: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
-	31, // 70: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	47, // 71: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	50, // 72: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	45, // 73: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	43, // 74: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	41, // 75: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
-	38, // 76: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
-	64, // [64:77] is the sub-list for method output_type
-	51, // [51:64] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	53, // 39: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 40: ttftlab.v1.RunPresetsRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 41: ttftlab.v1.RunPresetsRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 42: ttftlab.v1.RunPresetsResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 43: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	25, // 44: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	30, // 45: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	27, // 46: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	36, // 47: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 48: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	50, // 49: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	60, // 50: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
+	9,  // 51: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 52: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 53: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	6,  // 54: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	10, // 55: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	16, // 56: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	18, // 57: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	2,  // 58: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
+	4,  // 59: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
+	24, // 60: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	48, // 61: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	51, // 62: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	46, // 63: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	42, // 64: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	40, // 65: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
+	44, // 66: ttftlab.v1.CoordinatorService.RunPresets:input_type -> ttftlab.v1.RunPresetsRequest
+	37, // 67: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
+	7,  // 68: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	11, // 69: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	17, // 70: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	19, // 71: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	3,  // 72: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
+	5,  // 73: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
+	31, // 74: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	49, // 75: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	52, // 76: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	47, // 77: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	43, // 78: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	41, // 79: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
+	45, // 80: ttftlab.v1.CoordinatorService.RunPresets:output_type -> ttftlab.v1.RunPresetsResponse
+	38, // 81: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
+	68, // [68:82] is the sub-list for method output_type
+	54, // [54:68] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -5427,7 +5697,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

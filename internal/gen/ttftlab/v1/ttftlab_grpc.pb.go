@@ -481,6 +481,7 @@ const (
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
 	CoordinatorService_RunPrefix_FullMethodName   = "/ttftlab.v1.CoordinatorService/RunPrefix"
+	CoordinatorService_RunPresets_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunPresets"
 	CoordinatorService_ListRuns_FullMethodName    = "/ttftlab.v1.CoordinatorService/ListRuns"
 )
 
@@ -524,6 +525,15 @@ type CoordinatorServiceClient interface {
 	// lengths and a sweep of hit ratios. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunPrefix(ctx context.Context, in *RunPrefixRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPrefixResponse], error)
+	// RunPresets is server-streaming: it runs the presets restart grid. For
+	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
+	// restarts the gpunode's engine with those knobs and runs a short
+	// closed-loop concurrency sweep of a mixed workload, then recommends an
+	// "interactive" and a "throughput" preset. A point whose engine refuses
+	// to start is recorded with the engine's error and the grid goes on.
+	// Events are sent as they happen, ending with a "done" event that names
+	// the results directory.
+	RunPresets(ctx context.Context, in *RunPresetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPresetsResponse], error)
 	// ListRuns is unary and does not block: it lists the runs this
 	// coordinator has queued, is running and has finished (the most recent
 	// finished ones), in the order they were asked for.
@@ -624,6 +634,25 @@ func (c *coordinatorServiceClient) RunPrefix(ctx context.Context, in *RunPrefixR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunPrefixClient = grpc.ServerStreamingClient[RunPrefixResponse]
 
+func (c *coordinatorServiceClient) RunPresets(ctx context.Context, in *RunPresetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPresetsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[4], CoordinatorService_RunPresets_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunPresetsRequest, RunPresetsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPresetsClient = grpc.ServerStreamingClient[RunPresetsResponse]
+
 func (c *coordinatorServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRunsResponse)
@@ -674,6 +703,15 @@ type CoordinatorServiceServer interface {
 	// lengths and a sweep of hit ratios. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error
+	// RunPresets is server-streaming: it runs the presets restart grid. For
+	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
+	// restarts the gpunode's engine with those knobs and runs a short
+	// closed-loop concurrency sweep of a mixed workload, then recommends an
+	// "interactive" and a "throughput" preset. A point whose engine refuses
+	// to start is recorded with the engine's error and the grid goes on.
+	// Events are sent as they happen, ending with a "done" event that names
+	// the results directory.
+	RunPresets(*RunPresetsRequest, grpc.ServerStreamingServer[RunPresetsResponse]) error
 	// ListRuns is unary and does not block: it lists the runs this
 	// coordinator has queued, is running and has finished (the most recent
 	// finished ones), in the order they were asked for.
@@ -702,6 +740,9 @@ func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc
 }
 func (UnimplementedCoordinatorServiceServer) RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunPrefix not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RunPresets(*RunPresetsRequest, grpc.ServerStreamingServer[RunPresetsResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method RunPresets not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRuns not implemented")
@@ -789,6 +830,17 @@ func _CoordinatorService_RunPrefix_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunPrefixServer = grpc.ServerStreamingServer[RunPrefixResponse]
 
+func _CoordinatorService_RunPresets_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunPresetsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).RunPresets(m, &grpc.GenericServerStream[RunPresetsRequest, RunPresetsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPresetsServer = grpc.ServerStreamingServer[RunPresetsResponse]
+
 func _CoordinatorService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRunsRequest)
 	if err := dec(in); err != nil {
@@ -842,6 +894,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunPrefix",
 			Handler:       _CoordinatorService_RunPrefix_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunPresets",
+			Handler:       _CoordinatorService_RunPresets_Handler,
 			ServerStreams: true,
 		},
 	},
