@@ -77,6 +77,7 @@ FUZZ_TARGETS := \
 	./internal/oai:FuzzStream \
 	./internal/oai:FuzzSanitizeExcerpt \
 	./internal/oai:FuzzH1Response \
+	./internal/oai:FuzzParseTokenizeResponse \
 	./coordinator:FuzzEngineExitFromWire \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -70,10 +71,11 @@ func newSet() hdr.Set {
 	return s
 }
 
-// observe records one finished request. An interrupted one (cancelled
+// observe records one finished request; promptLen is its prompt's length
+// as the generator built it (for records). An interrupted one (cancelled
 // because the run stopped) counts neither as a success nor as a failure,
 // nor against the error budget.
-func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.Result) {
+func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.Result, promptLen int) {
 	end := time.Now()
 	label := ""
 	if i < len(r.spec.Labels) {
@@ -166,7 +168,10 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	}
 	if r.records {
 		rec := newRecord(i, label, res)
-		rec.Sched, rec.Warmup = sched, warm
+		rec.Sched, rec.Warmup, rec.PromptLen = sched, warm, promptLen
+		if r.spec.RecordMarks && len(res.Marks) > 0 {
+			rec.Marks = slices.Clone(res.Marks)
+		}
 		if !res.Send.IsZero() {
 			rec.DispatchLag = max(res.Send.Sub(sched), 0)
 		}

@@ -206,6 +206,11 @@ type Prompt struct {
 	Text      string
 	MaxTokens int
 	IgnoreEOS bool
+	// Tokens is the prompt length the generator drew (synthetic and
+	// shared-prefix prompts), exact once the generator was sized with the
+	// server's tokenizer (SizeWithServer); 0 when the generator does not
+	// choose lengths (fixed prompts, datasets).
+	Tokens int
 }
 
 // entry is one dataset prompt; out is 0 when the file gave no length.
@@ -223,6 +228,10 @@ type Generator struct {
 	g        WorkloadGen
 	prefixes []string
 	entries  []entry
+	// overhead is the tokens the server adds around a prompt's words (a
+	// chat template, special tokens), found by SizeWithServer; a prompt of
+	// n tokens then carries n − overhead words.
+	overhead int
 }
 
 // NewGenerator validates g and prepares it: it builds the shared prefixes
@@ -316,6 +325,8 @@ func (gen *Generator) Prompt(i uint64) Prompt {
 		}
 		r := seeded(seed^saltPrompt, i)
 		n := g.InputLen.draw(r)
+		p.Tokens = n
+		n = max(n-gen.overhead, 1)
 		var b strings.Builder
 		if g.Kind == GenSharedPrefix {
 			pre := gen.prefixes[i%uint64(len(gen.prefixes))]
@@ -324,9 +335,9 @@ func (gen *Generator) Prompt(i uint64) Prompt {
 				writeWords(&u, seeded(g.Seed^saltUnique, i), g.PrefixLen)
 				pre = u.String()
 			}
-			b.Grow(len(pre) + 5*(n-g.PrefixLen+1))
+			b.Grow(len(pre) + 5*max(n-g.PrefixLen+1, 0))
 			b.WriteString(pre)
-			n -= g.PrefixLen
+			n = max(n-g.PrefixLen, 0)
 		} else {
 			b.Grow(5 * n)
 		}

@@ -254,12 +254,13 @@ func (s *scheduler) run(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	var deadline time.Time // modelled end of the previous step; zero after idle
+	var boundary time.Time // when the previous step really ended; zero after idle
 	early := 500 * time.Microsecond
 	for {
 		s.drain(time.Now())
 		if (len(s.running) == 0 && len(s.waiting) == 0) || s.sleeping.Load() {
 			s.publishGauges()
-			deadline = time.Time{}
+			deadline, boundary = time.Time{}, time.Time{}
 			select {
 			case <-ctx.Done():
 				return
@@ -268,6 +269,9 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
+		if boundary.IsZero() {
+			boundary = start
+		}
 		if !deadline.IsZero() && start.Sub(deadline) < maxCatchUp {
 			start = deadline
 		}
@@ -300,8 +304,11 @@ func (s *scheduler) run(ctx context.Context) {
 			// Spin: yielding here would queue the loop behind every
 			// runnable handler.
 		}
-		s.jitter.observe(time.Since(deadline))
-		s.complete(batch, time.Now())
+		now := time.Now()
+		s.jitter.observe(now.Sub(deadline))
+		s.jitter.observeStep(d, now.Sub(boundary))
+		boundary = now
+		s.complete(batch, now)
 	}
 }
 
