@@ -70,6 +70,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
+	./coordinator/results:FuzzRenderPrefix \
 	./coordinator/results:FuzzRenderPresets \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
