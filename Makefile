@@ -72,6 +72,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderKVScale \
 	./coordinator/results:FuzzParseRules \
 	./coordinator/results:FuzzReadCompareRun \
+	./coordinator/results:FuzzRenderPrefix \
 	./coordinator/results:FuzzRenderPresets \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \

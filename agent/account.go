@@ -34,10 +34,14 @@ type acc struct {
 	interrupted uint64
 	good        uint64
 	outTokens   uint64
-	errs        map[string]uint64
-	samples     []string
-	recs        []Record
-	usage       string
+	// cached sums cached_tokens over the successful requests whose server
+	// sent it (cachedReqs of them); cachedPrompt sums the prompt tokens of
+	// every successful request.
+	cached, cachedReqs, cachedPrompt uint64
+	errs                             map[string]uint64
+	samples                          []string
+	recs                             []Record
+	usage                            string
 }
 
 func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}} }
@@ -123,6 +127,11 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	case res.OK():
 		c.ok++
 		c.outTokens += uint64(max(res.OutputTokens, 0))
+		c.cachedPrompt += uint64(max(res.PromptTokens, 0))
+		if res.CachedTokens >= 0 {
+			c.cached += uint64(res.CachedTokens)
+			c.cachedReqs++
+		}
 		if usageRank(res.UsageSource) < usageRank(c.usage) {
 			c.usage = res.UsageSource
 		}

@@ -82,8 +82,13 @@ type Report struct {
 	// requests (warm-up or measured) whether they finished or are still
 	// streaming.
 	OutputTokensStreamed uint64
-	ErrorsByKind         map[string]uint64
-	ErrorSamples         []string
+	// CachedTokens sums usage.prompt_tokens_details.cached_tokens over the
+	// successful requests whose server sent it and CachedRequests counts
+	// them; CachedPromptTokens sums the prompt tokens of every successful
+	// request.
+	CachedTokens, CachedRequests, CachedPromptTokens uint64
+	ErrorsByKind                                     map[string]uint64
+	ErrorSamples                                     []string
 	// Records are the requests finished in this interval, in finishing
 	// order, when the spec has labels or asks for records.
 	Records []Record
@@ -184,6 +189,7 @@ func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
 	r.seq++
 	rep.OK, rep.Failed, rep.Good, rep.OutputTokens = c.ok, c.failed, c.good, c.outTokens
 	rep.Interrupted = c.interrupted
+	rep.CachedTokens, rep.CachedRequests, rep.CachedPromptTokens = c.cached, c.cachedReqs, c.cachedPrompt
 	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
 	rep.UsageSource = c.usage
 	rep.Histograms = make([]Histogram, 0, len(metrics))

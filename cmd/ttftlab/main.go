@@ -48,6 +48,8 @@ func commands() []command {
 			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
 		{"kvscale", "Check KV capacity and the onset of preemption over a max-model-len × utilisation grid.",
 			"ttftlab kvscale [--coordinator ADDR] [--max-model-len 2048,4096] [--gpu-memory-utilization 0.5,0.9] [flags]", runKVScale},
+		{"prefix", "Measure prefix caching: cold vs hot TTFT, on vs off, with every cache reset verified.",
+			"ttftlab prefix [--coordinator ADDR] [--prefix-lens 0,256,1024,4096] [--suffix-len 128] [--hit-ratios 0,0.5,1] [flags]", runPrefix},
 		{"presets", "Recommend interactive and throughput engine presets from a scheduler-knob grid.",
 			"ttftlab presets [--coordinator ADDR] [--max-num-batched-tokens 2048,8192] [--max-num-seqs 32,128] [--chunked-prefill on,off] [flags]", runPresets},
 		{"members", "List the cluster's members and their labels as the coordinator sees them.",

@@ -27,6 +27,7 @@ type Rendered struct {
 	Sweep    *SweepResults
 	// KVScale is a kvscale restart grid's results (kvscale.go).
 	KVScale *KVScaleResults
+	Prefix  *PrefixResults
 	// Presets is a presets restart grid's results (presets.go).
 	Presets *PresetsResults
 	// Report is the Markdown report's file name and Files the plots.
@@ -37,6 +38,9 @@ type Rendered struct {
 // Render builds a run's results from its events and renders its report
 // and plots, without touching the disk.
 func Render(events []Event) (*Rendered, error) {
+	if isPrefix(events) {
+		return renderPrefix(events)
+	}
 	if isGrid(events) {
 		return renderGrid(events)
 	}
@@ -72,6 +76,9 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 	}
 	if r.KVScale != nil {
 		v = r.KVScale
+	}
+	if r.Prefix != nil {
+		v = r.Prefix
 	}
 	if r.Presets != nil {
 		v = r.Presets

@@ -126,6 +126,7 @@ type scheduler struct {
 	waiting     []*request
 	running     []*request
 	lazyPending bool
+	noopReset   bool
 }
 
 type schedulerConfig struct {
@@ -141,6 +142,8 @@ type schedulerConfig struct {
 	lazyInit         time.Duration
 	tok              tokenizer
 	met              *metrics
+	// noopReset is Config.TestNoopPrefixReset.
+	noopReset bool
 }
 
 func newScheduler(c schedulerConfig) *scheduler {
@@ -154,6 +157,7 @@ func newScheduler(c schedulerConfig) *scheduler {
 		chunked:     !c.noChunkedPrefill,
 		lazyInit:    c.lazyInit,
 		lazyPending: c.lazyInit > 0,
+		noopReset:   c.noopReset,
 		wakeCh:      make(chan struct{}, 1),
 	}
 }
@@ -333,7 +337,7 @@ func (s *scheduler) drain(now time.Time) {
 	for _, ch := range rs {
 		used := s.kv.pool.usable() - s.kv.pool.numFree
 		ok := used == 0
-		if ok {
+		if ok && !s.noopReset {
 			s.kv.pool.resetCache()
 			s.met.resetPrefixStats()
 		}
