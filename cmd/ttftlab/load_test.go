@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,7 +19,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/ttftlab/ttftlab/coordinator/results"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
 
 // fakeOpenAI serves /v1/models with one model and streams n chat or
@@ -251,18 +252,6 @@ func TestParseSLO(t *testing.T) {
 	}
 }
 
-// refusedURL returns a loopback URL nothing listens on.
-func refusedURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
-}
-
 func TestLoadAgainstClosedPort(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -281,7 +270,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"--url", refusedURL(t), "--model", "m", "--json", "--interval", "200ms"}, tt.args...)
+			args := append([]string{"--url", oaitest.RefusedURL(t), "--model", "m", "--json", "--interval", "200ms"}, tt.args...)
 			var stdout, stderr bytes.Buffer
 			start := time.Now()
 			err := run(context.Background(), append([]string{"load"}, args...), &stdout, &stderr)
@@ -310,12 +299,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 }
 
 func TestLoadAllFailedPrintsNA(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, `{"object":"error","message":"boom","type":"InternalServerError","param":null,"code":500}`)
-	}))
-	t.Cleanup(srv.Close)
+	srv := oaitest.NewServer(t, oaitest.Stream{Status: http.StatusInternalServerError, Message: "boom"}.Handler())
 	base := []string{"--url", srv.URL, "--model", "m", "--requests", "4", "--max-error-rate", "off"}
 	t.Run("json nulls", func(t *testing.T) {
 		var stdout bytes.Buffer

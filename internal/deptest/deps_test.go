@@ -213,3 +213,28 @@ func TestOAIIsALeaf(t *testing.T) {
 		t.Error("agent does not import internal/oai; update this test with the package map in docs/design.md")
 	}
 }
+
+// TestOAITestIsForTestsOnly keeps the fake OpenAI server
+// (internal/oai/oaitest) out of the binary: only _test.go files may import
+// it, and it imports no module package, so internal/oai's own tests can use
+// it without an import cycle.
+func TestOAITestIsForTestsOnly(t *testing.T) {
+	const fake = "internal/oai/oaitest"
+	n := 0
+	for _, f := range sources(t) {
+		if f.pkg == fake {
+			n++
+		}
+		for _, im := range f.imports {
+			if im == module+"/"+fake && f.pkg != fake {
+				t.Errorf("%s/%s imports %s: only tests may use the fake server", f.pkg, f.name, im)
+			}
+			if f.pkg == fake && strings.HasPrefix(im, module+"/") {
+				t.Errorf("%s/%s imports %s: the fake must stay a leaf so internal/oai's tests can import it", f.pkg, f.name, im)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no internal/oai/oaitest source found; the walk is broken")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
@@ -80,10 +81,10 @@ const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-
 // sseEvents is a short chat stream: role, two tokens, usage, [DONE].
 func sseEvents() []string {
 	return []string{
-		"data: " + chatRole(0) + "\n\n",
-		"data: " + chatContent("a", 1) + "\n\n",
-		"data: " + chatContent("b", 2) + "\n\n",
-		"data: " + finalUsage(7, 2) + "\n\n",
+		"data: " + oaitest.ChatRole(0) + "\n\n",
+		"data: " + oaitest.ChatContent("a", 1) + "\n\n",
+		"data: " + oaitest.ChatContent("b", 2) + "\n\n",
+		"data: " + oaitest.FinalUsage(7, 2) + "\n\n",
 		"data: [DONE]\n\n",
 	}
 }
@@ -227,11 +228,11 @@ func TestH1ServerClosedIdle(t *testing.T) {
 func TestH1RequestHeaders(t *testing.T) {
 	var got http.Header
 	var host string
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		got, host = r.Header.Clone(), r.Host
-		s := startSSE(w)
+		s := oaitest.StartSSE(w)
 		for _, e := range sseEvents() {
-			s.raw(e)
+			s.Raw(e)
 		}
 	})
 	c := newClient(t, Config{MaxConns: 1})
@@ -244,9 +245,7 @@ func TestH1RequestHeaders(t *testing.T) {
 		got.Get("Authorization") != "Bearer k" || got.Get("Accept") != "text/event-stream" || host != strings.TrimPrefix(f.URL, "http://") {
 		t.Errorf("headers %v, host %q", got, host)
 	}
-	f.mu.Lock()
-	body := f.bodies[0]
-	f.mu.Unlock()
+	body := f.Bodies()[0]
 	if body["model"] != "m" {
 		t.Errorf("body %v", body)
 	}
@@ -338,7 +337,7 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 }
 
 func TestTransportConfig(t *testing.T) {
-	f := newFakeServer(t, streamTokens(2, 0))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(2, 0))
 	tests := []struct {
 		name      string
 		cfg       Config
