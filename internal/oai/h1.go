@@ -920,7 +920,13 @@ func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc
 		r.Err = classify(ctx, err, false)
 		return
 	}
+	// The header arrived with the read that completed it, the same
+	// socket-arrival stamp a first chunk in that read gets (not the later
+	// time its parsing ended), so FirstByte ≤ FirstChunk always holds.
 	r.Header = time.Now()
+	if at := conn.sc.at; !at.IsZero() && at.Before(r.Header) {
+		r.Header = at
+	}
 	r.Status = resp.status
 	c.readBody(ctx, cancel, req, s, resp.status, resp.contentType, &hb)
 	if stop() && hb.done && !resp.close && !out.reqClose {

@@ -488,3 +488,23 @@ func FuzzH1Response(f *testing.F) {
 		}
 	})
 }
+
+// TestH1HeaderNotAfterFirstChunk: when the header and the first chunks
+// arrive in one read, the header is stamped with that read's arrival, like
+// the chunks, so Header ≤ FirstChunk ≤ FirstToken (agent's FirstByte ≤
+// FirstChunk ≤ TTFT). Parsing the header used to stamp it later.
+func TestH1HeaderNotAfterFirstChunk(t *testing.T) {
+	s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
+		return false
+	})
+	c := newClient(t, Config{MaxConns: 1})
+	for i := range 20 {
+		r := c.Do(context.Background(), chatReq(s.URL))
+		wantTwoTokens(t, r)
+		if r.Header.IsZero() || r.FirstChunk.Before(r.Header) || r.FirstToken.Before(r.FirstChunk) {
+			t.Fatalf("request %d: header %v, first chunk %v, first token %v; want header ≤ first chunk ≤ first token",
+				i, r.Header, r.FirstChunk, r.FirstToken)
+		}
+	}
+}
