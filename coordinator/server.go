@@ -87,9 +87,6 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 	for _, m := range req.GetMaxModelLens() {
 		spec.MaxModelLens = append(spec.MaxModelLens, int(m))
 	}
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
-	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
