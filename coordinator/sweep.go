@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -82,10 +83,19 @@ func (s SweepSpec) withDefaults() SweepSpec {
 const maxLevelConcurrency = 100_000
 
 // Bounds of the error budget's window, as the agents take it.
-const (
-	minErrorWindowMs = 100
-	maxErrorWindowMs = 3_600_000
-)
+// msSaturated converts milliseconds from a request to a Duration, holding
+// values beyond Duration's range at its ends instead of wrapping around, so
+// that a huge value cannot pass a range check as a small one.
+func msSaturated(ms int64) time.Duration {
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	switch {
+	case ms > limit:
+		return math.MaxInt64
+	case ms < -limit:
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // Validate names the bad field and the fix: each error is a
 // specerr.FieldError, so that a front end can name its own flag.
@@ -145,8 +155,8 @@ func (s SweepSpec) Validate() error {
 	if r := lm.GetMaxErrorRate(); math.IsNaN(r) || r > 1 {
 		bad("load.max_error_rate", r, "is invalid: set a fraction of failed attempts in [0, 1] (0 means the default; 1 or a negative value turns the error budget off)")
 	}
-	if w := lm.GetErrorWindowMs(); w < 0 || (w > 0 && w < minErrorWindowMs) || w > maxErrorWindowMs {
-		bad("load.error_window_ms", msD(w), "is invalid: set a window from %v to %v, such as 5s (0 means the default)", msD(minErrorWindowMs), msD(maxErrorWindowMs))
+	if err := agent.CheckErrorWindow("load.error_window_ms", msSaturated(lm.GetErrorWindowMs())); err != nil {
+		errs = append(errs, err)
 	}
 	if mt := s.Workload.GetMaxTokens(); mt < 1 && s.Workload != nil {
 		bad("workload.max_tokens", mt, "is invalid: set max_tokens ≥ 1")
