@@ -498,7 +498,7 @@ func dashAttr(d string) string {
 // (the y values) and data-py (their pixel rows); "_" marks a gap.
 func (c Chart) curve(b *strings.Builder, cu Curve, st Style, xm, ym scaleMap, unit string) {
 	type pt struct {
-		x, y float64
+		x, y  float64
 		label string
 		gap   bool
 	}
