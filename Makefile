@@ -49,6 +49,16 @@ test: ## Run the whole unit and in-process cluster suite with the race detector.
 test-e2e: build ## Run the heavy multi-process scenarios.
 	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -run 'TestRealSimEngine|E2E' ./...
 
+# The multi-host scenarios across Linux network namespaces (e2e/netns):
+# root, iproute2 and, for the delay scenario, the kernel's netem qdisc. A
+# test that cannot run here skips, and its reason is printed at the end.
+.PHONY: test-netns
+test-netns: build ## Run the multi-host scenarios across network namespaces, veth pairs and a bridge (needs root).
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; status=0; \
+	TTFTLAB_NETNS=1 TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -timeout 10m -v ./e2e/netns/ 2>&1 | tee "$$log" || status=$$?; \
+	if grep -q -- '^--- SKIP' "$$log"; then echo "skipped in test-netns:"; grep -B1 -- '^--- SKIP' "$$log" | grep -v -- '^--$$'; fi; \
+	exit $$status
+
 # Every fuzz target, as package:FuzzName. `go test` runs one -fuzz target per
 # package at a time, so they run one after another.
 FUZZTIME ?= 10s

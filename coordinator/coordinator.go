@@ -195,7 +195,8 @@ func (s BaselineSpec) Validate() error {
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.Selection.Validate(false); err != nil {
+	// All gpunodes is a fleet baseline (fleet.go).
+	if err := s.Selection.Validate(true); err != nil {
 		errs = append(errs, err)
 	}
 	if k := s.Knobs; k != nil {
@@ -280,7 +281,13 @@ func (c *Coordinator) waitForMembers(ctx context.Context, r *recorder, need memb
 // <out>/<run>/events.jsonl and passed to emit as it happens; results.json and
 // first_token_latency.md are rendered from that file at the end, also when
 // the run fails part-way.
+//
+// A spec that selects all gpunodes runs as a fleet baseline
+// (RunFleetBaseline).
 func (c *Coordinator) RunBaseline(ctx context.Context, spec BaselineSpec, emit func(results.Event)) (RunResult, error) {
+	if spec.Selection.All {
+		return c.RunFleetBaseline(ctx, FleetSpec{Baseline: spec}, emit)
+	}
 	spec = spec.withDefaults()
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err

@@ -136,7 +136,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	logger := newLogger(stderr, *verbose)
-	n, err := newGPUNode(*config, *logDir, nil, logger)
+	n, err := newGPUNode(*config, *logDir, simTweaks{}, logger)
 	if err != nil {
 		return err
 	}
@@ -151,11 +151,19 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return serveUntilDone(ctx, s, logger)
 }
 
+// simTweaks configure the built-in sim profile of an in-process gpunode:
+// extra arguments, its simulated GPU and its own state directory (empty
+// keeps the profile's).
+type simTweaks struct {
+	args     []string
+	gpu      string
+	stateDir string
+}
+
 // newGPUNode builds a gpunode with the profiles of configPath, or the
 // built-in sim and vllm profiles when it is empty; sim profiles re-execute
-// this binary. simArgs are extra, locally configured arguments for the
-// built-in sim profile.
-func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger) (*gpunode.Node, error) {
+// this binary. tw holds local changes to the built-in sim profile.
+func newGPUNode(configPath, logDir string, tw simTweaks, logger *slog.Logger) (*gpunode.Node, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable for the sim profile: %w", err)
@@ -167,11 +175,17 @@ func newGPUNode(configPath, logDir string, simArgs []string, logger *slog.Logger
 		}
 	} else {
 		cfg.Profiles = gpunode.BuiltinProfiles(exe)
-		if len(simArgs) > 0 {
-			p := cfg.Profiles["sim"]
-			p.Command = append(append([]string(nil), p.Command...), simArgs...)
-			cfg.Profiles["sim"] = p
+		p := cfg.Profiles["sim"]
+		if len(tw.args) > 0 {
+			p.Command = append(append([]string(nil), p.Command...), tw.args...)
 		}
+		if tw.gpu != "" {
+			p.Defaults.GPU = tw.gpu
+		}
+		if tw.stateDir != "" {
+			p.StateDir = tw.stateDir
+		}
+		cfg.Profiles["sim"] = p
 	}
 	cfg.LogDir = logDir
 	cfg.SampleInterval = 100 * time.Millisecond

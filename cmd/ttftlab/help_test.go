@@ -40,6 +40,9 @@ func TestEveryCommandHasHelp(t *testing.T) {
 			if !strings.HasPrefix(rest, "\nUsage: "+c.usage+"\n") || !strings.HasPrefix(c.usage, "ttftlab "+c.name) {
 				t.Errorf("help does not give the usage %q after the summary:\n%s", c.usage, help)
 			}
+			if strings.Contains(help, "panic calling") {
+				t.Errorf("a flag's String panicked on its zero value (flag.PrintDefaults recovers and prints it):\n%s", help)
+			}
 			if strings.Contains(help, "Usage of") {
 				t.Errorf("help has Go's default %q:\n%s", "Usage of", help)
 			}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +27,31 @@ type localClusterConfig struct {
 	agents        int
 	gpunodeConfig string
 	simArgs       []string
-	logger        *slog.Logger
+	// gpunodes is how many gpunodes to start, 0 or 1 meaning one; more
+	// make a simulated fleet of different nodes (fleetSimNode).
+	gpunodes int
+	logger   *slog.Logger
 }
+
+// fleetSimNode is the simulated hardware of node i (1-based) of a local
+// fleet of more than one gpunode, so that a fleet baseline has something
+// to find: node 1 is the reference (the sim's H200 and 1.5 GB/s disk);
+// node 2 has a slow disk (0.3 GB/s, a fifth of the reference); node 3 has
+// an L40S instead of an H200; any further node is like node 1.
+func fleetSimNode(i int) (gpu string, args []string, desc string) {
+	switch i {
+	case 2:
+		return "", []string{"--disk-read-gbps", "0.3"}, "slow disk (0.3 GB/s)"
+	case 3:
+		return "l40s", nil, "L40S GPU"
+	}
+	return "", nil, "reference (H200, 1.5 GB/s disk)"
+}
+
+// dirCloser removes a directory on Close.
+type dirCloser string
+
+func (d dirCloser) Close() error { return os.RemoveAll(string(d)) }
 
 // localCluster is a running in-process cluster and a client of its
 // coordinator. Close stops every member and waits for them.
@@ -84,21 +109,39 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 	join := cs.Members().Addr()
 	lc.addr = cs.Addr()
 
-	gn, err := newGPUNode(cfg.gpunodeConfig, filepath.Join(cfg.out, "engine-logs"), cfg.simArgs, logger)
-	if err != nil {
-		return lc, fmt.Errorf("start gpunode: %w", err)
+	for i := 1; i <= max(cfg.gpunodes, 1); i++ {
+		name := fmt.Sprintf("gpunode-%d", i)
+		logDir := filepath.Join(cfg.out, "engine-logs")
+		tw := simTweaks{args: cfg.simArgs}
+		if cfg.gpunodes > 1 {
+			// Each node of a fleet is its own machine: its own engine logs,
+			// and its own simulated page cache and compile cache, fresh
+			// like a machine just booted.
+			logDir = filepath.Join(logDir, name)
+			var extra []string
+			tw.gpu, extra, _ = fleetSimNode(i)
+			tw.args = append(slices.Clone(cfg.simArgs), extra...)
+			if tw.stateDir, err = os.MkdirTemp("", "ttftlab-sim-"+name+"-"); err != nil {
+				return lc, fmt.Errorf("start %s: simulated cache directory: %w", name, err)
+			}
+			lc.closers = append(lc.closers, dirCloser(tw.stateDir))
+		}
+		gn, err := newGPUNode(cfg.gpunodeConfig, logDir, tw, logger)
+		if err != nil {
+			return lc, fmt.Errorf("start %s: %w", name, err)
+		}
+		lc.closers = append(lc.closers, gn)
+		gsc := base
+		gsc.Name, gsc.Join = name, join
+		gsc.Labels = gpunodeLabels(gn, nil)
+		gsvc, err := node.Start(ctx, gsc, membership.RoleGPUNode, func(r node.Registrar) {
+			pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(gn))
+		}, logger)
+		if err != nil {
+			return lc, fmt.Errorf("start %s: %w", name, err)
+		}
+		lc.closers = append(lc.closers, gsvc)
 	}
-	lc.closers = append(lc.closers, gn)
-	gsc := base
-	gsc.Name, gsc.Join = "gpunode-1", join
-	gsc.Labels = gpunodeLabels(gn, nil)
-	gsvc, err := node.Start(ctx, gsc, membership.RoleGPUNode, func(r node.Registrar) {
-		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(gn))
-	}, logger)
-	if err != nil {
-		return lc, fmt.Errorf("start gpunode: %w", err)
-	}
-	lc.closers = append(lc.closers, gsvc)
 
 	for i := 1; i <= cfg.agents; i++ {
 		a := agent.New(agent.DefaultConfig(), logger)

@@ -153,6 +153,9 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"--run-id", "a/b"}, `--run-id "a/b" is not a safe directory name`},
 		{[]string{"--gpu-memory-utilization", "1.5"}, "--gpu-memory-utilization 1.5 is out of range"},
 		{[]string{"--max-num-seqs", "99999999999"}, "99999999999 is out of range"},
+		{[]string{"--gpunodes", "0"}, "--gpunodes 0 is out of range: use 1..16"},
+		{[]string{"--gpunodes", "17"}, "--gpunodes 17 is out of range: use 1..16"},
+		{[]string{"--gpunodes", "2", "--sweep", "1,8"}, `--sweep 1,8 with --gpunodes 2: a fleet compares the nodes' cold starts and runs no sweep; pass --sweep ""`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
+	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
 	"github.com/ttftlab/ttftlab/internal/node"
@@ -67,7 +68,11 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if err := printReport(stdout, stderr, dir, "first_token_latency.md", c.quiet); err != nil {
+	report := results.BaselineReport
+	if c.baseline.Selection.All {
+		report = results.FleetReport // a fleet baseline: one row per gpunode
+	}
+	if err := printReport(stdout, stderr, dir, report, c.quiet); err != nil {
 		return err
 	}
 	return failure

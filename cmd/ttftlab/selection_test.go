@@ -20,7 +20,10 @@ func TestSelectionFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"baseline on every gpunode", runBaseline, []string{"--all-gpunodes"}, "--all-gpunodes is not supported by this experiment"},
+		// --all-gpunodes is a fleet baseline (coordinator/fleet.go): it gets
+		// as far as dialling.
+		{"baseline on every gpunode is a fleet", runBaseline, []string{"--all-gpunodes"}, "--coordinator is required"},
+		{"baseline name and every gpunode", runBaseline, []string{"--all-gpunodes", "--gpunode", "g1"}, `--gpunode "g1" and all gpunodes were both asked for`},
 		{"baseline name and selector", runBaseline, []string{"--gpunode", "g1", "--selector", "gpu=h200"}, `--gpunode "g1" and a gpunode selector were both given`},
 		{"baseline bad selector", runBaseline, []string{"--selector", "gpu"}, `label "gpu" is not key=value`},
 		{"sweep bad agents selector", runSweep, []string{"--agents-selector", "rack=r 1"}, `value "r 1"`},

@@ -83,6 +83,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
 	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")
+	diskGBps := fs.Float64("disk-read-gbps", cfg.Startup.DiskReadBps/1e9, "weight read speed from disk in `GB/s` (10^9 bytes/s) when the weights are not in the simulated page cache; a slow disk reads at a fraction of it")
 	fs.DurationVar(&cfg.FirstRequestDelay, "sim-first-request-delay", cfg.FirstRequestDelay, "lazy-initialisation `duration` the first engine step pays")
 
 	// `vllm serve MODEL [flags]`: accept the model as a leading positional.
@@ -106,6 +107,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.ModelConfig != "" && !set["model"] && !modelPositional {
 		cfg.Model = "" // name the model after the config
 	}
+	if set["disk-read-gbps"] && !(*diskGBps > 0 && *diskGBps <= 1000) {
+		return fmt.Errorf("sim: --disk-read-gbps %g is out of range: use a read speed in GB/s in (0, 1000], e.g. 0.3 for a slow network disk", *diskGBps)
+	}
 	if *calibPath != "" {
 		cal, err := sim.LoadCalibration(*calibPath)
 		if err != nil {
@@ -118,7 +122,13 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if set["sim-first-request-delay"] {
 			cal.FirstRequestDelay = nil
 		}
+		if set["disk-read-gbps"] && cal.Startup != nil {
+			cal.Startup.DiskReadBps = nil
+		}
 		cal.Apply(&cfg)
+	}
+	if set["disk-read-gbps"] {
+		cfg.Startup.DiskReadBps = *diskGBps * 1e9
 	}
 	e, err := sim.New(cfg, stdout, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

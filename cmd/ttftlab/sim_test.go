@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +244,42 @@ func writeFile(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestSimDiskReadFlag checks --disk-read-gbps: a bad value is refused with
+// the flag and the fix named, and a slow disk lengthens the weights read
+// the sim logs (a sleep is a lower bound, so the slow case cannot flake).
+func TestSimDiskReadFlag(t *testing.T) {
+	for _, v := range []string{"0", "-1", "NaN", "5000"} {
+		t.Run("refuses "+v, func(t *testing.T) {
+			err := runSim(t.Context(), []string{"--port", "0", "--state-dir", t.TempDir(), "--disk-read-gbps", v}, &bytes.Buffer{}, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), "--disk-read-gbps") || !strings.Contains(err.Error(), "GB/s in (0, 1000]") {
+				t.Errorf("runSim = %v, want an error naming --disk-read-gbps and its range", err)
+			}
+		})
+	}
+	t.Run("slow disk reads slowly", func(t *testing.T) {
+		var log lockedBuffer
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		// 3.09 GB of weights at 0.1 GB/s is 30.9 s, scaled by 0.01: at
+		// least 0.31 s; the default 1.5 GB/s would take 0.02 s.
+		go func() {
+			done <- runSim(ctx, []string{"--port", "0", "--startup-scale", "0.01", "--state-dir", t.TempDir(),
+				"--disable-log-stats", "--enforce-eager", "--disk-read-gbps", "0.1"}, &log, &log)
+		}()
+		defer func() { cancel(); <-done }()
+		re := regexp.MustCompile(`Loading weights took ([0-9.]+) seconds`)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if m := re.FindStringSubmatch(log.String()); m != nil {
+				if got, err := strconv.ParseFloat(m[1], 64); err != nil || got < 0.30 {
+					t.Fatalf("weights read in %s s with --disk-read-gbps 0.1, want at least 0.30 s", m[1])
+				}
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no weights line:\n%s", log.String())
+	})
 }

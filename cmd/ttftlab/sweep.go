@@ -93,6 +93,15 @@ type setFlag struct {
 	set *bool
 }
 
+// String guards the zero value that flag.PrintDefaults makes to find a
+// flag's default: its embedded Value is nil.
+func (s setFlag) String() string {
+	if s.Value == nil {
+		return ""
+	}
+	return s.Value.String()
+}
+
 func (s setFlag) Set(v string) error {
 	if err := s.Value.Set(v); err != nil {
 		return err

@@ -30,6 +30,9 @@ type upConfig struct {
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
 	sweep         sweepFlags
+	// gpunodes is how many in-process gpunodes to start; more than one runs
+	// the fleet baseline.
+	gpunodes int
 }
 
 // baselineFlagNames maps BaselineSpec's fields to the baseline flags.
@@ -132,6 +135,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	c.sweep.register(fs, "sweep", "1,8,32")
+	fs.IntVar(&c.gpunodes, "gpunodes", 1, "number of in-process simulated gpunodes; `N` > 1 runs the baseline on each in turn (node 2 has a slow disk, node 3 an L40S) and writes fleet.md, with no sweep")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
 	if err := fs.Parse(args); err != nil {
@@ -139,6 +143,21 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if err := finish(); err != nil {
 		return c, err
+	}
+	if c.gpunodes < 1 || c.gpunodes > 16 {
+		return c, fmt.Errorf("--gpunodes %d is out of range: use 1..16", c.gpunodes)
+	}
+	if c.gpunodes > 1 {
+		set := setFlags(fs)
+		if set["sweep"] && len(c.sweep.spec.Levels) > 0 {
+			return c, fmt.Errorf("--sweep %s with --gpunodes %d: a fleet compares the nodes' cold starts and runs no sweep; pass --sweep \"\", or --gpunodes 1 for a sweep", levelsFlag{&c.sweep.spec.Levels}, c.gpunodes)
+		}
+		c.sweep.spec.Levels = nil
+		c.baseline.Selection.All = true
+		if !set["gpu"] {
+			// Each simulated node keeps its own GPU (fleetSimNode).
+			c.baseline.Knobs.Gpu = ""
+		}
 	}
 	if len(c.sweep.spec.Levels) > 0 {
 		c.sweep.spec.API = c.baseline.API
@@ -172,26 +191,42 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("TTFTLAB_DEBUG") != "" {
 		logger = newLogger(stderr, true)
 	}
-	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, logger: logger})
+	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, gpunodes: cfg.gpunodes, logger: logger})
 	if err != nil {
 		return err
 	}
 	defer lc.Close()
 	client := lc.client
-	fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
-		lc.addr, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
+	if cfg.gpunodes > 1 {
+		fmt.Fprintf(stderr, "ttftlab up: coordinator %s, %d gpunodes, %d agent(s); profile %s, model %s; a fleet baseline, one node after another:\n",
+			lc.addr, cfg.gpunodes, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
+		for i := 1; i <= cfg.gpunodes; i++ {
+			_, _, desc := fleetSimNode(i)
+			fmt.Fprintf(stderr, "  gpunode-%d: %s\n", i, desc)
+		}
+		if err := waitForGPUNodes(ctx, client, cfg.gpunodes, 20*time.Second); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
+			lc.addr, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
+	}
 	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
 	if err != nil {
 		return err
 	}
-	md, err := os.ReadFile(filepath.Join(dir, "first_token_latency.md"))
+	report, wrote := results.BaselineReport, "events.jsonl,results.json,"+results.BaselineReport
+	if cfg.gpunodes > 1 {
+		report, wrote = results.FleetReport, "events.jsonl,"+results.FleetReport+","+results.FleetJSON+","+results.FleetNodesDir+"/*/"
+	}
+	md, err := os.ReadFile(filepath.Join(dir, report))
 	if err != nil {
 		return err
 	}
 	if !cfg.quiet {
 		fmt.Fprintf(stdout, "%s\n", md)
 	}
-	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,first_token_latency.md}\n", dir)
+	fmt.Fprintf(stderr, "wrote %s/{%s}\n", dir, wrote)
 	if failure != nil {
 		return failure // a sweep of an engine that answered nothing would measure nothing
 	}
@@ -236,6 +271,35 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return failure
 }
 
+// waitForGPUNodes waits until the coordinator sees n gpunodes alive, so
+// that a fleet baseline selects every node `up` started.
+func waitForGPUNodes(ctx context.Context, client pb.CoordinatorServiceClient, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := client.ListMembers(ctx, &pb.ListMembersRequest{})
+		if err != nil {
+			return fmt.Errorf("list members: %w", err)
+		}
+		alive := 0
+		for _, m := range resp.GetMembers() {
+			if m.GetRole() == "gpunode" && m.GetState() == "alive" {
+				alive++
+			}
+		}
+		if alive >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s the coordinator sees %d of the %d gpunodes started: the local cluster did not form; run with TTFTLAB_DEBUG=1 for its logs", timeout, alive, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // followEvents prints a run's progress until its stream ends, counts its
 // measured requests into t, and returns the results directory named by the
 // final "done" event.
@@ -265,7 +329,13 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTal
 
 // describeEvent renders one progress line.
 func describeEvent(ev *pb.RunEvent) string {
-	p, err := results.Decode(results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())})
+	rev := results.Event{T: ev.GetUnixNano(), Kind: ev.GetKind(), Data: []byte(ev.GetJson())}
+	p, err := results.Decode(rev)
+	if errors.Is(err, results.ErrUnknownKind) {
+		if fp, ferr := results.DecodeFleet(rev); !errors.Is(ferr, results.ErrUnknownKind) {
+			p, err = fp, ferr
+		}
+	}
 	if errors.Is(err, results.ErrUnknownKind) {
 		if s := describeGridEvent(ev); s != "" {
 			return s
@@ -287,6 +357,16 @@ func describeEvent(ev *pb.RunEvent) string {
 		return fmt.Sprintf("gpunode %s: NVML driver %s", p.GetHostname(), p.GetDriverVersion())
 	case results.Round:
 		return fmt.Sprintf("restart round %d", p.Round)
+	case results.FleetStart:
+		return fmt.Sprintf("fleet baseline %s: gpunodes %s, %s", p.RunID, strings.Join(p.GPUNodes, ", "), p.Order)
+	case results.FleetNode:
+		if p.Status == "" {
+			return "=== gpunode " + p.Node + " ==="
+		}
+		if p.Error != "" {
+			return fmt.Sprintf("gpunode %s: %s: %s", p.Node, p.Status, p.Error)
+		}
+		return fmt.Sprintf("gpunode %s: %s", p.Node, p.Status)
 	case results.Queued:
 		if p.Behind == "" {
 			return fmt.Sprintf("queued: position %d", p.Position)

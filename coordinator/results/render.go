@@ -84,7 +84,16 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 // a run ends with. It returns a baseline's Results (nil for a sweep).
 // A panic while rendering (a malformed events.jsonl that slipped past the
 // checks) is turned into an error, so one bad file cannot stop a daemon.
+//
+// A fleet baseline's directory (fleet.go) renders every node's run under
+// nodes/ and then fleet.json and fleet.md; it returns nil Results.
 func RenderDir(dir string) (res *Results, err error) {
+	return renderDir(dir, true)
+}
+
+// renderDir is RenderDir; a fleet is rendered only where allowFleet, so
+// that a node directory cannot lead back into a fleet.
+func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 	defer recoverRender(dir, &res, &err)
 	f, err := os.Open(filepath.Join(dir, EventsFile))
 	if err != nil {
@@ -94,6 +103,12 @@ func RenderDir(dir string) (res *Results, err error) {
 	f.Close()
 	if err != nil {
 		return nil, err
+	}
+	if isFleet(events) {
+		if !allowFleet {
+			return nil, fmt.Errorf("%s: a fleet baseline inside a fleet's nodes/ directory: render it on its own", dir)
+		}
+		return nil, renderFleetDir(dir, events)
 	}
 	r, err := Render(events)
 	if err != nil {

@@ -379,6 +379,12 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
+	// A node cut off for less than the suspicion timeout keeps its peers
+	// "suspect" and learns that it was declared dead only at its next full
+	// state exchange; at memberlist's 30 s that made a restored agent wait
+	// up to 45 s to rejoin (e2e/netns). Lab clusters are small, and
+	// memberlist stretches the interval itself above 32 nodes.
+	mc.PushPullInterval = 5 * time.Second
 	if cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
 		mc.GossipInterval = 20 * time.Millisecond
