@@ -47,6 +47,9 @@ func Render(events []Event) (*Rendered, error) {
 		for name, svg := range renderSweepPlots(res) {
 			out.Files[name] = []byte(svg)
 		}
+		if c, ok := sweepTimeline(events, res); ok {
+			out.Files[SweepTimelineSVG] = []byte(c.SVG())
+		}
 		out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
 		return out, nil
 	}
@@ -57,6 +60,12 @@ func Render(events []Event) (*Rendered, error) {
 	out := &Rendered{Baseline: res, Report: BaselineReport, Files: map[string][]byte{}}
 	for name, svg := range renderPlots(res) {
 		out.Files[name] = []byte(svg)
+	}
+	if c, ok := baselineTimeline(events, res); ok {
+		out.Files[TimelineSVG] = []byte(c.SVG())
+	}
+	if c, ok := warmCDF(res); ok {
+		out.Files[WarmCDFSVG] = []byte(c.SVG())
 	}
 	out.Files[BaselineReport] = []byte(RenderMarkdown(res))
 	return out, nil

@@ -249,6 +249,9 @@ func (c Chart) SVG() string {
 			if len(c.Panels) > 1 {
 				h = 90
 			}
+			if !p.hasData(xm) {
+				h = 26 // a "not measured" line needs no plot area
+			}
 		}
 		heights[i] = h
 		y += headerH + h + panelGap
@@ -350,6 +353,18 @@ func bandTitle(b Band) string {
 		t += " — " + b.Detail
 	}
 	return t
+}
+
+// hasData reports whether any curve of the panel has a point to draw.
+func (p Panel) hasData(xm scaleMap) bool {
+	for _, cu := range p.Curves {
+		for k := range cu.Y {
+			if k < len(cu.X) && xm.valid(cu.X[k]) && !math.IsNaN(cu.Y[k]) && !math.IsInf(cu.Y[k], 0) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // panel renders one panel whose header starts at y.
