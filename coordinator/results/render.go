@@ -32,9 +32,32 @@ type Rendered struct {
 	Files  map[string][]byte
 }
 
-// Render builds a run's results from its events and renders its report
-// and plots, without touching the disk.
+// Render builds a run's results from its events and renders its report,
+// its plots and report.html, without touching the disk.
 func Render(events []Event) (*Rendered, error) {
+	r, err := render(events)
+	if err != nil {
+		return nil, err
+	}
+	runID, status := r.identity()
+	r.Files[HTMLReport] = renderHTML(string(r.Files[r.Report]), r.Files, events, runID, status)
+	return r, nil
+}
+
+// identity returns the rendered run's id and status.
+func (r *Rendered) identity() (runID, status string) {
+	switch {
+	case r.Baseline != nil:
+		return r.Baseline.RunID, r.Baseline.Status
+	case r.Sweep != nil:
+		return r.Sweep.RunID, r.Sweep.Status
+	case r.KVScale != nil:
+		return r.KVScale.RunID, r.KVScale.Status
+	}
+	return "", ""
+}
+
+func render(events []Event) (*Rendered, error) {
 	if isGrid(events) {
 		return renderGrid(events)
 	}
