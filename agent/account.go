@@ -75,6 +75,16 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	if i < len(r.spec.Labels) {
 		label = r.spec.Labels[i]
 	}
+	if r.obs != nil {
+		e := RequestEnd{Warmup: warm, Interrupted: interrupted, Sent: !res.Send.IsZero()}
+		if e.Sent {
+			e.DispatchLag = max(res.Send.Sub(sched), 0)
+		}
+		if res.Err != nil && !interrupted {
+			e.ErrKind = res.Err.Kind
+		}
+		r.obs.RequestEnded(e)
+	}
 	if res.Err != nil && !interrupted {
 		r.log.Debug("request failed", "run_id", r.spec.RunID, "index", i, "label", label,
 			"kind", res.Err.Kind, "detail", res.Err.Detail)

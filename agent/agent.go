@@ -77,6 +77,8 @@ type Config struct {
 	// When empty, Run reads any local path (the standalone CLI), and the
 	// gRPC server refuses dataset generators.
 	DatasetDir string
+	// Observer, when set, sees every request start and end (metrics).
+	Observer Observer
 }
 
 // DefaultConfig returns the defaults.

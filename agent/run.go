@@ -83,6 +83,7 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	defer sender.Close()
 
 	r := newRun(spec, pl, gen, sender, a.cfg.MaxErrorSamples, a.log)
+	r.obs = a.cfg.Observer
 	log := a.log.With("run_id", spec.RunID, "agent_id", spec.AgentID)
 
 	if wait := time.Until(spec.Start); !spec.Start.IsZero() && wait > 0 {
@@ -162,6 +163,7 @@ type run struct {
 	gen        *Generator
 	sender     Sender
 	log        *slog.Logger
+	obs        Observer // nil: none
 	maxSamples int
 	records    bool
 	base       oai.Request
@@ -353,6 +355,9 @@ func (r *run) schedule(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (r *run) begin(warm bool) {
+	if r.obs != nil {
+		r.obs.RequestStarted()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.plan.pacer == nil {

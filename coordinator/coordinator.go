@@ -70,6 +70,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer, when set, sees every run's events live (metrics).
+	Observer Observer
 }
 
 // DefaultConfig returns the defaults.
@@ -331,7 +333,7 @@ func (c *Coordinator) runLogged(ctx context.Context, outDir string, runID *strin
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel, sched: sr}
+	r := &recorder{log: evlog, emit: emit, logger: c.logger, cancel: cancel, sched: sr, observer: c.cfg.Observer, runID: *runID}
 	runErr = body(rctx, r)
 	if f := r.failed(); f != nil {
 		runErr = f

@@ -18,6 +18,9 @@ type recorder struct {
 	log    *eventLog
 	emit   func(results.Event)
 	logger *slog.Logger
+	// observer, when set, sees every event but samples, as runID.
+	observer Observer
+	runID    string
 
 	emitMu     sync.Mutex
 	mu         sync.Mutex
@@ -67,6 +70,9 @@ func (r *recorder) record(kind string, v any) {
 		r.emitMu.Lock()
 		r.emit(ev)
 		r.emitMu.Unlock()
+	}
+	if r.observer != nil && kind != results.EventSample {
+		r.observer.RunEvent(r.runID, kind, v)
 	}
 }
 

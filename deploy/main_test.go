@@ -116,6 +116,7 @@ type ServiceMonitor struct {
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
 		Selector          metav1.LabelSelector `json:"selector"`
+		ScrapeProtocols   []string             `json:"scrapeProtocols"`
 		NamespaceSelector struct {
 			MatchNames []string `json:"matchNames"`
 		} `json:"namespaceSelector"`

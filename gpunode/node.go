@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -292,6 +293,7 @@ type engine struct {
 	knobs   Knobs
 	port    int
 	baseURL string
+	ready   bool // guarded by Node.mu
 }
 
 // Node owns one engine and the sampler. Its methods are safe for
@@ -314,6 +316,9 @@ type Node struct {
 	exitMu   sync.Mutex
 	exitSubs map[int]chan Exit
 	exitNext int
+
+	// starts counts engine spawns, exits the engine's unexpected exits.
+	starts, exits atomic.Uint64
 }
 
 // New validates cfg, opens NVML (reporting, not failing, when it is
@@ -538,6 +543,7 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	}
 	n.eng = e
 	n.mu.Unlock()
+	n.starts.Add(1)
 	n.log.Info("engine spawned", "profile", prof.Name, "pid", p.pid, "port", port, "argv", argv, "cold_mode", cold.Mode)
 
 	wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -546,6 +552,9 @@ func (n *Node) StartEngine(ctx context.Context, spec StartSpec) (EngineInfo, err
 	if err != nil {
 		return EngineInfo{}, n.failStart(ctx, e, stage, timeout, err)
 	}
+	n.mu.Lock()
+	e.ready = true
+	n.mu.Unlock()
 	samples := rec.stop()
 	if len(weights.files) > 0 {
 		weights.residentAfter = residentBytes(weights.files)
@@ -727,6 +736,7 @@ func (n *Node) SubscribeExits() (<-chan Exit, func()) {
 
 // publishExit hands an unexpected exit to every exit subscriber.
 func (n *Node) publishExit(ex Exit) {
+	n.exits.Add(1)
 	n.exitMu.Lock()
 	defer n.exitMu.Unlock()
 	for _, ch := range n.exitSubs {

@@ -19,6 +19,7 @@ import (
 	"github.com/ttftlab/ttftlab/gpunode"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
+	"github.com/ttftlab/ttftlab/internal/metrics"
 	"github.com/ttftlab/ttftlab/internal/node"
 	"github.com/ttftlab/ttftlab/internal/sim"
 )
@@ -43,7 +44,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	sc.RegisterFlags(fs, membership.RoleCoordinator)
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -54,6 +59,15 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg.OutDir = *out
 	var c *coordinator.Coordinator
 	var mem memberView
+	if *metricsAddr != "" {
+		obs := metrics.NewCoordinator(metrics.CoordinatorOptions{Members: mem.Members})
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	s, err := node.Start(ctx, sc, membership.RoleCoordinator, func(r node.Registrar) {
 		c = coordinator.New(cfg, &mem, coordinator.GRPCDialer{Options: sc.DialOptions()}, logger)
 		pb.RegisterCoordinatorServiceServer(r, coordinator.NewServer(c))
@@ -98,7 +112,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&allow, "allow-target", "also allow load on this host (repeatable); by default an agent loads only loopback and the hosts of the cluster's gpunodes")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -109,6 +127,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mem memberView
 	cfg := agent.DefaultConfig()
 	cfg.CheckTarget = targetPolicy(&mem, allow)
+	if *metricsAddr != "" {
+		obs := metrics.NewAgent()
+		cfg.Observer = obs
+		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a := agent.New(cfg, logger)
 	s, err := node.Start(ctx, sc, membership.RoleAgent, func(r node.Registrar) {
 		pb.RegisterAgentServiceServer(r, agent.NewServer(a))
@@ -129,7 +156,11 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	verbose := fs.Bool("v", false, "debug logging")
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
+	metricsAddr := metricsAddrFlag(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
 	}
 	if err := sc.Load(); err != nil {
@@ -141,6 +172,17 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer n.Close()
+	if *metricsAddr != "" {
+		info, err := n.Info(ctx)
+		if err != nil {
+			return err
+		}
+		stop, err := serveMetrics(ctx, *metricsAddr, metrics.NewGPUNode(info, n.LatestSample, n.EngineStatus).Registry(), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sc.Labels = gpunodeLabels(n, labels)
 	s, err := node.Start(ctx, sc, membership.RoleGPUNode, func(r node.Registrar) {
 		pb.RegisterGPUNodeServiceServer(r, gpunode.NewServer(n))

@@ -101,6 +101,19 @@ func TestOnlyMembershipImportsMemberlist(t *testing.T) {
 	}
 }
 
+// TestOnlyMetricsImportsClientGolang keeps Prometheus out of the domain
+// packages: they feed internal/metrics through observer interfaces, and
+// cmd/ttftlab wires the registries to --metrics-addr.
+func TestOnlyMetricsImportsClientGolang(t *testing.T) {
+	for _, f := range sources(t) {
+		for _, im := range f.imports {
+			if strings.HasPrefix(im, "github.com/prometheus/client_golang") && f.pkg != "internal/metrics" && f.pkg != "cmd/ttftlab" {
+				t.Errorf("%s/%s imports %s: only internal/metrics (and cmd/ttftlab, to serve it) may; feed it through an observer interface", f.pkg, f.name, im)
+			}
+		}
+	}
+}
+
 // TestOnlyAdaptersImportGRPC keeps gRPC at the edges: only internal/node
 // (server and dial options, the one dial path), the generated code and the
 // packages' server.go/grpc.go adapters may import it. cmd/ttftlab may not:
