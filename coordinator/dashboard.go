@@ -2,8 +2,8 @@ package coordinator
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/subtle"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -306,7 +306,8 @@ type LiveGPU struct {
 	MemGiB  float64 `json:"mem_used_gib"`
 	TotGiB  float64 `json:"mem_total_gib"`
 	UtilPct float64 `json:"util_pct"`
-	PowerW  float64 `json:"power_w"`
+	// PowerW is nil when the GPU reports no power draw.
+	PowerW *float64 `json:"power_w"`
 }
 
 // Snapshot returns the runs the dashboard shows, running ones first, then
@@ -339,8 +340,13 @@ func (d *Dashboard) Snapshot() []LiveRun {
 		}
 		if s := r.sample; s != nil {
 			for _, g := range s.GetGpus() {
-				lr.GPUs = append(lr.GPUs, LiveGPU{Index: g.GetIndex(), MemGiB: float64(g.GetMemoryUsedBytes()) / (1 << 30),
-					TotGiB: float64(g.GetMemoryTotalBytes()) / (1 << 30), UtilPct: float64(g.GetGpuUtilPercent()), PowerW: float64(g.GetPowerMw()) / 1000})
+				lg := LiveGPU{Index: g.GetIndex(), MemGiB: float64(g.GetMemoryUsedBytes()) / (1 << 30),
+					TotGiB: float64(g.GetMemoryTotalBytes()) / (1 << 30), UtilPct: float64(g.GetGpuUtilPercent())}
+				if mw := g.GetPowerMw(); mw > 0 {
+					w := float64(mw) / 1000
+					lg.PowerW = &w
+				}
+				lr.GPUs = append(lr.GPUs, lg)
 			}
 			lr.GPUNote = s.GetNvmlError()
 			if c := s.GetEngineCpuPercent(); c >= 0 {
@@ -572,7 +578,7 @@ func (d *Dashboard) listReports() []pastRun {
 }
 
 var runListTmpl = template.Must(template.New("runs").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ttftlab: past runs</title>
+<html lang="en"><head><meta charset="utf-8"><title>ttftlab: past runs</title><link rel="icon" href="data:,">
 <style>body{font-family:system-ui,sans-serif;margin:24px;} td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #ddd;}</style></head>
 <body><h1>Past runs</h1><p><a href="/">live runs</a></p>
 {{if .}}<table><tr><th>run</th><th>rendered</th></tr>

@@ -73,7 +73,7 @@ func TestDashboardSnapshotFollowsASweep(t *testing.T) {
 	if b := r.Agents["b"]; b == nil || b.Lost != "stream broke" {
 		t.Errorf("agent b %+v, want lost", b)
 	}
-	if len(r.GPUs) != 1 || r.GPUs[0].UtilPct != 93 || r.GPUs[0].PowerW != 650 || r.EngineCPU == nil || *r.EngineCPU != 80 {
+	if len(r.GPUs) != 1 || r.GPUs[0].UtilPct != 93 || r.GPUs[0].PowerW == nil || *r.GPUs[0].PowerW != 650 || r.EngineCPU == nil || *r.EngineCPU != 80 {
 		t.Errorf("gauges %+v cpu %v", r.GPUs, r.EngineCPU)
 	}
 	d.RunEvent("s1", results.EventRunEnd, results.RunEnd{Status: results.StatusFailed, Error: "boom"})

@@ -50,6 +50,7 @@ var pageTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <title>{{.Title}} — {{.RunID}}</title>
+<link rel="icon" href="data:,">
 <style>{{.CSS}}</style>
 </head>
 <body>
