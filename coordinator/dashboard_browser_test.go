@@ -9,8 +9,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/browsertest"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/membership"
 )
 
