@@ -270,7 +270,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.quiet {
 		fmt.Fprintf(stdout, "%s\n", smd)
 	}
-	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md}\n", sdir)
+	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md,report.html}\n", sdir)
 	return failure
 }
 
