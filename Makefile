@@ -79,11 +79,14 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
+	./coordinator/results:FuzzRenderPrefix \
+	./coordinator/results:FuzzRenderPresets \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \
 	./internal/oai:FuzzSanitizeExcerpt \
 	./internal/oai:FuzzH1Response \
+	./internal/oai:FuzzParseTokenizeResponse \
 	./coordinator:FuzzEngineExitFromWire \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig

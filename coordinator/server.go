@@ -99,6 +99,64 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 	})
 }
 
+// RunPrefix implements CoordinatorService.
+func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServer[pb.RunPrefixResponse]) error {
+	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
+		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
+	}
+	spec := PrefixSpec{
+		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
+		SuffixLen: int(req.GetSuffixLen()), HitRatios: req.GetHitRatios(), HitPrefixLen: int(req.GetHitPrefixLen()),
+		Concurrency: int(req.GetConcurrency()), Repeats: int(req.GetRepeats()), OutputLen: int(req.GetOutputLen()),
+		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
+		SkipOff: req.GetSkipOff(), MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
+	}
+	for _, l := range req.GetPrefixLens() {
+		spec.PrefixLens = append(spec.PrefixLens, int(l))
+	}
+	if err := spec.withDefaults().Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunPrefixResponse{Event: ev}) }
+	return streamRun(st.Context(), "prefix", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunPrefix(ctx, spec, emit)
+	})
+}
+
+// RunPresets implements CoordinatorService.
+func (s *Server) RunPresets(req *pb.RunPresetsRequest, st grpc.ServerStreamingServer[pb.RunPresetsResponse]) error {
+	spec := PresetsSpec{
+		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
+		MaxNumBatchedTokens: int32s(req.GetMaxNumBatchedTokens()), MaxNumSeqs: int32s(req.GetMaxNumSeqs()),
+		ChunkedPrefill: req.GetChunkedPrefill(), Concurrencies: int32s(req.GetConcurrencies()), MaxModelLen: int(req.GetMaxModelLen()),
+		InputLen: int(req.GetInputLen()), OutputLen: int(req.GetOutputLen()), SLOTTFTMs: req.GetSloTtftMs(), MaxTTFTMs: req.GetMaxTtftMs(),
+		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
+		MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
+	}
+	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
+		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
+	}
+	if err := spec.withDefaults().Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunPresetsResponse{Event: ev}) }
+	return streamRun(st.Context(), "presets", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunPresets(ctx, spec, emit)
+	})
+}
+
+// int32s widens a repeated int32 field; nil stays nil (the default).
+func int32s(v []int32) []int {
+	if v == nil {
+		return nil
+	}
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
 // streamRun runs one experiment for a streaming RPC: it forwards every
 // event through send, maps the run's error to a status code (Canceled, or
 // FailedPrecondition before a results directory exists, else Aborted naming

@@ -15,6 +15,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/sim"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -51,7 +52,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host)")
 	fs.StringVar(&knobs.Model, "model", kvscaleDefaultModel, "model to serve")
-	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): "+strings.Join(sim.GPUNames(), ", "))
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")
 	fs.Var(boolKnob{&knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching (default here: off, as C* assumes no shared blocks)")
 	lens := fs.String("max-model-len", kvscaleDefaultLens, "comma list of engine --max-model-len values (grid axis)")
@@ -292,6 +293,13 @@ func describeGridEvent(ev *pb.RunEvent) string {
 	case results.GridPointReady:
 		var f pb.EngineFigures
 		_ = protojson.Unmarshal(d.Figures, &f)
+		if !strings.Contains(string(d.Plan), `"c_star"`) { // not a kvscale plan
+			var plan struct {
+				Steps []int `json:"steps"`
+			}
+			_ = json.Unmarshal(d.Plan, &plan)
+			return fmt.Sprintf("point %d ready: KV tokens %d; concurrencies %v", d.Point+1, f.GetKvCacheTokens(), plan.Steps)
+		}
 		var plan results.KVPlan
 		_ = json.Unmarshal(d.Plan, &plan)
 		cs := "n/a"

@@ -104,6 +104,15 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer out.Close()
 	}
 
+	exp, err := newLoadExport(c, time.Now())
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer exp.Close()
+	if exp.wantsRecords() {
+		spec.Records, spec.RecordMarks = true, true
+	}
+
 	cfg := agent.DefaultConfig()
 	cfg.MaxConcurrency = max(cfg.MaxConcurrency, spec.Load.Concurrency, spec.Load.MaxInFlight)
 	cfg.MaxErrorSamples = 5
@@ -117,6 +126,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err := writeReportLine(out, r); err != nil {
 				return fmt.Errorf("--out %s: %w", c.outPath, err)
 			}
+		}
+		if err := exp.add(r); err != nil {
+			return err
 		}
 		if err := agg.add(r); err != nil {
 			fmt.Fprintf(stderr, "warning: %v\n", err)
@@ -146,6 +158,18 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := writeJSONLine(out, map[string]any{"type": "summary", "summary": sum}); err != nil {
 			return fmt.Errorf("load: --out %s: %w", c.outPath, err)
 		}
+	}
+	if c.saveResult != "" {
+		var good *uint64
+		if agg.sloSet {
+			good = sum.GoodRequests
+		}
+		if err := exp.writeResult(c.saveResult, spec, sum, good, start); err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+	}
+	if exp.wantsRecords() {
+		fmt.Fprintf(stderr, "prompt lengths: %s\n", exp.promptLenSource())
 	}
 	report := results.LoadJSON(sum)
 	if !c.asJSON {
@@ -206,10 +230,15 @@ func (g *loadAggregate) add(r agent.Report) error {
 	return nil
 }
 
-// writeReportLine appends one interval report as a JSON line and syncs it,
-// so that nothing measured is lost if the process dies.
+// writeReportLine appends one interval report as a JSON line (snake_case,
+// histograms decoded; see intervalJSON) and syncs it, so that nothing
+// measured is lost if the process dies.
 func writeReportLine(f *os.File, r agent.Report) error {
-	return writeJSONLine(f, map[string]any{"type": "interval", "report": r})
+	line, err := intervalLine(r)
+	if err != nil {
+		return err
+	}
+	return writeJSONLine(f, map[string]any{"type": "interval", "report": line})
 }
 
 func writeJSONLine(f *os.File, v any) error {

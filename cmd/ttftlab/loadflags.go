@@ -4,10 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/internal/benchjson"
 	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
@@ -60,6 +63,15 @@ type loadCLI struct {
 	dsFormat string
 	asJSON   bool
 	outPath  string
+
+	// Exports (loadexport.go).
+	saveResult        string
+	saveDetailed      bool
+	saveRequests      string
+	percentilesFlag   string
+	metricsFlag       string
+	percentiles       []float64
+	percentileMetrics []string
 }
 
 // registerLoadFlags registers load's flags on fs, bound into the returned
@@ -102,6 +114,11 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.DurationVar(&s.Load.ErrorWindow, "error-window", agent.DefaultErrorWindow, "sliding window of the error budget")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&c.outPath, "out", "", "append every interval report to this JSON-lines file as it arrives")
+	fs.StringVar(&c.saveResult, "save-result", "", "write the result as vLLM bench serve's --save-result JSON to this file (docs/metrics.md)")
+	fs.BoolVar(&c.saveDetailed, "save-detailed", false, "add the per-request arrays to --save-result, as vLLM's --save-detailed (memory grows with requests and chunks)")
+	fs.StringVar(&c.saveRequests, "save-requests", "", "append one JSON line per finished request to this file as it finishes (synced each interval)")
+	fs.StringVar(&c.percentilesFlag, "metric-percentiles", "99", "percentiles in --save-result, comma-separated, as vLLM: for example 50,90,99")
+	fs.StringVar(&c.metricsFlag, "percentile-metrics", "ttft,tpot,itl", "metrics in --save-result, comma-separated, as vLLM: ttft, tpot, itl, e2el, client_queue_time, e2el_including_client_queue")
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
@@ -246,6 +263,9 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 	if s.Workload.Prompt == "" {
 		s.Workload.Prompt = defaultProbePrompt
 	}
+	if err := c.buildExports(set); err != nil {
+		return s, err
+	}
 	s.RunID = "load-" + time.Now().UTC().Format("20060102T150405Z")
 	s.AgentID = "local"
 
@@ -257,4 +277,31 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 		return agent.Spec{}, loadFlagNames().rename(err)
 	}
 	return s, nil
+}
+
+// buildExports checks the export flags; an export flag that would be
+// ignored is an error.
+func (c *loadCLI) buildExports(set map[string]bool) error {
+	if c.saveResult == "" {
+		for _, f := range []string{"save-detailed", "metric-percentiles", "percentile-metrics"} {
+			if set[f] {
+				return fmt.Errorf("--%s shapes the --save-result file: add --save-result FILE", f)
+			}
+		}
+	} else if dir := filepath.Dir(c.saveResult); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--save-result %s: directory %s does not exist: create it or pick another path", c.saveResult, dir)
+		}
+	}
+	var err error
+	if c.percentiles, err = benchjson.ParsePercentiles(c.percentilesFlag); err != nil {
+		return fmt.Errorf("--metric-percentiles: %w", err)
+	}
+	if c.percentileMetrics, err = benchjson.ParseMetrics(c.metricsFlag); err != nil {
+		return fmt.Errorf("--percentile-metrics: %w", err)
+	}
+	if c.saveRequests != "" && c.saveRequests == c.saveResult {
+		return fmt.Errorf("--save-requests and --save-result are both %s: give two files", c.saveRequests)
+	}
+	return nil
 }

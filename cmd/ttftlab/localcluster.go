@@ -98,7 +98,7 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 	}()
 	logger := cfg.logger
 	token := node.NewToken()
-	base := node.Config{GRPCAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", GossipKey: node.NewGossipKey(), Fast: true, Token: token}
+	base := node.Config{GRPCAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", GossipKey: node.NewGossipKey(), Fast: true, InProcess: true, Token: token}
 
 	ccfg := coordinator.DefaultConfig()
 	ccfg.OutDir = cfg.out

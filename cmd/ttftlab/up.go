@@ -340,6 +340,9 @@ func describeEvent(ev *pb.RunEvent) string {
 		}
 	}
 	if errors.Is(err, results.ErrUnknownKind) {
+		if s := describePrefixEvent(ev); s != "" {
+			return s
+		}
 		if s := describeGridEvent(ev); s != "" {
 			return s
 		}

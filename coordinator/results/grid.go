@@ -193,6 +193,25 @@ func isGrid(events []Event) bool {
 	return false
 }
 
+// gridExperiment returns the experiment grid_start names, or "" when the
+// first grid_start cannot be read (the experiment's builder then reports
+// why).
+func gridExperiment(events []Event) string {
+	for _, ev := range events {
+		if ev.Kind != EventGridStart {
+			continue
+		}
+		var d struct {
+			Experiment string `json:"experiment"`
+		}
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return ""
+		}
+		return d.Experiment
+	}
+	return ""
+}
+
 // KVScaleFactors are kvscale's concurrency steps, as multiples of C*. They
 // are dense just above C*: with requests of different ages in the cache, a
 // closed loop fits one or two more than C* (which assumes every request at

@@ -99,8 +99,11 @@ type KVLevel struct {
 }
 
 // renderGrid renders a restart grid's events by its experiment: kvscale's
-// results, CSV, plot and report.
+// results, CSV, plot and report, or another experiment's (presets.go).
 func renderGrid(events []Event) (*Rendered, error) {
+	if gridExperiment(events) == ExperimentPresets {
+		return renderPresets(events)
+	}
 	res, err := BuildKVScale(events)
 	if err != nil {
 		return nil, fmt.Errorf("build kvscale results: %w", err)

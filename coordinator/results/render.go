@@ -27,6 +27,9 @@ type Rendered struct {
 	Sweep    *SweepResults
 	// KVScale is a kvscale restart grid's results (kvscale.go).
 	KVScale *KVScaleResults
+	Prefix  *PrefixResults
+	// Presets is a presets restart grid's results (presets.go).
+	Presets *PresetsResults
 	// Report is the Markdown report's file name and Files the plots.
 	Report string
 	Files  map[string][]byte
@@ -53,11 +56,18 @@ func (r *Rendered) identity() (runID, status string) {
 		return r.Sweep.RunID, r.Sweep.Status
 	case r.KVScale != nil:
 		return r.KVScale.RunID, r.KVScale.Status
+	case r.Prefix != nil:
+		return r.Prefix.RunID, r.Prefix.Status
+	case r.Presets != nil:
+		return r.Presets.RunID, r.Presets.Status
 	}
 	return "", ""
 }
 
 func render(events []Event) (*Rendered, error) {
+	if isPrefix(events) {
+		return renderPrefix(events)
+	}
 	if isGrid(events) {
 		return renderGrid(events)
 	}
@@ -102,6 +112,12 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 	}
 	if r.KVScale != nil {
 		v = r.KVScale
+	}
+	if r.Prefix != nil {
+		v = r.Prefix
+	}
+	if r.Presets != nil {
+		v = r.Presets
 	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

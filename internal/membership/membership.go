@@ -153,6 +153,13 @@ type Config struct {
 	SecretKey []byte
 	// Fast shortens gossip and probe timers, for one-host clusters and tests.
 	Fast bool
+	// InProcess marks a cluster whose members all live in this process
+	// (ttftlab up and the in-process experiments). A member of it cannot
+	// fail on its own, so the failure detector can only be wrong: on a
+	// starved host, Fast's 100 ms probe timeout declared a healthy gpunode
+	// dead mid-run. It keeps Fast's quick gossip but probes with a 1 s
+	// timeout and a long suspicion.
+	InProcess bool
 	// KeepJoined starts a background loop that, while no alive coordinator
 	// other than this node is in view, re-joins the remembered seeds: every
 	// address given to Join plus the gossip addresses of the coordinators
@@ -378,29 +385,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	mc := memberlist.DefaultLANConfig()
-	// A node cut off for less than the suspicion timeout keeps its peers
-	// "suspect" and learns that it was declared dead only at its next full
-	// state exchange; at memberlist's 30 s that made a restored agent wait
-	// up to 45 s to rejoin (e2e/netns). Lab clusters are small, and
-	// memberlist stretches the interval itself above 32 nodes.
-	mc.PushPullInterval = 5 * time.Second
-	if cfg.Fast {
-		mc = memberlist.DefaultLocalConfig()
-		mc.GossipInterval = 20 * time.Millisecond
-		mc.ProbeInterval = 200 * time.Millisecond
-		mc.ProbeTimeout = 100 * time.Millisecond
-		mc.SuspicionMult = 2
-		mc.PushPullInterval = 2 * time.Second
-	}
-	// A node restarted under its old name at another address (say, a new
-	// port) takes the name over as soon as the old one is declared dead,
-	// instead of being refused as a conflict until the dead entry is reaped
-	// (30 s). memberlist's 0 means never, so the smallest useful value.
-	mc.DeadNodeReclaimTime = time.Millisecond
-	if cfg.pushPullInterval > 0 {
-		mc.PushPullInterval = cfg.pushPullInterval
-	}
+	mc := memberlistConfig(cfg)
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort
@@ -543,4 +528,38 @@ func trimNL(p []byte) []byte {
 		p = p[:len(p)-1]
 	}
 	return p
+}
+
+// memberlistConfig returns memberlist's configuration for cfg: the LAN
+// defaults, or shorter timers for Fast and InProcess clusters.
+func memberlistConfig(cfg Config) *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	// A node cut off for less than the suspicion timeout keeps its peers
+	// "suspect" and learns that it was declared dead only at its next full
+	// state exchange; at memberlist's 30 s that made a restored agent wait
+	// up to 45 s to rejoin (e2e/netns). Lab clusters are small, and
+	// memberlist stretches the interval itself above 32 nodes.
+	mc.PushPullInterval = 5 * time.Second
+	if cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+		mc.GossipInterval = 20 * time.Millisecond
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.SuspicionMult = 2
+		mc.PushPullInterval = 2 * time.Second
+	}
+	if cfg.InProcess {
+		mc.ProbeInterval = time.Second
+		mc.ProbeTimeout = time.Second
+		mc.SuspicionMult = 8
+	}
+	// A node restarted under its old name at another address (say, a new
+	// port) takes the name over as soon as the old one is declared dead,
+	// instead of being refused as a conflict until the dead entry is reaped
+	// (30 s). memberlist's 0 means never, so the smallest useful value.
+	mc.DeadNodeReclaimTime = time.Millisecond
+	if cfg.pushPullInterval > 0 {
+		mc.PushPullInterval = cfg.pushPullInterval
+	}
+	return mc
 }

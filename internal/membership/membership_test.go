@@ -95,3 +95,33 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestMemberlistConfigTimers(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		cfg                  Config
+		probeTimeout         time.Duration
+		suspicionMultAtLeast int
+		pushPull             time.Duration
+	}{
+		{"lan", Config{}, 500 * time.Millisecond, 4, 5 * time.Second},
+		{"fast", Config{Fast: true}, 100 * time.Millisecond, 2, 2 * time.Second},
+		{"in process", Config{Fast: true, InProcess: true}, time.Second, 8, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := memberlistConfig(tc.cfg)
+			if mc.ProbeTimeout != tc.probeTimeout {
+				t.Errorf("probe timeout %v, want %v", mc.ProbeTimeout, tc.probeTimeout)
+			}
+			if mc.SuspicionMult < tc.suspicionMultAtLeast {
+				t.Errorf("suspicion multiplier %d, want at least %d", mc.SuspicionMult, tc.suspicionMultAtLeast)
+			}
+			if mc.PushPullInterval != tc.pushPull {
+				t.Errorf("push-pull interval %v, want %v", mc.PushPullInterval, tc.pushPull)
+			}
+			if mc.DeadNodeReclaimTime != time.Millisecond {
+				t.Errorf("dead node reclaim time %v, want 1ms", mc.DeadNodeReclaimTime)
+			}
+		})
+	}
+}

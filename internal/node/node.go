@@ -66,6 +66,9 @@ type Config struct {
 	Insecure bool
 	// Fast shortens gossip timers, for one-host clusters and tests.
 	Fast bool
+	// InProcess tells membership that every member lives in this process
+	// (see membership.Config.InProcess).
+	InProcess bool
 	// TokenFile names the file of the cluster's bearer token; Load sets
 	// Token from it. Every call to this node must carry Token, and every
 	// call from it carries Token.

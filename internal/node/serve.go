@@ -72,7 +72,7 @@ func Start(ctx context.Context, cfg Config, role membership.Role, register func(
 	go func() { s.serveErr <- gs.Serve(lis) }()
 
 	mem, err := membership.New(membership.Config{
-		Name: cfg.Name, BindAddr: gossipHost, BindPort: gossipPort, SecretKey: cfg.GossipKey, Fast: cfg.Fast,
+		Name: cfg.Name, BindAddr: gossipHost, BindPort: gossipPort, SecretKey: cfg.GossipKey, Fast: cfg.Fast, InProcess: cfg.InProcess,
 		Meta: membership.Meta{Role: role, GRPCAddr: lis.Addr().String(), Labels: cfg.Labels},
 		// Agents and gpunodes find a restarted coordinator again on their
 		// own: it comes back knowing nobody, at its old gossip address.

@@ -68,6 +68,10 @@ type Config struct {
 	// Warm or "" keeps both. A gpunode's cold modes set it (through
 	// ColdStateEnv) when they start a sim profile.
 	ColdState string
+	// TestNoopPrefixReset makes POST /reset_prefix_cache answer 200 and log
+	// success without dropping anything (test only): the reset that did not
+	// happen, which an experiment must catch from the metrics.
+	TestNoopPrefixReset bool
 	// StartupScale multiplies every startup-phase duration (test only).
 	StartupScale float64
 	// Seed makes token ids and generated text reproducible.

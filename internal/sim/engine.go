@@ -123,6 +123,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		perf:                e.perf,
 		numBlocks:           plan.NumBlocks,
 		prefixCaching:       e.cfg.EnablePrefixCaching,
+		noopReset:           e.cfg.TestNoopPrefixReset,
 		seed:                e.cfg.Seed,
 		maxNumSeqs:          e.cfg.MaxNumSeqs,
 		maxNumBatchedTokens: e.cfg.MaxNumBatchedTokens,

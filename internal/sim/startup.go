@@ -330,6 +330,7 @@ func (e *Engine) nonDefaultArgs() string {
 	add(u.MaxNumBatchedTokens != 0, "max_num_batched_tokens", strconv.Itoa(u.MaxNumBatchedTokens))
 	add(u.KVCacheMemoryBytes != 0, "kv_cache_memory_bytes", strconv.FormatInt(u.KVCacheMemoryBytes, 10))
 	add(u.EnablePromptTokensDetails, "enable_prompt_tokens_details", "True")
+	add(u.Perf.AsyncScheduling, "async_scheduling", "True")
 	add(u.Seed != 0, "seed", strconv.FormatInt(u.Seed, 10))
 	return "{" + strings.Join(parts, ", ") + "}"
 }

@@ -1,0 +1,865 @@
+package results
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/plot"
+)
+
+// ExperimentPresets names the presets grid in grid_start.
+const ExperimentPresets = "presets"
+
+// Files a presets run writes next to events.jsonl.
+const (
+	PresetsCSV           = "presets.csv"
+	PresetsReport        = "presets.md"
+	PresetsTTFTSVG       = "presets_ttft.svg"
+	PresetsThroughputSVG = "presets_throughput.svg"
+)
+
+// Preset names.
+const (
+	PresetInteractive = "interactive"
+	PresetThroughput  = "throughput"
+)
+
+// PresetsColumns are presets.csv's columns, in order.
+var PresetsColumns = []string{"max_num_batched_tokens", "max_num_seqs", "chunked_prefill", "max_model_len", "point_status",
+	"concurrency", "requests", "successes", "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "itl_p95_ms", "output_tokens_per_s",
+	"request_throughput", "preemptions", "waiting_max", "samples", "meets_slo", "under_max_ttft"}
+
+// PresetsParams is the presets part of grid_start: the grid, the workload
+// and the two latency bounds the presets are chosen by.
+type PresetsParams struct {
+	Model               string  `json:"model,omitempty"`
+	MaxNumBatchedTokens []int   `json:"max_num_batched_tokens"`
+	MaxNumSeqs          []int   `json:"max_num_seqs"`
+	ChunkedPrefill      []bool  `json:"chunked_prefill"`
+	MaxModelLen         int     `json:"max_model_len"`
+	Concurrencies       []int   `json:"concurrencies"`
+	InputLen            int     `json:"input_len"`
+	InputLenMin         int     `json:"input_len_min"`
+	InputLenMax         int     `json:"input_len_max"`
+	OutputLen           int     `json:"output_len"`
+	SLOTTFTMs           float64 `json:"slo_ttft_ms"`
+	MaxTTFTMs           float64 `json:"max_ttft_ms"`
+	LevelDurationS      float64 `json:"level_duration_s"`
+	WarmupS             float64 `json:"warmup_s"`
+	// Points are the grid's points in run order, each with the refusal
+	// vLLM's configuration check predicts for it ("" when it should start).
+	Points []PresetsPointSpec `json:"points"`
+}
+
+// PresetsPointSpec is one point of the presets grid.
+type PresetsPointSpec struct {
+	MaxNumBatchedTokens int    `json:"max_num_batched_tokens"`
+	MaxNumSeqs          int    `json:"max_num_seqs"`
+	ChunkedPrefill      bool   `json:"chunked_prefill"`
+	ExpectedRefusal     string `json:"expected_refusal,omitempty"`
+}
+
+// PresetsPlan is a started point's schedule, recorded in grid_point_ready.
+type PresetsPlan struct {
+	Concurrencies []int `json:"steps"`
+}
+
+// PresetsResults is results.json of a presets run, built from events.jsonl
+// alone.
+type PresetsResults struct {
+	Kind         string        `json:"kind"`
+	RunID        string        `json:"run_id"`
+	Status       string        `json:"status"`
+	Error        string        `json:"error,omitempty"`
+	Simulated    bool          `json:"simulated"`
+	StartedAt    time.Time     `json:"started_at"`
+	FinishedAt   time.Time     `json:"finished_at"`
+	Profile      string        `json:"profile"`
+	API          string        `json:"api"`
+	StartupScale float64       `json:"startup_scale,omitempty"`
+	Params       PresetsParams `json:"params"`
+	Node         NodeFacts     `json:"node"`
+	Points       []PresetPoint `json:"points"`
+	Interactive  Preset        `json:"interactive"`
+	Throughput   Preset        `json:"throughput"`
+	Observations []string      `json:"observations"`
+	Warnings     []string      `json:"warnings,omitempty"`
+}
+
+// PresetPoint is one grid point of a presets run.
+type PresetPoint struct {
+	Point               int      `json:"point"`
+	Label               string   `json:"label"`
+	MaxNumBatchedTokens int      `json:"max_num_batched_tokens"`
+	MaxNumSeqs          int      `json:"max_num_seqs"`
+	ChunkedPrefill      bool     `json:"chunked_prefill"`
+	MaxModelLen         int      `json:"max_model_len"`
+	Status              string   `json:"status"`
+	Error               string   `json:"error,omitempty"`
+	ExpectedRefusal     string   `json:"expected_refusal,omitempty"`
+	ReadyS              *float64 `json:"ready_s"`
+	// Flags are the point's engine flags as `vllm serve` takes them.
+	Flags  string        `json:"vllm_flags"`
+	Levels []PresetLevel `json:"levels"`
+}
+
+// PresetLevel is one concurrency of a point.
+type PresetLevel struct {
+	Level        int                    `json:"level"`
+	Concurrency  int                    `json:"concurrency"`
+	Status       string                 `json:"status"`
+	Error        string                 `json:"error,omitempty"`
+	Requests     uint64                 `json:"requests"`
+	Successes    uint64                 `json:"successes"`
+	Errors       uint64                 `json:"errors"`
+	TokensPerS   *float64               `json:"output_tokens_per_s"`
+	RequestsPerS *float64               `json:"request_throughput"`
+	Metrics      map[string]hdr.Summary `json:"metrics_ms"`
+	Preemptions  *float64               `json:"preemptions"`
+	WaitingMax   *float64               `json:"waiting_max"`
+	// Insufficient marks a level with too few samples for its percentiles
+	// (docs/metrics.md, "Enough samples"); such a level is never a preset.
+	Insufficient        bool     `json:"insufficient"`
+	InsufficientReasons []string `json:"insufficient_reasons,omitempty"`
+	// MeetsSLO is TTFT p95 ≤ slo_ttft_ms and UnderMaxTTFT TTFT p95 ≤
+	// max_ttft_ms; nil when no TTFT was measured.
+	MeetsSLO     *bool `json:"meets_slo"`
+	UnderMaxTTFT *bool `json:"under_max_ttft"`
+	// Eligible says the level may be a preset: it completed (status ok),
+	// measured TTFT and throughput, and has enough samples.
+	Eligible bool   `json:"eligible"`
+	Why      string `json:"ineligible_reason,omitempty"`
+}
+
+// Preset is one recommendation, or the reason there is none.
+type Preset struct {
+	Name string `json:"name"`
+	// Rule is how it was chosen, e.g. "highest output tokens/s with TTFT
+	// p95 ≤ 500 ms".
+	Rule  string `json:"rule"`
+	Found bool   `json:"found"`
+	// Reason says why there is no preset.
+	Reason              string   `json:"reason,omitempty"`
+	Point               *int     `json:"point"`
+	Label               string   `json:"label,omitempty"`
+	MaxNumBatchedTokens int      `json:"max_num_batched_tokens,omitempty"`
+	MaxNumSeqs          int      `json:"max_num_seqs,omitempty"`
+	ChunkedPrefill      bool     `json:"chunked_prefill"`
+	MaxModelLen         int      `json:"max_model_len,omitempty"`
+	Flags               string   `json:"vllm_flags,omitempty"`
+	Command             string   `json:"vllm_command,omitempty"`
+	Concurrency         int      `json:"concurrency,omitempty"`
+	TTFTP50Ms           *float64 `json:"ttft_p50_ms"`
+	TTFTP95Ms           *float64 `json:"ttft_p95_ms"`
+	TPOTP50Ms           *float64 `json:"tpot_p50_ms"`
+	ITLP95Ms            *float64 `json:"itl_p95_ms"`
+	TokensPerS          *float64 `json:"output_tokens_per_s"`
+	RequestsPerS        *float64 `json:"request_throughput"`
+	Requests            uint64   `json:"requests,omitempty"`
+	// Candidates is how many (point, concurrency) pairs met the bound.
+	Candidates int `json:"candidates"`
+}
+
+// VLLMFlags renders knobs as `vllm serve` flags, in a fixed order: every
+// knob that was set, so that the flags are exactly what ran. The model is
+// the command's positional argument and the simulator's GPU is not a vLLM
+// flag, so neither is included.
+func VLLMFlags(k *pb.EngineKnobs) string {
+	var f []string
+	if v := k.GetMaxModelLen(); v > 0 {
+		f = append(f, fmt.Sprintf("--max-model-len %d", v))
+	}
+	if v := k.GetMaxNumBatchedTokens(); v > 0 {
+		f = append(f, fmt.Sprintf("--max-num-batched-tokens %d", v))
+	}
+	if v := k.GetMaxNumSeqs(); v > 0 {
+		f = append(f, fmt.Sprintf("--max-num-seqs %d", v))
+	}
+	tri := func(v pb.OptionalBool, on, off string) {
+		switch v {
+		case pb.OptionalBool_OPTIONAL_BOOL_TRUE:
+			f = append(f, on)
+		case pb.OptionalBool_OPTIONAL_BOOL_FALSE:
+			f = append(f, off)
+		}
+	}
+	tri(k.GetEnableChunkedPrefill(), "--enable-chunked-prefill", "--no-enable-chunked-prefill")
+	if v := k.GetGpuMemoryUtilization(); v > 0 {
+		f = append(f, "--gpu-memory-utilization "+strconv.FormatFloat(v, 'f', -1, 64))
+	}
+	tri(k.GetEnablePrefixCaching(), "--enable-prefix-caching", "--no-enable-prefix-caching")
+	if k.GetEnforceEager() == pb.OptionalBool_OPTIONAL_BOOL_TRUE {
+		f = append(f, "--enforce-eager")
+	}
+	if v := k.GetServedModelName(); v != "" {
+		f = append(f, "--served-model-name "+v)
+	}
+	return strings.Join(f, " ")
+}
+
+// onOff names a chunked-prefill setting.
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// BuildPresets turns a presets grid's events into PresetsResults. The
+// levels' latencies are the sweep's lossless merge of the agents'
+// histograms (BuildSweep), and the presets are chosen from them.
+func BuildPresets(events []Event) (*PresetsResults, error) {
+	res := &PresetsResults{Kind: ExperimentPresets, Status: "incomplete", Points: []PresetPoint{}}
+	sw, err := BuildSweep(events)
+	if err != nil {
+		return nil, err
+	}
+	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
+	byLevel := map[int]LevelResult{}
+	for _, l := range sw.Levels {
+		byLevel[l.Level] = l
+	}
+	point := func(i int) (*PresetPoint, error) {
+		if i < 0 || i >= len(res.Points) {
+			return nil, fmt.Errorf("grid point %d is not in grid_start's %d points", i, len(res.Points))
+		}
+		return &res.Points[i], nil
+	}
+	started := false
+	for i, ev := range events {
+		switch ev.Kind {
+		case EventRunEnd:
+			v, err := Decode(ev)
+			if err != nil {
+				return nil, err
+			}
+			e := v.(RunEnd)
+			res.Status, res.Error = e.Status, e.Error
+			continue
+		case EventEngineReady:
+			var e pb.EngineInfo
+			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
+				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
+			}
+			res.Simulated = res.Simulated || e.GetSimulated()
+			if s := startupScale(e.GetArgv()); s != 0 {
+				res.StartupScale = s
+			}
+			for j := len(res.Points) - 1; j >= 0; j-- {
+				if res.Points[j].Status == "running" {
+					res.Points[j].ReadyS = ptr(e.GetReadyS())
+					break
+				}
+			}
+			continue
+		}
+		if !IsGridKind(ev.Kind) {
+			continue
+		}
+		v, err := DecodeGrid(ev)
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", i+1, err)
+		}
+		if _, ok := v.(GridStart); !ok && !started {
+			return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
+		}
+		switch d := v.(type) {
+		case GridStart:
+			if started {
+				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
+			}
+			started = true
+			if d.Experiment != ExperimentPresets {
+				return nil, fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPresets)
+			}
+			var params PresetsParams
+			if err := json.Unmarshal(d.Params, &params); err != nil {
+				return nil, fmt.Errorf("event %d: presets params: %w", i+1, err)
+			}
+			if len(params.Points) != len(d.Points) {
+				return nil, fmt.Errorf("event %d: grid_start has %d points and %d point specs", i+1, len(d.Points), len(params.Points))
+			}
+			if !(params.SLOTTFTMs > 0) || !(params.MaxTTFTMs > 0) || math.IsInf(params.SLOTTFTMs, 0) || math.IsInf(params.MaxTTFTMs, 0) {
+				return nil, fmt.Errorf("event %d: slo_ttft_ms %g / max_ttft_ms %g: both must be positive", i+1, params.SLOTTFTMs, params.MaxTTFTMs)
+			}
+			res.RunID, res.Profile, res.API, res.Params = d.RunID, d.Profile, d.API, params
+			res.StartedAt = time.Unix(0, ev.T).UTC()
+			for j, p := range d.Points {
+				k := &pb.EngineKnobs{}
+				if !isNull(p.Knobs) {
+					if err := pjsonIn.Unmarshal(p.Knobs, k); err != nil {
+						return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
+					}
+				}
+				ps := params.Points[j]
+				res.Points = append(res.Points, PresetPoint{Point: j, Label: p.Label, MaxNumBatchedTokens: ps.MaxNumBatchedTokens,
+					MaxNumSeqs: ps.MaxNumSeqs, ChunkedPrefill: ps.ChunkedPrefill, MaxModelLen: int(k.GetMaxModelLen()),
+					Status: "not run", ExpectedRefusal: ps.ExpectedRefusal, Flags: VLLMFlags(k), Levels: []PresetLevel{}})
+			}
+		case GridPointInfo:
+			p, err := point(d.Point)
+			if err != nil {
+				return nil, fmt.Errorf("event %d: %w", i+1, err)
+			}
+			p.Status = "running"
+		case GridPointReady:
+			if _, err := point(d.Point); err != nil {
+				return nil, fmt.Errorf("event %d: %w", i+1, err)
+			}
+		case LevelObservation:
+			p, err := point(d.Point)
+			if err != nil {
+				return nil, fmt.Errorf("event %d: %w", i+1, err)
+			}
+			l := PresetLevel{Level: d.Level, Concurrency: d.Concurrency, Status: "not measured", Error: d.Error,
+				Metrics: map[string]hdr.Summary{}, Preemptions: d.Preemptions, WaitingMax: d.WaitingMax}
+			if lr, ok := byLevel[d.Level]; ok {
+				l.Status, l.Requests, l.Successes, l.Errors = lr.Status, lr.Requests, lr.Successes, lr.Errors
+				l.TokensPerS, l.RequestsPerS, l.Metrics = lr.TokensPerS, lr.RequestsPerS, lr.Metrics
+				l.Insufficient, l.InsufficientReasons = lr.Insufficient, lr.InsufficientReasons
+				if l.Error == "" {
+					l.Error = lr.Error
+				}
+			}
+			judgePresetLevel(&l, res.Params)
+			p.Levels = append(p.Levels, l)
+		case GridPointEnd:
+			p, err := point(d.Point)
+			if err != nil {
+				return nil, fmt.Errorf("event %d: %w", i+1, err)
+			}
+			p.Status, p.Error = d.Status, d.Error
+		}
+	}
+	if !started {
+		return nil, errors.New("no grid_start event: this is not a grid run")
+	}
+	for i := range res.Points {
+		p := &res.Points[i]
+		if p.Status == "running" {
+			p.Status = "interrupted"
+		}
+		for _, l := range p.Levels {
+			if l.Status == "failed" && res.Status == StatusOK {
+				res.Status, res.Error = StatusFailed, fmt.Sprintf("%s, concurrency %d failed: %s", p.Label, l.Concurrency, l.Error)
+			}
+		}
+	}
+	res.Interactive = choosePreset(res, PresetInteractive, res.Params.SLOTTFTMs, "--slo-ttft-ms")
+	res.Throughput = choosePreset(res, PresetThroughput, res.Params.MaxTTFTMs, "--max-ttft-ms")
+	res.Observations = presetsObservations(res)
+	return res, nil
+}
+
+// metric returns one statistic of a level's metric, when it holds values.
+func metric(m map[string]hdr.Summary, name string, f func(hdr.Summary) float64) *float64 {
+	s, ok := m[name]
+	if !ok || s.Count == 0 {
+		return nil
+	}
+	return ptr(f(s))
+}
+
+func p50(s hdr.Summary) float64 { return s.P50 }
+func p95(s hdr.Summary) float64 { return s.P95 }
+
+// judgePresetLevel sets a level's SLO verdicts and eligibility.
+func judgePresetLevel(l *PresetLevel, params PresetsParams) {
+	t := metric(l.Metrics, hdr.TTFT, p95)
+	if t != nil {
+		l.MeetsSLO = boolPtr(*t <= params.SLOTTFTMs)
+		l.UnderMaxTTFT = boolPtr(*t <= params.MaxTTFTMs)
+	}
+	switch {
+	case l.Status != StatusOK:
+		l.Why = fmt.Sprintf("status %s", l.Status)
+		if l.Error != "" {
+			l.Why += ": " + l.Error
+		}
+	case t == nil:
+		l.Why = "no TTFT measured"
+	case l.TokensPerS == nil:
+		l.Why = "no throughput measured"
+	case l.Insufficient:
+		l.Why = "too few samples: " + strings.Join(l.InsufficientReasons, "; ")
+	default:
+		l.Eligible = true
+	}
+}
+
+func boolPtr(b bool) *bool { return &b }
+
+// choosePreset picks the eligible (point, concurrency) with the highest
+// output tokens/s whose TTFT p95 is at most bound (ties: the lower TTFT
+// p95, then the earlier point and lower concurrency); none when no level
+// meets it, with the reason.
+func choosePreset(res *PresetsResults, name string, bound float64, flag string) Preset {
+	pr := Preset{Name: name, Rule: fmt.Sprintf("highest output tokens/s with TTFT p95 ≤ %g ms (%s), among measurements with enough samples", bound, flag)}
+	type cand struct {
+		p *PresetPoint
+		l *PresetLevel
+	}
+	var best *cand
+	var eligible, thinMeeting, closest int
+	var closestTTFT *float64
+	for i := range res.Points {
+		p := &res.Points[i]
+		for j := range p.Levels {
+			l := &p.Levels[j]
+			t := metric(l.Metrics, hdr.TTFT, p95)
+			if t == nil {
+				continue
+			}
+			if !l.Eligible {
+				if *t <= bound {
+					thinMeeting++
+				}
+				continue
+			}
+			eligible++
+			if closestTTFT == nil || *t < *closestTTFT {
+				closestTTFT, closest = t, l.Concurrency
+			}
+			if *t > bound {
+				continue
+			}
+			pr.Candidates++
+			c := &cand{p, l}
+			if best == nil {
+				best = c
+				continue
+			}
+			bt, ct := *best.l.TokensPerS, *l.TokensPerS
+			if ct > bt || (ct == bt && *t < *metric(best.l.Metrics, hdr.TTFT, p95)) {
+				best = c
+			}
+		}
+	}
+	if best == nil {
+		switch {
+		case eligible == 0 && thinMeeting > 0:
+			pr.Reason = fmt.Sprintf("no measurement has enough samples to judge; %d thin one(s) had TTFT p95 ≤ %g ms but are not eligible: lengthen --step-duration", thinMeeting, bound)
+		case eligible == 0:
+			pr.Reason = "no measurement has enough samples to judge (every point was refused, failed or measured too few requests)"
+		default:
+			pr.Reason = fmt.Sprintf("no point meets TTFT p95 ≤ %g ms: the lowest TTFT p95 measured with enough samples was %.1f ms (at concurrency %d); lower the concurrency, shorten the prompts or raise %s", bound, *closestTTFT, closest, flag)
+			if thinMeeting > 0 {
+				pr.Reason += fmt.Sprintf("; %d thin measurement(s) met it but are not eligible", thinMeeting)
+			}
+		}
+		return pr
+	}
+	p, l := best.p, best.l
+	pr.Found = true
+	pr.Point = &p.Point
+	pr.Label, pr.MaxNumBatchedTokens, pr.MaxNumSeqs, pr.ChunkedPrefill, pr.MaxModelLen = p.Label, p.MaxNumBatchedTokens, p.MaxNumSeqs, p.ChunkedPrefill, p.MaxModelLen
+	pr.Flags = p.Flags
+	model := res.Params.Model
+	if model == "" {
+		model = "MODEL"
+	}
+	pr.Command = strings.TrimSpace("vllm serve " + model + " " + p.Flags)
+	pr.Concurrency, pr.Requests = l.Concurrency, l.Requests
+	pr.TTFTP50Ms, pr.TTFTP95Ms = metric(l.Metrics, hdr.TTFT, p50), metric(l.Metrics, hdr.TTFT, p95)
+	pr.TPOTP50Ms, pr.ITLP95Ms = metric(l.Metrics, hdr.TPOT, p50), metric(l.Metrics, hdr.ITL, p95)
+	pr.TokensPerS, pr.RequestsPerS = l.TokensPerS, l.RequestsPerS
+	return pr
+}
+
+// RenderPresetsCSV renders presets.csv: one row per point and concurrency
+// (one row with an empty concurrency for a point that ran none); a figure
+// not measured is an empty cell, never 0.
+func RenderPresetsCSV(res *PresetsResults) ([]byte, error) {
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	if err := w.Write(PresetsColumns); err != nil {
+		return nil, err
+	}
+	f := func(v *float64, prec int) string {
+		if v == nil || math.IsNaN(*v) || math.IsInf(*v, 0) {
+			return ""
+		}
+		return strconv.FormatFloat(*v, 'f', prec, 64)
+	}
+	yes := func(v *bool) string {
+		if v == nil {
+			return ""
+		}
+		if *v {
+			return "yes"
+		}
+		return "no"
+	}
+	for _, p := range res.Points {
+		mml := ""
+		if p.MaxModelLen > 0 {
+			mml = strconv.Itoa(p.MaxModelLen)
+		}
+		head := []string{strconv.Itoa(p.MaxNumBatchedTokens), strconv.Itoa(p.MaxNumSeqs), onOff(p.ChunkedPrefill), mml, p.Status}
+		if len(p.Levels) == 0 {
+			if err := w.Write(append(head, make([]string, len(PresetsColumns)-len(head))...)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		for _, l := range p.Levels {
+			samples := "ok"
+			if l.Insufficient {
+				samples = "insufficient"
+			}
+			if l.Successes == 0 {
+				samples = ""
+			}
+			row := append(append([]string(nil), head...), strconv.Itoa(l.Concurrency), strconv.FormatUint(l.Requests, 10),
+				strconv.FormatUint(l.Successes, 10),
+				f(metric(l.Metrics, hdr.TTFT, p50), 3), f(metric(l.Metrics, hdr.TTFT, p95), 3),
+				f(metric(l.Metrics, hdr.TPOT, p50), 3), f(metric(l.Metrics, hdr.ITL, p95), 3),
+				f(l.TokensPerS, 1), f(l.RequestsPerS, 3), f(l.Preemptions, 0), f(l.WaitingMax, 0), samples,
+				yes(l.MeetsSLO), yes(l.UnderMaxTTFT))
+			if err := w.Write(row); err != nil {
+				return nil, err
+			}
+		}
+	}
+	w.Flush()
+	return b.Bytes(), w.Error()
+}
+
+// renderPresets renders a presets grid's results, CSV, plots and report.
+func renderPresets(events []Event) (*Rendered, error) {
+	res, err := BuildPresets(events)
+	if err != nil {
+		return nil, fmt.Errorf("build presets results: %w", err)
+	}
+	csvb, err := RenderPresetsCSV(res)
+	if err != nil {
+		return nil, err
+	}
+	ttft, tput := renderPresetsPlots(res)
+	return &Rendered{Presets: res, Report: PresetsReport, Files: map[string][]byte{
+		PresetsCSV:           csvb,
+		PresetsTTFTSVG:       []byte(ttft),
+		PresetsThroughputSVG: []byte(tput),
+		PresetsReport:        []byte(RenderPresetsMarkdown(res)),
+	}}, nil
+}
+
+// shortLabel names a point compactly for plots and observations.
+func (p PresetPoint) shortLabel() string {
+	return fmt.Sprintf("budget %d, seqs %d, chunked %s", p.MaxNumBatchedTokens, p.MaxNumSeqs, onOff(p.ChunkedPrefill))
+}
+
+// renderPresetsPlots plots TTFT p95 and output tokens/s against the
+// concurrency, one line per started point; the TTFT plot carries the two
+// bounds as flat lines.
+func renderPresetsPlots(res *PresetsResults) (ttft, tput string) {
+	concs := append([]int(nil), res.Params.Concurrencies...)
+	for _, p := range res.Points {
+		for _, l := range p.Levels {
+			if !containsInt(concs, l.Concurrency) {
+				concs = append(concs, l.Concurrency)
+			}
+		}
+	}
+	sort.Ints(concs)
+	xs := make([]string, len(concs))
+	for i, c := range concs {
+		xs[i] = strconv.Itoa(c)
+	}
+	var ts, ps []plot.Series
+	for _, p := range res.Points {
+		if len(p.Levels) == 0 {
+			continue
+		}
+		ty, py := make([]float64, len(concs)), make([]float64, len(concs))
+		for i, c := range concs {
+			ty[i], py[i] = math.NaN(), math.NaN()
+			for _, l := range p.Levels {
+				if l.Concurrency != c {
+					continue
+				}
+				if v := metric(l.Metrics, hdr.TTFT, p95); v != nil {
+					ty[i] = *v
+				}
+				if l.TokensPerS != nil {
+					py[i] = *l.TokensPerS
+				}
+			}
+		}
+		ts = append(ts, plot.Series{Name: p.shortLabel(), Y: ty})
+		ps = append(ps, plot.Series{Name: p.shortLabel(), Y: py})
+	}
+	flat := func(v float64) []float64 {
+		ys := make([]float64, len(concs))
+		for i := range ys {
+			ys[i] = v
+		}
+		return ys
+	}
+	ts = append(ts, plot.Series{Name: fmt.Sprintf("SLO %g ms (interactive)", res.Params.SLOTTFTMs), Y: flat(res.Params.SLOTTFTMs)},
+		plot.Series{Name: fmt.Sprintf("max %g ms (throughput)", res.Params.MaxTTFTMs), Y: flat(res.Params.MaxTTFTMs)})
+	ttft = plot.Lines("TTFT p95 vs concurrency, per engine configuration", "closed-loop concurrency", " ms", xs, ts)
+	tput = plot.Lines("Output tokens/s vs concurrency, per engine configuration", "closed-loop concurrency", "", xs, ps)
+	return ttft, tput
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// presetsObservations derives the report's observations from the numbers.
+func presetsObservations(res *PresetsResults) []string {
+	var out []string
+	find := func(budget, seqs int, chunked bool) *PresetPoint {
+		for i := range res.Points {
+			p := &res.Points[i]
+			if p.MaxNumBatchedTokens == budget && p.MaxNumSeqs == seqs && p.ChunkedPrefill == chunked {
+				return p
+			}
+		}
+		return nil
+	}
+	levelAt := func(p *PresetPoint, c int) *PresetLevel {
+		for i := len(p.Levels) - 1; i >= 0; i-- { // the last run at c
+			if p.Levels[i].Concurrency == c && p.Levels[i].Successes > 0 {
+				return &p.Levels[i]
+			}
+		}
+		return nil
+	}
+	// highestCommon is the highest concurrency both points measured with
+	// enough samples, or else the highest both measured at all.
+	highestCommon := func(a, b *PresetPoint) (int, *PresetLevel, *PresetLevel) {
+		best, bestThin := 0, 0
+		var la, lb, ta, tb *PresetLevel
+		for _, l := range a.Levels {
+			x, y := levelAt(a, l.Concurrency), levelAt(b, l.Concurrency)
+			if x == nil || y == nil {
+				continue
+			}
+			if !x.Insufficient && !y.Insufficient && l.Concurrency > best {
+				best, la, lb = l.Concurrency, x, y
+			}
+			if l.Concurrency > bestThin {
+				bestThin, ta, tb = l.Concurrency, x, y
+			}
+		}
+		if best == 0 {
+			return bestThin, ta, tb
+		}
+		return best, la, lb
+	}
+	thin := func(ls ...*PresetLevel) string {
+		for _, l := range ls {
+			if l.Insufficient {
+				return " (a thin measurement: too few samples)"
+			}
+		}
+		return ""
+	}
+	change := func(name string, a, b *float64, unit string) string {
+		if a == nil || b == nil {
+			return fmt.Sprintf("%s n/a", name)
+		}
+		s := fmt.Sprintf("%s %.1f → %.1f%s", name, *a, *b, unit)
+		if *a > 0 {
+			s += fmt.Sprintf(" (%+.0f%%)", (*b-*a) / *a * 100)
+		}
+		return s
+	}
+	// The presets themselves.
+	for _, pr := range []Preset{res.Interactive, res.Throughput} {
+		if pr.Found {
+			out = append(out, fmt.Sprintf("%s preset: %s at concurrency %d gives %.1f output tokens/s with TTFT p95 %.1f ms (%d candidate measurement(s) met the bound).",
+				pr.Name, res.Points[*pr.Point].shortLabel(), pr.Concurrency, *pr.TokensPerS, *pr.TTFTP95Ms, pr.Candidates))
+		} else {
+			out = append(out, fmt.Sprintf("No %s preset: %s.", pr.Name, pr.Reason))
+		}
+	}
+	if a, b := res.Interactive, res.Throughput; a.Found && b.Found && *a.Point == *b.Point {
+		if a.Concurrency == b.Concurrency {
+			out = append(out, "Both presets are the same measurement: the highest throughput measured already meets the interactive SLO.")
+		} else {
+			out = append(out, fmt.Sprintf("Both presets use the same engine configuration; they differ only in the client concurrency (%d against %d).", a.Concurrency, b.Concurrency))
+		}
+	}
+	// Chunked prefill on against off at the same budget and seqs.
+	for _, p := range res.Points {
+		if !p.ChunkedPrefill {
+			continue
+		}
+		q := find(p.MaxNumBatchedTokens, p.MaxNumSeqs, false)
+		if q == nil || len(p.Levels) == 0 || len(q.Levels) == 0 {
+			continue
+		}
+		c, on, off := highestCommon(&p, q)
+		if c == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("Chunked prefill at budget %d, seqs %d, concurrency %d (off → on): %s, %s, %s, %s%s.",
+			p.MaxNumBatchedTokens, p.MaxNumSeqs, c,
+			change("TTFT p95", metric(off.Metrics, hdr.TTFT, p95), metric(on.Metrics, hdr.TTFT, p95), " ms"),
+			change("ITL p95", metric(off.Metrics, hdr.ITL, p95), metric(on.Metrics, hdr.ITL, p95), " ms"),
+			change("TPOT p50", metric(off.Metrics, hdr.TPOT, p50), metric(on.Metrics, hdr.TPOT, p50), " ms"),
+			change("output tokens/s", off.TokensPerS, on.TokensPerS, ""), thin(on, off)))
+	}
+	// The budget: smallest against largest at the same seqs and chunking.
+	budgets := append([]int(nil), res.Params.MaxNumBatchedTokens...)
+	sort.Ints(budgets)
+	if len(budgets) > 1 {
+		lo, hi := budgets[0], budgets[len(budgets)-1]
+		for _, seqs := range res.Params.MaxNumSeqs {
+			for _, ch := range res.Params.ChunkedPrefill {
+				a, b := find(lo, seqs, ch), find(hi, seqs, ch)
+				if a == nil || b == nil || len(a.Levels) == 0 || len(b.Levels) == 0 {
+					continue
+				}
+				c, la, lb := highestCommon(a, b)
+				if c == 0 {
+					continue
+				}
+				out = append(out, fmt.Sprintf("Budget %d → %d (seqs %d, chunked %s, concurrency %d): %s, %s, %s%s.",
+					lo, hi, seqs, onOff(ch), c,
+					change("TTFT p95", metric(la.Metrics, hdr.TTFT, p95), metric(lb.Metrics, hdr.TTFT, p95), " ms"),
+					change("ITL p95", metric(la.Metrics, hdr.ITL, p95), metric(lb.Metrics, hdr.ITL, p95), " ms"),
+					change("output tokens/s", la.TokensPerS, lb.TokensPerS, ""), thin(la, lb)))
+			}
+		}
+	}
+	// max_num_seqs below the concurrency queues requests for a slot.
+	for _, p := range res.Points {
+		for _, l := range p.Levels {
+			if l.Concurrency > p.MaxNumSeqs && l.Successes > 0 {
+				out = append(out, fmt.Sprintf("%s: at concurrency %d, above max_num_seqs %d, at most %[3]d requests run at once and the rest wait for a slot (waiting max %[4]s; TTFT p95 %[5]s ms).",
+					p.shortLabel(), l.Concurrency, p.MaxNumSeqs, fmtPtr(l.WaitingMax, "%.0f"), fmtPtr(metric(l.Metrics, hdr.TTFT, p95), "%.1f")))
+				break
+			}
+		}
+	}
+	// Refusals.
+	for _, p := range res.Points {
+		switch p.Status {
+		case PointRefused:
+			exp := "not predicted by vLLM's configuration rules as ttftlab knows them"
+			if p.ExpectedRefusal != "" {
+				exp = "as expected: " + p.ExpectedRefusal
+			}
+			out = append(out, fmt.Sprintf("%s: the engine refused to start (%s).", p.shortLabel(), exp))
+		case PointOK:
+			if p.ExpectedRefusal != "" {
+				out = append(out, fmt.Sprintf("%s: the engine started although vLLM's rule predicts a refusal (%s): this engine version does not enforce it.", p.shortLabel(), p.ExpectedRefusal))
+			}
+		case PointFailed, "interrupted":
+			out = append(out, fmt.Sprintf("%s: %s: %s", p.shortLabel(), p.Status, sanitizeOneLine(p.Error)))
+		}
+	}
+	var thinN, total int
+	for _, p := range res.Points {
+		for _, l := range p.Levels {
+			total++
+			if l.Insufficient {
+				thinN++
+			}
+		}
+	}
+	if thinN > 0 {
+		out = append(out, fmt.Sprintf("%d of %d measurements had too few samples for their percentiles (marked insufficient) and were not eligible as presets; a longer --step-duration gives them more.", thinN, total))
+	}
+	if res.Simulated {
+		out = append(out, "These figures come from ttftlab's simulated vLLM engine (a performance model), not from a real GPU.")
+	}
+	if res.StartupScale != 0 && res.StartupScale != 1 {
+		out = append(out, fmt.Sprintf("The simulated engine's startup durations were scaled by %g (--startup-scale, a test hook) to keep the restarts short; startup times here are not realistic.", res.StartupScale))
+	}
+	return out
+}
+
+// RenderPresetsMarkdown renders presets.md.
+func RenderPresetsMarkdown(res *PresetsResults) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	pr := res.Params
+	p("# Engine presets\n\n")
+	if res.Simulated {
+		p("> **Simulated engine.** These numbers come from `ttftlab sim`, a performance model of vLLM, not from a real GPU.\n\n")
+	}
+	if res.StartupScale != 0 && res.StartupScale != 1 {
+		p("> **Test hook:** the simulated startup was scaled by %g (`--startup-scale`) to keep the restarts short.\n\n", res.StartupScale)
+	}
+	p("Run `%s`, status **%s**; profile `%s`, %s API", res.RunID, res.Status, res.Profile, res.API)
+	if pr.Model != "" {
+		p(", model `%s`", pr.Model)
+	}
+	p(".\n\n")
+	if res.Error != "" {
+		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
+	}
+	p("Each point restarts the engine with its `--max-num-batched-tokens` × `--max-num-seqs` × chunked prefill (at `--max-model-len %d`), then runs closed loops at concurrency %v with prompts of %d–%d tokens (uniform, mean %d) and %d output tokens (each step %.1f s measured after %.1f s of warm-up). ",
+		pr.MaxModelLen, pr.Concurrencies, pr.InputLenMin, pr.InputLenMax, pr.InputLen, pr.OutputLen, pr.LevelDurationS, pr.WarmupS)
+	p("The **interactive** preset is the highest output throughput whose TTFT p95 is at most %g ms; the **throughput** preset the highest whose TTFT p95 is at most %g ms. A measurement with too few samples (docs/metrics.md, \"Enough samples\") is never chosen.\n\n", pr.SLOTTFTMs, pr.MaxTTFTMs)
+
+	p("## Presets\n\n")
+	for _, x := range []Preset{res.Interactive, res.Throughput} {
+		p("### %s\n\n", x.Name)
+		if !x.Found {
+			p("**None.** %s.\n\n", x.Reason)
+			continue
+		}
+		p("```\n%s\n```\n\n", x.Command)
+		p("Measured at client concurrency **%d**: %s output tokens/s, %s requests/s; TTFT p50 %s ms, p95 %s ms; TPOT p50 %s ms; ITL p95 %s ms; %d requests. Rule: %s; %d measurement(s) met it.\n\n",
+			x.Concurrency, fmtPtr(x.TokensPerS, "%.1f"), fmtPtr(x.RequestsPerS, "%.2f"), fmtPtr(x.TTFTP50Ms, "%.1f"), fmtPtr(x.TTFTP95Ms, "%.1f"),
+			fmtPtr(x.TPOTP50Ms, "%.1f"), fmtPtr(x.ITLP95Ms, "%.1f"), x.Requests, x.Rule, x.Candidates)
+	}
+
+	p("## Grid points\n\n")
+	p("| max_num_batched_tokens | max_num_seqs | chunked prefill | status | ready (s) | vLLM flags |\n|---:|---:|---|---|---:|---|\n")
+	for _, pt := range res.Points {
+		p("| %d | %d | %s | %s | %s | `%s` |\n", pt.MaxNumBatchedTokens, pt.MaxNumSeqs, onOff(pt.ChunkedPrefill), pt.Status, fmtPtr(pt.ReadyS, "%.1f"), pt.Flags)
+	}
+	for _, pt := range res.Points {
+		if pt.Status == PointRefused {
+			p("\n**%s: the engine refused to start.** %s\n", pt.shortLabel(), firstLines(pt.Error, 3))
+			if pt.ExpectedRefusal != "" {
+				p("Expected: %s\n", sanitizeOneLine(pt.ExpectedRefusal))
+			}
+		}
+	}
+
+	p("\n## Measurements\n\n")
+	p("| %s |\n|%s\n", strings.Join(PresetsColumns, " | "), strings.Repeat("---:|", len(PresetsColumns)))
+	if rows, err := RenderPresetsCSV(res); err == nil {
+		recs, _ := csv.NewReader(bytes.NewReader(rows)).ReadAll()
+		for _, r := range recs[1:] {
+			cells := make([]string, len(r))
+			for i, c := range r {
+				cells[i] = na(c)
+			}
+			p("| %s |\n", strings.Join(cells, " | "))
+		}
+	}
+	p("\nLatencies in ms, merged losslessly over the agents' HdrHistograms; warm-up excluded. `samples` is `insufficient` when a measurement has too few successes or too short a window for its percentiles; `meets_slo` is TTFT p95 ≤ %g ms, `under_max_ttft` TTFT p95 ≤ %g ms; n/a is not measured.\n\n", pr.SLOTTFTMs, pr.MaxTTFTMs)
+	p("![TTFT p95 vs concurrency](%s)\n\n![Output tokens/s vs concurrency](%s)\n\n", PresetsTTFTSVG, PresetsThroughputSVG)
+	p("## Observations\n\n")
+	for _, o := range res.Observations {
+		p("- %s\n", o)
+	}
+	for _, w := range res.Warnings {
+		p("- Warning: %s\n", w)
+	}
+	return b.String()
+}
