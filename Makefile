@@ -79,6 +79,8 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderDir \
 	./coordinator/results:FuzzDecodeEvent \
 	./coordinator/results:FuzzRenderKVScale \
+	./coordinator/results:FuzzParseRules \
+	./coordinator/results:FuzzReadCompareRun \
 	./coordinator/results:FuzzRenderPrefix \
 	./coordinator/results:FuzzRenderPresets \
 	./agent:FuzzReadJSONL \

@@ -46,7 +46,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	verbose := fs.Bool("v", false, "debug logging")
 	metricsAddr := metricsAddrFlag(fs)
 	httpAddr := httpAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -121,7 +121,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
 	metricsAddr := metricsAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -165,7 +165,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
 	metricsAddr := metricsAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -267,7 +267,7 @@ func agentLabels(operator map[string]string) map[string]string {
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("report", stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

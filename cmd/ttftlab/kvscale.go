@@ -70,7 +70,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
 	var sel coordinator.Selection
 	registerSelectionFlags(fs, &sel)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

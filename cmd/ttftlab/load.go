@@ -44,6 +44,10 @@ interrupted (in flight when the run was stopped); warm-up is excluded.
 Throughputs count successful requests over the measured span. A statistic
 with no samples is n/a (null in --json).
 
+Progress (done of total, rate, time left, errors) goes to stderr each
+--interval when stderr is a terminal, with or without --json; --progress
+forces it on (for a log file), --progress=off off.
+
 Error budget: the run ends as failed when more than --max-error-rate of the
 attempts finished in any --error-window failed (at least 10 attempts). The
 command exits non-zero when the run failed, was interrupted, or no request
@@ -62,7 +66,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, loadUsage)
 		printFlags(stderr, fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -119,7 +123,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	a := agent.New(cfg, nil)
 	agg := newLoadAggregate()
 	agg.sloSet = spec.Load.SLO.Set()
-	progress := !c.asJSON
+	progress := c.progress.enabled(stderr)
 	start := time.Now()
 	runErr := a.Run(ctx, spec, func(r agent.Report) error {
 		if out != nil {
@@ -134,8 +138,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "warning: %v\n", err)
 		}
 		if progress && !r.Warmup && !r.Final {
-			fmt.Fprintf(stderr, "%6.1fs  ok %d  failed %d  in flight %d  scheduled %d%s\n", time.Since(start).Seconds(),
-				agg.merge.OK, agg.merge.Failed, r.InFlight, r.Scheduled, map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
+			fmt.Fprintf(stderr, "%s%s\n", progressLine(time.Since(start), agg.merge.OK+agg.merge.Failed, agg.merge.Failed, spec.Load.Requests, spec.Load.Duration, r.InFlight),
+				map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
 		}
 		return nil
 	})

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +65,11 @@ type loadCLI struct {
 	dsFormat string
 	asJSON   bool
 	outPath  string
+	progress progressMode
+	// vLLM bench serve's settings that map onto several of ours.
+	rateInf     bool
+	maxConc     int
+	datasetName string
 
 	// Exports (loadexport.go).
 	saveResult        string
@@ -113,6 +120,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(errorRateFlag{&s.Load.MaxErrorRate}, "max-error-rate", "end the run as failed when more than this fraction of the attempts in one --error-window failed (1 or off: never)")
 	fs.DurationVar(&s.Load.ErrorWindow, "error-window", agent.DefaultErrorWindow, "sliding window of the error budget")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object instead of the table")
+	fs.Var(&c.progress, "progress", "progress on stderr each interval (done of total, rate, time left, errors): auto (when stderr is a terminal, also with --json), on or off")
 	fs.StringVar(&c.outPath, "out", "", "append every interval report to this JSON-lines file as it arrives")
 	fs.StringVar(&c.saveResult, "save-result", "", "write the result as vLLM bench serve's --save-result JSON to this file (docs/metrics.md)")
 	fs.BoolVar(&c.saveDetailed, "save-detailed", false, "add the per-request arrays to --save-result, as vLLM's --save-detailed (memory grows with requests and chunks)")
@@ -122,7 +130,102 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
+	registerVLLMLoadAliases(fs, c)
 	return c
+}
+
+// registerVLLMLoadAliases registers vLLM bench serve's names for load's
+// settings (vllm/benchmarks/serve.py): --num-prompts, --request-rate
+// (inf: every request at once), --max-concurrency, --random-input-len,
+// --random-output-len, --dataset-name, --dataset-path; --burstiness and
+// --seed have the same names already.
+func registerVLLMLoadAliases(fs *flag.FlagSet, c *loadCLI) {
+	alias(fs, "num-prompts", "requests", false, io.Discard, "")
+	rr := alias(fs, "request-rate", "rate", false, io.Discard, "inf: all requests at once, a closed loop of --max-concurrency or all of them")
+	rr.set = func(v string) error {
+		if strings.EqualFold(strings.TrimSpace(v), "inf") {
+			c.rateInf = true
+			return nil
+		}
+		c.rateInf = false
+		return fs.Set("rate", v)
+	}
+	mc := alias(fs, "max-concurrency", "concurrency", false, io.Discard, "--max-in-flight with a finite --request-rate")
+	mc.set = func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a positive whole number of requests", v)
+		}
+		c.maxConc = n
+		return nil
+	}
+	alias(fs, "random-input-len", "input-len", false, io.Discard, "")
+	alias(fs, "random-output-len", "output-len", false, io.Discard, "")
+	alias(fs, "dataset-path", "dataset", false, io.Discard, "")
+	dn := alias(fs, "dataset-name", "dataset-format", false, io.Discard, "random or sharegpt")
+	dn.set = func(v string) error {
+		switch v {
+		case "random", "sharegpt":
+			c.datasetName = v
+			return nil
+		}
+		return fmt.Errorf("%q is not supported: use random (synthetic prompts) or sharegpt (with --dataset-path); for a JSON-lines file use --dataset FILE", v)
+	}
+}
+
+// applyVLLMAliases turns vLLM's settings into ours, after parsing and
+// before build reads which flags were given.
+func (c *loadCLI) applyVLLMAliases(fs *flag.FlagSet) error {
+	set := setFlags(fs)
+	switch {
+	case c.rateInf:
+		if set["rate"] || set["concurrency"] {
+			return errors.New("--request-rate inf sends every request at once: drop --rate and --concurrency (give --max-concurrency to cap it)")
+		}
+		n := int64(c.maxConc)
+		if n == 0 {
+			n = c.spec.Load.Requests
+			if !set["requests"] {
+				n = 100
+			}
+			if set["duration"] && !set["requests"] {
+				return errors.New("--request-rate inf without --max-concurrency needs --num-prompts (or --requests): it sends them all at once")
+			}
+		}
+		if err := fs.Set("concurrency", strconv.FormatInt(n, 10)); err != nil {
+			return err
+		}
+	case c.maxConc > 0 && set["rate"]:
+		if set["max-in-flight"] {
+			return errors.New("--max-concurrency with --request-rate is --max-in-flight: give one of them")
+		}
+		if err := fs.Set("max-in-flight", strconv.Itoa(c.maxConc)); err != nil {
+			return err
+		}
+	case c.maxConc > 0:
+		if set["concurrency"] {
+			return errors.New("--max-concurrency without --request-rate is --concurrency: give one of them")
+		}
+		if err := fs.Set("concurrency", strconv.Itoa(c.maxConc)); err != nil {
+			return err
+		}
+	}
+	switch c.datasetName {
+	case "random":
+		// vLLM's defaults for the random dataset.
+		if !set["input-len"] {
+			_ = fs.Set("input-len", "1024")
+		}
+		if !set["output-len"] && !set["max-tokens"] {
+			_ = fs.Set("output-len", "128")
+		}
+	case "sharegpt":
+		if !set["dataset"] {
+			return errors.New("--dataset-name sharegpt needs --dataset-path FILE (ShareGPT JSON)")
+		}
+		_ = fs.Set("dataset-format", agent.GenShareGPT)
+	}
+	return nil
 }
 
 // registerDist binds one length's distribution flags into d.
@@ -158,6 +261,9 @@ func finishDist(d *agent.LengthDist, name string, set map[string]bool) error {
 // cannot show: which flags were given, and values that mean "the default"
 // to the library but were given explicitly.
 func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
+	if err := c.applyVLLMAliases(fs); err != nil {
+		return c.spec, err
+	}
 	set := setFlags(fs)
 	s := c.spec
 	m := &s.Load

@@ -184,14 +184,23 @@ func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 	return r.Baseline, nil
 }
 
+// ResultFileMode is the mode of result files: readable by all, as results
+// are meant to be shared (keys and tokens stay 0600).
+const ResultFileMode = 0o644
+
 // writeFileAtomic writes via a temporary file and a rename, so a reader
-// never sees half a report.
+// never sees half a report. The file is ResultFileMode: os.CreateTemp
+// makes its files 0600, which would hide the results from everyone else.
 func writeFileAtomic(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(ResultFileMode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)

@@ -63,7 +63,7 @@ func New(cfg Config, logw io.Writer, logger *slog.Logger) (*Engine, error) {
 		cfg:    r,
 		log:    &vlog{w: logw, pid: os.Getpid(), now: time.Now},
 		logger: logger,
-		perf:   NewPerfModel(r.model, r.gpu, r.Perf, r.EnforceEager),
+		perf:   NewPerfModel(r.model, r.gpu, r.Perf, r.EnforceEager).WithSlowdown(r.Slowdown),
 		tok:    newTokenizer(r.model.Vocab, r.Seed),
 		met:    newMetrics(r.ServedModelName, r.MaxModelLen, time.Now()),
 		bound:  make(chan struct{}),

@@ -100,6 +100,16 @@ type PerfModel struct {
 	eager      bool
 	async      bool
 	maxCapture int
+	// slowdown multiplies every step's duration (Config.Slowdown); 0 is 1.
+	slowdown float64
+}
+
+// WithSlowdown returns a copy of p whose step times are multiplied by f
+// (Config.Slowdown); f ≤ 0 or 1 leaves them as they are.
+func (p *PerfModel) WithSlowdown(f float64) *PerfModel {
+	q := *p
+	q.slowdown = f
+	return &q
 }
 
 // defaultEtaBW is the decode bandwidth efficiency when PerfParams.EtaBW is 0.
@@ -166,10 +176,14 @@ func (p *PerfModel) StepTime(batch []SeqWork) time.Duration {
 		return 0
 	}
 	gpu, cpu := p.GPUTime(batch), time.Duration(p.tcpu*float64(time.Second))
+	d := gpu + cpu
 	if p.async {
-		return max(gpu, cpu)
+		d = max(gpu, cpu)
 	}
-	return gpu + cpu
+	if p.slowdown > 0 && p.slowdown != 1 {
+		d = time.Duration(float64(d) * p.slowdown)
+	}
+	return d
 }
 
 // GPUTime returns T_gpu, the GPU-kernel part of StepTime (everything but

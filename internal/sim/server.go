@@ -155,7 +155,12 @@ func (e *Engine) handleVersion(w http.ResponseWriter, _ *http.Request) {
 	v := struct {
 		Version      string   `json:"version"`
 		StartupScale *float64 `json:"sim_startup_scale,omitempty"`
+		Slowdown     *float64 `json:"sim_slowdown,omitempty"`
 	}{Version: Version}
+	if e.cfg.Slowdown != 1 {
+		s := e.cfg.Slowdown
+		v.Slowdown = &s
+	}
 	if e.cfg.StartupScale != 1 {
 		s := e.cfg.StartupScale
 		v.StartupScale = &s

@@ -206,6 +206,9 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 	if r.StartupScale != 1 {
 		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: startup durations are scaled by %g (--startup-scale); phase timings are not realistic.", r.StartupScale)
 	}
+	if r.Slowdown != 1 {
+		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: every engine step and t_api is scaled by %g (--slowdown); serving is %+.0f%% of the calibrated engine.", r.Slowdown, (r.Slowdown-1)*100)
+	}
 	if err := e.resetColdState(); err != nil {
 		l.raw(procAPI, "OSError: "+err.Error())
 		return KVPlan{}, &StartupError{Err: err}
