@@ -116,18 +116,7 @@ func (s KVScaleSpec) Validate() error {
 	if s.MaxConcurrency < 1 || s.MaxConcurrency > 4096 {
 		bad("max_concurrency", s.MaxConcurrency, "is out of range: use 1..4096")
 	}
-	switch {
-	case s.LevelDuration < 0:
-		bad("level_duration_ms", s.LevelDuration, "is negative: give a duration in 500ms..1h, or 0 for the default %v", DefaultKVScaleLevelDuration)
-	case s.LevelDuration < 500*time.Millisecond || s.LevelDuration > time.Hour:
-		bad("level_duration_ms", s.LevelDuration, "is out of range: use 500ms..1h")
-	}
-	switch {
-	case s.Warmup < 0:
-		bad("warmup_ms", s.Warmup, "is negative: give a duration in 0..1h (0 for the default %v)", DefaultKVScaleWarmup)
-	case s.Warmup > time.Hour:
-		bad("warmup_ms", s.Warmup, "is out of range: use 0..1h")
-	}
+	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
 		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use completions (exact prompt lengths) or chat")
 	}

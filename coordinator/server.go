@@ -98,9 +98,6 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 
 // RunPrefix implements CoordinatorService.
 func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServer[pb.RunPrefixResponse]) error {
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
-	}
 	spec := PrefixSpec{
 		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
 		SuffixLen: int(req.GetSuffixLen()), HitRatios: req.GetHitRatios(), HitPrefixLen: int(req.GetHitPrefixLen()),
@@ -129,9 +126,6 @@ func (s *Server) RunPresets(req *pb.RunPresetsRequest, st grpc.ServerStreamingSe
 		InputLen: int(req.GetInputLen()), OutputLen: int(req.GetOutputLen()), SLOTTFTMs: req.GetSloTtftMs(), MaxTTFTMs: req.GetMaxTtftMs(),
 		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
 		MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
-	}
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
 	}
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

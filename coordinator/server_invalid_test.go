@@ -81,6 +81,24 @@ func TestRemoteRunsNameTheBadField(t *testing.T) {
 			}
 		})
 	}
+	for _, tt := range []struct {
+		name string
+		req  *pb.RunPrefixRequest
+		want string
+	}{
+		{"prefix negative level duration", &pb.RunPrefixRequest{PrefixLens: []int32{0, 256}, LevelDurationMs: -2000}, "level_duration_ms -2s is negative"},
+		{"prefix warm-up over an hour", &pb.RunPrefixRequest{PrefixLens: []int32{0, 256}, WarmupMs: 7_200_000}, "warmup_ms 2h0m0s is out of range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := client.RunPrefix(context.Background(), tt.req)
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("RunPrefix = %v, want InvalidArgument containing %q", err, tt.want)
+			}
+		})
+	}
 	t.Run("baseline warm runs", func(t *testing.T) {
 		st, err := client.RunBaseline(context.Background(), &pb.RunBaselineRequest{WarmRuns: -1})
 		if err == nil {

@@ -146,7 +146,7 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 func prefixFlagNames(err error) error {
 	r := strings.NewReplacer("prefix_lens", "--prefix-lens", "prefix_len", "--prefix-lens", "hit_ratios", "--hit-ratios", "hit_ratio", "--hit-ratios",
 		"hit_prefix_len", "--hit-prefix-len", "suffix_len", "--suffix-len", "output_len", "--output-len", "max_model_len", "--max-model-len",
-		"repeats", "--repeats", "concurrency", "--concurrency", "level duration", "--step-duration", "warm-up", "--step-warmup",
+		"repeats", "--repeats", "concurrency", "--concurrency", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup",
 		"api ", "--api ", "run_id", "--run-id")
 	return errors.New(r.Replace(err.Error()))
 }

@@ -168,7 +168,7 @@ func presetsFlagNames(err error) error {
 	r := strings.NewReplacer("max_num_batched_tokens", "--max-num-batched-tokens", "max_num_seqs", "--max-num-seqs",
 		"chunked_prefill", "--chunked-prefill", "max_model_len", "--max-model-len", "concurrencies", "--concurrency",
 		"concurrency", "--concurrency", "input_len", "--input-len", "output_len", "--output-len", "slo_ttft_ms", "--slo-ttft-ms",
-		"max_ttft_ms", "--max-ttft-ms", "level duration", "--step-duration", "warm-up", "--step-warmup", "api ", "--api ",
+		"max_ttft_ms", "--max-ttft-ms", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup", "api ", "--api ",
 		"run_id", "--run-id", "max_agents", "--max-agents")
 	return errors.New(r.Replace(err.Error()))
 }
