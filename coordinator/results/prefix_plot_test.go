@@ -76,7 +76,7 @@ func TestPrefixPlots(t *testing.T) {
 		{name: "full run", res: full, golden: true, must: map[string][]string{
 			PrefixSVG: {`id="prefix-ttft"`, "shared-prefix length (tokens)", ">0<", ">256<", ">1024<", ">4096<", "cold, caching on (whisker: min–max)", "hot, caching off",
 				`class="whisker"`, "prefix 4096, 3 requests", "TTFT p50 (ms)"},
-			PrefixSpeedupSVG: {`id="prefix-speedup"`, "uncached fraction (1 − cached/prompt tokens)", "ceiling 1/uncached", "no speedup", "hit ratio vs 0, on", "speedup vs cold (×)"},
+			PrefixSpeedupSVG:  {`id="prefix-speedup"`, "uncached fraction (1 − cached/prompt tokens)", "ceiling 1/uncached", "no speedup", "hit ratio vs 0, on", "speedup vs cold (×)"},
 			PrefixHitRatioSVG: {`id="prefix-hit-ratio"`, "hit ratio (share of requests with the warmed prefix)", ">0.25<", "p95, off", "concurrency 8, shared prefix 1024 tokens"},
 		}},
 		{name: "no hit-ratio sweep", res: noRatio, must: map[string][]string{
