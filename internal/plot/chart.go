@@ -539,7 +539,12 @@ func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap,
 		}
 		px, py := xm.at(n.X), ym.at(n.Y)
 		pf(`<circle data-x="%s" cx="%s" cy="%s" r="7" fill="none" stroke="#222" stroke-width="1.5"/>`, fv(n.X), f1(px), f1(py))
-		pf(`<text data-x="%s" data-dx="10" x="%s" y="%s" fill="#222" font-weight="bold">%s</text>`+"\n", fv(n.X), f1(px+10), f1(py-8), esc(n.Label))
+		// A label that would run past the right edge goes left of its point.
+		dx, anchor := 10.0, ""
+		if px+dx+float64(len([]rune(n.Label)))*charW*1.1 > xm.p1 {
+			dx, anchor = -10, ` text-anchor="end"`
+		}
+		pf(`<text data-x="%s" data-dx="%g" x="%s" y="%s" fill="#222" font-weight="bold"%s>%s</text>`+"\n", fv(n.X), dx, f1(px+dx), f1(py-8), anchor, esc(n.Label))
 	}
 	b.WriteString("</g>\n")
 	pf(`<rect x="%s" y="%s" width="%s" height="%s" fill="none" stroke="#999"/>`+"\n", f1(xm.p0), f1(y0), f1(xm.p1-xm.p0), f1(h))

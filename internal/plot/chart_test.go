@@ -331,3 +331,27 @@ func TestChartLegendWraps(t *testing.T) {
 		})
 	}
 }
+
+func TestChartNoteStaysInside(t *testing.T) {
+	tests := []struct {
+		name string
+		x    float64
+		want string
+	}{
+		{name: "a note mid-chart goes right of its point", x: 5, want: `data-dx="10" x="`},
+		{name: "a note at the right edge goes left of it", x: 10, want: `data-dx="-10" x="726.0" y="`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svg := Chart{Title: "n", X: Axis{Title: "x", Pin: true, Min: 0, Max: 10}, Panels: []Panel{{
+				Y:      Axis{Title: "y"},
+				Curves: []Curve{{Name: "c", X: []float64{0, 10}, Y: []float64{1, 2}}},
+				Notes:  []Note{{X: tt.x, Y: 1.5, Label: "throughput, c=64"}},
+			}}}.SVG()
+			wellFormed(t, svg)
+			if !strings.Contains(svg, tt.want) {
+				t.Errorf("the note's label lacks %q", tt.want)
+			}
+		})
+	}
+}
