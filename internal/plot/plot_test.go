@@ -22,10 +22,11 @@ func wellFormed(t *testing.T, svg string) {
 }
 
 func TestBarsScaleToTheLargestValue(t *testing.T) {
-	svg := Bars("TTFT <per run>", " ms", []Bar{{Label: "cold_1", Value: 400, Highlight: true}, {Label: "warm_1", Value: 20}, {Label: "warm_2", Value: math.NaN()}})
+	svg := Bars("TTFT <per run>", " ms", []Bar{{Label: "cold_1", Value: 420, Highlight: true}, {Label: "warm_1", Value: 20}, {Label: "warm_2", Value: math.NaN(), Note: "error: timeout"}, {Label: "warm_3", Value: math.NaN()}})
 	wellFormed(t, svg)
-	// Axis max is 500; the plot area is 760-190-90 = 480 px wide, so 400 ms is 384 px and 20 ms 19.2 px.
-	for _, want := range []string{`width="384.0"`, `width="19.2"`, `fill="#d9534f"`, "n/a", "TTFT &lt;per run&gt;", ">500 ms<"} {
+	// Axis max is 500 (one 100 ms step past 420, not twice it); the plot
+	// area is 760-190-90 = 480 px wide, so 420 ms is 403.2 px and 20 ms 19.2 px.
+	for _, want := range []string{`width="403.2"`, `width="19.2"`, `fill="#d9534f"`, "error: timeout", "not measured", "TTFT &lt;per run&gt;", ">500 ms<"} {
 		if !strings.Contains(svg, want) {
 			t.Errorf("SVG lacks %q", want)
 		}
@@ -41,11 +42,23 @@ func TestGanttPlacesSpans(t *testing.T) {
 	}
 }
 
-func TestNiceMax(t *testing.T) {
-	for in, want := range map[float64]float64{0: 1, 0.7: 1, 1.2: 2, 3: 5, 7: 10, 420: 500, math.NaN(): 1} {
-		if got := niceMax(in); got != want {
-			t.Errorf("niceMax(%v) = %v, want %v", in, got, want)
+func TestGanttSaysNotMeasuredAndDrawsInstants(t *testing.T) {
+	svg := Gantt("phases", []Span{
+		{Label: "spawn", Start: 0, End: 0, Group: "supervisor"},
+		{Label: "weights_on_gpu", Group: "sampler", NotMeasured: true, Detail: "not observed: no NVML"},
+		{Label: "load", Start: 0.5, End: 3, Group: "log"},
+	})
+	wellFormed(t, svg)
+	if strings.Contains(svg, ">0.00 s<") {
+		t.Errorf("an unmeasured or instant phase is drawn as a 0.00 s bar:\n%s", svg)
+	}
+	for _, want := range []string{"not observed: no NVML", "at 0.00 s", "2.50 s"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("SVG lacks %q", want)
 		}
+	}
+	if got := strings.Count(svg, "<rect"); got != 2 { // background + one bar
+		t.Errorf("%d rects, want 2 (background and the one measured span)", got)
 	}
 }
 
@@ -54,21 +67,5 @@ func TestTrimAvoidsExponents(t *testing.T) {
 		if got := trim(in); got != want {
 			t.Errorf("trim(%v) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestLinesPlotsEachSeries(t *testing.T) {
-	svg := Lines("TTFT vs concurrency", "concurrency", " ms", []string{"1", "4", "16"},
-		[]Series{{Name: "p50", Y: []float64{10, 20, 80}}, {Name: "p99", Y: []float64{15, 40, math.NaN()}}})
-	wellFormed(t, svg)
-	if got := strings.Count(svg, "<polyline"); got != 2 {
-		t.Errorf("%d polylines, want 2", got)
-	}
-	if got := strings.Count(svg, "<circle"); got != 5 {
-		t.Errorf("%d points, want 5 (the NaN is a gap)", got)
-	}
-	// Axis max is 100 ms: 80 ms sits at 250 - 200*0.8 = 90 px.
-	if !strings.Contains(svg, `cy="90.0"`) {
-		t.Errorf("80 ms point not at y=90")
 	}
 }
