@@ -101,6 +101,9 @@ func TestSimSweepSavesVLLMResultPerLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, w := range sr.Warnings {
+		t.Errorf("warning %q: a real agent's reports must pass validation", w)
+	}
 	if sr.PromptLenSource != results.PromptLenTokenize {
 		t.Errorf("results.json prompt_len_source %q, want tokenize (the sim has /tokenize)", sr.PromptLenSource)
 	}
