@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -221,4 +224,120 @@ func BenchmarkMerge200Agents(b *testing.B) {
 	b.ReportMetric(float64(sink.append.Nanoseconds())/float64(b.N)/1e6, "append-ms/op")
 	b.ReportMetric(float64(sink.merge.Nanoseconds())/float64(b.N)/1e6, "merge-ms/op")
 	b.ReportMetric(float64(st.Size())/float64(int(seq)*agents)/1024, "log-KB/report")
+}
+
+// heapInuse is the heap in use after a full collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// slope is the least-squares slope of ys over xs.
+func slope(xs, ys []float64) float64 {
+	var sx, sy, sxx, sxy float64
+	n := float64(len(xs))
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	return (n*sxy - sx*sy) / (n*sxx - sx*sx)
+}
+
+// BenchmarkCoordinatorMemoryHour is issue 12's "the coordinator's memory
+// stays flat across a 1-hour run at 1 s intervals", run in compressed time:
+// 3,600 intervals of TTFTLAB_SCALE_AGENTS agents (default 10) pushed through
+// scaleSink (validate, append and fsync, live E2E merge, Merger) as fast as
+// they go, with the heap in use after a full GC sampled every 300 intervals.
+// The metrics are the least-squares slopes over those samples, from
+// interval 300 on, in bytes per interval: live-heap-B/interval (the
+// recorder, event log and level histogram, what a run holds while it runs)
+// and merger-heap-B/interval (the Merger on top, which RenderDir and
+// `ttftlab load` hold), next to log-B/interval, what events.jsonl grows by.
+// It fails when the live heap grows by more than 1 % of what the log does:
+// what grows with a run must be the file, not the coordinator.
+func BenchmarkCoordinatorMemoryHour(b *testing.B) {
+	agents := 10
+	if v := os.Getenv("TTFTLAB_SCALE_AGENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			b.Fatalf("TTFTLAB_SCALE_AGENTS=%q: want a whole number of agents from 1 to 1000", v)
+		}
+		agents = n
+	}
+	const intervals, every = 3600, 300
+	wire := wireReports(b, agents, clusterShape)
+	for b.Loop() {
+		for _, withMerger := range []bool{false, true} {
+			sink := newScaleSink(b)
+			var xs, ys []float64
+			base := heapInuse()
+			for iv := range intervals {
+				for _, w := range wire {
+					if err := sink.receiveLive(w, uint64(iv), withMerger); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if (iv+1)%every == 0 {
+					xs = append(xs, float64(iv+1))
+					ys = append(ys, float64(heapInuse())-float64(base))
+				}
+			}
+			st, err := sink.log.f.Stat()
+			if err != nil {
+				b.Fatal(err)
+			}
+			logPer := float64(st.Size()) / intervals
+			s := slope(xs, ys)
+			b.Logf("%d agents, merger %v: heap over base at every %d intervals (KiB): %v; slope %.0f B/interval; log %.0f B/interval (%.1f MiB in all)",
+				agents, withMerger, every, kib(ys), s, logPer, float64(st.Size())/(1<<20))
+			if withMerger {
+				b.ReportMetric(s, "merger-heap-B/interval")
+				if err := sink.merger.Check(); err != nil {
+					b.Fatal(err)
+				}
+				continue
+			}
+			b.ReportMetric(s, "live-heap-B/interval")
+			b.ReportMetric(logPer, "log-B/interval")
+			if s > logPer/100 {
+				b.Errorf("the live heap grows by %.0f B per interval, over 1 %% of the %.0f B the event log grows by: something keeps per-interval state", s, logPer)
+			}
+			runtime.KeepAlive(sink)
+		}
+	}
+}
+
+func kib(ys []float64) []int {
+	out := make([]int, len(ys))
+	for i, y := range ys {
+		out[i] = int(y / 1024)
+	}
+	return out
+}
+
+// receiveLive is receive without the timing; withMerger false leaves the
+// Merger out, as a running coordinator does (it merges at render time).
+func (s *scaleSink) receiveLive(wire []byte, seq uint64, withMerger bool) error {
+	if withMerger {
+		return s.receive(wire, seq)
+	}
+	var msg pb.RunProbeResponse
+	if err := proto.Unmarshal(wire, &msg); err != nil {
+		return err
+	}
+	rep := msg.GetReport()
+	rep.Seq = seq
+	rep.StartUnixNano += int64(seq) * int64(time.Second)
+	rep.EndUnixNano += int64(seq) * int64(time.Second)
+	set := s.r.checkInterval(results.LevelPrefix(0), rep)
+	s.r.record(results.EventSweepInterval, results.SweepInterval{Level: 0, Report: rep})
+	if set == nil {
+		return fmt.Errorf("report of %s seq %d refused", rep.GetAgentId(), seq)
+	}
+	s.e2e.Merge(set[hdr.E2E])
+	return nil
 }
