@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -33,10 +34,14 @@ type acc struct {
 	interrupted uint64
 	good        uint64
 	outTokens   uint64
-	errs        map[string]uint64
-	samples     []string
-	recs        []Record
-	usage       string
+	// cached sums cached_tokens over the successful requests whose server
+	// sent it (cachedReqs of them); cachedPrompt sums the prompt tokens of
+	// every successful request.
+	cached, cachedReqs, cachedPrompt uint64
+	errs                             map[string]uint64
+	samples                          []string
+	recs                             []Record
+	usage                            string
 }
 
 func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}} }
@@ -66,10 +71,11 @@ func newSet() hdr.Set {
 	return s
 }
 
-// observe records one finished request. An interrupted one (cancelled
+// observe records one finished request; promptLen is its prompt's length
+// as the generator built it (for records). An interrupted one (cancelled
 // because the run stopped) counts neither as a success nor as a failure,
 // nor against the error budget.
-func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.Result) {
+func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.Result, promptLen int) {
 	end := time.Now()
 	label := ""
 	if i < len(r.spec.Labels) {
@@ -121,6 +127,11 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	case res.OK():
 		c.ok++
 		c.outTokens += uint64(max(res.OutputTokens, 0))
+		c.cachedPrompt += uint64(max(res.PromptTokens, 0))
+		if res.CachedTokens >= 0 {
+			c.cached += uint64(res.CachedTokens)
+			c.cachedReqs++
+		}
 		if usageRank(res.UsageSource) < usageRank(c.usage) {
 			c.usage = res.UsageSource
 		}
@@ -157,7 +168,10 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 	}
 	if r.records {
 		rec := newRecord(i, label, res)
-		rec.Sched, rec.Warmup = sched, warm
+		rec.Sched, rec.Warmup, rec.PromptLen = sched, warm, promptLen
+		if r.spec.RecordMarks && len(res.Marks) > 0 {
+			rec.Marks = slices.Clone(res.Marks)
+		}
 		if !res.Send.IsZero() {
 			rec.DispatchLag = max(res.Send.Sub(sched), 0)
 		}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
 // metrics lists the histograms every report carries, in order.
@@ -47,6 +48,14 @@ type Record struct {
 	UsageSource  string
 	Chunks       int
 	Preview      string
+	// PromptLen is the prompt's length as the generator built it: the drawn
+	// length of a synthetic prompt (exact when Report.PromptLenSource is
+	// PromptLenTokenize), else the word-count estimate. PromptTokens is
+	// the server's count, when it sent usage.
+	PromptLen int
+	// Marks are the token-bearing chunks (offsets from Send, tokens), when
+	// the spec asks for them (Spec.RecordMarks).
+	Marks []oai.Mark
 	// Err is empty on success, else "kind: detail".
 	Err string
 	// ErrKind is the error kind alone.
@@ -73,8 +82,13 @@ type Report struct {
 	// requests (warm-up or measured) whether they finished or are still
 	// streaming.
 	OutputTokensStreamed uint64
-	ErrorsByKind         map[string]uint64
-	ErrorSamples         []string
+	// CachedTokens sums usage.prompt_tokens_details.cached_tokens over the
+	// successful requests whose server sent it and CachedRequests counts
+	// them; CachedPromptTokens sums the prompt tokens of every successful
+	// request.
+	CachedTokens, CachedRequests, CachedPromptTokens uint64
+	ErrorsByKind                                     map[string]uint64
+	ErrorSamples                                     []string
 	// Records are the requests finished in this interval, in finishing
 	// order, when the spec has labels or asks for records.
 	Records []Record
@@ -107,6 +121,10 @@ type Report struct {
 	// plan or was cancelled by its caller.
 	AbortReason string
 	Final       bool
+	// PromptLenSource is PromptLenTokenize when the run's prompts were
+	// sized with the server's tokenizer; empty otherwise (the lengths are
+	// then the server's usage, or estimates).
+	PromptLenSource string
 }
 
 // emit swaps the interval state out, encodes it, and calls emit: first a
@@ -124,15 +142,16 @@ func (r *run) emit(emit func(Report) error, final bool) error {
 		r.clientBound = true
 	}
 	base := Report{
-		RunID:         r.spec.RunID,
-		AgentID:       r.spec.AgentID,
-		Start:         r.intervalStart,
-		End:           now,
-		InFlight:      r.inFlight,
-		Scheduled:     r.scheduled,
-		ClientBound:   r.clientBound,
-		MeasuredStart: r.measStart,
-		MeasuredEnd:   r.measEnd,
+		RunID:           r.spec.RunID,
+		AgentID:         r.spec.AgentID,
+		Start:           r.intervalStart,
+		End:             now,
+		InFlight:        r.inFlight,
+		Scheduled:       r.scheduled,
+		ClientBound:     r.clientBound,
+		MeasuredStart:   r.measStart,
+		MeasuredEnd:     r.measEnd,
+		PromptLenSource: r.promptLenSource,
 	}
 	abortReason := r.abortReason
 	r.mu.Unlock()
@@ -170,6 +189,7 @@ func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
 	r.seq++
 	rep.OK, rep.Failed, rep.Good, rep.OutputTokens = c.ok, c.failed, c.good, c.outTokens
 	rep.Interrupted = c.interrupted
+	rep.CachedTokens, rep.CachedRequests, rep.CachedPromptTokens = c.cached, c.cachedReqs, c.cachedPrompt
 	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
 	rep.UsageSource = c.usage
 	rep.Histograms = make([]Histogram, 0, len(metrics))

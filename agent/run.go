@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -82,9 +83,24 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	}
 	defer sender.Close()
 
+	log := a.log.With("run_id", spec.RunID, "agent_id", spec.AgentID)
+	sized := false
+	if tc, ok := sender.(TokenCounter); ok {
+		sized, err = gen.SizeWithServer(ctx, tc, spec.Target)
+		switch {
+		case errors.Is(err, ErrInvalidSpec):
+			return err
+		case err != nil:
+			log.Warn("prompt lengths are estimates", "err", err)
+		case sized:
+			log.Info("prompts sized with the server's tokenizer")
+		}
+	}
 	r := newRun(spec, pl, gen, sender, a.cfg.MaxErrorSamples, a.log)
 	r.obs = a.cfg.Observer
-	log := a.log.With("run_id", spec.RunID, "agent_id", spec.AgentID)
+	if sized {
+		r.promptLenSource = PromptLenTokenize
+	}
 
 	if wait := time.Until(spec.Start); !spec.Start.IsZero() && wait > 0 {
 		log.Info("waiting for start barrier", "wait", wait)
@@ -168,7 +184,10 @@ type run struct {
 	records    bool
 	base       oai.Request
 	t0         time.Time
-	sem        chan struct{} // open-loop in-flight cap; sized by the cap
+	// promptLenSource is PromptLenTokenize when the prompts were sized
+	// with the server's tokenizer; fixed before the load starts.
+	promptLenSource string
+	sem             chan struct{} // open-loop in-flight cap; sized by the cap
 
 	// Closed-loop index dispenser.
 	dmu     sync.Mutex
@@ -211,7 +230,7 @@ func newRun(spec Spec, pl *plan, gen *Generator, sender Sender, maxSamples int, 
 		sender:     sender,
 		log:        log,
 		maxSamples: maxSamples,
-		records:    spec.Records || len(spec.Labels) > 0,
+		records:    spec.Records || spec.RecordMarks || len(spec.Labels) > 0,
 		meas:       newAcc(),
 		warm:       newAcc(),
 		spareMeas:  newAcc(),
@@ -380,7 +399,11 @@ func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Pr
 	}
 	res := r.sender.Do(ctx, req)
 	interrupted := res.Err != nil && res.Err.Kind == oai.KindCanceled && ctx.Err() != nil
-	r.observe(int(i), sched, warm, interrupted, &res)
+	promptLen := p.Tokens
+	if r.records && promptLen == 0 {
+		promptLen = ApproxTokens(p.Text)
+	}
+	r.observe(int(i), sched, warm, interrupted, &res, promptLen)
 	backoff = !interrupted && failedBeforeResponse(&res)
 	res.Release() // observe keeps no reference to the marks.
 	return backoff

@@ -279,13 +279,15 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 			return LengthDist{Kind: d.GetKind(), Mean: d.GetMean(), Min: d.GetMin(), Max: d.GetMax(), Stddev: d.GetStddev()}
 		}
 		spec.Generator = WorkloadGen{
-			Kind:        g.GetKind(),
-			InputLen:    dist(g.GetInputLen()),
-			OutputLen:   dist(g.GetOutputLen()),
-			PrefixLen:   int(g.GetPrefixLen()),
-			NumPrefixes: int(g.GetNumPrefixes()),
-			Path:        g.GetPath(),
-			Seed:        g.GetSeed(),
+			Kind:           g.GetKind(),
+			InputLen:       dist(g.GetInputLen()),
+			OutputLen:      dist(g.GetOutputLen()),
+			PrefixLen:      int(g.GetPrefixLen()),
+			NumPrefixes:    int(g.GetNumPrefixes()),
+			UniqueFraction: g.GetUniqueFraction(),
+			SuffixSeed:     g.GetSuffixSeed(),
+			Path:           g.GetPath(),
+			Seed:           g.GetSeed(),
 		}
 	}
 	return spec, nil
@@ -318,6 +320,9 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 		MeasuredEndUnixNano:   unixNano(r.MeasuredEnd),
 		OutputTokens:          r.OutputTokens,
 		OutputTokensStreamed:  r.OutputTokensStreamed,
+		CachedTokens:          r.CachedTokens,
+		CachedRequests:        r.CachedRequests,
+		CachedPromptTokens:    r.CachedPromptTokens,
 		ErrorsByKind:          r.ErrorsByKind,
 		ErrorSamples:          validUTF8(r.ErrorSamples),
 		Final:                 r.Final,

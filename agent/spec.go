@@ -302,6 +302,11 @@ type Spec struct {
 	Labels []string
 	// Records asks for per-request records even without labels.
 	Records bool
+	// RecordMarks adds each record's token-bearing chunks (Record.Marks),
+	// for exports that list per-chunk gaps; it implies Records. Each
+	// interval's records then hold 12 bytes per chunk until the report is
+	// sent.
+	RecordMarks bool
 	// Interval is the report period; 0 means Config.DefaultInterval.
 	Interval time.Duration
 	// Start is the barrier time; zero means at once. An open-loop schedule

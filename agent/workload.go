@@ -140,6 +140,14 @@ type WorkloadGen struct {
 	// PrefixLen and NumPrefixes shape shared_prefix prompts.
 	PrefixLen   int
 	NumPrefixes int
+	// UniqueFraction (shared_prefix) is the fraction of requests, spread
+	// evenly over the indices, whose prefix is their own random text: 0
+	// shares every prefix, 1 none.
+	UniqueFraction float64
+	// SuffixSeed, when not 0, seeds the text after the prefix instead of
+	// Seed: two runs with one Seed and different SuffixSeeds send the same
+	// prefixes with different suffixes.
+	SuffixSeed uint64
 	// Path is the dataset file (jsonl, sharegpt).
 	Path string
 	// Seed makes the prompts reproducible.
@@ -165,6 +173,9 @@ func (g *WorkloadGen) validate(w Workload) error {
 			}
 			if int64(g.PrefixLen)*int64(g.NumPrefixes) > maxPrefixTokens {
 				return specerr.New("generator.num_prefixes", g.NumPrefixes, "× prefix_len %d = %d tokens is too many: keep it ≤ %d", g.PrefixLen, int64(g.PrefixLen)*int64(g.NumPrefixes), maxPrefixTokens)
+			}
+			if !(g.UniqueFraction >= 0 && g.UniqueFraction <= 1) {
+				return specerr.New("generator.unique_fraction", g.UniqueFraction, "is out of range: use a fraction in [0, 1]")
 			}
 			if lo := g.InputLen.lowest(); g.InputLen.Kind != DistNormal && lo < g.PrefixLen {
 				return specerr.New("generator.input_len", nil, "can be %d tokens, below prefix_len %d: make every input length ≥ prefix_len", lo, g.PrefixLen)
@@ -195,6 +206,11 @@ type Prompt struct {
 	Text      string
 	MaxTokens int
 	IgnoreEOS bool
+	// Tokens is the prompt length the generator drew (synthetic and
+	// shared-prefix prompts), exact once the generator was sized with the
+	// server's tokenizer (SizeWithServer); 0 when the generator does not
+	// choose lengths (fixed prompts, datasets).
+	Tokens int
 }
 
 // entry is one dataset prompt; out is 0 when the file gave no length.
@@ -212,6 +228,10 @@ type Generator struct {
 	g        WorkloadGen
 	prefixes []string
 	entries  []entry
+	// overhead is the tokens the server adds around a prompt's words (a
+	// chat template, special tokens), found by SizeWithServer; a prompt of
+	// n tokens then carries n − overhead words.
+	overhead int
 }
 
 // NewGenerator validates g and prepares it: it builds the shared prefixes
@@ -274,7 +294,19 @@ const (
 	saltPrompt  = 0x70726f6d
 	saltOutput  = 0x6f757470
 	saltShuffle = 0x73687566
+	saltUnique  = 0x756e6971
 )
+
+// unique reports whether request i of a shared_prefix generator takes its
+// own prefix: ⌊(i+1)·f⌋ > ⌊i·f⌋ spreads a fraction f evenly, so every
+// window of requests holds about f of them.
+func (gen *Generator) unique(i uint64) bool {
+	f := gen.g.UniqueFraction
+	if f <= 0 {
+		return false
+	}
+	return math.Floor(float64(i+1)*f) > math.Floor(float64(i)*f)
+}
 
 func seeded(seed, i uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(mix(seed), mix(i)))
@@ -287,14 +319,25 @@ func (gen *Generator) Prompt(i uint64) Prompt {
 	p := Prompt{Text: w.Prompt, MaxTokens: w.MaxTokens, IgnoreEOS: w.IgnoreEOS}
 	switch g.Kind {
 	case GenSynthetic, GenSharedPrefix:
-		r := seeded(g.Seed^saltPrompt, i)
+		seed := g.Seed
+		if g.SuffixSeed != 0 {
+			seed = g.SuffixSeed
+		}
+		r := seeded(seed^saltPrompt, i)
 		n := g.InputLen.draw(r)
+		p.Tokens = n
+		n = max(n-gen.overhead, 1)
 		var b strings.Builder
 		if g.Kind == GenSharedPrefix {
 			pre := gen.prefixes[i%uint64(len(gen.prefixes))]
-			b.Grow(len(pre) + 5*(n-g.PrefixLen+1))
+			if gen.unique(i) {
+				var u strings.Builder
+				writeWords(&u, seeded(g.Seed^saltUnique, i), g.PrefixLen)
+				pre = u.String()
+			}
+			b.Grow(len(pre) + 5*max(n-g.PrefixLen+1, 0))
 			b.WriteString(pre)
-			n -= g.PrefixLen
+			n = max(n-g.PrefixLen, 0)
 		} else {
 			b.Grow(5 * n)
 		}

@@ -312,3 +312,66 @@ func FuzzReadJSONL(f *testing.F) {
 		}
 	})
 }
+
+func TestSharedPrefixUniqueFractionAndSuffixSeed(t *testing.T) {
+	base := WorkloadGen{Kind: GenSharedPrefix, InputLen: Fixed(40), PrefixLen: 32, NumPrefixes: 1, Seed: 7}
+	prefix := func(t *testing.T, g WorkloadGen, i uint64) (string, string) {
+		t.Helper()
+		gen, err := NewGenerator(Workload{MaxTokens: 4}, g, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := strings.Fields(gen.Prompt(i).Text)
+		if len(w) != 40 {
+			t.Fatalf("prompt %d has %d words, want 40", i, len(w))
+		}
+		return strings.Join(w[:32], " "), strings.Join(w[32:], " ")
+	}
+	shared, _ := prefix(t, base, 0)
+	for _, tc := range []struct {
+		name       string
+		fraction   float64
+		wantUnique int // of 8 requests
+	}{
+		{"none unique", 0, 0},
+		{"a quarter unique", 0.25, 2},
+		{"half unique", 0.5, 4},
+		{"all unique", 1, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := base
+			g.UniqueFraction = tc.fraction
+			seen := map[string]bool{}
+			unique := 0
+			for i := range uint64(8) {
+				p, _ := prefix(t, g, i)
+				if p != shared {
+					unique++
+					if seen[p] {
+						t.Errorf("request %d repeats another request's unique prefix", i)
+					}
+					seen[p] = true
+				}
+			}
+			if unique != tc.wantUnique {
+				t.Errorf("%d of 8 prefixes are unique, want %d", unique, tc.wantUnique)
+			}
+		})
+	}
+	t.Run("suffix seed keeps the prefix and changes the suffix", func(t *testing.T) {
+		g := base
+		g.SuffixSeed = 99
+		p1, s1 := prefix(t, base, 3)
+		p2, s2 := prefix(t, g, 3)
+		if p1 != p2 || s1 == s2 {
+			t.Errorf("prefix equal %v (want true), suffix equal %v (want false)", p1 == p2, s1 == s2)
+		}
+	})
+	t.Run("fraction out of range is refused", func(t *testing.T) {
+		g := base
+		g.UniqueFraction = 1.5
+		if _, err := NewGenerator(Workload{MaxTokens: 4}, g, nil); err == nil || !strings.Contains(err.Error(), "unique_fraction") {
+			t.Errorf("err = %v, want one naming unique_fraction", err)
+		}
+	})
+}

@@ -37,8 +37,49 @@ type GridSpec struct {
 	// schedule of levels to run.
 	Plan      func(GridReady) (any, LevelSchedule)
 	MaxAgents int
+	// RunPoint, when set, drives each started point itself through
+	// PointRun instead of running the schedule Plan returns (Plan still
+	// gives the point's recorded plan). An error fails the point.
+	RunPoint func(ctx context.Context, p *PointRun) error
 	// Selection picks the gpunode and the agents.
 	Selection Selection
+}
+
+// PointRun is a started grid point, as RunPoint drives it.
+type PointRun struct {
+	Index  int
+	Point  GridPoint
+	Engine *pb.EngineInfo
+	g      *gridRun
+	tap    *sampleTap
+}
+
+// Level runs one level as a schedule's would be run (its events and
+// grid_level_end recorded) and returns its observation.
+func (p *PointRun) Level(ctx context.Context, lv GridLevel) (results.LevelObservation, error) {
+	s := &oneLevel{lv: lv}
+	err := p.g.levels(ctx, p.Index, s, p.tap, p.Engine)
+	if s.obs == nil {
+		return results.LevelObservation{}, err
+	}
+	return *s.obs, err
+}
+
+// oneLevel is a schedule of one level that keeps its observation.
+type oneLevel struct {
+	lv   GridLevel
+	done bool
+	obs  *results.LevelObservation
+}
+
+func (s *oneLevel) Next(prev *results.LevelObservation) (GridLevel, bool) {
+	if s.done {
+		s.obs = prev
+		return GridLevel{}, false
+	}
+	s.done = true
+	return s.lv, true
+
 }
 
 // GridPoint is one point of the grid.
@@ -215,7 +256,11 @@ func (g *gridRun) point(ctx context.Context, i int, p GridPoint) (started bool, 
 
 	tap := &sampleTap{}
 	stop := r.startSampling(ctx, tappedNode{GPUNode: g.gn, tap: tap.add}, g.gpuName, true, c.cfg.SampleInterval)
-	err = g.levels(ctx, i, sched, tap, eng)
+	if g.spec.RunPoint != nil {
+		err = g.spec.RunPoint(ctx, &PointRun{Index: i, Point: p, Engine: eng, g: g, tap: tap})
+	} else {
+		err = g.levels(ctx, i, sched, tap, eng)
+	}
 	stop()
 	end := results.GridPointEnd{Point: i, Status: results.PointOK}
 	if err != nil {

@@ -62,6 +62,20 @@ func (g GPUNodeClient) StopEngine(ctx context.Context, req *pb.StopEngineRequest
 	return g.C.StopEngine(ctx, req)
 }
 
+// ResetPrefixCache implements PrefixCacheNode.
+func (g GPUNodeClient) ResetPrefixCache(ctx context.Context) (*pb.ResetPrefixCacheResponse, error) {
+	return g.C.ResetPrefixCache(ctx, &pb.ResetPrefixCacheRequest{})
+}
+
+// EngineMetrics implements PrefixCacheNode.
+func (g GPUNodeClient) EngineMetrics(ctx context.Context) (map[string]float64, error) {
+	resp, err := g.C.EngineMetrics(ctx, &pb.EngineMetricsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetMetrics(), nil
+}
+
 // StreamSamples implements GPUNode.
 func (g GPUNodeClient) StreamSamples(ctx context.Context, interval time.Duration, fn func(*pb.StreamSamplesResponse)) error {
 	st, err := g.C.StreamSamples(ctx, &pb.StreamSamplesRequest{IntervalMs: interval.Milliseconds()})

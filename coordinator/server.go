@@ -99,6 +99,30 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 	})
 }
 
+// RunPrefix implements CoordinatorService.
+func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServer[pb.RunPrefixResponse]) error {
+	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
+		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
+	}
+	spec := PrefixSpec{
+		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
+		SuffixLen: int(req.GetSuffixLen()), HitRatios: req.GetHitRatios(), HitPrefixLen: int(req.GetHitPrefixLen()),
+		Concurrency: int(req.GetConcurrency()), Repeats: int(req.GetRepeats()), OutputLen: int(req.GetOutputLen()),
+		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
+		SkipOff: req.GetSkipOff(), MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
+	}
+	for _, l := range req.GetPrefixLens() {
+		spec.PrefixLens = append(spec.PrefixLens, int(l))
+	}
+	if err := spec.withDefaults().Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	send := func(ev *pb.RunEvent) error { return st.Send(&pb.RunPrefixResponse{Event: ev}) }
+	return streamRun(st.Context(), "prefix", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
+		return s.c.RunPrefix(ctx, spec, emit)
+	})
+}
+
 // RunPresets implements CoordinatorService.
 func (s *Server) RunPresets(req *pb.RunPresetsRequest, st grpc.ServerStreamingServer[pb.RunPresetsResponse]) error {
 	spec := PresetsSpec{

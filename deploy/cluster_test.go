@@ -126,7 +126,7 @@ func TestChartRunsAsACluster(t *testing.T) {
 	defer sweepCancel()
 	sweep := exec.CommandContext(sweepCtx, ttftlabBin, "sweep", "--coordinator", fmt.Sprintf("localhost:%d", grpcPort),
 		"--token-file", filepath.Join(root, "secrets", "token"), "--profile", "sim", "--run-id", "k8s",
-		"--levels", "1", "--levels-duration", "1s", "--levels-warmup", "0s", "--quiet")
+		"--levels", "1", "--level-duration", "1s", "--warmup", "0s", "--quiet")
 	out, err := sweep.CombinedOutput()
 	if err != nil {
 		dumpLogs()

@@ -21,7 +21,7 @@ res=/tmp/ttftlab-results
 ./bin/ttftlab up --out "$res" --run-id torch-h200 --quiet --warm-runs 5 --max-tokens 64 \
   --gpunode-config deploy/torch-engine/profiles.yaml --profile torch \
   --model /var/tmp/ttftlab-torch-engine/Qwen2.5-1.5B-Instruct --served-model-name Qwen/Qwen2.5-1.5B-Instruct \
-  --sweep 1,4,16 --sweep-duration 8s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 32 >> "$out/run.log" 2>&1
+  --levels 1,4,16 --level-duration 8s --warmup 2s --input-len 256 --output-len 32 >> "$out/run.log" 2>&1
 echo "torch rc=$?" >> "$out/run.log"
 (cd gpunode && ../bin/gpunode.test -test.run '^$' -test.bench 'SampleOnce' -test.benchtime 2s) > "$out/bench.txt" 2>&1
 for r in sim-h200 sim-h200-sweep torch-h200 torch-h200-sweep; do

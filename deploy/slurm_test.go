@@ -142,7 +142,7 @@ func runSlurmSweep(t *testing.T, extraEnv []string) string {
 		"SLURM_JOB_ID=42", "SLURM_JOB_NODELIST=n[1-2]", "SLURM_SUBMIT_DIR="+submit,
 		"FAKE_SLURM_LOG="+filepath.Join(submit, "steps.log"),
 		"TTFTLAB="+ttftlabBin, "TTFTLAB_PROFILES="+profiles, "TTFTLAB_PROFILE=sim",
-		"TTFTLAB_SWEEP_ARGS=--levels 1 --levels-duration 1s --levels-warmup 0s --quiet",
+		"TTFTLAB_SWEEP_ARGS=--levels 1 --level-duration 1s --warmup 0s --quiet",
 		"TTFTLAB_JOIN_TIMEOUT=20",
 		fmt.Sprintf("TTFTLAB_GRPC_PORT=%d", grpcBase), fmt.Sprintf("TTFTLAB_GOSSIP_PORT=%d", gossipBase),
 	)

@@ -35,7 +35,7 @@ func TestE2EClusterSweep(t *testing.T) {
 
 	out := "sweeps" // a subdirectory of the coordinator's --out
 	began := time.Now()
-	_, stderr, err := c.cli(90*time.Second, c.sweepArgs(out, "e2e", "--levels", "1,4", "--levels-duration", "2s")...)
+	_, stderr, err := c.cli(90*time.Second, c.sweepArgs(out, "e2e", "--levels", "1,4", "--level-duration", "2s")...)
 	t.Logf("sweep took %s", time.Since(began).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("sweep: %v\n%s", err, stderr)
@@ -127,7 +127,7 @@ func TestE2EAgentKilledMidSweep(t *testing.T) {
 
 	out := "sweeps" // a subdirectory of the coordinator's --out
 	began := time.Now()
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "lost", "--levels", "4", "--levels-duration", "6s", "--levels-agent-loss", "continue")...)
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "lost", "--levels", "4", "--level-duration", "6s", "--agent-loss", "continue")...)
 	// Two intervals (≈2 s of load) in, while its requests are in flight.
 	sweep.waitLog(intervalLine("agent2", 1), 30*time.Second)
 	victim.kill()
@@ -184,7 +184,7 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 	c.waitAllAlive()
 
 	out := "sweeps" // a subdirectory of the coordinator's --out
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "orphan", "--levels", "8", "--levels-duration", "60s",
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "orphan", "--levels", "8", "--level-duration", "60s",
 		"--base-url", url, "--model", simModel)...)
 	// Both agents are sending, and the engine sees it.
 	for _, a := range []string{"agent1", "agent2"} {
@@ -309,7 +309,7 @@ func TestE2ECoordinatorFrozenStopsLoad(t *testing.T) {
 	c.waitAllAlive()
 
 	out := "sweeps" // a subdirectory of the coordinator's --out
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "8", "--levels-duration", "60s",
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "8", "--level-duration", "60s",
 		"--base-url", url, "--model", simModel)...)
 	for _, a := range []string{"agent1", "agent2"} {
 		sweep.waitLog(intervalLine(a, 0), 30*time.Second)

@@ -374,8 +374,8 @@ var resultsRE = regexp.MustCompile(`(?m)^results: (.+) \(on the coordinator's di
 
 // sweepArgs are a sweep's flags against this cluster's coordinator.
 func (c *cluster) sweepArgs(out, runID string, extra ...string) []string {
-	return append([]string{"sweep", "--coordinator", c.coord.grpc, "--levels-warmup", "0",
-		"--levels-input-len", "64", "--levels-output-len", "16", "--out", out, "--run-id", runID, "--quiet"}, extra...)
+	return append([]string{"sweep", "--coordinator", c.coord.grpc, "--warmup", "0",
+		"--input-len", "64", "--output-len", "16", "--out", out, "--run-id", runID, "--quiet"}, extra...)
 }
 
 // sweepResults is the part of a sweep's results.json the tests check.

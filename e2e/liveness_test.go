@@ -120,7 +120,7 @@ func TestE2EEngineKilledMidSweep(t *testing.T) {
 	c.waitAllAlive()
 
 	out := "sweeps"
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "enginekill", "--levels", "4", "--levels-duration", "60s")...)
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "enginekill", "--levels", "4", "--level-duration", "60s")...)
 	sweep.waitLog(intervalLine("agent1", 1), 30*time.Second)
 	engine := simChild(t, gpu)
 	if err := syscall.Kill(engine, syscall.SIGKILL); err != nil {
@@ -221,7 +221,7 @@ func TestE2EGPUNodeKilledMidSweep(t *testing.T) {
 	c.waitAllAlive()
 
 	out := "sweeps"
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "gpukill", "--levels", "2", "--levels-duration", "60s")...)
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "gpukill", "--levels", "2", "--level-duration", "60s")...)
 	sweep.waitLog(intervalLine("agent1", 1), 30*time.Second)
 	if err := syscall.Kill(gpu.pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -260,7 +260,7 @@ func TestE2EAgentFrozenMidLevel(t *testing.T) {
 	c.waitAllAlive()
 
 	out := "sweeps"
-	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "4", "--levels-duration", "16s", "--levels-agent-loss", "continue")...)
+	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "4", "--level-duration", "16s", "--agent-loss", "continue")...)
 	sweep.waitLog(intervalLine("agent2", 1), 30*time.Second)
 	if err := syscall.Kill(victim.pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

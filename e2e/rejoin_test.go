@@ -73,7 +73,7 @@ func TestE2ECoordinatorRestartIsRejoined(t *testing.T) {
 					t.Fatalf("baseline status %q (%s), want ok", res.Status, res.Error)
 				}
 			case "sweep":
-				_, stderr, err := c.cli(90*time.Second, c.sweepArgs("sweeps", "after-restart", "--levels", "2", "--levels-duration", "1s")...)
+				_, stderr, err := c.cli(90*time.Second, c.sweepArgs("sweeps", "after-restart", "--levels", "2", "--level-duration", "1s")...)
 				if err != nil {
 					t.Fatalf("sweep through the restarted coordinator: %v\n%s", err, stderr)
 				}

@@ -28,6 +28,7 @@ var keptMetrics = map[string]bool{
 	"vllm:prefix_cache_hits_total":        true,
 	"vllm:gpu_prefix_cache_queries_total": true,
 	"vllm:gpu_prefix_cache_hits_total":    true,
+	"vllm:gpu_prefix_cache_hit_rate":      true, // V0: a gauge, hits/queries since start
 	"vllm:num_preemptions_total":          true,
 	"vllm:time_to_first_token_seconds":    true, // histogram: _sum and _count
 	"vllm:num_requests_swapped":           true,

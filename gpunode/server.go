@@ -95,6 +95,24 @@ func (s *server) StopEngine(ctx context.Context, req *ttftlabv1.StopEngineReques
 	return &ttftlabv1.StopEngineResponse{WasRunning: res.WasRunning, ExitStatus: res.ExitStatus}, nil
 }
 
+// ResetPrefixCache implements the RPC of the same name.
+func (s *server) ResetPrefixCache(ctx context.Context, _ *ttftlabv1.ResetPrefixCacheRequest) (*ttftlabv1.ResetPrefixCacheResponse, error) {
+	res, err := s.node.ResetPrefixCache(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &ttftlabv1.ResetPrefixCacheResponse{HttpStatus: int32(res.HTTPStatus), Body: res.Body}, nil
+}
+
+// EngineMetrics implements the RPC of the same name.
+func (s *server) EngineMetrics(ctx context.Context, _ *ttftlabv1.EngineMetricsRequest) (*ttftlabv1.EngineMetricsResponse, error) {
+	m, t, err := s.node.EngineMetrics(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &ttftlabv1.EngineMetricsResponse{UnixNano: t.UnixNano(), Metrics: m}, nil
+}
+
 // StreamSamples forwards the node's samples. The node samples at its own
 // interval; a longer interval_ms thins the stream to about that period, a
 // shorter one gets the node's rate.

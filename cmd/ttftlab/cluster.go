@@ -16,7 +16,7 @@ func runCerts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("certs", stderr)
 	dir := fs.String("dir", "", "directory to write ca.pem, ca-key.pem, node.pem and node-key.pem into")
 	hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the nodes are reached at (localhost and 127.0.0.1 are always included)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *dir == "" {

@@ -45,7 +45,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
 	metricsAddr := metricsAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	httpAddr := httpAddrFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -57,11 +58,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	logger := newLogger(stderr, *verbose)
 	cfg := coordinator.DefaultConfig()
 	cfg.OutDir = *out
+	if *httpAddr != "" {
+		stop, err := startDashboard(*httpAddr, *out, sc.Token, sc.ServerTLS, &cfg, stderr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var c *coordinator.Coordinator
 	var mem memberView
 	if *metricsAddr != "" {
 		obs := metrics.NewCoordinator(metrics.CoordinatorOptions{Members: mem.Members})
-		cfg.Observer = obs
+		cfg.Observer = coordinator.Observers(cfg.Observer, obs)
 		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
 		if err != nil {
 			return err
@@ -113,7 +121,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --agents-selector; host is set from the host name")
 	metricsAddr := metricsAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -157,7 +165,7 @@ func runGPUNode(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	labels := labelsFlag{}
 	fs.Var(labels, "label", "announce the label `k=v` (repeatable), for runs' --selector; gpu, gpus, gpumem, driver and host are detected (NVML, or the sim profile's GPU) and a --label of the same key replaces them")
 	metricsAddr := metricsAddrFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
@@ -259,7 +267,7 @@ func agentLabels(operator map[string]string) map[string]string {
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("report", stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -26,7 +26,7 @@ func TestUpFleetFlagsTheSlowDisk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"up", "--gpunodes", "2", "--sweep", "", "--out", out, "--run-id", "f1", "--warm-runs", "3",
+	err := run(ctx, []string{"up", "--gpunodes", "2", "--levels", "", "--out", out, "--run-id", "f1", "--warm-runs", "3",
 		"--sim-startup-scale", "0.1", "--agents", "1"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())

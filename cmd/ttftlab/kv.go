@@ -103,7 +103,7 @@ GPUs: %s
 	fs.IntVar(&f.kvTokens, "kv-cache-tokens", 0, "measured KV `tokens` (vLLM's \"GPU KV cache size\"): compute the concurrency from them")
 	fs.Float64Var(&f.swapGiB, "swap-space-gib", 4, "V0's CPU swap space per GPU in `GiB`, for \"# CPU blocks\"")
 	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object instead of the table")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

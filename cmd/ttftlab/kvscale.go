@@ -15,6 +15,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/sim"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -51,7 +52,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host)")
 	fs.StringVar(&knobs.Model, "model", kvscaleDefaultModel, "model to serve")
-	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.StringVar(&knobs.Gpu, "gpu", kvscaleDefaultGPU, "simulated GPU (sim profile only): "+strings.Join(sim.GPUNames(), ", "))
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")
 	fs.Var(boolKnob{&knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching (default here: off, as C* assumes no shared blocks)")
 	lens := fs.String("max-model-len", kvscaleDefaultLens, "comma list of engine --max-model-len values (grid axis)")
@@ -69,7 +70,7 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
 	var sel coordinator.Selection
 	registerSelectionFlags(fs, &sel)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {

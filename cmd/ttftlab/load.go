@@ -44,6 +44,10 @@ interrupted (in flight when the run was stopped); warm-up is excluded.
 Throughputs count successful requests over the measured span. A statistic
 with no samples is n/a (null in --json).
 
+Progress (done of total, rate, time left, errors) goes to stderr each
+--interval when stderr is a terminal, with or without --json; --progress
+forces it on (for a log file), --progress=off off.
+
 Error budget: the run ends as failed when more than --max-error-rate of the
 attempts finished in any --error-window failed (at least 10 attempts). The
 command exits non-zero when the run failed, was interrupted, or no request
@@ -62,7 +66,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, loadUsage)
 		printFlags(stderr, fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -104,13 +108,22 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer out.Close()
 	}
 
+	exp, err := newLoadExport(c, time.Now())
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer exp.Close()
+	if exp.wantsRecords() {
+		spec.Records, spec.RecordMarks = true, true
+	}
+
 	cfg := agent.DefaultConfig()
 	cfg.MaxConcurrency = max(cfg.MaxConcurrency, spec.Load.Concurrency, spec.Load.MaxInFlight)
 	cfg.MaxErrorSamples = 5
 	a := agent.New(cfg, nil)
 	agg := newLoadAggregate()
 	agg.sloSet = spec.Load.SLO.Set()
-	progress := !c.asJSON
+	progress := c.progress.enabled(stderr)
 	start := time.Now()
 	runErr := a.Run(ctx, spec, func(r agent.Report) error {
 		if out != nil {
@@ -118,12 +131,15 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("--out %s: %w", c.outPath, err)
 			}
 		}
+		if err := exp.add(r); err != nil {
+			return err
+		}
 		if err := agg.add(r); err != nil {
 			fmt.Fprintf(stderr, "warning: %v\n", err)
 		}
 		if progress && !r.Warmup && !r.Final {
-			fmt.Fprintf(stderr, "%6.1fs  ok %d  failed %d  in flight %d  scheduled %d%s\n", time.Since(start).Seconds(),
-				agg.merge.OK, agg.merge.Failed, r.InFlight, r.Scheduled, map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
+			fmt.Fprintf(stderr, "%s%s\n", progressLine(time.Since(start), agg.merge.OK+agg.merge.Failed, agg.merge.Failed, spec.Load.Requests, spec.Load.Duration, r.InFlight),
+				map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
 		}
 		return nil
 	})
@@ -146,6 +162,18 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := writeJSONLine(out, map[string]any{"type": "summary", "summary": sum}); err != nil {
 			return fmt.Errorf("load: --out %s: %w", c.outPath, err)
 		}
+	}
+	if c.saveResult != "" {
+		var good *uint64
+		if agg.sloSet {
+			good = sum.GoodRequests
+		}
+		if err := exp.writeResult(c.saveResult, spec, sum, good, start); err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+	}
+	if exp.wantsRecords() {
+		fmt.Fprintf(stderr, "prompt lengths: %s\n", exp.promptLenSource())
 	}
 	report := results.LoadJSON(sum)
 	if !c.asJSON {
@@ -206,10 +234,15 @@ func (g *loadAggregate) add(r agent.Report) error {
 	return nil
 }
 
-// writeReportLine appends one interval report as a JSON line and syncs it,
-// so that nothing measured is lost if the process dies.
+// writeReportLine appends one interval report as a JSON line (snake_case,
+// histograms decoded; see intervalJSON) and syncs it, so that nothing
+// measured is lost if the process dies.
 func writeReportLine(f *os.File, r agent.Report) error {
-	return writeJSONLine(f, map[string]any{"type": "interval", "report": r})
+	line, err := intervalLine(r)
+	if err != nil {
+		return err
+	}
+	return writeJSONLine(f, map[string]any{"type": "interval", "report": line})
 }
 
 func writeJSONLine(f *os.File, v any) error {

@@ -40,6 +40,10 @@ func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 			io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
 			return
 		}
+		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			http.NotFound(w, r) // no /tokenize: not vLLM
+			return
+		}
 		var body map[string]any
 		_ = json.NewDecoder(r.Body).Decode(&body)
 		f.mu.Lock()

@@ -4,10 +4,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ttftlab/ttftlab/agent"
+	"github.com/ttftlab/ttftlab/internal/benchjson"
 	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
@@ -60,6 +65,20 @@ type loadCLI struct {
 	dsFormat string
 	asJSON   bool
 	outPath  string
+	progress progressMode
+	// vLLM bench serve's settings that map onto several of ours.
+	rateInf     bool
+	maxConc     int
+	datasetName string
+
+	// Exports (loadexport.go).
+	saveResult        string
+	saveDetailed      bool
+	saveRequests      string
+	percentilesFlag   string
+	metricsFlag       string
+	percentiles       []float64
+	percentileMetrics []string
 }
 
 // registerLoadFlags registers load's flags on fs, bound into the returned
@@ -101,11 +120,112 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(errorRateFlag{&s.Load.MaxErrorRate}, "max-error-rate", "end the run as failed when more than this fraction of the attempts in one --error-window failed (1 or off: never)")
 	fs.DurationVar(&s.Load.ErrorWindow, "error-window", agent.DefaultErrorWindow, "sliding window of the error budget")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object instead of the table")
+	fs.Var(&c.progress, "progress", "progress on stderr each interval (done of total, rate, time left, errors): auto (when stderr is a terminal, also with --json), on or off")
 	fs.StringVar(&c.outPath, "out", "", "append every interval report to this JSON-lines file as it arrives")
+	fs.StringVar(&c.saveResult, "save-result", "", "write the result as vLLM bench serve's --save-result JSON to this file (docs/metrics.md)")
+	fs.BoolVar(&c.saveDetailed, "save-detailed", false, "add the per-request arrays to --save-result, as vLLM's --save-detailed (memory grows with requests and chunks)")
+	fs.StringVar(&c.saveRequests, "save-requests", "", "append one JSON line per finished request to this file as it finishes (synced each interval)")
+	fs.StringVar(&c.percentilesFlag, "metric-percentiles", "99", "percentiles in --save-result, comma-separated, as vLLM: for example 50,90,99")
+	fs.StringVar(&c.metricsFlag, "percentile-metrics", "ttft,tpot,itl", "metrics in --save-result, comma-separated, as vLLM: ttft, tpot, itl, e2el, client_queue_time, e2el_including_client_queue")
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
+	registerVLLMLoadAliases(fs, c)
 	return c
+}
+
+// registerVLLMLoadAliases registers vLLM bench serve's names for load's
+// settings (vllm/benchmarks/serve.py): --num-prompts, --request-rate
+// (inf: every request at once), --max-concurrency, --random-input-len,
+// --random-output-len, --dataset-name, --dataset-path; --burstiness and
+// --seed have the same names already.
+func registerVLLMLoadAliases(fs *flag.FlagSet, c *loadCLI) {
+	alias(fs, "num-prompts", "requests", false, io.Discard, "")
+	rr := alias(fs, "request-rate", "rate", false, io.Discard, "inf: all requests at once, a closed loop of --max-concurrency or all of them")
+	rr.set = func(v string) error {
+		if strings.EqualFold(strings.TrimSpace(v), "inf") {
+			c.rateInf = true
+			return nil
+		}
+		c.rateInf = false
+		return fs.Set("rate", v)
+	}
+	mc := alias(fs, "max-concurrency", "concurrency", false, io.Discard, "--max-in-flight with a finite --request-rate")
+	mc.set = func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a positive whole number of requests", v)
+		}
+		c.maxConc = n
+		return nil
+	}
+	alias(fs, "random-input-len", "input-len", false, io.Discard, "")
+	alias(fs, "random-output-len", "output-len", false, io.Discard, "")
+	alias(fs, "dataset-path", "dataset", false, io.Discard, "")
+	dn := alias(fs, "dataset-name", "dataset-format", false, io.Discard, "random or sharegpt")
+	dn.set = func(v string) error {
+		switch v {
+		case "random", "sharegpt":
+			c.datasetName = v
+			return nil
+		}
+		return fmt.Errorf("%q is not supported: use random (synthetic prompts) or sharegpt (with --dataset-path); for a JSON-lines file use --dataset FILE", v)
+	}
+}
+
+// applyVLLMAliases turns vLLM's settings into ours, after parsing and
+// before build reads which flags were given.
+func (c *loadCLI) applyVLLMAliases(fs *flag.FlagSet) error {
+	set := setFlags(fs)
+	switch {
+	case c.rateInf:
+		if set["rate"] || set["concurrency"] {
+			return errors.New("--request-rate inf sends every request at once: drop --rate and --concurrency (give --max-concurrency to cap it)")
+		}
+		n := int64(c.maxConc)
+		if n == 0 {
+			n = c.spec.Load.Requests
+			if !set["requests"] {
+				n = 100
+			}
+			if set["duration"] && !set["requests"] {
+				return errors.New("--request-rate inf without --max-concurrency needs --num-prompts (or --requests): it sends them all at once")
+			}
+		}
+		if err := fs.Set("concurrency", strconv.FormatInt(n, 10)); err != nil {
+			return err
+		}
+	case c.maxConc > 0 && set["rate"]:
+		if set["max-in-flight"] {
+			return errors.New("--max-concurrency with --request-rate is --max-in-flight: give one of them")
+		}
+		if err := fs.Set("max-in-flight", strconv.Itoa(c.maxConc)); err != nil {
+			return err
+		}
+	case c.maxConc > 0:
+		if set["concurrency"] {
+			return errors.New("--max-concurrency without --request-rate is --concurrency: give one of them")
+		}
+		if err := fs.Set("concurrency", strconv.Itoa(c.maxConc)); err != nil {
+			return err
+		}
+	}
+	switch c.datasetName {
+	case "random":
+		// vLLM's defaults for the random dataset.
+		if !set["input-len"] {
+			_ = fs.Set("input-len", "1024")
+		}
+		if !set["output-len"] && !set["max-tokens"] {
+			_ = fs.Set("output-len", "128")
+		}
+	case "sharegpt":
+		if !set["dataset"] {
+			return errors.New("--dataset-name sharegpt needs --dataset-path FILE (ShareGPT JSON)")
+		}
+		_ = fs.Set("dataset-format", agent.GenShareGPT)
+	}
+	return nil
 }
 
 // registerDist binds one length's distribution flags into d.
@@ -141,6 +261,9 @@ func finishDist(d *agent.LengthDist, name string, set map[string]bool) error {
 // cannot show: which flags were given, and values that mean "the default"
 // to the library but were given explicitly.
 func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
+	if err := c.applyVLLMAliases(fs); err != nil {
+		return c.spec, err
+	}
 	set := setFlags(fs)
 	s := c.spec
 	m := &s.Load
@@ -246,6 +369,9 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 	if s.Workload.Prompt == "" {
 		s.Workload.Prompt = defaultProbePrompt
 	}
+	if err := c.buildExports(set); err != nil {
+		return s, err
+	}
 	s.RunID = "load-" + time.Now().UTC().Format("20060102T150405Z")
 	s.AgentID = "local"
 
@@ -257,4 +383,31 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 		return agent.Spec{}, loadFlagNames().rename(err)
 	}
 	return s, nil
+}
+
+// buildExports checks the export flags; an export flag that would be
+// ignored is an error.
+func (c *loadCLI) buildExports(set map[string]bool) error {
+	if c.saveResult == "" {
+		for _, f := range []string{"save-detailed", "metric-percentiles", "percentile-metrics"} {
+			if set[f] {
+				return fmt.Errorf("--%s shapes the --save-result file: add --save-result FILE", f)
+			}
+		}
+	} else if dir := filepath.Dir(c.saveResult); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--save-result %s: directory %s does not exist: create it or pick another path", c.saveResult, dir)
+		}
+	}
+	var err error
+	if c.percentiles, err = benchjson.ParsePercentiles(c.percentilesFlag); err != nil {
+		return fmt.Errorf("--metric-percentiles: %w", err)
+	}
+	if c.percentileMetrics, err = benchjson.ParseMetrics(c.metricsFlag); err != nil {
+		return fmt.Errorf("--percentile-metrics: %w", err)
+	}
+	if c.saveRequests != "" && c.saveRequests == c.saveResult {
+		return fmt.Errorf("--save-requests and --save-result are both %s: give two files", c.saveRequests)
+	}
+	return nil
 }

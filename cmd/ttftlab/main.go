@@ -48,6 +48,8 @@ func commands() []command {
 			"ttftlab sweep --coordinator ADDR [flags]", runSweep},
 		{"kvscale", "Check KV capacity and the onset of preemption over a max-model-len × utilisation grid.",
 			"ttftlab kvscale [--coordinator ADDR] [--max-model-len 2048,4096] [--gpu-memory-utilization 0.5,0.9] [flags]", runKVScale},
+		{"prefix", "Measure prefix caching: cold vs hot TTFT, on vs off, with every cache reset verified.",
+			"ttftlab prefix [--coordinator ADDR] [--prefix-lens 0,256,1024,4096] [--suffix-len 128] [--hit-ratios 0,0.5,1] [flags]", runPrefix},
 		{"presets", "Recommend interactive and throughput engine presets from a scheduler-knob grid.",
 			"ttftlab presets [--coordinator ADDR] [--max-num-batched-tokens 2048,8192] [--max-num-seqs 32,128] [--chunked-prefill on,off] [flags]", runPresets},
 		{"members", "List the cluster's members and their labels as the coordinator sees them.",
@@ -64,6 +66,8 @@ func commands() []command {
 			"ttftlab vllm parse-log FILE", runVLLM},
 		{"certs", "Make a lab CA and a node certificate for mutual TLS.",
 			"ttftlab certs --dir DIR [--hosts h1,h2]", runCerts},
+		{"compare", "Compare two runs level by level with bootstrap intervals, and gate CI on --fail-on rules.",
+			"ttftlab compare RUN_A RUN_B [--fail-on RULES] [--json] [--out FILE]", runCompare},
 		{"report", "Re-render results.json and the reports of a run directory from events.jsonl.",
 			"ttftlab report RUN_DIR", runReport},
 		{"version", "Print the version.",
@@ -116,14 +120,23 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 }
 
 // printFlags writes the flag list under a "Flags:" heading, when there are
-// any.
+// any, then the aliases under their own.
 func printFlags(w io.Writer, fs *flag.FlagSet) {
+	own := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	own.SetOutput(w)
+	fs.VisitAll(func(f *flag.Flag) {
+		if aliasOf(f) == nil {
+			own.Var(f.Value, f.Name, f.Usage)
+			own.Lookup(f.Name).DefValue = f.DefValue
+		}
+	})
 	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
+	own.VisitAll(func(*flag.Flag) { n++ })
 	if n > 0 {
 		fmt.Fprint(w, "\nFlags:\n")
-		fs.PrintDefaults()
+		own.PrintDefaults()
 	}
+	printAliases(w, fs)
 }
 
 func main() {
@@ -159,7 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // runVersion prints the version.
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("version", stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

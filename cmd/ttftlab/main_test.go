@@ -40,7 +40,7 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2", "--repeats", "2",
-		"--sweep", "1,4", "--sweep-duration", "1500ms", "--sweep-warmup", "0", "--sweep-input-len", "64", "--sweep-output-len", "16"}, &stdout, &stderr)
+		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -141,10 +141,10 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"--run-id", strings.Repeat("r", 95)}, "--run-id is 95 characters"},
 		{[]string{"--sweep", "1,x"}, `level "x"`},
-		{[]string{"--sweep-max-error-rate", "2"}, `-sweep-max-error-rate: "2" is not a fraction`},
-		{[]string{"--sweep-error-window", "1ms"}, "--sweep-error-window 1ms is invalid"},
-		{[]string{"--sweep", "1,200000"}, "--sweep 200000 is over the concurrency limit"},
-		{[]string{"--sweep-load", "gamma"}, "--sweep-burstiness 0 is invalid for gamma arrivals"},
+		{[]string{"--max-error-rate", "2"}, `-max-error-rate: "2" is not a fraction`},
+		{[]string{"--error-window", "1ms"}, "--error-window 1ms is invalid"},
+		{[]string{"--levels", "1,200000"}, "--levels 200000 is over the concurrency limit"},
+		{[]string{"--sweep-load", "gamma"}, "--burstiness 0 is invalid for gamma arrivals"},
 		{[]string{"--warm-runs", "0"}, "--warm-runs 0 is out of range"},
 		{[]string{"--repeats", "101"}, "--repeats 101 is out of range"},
 		{[]string{"--max-tokens", "0"}, "--max-tokens 0 is out of range"},
@@ -155,7 +155,7 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"--max-num-seqs", "99999999999"}, "99999999999 is out of range"},
 		{[]string{"--gpunodes", "0"}, "--gpunodes 0 is out of range: use 1..16"},
 		{[]string{"--gpunodes", "17"}, "--gpunodes 17 is out of range: use 1..16"},
-		{[]string{"--gpunodes", "2", "--sweep", "1,8"}, `--sweep 1,8 with --gpunodes 2: a fleet compares the nodes' cold starts and runs no sweep; pass --sweep ""`},
+		{[]string{"--gpunodes", "2", "--levels", "1,8"}, `--levels 1,8 with --gpunodes 2: a fleet compares the nodes' cold starts and runs no sweep; pass --levels ""`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

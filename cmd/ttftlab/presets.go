@@ -14,6 +14,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/sim"
 )
 
 // presets' simulator defaults keep the run to about three minutes on a
@@ -78,7 +79,7 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host)")
 	fs.StringVar(&knobs.Model, "model", presetsDefaultModel, "model to serve")
-	fs.StringVar(&knobs.Gpu, "gpu", presetsDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.StringVar(&knobs.Gpu, "gpu", presetsDefaultGPU, "simulated GPU (sim profile only): "+strings.Join(sim.GPUNames(), ", "))
 	fs.Float64Var(&knobs.GpuMemoryUtilization, "gpu-memory-utilization", 0, "engine --gpu-memory-utilization at every point (0: engine default)")
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager at every point (default: the engine's)")
 	fs.Var(boolKnob{&knobs.EnablePrefixCaching}, "enable-prefix-caching", "engine --enable-prefix-caching at every point (default: the engine's)")

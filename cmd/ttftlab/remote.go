@@ -49,7 +49,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cf.register(fs)
 	finish := registerBaselineFlags(fs, &c, "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	registerSelectionFlags(fs, &c.baseline.Selection)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := finish(); err != nil {
@@ -99,7 +99,7 @@ func runMembers(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("members", stderr)
 	var cf coordinatorFlags
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	client, closer, err := cf.dial(ctx)

@@ -27,17 +27,18 @@ func TestSweepFlagErrors(t *testing.T) {
 		{"zero level", []string{"--levels", "0"}, "--levels 0 is invalid"},
 		{"fractional concurrency", []string{"--levels", "1.5"}, "--levels 1.5 is invalid"},
 		{"concurrency over the cap", []string{"--levels", "1,200000"}, "--levels 200000 is over the concurrency limit of 100000"},
-		{"unknown load", []string{"--levels-load", "zigzag"}, `--levels-load "zigzag" is unknown`},
-		{"gamma without burstiness", []string{"--levels-load", "gamma"}, "--levels-burstiness 0 is invalid for gamma arrivals"},
-		{"burstiness without gamma", []string{"--levels-burstiness", "0.5"}, `--levels-burstiness 0.5 is set for load kind "closed"`},
-		{"no bound", []string{"--levels-duration", "0s"}, "--levels-duration has no bound"},
-		{"negative warm-up", []string{"--levels-warmup", "-1s"}, "--levels-warmup -1s is negative"},
-		{"negative requests", []string{"--levels-requests", "-1"}, "--levels-requests -1 is negative"},
-		{"zero input len", []string{"--levels-input-len", "0"}, "--levels-input-len 0 is invalid"},
-		{"zero output len", []string{"--levels-output-len", "0"}, "--levels-output-len 0 is invalid"},
-		{"unknown agent loss", []string{"--levels-agent-loss", "panic"}, `--levels-agent-loss "panic" is unknown`},
-		{"negative max agents", []string{"--levels-max-agents", "-1"}, "--levels-max-agents -1 is negative"},
-		{"bad goodput", []string{"--levels-goodput", "itl:5"}, `metric "itl" is unknown`},
+		{"unknown load", []string{"--arrival", "zigzag"}, `--arrival "zigzag" is unknown`},
+		{"gamma without burstiness", []string{"--arrival", "gamma"}, "--burstiness 0 is invalid for gamma arrivals"},
+		{"burstiness without gamma", []string{"--burstiness", "0.5"}, `--burstiness 0.5 is set for load kind "closed"`},
+		{"no bound", []string{"--level-duration", "0s"}, "--level-duration has no bound"},
+		{"negative warm-up", []string{"--warmup", "-1s"}, "--warmup -1s is negative"},
+		{"negative requests", []string{"--requests", "-1"}, "--requests -1 is negative"},
+		{"zero input len", []string{"--input-len", "0"}, "--input-len 0 is invalid"},
+		{"zero output len", []string{"--output-len", "0"}, "--output-len 0 is invalid"},
+		{"unknown agent loss", []string{"--agent-loss", "panic"}, `--agent-loss "panic" is unknown`},
+		{"negative max agents", []string{"--max-agents", "-1"}, "--max-agents -1 is negative"},
+		{"bad goodput", []string{"--goodput", "itl:5"}, `metric "itl" is unknown`},
+		{"deprecated name, canonical error", []string{"--levels-input-len", "0"}, "--input-len 0 is invalid"},
 		{"unknown api", []string{"--api", "responses"}, `--api "responses" is unknown`},
 		{"unsafe run id", []string{"--run-id", "../x"}, `--run-id "../x" is not a safe directory name`},
 		{"out dir escapes", []string{"--out", "/etc"}, `--out "/etc" must be a relative path`},
@@ -74,7 +75,7 @@ func TestSweepBudgetFlags(t *testing.T) {
 			fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			var sf sweepFlags
-			sf.register(fs, "levels", "1,2")
+			sf.register(fs, "levels", "1,2", io.Discard)
 			var req *pb.RunSweepRequest
 			err := fs.Parse(tt.args)
 			if err == nil {

@@ -35,7 +35,7 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var cf coordinatorFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "write the runs as a JSON array instead of a table")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -78,9 +78,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&cfg.DisableAccessLog, "disable-uvicorn-access-log", false, "do not log each HTTP request")
 	fs.Int64Var(&cfg.KVCacheMemoryBytes, "kv-cache-memory-bytes", 0, "KV cache size in `bytes`, skipping the memory profile (0: profile)")
 	fs.StringVar(&cfg.GPU, "gpu", cfg.GPU, "simulated `GPU`: "+strings.Join(sim.GPUNames(), ", "))
+	asyncSched := fs.Bool("async-scheduling", false, "overlap the scheduler's CPU work with the GPU step, as vLLM's --async-scheduling does: a step takes max(GPU, CPU) time instead of their sum (wins over --calibration)")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "`directory` of the simulated page-cache and compile-cache state")
 	fs.StringVar(&cfg.ColdState, "cold-state", os.Getenv(sim.ColdStateEnv), "reset the simulated caches in --state-dir before starting: "+sim.ColdDisk+" (weights read at disk speed), "+sim.ColdCompile+" (torch.compile from scratch) or "+sim.ColdWarm+"; empty takes $"+sim.ColdStateEnv+", which a gpunode's cold modes set")
 	fs.Float64Var(&cfg.StartupScale, "startup-scale", cfg.StartupScale, "multiply every startup-phase duration by `factor` (test only; ≠1 is logged as a WARNING)")
+	fs.Float64Var(&cfg.Slowdown, "slowdown", cfg.Slowdown, "multiply every engine step and the API's t_api by `factor`: 1.2 is an engine 20% slower (for `ttftlab compare` experiments; ≠1 is logged as a WARNING and in /version)")
+	fs.BoolVar(&cfg.TestNoopPrefixReset, "test-noop-prefix-reset", false, "TEST HOOK: /reset_prefix_cache answers 200 and logs success but drops nothing (a reset that did not happen)")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "random `seed` for token ids and generated text")
 	fs.DurationVar(&cfg.Startup.Bootstrap, "sim-bootstrap", cfg.Startup.Bootstrap, "simulated process and API bootstrap `duration`, before --startup-scale")
 	diskGBps := fs.Float64("disk-read-gbps", cfg.Startup.DiskReadBps/1e9, "weight read speed from disk in `GB/s` (10^9 bytes/s) when the weights are not in the simulated page cache; a slow disk reads at a fraction of it")
@@ -93,7 +96,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		args = args[1:]
 		modelPositional = true
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -129,6 +132,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if set["disk-read-gbps"] {
 		cfg.Startup.DiskReadBps = *diskGBps * 1e9
+	}
+	if set["async-scheduling"] {
+		cfg.Perf.AsyncScheduling = *asyncSched
 	}
 	e, err := sim.New(cfg, stdout, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

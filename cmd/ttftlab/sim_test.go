@@ -283,3 +283,42 @@ func TestSimDiskReadFlag(t *testing.T) {
 		t.Fatalf("no weights line:\n%s", log.String())
 	})
 }
+
+// TestSimAsyncSchedulingFlag checks that --async-scheduling reaches the
+// engine: vLLM lists it among the non-default args at startup.
+func TestSimAsyncSchedulingFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--async-scheduling"}, true}} {
+		t.Run(strings.Join(append([]string{"args"}, tc.args...), " "), func(t *testing.T) {
+			var log lockedBuffer
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() {
+				done <- runSim(ctx, append([]string{"--port", "0", "--startup-scale", "0.01", "--state-dir", t.TempDir(), "--disable-log-stats"}, tc.args...), &log, &log)
+			}()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) {
+				if line, ok := findLine(log.String(), "non-default args:"); ok {
+					if got := strings.Contains(line, "'async_scheduling': True"); got != tc.want {
+						t.Fatalf("non-default args line %q: async_scheduling listed = %v, want %v", line, got, tc.want)
+					}
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Fatalf("no non-default args line:\n%s", log.String())
+		})
+	}
+}
+
+func findLine(s, sub string) (string, bool) {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l, true
+		}
+	}
+	return "", false
+}

@@ -16,13 +16,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// sweepFlags configure a load sweep; `sweep` and `up` share them. The flags
-// bind straight into spec; request completes and validates it.
+// sweepFlags configure a load sweep; `sweep` and `up` share them, under
+// the same names as `load`'s flags for the same spec fields (--input-len,
+// --seed, --goodput, ...). The flags bind straight into spec; request
+// completes and validates it.
 type sweepFlags struct {
 	spec coordinator.SweepSpec
-	// prefix is the flags' prefix ("levels" or "sweep"); budgetFlag the
-	// error-budget flags' prefix ("" or "sweep-").
-	prefix, budgetFlag string
 	// durationSet is whether the user gave the duration flag: a given
 	// duration is pinned, the default one is a minimum that the coordinator
 	// lengthens from the level before, up to the max duration.
@@ -33,14 +32,37 @@ type sweepFlags struct {
 	names     flagNames
 }
 
-func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
-	f.prefix = prefix
-	// `sweep` names the budget flags --max-error-rate and --error-window,
-	// as `load` does; `up` prefixes them like its other sweep flags.
-	f.budgetFlag = prefix + "-"
-	if prefix == "levels" {
-		f.budgetFlag = ""
+// sweepFlagNames maps SweepSpec's fields to the sweep flags of `sweep` and
+// `up`.
+func sweepFlagNames() flagNames {
+	return flagNames{
+		"levels":               "--levels",
+		"load":                 "--level-duration",
+		"load.kind":            "--arrival",
+		"load.burstiness":      "--burstiness",
+		"load.duration_ms":     "--level-duration",
+		"load.warmup_ms":       "--warmup",
+		"load.requests":        "--requests",
+		"load.seed":            "--seed",
+		"load.slo_ttft_ms":     "--goodput",
+		"load.slo_tpot_ms":     "--goodput",
+		"load.slo_e2e_ms":      "--goodput",
+		"load.max_error_rate":  "--max-error-rate",
+		"load.error_window_ms": "--error-window",
+		"generator.input_len":  "--input-len",
+		"generator.output_len": "--output-len",
+		"workload.max_tokens":  "--output-len",
+		"agent_loss":           "--agent-loss",
+		"max_agents":           "--max-agents",
+		"max_duration":         "--level-max-duration",
 	}
+}
+
+// register registers the sweep flags on fs. oldPrefix is the prefix the
+// command's flags had before they took load's names ("levels" for
+// `sweep`, "sweep" for `up`): the old names stay as deprecated aliases
+// that print a notice to stderr.
+func (f *sweepFlags) register(fs *flag.FlagSet, oldPrefix, defaultLevels string, stderr io.Writer) {
 	lm := &pb.LoadModel{Kind: "closed", DurationMs: 5000, WarmupMs: 1000, Seed: 1, MaxErrorRate: 0.5, ErrorWindowMs: 5000}
 	in := &pb.LengthDist{Kind: "fixed", Mean: 512}
 	f.spec = coordinator.SweepSpec{API: "chat", AgentLoss: "continue", Load: lm, MaxDuration: coordinator.DefaultMaxLevelDuration,
@@ -48,43 +70,41 @@ func (f *sweepFlags) register(fs *flag.FlagSet, prefix, defaultLevels string) {
 		Generator: &pb.WorkloadGen{Kind: "synthetic", InputLen: in}}
 	f.outputLen = 128
 	_ = levelsFlag{&f.spec.Levels}.Set(defaultLevels)
-	p := prefix + "-"
-	fs.Var(levelsFlag{&f.spec.Levels}, prefix, "comma-separated load levels: concurrencies for --"+p+"load closed, request rates for open loops (empty: no sweep)")
-	fs.StringVar(&lm.Kind, p+"load", lm.Kind, "load model of every level: closed, poisson, constant or gamma")
-	fs.Float64Var(&lm.Burstiness, p+"burstiness", 0, "gamma arrivals: shape of the gaps (1 is Poisson, below 1 burstier)")
-	fs.Var(setFlag{msFlag{&lm.DurationMs}, &f.durationSet}, p+"duration",
-		"measured duration of each level; when not given, each level after the first is lengthened to 3 × 1.5 × the E2E p50 of the level before and to about 20 successes, up to --"+p+"max-duration (giving it pins every level)")
-	fs.DurationVar(&f.spec.MaxDuration, p+"max-duration", f.spec.MaxDuration, "longest a level is lengthened to when --"+p+"duration is not given")
-	fs.Var(msFlag{&lm.WarmupMs}, p+"warmup", "warm-up before each level, left out of the statistics")
-	fs.Int64Var(&lm.Requests, p+"requests", 0, "measured requests per level (0: bounded by duration only)")
-	fs.Float64Var(&in.Mean, p+"input-len", in.Mean, "synthetic prompt length in tokens")
-	fs.IntVar(&f.outputLen, p+"output-len", f.outputLen, "output length in tokens (max_tokens with ignore_eos)")
-	fs.StringVar(&f.spec.AgentLoss, p+"agent-loss", f.spec.AgentLoss, "when an agent is lost mid-level: continue with the others, or abort")
-	fs.IntVar(&f.spec.MaxAgents, p+"max-agents", 0, "agents that share each level (0: all alive)")
-	fs.Uint64Var(&lm.Seed, p+"seed", lm.Seed, "seed of the generated prompts and arrivals")
-	fs.Var(sloMsFlag{lm}, p+"goodput", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
-	fs.Var(errorRateFlag{&lm.MaxErrorRate}, f.budgetFlag+"max-error-rate", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
-	fs.Var(msFlag{&lm.ErrorWindowMs}, f.budgetFlag+"error-window", "sliding window of the error budget")
-	f.names = flagNames{
-		"levels":               "--" + prefix,
-		"load":                 "--" + p + "duration",
-		"load.kind":            "--" + p + "load",
-		"load.burstiness":      "--" + p + "burstiness",
-		"load.duration_ms":     "--" + p + "duration",
-		"load.warmup_ms":       "--" + p + "warmup",
-		"load.requests":        "--" + p + "requests",
-		"load.slo_ttft_ms":     "--" + p + "goodput",
-		"load.slo_tpot_ms":     "--" + p + "goodput",
-		"load.slo_e2e_ms":      "--" + p + "goodput",
-		"load.max_error_rate":  "--" + f.budgetFlag + "max-error-rate",
-		"load.error_window_ms": "--" + f.budgetFlag + "error-window",
-		"generator.input_len":  "--" + p + "input-len",
-		"generator.output_len": "--" + p + "output-len",
-		"workload.max_tokens":  "--" + p + "output-len",
-		"agent_loss":           "--" + p + "agent-loss",
-		"max_agents":           "--" + p + "max-agents",
-		"max_duration":         "--" + p + "max-duration",
+	fs.Var(levelsFlag{&f.spec.Levels}, "levels", "comma-separated load levels: concurrencies for --arrival closed, request rates for open loops (empty: no sweep)")
+	fs.StringVar(&lm.Kind, "arrival", lm.Kind, "load model of every level: closed, poisson, constant or gamma")
+	fs.Float64Var(&lm.Burstiness, "burstiness", 0, "gamma arrivals: shape of the gaps (1 is Poisson, below 1 burstier)")
+	fs.Var(setFlag{msFlag{&lm.DurationMs}, &f.durationSet}, "level-duration",
+		"measured duration of each level; when not given, each level after the first is lengthened to 3 × 1.5 × the E2E p50 of the level before and to about 20 successes, up to --level-max-duration (giving it pins every level)")
+	fs.DurationVar(&f.spec.MaxDuration, "level-max-duration", f.spec.MaxDuration, "longest a level is lengthened to when --level-duration is not given")
+	fs.Var(msFlag{&lm.WarmupMs}, "warmup", "warm-up before each level, left out of the statistics")
+	fs.Int64Var(&lm.Requests, "requests", 0, "measured requests per level (0: bounded by duration only)")
+	fs.Float64Var(&in.Mean, "input-len", in.Mean, "synthetic prompt length in tokens")
+	fs.IntVar(&f.outputLen, "output-len", f.outputLen, "output length in tokens (max_tokens with ignore_eos)")
+	fs.StringVar(&f.spec.AgentLoss, "agent-loss", f.spec.AgentLoss, "when an agent is lost mid-level: continue with the others, or abort")
+	fs.IntVar(&f.spec.MaxAgents, "max-agents", 0, "agents that share each level (0: all alive)")
+	fs.Uint64Var(&lm.Seed, "seed", lm.Seed, "seed of the generated prompts and arrivals")
+	fs.Var(sloMsFlag{lm}, "goodput", "SLOs in ms for goodput per level, e.g. \"ttft:200 tpot:50 e2e:2000\"")
+	fs.Var(errorRateFlag{&lm.MaxErrorRate}, "max-error-rate", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
+	fs.Var(msFlag{&lm.ErrorWindowMs}, "error-window", "sliding window of the error budget")
+	f.names = sweepFlagNames()
+
+	// The old names.
+	p := oldPrefix + "-"
+	if oldPrefix != "levels" {
+		alias(fs, oldPrefix, "levels", true, stderr, "")
+		alias(fs, p+"max-error-rate", "max-error-rate", true, stderr, "")
+		alias(fs, p+"error-window", "error-window", true, stderr, "")
 	}
+	for old, canon := range map[string]string{"load": "arrival", "duration": "level-duration", "max-duration": "level-max-duration"} {
+		alias(fs, p+old, canon, true, stderr, "")
+	}
+	for _, same := range []string{"burstiness", "warmup", "requests", "input-len", "output-len", "agent-loss", "max-agents", "seed", "goodput"} {
+		alias(fs, p+same, same, true, stderr, "")
+	}
+	// vLLM bench serve's names.
+	alias(fs, "num-prompts", "requests", false, stderr, "per level")
+	alias(fs, "random-input-len", "input-len", false, stderr, "")
+	alias(fs, "random-output-len", "output-len", false, stderr, "")
 }
 
 // setFlag wraps a flag.Value and remembers whether the flag was given.
@@ -147,7 +167,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf coordinatorFlags
 	cf.register(fs)
 	var sf sweepFlags
-	sf.register(fs, "levels", "1,8,32")
+	sf.register(fs, "levels", "1,8,32", stderr)
 	sp := &sf.spec
 	sp.Profile = "sim"
 	fs.StringVar(&sp.BaseURL, "base-url", "", "load this OpenAI-compatible server as it is (default: restart the gpunode's engine)")
@@ -160,7 +180,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

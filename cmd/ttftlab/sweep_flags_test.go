@@ -19,18 +19,18 @@ func TestSweepDurationPinnedOrAuto(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "default is auto", wantAuto: true, wantMs: 5000, wantMax: 180_000},
-		{name: "given is pinned", args: []string{"--levels-duration", "2s"}, wantMs: 2000, wantMax: 180_000},
-		{name: "given equal to the default is still pinned", args: []string{"--levels-duration", "5s"}, wantMs: 5000, wantMax: 180_000},
-		{name: "cap", args: []string{"--levels-max-duration", "30s"}, wantAuto: true, wantMs: 5000, wantMax: 30_000},
-		{name: "cap below the duration", args: []string{"--levels-max-duration", "1s"}, wantErr: "--levels-max-duration 1s is shorter than the level duration"},
-		{name: "bad duration", args: []string{"--levels-duration", "5"}, wantErr: `"5" is not a duration`},
+		{name: "given is pinned", args: []string{"--level-duration", "2s"}, wantMs: 2000, wantMax: 180_000},
+		{name: "given equal to the default is still pinned", args: []string{"--level-duration", "5s"}, wantMs: 5000, wantMax: 180_000},
+		{name: "cap", args: []string{"--level-max-duration", "30s"}, wantAuto: true, wantMs: 5000, wantMax: 30_000},
+		{name: "cap below the duration", args: []string{"--level-max-duration", "1s"}, wantErr: "--level-max-duration 1s is shorter than the level duration"},
+		{name: "bad duration", args: []string{"--level-duration", "5"}, wantErr: `"5" is not a duration`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			var sf sweepFlags
-			sf.register(fs, "levels", "1,2")
+			sf.register(fs, "levels", "1,2", io.Discard)
 			err := fs.Parse(tt.args)
 			if err == nil {
 				req, rerr := sf.request()

@@ -33,6 +33,8 @@ type upConfig struct {
 	// gpunodes is how many in-process gpunodes to start; more than one runs
 	// the fleet baseline.
 	gpunodes int
+	// httpAddr serves the live dashboard (--http).
+	httpAddr string
 }
 
 // baselineFlagNames maps BaselineSpec's fields to the baseline flags.
@@ -134,11 +136,14 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	finish := registerBaselineFlags(fs, &c, "results", "directory for results/<run>/")
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
-	c.sweep.register(fs, "sweep", "1,8,32")
+	c.sweep.register(fs, "sweep", "1,8,32", stderr)
+	fs.StringVar(&c.httpAddr, "http", "", "serve the live dashboard and past reports on this `host:port` while up runs, such as 127.0.0.1:8080 (empty: off); the URL it prints carries the cluster's token")
 	fs.IntVar(&c.gpunodes, "gpunodes", 1, "number of in-process simulated gpunodes; `N` > 1 runs the baseline on each in turn (node 2 has a slow disk, node 3 an L40S) and writes fleet.md, with no sweep")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
-	if err := fs.Parse(args); err != nil {
+	var slowdown float64
+	fs.Float64Var(&slowdown, "sim-slowdown", 1, "make the simulated engine this factor slower (its --slowdown: 1.2 is 20% slower per step), to try `ttftlab compare` on two local runs")
+	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
 	if err := finish(); err != nil {
@@ -149,8 +154,8 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if c.gpunodes > 1 {
 		set := setFlags(fs)
-		if set["sweep"] && len(c.sweep.spec.Levels) > 0 {
-			return c, fmt.Errorf("--sweep %s with --gpunodes %d: a fleet compares the nodes' cold starts and runs no sweep; pass --sweep \"\", or --gpunodes 1 for a sweep", levelsFlag{&c.sweep.spec.Levels}, c.gpunodes)
+		if set["levels"] && len(c.sweep.spec.Levels) > 0 {
+			return c, fmt.Errorf("--levels %s with --gpunodes %d: a fleet compares the nodes' cold starts and runs no sweep; pass --levels \"\", or --gpunodes 1 for a sweep", levelsFlag{&c.sweep.spec.Levels}, c.gpunodes)
 		}
 		c.sweep.spec.Levels = nil
 		c.baseline.Selection.All = true
@@ -167,7 +172,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 		// The sweep's directory is <run-id>-sweep: check it now, not after
 		// the baseline.
 		if n := len(c.baseline.RunID); n > 94 {
-			return c, fmt.Errorf("--run-id is %d characters: with a sweep it may have at most 94 (the sweep adds \"-sweep\"), or pass --sweep \"\"", n)
+			return c, fmt.Errorf("--run-id is %d characters: with a sweep it may have at most 94 (the sweep adds \"-sweep\"), or pass --levels \"\"", n)
 		}
 	}
 	if c.agents < 1 || c.agents > 64 {
@@ -178,6 +183,15 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if startupScale != 1 {
 		c.simArgs = []string{"--startup-scale", fmt.Sprint(startupScale)}
+	}
+	if !(slowdown >= 0.1 && slowdown <= 100) {
+		return c, fmt.Errorf("--sim-slowdown %g is out of range: give a factor from 0.1 to 100 (1 is the calibrated engine)", slowdown)
+	}
+	if slowdown != 1 {
+		if c.baseline.Profile != "sim" {
+			return c, fmt.Errorf("--sim-slowdown applies to the sim profile, not --profile %s: drop it", c.baseline.Profile)
+		}
+		c.simArgs = append(c.simArgs, "--slowdown", fmt.Sprint(slowdown))
 	}
 	return c, nil
 }
@@ -191,7 +205,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("TTFTLAB_DEBUG") != "" {
 		logger = newLogger(stderr, true)
 	}
-	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, gpunodes: cfg.gpunodes, logger: logger})
+	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, gpunodes: cfg.gpunodes, logger: logger, httpAddr: cfg.httpAddr, stderr: stderr})
 	if err != nil {
 		return err
 	}
@@ -267,7 +281,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.quiet {
 		fmt.Fprintf(stdout, "%s\n", smd)
 	}
-	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md}\n", sdir)
+	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md,report.html}\n", sdir)
 	return failure
 }
 
@@ -337,6 +351,9 @@ func describeEvent(ev *pb.RunEvent) string {
 		}
 	}
 	if errors.Is(err, results.ErrUnknownKind) {
+		if s := describePrefixEvent(ev); s != "" {
+			return s
+		}
 		if s := describeGridEvent(ev); s != "" {
 			return s
 		}

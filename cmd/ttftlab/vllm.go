@@ -49,7 +49,7 @@ func runVLLMParseLog(_ context.Context, args []string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("ttftlab vllm parse-log", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printVLLMHelp(stderr) }
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

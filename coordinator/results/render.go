@@ -27,6 +27,7 @@ type Rendered struct {
 	Sweep    *SweepResults
 	// KVScale is a kvscale restart grid's results (kvscale.go).
 	KVScale *KVScaleResults
+	Prefix  *PrefixResults
 	// Presets is a presets restart grid's results (presets.go).
 	Presets *PresetsResults
 	// Report is the Markdown report's file name and Files the plots.
@@ -34,9 +35,39 @@ type Rendered struct {
 	Files  map[string][]byte
 }
 
-// Render builds a run's results from its events and renders its report
-// and plots, without touching the disk.
+// Render builds a run's results from its events and renders its report,
+// its plots and report.html, without touching the disk.
 func Render(events []Event) (*Rendered, error) {
+	r, err := render(events)
+	if err != nil {
+		return nil, err
+	}
+	runID, status := r.identity()
+	r.Files[HTMLReport] = renderHTML(string(r.Files[r.Report]), r.Files, events, runID, status)
+	return r, nil
+}
+
+// identity returns the rendered run's id and status.
+func (r *Rendered) identity() (runID, status string) {
+	switch {
+	case r.Baseline != nil:
+		return r.Baseline.RunID, r.Baseline.Status
+	case r.Sweep != nil:
+		return r.Sweep.RunID, r.Sweep.Status
+	case r.KVScale != nil:
+		return r.KVScale.RunID, r.KVScale.Status
+	case r.Prefix != nil:
+		return r.Prefix.RunID, r.Prefix.Status
+	case r.Presets != nil:
+		return r.Presets.RunID, r.Presets.Status
+	}
+	return "", ""
+}
+
+func render(events []Event) (*Rendered, error) {
+	if isPrefix(events) {
+		return renderPrefix(events)
+	}
 	if isGrid(events) {
 		return renderGrid(events)
 	}
@@ -49,6 +80,9 @@ func Render(events []Event) (*Rendered, error) {
 		for name, svg := range renderSweepPlots(res) {
 			out.Files[name] = []byte(svg)
 		}
+		if c, ok := sweepTimeline(events, res); ok {
+			out.Files[SweepTimelineSVG] = []byte(c.SVG())
+		}
 		out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
 		return out, nil
 	}
@@ -59,6 +93,12 @@ func Render(events []Event) (*Rendered, error) {
 	out := &Rendered{Baseline: res, Report: BaselineReport, Files: map[string][]byte{}}
 	for name, svg := range renderPlots(res) {
 		out.Files[name] = []byte(svg)
+	}
+	if c, ok := baselineTimeline(events, res); ok {
+		out.Files[TimelineSVG] = []byte(c.SVG())
+	}
+	if c, ok := warmCDF(res); ok {
+		out.Files[WarmCDFSVG] = []byte(c.SVG())
 	}
 	out.Files[BaselineReport] = []byte(RenderMarkdown(res))
 	return out, nil
@@ -72,6 +112,9 @@ func (r *Rendered) WriteJSON(w io.Writer) error {
 	}
 	if r.KVScale != nil {
 		v = r.KVScale
+	}
+	if r.Prefix != nil {
+		v = r.Prefix
 	}
 	if r.Presets != nil {
 		v = r.Presets
@@ -141,14 +184,23 @@ func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 	return r.Baseline, nil
 }
 
+// ResultFileMode is the mode of result files: readable by all, as results
+// are meant to be shared (keys and tokens stay 0600).
+const ResultFileMode = 0o644
+
 // writeFileAtomic writes via a temporary file and a rename, so a reader
-// never sees half a report.
+// never sees half a report. The file is ResultFileMode: os.CreateTemp
+// makes its files 0600, which would hide the results from everyone else.
 func writeFileAtomic(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(ResultFileMode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)

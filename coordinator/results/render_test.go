@@ -218,3 +218,37 @@ func FuzzRenderDir(f *testing.F) {
 		}
 	})
 }
+
+// TestResultFilesAreReadableByAll checks that RenderDir writes results.json
+// and the report 0644, not os.CreateTemp's 0600.
+func TestResultFilesAreReadableByAll(t *testing.T) {
+	fixture, err := os.ReadFile("testdata/sweep.events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "events.jsonl"), fixture, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RenderDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Run(e.Name(), func(t *testing.T) {
+			st, err := os.Stat(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.IsDir() {
+				return
+			}
+			if got := st.Mode().Perm(); got != ResultFileMode {
+				t.Errorf("%s is %v, want %v", e.Name(), got, os.FileMode(ResultFileMode))
+			}
+		})
+	}
+}

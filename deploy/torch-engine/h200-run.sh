@@ -38,14 +38,14 @@ echo "write-weights rc=$? in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print
 ls -la "$model" >> "$out/weights.txt"
 if [ "$mode" = quick ]; then
   ./bin/ttftlab up "${common[@]}" --run-id quick --warm-runs 3 \
-    --sweep 1,16 --sweep-duration 6s --sweep-warmup 2s --sweep-input-len 256 --sweep-output-len 64 > "$out/run.log" 2>&1
+    --levels 1,16 --level-duration 6s --warmup 2s --input-len 256 --output-len 64 > "$out/run.log" 2>&1
   echo "quick rc=$?" >> "$out/run.log"
 else
   ./bin/ttftlab up "${common[@]}" --run-id torch-warm --cold-mode warm-restart --repeats 3 --warm-runs 10 \
-    --sweep 1,4,16,64 --sweep-duration 12s --sweep-warmup 3s --sweep-input-len 256 --sweep-output-len 128 > "$out/run.log" 2>&1
+    --levels 1,4,16,64 --level-duration 12s --warmup 3s --input-len 256 --output-len 128 > "$out/run.log" 2>&1
   echo "torch-warm rc=$?" >> "$out/run.log"
   ./bin/ttftlab up "${common[@]}" --run-id torch-cold-disk --cold-mode cold-disk --repeats 3 --warm-runs 10 \
-    --sweep 1 --sweep-duration 10s --sweep-warmup 3s --sweep-input-len 1024 --sweep-output-len 64 >> "$out/run.log" 2>&1
+    --levels 1 --level-duration 10s --warmup 3s --input-len 1024 --output-len 64 >> "$out/run.log" 2>&1
   echo "torch-cold-disk rc=$?" >> "$out/run.log"
 fi
 tar czf "$out/results.tgz" -C "$(dirname "$res")" "$(basename "$res")"

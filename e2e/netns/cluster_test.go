@@ -393,7 +393,7 @@ func (c *cluster) waitAllAlive() {
 // sweepArgs are a short sweep's flags against this cluster's coordinator.
 func (c *cluster) sweepArgs(runID string, extra ...string) []string {
 	args := append([]string{"sweep"}, c.clientArgs()...)
-	args = append(args, "--levels-warmup", "0", "--levels-input-len", "64", "--levels-output-len", "16",
+	args = append(args, "--warmup", "0", "--input-len", "64", "--output-len", "16",
 		"--out", "sweeps", "--run-id", runID, "--quiet")
 	return append(args, extra...)
 }

@@ -95,7 +95,7 @@ func TestNetnsCoordinatorDelayLeavesTTFT(t *testing.T) {
 		t.Skip(r)
 	}
 	c.start4()
-	sweep := []string{"--levels", "1,4", "--levels-duration", "3s"}
+	sweep := []string{"--levels", "1,4", "--level-duration", "3s"}
 	base, baseEvs := c.runSweep("nodelay", sweep...)
 
 	const delay = 20 * time.Millisecond
@@ -146,7 +146,7 @@ func TestNetnsAgentLinkCutAndRestored(t *testing.T) {
 	tp, c := fourHosts(t, "ag")
 	c.start4()
 
-	sweep := c.startCLI("sweep", c.sweepArgs("agentcut", "--levels", "4,4", "--levels-duration", "6s", "--levels-agent-loss", "continue")...)
+	sweep := c.startCLI("sweep", c.sweepArgs("agentcut", "--levels", "4,4", "--level-duration", "6s", "--agent-loss", "continue")...)
 	sweep.waitLog(intervalLine("agent2", 1), 60*time.Second)
 	tp.cut("agent2")
 	cut := time.Now()
@@ -221,7 +221,7 @@ func TestNetnsCoordinatorLinkCutStopsLoad(t *testing.T) {
 	gpu := tp.host("gpu")
 	url := engineURL(gpu)
 
-	sweep := c.startCLI("sweep", c.sweepArgs("coordcut", "--levels", "8", "--levels-duration", "60s")...)
+	sweep := c.startCLI("sweep", c.sweepArgs("coordcut", "--levels", "8", "--level-duration", "60s")...)
 	for _, a := range []string{"agent1", "agent2"} {
 		sweep.waitLog(intervalLine(a, 0), 60*time.Second)
 	}
@@ -358,7 +358,7 @@ func TestNetnsConcurrentExperiments(t *testing.T) {
 	}
 	var procs []*proc
 	for _, r := range runs {
-		procs = append(procs, c.startCLI("sweep-"+r.id, c.sweepArgs(r.id, "--levels", "2,4", "--levels-duration", "3s",
+		procs = append(procs, c.startCLI("sweep-"+r.id, c.sweepArgs(r.id, "--levels", "2,4", "--level-duration", "3s",
 			"--gpunode", r.gpunode, "--agents-selector", r.pool)...))
 	}
 	for i, p := range procs {

@@ -3,6 +3,7 @@ package oai
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -115,8 +116,22 @@ func BenchmarkStream(b *testing.B) {
 }
 
 // helperEnv marks the child process that serves ssebench for the
-// benchmarks below; see TestSSEBenchHelper.
-const helperEnv = "TTFTLAB_SSEBENCH_HELPER"
+// benchmarks below; see TestSSEBenchHelper. helperCertEnv and helperKeyEnv
+// carry a PEM certificate and key for a TLS server, and helperHTTP2Env
+// asks for the HTTP/2 mode.
+const (
+	helperEnv      = "TTFTLAB_SSEBENCH_HELPER"
+	helperCertEnv  = "TTFTLAB_SSEBENCH_CERT"
+	helperKeyEnv   = "TTFTLAB_SSEBENCH_KEY"
+	helperHTTP2Env = "TTFTLAB_SSEBENCH_HTTP2"
+)
+
+// Helper server modes.
+const (
+	helperPlain = "plain" // HTTP/1.1 over TCP
+	helperTLS   = "tls"   // HTTP/1.1 over TLS
+	helperH2    = "h2"    // HTTP/2 over TLS (net/http's server)
+)
 
 // TestSSEBenchHelper is not a test: run as a child process with helperEnv
 // set, it serves internal/ssebench, prints the URL and serves until its
@@ -126,7 +141,16 @@ func TestSSEBenchHelper(t *testing.T) {
 	if os.Getenv(helperEnv) != "1" {
 		return
 	}
-	s, err := ssebench.Start(ssebench.Config{RecordFirstTokens: true})
+	cfg := ssebench.Config{RecordFirstTokens: true, HTTP2: os.Getenv(helperHTTP2Env) == "1"}
+	if cert := os.Getenv(helperCertEnv); cert != "" {
+		tc, err := ssebench.ServerTLS([]byte(cert), []byte(os.Getenv(helperKeyEnv)))
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		cfg.TLS = tc
+	}
+	s, err := ssebench.Start(cfg)
 	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
@@ -141,11 +165,33 @@ func TestSSEBenchHelper(t *testing.T) {
 type helperServer struct {
 	URL   string
 	stats *http.Client
+	// TLS trusts the server's certificate; nil for a plain server.
+	TLS *tls.Config
 }
 
-// startHelper starts the child process and stops it when b ends.
-func startHelper(b *testing.B) *helperServer {
+// startHelper starts the child process, serving HTTP/1.1 over TCP, and
+// stops it when b ends.
+func startHelper(b *testing.B) *helperServer { return startHelperMode(b, helperPlain) }
+
+// startHelperMode starts the child process in mode (helperPlain,
+// helperTLS or helperH2) and stops it when b ends.
+func startHelperMode(b *testing.B, mode string) *helperServer {
 	b.Helper()
+	var env []string
+	var cliTLS *tls.Config
+	if mode != helperPlain {
+		certPEM, keyPEM, err := ssebench.SelfSigned()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if cliTLS, err = ssebench.ClientRoots(certPEM); err != nil {
+			b.Fatal(err)
+		}
+		env = append(env, helperCertEnv+"="+string(certPEM), helperKeyEnv+"="+string(keyPEM))
+		if mode == helperH2 {
+			env = append(env, helperHTTP2Env+"=1")
+		}
+	}
 	args := []string{os.Args[0], "-test.run=^TestSSEBenchHelper$", "-test.count=1"}
 	if p := strings.Fields(os.Getenv("TTFTLAB_SSEBENCH_PREFIX")); len(p) > 0 {
 		// A diagnostic: run the server under a command such as
@@ -154,7 +200,7 @@ func startHelper(b *testing.B) *helperServer {
 		args = append(p, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.Env = append(append(os.Environ(), helperEnv+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -175,7 +221,7 @@ func startHelper(b *testing.B) *helperServer {
 	for sc.Scan() {
 		if u, ok := strings.CutPrefix(sc.Text(), "URL "); ok {
 			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-			return &helperServer{URL: u, stats: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}}
+			return &helperServer{URL: u, TLS: cliTLS, stats: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: cliTLS}}}
 		}
 	}
 	b.Fatalf("ssebench helper did not start: %v", sc.Err())
@@ -346,10 +392,28 @@ func BenchmarkConcurrentStreams10k(b *testing.B) {
 	}
 }
 
+// BenchmarkConcurrentStreams10kTLS is BenchmarkConcurrentStreams10k
+// against an https:// target: h1 over TLS (one TLS connection per stream)
+// and h2 (net/http, HTTP/2: up to 250 streams per TLS connection, the
+// server's default), against the raw server behind TLS and net/http's h2
+// server respectively.
+func BenchmarkConcurrentStreams10kTLS(b *testing.B) {
+	const streams, holdAfter = 10000, 64
+	if lim := raiseNoFile(streams + 1000); lim < streams+100 {
+		b.Skipf("RLIMIT_NOFILE is %d: need %d descriptors", lim, streams+100)
+	}
+	b.Run("transport=h1", func(b *testing.B) {
+		concurrentStreams(b, startHelperMode(b, helperTLS), TransportH1, streams, holdAfter)
+	})
+	b.Run("transport=h2", func(b *testing.B) {
+		concurrentStreams(b, startHelperMode(b, helperH2), TransportH2, streams, holdAfter)
+	})
+}
+
 func concurrentStreams(b *testing.B, h *helperServer, transport string, streams, holdAfter int) {
 	req := benchReq(h.URL, 2*holdAfter, 1, holdAfter)
 	for i := 0; i < b.N; i++ {
-		c := newClient(b, Config{MaxConns: streams, ConnectTimeout: time.Minute, Transport: transport})
+		c := newClient(b, Config{MaxConns: streams, ConnectTimeout: time.Minute, Transport: transport, TLS: h.TLS})
 		heap0, stack0 := liveBytes()
 		base := h.Stats(b)
 		start := time.Now()
@@ -419,6 +483,34 @@ func BenchmarkMeasurementOverhead1k(b *testing.B) {
 	}
 }
 
+// BenchmarkMeasurementOverhead1kTLS is BenchmarkMeasurementOverhead1k
+// against an https:// target: the same raw HTTP/1.1 server behind TLS 1.3
+// (a self-signed ECDSA certificate the client trusts), so the figure adds
+// the server's encryption and the client's decryption of each record. The
+// server's stamps bracket its TLS write (encryption included). Keep-alive
+// connections: handshakes happen in the warm-up only.
+func BenchmarkMeasurementOverhead1kTLS(b *testing.B) {
+	h := startHelperMode(b, helperTLS)
+	for _, tr := range []string{TransportH1, TransportNetHTTP} {
+		b.Run("transport="+strings.ReplaceAll(tr, "/", "-"), func(b *testing.B) {
+			measureOverhead(b, h, tr, 32, 20*time.Millisecond, overheadRun(), 2*time.Second)
+		})
+	}
+}
+
+// BenchmarkMeasurementOverhead1kH2 is BenchmarkMeasurementOverhead1k
+// against an HTTP/2 target: net/http's server over TLS (h2 by ALPN, at
+// most 250 streams per connection, its default), each event written and
+// flushed as its own DATA frame, and the client's h2 transport (net/http,
+// HTTP/2). The server's stamps bracket the Write and Flush of the first
+// token's event, which hand the frame to the server connection's writer.
+func BenchmarkMeasurementOverhead1kH2(b *testing.B) {
+	h := startHelperMode(b, helperH2)
+	b.Run("transport=h2", func(b *testing.B) {
+		measureOverhead(b, h, TransportH2, 32, 20*time.Millisecond, overheadRun(), 2*time.Second)
+	})
+}
+
 // overheadRun is the measured run of BenchmarkMeasurementOverhead1k:
 // $TTFTLAB_OVERHEAD_RUN (a Go duration), else 10 s.
 func overheadRun() time.Duration {
@@ -446,7 +538,7 @@ func measureOverhead(b *testing.B, h *helperServer, transport string, tokens int
 	}
 	for i := 0; i < b.N; i++ {
 		h.FirstTokens(b) // forget earlier runs'
-		c := newClient(b, Config{MaxConns: workers, Transport: transport})
+		c := newClient(b, Config{MaxConns: workers, Transport: transport, TLS: h.TLS})
 		ref, refMono := ssebench.MonoOffset()
 		var all []stamp
 		var amu sync.Mutex

@@ -103,8 +103,8 @@ type outgoing struct {
 	hreq *http.Request
 }
 
-// prepare encodes req for its transport: h1 for plain http unless the
-// Client was configured otherwise, net/http for the rest. Its errors are
+// prepare encodes req for its transport: h1 for http:// and https://
+// unless the Client was configured otherwise, net/http for the rest. Its errors are
 // the caller's input: nothing was sent.
 func (c *Client) prepare(req *Request, out *outgoing) error {
 	url, err := endpoint(req.BaseURL, req.API)

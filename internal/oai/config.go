@@ -14,6 +14,7 @@
 package oai
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -35,10 +36,18 @@ type Config struct {
 	Timeout time.Duration
 	// MaxLineBytes bounds one SSE line. 0 means 64 MiB.
 	MaxLineBytes int
-	// Transport picks the HTTP client for plain-http targets: TransportH1
-	// (the default when empty) or TransportNetHTTP. https:// targets always
-	// use net/http. NewClient refuses any other value.
+	// Transport picks the HTTP client: TransportH1 (the default when
+	// empty; http:// and https:// targets), TransportNetHTTP (HTTP/1.1
+	// through net/http) or TransportH2 (net/http with HTTP/2: negotiated
+	// by ALPN on https://, HTTP/1.1 when the server does not offer h2 and
+	// on http://). NewClient refuses any other value.
 	Transport string
+	// TLS, when set, is the TLS configuration of https:// targets on every
+	// transport: RootCAs for a private CA, InsecureSkipVerify for a test
+	// gateway, client certificates. It is cloned; ServerName (SNI) and
+	// NextProtos (ALPN) are set per host by the transport unless given.
+	// nil means the system roots.
+	TLS *tls.Config
 }
 
 // Transports accepted in Config.Transport.
@@ -46,19 +55,22 @@ const (
 	// TransportH1 is the package's own HTTP/1.1 transport (h1.go): one
 	// goroutine per stream, the caller's, and a few KiB per connection.
 	TransportH1 = "h1"
-	// TransportNetHTTP is net/http's Transport.
+	// TransportNetHTTP is net/http's Transport, HTTP/1.1 only.
 	TransportNetHTTP = "net/http"
+	// TransportH2 is net/http's Transport with HTTP/2 enabled: many
+	// streams share one connection, for targets (gateways) that speak h2.
+	TransportH2 = "h2"
 )
 
 // Client sends streaming OpenAI-compatible requests and times them. It holds
-// one pool of keep-alive connections per transport (h1 for plain http unless
-// configured otherwise, net/http for https), shared by all requests. A
-// Client is safe for concurrent use.
+// one pool of keep-alive connections per transport (h1 unless configured
+// otherwise, net/http for Models and the other transports), shared by all
+// requests. A Client is safe for concurrent use.
 type Client struct {
 	cfg Config
 	tr  *http.Transport
 	hc  *http.Client
-	h1  *h1 // nil when plain http goes through net/http
+	h1  *h1 // nil when every request goes through net/http
 }
 
 // Defaults for a zero Config field.
@@ -83,9 +95,9 @@ func (cfg *Config) validate() error {
 		return fmt.Errorf("client max line bytes %d is negative: set it > 0, or 0 for %d", cfg.MaxLineBytes, defaultMaxLine)
 	}
 	switch cfg.Transport {
-	case "", TransportH1, TransportNetHTTP:
+	case "", TransportH1, TransportNetHTTP, TransportH2:
 	default:
-		return fmt.Errorf("client transport %q is unknown: use %q or %q", cfg.Transport, TransportH1, TransportNetHTTP)
+		return fmt.Errorf("client transport %q is unknown: use %q, %q or %q", cfg.Transport, TransportH1, TransportNetHTTP, TransportH2)
 	}
 	return nil
 }
@@ -127,7 +139,19 @@ func NewClient(cfg Config) (*Client, error) {
 		WriteBufferSize: transportWriteBuffer,
 		// Compression would let a gzip layer buffer chunks and skew timing.
 		DisableCompression: true,
-		ForceAttemptHTTP2:  false,
+		ForceAttemptHTTP2:  cfg.Transport == TransportH2,
+	}
+	if cfg.TLS != nil {
+		tr.TLSClientConfig = cfg.TLS.Clone()
+	}
+	if cfg.Transport == TransportH2 {
+		// HTTP/2 over TLS by ALPN, HTTP/1.1 when the server does not
+		// offer h2 and on http:// (no h2c: vLLM's uvicorn does not
+		// speak it).
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		tr.Protocols = &p
 	}
 	c := &Client{
 		cfg: cfg,
@@ -138,8 +162,8 @@ func NewClient(cfg Config) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
-	if cfg.Transport != TransportNetHTTP {
-		c.h1 = newH1(d, cfg.MaxConns, tr.IdleConnTimeout)
+	if cfg.Transport == "" || cfg.Transport == TransportH1 {
+		c.h1 = newH1(d, cfg.MaxConns, tr.IdleConnTimeout, cfg.TLS, cfg.ConnectTimeout)
 	}
 	return c, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,8 @@ import (
 	"time"
 )
 
-// h1 is a minimal HTTP/1.1 client transport for plain-http targets. It
+// h1 is a minimal HTTP/1.1 client transport for http:// and https://
+// targets (TLS through crypto/tls, ALPN http/1.1, SNI). It
 // exists for the measurement path: net/http runs a read loop and a write
 // loop goroutine per connection besides the caller's, and builds an
 // http.Request, an http.Response and their headers for every request. h1
@@ -40,6 +42,12 @@ type h1 struct {
 	dialer      *net.Dialer
 	max         int
 	idleTimeout time.Duration
+	// tls is the base TLS configuration for https:// targets (roots,
+	// InsecureSkipVerify, client certificates); each host gets a clone
+	// with its server name and ALPN set. handshakeTimeout bounds the
+	// handshake, as TLSHandshakeTimeout does for net/http.
+	tls              *tls.Config
+	handshakeTimeout time.Duration
 	// closed is set by closeIdle; put reads it under a host's mu, after
 	// closeIdle set it and before closeIdle takes that mu, so that no
 	// connection is left idle once closeIdle returns.
@@ -49,10 +57,13 @@ type h1 struct {
 	hosts map[string]*h1Host
 }
 
-// h1Host is the pool of one host:port.
+// h1Host is the pool of one host:port and scheme.
 type h1Host struct {
 	t    *h1
 	addr string
+	// tls is set for an https:// host: its configuration, with ServerName
+	// (SNI and the name verified) and NextProtos ["http/1.1"].
+	tls *tls.Config
 
 	mu      sync.Mutex
 	idle    []*h1Conn // oldest first; the newest is reused first
@@ -62,7 +73,8 @@ type h1Host struct {
 
 // h1Conn is one persistent connection.
 type h1Conn struct {
-	nc     net.Conn
+	nc     net.Conn        // the TLS connection for https, else sc
+	sc     *stampConn      // the TCP connection, stamping its reads
 	rc     syscall.RawConn // for the liveness check; nil if unavailable
 	br     *bufio.Reader
 	host   *h1Host
@@ -91,17 +103,36 @@ type h1Error struct{ msg string }
 
 func (e *h1Error) Error() string { return e.msg }
 
-func newH1(d *net.Dialer, maxConns int, idleTimeout time.Duration) *h1 {
-	return &h1{dialer: d, max: maxConns, idleTimeout: idleTimeout, hosts: map[string]*h1Host{}}
+// newH1 returns an h1 transport; tlsConf (nil for the defaults: the
+// system roots) is the base configuration of https:// connections.
+func newH1(d *net.Dialer, maxConns int, idleTimeout time.Duration, tlsConf *tls.Config, handshakeTimeout time.Duration) *h1 {
+	if tlsConf == nil {
+		tlsConf = &tls.Config{}
+	}
+	return &h1{dialer: d, max: maxConns, idleTimeout: idleTimeout, tls: tlsConf, handshakeTimeout: handshakeTimeout, hosts: map[string]*h1Host{}}
 }
 
-func (t *h1) host(addr string) *h1Host {
+// host returns the pool of t's target, one per scheme and host:port.
+func (t *h1) host(target h1Target) *h1Host {
+	key := target.addr
+	if target.tls {
+		key = "tls " + key
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h := t.hosts[addr]
+	h := t.hosts[key]
 	if h == nil {
-		h = &h1Host{t: t, addr: addr}
-		t.hosts[addr] = h
+		h = &h1Host{t: t, addr: target.addr}
+		if target.tls {
+			h.tls = t.tls.Clone()
+			if h.tls.ServerName == "" {
+				h.tls.ServerName = target.serverName
+			}
+			// Only HTTP/1.1 is offered: a server that supports h2 picks
+			// http/1.1, and one without ALPN is fine too.
+			h.tls.NextProtos = []string{"http/1.1"}
+		}
+		t.hosts[key] = h
 	}
 	return h
 }
@@ -186,18 +217,87 @@ func (h *h1Host) get(ctx context.Context) (c *h1Conn, reused bool, err error) {
 	}
 }
 
-// dial opens a connection on a slot already counted in h.n.
+// dial opens a connection on a slot already counted in h.n, and for an
+// https host completes the TLS handshake within the handshake timeout.
 func (h *h1Host) dial(ctx context.Context) (*h1Conn, bool, error) {
-	nc, err := h.t.dialer.DialContext(ctx, "tcp", h.addr)
+	raw, err := h.t.dialer.DialContext(ctx, "tcp", h.addr)
 	if err != nil {
 		h.grantSlot()
 		return nil, false, err
 	}
-	c := &h1Conn{nc: nc, host: h, br: bufio.NewReaderSize(nc, h1ReadBuffer)}
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.rc, _ = sc.SyscallConn()
+	sc := &stampConn{Conn: raw}
+	c := &h1Conn{nc: sc, sc: sc, host: h}
+	if h.tls != nil {
+		tc := tls.Client(sc, h.tls)
+		if err := h.handshake(ctx, tc); err != nil {
+			raw.Close()
+			h.grantSlot()
+			return nil, false, err
+		}
+		c.nc = tc
+	}
+	c.br = bufio.NewReaderSize(c.nc, h1ReadBuffer)
+	if s, ok := raw.(syscall.Conn); ok {
+		c.rc, _ = s.SyscallConn()
 	}
 	return c, false, nil
+}
+
+// handshake runs tc's TLS handshake under ctx and the handshake timeout. A
+// timeout is reported as a dial timeout (connect_timeout), and any other
+// failure names the host and the fix.
+func (h *h1Host) handshake(ctx context.Context, tc *tls.Conn) error {
+	hctx, cancel := context.WithTimeout(ctx, h.t.handshakeTimeout)
+	defer cancel()
+	// The handshake (certificate parsing and verification) needs a deep
+	// stack; run on the stream's goroutine it would grow that stack to
+	// 16 KiB for the stream's whole life. A short-lived goroutine, waited
+	// for here, runs it instead.
+	errc := make(chan error, 1)
+	go func() { errc <- tc.HandshakeContext(hctx) }()
+	err := <-errc
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return err // the request's own cancellation or timeout
+	case hctx.Err() != nil:
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: tc.RemoteAddr(),
+			Err: &handshakeTimeoutError{fmt.Sprintf("TLS handshake with %s did not finish within the connect timeout %v", h.addr, h.t.handshakeTimeout)}}
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("TLS handshake with %s (server name %q): %w: trust the server's CA (the client's TLS configuration, RootCAs) or, on a trusted test network only, skip verification", h.addr, h.tls.ServerName, err)
+	}
+	return fmt.Errorf("TLS handshake with %s (server name %q): %w", h.addr, h.tls.ServerName, err)
+}
+
+// handshakeTimeoutError is a TLS handshake that outlasted the connect
+// timeout: a net.Error whose Timeout is true, so that it is classified as
+// connect_timeout.
+type handshakeTimeoutError struct{ msg string }
+
+func (e *handshakeTimeoutError) Error() string   { return e.msg }
+func (e *handshakeTimeoutError) Timeout() bool   { return true }
+func (e *handshakeTimeoutError) Temporary() bool { return true }
+func (e *handshakeTimeoutError) Unwrap() error   { return context.DeadlineExceeded }
+
+// stampConn is a TCP connection that remembers when its last read that
+// returned bytes came back: the arrival time of the bytes a response's
+// body reads hand on (h1Body.arrived), taken before any TLS decryption,
+// chunk framing or SSE parsing. Only the request's goroutine reads it.
+type stampConn struct {
+	net.Conn
+	at time.Time
+}
+
+// Read reads from the connection and stamps a read that returned bytes.
+func (c *stampConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.at = time.Now()
+	}
+	return n, err
 }
 
 // put hands c to the first waiter or keeps it idle, or closes it once the
@@ -273,17 +373,21 @@ func (c *h1Conn) usable() bool {
 	return err == nil && alive
 }
 
-// h1Target is a parsed plain-http endpoint.
+// h1Target is a parsed http:// or https:// endpoint.
 type h1Target struct {
-	addr string // host:port to dial
-	host string // Host header
-	uri  string // request target
+	addr       string // host:port to dial
+	host       string // Host header
+	uri        string // request target
+	tls        bool   // https://
+	serverName string // SNI and the name the certificate must carry
 }
 
-// parseH1Target parses an http:// URL for h1; ok is false for a URL h1
-// does not serve (https, user info), which then goes through net/http.
+// parseH1Target parses an http:// or https:// URL for h1; ok is false for
+// a URL h1 does not serve (another scheme, user info), which then goes
+// through net/http.
 func parseH1Target(raw string) (h1Target, bool, error) {
-	if !strings.HasPrefix(raw, "http://") {
+	secure := strings.HasPrefix(raw, "https://")
+	if !secure && !strings.HasPrefix(raw, "http://") {
 		return h1Target{}, false, nil
 	}
 	u, err := url.Parse(raw)
@@ -296,8 +400,11 @@ func parseH1Target(raw string) (h1Target, bool, error) {
 	port := u.Port()
 	if port == "" {
 		port = "80"
+		if secure {
+			port = "443"
+		}
 	}
-	return h1Target{addr: net.JoinHostPort(u.Hostname(), port), host: u.Host, uri: u.RequestURI()}, true, nil
+	return h1Target{addr: net.JoinHostPort(u.Hostname(), port), host: u.Host, uri: u.RequestURI(), tls: secure, serverName: u.Hostname()}, true, nil
 }
 
 // h1Header is one request header; names are canonical.
@@ -389,7 +496,7 @@ func readHeadLine(br *bufio.Reader, long *[]byte, budget *int) ([]byte, error) {
 
 // readResponse reads a response head, skipping 1xx responses, and returns
 // the body reader.
-func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, err error) {
+func readResponse(br *bufio.Reader, sc *stampConn, body *h1Body) (resp h1Response, err error) {
 	var long []byte
 	budget := h1MaxHeaderBytes
 	for {
@@ -459,7 +566,7 @@ func readResponse(br *bufio.Reader, body *h1Body) (resp h1Response, err error) {
 		if status == 101 {
 			return resp, &h1Error{"unexpected 101 Switching Protocols"}
 		}
-		*body = h1Body{br: br}
+		*body = h1Body{br: br, sc: sc}
 		switch {
 		case status == 204 || status == 304:
 			body.done = true
@@ -516,6 +623,7 @@ const (
 // h1Body reads a response body from the connection's buffer.
 type h1Body struct {
 	br     *bufio.Reader
+	sc     *stampConn // the connection's arrival stamps
 	mode   int
 	remain int64 // bytes left in the current chunk or the body
 	crlf   bool  // a chunk's data was read; its CRLF is next
@@ -605,6 +713,18 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// arrived returns when the connection's last read that returned bytes
+// came back: for the bytes a Read just handed on, the arrival of the read
+// that completed them (bytes already buffered arrived with an earlier
+// read, whose stamp this still is). It is the zero Time before any read,
+// or when the body has no stamping connection.
+func (b *h1Body) arrived() time.Time {
+	if b.sc == nil {
+		return time.Time{}
+	}
+	return b.sc.at
 }
 
 // framingBuffered reports whether the next chunk's header (and the CRLF
@@ -754,7 +874,7 @@ func (o *outgoing) encodeH1(req *Request, t h1Target, body []byte) error {
 // connection goes back to the pool only when its body was read to the end.
 func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc, req *Request, out *outgoing, s *stream) {
 	r := s.r
-	host := c.h1.host(out.target.addr)
+	host := c.h1.host(out.target)
 	var (
 		conn *h1Conn
 		resp h1Response
@@ -776,7 +896,7 @@ func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc
 		var werr error
 		if _, werr = nc.Write(out.wbuf); werr == nil {
 			r.Wrote = time.Since(r.Send)
-			resp, err = readResponse(conn.br, &hb)
+			resp, err = readResponse(conn.br, conn.sc, &hb)
 		} else {
 			err = werr
 		}

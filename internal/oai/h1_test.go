@@ -444,7 +444,7 @@ func TestH1PutAfterClose(t *testing.T) {
 	c.Close()
 	srv.Release()
 	wantOK(t, <-done)
-	h := c.h1.host(strings.TrimPrefix(srv.URL, "http://"))
+	h := c.h1.host(h1Target{addr: strings.TrimPrefix(srv.URL, "http://")})
 	h.mu.Lock()
 	idle, n := len(h.idle), h.n
 	h.mu.Unlock()
@@ -473,7 +473,7 @@ func FuzzH1Response(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(data), h1ReadBuffer)
 		var body h1Body
-		resp, err := readResponse(br, &body)
+		resp, err := readResponse(br, nil, &body)
 		if err != nil {
 			return
 		}

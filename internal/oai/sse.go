@@ -15,12 +15,16 @@ import (
 // readerSize bytes however long its longest line was. It also remembers when
 // its last read returned: a line is stamped with the arrival of the read
 // that completed it, so lines that arrived together share one time and the
-// parsing of earlier lines never delays a later line's stamp.
+// parsing of earlier lines never delays a later line's stamp. When the body
+// knows when its bytes came off the socket (the h1 transport: an
+// arrivalClock), that time is used instead of the time the body's Read
+// returned, so neither TLS decryption nor chunk framing is counted.
 //
 // A lineReader is not safe for concurrent use; readers are pooled.
 type lineReader struct {
 	rd    io.Reader
-	buf   []byte // small, or a larger buffer while a long line is read
+	clock arrivalClock // rd's arrival stamps; nil when it has none
+	buf   []byte       // small, or a larger buffer while a long line is read
 	small []byte
 	r, w  int
 	at    time.Time
@@ -29,6 +33,12 @@ type lineReader struct {
 
 	// preview backs the stream's Result.Preview bytes.
 	preview [previewBytes + utf8.UTFMax]byte
+}
+
+// arrivalClock is a body that knows when the bytes its last Read returned
+// arrived: the time the socket read that brought them returned.
+type arrivalClock interface {
+	arrived() time.Time
 }
 
 var lineReaders = sync.Pool{New: func() any {
@@ -42,12 +52,13 @@ var lineReaders = sync.Pool{New: func() any {
 func getLineReader(rd io.Reader, maxLine int) *lineReader {
 	l := lineReaders.Get().(*lineReader)
 	l.rd, l.max = rd, maxLine
+	l.clock, _ = rd.(arrivalClock)
 	return l
 }
 
 // put returns l to the pool.
 func (l *lineReader) put() {
-	l.rd, l.err, l.at = nil, nil, time.Time{}
+	l.rd, l.clock, l.err, l.at = nil, nil, nil, time.Time{}
 	l.buf, l.r, l.w = l.small, 0, 0
 	lineReaders.Put(l)
 }
@@ -91,13 +102,24 @@ func (l *lineReader) next() ([]byte, time.Time, error) {
 		l.makeRoom()
 		n, err := l.rd.Read(l.buf[l.w:])
 		if n > 0 {
-			l.at = time.Now()
+			l.at = l.arrival()
 		} else if err == nil {
 			continue
 		}
 		l.w += n
 		l.err = err
 	}
+}
+
+// arrival returns when the bytes of the read that just returned arrived:
+// the body's own stamp when it has one, else now.
+func (l *lineReader) arrival() time.Time {
+	if l.clock != nil {
+		if at := l.clock.arrived(); !at.IsZero() {
+			return at
+		}
+	}
+	return time.Now()
 }
 
 // makeRoom moves the unread bytes to the front of the buffer, going back to

@@ -56,6 +56,8 @@ type PerfCalibration struct {
 	TStepCPU       *Duration `json:"t_step_cpu,omitempty"`
 	TAPI           *Duration `json:"t_api,omitempty"`
 	MaxCaptureSize *int      `json:"max_capture_size,omitempty"`
+	// AsyncScheduling models vLLM's --async-scheduling (see PerfParams).
+	AsyncScheduling *bool `json:"async_scheduling,omitempty"`
 }
 
 // StartupCalibration overrides StartupParams. Speeds are in bytes/s.
@@ -168,6 +170,9 @@ func (c *Calibration) Apply(cfg *Config) {
 		setDur(&cfg.Perf.TAPI, p.TAPI)
 		if p.MaxCaptureSize != nil {
 			cfg.Perf.MaxCaptureSize = *p.MaxCaptureSize
+		}
+		if p.AsyncScheduling != nil {
+			cfg.Perf.AsyncScheduling = *p.AsyncScheduling
 		}
 	}
 	if s := c.Startup; s != nil {

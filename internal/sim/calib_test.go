@@ -31,13 +31,20 @@ func (r calibRow) err() float64 { return r.sim/r.published - 1 }
 // decode step runs alone.
 func qwenSpeed(t *testing.T, model string, in int) float64 {
 	t.Helper()
+	return qwenSpeedOn(t, model, in, false)
+}
+
+// qwenSpeedOn is qwenSpeed with --enforce-eager set or not (the 32B rows
+// ran with enforce_eager=True).
+func qwenSpeedOn(t *testing.T, model string, in int, eager bool) float64 {
+	t.Helper()
 	c := DefaultConfig()
 	c.Model, c.GPU = model, "a100-80g"
 	r, err := c.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewPerfModel(r.model, r.gpu, r.Perf, false)
+	p := NewPerfModel(r.model, r.gpu, r.Perf, eager)
 	const out = 2048
 	var total time.Duration
 	for done := 0; done < in; {
@@ -76,6 +83,51 @@ func calibrationTable(t *testing.T) []calibRow {
 			tt.want, qwenSpeed(t, "Qwen/Qwen2.5-1.5B-Instruct", tt.in), 0.20})
 	}
 
+	for _, tt := range []struct {
+		model string
+		eager bool
+		in    int
+		want  float64
+	}{
+		{"Qwen/Qwen2.5-14B-Instruct", false, 1, 46.30},
+		{"Qwen/Qwen2.5-14B-Instruct", false, 6144, 43.83},
+		{"Qwen/Qwen2.5-14B-Instruct", false, 14336, 41.91},
+		{"Qwen/Qwen2.5-14B-Instruct", false, 30720, 37.18},
+		{"Qwen/Qwen2.5-32B-Instruct", true, 1, 22.13},
+		{"Qwen/Qwen2.5-32B-Instruct", true, 6144, 21.05},
+		{"Qwen/Qwen2.5-32B-Instruct", true, 14336, 19.91},
+	} {
+		mode := ""
+		if tt.eager {
+			mode = ", enforce_eager"
+		}
+		in := "1"
+		if tt.in > 1 {
+			in = fmt.Sprintf("%dk", tt.in/1024)
+		}
+		rows = append(rows, calibRow{qwenSrc, "A100-80G, " + strings.TrimPrefix(tt.model, "Qwen/") + ", batch 1, input " + in + mode, "decode tok/s",
+			tt.want, qwenSpeedOn(t, tt.model, tt.in, tt.eager), 0.20})
+	}
+
+	// vLLM 0.23 serving rows (vllm bench serve, --ignore-eos, closed loop):
+	// async scheduling is vLLM's default there, so the step is
+	// max(T_gpu, t_step_cpu).
+	const l4Src = "ai.wmx.dev/benchmarks (vLLM 0.23.0, g2-standard-4)"
+	l4 := mustServingPerf(t, "Qwen/Qwen2.5-0.5B-Instruct", "l4")
+	for _, tt := range []struct {
+		conc int
+		ms   float64
+		tol  float64
+	}{{1, 5.1, 0.20}, {8, 5.5, 0.20}, {32, 7.1, 0}} {
+		rows = append(rows, calibRow{l4Src, fmt.Sprintf("L4, Qwen2.5-0.5B-Instruct, 256 in / 128 out, concurrency %d", tt.conc), "ITL p50 ms",
+			tt.ms, ms(l4.StepTime(decodeBatch(tt.conc, 256+64))), tt.tol})
+	}
+	rows = append(rows, calibRow{l4Src, "L4, Qwen2.5-0.5B-Instruct, 256 in / 128 out, concurrency 1", "TTFT p50 ms",
+		27.0, ms(DefaultPerfParams().TAPI + l4.StepTime([]SeqWork{{NewTokens: 256}})), 0})
+	llama := mustServingPerf(t, "meta-llama/Llama-3.1-8B-Instruct", "a100-40g")
+	rows = append(rows, calibRow{"johnmusgrave.com vLLM sweep (vLLM 0.23.0)", "A100-40G, Llama-3.1-8B-Instruct, 1024 in / 128 out, concurrency 1", "decode tok/s",
+		75, 1 / llama.StepTime(decodeBatch(1, 1024+64)).Seconds(), 0.20})
+
 	c := DefaultConfig()
 	c.Model, c.GPU, c.MaxModelLen, c.MaxNumBatchedTokens = "llava-hf/llava-v1.6-mistral-7b-hf", "h100", 4096, 16384
 	plan, err := c.PlanKV()
@@ -113,6 +165,29 @@ func calibrationTable(t *testing.T) []calibRow {
 		calibRow{mSrc, "Qwen2.5-1.5B shape, eager decode, ctx 512, batch 1", "step ms", 4.35, ms(qwen.GPUTime([]SeqWork{{NewTokens: 1, Context: 512}})), 0.20},
 		calibRow{mSrc, "Qwen2.5-1.5B shape, eager decode, ctx 2048, batch 1", "step ms", 8.07, ms(qwen.GPUTime([]SeqWork{{NewTokens: 1, Context: 2048}})), 0})
 	return rows
+}
+
+// mustServingPerf returns the step model of a vLLM 0.23 server: CUDA
+// graphs and async scheduling, its defaults.
+func mustServingPerf(t *testing.T, model, gpu string) *PerfModel {
+	t.Helper()
+	c := DefaultConfig()
+	c.Model, c.GPU = model, gpu
+	c.Perf.AsyncScheduling = true
+	r, err := c.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewPerfModel(r.model, r.gpu, r.Perf, false)
+}
+
+// decodeBatch returns n decoding sequences, each with ctx cached tokens.
+func decodeBatch(n, ctx int) []SeqWork {
+	b := make([]SeqWork, n)
+	for i := range b {
+		b[i] = SeqWork{NewTokens: 1, Context: ctx}
+	}
+	return b
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -68,8 +68,17 @@ type Config struct {
 	// Warm or "" keeps both. A gpunode's cold modes set it (through
 	// ColdStateEnv) when they start a sim profile.
 	ColdState string
+	// TestNoopPrefixReset makes POST /reset_prefix_cache answer 200 and log
+	// success without dropping anything (test only): the reset that did not
+	// happen, which an experiment must catch from the metrics.
+	TestNoopPrefixReset bool
 	// StartupScale multiplies every startup-phase duration (test only).
 	StartupScale float64
+	// Slowdown multiplies the serving time of every request: each engine
+	// step's duration and the API server's t_api (1 is the calibrated
+	// engine, 1.2 one 20% slower). It lets two local runs differ by a known
+	// factor, as `ttftlab compare` is tested with; 0 is read as 1.
+	Slowdown float64
 	// Seed makes token ids and generated text reproducible.
 	Seed int64
 
@@ -147,6 +156,7 @@ func DefaultConfig() Config {
 		GPU:                  "h200",
 		StateDir:             DefaultStateDir(),
 		StartupScale:         1,
+		Slowdown:             1,
 		Perf:                 DefaultPerfParams(),
 		Startup: StartupParams{
 			Bootstrap:        9 * time.Second,
@@ -291,6 +301,13 @@ func (c Config) resolve() (resolved, error) {
 	if math.IsNaN(r.StartupScale) || r.StartupScale < 0 {
 		return resolved{}, fmt.Errorf("--startup-scale %v: must be >= 0 (1 is realistic)", r.StartupScale)
 	}
+	switch {
+	case r.Slowdown == 0:
+		r.Slowdown = 1
+	case math.IsNaN(r.Slowdown) || r.Slowdown < 0.1 || r.Slowdown > 100:
+		return resolved{}, fmt.Errorf("--slowdown %v is out of range: give a factor from 0.1 to 100 (1 is the calibrated engine, 1.2 makes every step 20%% slower)", r.Slowdown)
+	}
+	r.Perf.TAPI = time.Duration(float64(r.Perf.TAPI) * r.Slowdown)
 	if r.StateDir == "" {
 		return resolved{}, errors.New("--state-dir: must not be empty")
 	}

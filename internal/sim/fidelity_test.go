@@ -798,3 +798,25 @@ func TestProbeScript(t *testing.T) {
 		t.Errorf("total_tokens %d (want 24), output_preview %q (want 1–80 chars)", *r.TotalTokens, *r.OutputPreview)
 	}
 }
+
+// TestNoopPrefixResetHook: with the test hook the reset answers 200 and
+// logs success, but the cached prompt keeps hitting — the failure an
+// experiment must catch from the metrics.
+func TestNoopPrefixResetHook(t *testing.T) {
+	c := testConfig(t)
+	c.EnablePromptTokensDetails = true
+	c.TestNoopPrefixReset = true
+	te := start(t, c)
+	p := sharedPrompt(512, 8, 'n')
+	completionUsage(t, te, p)
+	resetCache(t, te)
+	h0, _ := prefixCounters(t, te)
+	u := completionUsage(t, te, p)
+	h1, _ := prefixCounters(t, te)
+	if h1-h0 != 512 || cachedOf(u) != 512 {
+		t.Errorf("after a no-op reset: hits +%v, cached %d; want +512 and 512 (nothing dropped)", h1-h0, cachedOf(u))
+	}
+	if !strings.Contains(te.log.String(), "Successfully reset prefix cache") {
+		t.Errorf("the no-op reset should still log success, as a silent failure would:\n%s", te.log)
+	}
+}

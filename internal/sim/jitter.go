@@ -18,6 +18,15 @@ const (
 type jitterHist struct {
 	counts [jitterBuckets + 1]atomic.Uint64
 	max    atomic.Int64
+	// sim and wall sum, over the steps of busy periods, the modelled step
+	// durations and the wall-clock time from one step boundary to the next.
+	sim, wall atomic.Int64
+}
+
+// observeStep adds one busy step: d modelled, real measured.
+func (h *jitterHist) observeStep(d, real time.Duration) {
+	h.sim.Add(int64(d))
+	h.wall.Add(int64(real))
 }
 
 func (h *jitterHist) observe(late time.Duration) {
@@ -37,6 +46,8 @@ func (h *jitterHist) reset() {
 		h.counts[i].Store(0)
 	}
 	h.max.Store(0)
+	h.sim.Store(0)
+	h.wall.Store(0)
 }
 
 // JitterStats summarises how late engine steps started against the
@@ -51,6 +62,18 @@ type JitterStats struct {
 	Late           uint64
 	P50, P99, P999 time.Duration
 	Max            time.Duration
+	// Simulated is the sum of the modelled step durations and Wall the
+	// wall-clock time those steps took; Simulated/Wall below 1 means the
+	// engine fell behind real time.
+	Simulated, Wall time.Duration
+}
+
+// RealTimeRatio returns Simulated/Wall, or 0 when no step was measured.
+func (s JitterStats) RealTimeRatio() float64 {
+	if s.Wall <= 0 {
+		return 0
+	}
+	return float64(s.Simulated) / float64(s.Wall)
 }
 
 func (h *jitterHist) stats() JitterStats {
@@ -60,7 +83,7 @@ func (h *jitterHist) stats() JitterStats {
 		counts[i] = h.counts[i].Load()
 		n += counts[i]
 	}
-	s := JitterStats{Steps: n, Max: time.Duration(h.max.Load())}
+	s := JitterStats{Steps: n, Max: time.Duration(h.max.Load()), Simulated: time.Duration(h.sim.Load()), Wall: time.Duration(h.wall.Load())}
 	for i := int(time.Millisecond / jitterBucket); i <= jitterBuckets; i++ {
 		s.Late += counts[i]
 	}

@@ -124,6 +124,8 @@ var builtinModels = []Model{
 	{Name: "Qwen/Qwen2.5-1.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 1536, Heads: 12, KVHeads: 2, HeadDim: 128, FFN: 8960, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
 	{Name: "Qwen/Qwen2.5-3B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 36, Hidden: 2048, Heads: 16, KVHeads: 2, HeadDim: 128, FFN: 11008, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
 	{Name: "Qwen/Qwen2.5-7B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 3584, Heads: 28, KVHeads: 4, HeadDim: 128, FFN: 18944, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "Qwen/Qwen2.5-14B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 48, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 13824, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
+	{Name: "Qwen/Qwen2.5-32B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 64, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 27648, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
 	{Name: "microsoft/Phi-3-mini-4k-instruct", Architecture: "Phi3ForCausalLM", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 4096, SlidingWindow: 2047},
 	{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
 	{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
@@ -186,6 +188,7 @@ type GPU struct {
 // builtinGPUs holds the supported accelerators.
 var builtinGPUs = []GPU{
 	{Name: "a100-80g", DeviceName: "NVIDIA A100-SXM4-80GB", Aliases: []string{"a100", "a100-80gb", "a100-sxm4-80gb"}, TotalGiB: 79.15, PeakFLOPS: 312e12, BandwidthBps: 2.039e12, EtaMFU: 0.65, IsA100: true},
+	{Name: "a100-40g", DeviceName: "NVIDIA A100-SXM4-40GB", Aliases: []string{"a100-40gb", "a100-sxm4-40gb"}, TotalGiB: 39.39, PeakFLOPS: 312e12, BandwidthBps: 1.555e12, EtaMFU: 0.65, IsA100: true},
 	{Name: "h100-sxm", DeviceName: "NVIDIA H100 80GB HBM3", Aliases: []string{"h100", "h100-80g", "h100-80gb"}, TotalGiB: 79.19, PeakFLOPS: 989e12, BandwidthBps: 3.35e12, EtaMFU: 0.5},
 	{Name: "h200", DeviceName: "NVIDIA H200", Aliases: []string{"h200-141g", "h200-sxm"}, TotalGiB: 140.4, PeakFLOPS: 989e12, BandwidthBps: 4.8e12, EtaMFU: 0.5},
 	{Name: "l40s", DeviceName: "NVIDIA L40S", Aliases: []string{"l40-s"}, TotalGiB: 44.4, PeakFLOPS: 362e12, BandwidthBps: 0.864e12, EtaMFU: 0.5},

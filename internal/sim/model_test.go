@@ -17,6 +17,8 @@ func TestModelParams(t *testing.T) {
 		{"meta-llama/Llama-3.2-1B-Instruct", 1_235_814_400, 32 * 1024},
 		{"meta-llama/Llama-3.1-8B-Instruct", 8_030_261_248, 128 * 1024},
 		{"Qwen/Qwen2.5-7B-Instruct", 7_615_616_512, 56 * 1024},
+		{"Qwen/Qwen2.5-14B-Instruct", 14_770_033_664, 192 * 1024},
+		{"Qwen/Qwen2.5-32B-Instruct", 32_763_876_352, 256 * 1024},
 	}
 	for _, tt := range tests {
 		t.Run(tt.model, func(t *testing.T) {
@@ -58,7 +60,7 @@ func TestLookupModel(t *testing.T) {
 }
 
 func TestLookupGPU(t *testing.T) {
-	for name, want := range map[string]string{"H200": "h200", "h100": "h100-sxm", "A100": "a100-80g", "l40s": "l40s", "L4": "l4"} {
+	for name, want := range map[string]string{"H200": "h200", "h100": "h100-sxm", "A100": "a100-80g", "A100-40GB": "a100-40g", "l40s": "l40s", "L4": "l4"} {
 		g, err := LookupGPU(name)
 		if err != nil || g.Name != want {
 			t.Errorf("LookupGPU(%q) = %q, %v; want %q", name, g.Name, err, want)

@@ -11,8 +11,11 @@ type PerfParams struct {
 	// EtaMFU is the fraction of peak FLOP/s a prefill reaches; 0 means the
 	// GPU's default (0.5 on H100/H200, 0.65 on A100).
 	EtaMFU float64
-	// EtaBW is the fraction of peak bandwidth a decode reaches; 0 means 0.65
-	// for hidden ≤ 2048, 0.75 for hidden ≤ 3072 and 0.80 above.
+	// EtaBW is the fraction of peak bandwidth a decode reaches; 0 means
+	// 0.80 for every model. (It used to be 0.65 for hidden ≤ 2048 and 0.75
+	// for hidden ≤ 3072, which double-counted the small-kernel penalty that
+	// TauLayer already charges per layer: on an L4, whose 300 GB/s a 0.5B
+	// model's layers saturate easily, it put the decode step 50 % too slow.)
 	EtaBW float64
 	// TauLayer is the fixed per-layer cost of a CUDA-graph step (30 µs).
 	TauLayer time.Duration
@@ -26,8 +29,8 @@ type PerfParams struct {
 	// TGPU0 is the fixed GPU cost per step: sampler and logits (0.15 ms).
 	TGPU0 time.Duration
 	// TStepCPU is the engine's CPU cost per step: schedule, prepare inputs,
-	// detokenize, stream (1.8 ms, fitted to the Qwen2.5 A100 batch-1
-	// benchmark; modern vLLM on a fast host may be nearer 1 ms).
+	// detokenize, stream (2.0 ms, fitted to the Qwen2.5 A100 batch-1
+	// benchmark of vLLM 0.6.3; modern vLLM on a fast host may be nearer 1 ms).
 	TStepCPU time.Duration
 	// TAPI is the API server's cost per request outside the engine's steps:
 	// HTTP, JSON, tokenisation, the hops to and from the engine core (5 ms,
@@ -38,6 +41,11 @@ type PerfParams struct {
 	// MaxCaptureSize is the largest CUDA-graph batch (512). Steps are padded
 	// to the next capture size: 1, 2, 4, 8, then multiples of 8.
 	MaxCaptureSize int
+	// AsyncScheduling is vLLM's --async-scheduling (off by default in vLLM
+	// 0.11, on by default in later versions): the engine schedules step
+	// n+1 while the GPU runs step n, so a step takes max(T_gpu, t_step_cpu)
+	// instead of their sum.
+	AsyncScheduling bool
 }
 
 // DefaultPerfParams returns the calibrated defaults of SIM-NOTES §5, with
@@ -47,7 +55,7 @@ func DefaultPerfParams() PerfParams {
 		TauLayer:       30 * time.Microsecond,
 		TauLayerEager:  170 * time.Microsecond,
 		TGPU0:          150 * time.Microsecond,
-		TStepCPU:       1800 * time.Microsecond,
+		TStepCPU:       2000 * time.Microsecond,
 		TAPI:           5 * time.Millisecond,
 		MaxCaptureSize: 512,
 	}
@@ -90,8 +98,22 @@ type PerfModel struct {
 	tgpu0      float64
 	tcpu       float64
 	eager      bool
+	async      bool
 	maxCapture int
+	// slowdown multiplies every step's duration (Config.Slowdown); 0 is 1.
+	slowdown float64
 }
+
+// WithSlowdown returns a copy of p whose step times are multiplied by f
+// (Config.Slowdown); f ≤ 0 or 1 leaves them as they are.
+func (p *PerfModel) WithSlowdown(f float64) *PerfModel {
+	q := *p
+	q.slowdown = f
+	return &q
+}
+
+// defaultEtaBW is the decode bandwidth efficiency when PerfParams.EtaBW is 0.
+const defaultEtaBW = 0.80
 
 // NewPerfModel returns the step-time model of model m on GPU g. With eager
 // set (--enforce-eager) no step uses CUDA graphs.
@@ -102,14 +124,7 @@ func NewPerfModel(m Model, g GPU, p PerfParams, eager bool) *PerfModel {
 	}
 	bw := p.EtaBW
 	if bw == 0 {
-		switch {
-		case m.Hidden <= 2048:
-			bw = 0.65
-		case m.Hidden <= 3072:
-			bw = 0.75
-		default:
-			bw = 0.80
-		}
+		bw = defaultEtaBW
 	}
 	return &PerfModel{
 		layers:     float64(m.Layers),
@@ -125,6 +140,7 @@ func NewPerfModel(m Model, g GPU, p PerfParams, eager bool) *PerfModel {
 		tgpu0:      p.TGPU0.Seconds(),
 		tcpu:       p.TStepCPU.Seconds(),
 		eager:      eager,
+		async:      p.AsyncScheduling,
 		maxCapture: p.MaxCaptureSize,
 	}
 }
@@ -144,7 +160,8 @@ func captureSize(n int) int {
 	}
 }
 
-// StepTime returns T_step = T_gpu + t_step_cpu for one step over batch:
+// StepTime returns T_step = T_gpu + t_step_cpu for one step over batch
+// (max(T_gpu, t_step_cpu) with async scheduling), where:
 //
 //	F     = 2·P_ne·N_tok + 2·V·d·N_seq + Σ 4·L·(H·hd)·n_i·(c_i + n_i/2)
 //	Bytes = 2·(P_ne + V·d) + kv_tok·Σ(c_i + n_i)
@@ -158,7 +175,15 @@ func (p *PerfModel) StepTime(batch []SeqWork) time.Duration {
 	if len(batch) == 0 {
 		return 0
 	}
-	return p.GPUTime(batch) + time.Duration(p.tcpu*float64(time.Second))
+	gpu, cpu := p.GPUTime(batch), time.Duration(p.tcpu*float64(time.Second))
+	d := gpu + cpu
+	if p.async {
+		d = max(gpu, cpu)
+	}
+	if p.slowdown > 0 && p.slowdown != 1 {
+		d = time.Duration(float64(d) * p.slowdown)
+	}
+	return d
 }
 
 // GPUTime returns T_gpu, the GPU-kernel part of StepTime (everything but

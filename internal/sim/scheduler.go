@@ -126,6 +126,7 @@ type scheduler struct {
 	waiting     []*request
 	running     []*request
 	lazyPending bool
+	noopReset   bool
 }
 
 type schedulerConfig struct {
@@ -141,6 +142,8 @@ type schedulerConfig struct {
 	lazyInit         time.Duration
 	tok              tokenizer
 	met              *metrics
+	// noopReset is Config.TestNoopPrefixReset.
+	noopReset bool
 }
 
 func newScheduler(c schedulerConfig) *scheduler {
@@ -154,6 +157,7 @@ func newScheduler(c schedulerConfig) *scheduler {
 		chunked:     !c.noChunkedPrefill,
 		lazyInit:    c.lazyInit,
 		lazyPending: c.lazyInit > 0,
+		noopReset:   c.noopReset,
 		wakeCh:      make(chan struct{}, 1),
 	}
 }
@@ -250,12 +254,13 @@ func (s *scheduler) run(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	var deadline time.Time // modelled end of the previous step; zero after idle
+	var boundary time.Time // when the previous step really ended; zero after idle
 	early := 500 * time.Microsecond
 	for {
 		s.drain(time.Now())
 		if (len(s.running) == 0 && len(s.waiting) == 0) || s.sleeping.Load() {
 			s.publishGauges()
-			deadline = time.Time{}
+			deadline, boundary = time.Time{}, time.Time{}
 			select {
 			case <-ctx.Done():
 				return
@@ -264,6 +269,9 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
+		if boundary.IsZero() {
+			boundary = start
+		}
 		if !deadline.IsZero() && start.Sub(deadline) < maxCatchUp {
 			start = deadline
 		}
@@ -296,8 +304,11 @@ func (s *scheduler) run(ctx context.Context) {
 			// Spin: yielding here would queue the loop behind every
 			// runnable handler.
 		}
-		s.jitter.observe(time.Since(deadline))
-		s.complete(batch, time.Now())
+		now := time.Now()
+		s.jitter.observe(now.Sub(deadline))
+		s.jitter.observeStep(d, now.Sub(boundary))
+		boundary = now
+		s.complete(batch, now)
 	}
 }
 
@@ -326,7 +337,7 @@ func (s *scheduler) drain(now time.Time) {
 	for _, ch := range rs {
 		used := s.kv.pool.usable() - s.kv.pool.numFree
 		ok := used == 0
-		if ok {
+		if ok && !s.noopReset {
 			s.kv.pool.resetCache()
 			s.met.resetPrefixStats()
 		}

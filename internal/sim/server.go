@@ -155,7 +155,12 @@ func (e *Engine) handleVersion(w http.ResponseWriter, _ *http.Request) {
 	v := struct {
 		Version      string   `json:"version"`
 		StartupScale *float64 `json:"sim_startup_scale,omitempty"`
+		Slowdown     *float64 `json:"sim_slowdown,omitempty"`
 	}{Version: Version}
+	if e.cfg.Slowdown != 1 {
+		s := e.cfg.Slowdown
+		v.Slowdown = &s
+	}
 	if e.cfg.StartupScale != 1 {
 		s := e.cfg.StartupScale
 		v.StartupScale = &s
@@ -769,17 +774,30 @@ type sseWriter struct {
 	rc *http.ResponseController
 }
 
+// send writes one SSE event and flushes it to the client.
 func (s sseWriter) send(payload []byte) error {
-	var b bytes.Buffer
-	b.Grow(len(payload) + 8)
-	b.WriteString("data: ")
-	b.Write(payload)
-	b.WriteString("\n\n")
-	if _, err := s.w.Write(b.Bytes()); err != nil {
+	if err := s.queue(payload); err != nil {
 		return err
 	}
 	return s.rc.Flush()
 }
+
+// queue writes one SSE event into the response's buffer without flushing,
+// so that the events of one engine step reach the client in one write
+// (one syscall per stream per step, not one per event).
+func (s sseWriter) queue(payload []byte) error {
+	for _, b := range [][]byte{sseData, payload, sseEnd} {
+		if _, err := s.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	sseData = []byte("data: ")
+	sseEnd  = []byte("\n\n")
+)
 
 // stream writes the SSE response of req as vLLM 0.11 does.
 func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation, req *request, created int64) {
@@ -845,12 +863,18 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 				}))
 			}
 			for _, c := range chunks {
-				if err := sw.send(c); err != nil {
+				if err := sw.queue(c); err != nil {
 					fail()
 					return
 				}
 			}
 			sent = p.out
+			if !p.done {
+				if err := sw.rc.Flush(); err != nil {
+					fail()
+					return
+				}
+			}
 		}
 		if p.done {
 			if p.err != nil {
@@ -865,10 +889,11 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 				} else {
 					payload = marshal(completionChunk{ID: g.id, Object: "text_completion", Created: created, Model: model, Choices: []completionChunkChoice{}, Usage: &u})
 				}
-				if err := sw.send(payload); err != nil {
+				if err := sw.queue(payload); err != nil {
 					return
 				}
 			}
+			// The last token, the usage chunk and [DONE] leave in one write.
 			sw.send([]byte("[DONE]")) //nolint:errcheck // ending anyway
 			return
 		}

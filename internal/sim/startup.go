@@ -206,6 +206,9 @@ func (e *Engine) startup(ctx context.Context) (KVPlan, error) {
 	if r.StartupScale != 1 {
 		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: startup durations are scaled by %g (--startup-scale); phase timings are not realistic.", r.StartupScale)
 	}
+	if r.Slowdown != 1 {
+		l.line(procAPI, "WARNING", "sim.py", 1, "ttftlab sim: every engine step and t_api is scaled by %g (--slowdown); serving is %+.0f%% of the calibrated engine.", r.Slowdown, (r.Slowdown-1)*100)
+	}
 	if err := e.resetColdState(); err != nil {
 		l.raw(procAPI, "OSError: "+err.Error())
 		return KVPlan{}, &StartupError{Err: err}
@@ -330,6 +333,7 @@ func (e *Engine) nonDefaultArgs() string {
 	add(u.MaxNumBatchedTokens != 0, "max_num_batched_tokens", strconv.Itoa(u.MaxNumBatchedTokens))
 	add(u.KVCacheMemoryBytes != 0, "kv_cache_memory_bytes", strconv.FormatInt(u.KVCacheMemoryBytes, 10))
 	add(u.EnablePromptTokensDetails, "enable_prompt_tokens_details", "True")
+	add(u.Perf.AsyncScheduling, "async_scheduling", "True")
 	add(u.Seed != 0, "seed", strconv.FormatInt(u.Seed, 10))
 	return "{" + strings.Join(parts, ", ") + "}"
 }

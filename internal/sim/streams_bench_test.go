@@ -240,3 +240,52 @@ func TestStreamClientProcess(t *testing.T) {
 	js, _ := json.Marshal(r)
 	fmt.Printf("RESULT %s\n", js)
 }
+
+// BenchmarkSim1024Streams is the simulator's real-time check: one simulated
+// H200 (Qwen2.5-1.5B, vLLM's defaults, so all 1,024 streams run in every
+// step) serving 1,024 concurrent streaming completions of 256 tokens from a
+// child process over loopback. It reports the engine loop's step lateness
+// (actual minus modelled step start) at p50 and p99, and the ratio of
+// modelled to wall-clock time over the busy steps: 1.00 means the
+// simulator kept up with real time. Each iteration is one full run; the
+// target is lateness p99 < 1 ms with GOMAXPROCS 2:
+//
+//	taskset -c 0,1 go test -run '^$' -bench Sim1024Streams -benchtime 1x ./internal/sim/
+func BenchmarkSim1024Streams(b *testing.B) {
+	const streams, outTokens = 1024, 256
+	raiseNoFile(b, streams+1000)
+	c := DefaultConfig()
+	c.Port = 0
+	c.StateDir = b.TempDir()
+	c.StartupScale = 0
+	c.FirstRequestDelay = 0
+	c.DisableLogStats = true
+	c.DisableAccessLog = true
+	e, err := New(c, io.Discard, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-e.Ready()
+
+	for b.Loop() {
+		e.ResetStepJitter()
+		res := runStreamClient(b, e.Addr(), streams, outTokens)
+		j := e.StepJitter()
+		b.ReportMetric(float64(j.P50.Microseconds()), "late-p50-µs")
+		b.ReportMetric(float64(j.P99.Microseconds()), "late-p99-µs")
+		b.ReportMetric(float64(j.Max.Microseconds()), "late-max-µs")
+		b.ReportMetric(j.RealTimeRatio(), "sim/wall")
+		b.ReportMetric(float64(j.Steps), "steps")
+		b.ReportMetric(float64(res.Served), "served")
+		b.Logf("%d/%d streams served in %v; %d steps (%d > 1 ms late), lateness p50 %v p99 %v max %v; simulated %v in %v wall (%.3f); GOMAXPROCS %d",
+			res.Served, streams, res.Elapsed.Round(time.Millisecond), j.Steps, j.Late, j.P50, j.P99, j.Max,
+			j.Simulated.Round(time.Millisecond), j.Wall.Round(time.Millisecond), j.RealTimeRatio(), runtime.GOMAXPROCS(0))
+		if res.Served != streams {
+			b.Errorf("served %d of %d streams (first error: %s)", res.Served, streams, res.FirstErr)
+		}
+	}
+}

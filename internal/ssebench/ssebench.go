@@ -19,16 +19,25 @@
 // before and just after each stream's first token write, keyed by its
 // X-Request-Id ({"id": [before, after]}), so that a client in another
 // process can compare its own arrival times with them.
+//
+// With Config.TLS the server speaks TLS (URL https://...), on the same
+// raw HTTP/1.1 responder; with Config.HTTP2 as well, it serves through
+// net/http's server instead, HTTP/2 offered by ALPN, writing the same
+// events (one DATA frame per event, flushed), for measuring a client over
+// h2.
 package ssebench
 
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +71,12 @@ type Config struct {
 	// Monotonic() read just before and just after the write of its first
 	// token chunk, until GET /bench/first-tokens returns them.
 	RecordFirstTokens bool
+	// TLS, when set, makes the server speak TLS with this configuration
+	// (its Certificates): the URL is https://.
+	TLS *tls.Config
+	// HTTP2 serves through net/http's server with HTTP/2 offered by ALPN
+	// (and HTTP/1.1 to clients that do not offer h2). It needs TLS.
+	HTTP2 bool
 }
 
 // Monotonic returns CLOCK_MONOTONIC in nanoseconds: a clock shared by every
@@ -128,18 +143,34 @@ type Server struct {
 
 	bodies sync.Map // shape → *body
 
+	hs *http.Server // the HTTP2 mode's server; nil otherwise
+
 	stampMu sync.Mutex
 	stamps  map[string][2]int64 // X-Request-Id → Monotonic() before and after the first token write
 }
 
 // Start listens on 127.0.0.1 on a free port and serves until Close.
 func Start(cfg Config) (*Server, error) {
+	if cfg.HTTP2 && cfg.TLS == nil {
+		return nil, errors.New("ssebench: HTTP2 needs TLS: set Config.TLS (h2 is negotiated by ALPN)")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("ssebench: listen: %w", err)
 	}
+	scheme := "http://"
+	if cfg.TLS != nil {
+		scheme = "https://"
+		tc := cfg.TLS.Clone()
+		if cfg.HTTP2 {
+			tc.NextProtos = []string{"h2", "http/1.1"}
+		} else {
+			tc.NextProtos = []string{"http/1.1"}
+		}
+		ln = tls.NewListener(ln, tc)
+	}
 	s := &Server{
-		URL:     "http://" + ln.Addr().String(),
+		URL:     scheme + ln.Addr().String(),
 		cfg:     cfg,
 		ln:      ln,
 		release: make(chan struct{}),
@@ -147,9 +178,82 @@ func Start(cfg Config) (*Server, error) {
 		done:    make(chan struct{}),
 		stamps:  map[string][2]int64{},
 	}
+	if cfg.HTTP2 {
+		s.hs = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnState: s.connState}
+		s.hs.Protocols = new(http.Protocols)
+		s.hs.Protocols.SetHTTP1(true)
+		s.hs.Protocols.SetHTTP2(true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = s.hs.Serve(ln)
+		}()
+		return s, nil
+	}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
+}
+
+// connState counts the HTTP2 mode's connections.
+func (s *Server) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.conns.Add(1)
+		s.open.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.open.Add(-1)
+	}
+}
+
+// serveHTTP is the HTTP2 mode's handler: the same endpoints as serve.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	req := s.newRequest()
+	req.method, req.path = r.Method, r.URL.Path
+	for name, vs := range r.Header {
+		if len(vs) > 0 {
+			req.header(strings.ToLower(name), vs[0])
+		}
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	req.finish()
+	switch {
+	case req.method == "POST" && (req.path == "/v1/chat/completions" || req.path == "/v1/completions"):
+		fl, _ := w.(http.Flusher)
+		b := s.body(req.shape)
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		s.run(req, b, func(from, to int) error {
+			if _, err := w.Write(b.raw[from:to]); err != nil {
+				return err
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+			return nil
+		}, b.rawOffs, len(b.raw))
+	case req.method == "GET" && req.path == "/bench/stats":
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Stats())
+	case req.method == "GET" && req.path == "/bench/first-tokens":
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(s.takeStamps())
+	case req.method == "POST" && req.path == "/bench/release":
+		s.Release()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// takeStamps returns the first-token stamps as JSON and forgets them.
+func (s *Server) takeStamps() []byte {
+	s.stampMu.Lock()
+	b, _ := json.Marshal(s.stamps)
+	s.stamps = map[string][2]int64{}
+	s.stampMu.Unlock()
+	return b
 }
 
 // Stats returns the counters.
@@ -178,6 +282,15 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.done)
+	if s.hs != nil {
+		s.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no grace: streams end at once, as on the raw server
+		_ = s.hs.Shutdown(ctx)
+		err := s.hs.Close()
+		s.wg.Wait()
+		return err
+	}
 	err := s.ln.Close()
 	for c := range s.live {
 		c.Close()
@@ -253,10 +366,7 @@ func (s *Server) serve(c net.Conn) {
 				return
 			}
 		case req.method == "GET" && req.path == "/bench/first-tokens":
-			s.stampMu.Lock()
-			b, _ := json.Marshal(s.stamps)
-			s.stamps = map[string][2]int64{}
-			s.stampMu.Unlock()
+			b := s.takeStamps()
 			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b); err != nil {
 				return
 			}
@@ -276,14 +386,51 @@ func (s *Server) serve(c net.Conn) {
 	}
 }
 
-// readRequest reads one request's head and discards its body.
-func (s *Server) readRequest(br *bufio.Reader) (request, error) {
-	req := request{
+// newRequest returns a request with the server's default shape.
+func (s *Server) newRequest() request {
+	return request{
 		shape:     shape{tokens: s.cfg.Tokens, perChunk: s.cfg.TokensPerChunk},
 		ttft:      s.cfg.TTFT,
 		delay:     s.cfg.Delay,
 		holdAfter: s.cfg.HoldAfter,
 	}
+}
+
+// header applies one request header; name is lower case. A malformed
+// X-Bench value leaves the default (a benchmark's own server).
+func (req *request) header(name, value string) {
+	switch name {
+	case "connection":
+		req.close = strings.EqualFold(value, "close")
+	case "x-request-id":
+		req.id = value
+	case "x-bench-tokens":
+		req.shape.tokens, _ = strconv.Atoi(value)
+	case "x-bench-tokens-per-chunk":
+		req.shape.perChunk, _ = strconv.Atoi(value)
+	case "x-bench-hold-after":
+		req.holdAfter, _ = strconv.Atoi(value)
+	case "x-bench-delay":
+		req.delay, _ = time.ParseDuration(value)
+	case "x-bench-ttft":
+		req.ttft, _ = time.ParseDuration(value)
+	}
+}
+
+// finish sets the shape's defaults once the headers are read.
+func (req *request) finish() {
+	req.shape.chat = req.path == "/v1/chat/completions"
+	if req.shape.tokens <= 0 {
+		req.shape.tokens = 16
+	}
+	if req.shape.perChunk <= 0 {
+		req.shape.perChunk = 1
+	}
+}
+
+// readRequest reads one request's head and discards its body.
+func (s *Server) readRequest(br *bufio.Reader) (request, error) {
+	req := s.newRequest()
 	line, err := readLine(br)
 	if err != nil {
 		return req, err
@@ -310,37 +457,19 @@ func (s *Server) readRequest(br *bufio.Reader) (request, error) {
 			return req, fmt.Errorf("bad header line %q", line)
 		}
 		value = strings.TrimSpace(value)
-		switch strings.ToLower(name) {
-		case "content-length":
+		name = strings.ToLower(name)
+		if name == "content-length" {
 			if length, err = strconv.ParseInt(value, 10, 64); err != nil || length < 0 {
 				return req, fmt.Errorf("bad content-length %q", value)
 			}
-		case "connection":
-			req.close = strings.EqualFold(value, "close")
-		case "x-request-id":
-			req.id = value
-		case "x-bench-tokens":
-			req.shape.tokens, _ = strconv.Atoi(value)
-		case "x-bench-tokens-per-chunk":
-			req.shape.perChunk, _ = strconv.Atoi(value)
-		case "x-bench-hold-after":
-			req.holdAfter, _ = strconv.Atoi(value)
-		case "x-bench-delay":
-			req.delay, _ = time.ParseDuration(value)
-		case "x-bench-ttft":
-			req.ttft, _ = time.ParseDuration(value)
+			continue
 		}
+		req.header(name, value)
 	}
 	if _, err := br.Discard(int(length)); err != nil {
 		return req, err
 	}
-	req.shape.chat = req.path == "/v1/chat/completions"
-	if req.shape.tokens <= 0 {
-		req.shape.tokens = 16
-	}
-	if req.shape.perChunk <= 0 {
-		req.shape.perChunk = 1
-	}
+	req.finish()
 	return req, nil
 }
 
@@ -358,15 +487,26 @@ func readLine(br *bufio.Reader) (string, error) {
 // stream writes one streamed response and reports whether the connection
 // is still usable.
 func (s *Server) stream(c net.Conn, req request) bool {
-	s.streams.Add(1)
 	b := s.body(req.shape)
-	if _, err := c.Write(b.all[:b.offs[0]]); err != nil {
+	return s.run(req, b, func(from, to int) error {
+		_, err := c.Write(b.all[from:to])
+		return err
+	}, b.offs, len(b.all))
+}
+
+// run writes one streamed response through write, which writes bytes
+// from:to of the body in the form offs indexes and total measures (b.all
+// with HTTP/1.1 framing, or b.raw, the bare events), and reports whether
+// it was written whole.
+func (s *Server) run(req request, b *body, write func(from, to int) error, offs []int, total int) bool {
+	s.streams.Add(1)
+	if err := write(0, offs[0]); err != nil {
 		return false
 	}
 	if req.ttft > 0 && !s.sleep(req.ttft) {
 		return false
 	}
-	n := len(b.offs) - 1 // content chunks
+	n := len(offs) - 1 // content chunks
 	held := false
 	for k := 0; k < n; {
 		if k > 0 && req.delay > 0 && !s.sleep(req.delay) {
@@ -393,7 +533,7 @@ func (s *Server) stream(c net.Conn, req request) bool {
 		if k == 0 && s.cfg.RecordFirstTokens && req.id != "" {
 			mono = Monotonic()
 		}
-		if _, err := c.Write(b.all[b.offs[k]:b.offs[end]]); err != nil {
+		if err := write(offs[k], offs[end]); err != nil {
 			return false
 		}
 		if mono != 0 {
@@ -405,8 +545,7 @@ func (s *Server) stream(c net.Conn, req request) bool {
 		s.tokens.Add(int64(b.tokensBefore(end) - b.tokensBefore(k)))
 		k = end
 	}
-	_, err := c.Write(b.all[b.offs[n]:])
-	return err == nil
+	return write(offs[n], total) == nil
 }
 
 func (s *Server) sleep(d time.Duration) bool {
@@ -449,10 +588,14 @@ type shape struct {
 
 // body is one pre-built response: all holds the status line, headers and
 // chat role chunk (up to offs[0]), content chunk k in offs[k]:offs[k+1],
-// and the usage chunk, [DONE] and the last chunk after offs[n].
+// and the usage chunk, [DONE] and the last chunk after offs[n]. raw and
+// rawOffs are the same events without the HTTP/1.1 head and framing, for
+// the HTTP2 mode.
 type body struct {
 	all              []byte
 	offs             []int
+	raw              []byte
+	rawOffs          []int
 	perChunk, tokens int
 }
 
@@ -480,8 +623,10 @@ const (
 func build(sh shape) *body {
 	var all []byte
 	all = append(all, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"...)
+	var raw []byte
 	event := func(json string) {
 		ev := "data: " + json + "\n\n"
+		raw = append(raw, ev...)
 		all = strconv.AppendInt(all, int64(len(ev)), 16)
 		all = append(all, "\r\n"...)
 		all = append(all, ev...)
@@ -503,6 +648,7 @@ func build(sh shape) *body {
 			finish = `"length"`
 		}
 		b.offs = append(b.offs, len(all))
+		b.rawOffs = append(b.rawOffs, len(raw))
 		if sh.chat {
 			event(`{"id":"` + chatID + `","object":"chat.completion.chunk","created":1718000000,"model":"` + model + `","choices":[{"index":0,"delta":{"content":"` + text + `"},"logprobs":null,"finish_reason":` + finish + `,"token_ids":null}],"usage":` + usage(done) + `}`)
 		} else {
@@ -510,6 +656,7 @@ func build(sh shape) *body {
 		}
 	}
 	b.offs = append(b.offs, len(all))
+	b.rawOffs = append(b.rawOffs, len(raw))
 	obj, id := "text_completion", cmplID
 	if sh.chat {
 		obj, id = "chat.completion.chunk", chatID
@@ -517,6 +664,6 @@ func build(sh shape) *body {
 	event(`{"id":"` + id + `","object":"` + obj + `","created":1718000000,"model":"` + model + `","choices":[],"usage":` + usage(sh.tokens) + `}`)
 	event("[DONE]")
 	all = append(all, "0\r\n\r\n"...)
-	b.all = all
+	b.all, b.raw = all, raw
 	return b
 }

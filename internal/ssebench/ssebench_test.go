@@ -177,3 +177,77 @@ func TestRecordFirstTokens(t *testing.T) {
 		t.Fatalf("stamps %v after they were read, want none", m)
 	}
 }
+
+// TestTLSAndHTTP2Modes: with TLS the raw server answers over HTTP/1.1 on
+// https://, and with HTTP2 as well net/http's server answers over HTTP/2,
+// both with the same events and first-token stamps.
+func TestTLSAndHTTP2Modes(t *testing.T) {
+	certPEM, keyPEM, err := SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS, err := ServerTLS(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := ClientRoots(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		http2     bool
+		wantProto int
+	}{
+		{"tls", false, 1},
+		{"http2", true, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Start(Config{Tokens: 4, TLS: srvTLS, HTTP2: tt.http2, RecordFirstTokens: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if !strings.HasPrefix(s.URL, "https://") {
+				t.Fatalf("URL %q, want https://", s.URL)
+			}
+			c := &http.Client{Transport: &http.Transport{TLSClientConfig: cliTLS, ForceAttemptHTTP2: true}}
+			defer c.CloseIdleConnections()
+			req, _ := http.NewRequest(http.MethodPost, s.URL+"/v1/chat/completions", strings.NewReader(`{}`))
+			req.Header.Set("X-Request-Id", "r1")
+			req.Header.Set("X-Bench-Delay", "1ms")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ProtoMajor != tt.wantProto {
+				t.Errorf("HTTP/%d, want HTTP/%d", resp.ProtoMajor, tt.wantProto)
+			}
+			if n := strings.Count(string(b), "data: "); n != 1+4+1+1 || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+				t.Errorf("%d events, body ending %q: want 7 ending [DONE]", n, b[max(0, len(b)-20):])
+			}
+			resp, err = c.Get(s.URL + "/bench/first-tokens")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stamps map[string][2]int64
+			err = json.NewDecoder(resp.Body).Decode(&stamps)
+			resp.Body.Close()
+			if err != nil || stamps["r1"][0] == 0 || stamps["r1"][1] < stamps["r1"][0] {
+				t.Errorf("first-token stamps %v (err %v), want r1's before ≤ after", stamps, err)
+			}
+			if st := s.Stats(); st.Conns != 1 || st.Tokens != 4 {
+				t.Errorf("stats %+v, want 1 connection and 4 tokens", st)
+			}
+		})
+	}
+	if _, err := Start(Config{HTTP2: true}); err == nil || !strings.Contains(err.Error(), "needs TLS") {
+		t.Errorf("HTTP2 without TLS: error %v, want one saying it needs TLS", err)
+	}
+}

@@ -129,6 +129,187 @@ func (UsageSource) EnumDescriptor() ([]byte, []int) {
 	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{1}
 }
 
+// ResetPrefixCacheRequest asks for a prefix-cache reset.
+type ResetPrefixCacheRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPrefixCacheRequest) Reset() {
+	*x = ResetPrefixCacheRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPrefixCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPrefixCacheRequest) ProtoMessage() {}
+
+func (x *ResetPrefixCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPrefixCacheRequest.ProtoReflect.Descriptor instead.
+func (*ResetPrefixCacheRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{0}
+}
+
+// ResetPrefixCacheResponse is the engine's answer to POST /reset_prefix_cache.
+type ResetPrefixCacheResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HttpStatus int32                  `protobuf:"varint,1,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// body is the start of the engine's response body, sanitised.
+	Body          string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPrefixCacheResponse) Reset() {
+	*x = ResetPrefixCacheResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPrefixCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPrefixCacheResponse) ProtoMessage() {}
+
+func (x *ResetPrefixCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPrefixCacheResponse.ProtoReflect.Descriptor instead.
+func (*ResetPrefixCacheResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ResetPrefixCacheResponse) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *ResetPrefixCacheResponse) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+// EngineMetricsRequest asks for a scrape of the engine's /metrics.
+type EngineMetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineMetricsRequest) Reset() {
+	*x = EngineMetricsRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineMetricsRequest) ProtoMessage() {}
+
+func (x *EngineMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineMetricsRequest.ProtoReflect.Descriptor instead.
+func (*EngineMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{2}
+}
+
+// EngineMetricsResponse is one scrape of the engine's /metrics.
+type EngineMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UnixNano      int64                  `protobuf:"varint,1,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	Metrics       map[string]float64     `protobuf:"bytes,2,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EngineMetricsResponse) Reset() {
+	*x = EngineMetricsResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EngineMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EngineMetricsResponse) ProtoMessage() {}
+
+func (x *EngineMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EngineMetricsResponse.ProtoReflect.Descriptor instead.
+func (*EngineMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EngineMetricsResponse) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *EngineMetricsResponse) GetMetrics() map[string]float64 {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
 // InfoRequest asks for a node's static facts.
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -138,7 +319,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[0]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +331,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[0]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +344,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{0}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{4}
 }
 
 // InfoResponse holds a node's static facts.
@@ -187,7 +368,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[1]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +380,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[1]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +393,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{1}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InfoResponse) GetHostname() string {
@@ -298,7 +479,7 @@ type GPUInfo struct {
 
 func (x *GPUInfo) Reset() {
 	*x = GPUInfo{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[2]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +491,7 @@ func (x *GPUInfo) String() string {
 func (*GPUInfo) ProtoMessage() {}
 
 func (x *GPUInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[2]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +504,7 @@ func (x *GPUInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUInfo.ProtoReflect.Descriptor instead.
 func (*GPUInfo) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{2}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GPUInfo) GetIndex() int32 {
@@ -376,7 +557,7 @@ type EngineKnobs struct {
 
 func (x *EngineKnobs) Reset() {
 	*x = EngineKnobs{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[3]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +569,7 @@ func (x *EngineKnobs) String() string {
 func (*EngineKnobs) ProtoMessage() {}
 
 func (x *EngineKnobs) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[3]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +582,7 @@ func (x *EngineKnobs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineKnobs.ProtoReflect.Descriptor instead.
 func (*EngineKnobs) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{3}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EngineKnobs) GetModel() string {
@@ -492,7 +673,7 @@ type StartEngineRequest struct {
 
 func (x *StartEngineRequest) Reset() {
 	*x = StartEngineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[4]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +685,7 @@ func (x *StartEngineRequest) String() string {
 func (*StartEngineRequest) ProtoMessage() {}
 
 func (x *StartEngineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[4]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +698,7 @@ func (x *StartEngineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartEngineRequest.ProtoReflect.Descriptor instead.
 func (*StartEngineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{4}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartEngineRequest) GetProfile() string {
@@ -565,7 +746,7 @@ type StartEngineResponse struct {
 
 func (x *StartEngineResponse) Reset() {
 	*x = StartEngineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[5]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +758,7 @@ func (x *StartEngineResponse) String() string {
 func (*StartEngineResponse) ProtoMessage() {}
 
 func (x *StartEngineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[5]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +771,7 @@ func (x *StartEngineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartEngineResponse.ProtoReflect.Descriptor instead.
 func (*StartEngineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{5}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartEngineResponse) GetEngine() *EngineInfo {
@@ -636,7 +817,7 @@ type EngineInfo struct {
 
 func (x *EngineInfo) Reset() {
 	*x = EngineInfo{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[6]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +829,7 @@ func (x *EngineInfo) String() string {
 func (*EngineInfo) ProtoMessage() {}
 
 func (x *EngineInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[6]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +842,7 @@ func (x *EngineInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineInfo.ProtoReflect.Descriptor instead.
 func (*EngineInfo) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{6}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EngineInfo) GetBaseUrl() string {
@@ -821,7 +1002,7 @@ type StartReads struct {
 
 func (x *StartReads) Reset() {
 	*x = StartReads{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1014,7 @@ func (x *StartReads) String() string {
 func (*StartReads) ProtoMessage() {}
 
 func (x *StartReads) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[7]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1027,7 @@ func (x *StartReads) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartReads.ProtoReflect.Descriptor instead.
 func (*StartReads) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{7}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartReads) GetWeightFiles() int32 {
@@ -969,7 +1150,7 @@ type EngineFigures struct {
 
 func (x *EngineFigures) Reset() {
 	*x = EngineFigures{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1162,7 @@ func (x *EngineFigures) String() string {
 func (*EngineFigures) ProtoMessage() {}
 
 func (x *EngineFigures) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[8]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1175,7 @@ func (x *EngineFigures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineFigures.ProtoReflect.Descriptor instead.
 func (*EngineFigures) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{8}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EngineFigures) GetWeightsLoadS() float64 {
@@ -1099,7 +1280,7 @@ type Phase struct {
 
 func (x *Phase) Reset() {
 	*x = Phase{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1292,7 @@ func (x *Phase) String() string {
 func (*Phase) ProtoMessage() {}
 
 func (x *Phase) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[9]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1305,7 @@ func (x *Phase) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Phase.ProtoReflect.Descriptor instead.
 func (*Phase) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{9}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Phase) GetName() string {
@@ -1179,7 +1360,7 @@ type StopEngineRequest struct {
 
 func (x *StopEngineRequest) Reset() {
 	*x = StopEngineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1372,7 @@ func (x *StopEngineRequest) String() string {
 func (*StopEngineRequest) ProtoMessage() {}
 
 func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[10]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1385,7 @@ func (x *StopEngineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineRequest.ProtoReflect.Descriptor instead.
 func (*StopEngineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{10}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopEngineRequest) GetGraceMs() int64 {
@@ -1225,7 +1406,7 @@ type StopEngineResponse struct {
 
 func (x *StopEngineResponse) Reset() {
 	*x = StopEngineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1418,7 @@ func (x *StopEngineResponse) String() string {
 func (*StopEngineResponse) ProtoMessage() {}
 
 func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[11]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1431,7 @@ func (x *StopEngineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopEngineResponse.ProtoReflect.Descriptor instead.
 func (*StopEngineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{11}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StopEngineResponse) GetWasRunning() bool {
@@ -1278,7 +1459,7 @@ type StreamSamplesRequest struct {
 
 func (x *StreamSamplesRequest) Reset() {
 	*x = StreamSamplesRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1471,7 @@ func (x *StreamSamplesRequest) String() string {
 func (*StreamSamplesRequest) ProtoMessage() {}
 
 func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[12]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1484,7 @@ func (x *StreamSamplesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesRequest.ProtoReflect.Descriptor instead.
 func (*StreamSamplesRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{12}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamSamplesRequest) GetIntervalMs() int64 {
@@ -1327,7 +1508,7 @@ type StreamSamplesResponse struct {
 
 func (x *StreamSamplesResponse) Reset() {
 	*x = StreamSamplesResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1520,7 @@ func (x *StreamSamplesResponse) String() string {
 func (*StreamSamplesResponse) ProtoMessage() {}
 
 func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[13]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1533,7 @@ func (x *StreamSamplesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSamplesResponse.ProtoReflect.Descriptor instead.
 func (*StreamSamplesResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{13}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamSamplesResponse) GetSample() *HostSample {
@@ -1390,7 +1571,7 @@ type EngineExit struct {
 
 func (x *EngineExit) Reset() {
 	*x = EngineExit{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1583,7 @@ func (x *EngineExit) String() string {
 func (*EngineExit) ProtoMessage() {}
 
 func (x *EngineExit) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[14]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1596,7 @@ func (x *EngineExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EngineExit.ProtoReflect.Descriptor instead.
 func (*EngineExit) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{14}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EngineExit) GetUnixNano() int64 {
@@ -1500,7 +1681,7 @@ type HostSample struct {
 
 func (x *HostSample) Reset() {
 	*x = HostSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1693,7 @@ func (x *HostSample) String() string {
 func (*HostSample) ProtoMessage() {}
 
 func (x *HostSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[15]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1706,7 @@ func (x *HostSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostSample.ProtoReflect.Descriptor instead.
 func (*HostSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{15}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HostSample) GetSeq() uint64 {
@@ -1647,7 +1828,7 @@ type GPUSample struct {
 
 func (x *GPUSample) Reset() {
 	*x = GPUSample{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1840,7 @@ func (x *GPUSample) String() string {
 func (*GPUSample) ProtoMessage() {}
 
 func (x *GPUSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[16]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1853,7 @@ func (x *GPUSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUSample.ProtoReflect.Descriptor instead.
 func (*GPUSample) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{16}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GPUSample) GetIndex() int32 {
@@ -1770,7 +1951,7 @@ type GPUProcess struct {
 
 func (x *GPUProcess) Reset() {
 	*x = GPUProcess{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1963,7 @@ func (x *GPUProcess) String() string {
 func (*GPUProcess) ProtoMessage() {}
 
 func (x *GPUProcess) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[17]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1976,7 @@ func (x *GPUProcess) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GPUProcess.ProtoReflect.Descriptor instead.
 func (*GPUProcess) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{17}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GPUProcess) GetPid() uint32 {
@@ -1848,7 +2029,7 @@ type RunProbeRequest struct {
 
 func (x *RunProbeRequest) Reset() {
 	*x = RunProbeRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2041,7 @@ func (x *RunProbeRequest) String() string {
 func (*RunProbeRequest) ProtoMessage() {}
 
 func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[18]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2054,7 @@ func (x *RunProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeRequest.ProtoReflect.Descriptor instead.
 func (*RunProbeRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{18}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunProbeRequest) GetRunId() string {
@@ -2030,7 +2211,7 @@ type LoadModel struct {
 
 func (x *LoadModel) Reset() {
 	*x = LoadModel{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2223,7 @@ func (x *LoadModel) String() string {
 func (*LoadModel) ProtoMessage() {}
 
 func (x *LoadModel) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[19]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2236,7 @@ func (x *LoadModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModel.ProtoReflect.Descriptor instead.
 func (*LoadModel) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{19}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadModel) GetKind() string {
@@ -2189,7 +2370,7 @@ type Segment struct {
 
 func (x *Segment) Reset() {
 	*x = Segment{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2382,7 @@ func (x *Segment) String() string {
 func (*Segment) ProtoMessage() {}
 
 func (x *Segment) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[20]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2395,7 @@ func (x *Segment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Segment.ProtoReflect.Descriptor instead.
 func (*Segment) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{20}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Segment) GetStart() string {
@@ -2241,15 +2422,22 @@ type WorkloadGen struct {
 	PrefixLen   int32       `protobuf:"varint,4,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
 	NumPrefixes int32       `protobuf:"varint,5,opt,name=num_prefixes,json=numPrefixes,proto3" json:"num_prefixes,omitempty"`
 	// path is a prompt file on the agent's disk (jsonl, sharegpt).
-	Path          string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
-	Seed          uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	Path string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Seed uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	// unique_fraction (shared_prefix only) is the fraction of requests,
+	// spread evenly, whose prefix is their own random text rather than a
+	// shared one; 0 shares every prefix.
+	UniqueFraction float64 `protobuf:"fixed64,8,opt,name=unique_fraction,json=uniqueFraction,proto3" json:"unique_fraction,omitempty"`
+	// suffix_seed, when not 0, seeds the text after the prefix instead of
+	// seed, so that two runs can share prefixes with different suffixes.
+	SuffixSeed    uint64 `protobuf:"varint,9,opt,name=suffix_seed,json=suffixSeed,proto3" json:"suffix_seed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkloadGen) Reset() {
 	*x = WorkloadGen{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2449,7 @@ func (x *WorkloadGen) String() string {
 func (*WorkloadGen) ProtoMessage() {}
 
 func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[21]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2462,7 @@ func (x *WorkloadGen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadGen.ProtoReflect.Descriptor instead.
 func (*WorkloadGen) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{21}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkloadGen) GetKind() string {
@@ -2326,6 +2514,20 @@ func (x *WorkloadGen) GetSeed() uint64 {
 	return 0
 }
 
+func (x *WorkloadGen) GetUniqueFraction() float64 {
+	if x != nil {
+		return x.UniqueFraction
+	}
+	return 0
+}
+
+func (x *WorkloadGen) GetSuffixSeed() uint64 {
+	if x != nil {
+		return x.SuffixSeed
+	}
+	return 0
+}
+
 // LengthDist is a token-length distribution.
 type LengthDist struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2341,7 +2543,7 @@ type LengthDist struct {
 
 func (x *LengthDist) Reset() {
 	*x = LengthDist{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2555,7 @@ func (x *LengthDist) String() string {
 func (*LengthDist) ProtoMessage() {}
 
 func (x *LengthDist) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[22]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2568,7 @@ func (x *LengthDist) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LengthDist.ProtoReflect.Descriptor instead.
 func (*LengthDist) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{22}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LengthDist) GetKind() string {
@@ -2419,7 +2621,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2633,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[23]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2646,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{23}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Target) GetBaseUrl() string {
@@ -2497,7 +2699,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2711,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[24]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2724,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{24}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Workload) GetPrompt() string {
@@ -2575,7 +2777,7 @@ type RunProbeResponse struct {
 
 func (x *RunProbeResponse) Reset() {
 	*x = RunProbeResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2789,7 @@ func (x *RunProbeResponse) String() string {
 func (*RunProbeResponse) ProtoMessage() {}
 
 func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[25]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2802,7 @@ func (x *RunProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunProbeResponse.ProtoReflect.Descriptor instead.
 func (*RunProbeResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{25}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RunProbeResponse) GetReport() *IntervalReport {
@@ -2631,7 +2833,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2845,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[26]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2858,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{26}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Heartbeat) GetUnixNano() int64 {
@@ -2743,14 +2945,22 @@ type IntervalReport struct {
 	OutputTokensStreamed uint64 `protobuf:"varint,24,opt,name=output_tokens_streamed,json=outputTokensStreamed,proto3" json:"output_tokens_streamed,omitempty"`
 	// usage is the weakest source of the output token counts among this
 	// report's successful requests; unspecified when none succeeded.
-	Usage         UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Usage UsageSource `protobuf:"varint,25,opt,name=usage,proto3,enum=ttftlab.v1.UsageSource" json:"usage,omitempty"`
+	// cached_tokens sums usage.prompt_tokens_details.cached_tokens over the
+	// report's successful requests whose server sent it, and cached_requests
+	// counts those requests (vLLM leaves the field out when nothing was
+	// cached); cached_prompt_tokens sums usage.prompt_tokens over all the
+	// report's successful requests.
+	CachedTokens       uint64 `protobuf:"varint,26,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	CachedRequests     uint64 `protobuf:"varint,27,opt,name=cached_requests,json=cachedRequests,proto3" json:"cached_requests,omitempty"`
+	CachedPromptTokens uint64 `protobuf:"varint,28,opt,name=cached_prompt_tokens,json=cachedPromptTokens,proto3" json:"cached_prompt_tokens,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
 	*x = IntervalReport{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2972,7 @@ func (x *IntervalReport) String() string {
 func (*IntervalReport) ProtoMessage() {}
 
 func (x *IntervalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[27]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2985,7 @@ func (x *IntervalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntervalReport.ProtoReflect.Descriptor instead.
 func (*IntervalReport) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{27}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IntervalReport) GetRunId() string {
@@ -2954,6 +3164,27 @@ func (x *IntervalReport) GetUsage() UsageSource {
 	return UsageSource_USAGE_SOURCE_UNSPECIFIED
 }
 
+func (x *IntervalReport) GetCachedTokens() uint64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetCachedRequests() uint64 {
+	if x != nil {
+		return x.CachedRequests
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetCachedPromptTokens() uint64 {
+	if x != nil {
+		return x.CachedPromptTokens
+	}
+	return 0
+}
+
 // EncodedHistogram is one metric's histogram.
 type EncodedHistogram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2966,7 +3197,7 @@ type EncodedHistogram struct {
 
 func (x *EncodedHistogram) Reset() {
 	*x = EncodedHistogram{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3209,7 @@ func (x *EncodedHistogram) String() string {
 func (*EncodedHistogram) ProtoMessage() {}
 
 func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[28]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3222,7 @@ func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedHistogram.ProtoReflect.Descriptor instead.
 func (*EncodedHistogram) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{28}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EncodedHistogram) GetMetric() string {
@@ -3031,7 +3262,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3274,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[29]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3287,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{29}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RequestRecord) GetLabel() string {
@@ -3157,7 +3388,7 @@ type Selection struct {
 
 func (x *Selection) Reset() {
 	*x = Selection{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3400,7 @@ func (x *Selection) String() string {
 func (*Selection) ProtoMessage() {}
 
 func (x *Selection) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[30]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3413,7 @@ func (x *Selection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selection.ProtoReflect.Descriptor instead.
 func (*Selection) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{30}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Selection) GetGpunode() string {
@@ -3222,7 +3453,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3465,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[31]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3478,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{31}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 // ListRunsResponse lists the coordinator's runs.
@@ -3260,7 +3491,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3272,7 +3503,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3285,7 +3516,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListRunsResponse) GetRuns() []*RunInfo {
@@ -3323,7 +3554,7 @@ type RunInfo struct {
 
 func (x *RunInfo) Reset() {
 	*x = RunInfo{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3335,7 +3566,7 @@ func (x *RunInfo) String() string {
 func (*RunInfo) ProtoMessage() {}
 
 func (x *RunInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3348,7 +3579,7 @@ func (x *RunInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
 func (*RunInfo) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RunInfo) GetRunId() string {
@@ -3435,6 +3666,231 @@ func (x *RunInfo) GetSelection() *Selection {
 	return nil
 }
 
+// RunPrefixRequest configures a prefix-caching experiment; 0 or empty
+// fields take the documented defaults.
+type RunPrefixRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RunId   string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	OutDir  string                 `protobuf:"bytes,2,opt,name=out_dir,json=outDir,proto3" json:"out_dir,omitempty"`
+	Profile string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	// knobs are the base engine knobs; each grid point sets
+	// enable_prefix_caching.
+	Knobs       *EngineKnobs `protobuf:"bytes,4,opt,name=knobs,proto3" json:"knobs,omitempty"`
+	Api         string       `protobuf:"bytes,5,opt,name=api,proto3" json:"api,omitempty"`
+	PrefixLens  []int32      `protobuf:"varint,6,rep,packed,name=prefix_lens,json=prefixLens,proto3" json:"prefix_lens,omitempty"`
+	SuffixLen   int32        `protobuf:"varint,7,opt,name=suffix_len,json=suffixLen,proto3" json:"suffix_len,omitempty"`
+	HitRatios   []float64    `protobuf:"fixed64,8,rep,packed,name=hit_ratios,json=hitRatios,proto3" json:"hit_ratios,omitempty"`
+	Concurrency int32        `protobuf:"varint,9,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// repeats is the number of requests of each cold and hot step.
+	Repeats   int32 `protobuf:"varint,10,opt,name=repeats,proto3" json:"repeats,omitempty"`
+	OutputLen int32 `protobuf:"varint,11,opt,name=output_len,json=outputLen,proto3" json:"output_len,omitempty"`
+	// hit_prefix_len is the shared prefix of the hit-ratio sweep; 0 means
+	// the largest prefix_lens.
+	HitPrefixLen    int32 `protobuf:"varint,12,opt,name=hit_prefix_len,json=hitPrefixLen,proto3" json:"hit_prefix_len,omitempty"`
+	LevelDurationMs int64 `protobuf:"varint,13,opt,name=level_duration_ms,json=levelDurationMs,proto3" json:"level_duration_ms,omitempty"`
+	WarmupMs        int64 `protobuf:"varint,14,opt,name=warmup_ms,json=warmupMs,proto3" json:"warmup_ms,omitempty"`
+	// skip_off leaves out the prefix-caching-off point.
+	SkipOff       bool       `protobuf:"varint,15,opt,name=skip_off,json=skipOff,proto3" json:"skip_off,omitempty"`
+	MaxAgents     int32      `protobuf:"varint,16,opt,name=max_agents,json=maxAgents,proto3" json:"max_agents,omitempty"`
+	Selection     *Selection `protobuf:"bytes,17,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPrefixRequest) Reset() {
+	*x = RunPrefixRequest{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPrefixRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPrefixRequest) ProtoMessage() {}
+
+func (x *RunPrefixRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPrefixRequest.ProtoReflect.Descriptor instead.
+func (*RunPrefixRequest) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RunPrefixRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunPrefixRequest) GetOutDir() string {
+	if x != nil {
+		return x.OutDir
+	}
+	return ""
+}
+
+func (x *RunPrefixRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *RunPrefixRequest) GetKnobs() *EngineKnobs {
+	if x != nil {
+		return x.Knobs
+	}
+	return nil
+}
+
+func (x *RunPrefixRequest) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *RunPrefixRequest) GetPrefixLens() []int32 {
+	if x != nil {
+		return x.PrefixLens
+	}
+	return nil
+}
+
+func (x *RunPrefixRequest) GetSuffixLen() int32 {
+	if x != nil {
+		return x.SuffixLen
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetHitRatios() []float64 {
+	if x != nil {
+		return x.HitRatios
+	}
+	return nil
+}
+
+func (x *RunPrefixRequest) GetConcurrency() int32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetRepeats() int32 {
+	if x != nil {
+		return x.Repeats
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetOutputLen() int32 {
+	if x != nil {
+		return x.OutputLen
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetHitPrefixLen() int32 {
+	if x != nil {
+		return x.HitPrefixLen
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetLevelDurationMs() int64 {
+	if x != nil {
+		return x.LevelDurationMs
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetWarmupMs() int64 {
+	if x != nil {
+		return x.WarmupMs
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetSkipOff() bool {
+	if x != nil {
+		return x.SkipOff
+	}
+	return false
+}
+
+func (x *RunPrefixRequest) GetMaxAgents() int32 {
+	if x != nil {
+		return x.MaxAgents
+	}
+	return 0
+}
+
+func (x *RunPrefixRequest) GetSelection() *Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+// RunPrefixResponse carries one event.
+type RunPrefixResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *RunEvent              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunPrefixResponse) Reset() {
+	*x = RunPrefixResponse{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunPrefixResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunPrefixResponse) ProtoMessage() {}
+
+func (x *RunPrefixResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunPrefixResponse.ProtoReflect.Descriptor instead.
+func (*RunPrefixResponse) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RunPrefixResponse) GetEvent() *RunEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 // RunKVScaleRequest configures a kvscale restart grid.
 type RunKVScaleRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -3465,7 +3921,7 @@ type RunKVScaleRequest struct {
 
 func (x *RunKVScaleRequest) Reset() {
 	*x = RunKVScaleRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +3933,7 @@ func (x *RunKVScaleRequest) String() string {
 func (*RunKVScaleRequest) ProtoMessage() {}
 
 func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +3946,7 @@ func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleRequest.ProtoReflect.Descriptor instead.
 func (*RunKVScaleRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RunKVScaleRequest) GetRunId() string {
@@ -3601,7 +4057,7 @@ type RunKVScaleResponse struct {
 
 func (x *RunKVScaleResponse) Reset() {
 	*x = RunKVScaleResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3613,7 +4069,7 @@ func (x *RunKVScaleResponse) String() string {
 func (*RunKVScaleResponse) ProtoMessage() {}
 
 func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3626,7 +4082,7 @@ func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleResponse.ProtoReflect.Descriptor instead.
 func (*RunKVScaleResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RunKVScaleResponse) GetEvent() *RunEvent {
@@ -3673,7 +4129,7 @@ type RunPresetsRequest struct {
 
 func (x *RunPresetsRequest) Reset() {
 	*x = RunPresetsRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3685,7 +4141,7 @@ func (x *RunPresetsRequest) String() string {
 func (*RunPresetsRequest) ProtoMessage() {}
 
 func (x *RunPresetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3698,7 +4154,7 @@ func (x *RunPresetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPresetsRequest.ProtoReflect.Descriptor instead.
 func (*RunPresetsRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RunPresetsRequest) GetRunId() string {
@@ -3837,7 +4293,7 @@ type RunPresetsResponse struct {
 
 func (x *RunPresetsResponse) Reset() {
 	*x = RunPresetsResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3849,7 +4305,7 @@ func (x *RunPresetsResponse) String() string {
 func (*RunPresetsResponse) ProtoMessage() {}
 
 func (x *RunPresetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3862,7 +4318,7 @@ func (x *RunPresetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPresetsResponse.ProtoReflect.Descriptor instead.
 func (*RunPresetsResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RunPresetsResponse) GetEvent() *RunEvent {
@@ -3908,7 +4364,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3920,7 +4376,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3933,7 +4389,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -4058,7 +4514,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4070,7 +4526,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4083,7 +4539,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -4102,7 +4558,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +4570,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +4583,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
 }
 
 // ListMembersResponse is the membership view.
@@ -4140,7 +4596,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4152,7 +4608,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4165,7 +4621,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4192,7 +4648,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4660,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4673,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Member) GetName() string {
@@ -4286,7 +4742,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4754,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4767,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -4401,7 +4857,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4413,7 +4869,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4426,7 +4882,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -4454,7 +4910,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4922,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4935,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -4522,7 +4978,19 @@ var File_ttftlab_v1_ttftlab_proto protoreflect.FileDescriptor
 const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\n" +
 	"\x18ttftlab/v1/ttftlab.proto\x12\n" +
-	"ttftlab.v1\"\r\n" +
+	"ttftlab.v1\"\x19\n" +
+	"\x17ResetPrefixCacheRequest\"O\n" +
+	"\x18ResetPrefixCacheResponse\x12\x1f\n" +
+	"\vhttp_status\x18\x01 \x01(\x05R\n" +
+	"httpStatus\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\tR\x04body\"\x16\n" +
+	"\x14EngineMetricsRequest\"\xba\x01\n" +
+	"\x15EngineMetricsResponse\x12\x1b\n" +
+	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12H\n" +
+	"\ametrics\x18\x02 \x03(\v2..ttftlab.v1.EngineMetricsResponse.MetricsEntryR\ametrics\x1a:\n" +
+	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\r\n" +
 	"\vInfoRequest\"\xc9\x02\n" +
 	"\fInfoResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
@@ -4761,7 +5229,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x0ferror_window_ms\x18\x11 \x01(\x03R\rerrorWindowMs\"1\n" +
 	"\aSegment\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\tR\x03end\"\xf7\x01\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\"\xc1\x02\n" +
 	"\vWorkloadGen\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
 	"\tinput_len\x18\x02 \x01(\v2\x16.ttftlab.v1.LengthDistR\binputLen\x125\n" +
@@ -4771,7 +5239,10 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"prefix_len\x18\x04 \x01(\x05R\tprefixLen\x12!\n" +
 	"\fnum_prefixes\x18\x05 \x01(\x05R\vnumPrefixes\x12\x12\n" +
 	"\x04path\x18\x06 \x01(\tR\x04path\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"p\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\x12'\n" +
+	"\x0funique_fraction\x18\b \x01(\x01R\x0euniqueFraction\x12\x1f\n" +
+	"\vsuffix_seed\x18\t \x01(\x04R\n" +
+	"suffixSeed\"p\n" +
 	"\n" +
 	"LengthDist\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
@@ -4803,7 +5274,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
 	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
-	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xbf\b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xbf\t\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -4833,7 +5304,10 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\fabort_reason\x18\x16 \x01(\tR\vabortReason\x121\n" +
 	"\x14requests_interrupted\x18\x17 \x01(\x04R\x13requestsInterrupted\x124\n" +
 	"\x16output_tokens_streamed\x18\x18 \x01(\x04R\x14outputTokensStreamed\x12-\n" +
-	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x1a?\n" +
+	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x12#\n" +
+	"\rcached_tokens\x18\x1a \x01(\x04R\fcachedTokens\x12'\n" +
+	"\x0fcached_requests\x18\x1b \x01(\x04R\x0ecachedRequests\x120\n" +
+	"\x14cached_prompt_tokens\x18\x1c \x01(\x04R\x12cachedPromptTokens\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
@@ -4883,7 +5357,33 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x06status\x18\n" +
 	" \x01(\tR\x06status\x12\x14\n" +
 	"\x05error\x18\v \x01(\tR\x05error\x123\n" +
-	"\tselection\x18\f \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"\x83\x04\n" +
+	"\tselection\x18\f \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"\xb5\x04\n" +
+	"\x10RunPrefixRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12-\n" +
+	"\x05knobs\x18\x04 \x01(\v2\x17.ttftlab.v1.EngineKnobsR\x05knobs\x12\x10\n" +
+	"\x03api\x18\x05 \x01(\tR\x03api\x12\x1f\n" +
+	"\vprefix_lens\x18\x06 \x03(\x05R\n" +
+	"prefixLens\x12\x1d\n" +
+	"\n" +
+	"suffix_len\x18\a \x01(\x05R\tsuffixLen\x12\x1d\n" +
+	"\n" +
+	"hit_ratios\x18\b \x03(\x01R\thitRatios\x12 \n" +
+	"\vconcurrency\x18\t \x01(\x05R\vconcurrency\x12\x18\n" +
+	"\arepeats\x18\n" +
+	" \x01(\x05R\arepeats\x12\x1d\n" +
+	"\n" +
+	"output_len\x18\v \x01(\x05R\toutputLen\x12$\n" +
+	"\x0ehit_prefix_len\x18\f \x01(\x05R\fhitPrefixLen\x12*\n" +
+	"\x11level_duration_ms\x18\r \x01(\x03R\x0flevelDurationMs\x12\x1b\n" +
+	"\twarmup_ms\x18\x0e \x01(\x03R\bwarmupMs\x12\x19\n" +
+	"\bskip_off\x18\x0f \x01(\bR\askipOff\x12\x1d\n" +
+	"\n" +
+	"max_agents\x18\x10 \x01(\x05R\tmaxAgents\x123\n" +
+	"\tselection\x18\x11 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"?\n" +
+	"\x11RunPrefixResponse\x12*\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x83\x04\n" +
 	"\x11RunKVScaleRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -4995,21 +5495,24 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14USAGE_SOURCE_COUNTED\x10\x01\x12\x16\n" +
 	"\x12USAGE_SOURCE_FINAL\x10\x02\x12\x1b\n" +
-	"\x17USAGE_SOURCE_CONTINUOUS\x10\x032\xc0\x02\n" +
+	"\x17USAGE_SOURCE_CONTINUOUS\x10\x032\xf5\x03\n" +
 	"\x0eGPUNodeService\x129\n" +
 	"\x04Info\x12\x17.ttftlab.v1.InfoRequest\x1a\x18.ttftlab.v1.InfoResponse\x12N\n" +
 	"\vStartEngine\x12\x1e.ttftlab.v1.StartEngineRequest\x1a\x1f.ttftlab.v1.StartEngineResponse\x12K\n" +
 	"\n" +
 	"StopEngine\x12\x1d.ttftlab.v1.StopEngineRequest\x1a\x1e.ttftlab.v1.StopEngineResponse\x12V\n" +
-	"\rStreamSamples\x12 .ttftlab.v1.StreamSamplesRequest\x1a!.ttftlab.v1.StreamSamplesResponse0\x012W\n" +
+	"\rStreamSamples\x12 .ttftlab.v1.StreamSamplesRequest\x1a!.ttftlab.v1.StreamSamplesResponse0\x01\x12]\n" +
+	"\x10ResetPrefixCache\x12#.ttftlab.v1.ResetPrefixCacheRequest\x1a$.ttftlab.v1.ResetPrefixCacheResponse\x12T\n" +
+	"\rEngineMetrics\x12 .ttftlab.v1.EngineMetricsRequest\x1a!.ttftlab.v1.EngineMetricsResponse2W\n" +
 	"\fAgentService\x12G\n" +
-	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xe4\x03\n" +
+	"\bRunProbe\x12\x1b.ttftlab.v1.RunProbeRequest\x1a\x1c.ttftlab.v1.RunProbeResponse0\x012\xb0\x04\n" +
 	"\x12CoordinatorService\x12N\n" +
 	"\vListMembers\x12\x1e.ttftlab.v1.ListMembersRequest\x1a\x1f.ttftlab.v1.ListMembersResponse\x12P\n" +
 	"\vRunBaseline\x12\x1e.ttftlab.v1.RunBaselineRequest\x1a\x1f.ttftlab.v1.RunBaselineResponse0\x01\x12G\n" +
 	"\bRunSweep\x12\x1b.ttftlab.v1.RunSweepRequest\x1a\x1c.ttftlab.v1.RunSweepResponse0\x01\x12M\n" +
 	"\n" +
-	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01\x12M\n" +
+	"RunKVScale\x12\x1d.ttftlab.v1.RunKVScaleRequest\x1a\x1e.ttftlab.v1.RunKVScaleResponse0\x01\x12J\n" +
+	"\tRunPrefix\x12\x1c.ttftlab.v1.RunPrefixRequest\x1a\x1d.ttftlab.v1.RunPrefixResponse0\x01\x12M\n" +
 	"\n" +
 	"RunPresets\x12\x1d.ttftlab.v1.RunPresetsRequest\x1a\x1e.ttftlab.v1.RunPresetsResponse0\x01\x12E\n" +
 	"\bListRuns\x12\x1b.ttftlab.v1.ListRunsRequest\x1a\x1c.ttftlab.v1.ListRunsResponseB>Z<github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1;ttftlabv1b\x06proto3"
@@ -5027,141 +5530,158 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
-	(OptionalBool)(0),             // 0: ttftlab.v1.OptionalBool
-	(UsageSource)(0),              // 1: ttftlab.v1.UsageSource
-	(*InfoRequest)(nil),           // 2: ttftlab.v1.InfoRequest
-	(*InfoResponse)(nil),          // 3: ttftlab.v1.InfoResponse
-	(*GPUInfo)(nil),               // 4: ttftlab.v1.GPUInfo
-	(*EngineKnobs)(nil),           // 5: ttftlab.v1.EngineKnobs
-	(*StartEngineRequest)(nil),    // 6: ttftlab.v1.StartEngineRequest
-	(*StartEngineResponse)(nil),   // 7: ttftlab.v1.StartEngineResponse
-	(*EngineInfo)(nil),            // 8: ttftlab.v1.EngineInfo
-	(*StartReads)(nil),            // 9: ttftlab.v1.StartReads
-	(*EngineFigures)(nil),         // 10: ttftlab.v1.EngineFigures
-	(*Phase)(nil),                 // 11: ttftlab.v1.Phase
-	(*StopEngineRequest)(nil),     // 12: ttftlab.v1.StopEngineRequest
-	(*StopEngineResponse)(nil),    // 13: ttftlab.v1.StopEngineResponse
-	(*StreamSamplesRequest)(nil),  // 14: ttftlab.v1.StreamSamplesRequest
-	(*StreamSamplesResponse)(nil), // 15: ttftlab.v1.StreamSamplesResponse
-	(*EngineExit)(nil),            // 16: ttftlab.v1.EngineExit
-	(*HostSample)(nil),            // 17: ttftlab.v1.HostSample
-	(*GPUSample)(nil),             // 18: ttftlab.v1.GPUSample
-	(*GPUProcess)(nil),            // 19: ttftlab.v1.GPUProcess
-	(*RunProbeRequest)(nil),       // 20: ttftlab.v1.RunProbeRequest
-	(*LoadModel)(nil),             // 21: ttftlab.v1.LoadModel
-	(*Segment)(nil),               // 22: ttftlab.v1.Segment
-	(*WorkloadGen)(nil),           // 23: ttftlab.v1.WorkloadGen
-	(*LengthDist)(nil),            // 24: ttftlab.v1.LengthDist
-	(*Target)(nil),                // 25: ttftlab.v1.Target
-	(*Workload)(nil),              // 26: ttftlab.v1.Workload
-	(*RunProbeResponse)(nil),      // 27: ttftlab.v1.RunProbeResponse
-	(*Heartbeat)(nil),             // 28: ttftlab.v1.Heartbeat
-	(*IntervalReport)(nil),        // 29: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),      // 30: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),         // 31: ttftlab.v1.RequestRecord
-	(*Selection)(nil),             // 32: ttftlab.v1.Selection
-	(*ListRunsRequest)(nil),       // 33: ttftlab.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),      // 34: ttftlab.v1.ListRunsResponse
-	(*RunInfo)(nil),               // 35: ttftlab.v1.RunInfo
-	(*RunKVScaleRequest)(nil),     // 36: ttftlab.v1.RunKVScaleRequest
-	(*RunKVScaleResponse)(nil),    // 37: ttftlab.v1.RunKVScaleResponse
-	(*RunPresetsRequest)(nil),     // 38: ttftlab.v1.RunPresetsRequest
-	(*RunPresetsResponse)(nil),    // 39: ttftlab.v1.RunPresetsResponse
-	(*RunSweepRequest)(nil),       // 40: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),      // 41: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),    // 42: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),   // 43: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                // 44: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),    // 45: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),   // 46: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),              // 47: ttftlab.v1.RunEvent
-	nil,                           // 48: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                           // 49: ttftlab.v1.Target.HeadersEntry
-	nil,                           // 50: ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	nil,                           // 51: ttftlab.v1.Selection.SelectorEntry
-	nil,                           // 52: ttftlab.v1.Selection.AgentsSelectorEntry
-	nil,                           // 53: ttftlab.v1.Member.LabelsEntry
+	(OptionalBool)(0),                // 0: ttftlab.v1.OptionalBool
+	(UsageSource)(0),                 // 1: ttftlab.v1.UsageSource
+	(*ResetPrefixCacheRequest)(nil),  // 2: ttftlab.v1.ResetPrefixCacheRequest
+	(*ResetPrefixCacheResponse)(nil), // 3: ttftlab.v1.ResetPrefixCacheResponse
+	(*EngineMetricsRequest)(nil),     // 4: ttftlab.v1.EngineMetricsRequest
+	(*EngineMetricsResponse)(nil),    // 5: ttftlab.v1.EngineMetricsResponse
+	(*InfoRequest)(nil),              // 6: ttftlab.v1.InfoRequest
+	(*InfoResponse)(nil),             // 7: ttftlab.v1.InfoResponse
+	(*GPUInfo)(nil),                  // 8: ttftlab.v1.GPUInfo
+	(*EngineKnobs)(nil),              // 9: ttftlab.v1.EngineKnobs
+	(*StartEngineRequest)(nil),       // 10: ttftlab.v1.StartEngineRequest
+	(*StartEngineResponse)(nil),      // 11: ttftlab.v1.StartEngineResponse
+	(*EngineInfo)(nil),               // 12: ttftlab.v1.EngineInfo
+	(*StartReads)(nil),               // 13: ttftlab.v1.StartReads
+	(*EngineFigures)(nil),            // 14: ttftlab.v1.EngineFigures
+	(*Phase)(nil),                    // 15: ttftlab.v1.Phase
+	(*StopEngineRequest)(nil),        // 16: ttftlab.v1.StopEngineRequest
+	(*StopEngineResponse)(nil),       // 17: ttftlab.v1.StopEngineResponse
+	(*StreamSamplesRequest)(nil),     // 18: ttftlab.v1.StreamSamplesRequest
+	(*StreamSamplesResponse)(nil),    // 19: ttftlab.v1.StreamSamplesResponse
+	(*EngineExit)(nil),               // 20: ttftlab.v1.EngineExit
+	(*HostSample)(nil),               // 21: ttftlab.v1.HostSample
+	(*GPUSample)(nil),                // 22: ttftlab.v1.GPUSample
+	(*GPUProcess)(nil),               // 23: ttftlab.v1.GPUProcess
+	(*RunProbeRequest)(nil),          // 24: ttftlab.v1.RunProbeRequest
+	(*LoadModel)(nil),                // 25: ttftlab.v1.LoadModel
+	(*Segment)(nil),                  // 26: ttftlab.v1.Segment
+	(*WorkloadGen)(nil),              // 27: ttftlab.v1.WorkloadGen
+	(*LengthDist)(nil),               // 28: ttftlab.v1.LengthDist
+	(*Target)(nil),                   // 29: ttftlab.v1.Target
+	(*Workload)(nil),                 // 30: ttftlab.v1.Workload
+	(*RunProbeResponse)(nil),         // 31: ttftlab.v1.RunProbeResponse
+	(*Heartbeat)(nil),                // 32: ttftlab.v1.Heartbeat
+	(*IntervalReport)(nil),           // 33: ttftlab.v1.IntervalReport
+	(*EncodedHistogram)(nil),         // 34: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),            // 35: ttftlab.v1.RequestRecord
+	(*Selection)(nil),                // 36: ttftlab.v1.Selection
+	(*ListRunsRequest)(nil),          // 37: ttftlab.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),         // 38: ttftlab.v1.ListRunsResponse
+	(*RunInfo)(nil),                  // 39: ttftlab.v1.RunInfo
+	(*RunPrefixRequest)(nil),         // 40: ttftlab.v1.RunPrefixRequest
+	(*RunPrefixResponse)(nil),        // 41: ttftlab.v1.RunPrefixResponse
+	(*RunKVScaleRequest)(nil),        // 42: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),       // 43: ttftlab.v1.RunKVScaleResponse
+	(*RunPresetsRequest)(nil),        // 44: ttftlab.v1.RunPresetsRequest
+	(*RunPresetsResponse)(nil),       // 45: ttftlab.v1.RunPresetsResponse
+	(*RunSweepRequest)(nil),          // 46: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),         // 47: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),       // 48: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 49: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                   // 50: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),       // 51: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),      // 52: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),                 // 53: ttftlab.v1.RunEvent
+	nil,                              // 54: ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	nil,                              // 55: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                              // 56: ttftlab.v1.Target.HeadersEntry
+	nil,                              // 57: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	nil,                              // 58: ttftlab.v1.Selection.SelectorEntry
+	nil,                              // 59: ttftlab.v1.Selection.AgentsSelectorEntry
+	nil,                              // 60: ttftlab.v1.Member.LabelsEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	4,  // 0: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
-	0,  // 1: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
-	0,  // 2: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
-	0,  // 3: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
-	5,  // 4: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	8,  // 5: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
-	11, // 6: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
-	10, // 7: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
-	11, // 8: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
-	9,  // 9: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
-	17, // 10: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
-	16, // 11: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
-	18, // 12: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	48, // 13: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
-	19, // 14: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
-	25, // 15: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
-	26, // 16: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
-	21, // 17: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
-	22, // 18: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
-	23, // 19: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	24, // 20: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
-	24, // 21: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	49, // 22: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
-	29, // 23: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
-	28, // 24: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
-	30, // 25: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	50, // 26: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	31, // 27: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
-	1,  // 28: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	51, // 29: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
-	52, // 30: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
-	35, // 31: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
-	32, // 32: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
-	5,  // 33: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	32, // 34: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
-	47, // 35: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	5,  // 36: ttftlab.v1.RunPresetsRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	32, // 37: ttftlab.v1.RunPresetsRequest.selection:type_name -> ttftlab.v1.Selection
-	47, // 38: ttftlab.v1.RunPresetsResponse.event:type_name -> ttftlab.v1.RunEvent
-	5,  // 39: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	21, // 40: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	26, // 41: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	23, // 42: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	32, // 43: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
-	47, // 44: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	44, // 45: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	53, // 46: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
-	5,  // 47: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	32, // 48: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
-	47, // 49: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	2,  // 50: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	6,  // 51: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	12, // 52: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	14, // 53: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	20, // 54: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	42, // 55: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	45, // 56: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	40, // 57: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	36, // 58: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	38, // 59: ttftlab.v1.CoordinatorService.RunPresets:input_type -> ttftlab.v1.RunPresetsRequest
-	33, // 60: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
-	3,  // 61: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	7,  // 62: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	13, // 63: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	15, // 64: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	27, // 65: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	43, // 66: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	46, // 67: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	41, // 68: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	37, // 69: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	39, // 70: ttftlab.v1.CoordinatorService.RunPresets:output_type -> ttftlab.v1.RunPresetsResponse
-	34, // 71: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
-	61, // [61:72] is the sub-list for method output_type
-	50, // [50:61] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	54, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	8,  // 1: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
+	0,  // 2: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
+	0,  // 3: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
+	0,  // 4: ttftlab.v1.EngineKnobs.enable_chunked_prefill:type_name -> ttftlab.v1.OptionalBool
+	9,  // 5: ttftlab.v1.StartEngineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	12, // 6: ttftlab.v1.StartEngineResponse.engine:type_name -> ttftlab.v1.EngineInfo
+	15, // 7: ttftlab.v1.EngineInfo.phases:type_name -> ttftlab.v1.Phase
+	14, // 8: ttftlab.v1.EngineInfo.figures:type_name -> ttftlab.v1.EngineFigures
+	15, // 9: ttftlab.v1.EngineInfo.timeline:type_name -> ttftlab.v1.Phase
+	13, // 10: ttftlab.v1.EngineInfo.start_reads:type_name -> ttftlab.v1.StartReads
+	21, // 11: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
+	20, // 12: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
+	22, // 13: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
+	55, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	23, // 15: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
+	29, // 16: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
+	30, // 17: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
+	25, // 18: ttftlab.v1.RunProbeRequest.load:type_name -> ttftlab.v1.LoadModel
+	26, // 19: ttftlab.v1.RunProbeRequest.segment:type_name -> ttftlab.v1.Segment
+	27, // 20: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	28, // 21: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
+	28, // 22: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
+	56, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	33, // 24: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
+	32, // 25: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
+	34, // 26: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	57, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	35, // 28: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	1,  // 29: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
+	58, // 30: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
+	59, // 31: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
+	39, // 32: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
+	36, // 33: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
+	9,  // 34: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 35: ttftlab.v1.RunPrefixRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 36: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 37: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 38: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 39: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 40: ttftlab.v1.RunPresetsRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 41: ttftlab.v1.RunPresetsRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 42: ttftlab.v1.RunPresetsResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 43: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	25, // 44: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	30, // 45: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	27, // 46: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	36, // 47: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 48: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	50, // 49: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	60, // 50: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
+	9,  // 51: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	36, // 52: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
+	53, // 53: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	6,  // 54: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	10, // 55: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	16, // 56: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	18, // 57: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	2,  // 58: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
+	4,  // 59: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
+	24, // 60: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	48, // 61: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	51, // 62: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	46, // 63: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	42, // 64: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	40, // 65: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
+	44, // 66: ttftlab.v1.CoordinatorService.RunPresets:input_type -> ttftlab.v1.RunPresetsRequest
+	37, // 67: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
+	7,  // 68: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	11, // 69: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	17, // 70: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	19, // 71: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	3,  // 72: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
+	5,  // 73: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
+	31, // 74: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	49, // 75: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	52, // 76: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	47, // 77: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	43, // 78: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	41, // 79: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
+	45, // 80: ttftlab.v1.CoordinatorService.RunPresets:output_type -> ttftlab.v1.RunPresetsResponse
+	38, // 81: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
+	68, // [68:82] is the sub-list for method output_type
+	54, // [54:68] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -5169,15 +5689,15 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 	if File_ttftlab_v1_ttftlab_proto != nil {
 		return
 	}
-	file_ttftlab_v1_ttftlab_proto_msgTypes[7].OneofWrappers = []any{}
-	file_ttftlab_v1_ttftlab_proto_msgTypes[8].OneofWrappers = []any{}
+	file_ttftlab_v1_ttftlab_proto_msgTypes[11].OneofWrappers = []any{}
+	file_ttftlab_v1_ttftlab_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   52,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

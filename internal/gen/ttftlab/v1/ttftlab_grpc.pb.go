@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GPUNodeService_Info_FullMethodName          = "/ttftlab.v1.GPUNodeService/Info"
-	GPUNodeService_StartEngine_FullMethodName   = "/ttftlab.v1.GPUNodeService/StartEngine"
-	GPUNodeService_StopEngine_FullMethodName    = "/ttftlab.v1.GPUNodeService/StopEngine"
-	GPUNodeService_StreamSamples_FullMethodName = "/ttftlab.v1.GPUNodeService/StreamSamples"
+	GPUNodeService_Info_FullMethodName             = "/ttftlab.v1.GPUNodeService/Info"
+	GPUNodeService_StartEngine_FullMethodName      = "/ttftlab.v1.GPUNodeService/StartEngine"
+	GPUNodeService_StopEngine_FullMethodName       = "/ttftlab.v1.GPUNodeService/StopEngine"
+	GPUNodeService_StreamSamples_FullMethodName    = "/ttftlab.v1.GPUNodeService/StreamSamples"
+	GPUNodeService_ResetPrefixCache_FullMethodName = "/ttftlab.v1.GPUNodeService/ResetPrefixCache"
+	GPUNodeService_EngineMetrics_FullMethodName    = "/ttftlab.v1.GPUNodeService/EngineMetrics"
 )
 
 // GPUNodeServiceClient is the client API for GPUNodeService service.
@@ -49,6 +51,14 @@ type GPUNodeServiceClient interface {
 	// engine fields are empty while none does. It never blocks the sampler: a
 	// slow client loses samples, and each sample's seq makes the gap visible.
 	StreamSamples(ctx context.Context, in *StreamSamplesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamSamplesResponse], error)
+	// ResetPrefixCache asks the running engine to drop its prefix cache
+	// (POST /reset_prefix_cache) and returns the engine's answer. The answer
+	// does not prove the reset: vLLM answers 200 when it did nothing, so the
+	// caller verifies it from the metrics (EngineMetrics).
+	ResetPrefixCache(ctx context.Context, in *ResetPrefixCacheRequest, opts ...grpc.CallOption) (*ResetPrefixCacheResponse, error)
+	// EngineMetrics scrapes the running engine's /metrics now and returns the
+	// kept vLLM figures, as a sample carries them.
+	EngineMetrics(ctx context.Context, in *EngineMetricsRequest, opts ...grpc.CallOption) (*EngineMetricsResponse, error)
 }
 
 type gPUNodeServiceClient struct {
@@ -108,6 +118,26 @@ func (c *gPUNodeServiceClient) StreamSamples(ctx context.Context, in *StreamSamp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GPUNodeService_StreamSamplesClient = grpc.ServerStreamingClient[StreamSamplesResponse]
 
+func (c *gPUNodeServiceClient) ResetPrefixCache(ctx context.Context, in *ResetPrefixCacheRequest, opts ...grpc.CallOption) (*ResetPrefixCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetPrefixCacheResponse)
+	err := c.cc.Invoke(ctx, GPUNodeService_ResetPrefixCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gPUNodeServiceClient) EngineMetrics(ctx context.Context, in *EngineMetricsRequest, opts ...grpc.CallOption) (*EngineMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EngineMetricsResponse)
+	err := c.cc.Invoke(ctx, GPUNodeService_EngineMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GPUNodeServiceServer is the server API for GPUNodeService service.
 // All implementations must embed UnimplementedGPUNodeServiceServer
 // for forward compatibility.
@@ -132,6 +162,14 @@ type GPUNodeServiceServer interface {
 	// engine fields are empty while none does. It never blocks the sampler: a
 	// slow client loses samples, and each sample's seq makes the gap visible.
 	StreamSamples(*StreamSamplesRequest, grpc.ServerStreamingServer[StreamSamplesResponse]) error
+	// ResetPrefixCache asks the running engine to drop its prefix cache
+	// (POST /reset_prefix_cache) and returns the engine's answer. The answer
+	// does not prove the reset: vLLM answers 200 when it did nothing, so the
+	// caller verifies it from the metrics (EngineMetrics).
+	ResetPrefixCache(context.Context, *ResetPrefixCacheRequest) (*ResetPrefixCacheResponse, error)
+	// EngineMetrics scrapes the running engine's /metrics now and returns the
+	// kept vLLM figures, as a sample carries them.
+	EngineMetrics(context.Context, *EngineMetricsRequest) (*EngineMetricsResponse, error)
 	mustEmbedUnimplementedGPUNodeServiceServer()
 }
 
@@ -153,6 +191,12 @@ func (UnimplementedGPUNodeServiceServer) StopEngine(context.Context, *StopEngine
 }
 func (UnimplementedGPUNodeServiceServer) StreamSamples(*StreamSamplesRequest, grpc.ServerStreamingServer[StreamSamplesResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method StreamSamples not implemented")
+}
+func (UnimplementedGPUNodeServiceServer) ResetPrefixCache(context.Context, *ResetPrefixCacheRequest) (*ResetPrefixCacheResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ResetPrefixCache not implemented")
+}
+func (UnimplementedGPUNodeServiceServer) EngineMetrics(context.Context, *EngineMetricsRequest) (*EngineMetricsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EngineMetrics not implemented")
 }
 func (UnimplementedGPUNodeServiceServer) mustEmbedUnimplementedGPUNodeServiceServer() {}
 func (UnimplementedGPUNodeServiceServer) testEmbeddedByValue()                        {}
@@ -240,6 +284,42 @@ func _GPUNodeService_StreamSamples_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GPUNodeService_StreamSamplesServer = grpc.ServerStreamingServer[StreamSamplesResponse]
 
+func _GPUNodeService_ResetPrefixCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetPrefixCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GPUNodeServiceServer).ResetPrefixCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GPUNodeService_ResetPrefixCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GPUNodeServiceServer).ResetPrefixCache(ctx, req.(*ResetPrefixCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GPUNodeService_EngineMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EngineMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GPUNodeServiceServer).EngineMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GPUNodeService_EngineMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GPUNodeServiceServer).EngineMetrics(ctx, req.(*EngineMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GPUNodeService_ServiceDesc is the grpc.ServiceDesc for GPUNodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -258,6 +338,14 @@ var GPUNodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopEngine",
 			Handler:    _GPUNodeService_StopEngine_Handler,
+		},
+		{
+			MethodName: "ResetPrefixCache",
+			Handler:    _GPUNodeService_ResetPrefixCache_Handler,
+		},
+		{
+			MethodName: "EngineMetrics",
+			Handler:    _GPUNodeService_EngineMetrics_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -392,6 +480,7 @@ const (
 	CoordinatorService_RunBaseline_FullMethodName = "/ttftlab.v1.CoordinatorService/RunBaseline"
 	CoordinatorService_RunSweep_FullMethodName    = "/ttftlab.v1.CoordinatorService/RunSweep"
 	CoordinatorService_RunKVScale_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunKVScale"
+	CoordinatorService_RunPrefix_FullMethodName   = "/ttftlab.v1.CoordinatorService/RunPrefix"
 	CoordinatorService_RunPresets_FullMethodName  = "/ttftlab.v1.CoordinatorService/RunPresets"
 	CoordinatorService_ListRuns_FullMethodName    = "/ttftlab.v1.CoordinatorService/ListRuns"
 )
@@ -428,6 +517,14 @@ type CoordinatorServiceClient interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(ctx context.Context, in *RunKVScaleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunKVScaleResponse], error)
+	// RunPrefix is server-streaming: it runs the prefix-caching experiment.
+	// It restarts the gpunode's engine with prefix caching on, then off; at
+	// each, before every cold step, it resets the prefix cache and verifies
+	// the reset from the engine's metrics (a reset that did not happen fails
+	// the run); it sends prompts cold and hot over a sweep of shared-prefix
+	// lengths and a sweep of hit ratios. Events are sent as they happen,
+	// ending with a "done" event that names the results directory.
+	RunPrefix(ctx context.Context, in *RunPrefixRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPrefixResponse], error)
 	// RunPresets is server-streaming: it runs the presets restart grid. For
 	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
 	// restarts the gpunode's engine with those knobs and runs a short
@@ -518,9 +615,28 @@ func (c *coordinatorServiceClient) RunKVScale(ctx context.Context, in *RunKVScal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleClient = grpc.ServerStreamingClient[RunKVScaleResponse]
 
+func (c *coordinatorServiceClient) RunPrefix(ctx context.Context, in *RunPrefixRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPrefixResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[3], CoordinatorService_RunPrefix_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunPrefixRequest, RunPrefixResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPrefixClient = grpc.ServerStreamingClient[RunPrefixResponse]
+
 func (c *coordinatorServiceClient) RunPresets(ctx context.Context, in *RunPresetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunPresetsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[3], CoordinatorService_RunPresets_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[4], CoordinatorService_RunPresets_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -579,6 +695,14 @@ type CoordinatorServiceServer interface {
 	// engine's error and the grid goes on. Events are sent as they happen,
 	// ending with a "done" event that names the results directory.
 	RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error
+	// RunPrefix is server-streaming: it runs the prefix-caching experiment.
+	// It restarts the gpunode's engine with prefix caching on, then off; at
+	// each, before every cold step, it resets the prefix cache and verifies
+	// the reset from the engine's metrics (a reset that did not happen fails
+	// the run); it sends prompts cold and hot over a sweep of shared-prefix
+	// lengths and a sweep of hit ratios. Events are sent as they happen,
+	// ending with a "done" event that names the results directory.
+	RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error
 	// RunPresets is server-streaming: it runs the presets restart grid. For
 	// each (max_num_batched_tokens, max_num_seqs, chunked prefill) point it
 	// restarts the gpunode's engine with those knobs and runs a short
@@ -613,6 +737,9 @@ func (UnimplementedCoordinatorServiceServer) RunSweep(*RunSweepRequest, grpc.Ser
 }
 func (UnimplementedCoordinatorServiceServer) RunKVScale(*RunKVScaleRequest, grpc.ServerStreamingServer[RunKVScaleResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunKVScale not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RunPrefix(*RunPrefixRequest, grpc.ServerStreamingServer[RunPrefixResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method RunPrefix not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) RunPresets(*RunPresetsRequest, grpc.ServerStreamingServer[RunPresetsResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method RunPresets not implemented")
@@ -692,6 +819,17 @@ func _CoordinatorService_RunKVScale_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_RunKVScaleServer = grpc.ServerStreamingServer[RunKVScaleResponse]
 
+func _CoordinatorService_RunPrefix_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RunPrefixRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).RunPrefix(m, &grpc.GenericServerStream[RunPrefixRequest, RunPrefixResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_RunPrefixServer = grpc.ServerStreamingServer[RunPrefixResponse]
+
 func _CoordinatorService_RunPresets_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(RunPresetsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -751,6 +889,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunKVScale",
 			Handler:       _CoordinatorService_RunKVScale_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunPrefix",
+			Handler:       _CoordinatorService_RunPrefix_Handler,
 			ServerStreams: true,
 		},
 		{
