@@ -122,7 +122,7 @@ func convergeOnce(b *testing.B, base Config, n, seeds int) (all, coord time.Dura
 		converged := 0
 		least := n
 		for i, nd := range nodes {
-			k := len(nd.view.snapshot())
+			k := viewSize(nd)
 			if k == n {
 				converged++
 				if i == 0 && coord == 0 {
@@ -137,6 +137,14 @@ func convergeOnce(b *testing.B, base Config, n, seeds int) (all, coord time.Dura
 		if time.Now().After(deadline) {
 			b.Fatalf("after 60 s %d of %d nodes see all %d; the emptiest view holds %d", converged, n, n, least)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// viewSize is how many nodes n sees alive, read without copying the view:
+// the poll must not load the host it measures.
+func viewSize(n *Node) int {
+	n.view.mu.Lock()
+	defer n.view.mu.Unlock()
+	return len(n.view.nodes)
 }
