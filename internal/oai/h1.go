@@ -920,7 +920,14 @@ func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc
 		r.Err = classify(ctx, err, false)
 		return
 	}
+	// The head arrived with the connection's last read, which may also have
+	// carried the first chunk: stamp both alike, so the head is never
+	// "after" the first chunk (a stamp older than the send is a previous
+	// response's, and cannot be this one's).
 	r.Header = time.Now()
+	if at := conn.sc.at; !at.IsZero() && !at.Before(r.Send) && at.Before(r.Header) {
+		r.Header = at
+	}
 	r.Status = resp.status
 	c.readBody(ctx, cancel, req, s, resp.status, resp.contentType, &hb)
 	if stop() && hb.done && !resp.close && !out.reqClose {
