@@ -45,6 +45,15 @@ run: build ## Build, then run `ttftlab up` on the embedded defaults (simulated e
 test: ## Run the whole unit and in-process cluster suite with the race detector.
 	go test -race -count=1 ./...
 
+# The headless-Chromium tests of report.html and the live dashboard. They
+# skip, saying why, when chromium cannot be installed; screenshots go to
+# .tmp/artifacts (go test -artifacts).
+.PHONY: test-browser
+test-browser: ## Install chromium if missing, then test report.html and the dashboard in headless Chromium (screenshots in .tmp/artifacts).
+	./scripts/install-chromium.sh
+	mkdir -p .tmp/artifacts
+	TTFTLAB_BROWSER=1 go test -count=1 -run 'InChromium' -artifacts -outputdir $(CURDIR)/.tmp/artifacts ./coordinator/results/ ./coordinator/
+
 .PHONY: test-e2e
 test-e2e: build ## Run the heavy multi-process scenarios.
 	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -run 'TestRealSimEngine|E2E' ./...

@@ -74,6 +74,11 @@ func (r *recorder) record(kind string, v any) {
 	if r.observer != nil && kind != results.EventSample {
 		r.observer.RunEvent(r.runID, kind, v)
 	}
+	if so, ok := r.observer.(SampleObserver); ok && kind == results.EventSample {
+		if s, ok := v.(*pb.HostSample); ok {
+			so.RunSample(r.runID, s)
+		}
+	}
 }
 
 func (r *recorder) mark(name string) { r.record(results.EventMark, results.Mark{Name: name}) }

@@ -45,6 +45,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	out := fs.String("out", "results", "directory for results/<run>/")
 	verbose := fs.Bool("v", false, "debug logging")
 	metricsAddr := metricsAddrFlag(fs)
+	httpAddr := httpAddrFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,11 +58,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	logger := newLogger(stderr, *verbose)
 	cfg := coordinator.DefaultConfig()
 	cfg.OutDir = *out
+	if *httpAddr != "" {
+		stop, err := startDashboard(*httpAddr, *out, sc.Token, sc.ServerTLS, &cfg, stderr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var c *coordinator.Coordinator
 	var mem memberView
 	if *metricsAddr != "" {
 		obs := metrics.NewCoordinator(metrics.CoordinatorOptions{Members: mem.Members})
-		cfg.Observer = obs
+		cfg.Observer = coordinator.Observers(cfg.Observer, obs)
 		stop, err := serveMetrics(ctx, *metricsAddr, obs.Registry(), logger)
 		if err != nil {
 			return err

@@ -31,6 +31,10 @@ type localClusterConfig struct {
 	// make a simulated fleet of different nodes (fleetSimNode).
 	gpunodes int
 	logger   *slog.Logger
+	// httpAddr, when set, serves the live dashboard there (with the
+	// cluster's token); its URL is printed to stderr.
+	httpAddr string
+	stderr   io.Writer
 }
 
 // fleetSimNode is the simulated hardware of node i (1-based) of a local
@@ -47,6 +51,11 @@ func fleetSimNode(i int) (gpu string, args []string, desc string) {
 	}
 	return "", nil, "reference (H200, 1.5 GB/s disk)"
 }
+
+// stopCloser calls a stop function on Close.
+type stopCloser func()
+
+func (s stopCloser) Close() error { s(); return nil }
 
 // dirCloser removes a directory on Close.
 type dirCloser string
@@ -94,6 +103,13 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 	ccfg := coordinator.DefaultConfig()
 	ccfg.OutDir = cfg.out
 	ccfg.DiscoveryTimeout = 20 * time.Second
+	if cfg.httpAddr != "" {
+		stop, err := startDashboard(cfg.httpAddr, cfg.out, token, nil, &ccfg, cfg.stderr, logger)
+		if err != nil {
+			return lc, err
+		}
+		lc.closers = append(lc.closers, stopCloser(stop))
+	}
 	var mem memberView
 	csc := base
 	csc.Name = "coordinator"

@@ -15,6 +15,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/sim"
 )
 
 // prefix's defaults: a 3B model on the simulator's L4 makes prefill the
@@ -51,7 +52,7 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	fs.StringVar(&c.runID, "run-id", "", "run directory name (default: timestamp)")
 	profile := fs.String("profile", "sim", "engine `profile`: sim (simulated vLLM) or vllm (a real vllm serve on the gpunode's host, which must serve /reset_prefix_cache: VLLM_SERVER_DEV_MODE=1)")
 	fs.StringVar(&knobs.Model, "model", prefixDefaultModel, "model to serve")
-	fs.StringVar(&knobs.Gpu, "gpu", prefixDefaultGPU, "simulated GPU (sim profile only): h200, h100-sxm, a100-80g, l40s, l4")
+	fs.StringVar(&knobs.Gpu, "gpu", prefixDefaultGPU, "simulated GPU (sim profile only): "+strings.Join(sim.GPUNames(), ", "))
 	mml := fs.Int("max-model-len", prefixDefaultMML, "engine --max-model-len (0: the engine's own)")
 	util := fs.Float64("gpu-memory-utilization", prefixDefaultUtil, "engine --gpu-memory-utilization (0: the engine's own)")
 	fs.Var(boolKnob{&knobs.EnforceEager}, "enforce-eager", "engine --enforce-eager (true keeps each restart short)")

@@ -33,6 +33,8 @@ type upConfig struct {
 	// gpunodes is how many in-process gpunodes to start; more than one runs
 	// the fleet baseline.
 	gpunodes int
+	// httpAddr serves the live dashboard (--http).
+	httpAddr string
 }
 
 // baselineFlagNames maps BaselineSpec's fields to the baseline flags.
@@ -135,6 +137,7 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	fs.IntVar(&c.agents, "agents", 2, "number of in-process agents that join the cluster")
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	c.sweep.register(fs, "sweep", "1,8,32", stderr)
+	fs.StringVar(&c.httpAddr, "http", "", "serve the live dashboard and past reports on this `host:port` while up runs, such as 127.0.0.1:8080 (empty: off); the URL it prints carries the cluster's token")
 	fs.IntVar(&c.gpunodes, "gpunodes", 1, "number of in-process simulated gpunodes; `N` > 1 runs the baseline on each in turn (node 2 has a slow disk, node 3 an L40S) and writes fleet.md, with no sweep")
 	var startupScale float64
 	fs.Float64Var(&startupScale, "sim-startup-scale", 1, "TEST ONLY: scale the simulated engine's startup durations; the report says so")
@@ -202,7 +205,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("TTFTLAB_DEBUG") != "" {
 		logger = newLogger(stderr, true)
 	}
-	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, gpunodes: cfg.gpunodes, logger: logger})
+	lc, err := startLocalCluster(ctx, localClusterConfig{out: cfg.out, agents: cfg.agents, gpunodeConfig: cfg.gpunodeConfig, simArgs: cfg.simArgs, gpunodes: cfg.gpunodes, logger: logger, httpAddr: cfg.httpAddr, stderr: stderr})
 	if err != nil {
 		return err
 	}
@@ -278,7 +281,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.quiet {
 		fmt.Fprintf(stdout, "%s\n", smd)
 	}
-	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md}\n", sdir)
+	fmt.Fprintf(stderr, "wrote %s/{events.jsonl,results.json,sweep.md,report.html}\n", sdir)
 	return failure
 }
 

@@ -477,35 +477,35 @@ func b2s(m map[string]hdr.Summary, name string) (float64, bool) {
 }
 
 // renderKVScalePlot plots TTFT p95 against concurrency as a multiple of
-// each point's C*, one line per started point; the 1.0 × C* column is
-// marked.
+// each point's C* on a log axis, one curve per started point, with 1 × C*
+// (the predicted capacity) as a reference line.
 func renderKVScalePlot(res *KVScaleResults) string {
-	var xs []string
-	for _, f := range KVScaleFactors {
-		label := fmt.Sprintf("%g×C*", f)
-		if f == 1 {
-			label = "C*"
-		}
-		xs = append(xs, label)
-	}
-	var series []plot.Series
+	ticks := append([]float64(nil), KVScaleFactors[:]...)
+	var curves []plot.Curve
 	for _, p := range res.Points {
-		if p.Plan == nil || p.Plan.CStar == nil || len(p.Levels) == 0 {
+		if p.Plan == nil || p.Plan.CStar == nil || *p.Plan.CStar <= 0 || len(p.Levels) == 0 {
 			continue
 		}
-		ys := make([]float64, len(KVScaleFactors))
-		for i, f := range KVScaleFactors {
-			ys[i] = math.NaN()
-			want := min(max(1, int(math.Round(f*float64(*p.Plan.CStar)))), res.Params.MaxConcurrency)
-			for _, l := range p.Levels {
-				if v, ok := b2s(l.Metrics, hdr.TTFT); ok && l.Concurrency == want {
-					ys[i] = v
-				}
+		var xs, ys []float64
+		var labels []string
+		for _, l := range p.Levels {
+			v, ok := b2s(l.Metrics, hdr.TTFT)
+			if !ok {
+				v = math.NaN()
 			}
+			xs = append(xs, float64(l.Concurrency)/float64(*p.Plan.CStar))
+			ys = append(ys, v)
+			labels = append(labels, fmt.Sprintf("c=%d", l.Concurrency))
 		}
-		series = append(series, plot.Series{Name: fmt.Sprintf("len %d, util %g (C*=%d)", p.MaxModelLen, p.GPUMemoryUtilization, *p.Plan.CStar), Y: ys})
+		curves = append(curves, plot.Curve{Name: fmt.Sprintf("len %d, util %g (C*=%d)", p.MaxModelLen, p.GPUMemoryUtilization, *p.Plan.CStar), X: xs, Y: ys, Points: true, Labels: labels})
 	}
-	return plot.Lines("TTFT p95 vs concurrency relative to the predicted capacity C*", "concurrency / C*", " ms", xs, series)
+	return plot.Chart{
+		ID:     "kv-cache-scaling",
+		Title:  "TTFT p95 vs concurrency relative to the predicted capacity C*",
+		X:      plot.Axis{Title: "concurrency / C*", Unit: "log scale", Scale: plot.Log, Ticks: ticks},
+		VLines: []plot.VLine{{X: 1, Label: "C* (predicted KV capacity)", Color: "#D55E00", Dash: "6 3"}},
+		Panels: []plot.Panel{{Y: plot.Axis{Title: "TTFT p95", Unit: "ms", FromZero: true}, Curves: curves, Missing: "no point measured a level"}},
+	}.SVG()
 }
 
 // RenderKVScaleMarkdown renders kv_cache_scaling.md.

@@ -35,9 +35,36 @@ type Rendered struct {
 	Files  map[string][]byte
 }
 
-// Render builds a run's results from its events and renders its report
-// and plots, without touching the disk.
+// Render builds a run's results from its events and renders its report,
+// its plots and report.html, without touching the disk.
 func Render(events []Event) (*Rendered, error) {
+	r, err := render(events)
+	if err != nil {
+		return nil, err
+	}
+	runID, status := r.identity()
+	r.Files[HTMLReport] = renderHTML(string(r.Files[r.Report]), r.Files, events, runID, status)
+	return r, nil
+}
+
+// identity returns the rendered run's id and status.
+func (r *Rendered) identity() (runID, status string) {
+	switch {
+	case r.Baseline != nil:
+		return r.Baseline.RunID, r.Baseline.Status
+	case r.Sweep != nil:
+		return r.Sweep.RunID, r.Sweep.Status
+	case r.KVScale != nil:
+		return r.KVScale.RunID, r.KVScale.Status
+	case r.Prefix != nil:
+		return r.Prefix.RunID, r.Prefix.Status
+	case r.Presets != nil:
+		return r.Presets.RunID, r.Presets.Status
+	}
+	return "", ""
+}
+
+func render(events []Event) (*Rendered, error) {
 	if isPrefix(events) {
 		return renderPrefix(events)
 	}
@@ -53,6 +80,9 @@ func Render(events []Event) (*Rendered, error) {
 		for name, svg := range renderSweepPlots(res) {
 			out.Files[name] = []byte(svg)
 		}
+		if c, ok := sweepTimeline(events, res); ok {
+			out.Files[SweepTimelineSVG] = []byte(c.SVG())
+		}
 		out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
 		return out, nil
 	}
@@ -63,6 +93,12 @@ func Render(events []Event) (*Rendered, error) {
 	out := &Rendered{Baseline: res, Report: BaselineReport, Files: map[string][]byte{}}
 	for name, svg := range renderPlots(res) {
 		out.Files[name] = []byte(svg)
+	}
+	if c, ok := baselineTimeline(events, res); ok {
+		out.Files[TimelineSVG] = []byte(c.SVG())
+	}
+	if c, ok := warmCDF(res); ok {
+		out.Files[WarmCDFSVG] = []byte(c.SVG())
 	}
 	out.Files[BaselineReport] = []byte(RenderMarkdown(res))
 	return out, nil

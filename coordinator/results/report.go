@@ -70,6 +70,9 @@ func RenderMarkdown(r *Results) string {
 		}
 		p("\n![Cold-start phases](%s)\n\n", PhasesSVG)
 	}
+	if r.Sanity.Samples > 0 {
+		p("![Cold-start timeline: GPU, CPU, page cache and disk reads](%s)\n\n", TimelineSVG)
+	}
 
 	if len(r.Decomposition) > 0 {
 		p("### Restart to first token, decomposed\n\n")
@@ -112,7 +115,7 @@ func RenderMarkdown(r *Results) string {
 	if w := r.Warm; w != nil {
 		p("| statistic | ttft_s |\n|---|---:|\n")
 		p("| min | %.4f |\n| median | %.4f |\n| max | %.4f |\n| mean ± stddev | %.4f ± %s |\n\n", w.MinS, w.MedianS, w.MaxS, w.MeanS, fmtPtr(w.StddevS, "%.4f"))
-		p("![TTFT per run](%s)\n\n", RunsSVG)
+		p("![TTFT per run](%s)\n\n![Warm TTFT distribution](%s)\n\n", RunsSVG, WarmCDFSVG)
 	} else {
 		p("No successful warm run.\n\n")
 	}
@@ -215,7 +218,7 @@ func renderPlots(r *Results) map[string]string {
 		if run.Error != "" {
 			v = math.NaN()
 		}
-		bars = append(bars, plot.Bar{Label: run.Label, Value: v, Highlight: strings.Contains(run.Label, "cold_")})
+		bars = append(bars, plot.Bar{Label: run.Label, Value: v, Highlight: strings.Contains(run.Label, "cold_"), Note: "failed: no TTFT"})
 	}
 	if len(bars) > 0 {
 		out[RunsSVG] = plot.Bars("TTFT per run (cold in red)", " ms", bars)
@@ -226,7 +229,7 @@ func renderPlots(r *Results) map[string]string {
 	}
 	var spans []plot.Span
 	for _, ph := range src {
-		spans = append(spans, plot.Span{Label: ph.Name, Start: ph.StartS, End: ph.EndS, Group: ph.Source})
+		spans = append(spans, plot.Span{Label: ph.Name, Start: ph.StartS, End: ph.EndS, Group: ph.Source, NotMeasured: notObserved(ph), Detail: ph.Detail})
 	}
 	if len(spans) > 0 {
 		out[PhasesSVG] = plot.Gantt("Engine cold start: spawn to ready", spans)

@@ -3,14 +3,12 @@ package results
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
-	"github.com/ttftlab/ttftlab/internal/plot"
 )
 
 // SweepResults is results.json of a sweep, built from events.jsonl alone.
@@ -496,40 +494,6 @@ const (
 	SweepThroughSVG = "sweep_throughput.svg"
 )
 
-func renderSweepPlots(res *SweepResults) map[string]string {
-	if len(res.Levels) == 0 {
-		return nil
-	}
-	var xs []string
-	var p50, p99, sched99, tps []float64
-	for _, l := range res.Levels {
-		xs = append(xs, fmt.Sprintf("%g", l.Value))
-		m := func(name string, f func(hdr.Summary) float64) float64 {
-			s, ok := l.Metrics[name]
-			if !ok || s.Count == 0 {
-				return math.NaN()
-			}
-			return f(s)
-		}
-		p50 = append(p50, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P50 }))
-		p99 = append(p99, m(hdr.TTFT, func(s hdr.Summary) float64 { return s.P99 }))
-		sched99 = append(sched99, m(hdr.TTFTSched, func(s hdr.Summary) float64 { return s.P99 }))
-		if l.TokensPerS != nil {
-			tps = append(tps, *l.TokensPerS)
-		} else {
-			tps = append(tps, math.NaN())
-		}
-	}
-	xl := "concurrency"
-	if len(res.Levels) > 0 && !strings.HasPrefix(levelName(res, 1), "c=") {
-		xl = "request rate (req/s)"
-	}
-	return map[string]string{
-		SweepLatencySVG: plot.Lines("TTFT by load level", xl, " ms", xs, []plot.Series{{Name: "TTFT p50", Y: p50}, {Name: "TTFT p99", Y: p99}, {Name: "TTFT_sched p99", Y: sched99}}),
-		SweepThroughSVG: plot.Lines("Output throughput by load level", xl, "", xs, []plot.Series{{Name: "output tokens/s", Y: tps}}),
-	}
-}
-
 // RenderSweepMarkdown renders sweep.md.
 func RenderSweepMarkdown(res *SweepResults) string {
 	var b strings.Builder
@@ -614,7 +578,8 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	if anyMark {
 		p("⚠ insufficient: fewer than %d successes (p90), %d (p99), or a window shorter than %g × E2E p50 (every percentile); see Observations.\n\n", MinSuccessesP90, MinSuccessesP99, MinWindowE2E)
 	}
-	p("![TTFT by level](%s)\n\n![Throughput by level](%s)\n\n", SweepLatencySVG, SweepThroughSVG)
+	p("![TTFT by level](%s)\n\n![Throughput by level](%s)\n\n![Latency against throughput](%s)\n\n", SweepLatencySVG, SweepThroughSVG, SweepParetoSVG)
+	p("%s. Knee rule: %s.\n\n", upperFirst(FindKnee(res).Reason), KneeRule)
 	p("## Observations\n\n")
 	for _, o := range res.Observations {
 		p("- %s\n", o)

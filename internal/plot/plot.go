@@ -1,7 +1,10 @@
 // Package plot renders the small, dependency-free SVG charts that go next to
-// the Markdown reports: horizontal bars (one value per label) and a Gantt
-// chart of spans. Output is deterministic for the same input, so reports
-// diff cleanly.
+// the reports: XY charts of one or more panels sharing an x axis, on linear
+// or log axes with nice ticks, titles and units, distinct colours, dashes
+// and markers per curve, bands, reference lines, annotated points and
+// legends (Chart); horizontal bars (Bars) and a Gantt chart of spans
+// (Gantt). Values that were not measured are said to be, never drawn as 0.
+// Output is deterministic for the same input, so reports diff cleanly.
 package plot
 
 import (
@@ -17,6 +20,8 @@ type Bar struct {
 	Value float64
 	// Highlight draws the bar in the accent colour (for example cold_1).
 	Highlight bool
+	// Note replaces a NaN value's bar (default "not measured").
+	Note string
 }
 
 // Span is one labelled interval.
@@ -25,6 +30,10 @@ type Span struct {
 	Start, End float64
 	// Group picks the colour; spans of one group share it.
 	Group string
+	// NotMeasured says the span was not observed: it is labelled with
+	// Detail (or "not measured"), never drawn as a 0 s bar.
+	NotMeasured bool
+	Detail      string
 }
 
 const (
@@ -61,12 +70,22 @@ func niceMax(v float64) float64 {
 	return 10 * p
 }
 
-func axis(b *strings.Builder, x0, x1 float64, y0, y1 int, max float64, unit string) {
-	for i := 0; i <= 4; i++ {
-		v := max * float64(i) / 4
-		x := x0 + (x1-x0)*float64(i)/4
+// axisMax returns the end of a 0-based axis that holds max, at most one
+// nice step beyond it, and its ticks.
+func axisMax(max float64) (float64, []float64) {
+	if !(max > 0) || math.IsInf(max, 0) {
+		max = 1
+	}
+	t := NiceTicks(0, max, 5)
+	return t[len(t)-1], t
+}
+
+func axis(b *strings.Builder, x0, x1 float64, y0, y1 int, max float64, ticks []float64, unit string) {
+	step := tickStep(ticks, false)
+	for _, v := range ticks {
+		x := x0 + (x1-x0)*v/max
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s"/>`+"\n", x, y0, x, y1, gridColor)
-		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s%s</text>`+"\n", x, y1+16, trim(v), unit)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s%s</text>`+"\n", x, y1+16, FormatTick(v, step), unit)
 	}
 }
 
@@ -89,14 +108,18 @@ func Bars(title, unit string, bars []Bar) string {
 			max = math.Max(max, br.Value)
 		}
 	}
-	max = niceMax(max)
+	max, ticks := axisMax(max)
 	x0, x1 := float64(labelW), float64(width-valueW)
-	axis(&b, x0, x1, top-4, top+len(bars)*rowH, max, unit)
+	axis(&b, x0, x1, top-4, top+len(bars)*rowH, max, ticks, unit)
 	for i, br := range bars {
 		y := top + i*rowH
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW-8, y+15, html.EscapeString(br.Label))
 		if math.IsNaN(br.Value) {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#999">n/a</text>`+"\n", x0+4, y+15)
+			note := br.Note
+			if note == "" {
+				note = "not measured"
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#888">%s</text>`+"\n", x0+4, y+15, html.EscapeString(note))
 			continue
 		}
 		w := (x1 - x0) * br.Value / max
@@ -118,11 +141,13 @@ func Gantt(title string, spans []Span) string {
 	header(&b, h, title)
 	var max float64
 	for _, s := range spans {
-		max = math.Max(max, s.End)
+		if !s.NotMeasured {
+			max = math.Max(max, s.End)
+		}
 	}
-	max = niceMax(max)
+	max, ticks := axisMax(max)
 	x0, x1 := float64(labelW), float64(width-valueW)
-	axis(&b, x0, x1, top-4, top+len(spans)*rowH, max, " s")
+	axis(&b, x0, x1, top-4, top+len(spans)*rowH, max, ticks, " s")
 	colors := map[string]string{}
 	for i, s := range spans {
 		c, ok := colors[s.Group]
@@ -132,8 +157,22 @@ func Gantt(title string, spans []Span) string {
 		}
 		y := top + i*rowH
 		xs := x0 + (x1-x0)*s.Start/max
-		w := math.Max((x1-x0)*(s.End-s.Start)/max, 1.5)
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW-8, y+15, html.EscapeString(s.Label))
+		if s.NotMeasured {
+			note := s.Detail
+			if note == "" {
+				note = "not measured"
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#888">%s</text>`+"\n", x0+4, y+15, html.EscapeString(truncate(note, 80)))
+			continue
+		}
+		if s.End <= s.Start {
+			// An instant: a diamond at its time, not a 0 s bar.
+			fmt.Fprintf(&b, `<path transform="translate(%.1f,%d)" d="M0 -6L5 0L0 6L-5 0z" fill="%s"/>`+"\n", xs, y+rowH/2, c)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">at %.2f s</text>`+"\n", xs+8, y+15, s.Start)
+			continue
+		}
+		w := math.Max((x1-x0)*(s.End-s.Start)/max, 1.5)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", xs, y+3, w, rowH-6, c)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">%.2f s</text>`+"\n", xs+w+4, y+15, s.End-s.Start)
 	}

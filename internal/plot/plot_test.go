@@ -22,10 +22,11 @@ func wellFormed(t *testing.T, svg string) {
 }
 
 func TestBarsScaleToTheLargestValue(t *testing.T) {
-	svg := Bars("TTFT <per run>", " ms", []Bar{{Label: "cold_1", Value: 400, Highlight: true}, {Label: "warm_1", Value: 20}, {Label: "warm_2", Value: math.NaN()}})
+	svg := Bars("TTFT <per run>", " ms", []Bar{{Label: "cold_1", Value: 420, Highlight: true}, {Label: "warm_1", Value: 20}, {Label: "warm_2", Value: math.NaN(), Note: "error: timeout"}, {Label: "warm_3", Value: math.NaN()}})
 	wellFormed(t, svg)
-	// Axis max is 500; the plot area is 760-190-90 = 480 px wide, so 400 ms is 384 px and 20 ms 19.2 px.
-	for _, want := range []string{`width="384.0"`, `width="19.2"`, `fill="#d9534f"`, "n/a", "TTFT &lt;per run&gt;", ">500 ms<"} {
+	// Axis max is 500 (one 100 ms step past 420, not twice it); the plot
+	// area is 760-190-90 = 480 px wide, so 420 ms is 403.2 px and 20 ms 19.2 px.
+	for _, want := range []string{`width="403.2"`, `width="19.2"`, `fill="#d9534f"`, "error: timeout", "not measured", "TTFT &lt;per run&gt;", ">500 ms<"} {
 		if !strings.Contains(svg, want) {
 			t.Errorf("SVG lacks %q", want)
 		}
@@ -38,6 +39,26 @@ func TestGanttPlacesSpans(t *testing.T) {
 	// Axis max 10 s: the second span starts at 190 + 480/2 = 430 px.
 	if !strings.Contains(svg, `x="430.0"`) || !strings.Contains(svg, "5.00 s") {
 		t.Errorf("span not placed at 430 px:\n%s", svg)
+	}
+}
+
+func TestGanttSaysNotMeasuredAndDrawsInstants(t *testing.T) {
+	svg := Gantt("phases", []Span{
+		{Label: "spawn", Start: 0, End: 0, Group: "supervisor"},
+		{Label: "weights_on_gpu", Group: "sampler", NotMeasured: true, Detail: "not observed: no NVML"},
+		{Label: "load", Start: 0.5, End: 3, Group: "log"},
+	})
+	wellFormed(t, svg)
+	if strings.Contains(svg, ">0.00 s<") {
+		t.Errorf("an unmeasured or instant phase is drawn as a 0.00 s bar:\n%s", svg)
+	}
+	for _, want := range []string{"not observed: no NVML", "at 0.00 s", "2.50 s"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+	if got := strings.Count(svg, "<rect"); got != 2 { // background + one bar
+		t.Errorf("%d rects, want 2 (background and the one measured span)", got)
 	}
 }
 
