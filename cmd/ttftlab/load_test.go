@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"maps"
 	"net"
 	"net/http"
@@ -35,36 +36,50 @@ type fakeOpenAI struct {
 func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 	t.Helper()
 	f := &fakeOpenAI{}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/models" {
-			io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
-			return
-		}
-		if !strings.HasPrefix(r.URL.Path, "/v1/") {
-			http.NotFound(w, r) // no /tokenize: not vLLM
-			return
-		}
-		var body map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&body)
-		f.mu.Lock()
-		f.bodies = append(f.bodies, body)
-		f.hdrs = append(f.hdrs, r.Header.Clone())
-		f.mu.Unlock()
-		n := 3
-		if mt, ok := body["max_tokens"].(float64); ok {
-			n = int(mt)
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		for i := 1; i <= n; i++ {
-			fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t%d "},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", i, i, 5+i)
-			fl.Flush()
-		}
-		fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, 5+n)
-		io.WriteString(w, "data: [DONE]\n\n")
-	}))
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// newFakeOpenAITLS is newFakeOpenAI over TLS, with httptest's self-signed
+// certificate (for 127.0.0.1).
+func newFakeOpenAITLS(t *testing.T) *fakeOpenAI {
+	t.Helper()
+	f := &fakeOpenAI{}
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
+	f.StartTLS()
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/models" {
+		io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		http.NotFound(w, r) // no /tokenize: not vLLM
+		return
+	}
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	f.mu.Lock()
+	f.bodies = append(f.bodies, body)
+	f.hdrs = append(f.hdrs, r.Header.Clone())
+	f.mu.Unlock()
+	n := 3
+	if mt, ok := body["max_tokens"].(float64); ok {
+		n = int(mt)
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	fl := w.(http.Flusher)
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t%d "},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", i, i, 5+i)
+		fl.Flush()
+	}
+	fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, 5+n)
+	io.WriteString(w, "data: [DONE]\n\n")
 }
 
 func TestLoadJSONFields(t *testing.T) {

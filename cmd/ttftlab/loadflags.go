@@ -72,7 +72,8 @@ type loadCLI struct {
 	wall time.Duration
 	// tls is the TLS configuration from --ca-file and
 	// --insecure-skip-verify; nil for the system roots.
-	tls *tls.Config
+	tls      *tls.Config
+	tlsFlags *tlsFlags
 	// vLLM bench serve's settings that map onto several of ours.
 	rateInf     bool
 	maxConc     int
@@ -137,6 +138,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
+	c.tlsFlags = registerTLSFlags(fs)
 	registerVLLMLoadAliases(fs, c)
 	return c
 }
@@ -274,6 +276,14 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 	set := setFlags(fs)
 	s := c.spec
 	m := &s.Load
+	if err := c.tlsFlags.apply(&s.Target); err != nil {
+		return s, err
+	}
+	tc, err := s.Target.TLSConfig()
+	if err != nil {
+		return s, loadFlagNames().rename(err)
+	}
+	c.tls = tc
 	if set["rate"] {
 		switch {
 		case set["ramp-from"]:
