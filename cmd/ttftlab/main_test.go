@@ -40,9 +40,13 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2", "--repeats", "2",
-		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16"}, &stdout, &stderr)
+		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16", "--progress"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
+	}
+	// --progress shows the sweep's progress on a pipe too.
+	if !strings.Contains(stderr.String(), "progress: level 2 of 2, ") {
+		t.Errorf("stderr lacks the sweep's progress line:\n%s", stderr.String())
 	}
 	dir := filepath.Join(out, "t1")
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))

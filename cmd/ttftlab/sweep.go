@@ -180,6 +180,8 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
+	var progress progressMode
+	fs.Var(&progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -195,7 +197,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closer.Close()
-	dir, failure, err := streamSweep(ctx, client, req, stderr)
+	dir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, progress))
 	if err != nil {
 		return err
 	}
