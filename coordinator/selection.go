@@ -112,14 +112,6 @@ func (s Selection) describeGPUs() string {
 	return "a gpunode"
 }
 
-// describeAgents says which agents s asks for, for messages.
-func (s Selection) describeAgents() string {
-	if len(s.AgentsSelector) > 0 {
-		return "an agent matching agents selector " + membership.FormatLabels(s.AgentsSelector)
-	}
-	return "an agent"
-}
-
 // matching returns the members of role that pass match.
 func matching(ms []membership.Member, role membership.Role, match func(membership.Member) bool) []membership.Member {
 	var out []membership.Member

@@ -87,6 +87,8 @@ func TestRenderWritesReportHTMLForEveryKind(t *testing.T) {
 		{name: "sweep", fixture: "sweep", chart: `id="sweep-pareto"`},
 		{name: "failed baseline", fixture: "failed", chart: `id="cold-start-timeline"`},
 		{name: "kvscale", fixture: "kvscale_events", chart: `id="kv-cache-scaling"`},
+		{name: "prefix", fixture: "prefix_events", chart: `id="prefix-hit-ratio"`},
+		{name: "presets", fixture: "presets_events", chart: `id="presets-pareto"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

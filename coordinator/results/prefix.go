@@ -34,6 +34,10 @@ const (
 	PrefixCSV    = "prefix_caching.csv"
 	PrefixReport = "prefix_caching.md"
 	PrefixSVG    = "prefix_caching.svg"
+	// PrefixSpeedupSVG plots speedup against the uncached fraction,
+	// PrefixHitRatioSVG TTFT against the hit ratio.
+	PrefixSpeedupSVG  = "prefix_speedup.svg"
+	PrefixHitRatioSVG = "prefix_hit_ratio.svg"
 )
 
 // Prefix step names.
@@ -231,11 +235,14 @@ func renderPrefix(events []Event) (*Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Rendered{Prefix: res, Report: PrefixReport, Files: map[string][]byte{
+	files := map[string][]byte{
 		PrefixCSV:    csvb,
-		PrefixSVG:    []byte(renderPrefixPlot(res)),
 		PrefixReport: []byte(RenderPrefixMarkdown(res)),
-	}}, nil
+	}
+	for name, svg := range renderPrefixPlots(res) {
+		files[name] = []byte(svg)
+	}
+	return &Rendered{Prefix: res, Report: PrefixReport, Files: files}, nil
 }
 
 // BuildPrefix turns a prefix run's events into PrefixResults. The steps'
@@ -592,27 +599,215 @@ func prefixObservations(res *PrefixResults) []string {
 	return obs
 }
 
-// renderPrefixPlot plots TTFT p50 against the prefix length: cold and hot
-// with caching on, and hot with caching off.
-func renderPrefixPlot(res *PrefixResults) string {
+// renderPrefixPlots draws the prefix experiment's three charts:
+//
+//   - PrefixSVG: TTFT p50 against the shared-prefix length, cold (with the
+//     cold step's min–max spread), repeat and hot with caching on, and hot
+//     with caching off. The x axis is linear with a tick at each measured
+//     length: the default lengths start at 0, which no log axis can place,
+//     and a linear axis keeps the report's hover and zoom exact (zooming
+//     resolves the short prefixes).
+//   - PrefixSpeedupSVG: each step's speedup over its cold reference against
+//     its uncached fraction, with the ceiling 1/uncached that prefill alone
+//     would allow and "no speedup" at 1×.
+//   - PrefixHitRatioSVG: TTFT p50 and p95 against the hit ratio of the
+//     closed-loop sweep, caching on and off.
+//
+// A chart with nothing measured says "not measured", never a 0 line.
+func renderPrefixPlots(res *PrefixResults) map[string]string {
 	lens := append([]int(nil), res.Params.PrefixLens...)
 	slices.Sort(lens)
-	var xs []string
-	for _, l := range lens {
-		xs = append(xs, strconv.Itoa(l))
+	lens = slices.Compact(lens)
+	xs := make([]float64, len(lens))
+	for i, l := range lens {
+		xs[i] = float64(l)
 	}
-	line := func(name, mode, phase string) plot.Series {
-		ys := make([]float64, len(lens))
+	lenCurve := func(name, mode, phase string, spread bool) plot.Curve {
+		c := plot.Curve{Name: name, X: xs, Y: make([]float64, len(lens)), Points: true}
+		if spread {
+			c.Lo, c.Hi = make([]float64, len(lens)), make([]float64, len(lens))
+		}
 		for i, l := range lens {
-			ys[i] = math.NaN()
+			c.Y[i] = math.NaN()
+			if spread {
+				c.Lo[i], c.Hi[i] = math.NaN(), math.NaN()
+			}
+			label := fmt.Sprintf("prefix %d", l)
 			if r := findRow(res.Rows, mode, PrefixSweepLen, phase, l); r != nil && r.TTFTP50Ms != nil {
-				ys[i] = *r.TTFTP50Ms
+				c.Y[i] = *r.TTFTP50Ms
+				label += fmt.Sprintf(", %d requests", r.Requests)
+				if spread && r.TTFT.Count > 0 {
+					c.Lo[i], c.Hi[i] = r.TTFT.Min, r.TTFT.Max
+				}
+			}
+			c.Labels = append(c.Labels, label)
+		}
+		return c
+	}
+	ttft := plot.Chart{
+		ID:    "prefix-ttft",
+		Title: fmt.Sprintf("TTFT p50 vs shared-prefix length (suffix %d tokens)", res.Params.SuffixLen),
+		X:     plot.Axis{Title: "shared-prefix length", Unit: "tokens", Ticks: prefixTicks(xs), FromZero: true},
+		Panels: []plot.Panel{{
+			Y: plot.Axis{Title: "TTFT p50", Unit: "ms", FromZero: true},
+			Curves: []plot.Curve{
+				lenCurve("cold, caching on (whisker: min–max)", ModeOn, PhaseCold, true),
+				lenCurve("repeat, on", ModeOn, PhaseRepeat, false),
+				lenCurve("hot, on", ModeOn, PhaseHot, false),
+				lenCurve("hot, caching off", ModeOff, PhaseHot, false),
+			},
+			Missing: "no prefix-length step measured a TTFT",
+		}},
+	}
+
+	// Speedup against the uncached fraction: one curve per kind of step,
+	// its points in order of the fraction.
+	speedCurve := func(name, mode, sweep, phase string) plot.Curve {
+		type pt struct {
+			x, y  float64
+			label string
+		}
+		var pts []pt
+		for _, r := range res.Rows {
+			if r.Mode != mode || r.Sweep != sweep || r.Phase != phase || r.UncachedFraction == nil || r.SpeedupVsCold == nil {
+				continue
+			}
+			l := fmt.Sprintf("prefix %d", r.PrefixLen)
+			if r.HitRatio != nil {
+				l = fmt.Sprintf("hit ratio %g", *r.HitRatio)
+			}
+			pts = append(pts, pt{x: *r.UncachedFraction, y: *r.SpeedupVsCold, label: l})
+		}
+		slices.SortStableFunc(pts, func(a, b pt) int { return cmpFloat(a.x, b.x) })
+		c := plot.Curve{Name: name, Points: true}
+		for _, p := range pts {
+			c.X, c.Y, c.Labels = append(c.X, p.x), append(c.Y, p.y), append(c.Labels, p.label)
+		}
+		return c
+	}
+	speedCurves := []plot.Curve{
+		speedCurve("hot vs cold, on", ModeOn, PrefixSweepLen, PhaseHot),
+		speedCurve("repeat vs cold, on", ModeOn, PrefixSweepLen, PhaseRepeat),
+		speedCurve("hot vs cold, off", ModeOff, PrefixSweepLen, PhaseHot),
+		speedCurve("hit ratio vs 0, on", ModeOn, PrefixSweepRatio, PhaseMixed),
+	}
+	speed := plot.Panel{
+		Y:       plot.Axis{Title: "speedup vs cold", Unit: "×", FromZero: true},
+		Curves:  speedCurves,
+		Missing: "no step has both an uncached fraction and a speedup",
+	}
+	if ceiling, ok := prefixCeiling(speedCurves); ok {
+		speed.Curves = append(speed.Curves, ceiling)
+		speed.HLines = []plot.HLine{{Y: 1, Label: "no speedup"}}
+	}
+	speedup := plot.Chart{
+		ID:     "prefix-speedup",
+		Title:  "Speedup over cold vs the uncached fraction of the prompt",
+		X:      plot.Axis{Title: "uncached fraction", Unit: "1 − cached/prompt tokens", Pin: true, Min: 0, Max: 1},
+		Panels: []plot.Panel{speed},
+	}
+
+	ratios := append([]float64(nil), res.Params.HitRatios...)
+	slices.Sort(ratios)
+	ratios = slices.Compact(ratios)
+	ratioCurve := func(name, mode string, p95 bool, style plot.Style) plot.Curve {
+		c := plot.Curve{Name: name, X: ratios, Y: make([]float64, len(ratios)), Points: true, Style: style}
+		for i, h := range ratios {
+			c.Y[i] = math.NaN()
+			for _, r := range res.Rows {
+				if r.Mode != mode || r.Sweep != PrefixSweepRatio || r.HitRatio == nil || *r.HitRatio != h {
+					continue
+				}
+				if v := r.TTFTP50Ms; !p95 && v != nil {
+					c.Y[i] = *v
+				}
+				if v := r.TTFTP95Ms; p95 && v != nil {
+					c.Y[i] = *v
+				}
+			}
+			c.Labels = append(c.Labels, fmt.Sprintf("hit ratio %g", h))
+		}
+		return c
+	}
+	p95Style := func(color string) plot.Style {
+		return plot.Style{Color: color, Dash: "2 3", Marker: plot.Diamond, Width: 1.5}
+	}
+	hit := plot.Chart{
+		ID:    "prefix-hit-ratio",
+		Title: fmt.Sprintf("TTFT vs hit ratio (concurrency %d, shared prefix %d tokens)", res.Params.Concurrency, res.Params.HitPrefixLen),
+		X:     plot.Axis{Title: "hit ratio", Unit: "share of requests with the warmed prefix", Pin: true, Min: 0, Max: 1, Ticks: prefixTicks(ratios)},
+		Panels: []plot.Panel{{
+			Y: plot.Axis{Title: "TTFT", Unit: "ms", FromZero: true},
+			Curves: []plot.Curve{
+				ratioCurve("p50, caching on", ModeOn, false, plot.Style{Color: plot.Palette[0]}),
+				ratioCurve("p50, caching off", ModeOff, false, plot.Style{Color: plot.Palette[1], Dash: "7 3", Marker: plot.Square}),
+				ratioCurve("p95, on", ModeOn, true, p95Style(plot.Palette[0])),
+				ratioCurve("p95, off", ModeOff, true, p95Style(plot.Palette[1])),
+			},
+			Missing: "no hit-ratio step measured a TTFT",
+		}},
+	}
+	return map[string]string{PrefixSVG: ttft.SVG(), PrefixSpeedupSVG: speedup.SVG(), PrefixHitRatioSVG: hit.SVG()}
+}
+
+// prefixCeiling is the curve 1/uncached — the speedup that prefill alone
+// would allow, were TTFT all prefill — over the measured fractions, cut
+// where it would rise past 1.5 times the largest measured speedup so that
+// it does not flatten the data; ok is false when nothing was measured.
+func prefixCeiling(cs []plot.Curve) (plot.Curve, bool) {
+	lo, top := math.Inf(1), 0.0
+	for _, c := range cs {
+		for k, x := range c.X {
+			if x > 0 && x <= 1 {
+				lo = math.Min(lo, x)
+			}
+			if y := c.Y[k]; !math.IsNaN(y) && !math.IsInf(y, 0) {
+				top = math.Max(top, y)
 			}
 		}
-		return plot.Series{Name: name, Y: ys}
 	}
-	series := []plot.Series{line("cold (on)", ModeOn, PhaseCold), line("hot (on)", ModeOn, PhaseHot), line("hot (off)", ModeOff, PhaseHot)}
-	return plot.Lines(fmt.Sprintf("TTFT p50 vs shared-prefix length (suffix %d tokens)", res.Params.SuffixLen), "prefix tokens", " ms", xs, series)
+	if math.IsInf(lo, 1) {
+		return plot.Curve{}, false
+	}
+	lo = math.Max(lo, 1/math.Max(1.5*top, 1))
+	c := plot.Curve{Name: "ceiling 1/uncached", Style: plot.Style{Color: "#777777", Dash: "4 4", Marker: plot.Circle, Width: 1.2}}
+	const n = 40
+	for i := 0; i <= n; i++ {
+		x := lo * math.Pow(1/lo, float64(i)/n)
+		c.X, c.Y = append(c.X, x), append(c.Y, 1/x)
+	}
+	return c, true
+}
+
+// prefixTicks are x ticks at the measured values, thinned so that no two
+// labels collide: a value closer than 1/20 of the range to the last kept
+// one is left out, except the largest, which replaces it.
+func prefixTicks(vs []float64) []float64 {
+	if len(vs) == 0 {
+		return nil
+	}
+	gap := (vs[len(vs)-1] - vs[0]) / 20
+	var out []float64
+	for i, v := range vs {
+		if len(out) > 0 && v-out[len(out)-1] < gap {
+			if i != len(vs)-1 || len(out) == 1 {
+				continue
+			}
+			out = out[:len(out)-1]
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // RenderPrefixMarkdown renders prefix_caching.md.
@@ -673,7 +868,7 @@ func RenderPrefixMarkdown(res *PrefixResults) string {
 		}
 	}
 	p("\n`uncached_fraction` is 1 − cached_tokens/prompt_tokens where the server sent `usage.prompt_tokens_details.cached_tokens`, else 1 − `hit_rate_metric`; `hit_rate_metric` is the rise of `vllm:prefix_cache_hits_total` over that of `vllm:prefix_cache_queries_total` across the step (warm-up included); `speedup_vs_cold` is the cold step's TTFT p50 (for the hit-ratio sweep, hit ratio 0's) over the step's. n/a: not measured.\n\n")
-	p("![TTFT vs prefix length](%s)\n\n", PrefixSVG)
+	p("![TTFT vs prefix length](%s)\n\n![Speedup vs uncached fraction](%s)\n\n![TTFT vs hit ratio](%s)\n\n", PrefixSVG, PrefixSpeedupSVG, PrefixHitRatioSVG)
 	p("## Observations\n\n")
 	for _, o := range res.Observations {
 		p("- %s\n", o)

@@ -26,6 +26,7 @@ const (
 	PresetsReport        = "presets.md"
 	PresetsTTFTSVG       = "presets_ttft.svg"
 	PresetsThroughputSVG = "presets_throughput.svg"
+	PresetsParetoSVG     = "presets_pareto.svg"
 )
 
 // Preset names.
@@ -545,11 +546,12 @@ func renderPresets(events []Event) (*Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	ttft, tput := renderPresetsPlots(res)
+	ttft, tput, pareto := renderPresetsPlots(res)
 	return &Rendered{Presets: res, Report: PresetsReport, Files: map[string][]byte{
 		PresetsCSV:           csvb,
 		PresetsTTFTSVG:       []byte(ttft),
 		PresetsThroughputSVG: []byte(tput),
+		PresetsParetoSVG:     []byte(pareto),
 		PresetsReport:        []byte(RenderPresetsMarkdown(res)),
 	}}, nil
 }
@@ -559,10 +561,14 @@ func (p PresetPoint) shortLabel() string {
 	return fmt.Sprintf("budget %d, seqs %d, chunked %s", p.MaxNumBatchedTokens, p.MaxNumSeqs, onOff(p.ChunkedPrefill))
 }
 
-// renderPresetsPlots plots TTFT p95 and output tokens/s against the
-// concurrency, one line per started point; the TTFT plot carries the two
-// bounds as flat lines.
-func renderPresetsPlots(res *PresetsResults) (ttft, tput string) {
+// renderPresetsPlots draws the presets charts, one curve per started
+// point, the chosen presets ringed and named: TTFT p95 against the
+// concurrency (log axis, a tick at each concurrency run) with the
+// --slo-ttft-ms and --max-ttft-ms bounds as reference lines; output
+// tokens/s against the concurrency; and TTFT p95 against output tokens/s
+// (the latency–throughput trade-off of every point and concurrency). A
+// chart with nothing measured says "not measured", never a 0 line.
+func renderPresetsPlots(res *PresetsResults) (ttft, tput, pareto string) {
 	concs := append([]int(nil), res.Params.Concurrencies...)
 	for _, p := range res.Points {
 		for _, l := range p.Levels {
@@ -572,45 +578,101 @@ func renderPresetsPlots(res *PresetsResults) (ttft, tput string) {
 		}
 	}
 	sort.Ints(concs)
-	xs := make([]string, len(concs))
-	for i, c := range concs {
-		xs[i] = strconv.Itoa(c)
+	xAxis := plot.Axis{Title: "closed-loop concurrency", Unit: "in-flight requests, log scale", Scale: plot.Log}
+	for _, c := range concs {
+		xAxis.Ticks = append(xAxis.Ticks, float64(c))
+		if c <= 0 {
+			xAxis.Scale, xAxis.Unit = plot.Linear, "in-flight requests"
+		}
 	}
-	var ts, ps []plot.Series
+	var tc, pc, parc []plot.Curve
 	for _, p := range res.Points {
 		if len(p.Levels) == 0 {
 			continue
 		}
-		ty, py := make([]float64, len(concs)), make([]float64, len(concs))
-		for i, c := range concs {
-			ty[i], py[i] = math.NaN(), math.NaN()
-			for _, l := range p.Levels {
-				if l.Concurrency != c {
-					continue
-				}
-				if v := metric(l.Metrics, hdr.TTFT, p95); v != nil {
-					ty[i] = *v
-				}
-				if l.TokensPerS != nil {
-					py[i] = *l.TokensPerS
-				}
+		levels := append([]PresetLevel(nil), p.Levels...)
+		sort.SliceStable(levels, func(i, j int) bool { return levels[i].Concurrency < levels[j].Concurrency })
+		t := plot.Curve{Name: p.shortLabel(), Points: true}
+		for _, l := range levels {
+			ty := math.NaN()
+			if v := metric(l.Metrics, hdr.TTFT, p95); v != nil {
+				ty = *v
 			}
+			label := fmt.Sprintf("c=%d", l.Concurrency)
+			if l.Insufficient {
+				label += " (too few samples)"
+			}
+			t.X, t.Y, t.Labels = append(t.X, float64(l.Concurrency)), append(t.Y, ty), append(t.Labels, label)
 		}
-		ts = append(ts, plot.Series{Name: p.shortLabel(), Y: ty})
-		ps = append(ps, plot.Series{Name: p.shortLabel(), Y: py})
-	}
-	flat := func(v float64) []float64 {
-		ys := make([]float64, len(concs))
-		for i := range ys {
-			ys[i] = v
+		tp := t
+		tp.Y = nil
+		par := plot.Curve{Name: t.Name, Points: true, Labels: t.Labels}
+		for i, l := range levels {
+			v := math.NaN()
+			if l.TokensPerS != nil {
+				v = *l.TokensPerS
+			}
+			tp.Y = append(tp.Y, v)
+			par.X, par.Y = append(par.X, v), append(par.Y, t.Y[i])
 		}
-		return ys
+		tc, pc, parc = append(tc, t), append(pc, tp), append(parc, par)
 	}
-	ts = append(ts, plot.Series{Name: fmt.Sprintf("SLO %g ms (interactive)", res.Params.SLOTTFTMs), Y: flat(res.Params.SLOTTFTMs)},
-		plot.Series{Name: fmt.Sprintf("max %g ms (throughput)", res.Params.MaxTTFTMs), Y: flat(res.Params.MaxTTFTMs)})
-	ttft = plot.Lines("TTFT p95 vs concurrency, per engine configuration", "closed-loop concurrency", " ms", xs, ts)
-	tput = plot.Lines("Output tokens/s vs concurrency, per engine configuration", "closed-loop concurrency", "", xs, ps)
-	return ttft, tput
+	var bounds []plot.HLine
+	if v := res.Params.SLOTTFTMs; v > 0 {
+		bounds = append(bounds, plot.HLine{Y: v, Label: fmt.Sprintf("SLO %g ms (interactive)", v), Color: "#009E73"})
+	}
+	if v := res.Params.MaxTTFTMs; v > 0 {
+		bounds = append(bounds, plot.HLine{Y: v, Label: fmt.Sprintf("max %g ms (throughput)", v), Color: "#D55E00"})
+	}
+	ttftNotes, tputNotes, paretoNotes := presetNotes(res)
+	ttft = plot.Chart{
+		ID: "presets-ttft", Title: "TTFT p95 vs concurrency, per engine configuration", X: xAxis,
+		Panels: []plot.Panel{{Y: plot.Axis{Title: "TTFT p95", Unit: "ms", FromZero: true}, Curves: tc, HLines: bounds, Notes: ttftNotes, Missing: "no point measured a TTFT"}},
+	}.SVG()
+	tput = plot.Chart{
+		ID: "presets-throughput", Title: "Output tokens/s vs concurrency, per engine configuration", X: xAxis,
+		Panels: []plot.Panel{{Y: plot.Axis{Title: "output throughput", Unit: "tokens/s", FromZero: true}, Curves: pc, Notes: tputNotes, Missing: "no point streamed a token"}},
+	}.SVG()
+	pareto = plot.Chart{
+		ID: "presets-pareto", Title: "TTFT p95 vs output throughput (each point a configuration at one concurrency)",
+		X:      plot.Axis{Title: "output throughput", Unit: "tokens/s", FromZero: true},
+		Panels: []plot.Panel{{Y: plot.Axis{Title: "TTFT p95", Unit: "ms", FromZero: true}, Curves: parc, HLines: bounds, Notes: paretoNotes, Missing: "no level has both a throughput and a TTFT"}},
+	}.SVG()
+	return ttft, tput, pareto
+}
+
+// presetNotes ring the chosen presets on the TTFT, throughput and Pareto
+// charts; presets chosen at the same point and concurrency share one note.
+func presetNotes(res *PresetsResults) (ttft, tput, pareto []plot.Note) {
+	type key struct{ point, conc int }
+	var order []key
+	names := map[key][]string{}
+	vals := map[key]Preset{}
+	for _, pr := range []Preset{res.Interactive, res.Throughput} {
+		if !pr.Found || pr.Point == nil {
+			continue
+		}
+		k := key{*pr.Point, pr.Concurrency}
+		if _, ok := names[k]; !ok {
+			order = append(order, k)
+			vals[k] = pr
+		}
+		names[k] = append(names[k], pr.Name)
+	}
+	for _, k := range order {
+		pr := vals[k]
+		label := fmt.Sprintf("%s, c=%d", strings.Join(names[k], " + "), k.conc)
+		if pr.TTFTP95Ms != nil {
+			ttft = append(ttft, plot.Note{X: float64(k.conc), Y: *pr.TTFTP95Ms, Label: label})
+		}
+		if pr.TokensPerS != nil {
+			tput = append(tput, plot.Note{X: float64(k.conc), Y: *pr.TokensPerS, Label: label})
+		}
+		if pr.TTFTP95Ms != nil && pr.TokensPerS != nil {
+			pareto = append(pareto, plot.Note{X: *pr.TokensPerS, Y: *pr.TTFTP95Ms, Label: label})
+		}
+	}
+	return ttft, tput, pareto
 }
 
 func containsInt(s []int, v int) bool {
@@ -853,7 +915,7 @@ func RenderPresetsMarkdown(res *PresetsResults) string {
 		}
 	}
 	p("\nLatencies in ms, merged losslessly over the agents' HdrHistograms; warm-up excluded. `samples` is `insufficient` when a measurement has too few successes or too short a window for its percentiles; `meets_slo` is TTFT p95 ≤ %g ms, `under_max_ttft` TTFT p95 ≤ %g ms; n/a is not measured.\n\n", pr.SLOTTFTMs, pr.MaxTTFTMs)
-	p("![TTFT p95 vs concurrency](%s)\n\n![Output tokens/s vs concurrency](%s)\n\n", PresetsTTFTSVG, PresetsThroughputSVG)
+	p("![TTFT p95 vs concurrency](%s)\n\n![Output tokens/s vs concurrency](%s)\n\n![TTFT p95 vs output tokens/s](%s)\n\n", PresetsTTFTSVG, PresetsThroughputSVG, PresetsParetoSVG)
 	p("## Observations\n\n")
 	for _, o := range res.Observations {
 		p("- %s\n", o)

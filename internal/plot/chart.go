@@ -64,6 +64,23 @@ type Curve struct {
 	// Style overrides the colour, dash and marker the chart picks by the
 	// curve's index in its panel.
 	Style Style
+	// Lo and Hi, when set, give each point a spread (for example a step's
+	// min and max): drawn as a whisker at the point and a shaded band
+	// between neighbours. A NaN or missing entry leaves that point without
+	// one.
+	Lo, Hi []float64
+}
+
+// spread returns point k's spread, if it has a finite one.
+func (c Curve) spread(k int) (lo, hi float64, ok bool) {
+	if k >= len(c.Lo) || k >= len(c.Hi) {
+		return 0, 0, false
+	}
+	lo, hi = c.Lo[k], c.Hi[k]
+	if math.IsNaN(lo) || math.IsNaN(hi) || math.IsInf(lo, 0) || math.IsInf(hi, 0) {
+		return 0, 0, false
+	}
+	return math.Min(lo, hi), math.Max(lo, hi), true
 }
 
 // Style is how a curve is drawn. Empty fields take the defaults of the
@@ -254,7 +271,7 @@ func (c Chart) SVG() string {
 			}
 		}
 		heights[i] = h
-		y += headerH + h + panelGap
+		y += p.headerHeight(xm) + h + panelGap
 	}
 	plotBottom := y - panelGap
 	total := plotBottom + 44
@@ -295,7 +312,7 @@ func (c Chart) SVG() string {
 	for i, p := range c.Panels {
 		h := heights[i]
 		c.panel(&b, id, i, p, xm, y, h)
-		y += headerH + h + panelGap
+		y += p.headerHeight(xm) + h + panelGap
 	}
 
 	// The x axis, under the last panel.
@@ -367,10 +384,49 @@ func (p Panel) hasData(xm scaleMap) bool {
 	return false
 }
 
+// title is the panel's heading: its Title, else its y axis's label.
+func (p Panel) title() string {
+	if p.Title == "" {
+		return p.Y.label()
+	}
+	return p.Title
+}
+
+// legend places the legend entries of the curves with a name after the
+// panel's title, wrapping onto further rows when they would run past x1;
+// it returns each named curve's position (x and row) and the row count.
+func (p Panel) legend(x0, x1 float64) (xs []float64, rows []int, n int) {
+	start := x0 + float64(len([]rune(p.title())))*charW*1.1 + 16
+	lx, row := start, 0
+	xs, rows = make([]float64, len(p.Curves)), make([]int, len(p.Curves))
+	for k, cu := range p.Curves {
+		if cu.Name == "" {
+			continue
+		}
+		w := 34 + float64(len([]rune(cu.Name)))*charW
+		if lx+w-8 > x1 && lx > start {
+			lx, row = x0, row+1
+		}
+		xs[k], rows[k] = lx, row
+		lx += w
+	}
+	return xs, rows, row + 1
+}
+
+// headerHeight is the height of the panel's title and legend rows.
+func (p Panel) headerHeight(xm scaleMap) float64 {
+	if !p.hasData(xm) {
+		return headerH
+	}
+	_, _, n := p.legend(xm.p0, xm.p1)
+	return headerH + float64(n-1)*laneRowH
+}
+
 // panel renders one panel whose header starts at y.
 func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap, y, h float64) {
 	pf := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	y0, y1 := y+headerH, y+headerH+h
+	hh := p.headerHeight(xm)
+	y0, y1 := y+hh, y+hh+h
 	var ys []float64
 	hasData := false
 	for _, cu := range p.Curves {
@@ -378,6 +434,9 @@ func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap,
 			if k < len(cu.X) && xm.valid(cu.X[k]) && !math.IsNaN(cu.Y[k]) && !math.IsInf(cu.Y[k], 0) {
 				ys = append(ys, cu.Y[k])
 				hasData = true
+				if lo, hi, ok := cu.spread(k); ok {
+					ys = append(ys, lo, hi)
+				}
 			}
 		}
 	}
@@ -389,26 +448,23 @@ func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap,
 	}
 	ylo, yhi, yticks := fitAxis(p.Y, ys)
 	ym := scaleMap{lo: ylo, hi: yhi, p0: y1, p1: y0, log: p.Y.Scale == Log}
-	title := p.Title
-	if title == "" {
-		title = p.Y.label()
-	}
+	title := p.title()
 	pf(`<g class="panel" data-y0="%s" data-y1="%s" data-yunit="%s">`+"\n", f1(y0), f1(y1), esc(p.Y.Unit))
 	pf(`<text x="%s" y="%s" font-weight="bold">%s</text>`+"\n", f1(xm.p0), f1(y+13), esc(title))
-	// Legend, after the title.
-	lx := xm.p0 + float64(len([]rune(title)))*charW*1.1 + 16
+	// Legend, after the title, wrapping when it would run off the chart.
 	if hasData {
+		lxs, lrows, _ := p.legend(xm.p0, xm.p1)
 		for k, cu := range p.Curves {
 			if cu.Name == "" {
 				continue
 			}
 			st := cu.style(k)
-			pf(`<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="%g"%s/>`, f1(lx), f1(y+9), f1(lx+22), f1(y+9), st.Color, st.Width, dashAttr(st.Dash))
+			lx, ly := lxs[k], y+float64(lrows[k])*laneRowH
+			pf(`<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="%g"%s/>`, f1(lx), f1(ly+9), f1(lx+22), f1(ly+9), st.Color, st.Width, dashAttr(st.Dash))
 			if cu.Points {
-				b.WriteString(markerPath(st.Marker, lx+11, y+9, st.Color, "", ""))
+				b.WriteString(markerPath(st.Marker, lx+11, ly+9, st.Color, "", ""))
 			}
-			pf(`<text x="%s" y="%s" fill="#222">%s</text>`+"\n", f1(lx+26), f1(y+13), esc(cu.Name))
-			lx += 34 + float64(len([]rune(cu.Name)))*charW
+			pf(`<text x="%s" y="%s" fill="#222">%s</text>`+"\n", f1(lx+26), f1(ly+13), esc(cu.Name))
 		}
 	}
 	// Grid and y ticks.
@@ -471,6 +527,9 @@ func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap,
 	}
 	if hasData {
 		for k, cu := range p.Curves {
+			spreadBand(b, cu, cu.style(k), xm, ym)
+		}
+		for k, cu := range p.Curves {
 			c.curve(b, cu, cu.style(k), xm, ym, p.Y.Unit)
 		}
 	}
@@ -480,7 +539,12 @@ func (c Chart) panel(b *strings.Builder, id string, i int, p Panel, xm scaleMap,
 		}
 		px, py := xm.at(n.X), ym.at(n.Y)
 		pf(`<circle data-x="%s" cx="%s" cy="%s" r="7" fill="none" stroke="#222" stroke-width="1.5"/>`, fv(n.X), f1(px), f1(py))
-		pf(`<text data-x="%s" data-dx="10" x="%s" y="%s" fill="#222" font-weight="bold">%s</text>`+"\n", fv(n.X), f1(px+10), f1(py-8), esc(n.Label))
+		// A label that would run past the right edge goes left of its point.
+		dx, anchor := 10.0, ""
+		if px+dx+float64(len([]rune(n.Label)))*charW*1.1 > xm.p1 {
+			dx, anchor = -10, ` text-anchor="end"`
+		}
+		pf(`<text data-x="%s" data-dx="%g" x="%s" y="%s" fill="#222" font-weight="bold"%s>%s</text>`+"\n", fv(n.X), dx, f1(px+dx), f1(py-8), anchor, esc(n.Label))
 	}
 	b.WriteString("</g>\n")
 	pf(`<rect x="%s" y="%s" width="%s" height="%s" fill="none" stroke="#999"/>`+"\n", f1(xm.p0), f1(y0), f1(xm.p1-xm.p0), f1(h))
@@ -507,6 +571,43 @@ func dashAttr(d string) string {
 		return ""
 	}
 	return ` stroke-dasharray="` + d + `"`
+}
+
+// spreadBand draws a curve's spreads: a whisker at each point that has
+// one, and a shaded band across each run of neighbouring points that do.
+func spreadBand(b *strings.Builder, cu Curve, st Style, xm, ym scaleMap) {
+	type sp struct{ px, plo, phi float64 }
+	var run []sp
+	flush := func() {
+		if len(run) >= 2 {
+			var d strings.Builder
+			for k, s := range run {
+				cmd := "L"
+				if k == 0 {
+					cmd = "M"
+				}
+				fmt.Fprintf(&d, "%s%s %s", cmd, f1(s.px), f1(s.phi))
+			}
+			for k := len(run) - 1; k >= 0; k-- {
+				fmt.Fprintf(&d, "L%s %s", f1(run[k].px), f1(run[k].plo))
+			}
+			fmt.Fprintf(b, `<path class="spread" d="%sZ" fill="%s" fill-opacity="0.13" stroke="none"/>`+"\n", d.String(), st.Color)
+		}
+		run = run[:0]
+	}
+	for k := range cu.X {
+		lo, hi, ok := cu.spread(k)
+		if !ok || k >= len(cu.Y) || !xm.valid(cu.X[k]) || !ym.valid(cu.Y[k]) || !ym.valid(lo) || !ym.valid(hi) {
+			flush()
+			continue
+		}
+		s := sp{px: xm.at(cu.X[k]), plo: ym.at(lo), phi: ym.at(hi)}
+		run = append(run, s)
+		fmt.Fprintf(b, `<path class="whisker" d="M%s %sV%sM%s %sh8M%s %sh8" stroke="%s" stroke-width="1.2" fill="none"><title>%s</title></path>`+"\n",
+			f1(s.px), f1(s.plo), f1(s.phi), f1(s.px-4), f1(s.plo), f1(s.px-4), f1(s.phi), st.Color,
+			esc(fmt.Sprintf("%s: %s – %s", cu.Name, FormatValue(lo), FormatValue(hi))))
+	}
+	flush()
 }
 
 // curve renders one curve as a path with its data values in data-x, data-v

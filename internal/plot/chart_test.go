@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -252,5 +253,105 @@ func TestChartNeverDrawsAZeroForMissingData(t *testing.T) {
 	wellFormed(t, svg)
 	if !strings.Contains(svg, ">not measured<") || strings.Contains(svg, `class="curve"`) {
 		t.Errorf("a panel with no value must say not measured and draw no curve:\n%s", svg)
+	}
+}
+
+func TestChartSpread(t *testing.T) {
+	xs := []float64{0, 256, 1024, 4096}
+	tests := []struct {
+		name          string
+		lo, hi        []float64
+		whiskers      int
+		bands         int
+		wantTitle     string
+		wantMaxYTickA string // a y tick that only the spread's top reaches
+	}{
+		{name: "every point has a spread: one band, four whiskers", lo: []float64{8, 20, 60, 200}, hi: []float64{12, 30, 90, 420}, whiskers: 4, bands: 1, wantTitle: "cold: 200 – 420", wantMaxYTickA: ">400<"},
+		{name: "a NaN splits the band", lo: []float64{8, 20, math.NaN(), 200}, hi: []float64{12, 30, 90, 420}, whiskers: 3, bands: 1, wantTitle: "cold: 8 – 12", wantMaxYTickA: ">400<"},
+		{name: "short slices leave the rest without", lo: []float64{8}, hi: []float64{12}, whiskers: 1, bands: 0, wantTitle: "cold: 8 – 12"},
+		{name: "no spread draws none", whiskers: 0, bands: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Chart{Title: "spread", X: Axis{Title: "prefix", Unit: "tokens", Ticks: xs}, Panels: []Panel{{
+				Y:      Axis{Title: "TTFT p50", Unit: "ms", FromZero: true},
+				Curves: []Curve{{Name: "cold", X: xs, Y: []float64{10, 25, 75, 300}, Lo: tt.lo, Hi: tt.hi, Points: true}},
+			}}}
+			svg := c.SVG()
+			wellFormed(t, svg)
+			if n := strings.Count(svg, `class="whisker"`); n != tt.whiskers {
+				t.Errorf("%d whiskers, want %d", n, tt.whiskers)
+			}
+			if n := strings.Count(svg, `class="spread"`); n != tt.bands {
+				t.Errorf("%d bands, want %d", n, tt.bands)
+			}
+			if tt.wantTitle != "" && !strings.Contains(svg, tt.wantTitle) {
+				t.Errorf("SVG lacks the spread's title %q", tt.wantTitle)
+			}
+			if tt.wantMaxYTickA != "" && !strings.Contains(svg, tt.wantMaxYTickA) {
+				t.Errorf("the y axis does not reach the spread's top (no tick %q)", tt.wantMaxYTickA)
+			}
+		})
+	}
+}
+
+func TestChartLegendWraps(t *testing.T) {
+	legendYs := func(svg string) map[string]bool {
+		ys := map[string]bool{}
+		for _, m := range regexp.MustCompile(`<text x="[0-9.]+" y="([0-9.]+)" fill="#222">config `).FindAllStringSubmatch(svg, -1) {
+			ys[m[1]] = true
+		}
+		return ys
+	}
+	tests := []struct {
+		name   string
+		curves int
+		rows   int
+	}{
+		{name: "two curves fit on the title's row", curves: 2, rows: 1},
+		{name: "eight long names wrap two a row and stay inside the chart", curves: 8, rows: 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cs []Curve
+			for i := 0; i < tt.curves; i++ {
+				cs = append(cs, Curve{Name: "config budget 8192, seqs 128, chunked " + strconv.Itoa(i), X: []float64{1, 2}, Y: []float64{1, float64(i + 2)}})
+			}
+			svg := Chart{Title: "legend", X: Axis{Title: "c"}, Panels: []Panel{{Y: Axis{Title: "TTFT p95", Unit: "ms"}, Curves: cs}}}.SVG()
+			wellFormed(t, svg)
+			if got := len(legendYs(svg)); got != tt.rows {
+				t.Errorf("legend on %d rows, want %d", got, tt.rows)
+			}
+			for _, m := range regexp.MustCompile(`<text x="([0-9.]+)" y="[0-9.]+" fill="#222">(config [^<]*)<`).FindAllStringSubmatch(svg, -1) {
+				x, _ := strconv.ParseFloat(m[1], 64)
+				if end := x + float64(len(m[2]))*charW; end > 760 {
+					t.Errorf("legend entry %q ends at %.0f px, past the 760 px chart", m[2], end)
+				}
+			}
+		})
+	}
+}
+
+func TestChartNoteStaysInside(t *testing.T) {
+	tests := []struct {
+		name string
+		x    float64
+		want string
+	}{
+		{name: "a note mid-chart goes right of its point", x: 5, want: `data-dx="10" x="`},
+		{name: "a note at the right edge goes left of it", x: 10, want: `data-dx="-10" x="726.0" y="`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svg := Chart{Title: "n", X: Axis{Title: "x", Pin: true, Min: 0, Max: 10}, Panels: []Panel{{
+				Y:      Axis{Title: "y"},
+				Curves: []Curve{{Name: "c", X: []float64{0, 10}, Y: []float64{1, 2}}},
+				Notes:  []Note{{X: tt.x, Y: 1.5, Label: "throughput, c=64"}},
+			}}}.SVG()
+			wellFormed(t, svg)
+			if !strings.Contains(svg, tt.want) {
+				t.Errorf("the note's label lacks %q", tt.want)
+			}
+		})
 	}
 }

@@ -56,20 +56,6 @@ func header(b *strings.Builder, h int, title string) {
 	fmt.Fprintf(b, `<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", 10, html.EscapeString(title))
 }
 
-// niceMax rounds v up to 1, 2 or 5 times a power of ten.
-func niceMax(v float64) float64 {
-	if v <= 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
 // axisMax returns the end of a 0-based axis that holds max, at most one
 // nice step beyond it, and its ticks.
 func axisMax(max float64) (float64, []float64) {
@@ -175,67 +161,6 @@ func Gantt(title string, spans []Span) string {
 		w := math.Max((x1-x0)*(s.End-s.Start)/max, 1.5)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", xs, y+3, w, rowH-6, c)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#333">%.2f s</text>`+"\n", xs+w+4, y+15, s.End-s.Start)
-	}
-	b.WriteString("</svg>\n")
-	return b.String()
-}
-
-// Series is one line of a line chart.
-type Series struct {
-	Name string
-	Y    []float64 // one per x; NaN leaves a gap
-}
-
-// Lines renders series against categorical x positions (for example
-// concurrency levels), evenly spaced and labelled with xs.
-func Lines(title, xLabel, unit string, xs []string, series []Series) string {
-	var b strings.Builder
-	const h = 300
-	header(&b, h, title)
-	plotTop, plotBottom := 50.0, float64(h-50)
-	x0, x1 := 70.0, float64(width-150)
-	var max float64
-	for _, s := range series {
-		for _, y := range s.Y {
-			if !math.IsNaN(y) {
-				max = math.Max(max, y)
-			}
-		}
-	}
-	max = niceMax(max)
-	for i := 0; i <= 4; i++ {
-		v := max * float64(i) / 4
-		y := plotBottom - (plotBottom-plotTop)*float64(i)/4
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", x0, y, x1, y, gridColor)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#555">%s%s</text>`+"\n", x0-6, y+4, trim(v), unit)
-	}
-	xAt := func(i int) float64 {
-		if len(xs) <= 1 {
-			return (x0 + x1) / 2
-		}
-		return x0 + (x1-x0)*float64(i)/float64(len(xs)-1)
-	}
-	for i, x := range xs {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#555">%s</text>`+"\n", xAt(i), plotBottom+16, html.EscapeString(x))
-	}
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", (x0+x1)/2, h-12, html.EscapeString(xLabel))
-	for si, s := range series {
-		c := palette[si%len(palette)]
-		var pts []string
-		for i, y := range s.Y {
-			if math.IsNaN(y) || i >= len(xs) {
-				continue
-			}
-			py := plotBottom - (plotBottom-plotTop)*y/max
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", xAt(i), py))
-			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", xAt(i), py, c)
-		}
-		if len(pts) > 1 {
-			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), c)
-		}
-		ly := plotTop + float64(si)*18
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="12" height="12" fill="%s"/>`+"\n", x1+16, ly-10, c)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", x1+32, ly, html.EscapeString(s.Name))
 	}
 	b.WriteString("</svg>\n")
 	return b.String()

@@ -62,34 +62,10 @@ func TestGanttSaysNotMeasuredAndDrawsInstants(t *testing.T) {
 	}
 }
 
-func TestNiceMax(t *testing.T) {
-	for in, want := range map[float64]float64{0: 1, 0.7: 1, 1.2: 2, 3: 5, 7: 10, 420: 500, math.NaN(): 1} {
-		if got := niceMax(in); got != want {
-			t.Errorf("niceMax(%v) = %v, want %v", in, got, want)
-		}
-	}
-}
-
 func TestTrimAvoidsExponents(t *testing.T) {
 	for in, want := range map[float64]string{1000: "1000", 12345.6: "12346", 17.14: "17.1", 0.5: "0.5"} {
 		if got := trim(in); got != want {
 			t.Errorf("trim(%v) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestLinesPlotsEachSeries(t *testing.T) {
-	svg := Lines("TTFT vs concurrency", "concurrency", " ms", []string{"1", "4", "16"},
-		[]Series{{Name: "p50", Y: []float64{10, 20, 80}}, {Name: "p99", Y: []float64{15, 40, math.NaN()}}})
-	wellFormed(t, svg)
-	if got := strings.Count(svg, "<polyline"); got != 2 {
-		t.Errorf("%d polylines, want 2", got)
-	}
-	if got := strings.Count(svg, "<circle"); got != 5 {
-		t.Errorf("%d points, want 5 (the NaN is a gap)", got)
-	}
-	// Axis max is 100 ms: 80 ms sits at 250 - 200*0.8 = 90 px.
-	if !strings.Contains(svg, `cy="90.0"`) {
-		t.Errorf("80 ms point not at y=90")
 	}
 }

@@ -25,12 +25,11 @@ func closedLoopVirtual(t *testing.T, chunked bool, budget, conc, lo, hi, out int
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Unix(0, 0)
 	type live struct {
-		r       *request
-		sent    time.Time
-		last    time.Time
-		seen    int
-		long    bool
-		firstAt time.Duration
+		r    *request
+		sent time.Time
+		last time.Time
+		seen int
+		long bool
 	}
 	var next int
 	submit := func() *live {
