@@ -42,9 +42,61 @@ type acc struct {
 	samples                          []string
 	recs                             []Record
 	usage                            string
+	// mom are the exact moments of the histograms in MomentMetrics.
+	mom moments
+	// promptTokens sums the successful requests' input lengths, and
+	// promptLens counts them by the lengths' source.
+	promptTokens uint64
+	promptLens   PromptLenCounts
 }
 
-func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}} }
+// MomentMetrics lists the histograms whose exact count, sum and sum of
+// squares every report carries (Report.Moments), in order.
+var MomentMetrics = [...]string{hdr.TTFT, hdr.TPOT, hdr.ITL, hdr.ICL, hdr.E2E}
+
+// moments are one interval's running sums, indexed as MomentMetrics.
+type moments [len(MomentMetrics)]Moments
+
+func newMoments() moments {
+	var m moments
+	for i, name := range MomentMetrics {
+		m[i].Metric = name
+	}
+	return m
+}
+
+// add adds one value of metric i, in milliseconds as the report sends it.
+func (m *moments) add(i int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	x := float64(d) / float64(time.Millisecond)
+	m[i].Count++
+	m[i].Sum += x
+	m[i].SumSq += x * x
+}
+
+// addN adds the same value k times.
+func (m *moments) addN(i int, d time.Duration, k int) {
+	if m == nil {
+		return
+	}
+	x := float64(d) / float64(time.Millisecond)
+	m[i].Count += uint64(k)
+	m[i].Sum += float64(k) * x
+	m[i].SumSq += float64(k) * x * x
+}
+
+// Indexes into moments, as MomentMetrics.
+const (
+	momTTFT = iota
+	momTPOT
+	momITL
+	momICL
+	momE2E
+)
+
+func newAcc() acc { return acc{set: newSet(), errs: map[string]uint64{}, mom: newMoments()} }
 
 func (c *acc) empty() bool {
 	return c.ok == 0 && c.failed == 0 && c.interrupted == 0 && len(c.recs) == 0
@@ -72,7 +124,8 @@ func newSet() hdr.Set {
 }
 
 // observe records one finished request; promptLen is its prompt's length
-// as the generator built it (for records). An interrupted one (cancelled
+// as the generator built it (0 when unknown; the server's usage then counts
+// it). An interrupted one (cancelled
 // because the run stopped) counts neither as a success nor as a failure,
 // nor against the error budget.
 func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.Result, promptLen int) {
@@ -135,7 +188,10 @@ func (r *run) observe(i int, sched time.Time, warm, interrupted bool, res *oai.R
 		if usageRank(res.UsageSource) < usageRank(c.usage) {
 			c.usage = res.UsageSource
 		}
-		recordMetrics(c.set, res)
+		recordMetrics(c.set, &c.mom, res)
+		n, src := r.inputLen(res, promptLen)
+		c.promptTokens += uint64(n)
+		c.promptLens.add(src)
 		if r.spec.Load.SLO.Set() && r.spec.Load.SLO.Met(res, sched) {
 			c.good++
 		}
@@ -223,14 +279,47 @@ func newRecord(i int, label string, res *oai.Result) Record {
 	return rec
 }
 
-// recordMetrics adds a successful result's send-relative metrics to s.
-func recordMetrics(s hdr.Set, res *oai.Result) {
+// inputLen is a successful request's input length, as vLLM's
+// total_input_tokens counts it, and where it came from: the generator's
+// length when the prompts were sized with the server's tokenizer (exact),
+// else the server's usage.prompt_tokens, else the generator's estimate.
+func (r *run) inputLen(res *oai.Result, promptLen int) (int, string) {
+	switch {
+	case r.promptLenSource == PromptLenTokenize && promptLen > 0:
+		if res.PromptTokens > 0 {
+			return res.PromptTokens, PromptLenTokenize
+		}
+		return promptLen, PromptLenTokenize
+	case res.PromptTokens > 0:
+		return res.PromptTokens, PromptLenUsage
+	}
+	return max(promptLen, 0), PromptLenEstimate
+}
+
+// add counts one request whose input length came from src.
+func (p *PromptLenCounts) add(src string) {
+	switch src {
+	case PromptLenTokenize:
+		p.Tokenize++
+	case PromptLenUsage:
+		p.Usage++
+	default:
+		p.Estimate++
+	}
+}
+
+// recordMetrics adds a successful result's send-relative metrics to s and,
+// when mom is not nil, their exact moments.
+func recordMetrics(s hdr.Set, mom *moments, res *oai.Result) {
 	if !res.FirstToken.IsZero() {
 		s.Get(hdr.TTFT).Record(res.TTFT())
+		mom.add(momTTFT, res.TTFT())
 	}
 	s.Get(hdr.E2E).Record(res.E2E())
+	mom.add(momE2E, res.E2E())
 	if tpot, ok := res.TPOT(); ok {
 		s.Get(hdr.TPOT).Record(tpot)
+		mom.add(momTPOT, tpot)
 	}
 	if len(res.Marks) < 2 {
 		return
@@ -241,10 +330,12 @@ func recordMetrics(s hdr.Set, res *oai.Result) {
 		gap := m.At - prev
 		prev = m.At
 		icl.Record(gap)
+		mom.add(momICL, gap)
 		k := max(int(m.Tokens), 1)
 		per := gap / time.Duration(k)
 		for range k {
 			itl.Record(per)
 		}
+		mom.addN(momITL, per, k)
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -125,6 +126,29 @@ type Report struct {
 	// sized with the server's tokenizer; empty otherwise (the lengths are
 	// then the server's usage, or estimates).
 	PromptLenSource string
+	// Moments are the exact count, sum and sum of squares (milliseconds)
+	// of the histograms named in MomentMetrics, one per metric, in that
+	// order; each count equals its histogram's.
+	Moments []Moments
+	// PromptTokens sums the input lengths of the successful requests
+	// (vLLM's total_input_tokens), and PromptLens counts those requests by
+	// the source of their length.
+	PromptTokens uint64
+	PromptLens   PromptLenCounts
+}
+
+// Moments are one metric's exact count, sum and sum of squares of its
+// values, in milliseconds.
+type Moments struct {
+	Metric     string
+	Count      uint64
+	Sum, SumSq float64
+}
+
+// PromptLenCounts counts successful requests by the source of their input
+// length: PromptLenTokenize, PromptLenUsage or PromptLenEstimate.
+type PromptLenCounts struct {
+	Tokenize, Usage, Estimate uint64
 }
 
 // emit swaps the interval state out, encodes it, and calls emit: first a
@@ -181,7 +205,7 @@ func recycle(c acc) acc {
 	for _, h := range c.set {
 		h.Reset()
 	}
-	return acc{set: c.set, errs: map[string]uint64{}}
+	return acc{set: c.set, errs: map[string]uint64{}, mom: newMoments()}
 }
 
 func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
@@ -192,6 +216,8 @@ func (r *run) report(emit func(Report) error, rep Report, c *acc) error {
 	rep.CachedTokens, rep.CachedRequests, rep.CachedPromptTokens = c.cached, c.cachedReqs, c.cachedPrompt
 	rep.ErrorsByKind, rep.ErrorSamples, rep.Records = c.errs, c.samples, c.recs
 	rep.UsageSource = c.usage
+	rep.Moments = slices.Clone(c.mom[:])
+	rep.PromptTokens, rep.PromptLens = c.promptTokens, c.promptLens
 	rep.Histograms = make([]Histogram, 0, len(metrics))
 	for _, m := range metrics {
 		b, err := c.set.Get(m).Encode()

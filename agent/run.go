@@ -405,7 +405,9 @@ func (r *run) do(ctx context.Context, i uint64, sched time.Time, warm bool, p Pr
 	res := r.sender.Do(ctx, req)
 	interrupted := res.Err != nil && res.Err.Kind == oai.KindCanceled && ctx.Err() != nil
 	promptLen := p.Tokens
-	if r.records && promptLen == 0 {
+	if promptLen == 0 && (r.records || (res.OK() && res.PromptTokens <= 0)) {
+		// Records show the estimate; a success the server sent no usage
+		// for counts it toward its input tokens.
 		promptLen = ApproxTokens(p.Text)
 	}
 	r.observe(int(i), sched, warm, interrupted, &res, promptLen)

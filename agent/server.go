@@ -330,6 +330,12 @@ func reportToProto(r Report) *ttftlabv1.IntervalReport {
 	for _, h := range r.Histograms {
 		p.Histograms = append(p.Histograms, &ttftlabv1.EncodedHistogram{Metric: h.Metric, V2: h.V2})
 	}
+	for _, m := range r.Moments {
+		p.Moments = append(p.Moments, &ttftlabv1.Moments{Metric: m.Metric, Count: m.Count, SumMs: m.Sum, SumSqMs: m.SumSq})
+	}
+	p.PromptTokens = r.PromptTokens
+	p.PromptLenSource = r.PromptLenSource
+	p.PromptLens = &ttftlabv1.PromptLenCounts{Tokenize: r.PromptLens.Tokenize, Usage: r.PromptLens.Usage, Estimate: r.PromptLens.Estimate}
 	for _, rec := range r.Records {
 		p.Requests = append(p.Requests, &ttftlabv1.RequestRecord{
 			Label:         rec.Label,

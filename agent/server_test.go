@@ -198,8 +198,12 @@ func TestProtoConversion(t *testing.T) {
 		ErrorSamples: []string{"request 1: http_500: bad \xff"},
 		Records: []Record{{Label: "cold_1", Send: start, TTFT: 250 * time.Millisecond, E2E: time.Second,
 			FirstByte: 10 * time.Millisecond, FirstChunk: 20 * time.Millisecond, OutputTokens: 9, PromptTokens: 4, Chunks: 11, Preview: "p"}},
-		InFlight: 2,
-		Final:    true,
+		InFlight:        2,
+		Final:           true,
+		Moments:         []Moments{{Metric: hdr.TTFT, Count: 3, Sum: 750, SumSq: 187500.5}},
+		PromptTokens:    12,
+		PromptLenSource: PromptLenTokenize,
+		PromptLens:      PromptLenCounts{Tokenize: 2, Usage: 1},
 	}
 	wantPB := &ttftlabv1.IntervalReport{
 		RunId: "r", AgentId: "a", Seq: 2,
@@ -212,8 +216,12 @@ func TestProtoConversion(t *testing.T) {
 		ErrorSamples:   []string{"request 1: http_500: bad \uFFFD"},
 		Requests: []*ttftlabv1.RequestRecord{{Label: "cold_1", SendUnixNano: start.UnixNano(), TtftS: 0.25, E2ES: 1,
 			FirstByteS: 0.01, FirstChunkS: 0.02, OutputTokens: 9, PromptTokens: 4, Chunks: 11, OutputPreview: "p"}},
-		InFlight: 2,
-		Final:    true,
+		InFlight:        2,
+		Final:           true,
+		Moments:         []*ttftlabv1.Moments{{Metric: hdr.TTFT, Count: 3, SumMs: 750, SumSqMs: 187500.5}},
+		PromptTokens:    12,
+		PromptLenSource: "tokenize",
+		PromptLens:      &ttftlabv1.PromptLenCounts{Tokenize: 2, Usage: 1},
 	}
 	if diff := cmp.Diff(wantPB, reportToProto(rep), protocmp.Transform()); diff != "" {
 		t.Errorf("reportToProto (-want +got):\n%s", diff)

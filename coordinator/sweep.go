@@ -203,12 +203,62 @@ func (c *Coordinator) RunSweep(ctx context.Context, spec SweepSpec, emit func(re
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, err
 	}
-	return c.runLogged(ctx, filepath.Join(c.cfg.OutDir, spec.OutDir), &spec.RunID, emit, func(ctx context.Context, r *recorder) error {
-		return c.sweep(ctx, r, spec)
+	outDir := filepath.Join(c.cfg.OutDir, spec.OutDir)
+	lf := newLevelFiles()
+	return c.runLogged(ctx, outDir, &spec.RunID, lf.tap(emit), func(ctx context.Context, r *recorder) error {
+		lf.dir = filepath.Join(outDir, spec.RunID, results.SaveResultDir)
+		return c.sweep(ctx, r, spec, lf)
 	})
 }
 
-func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) error {
+// levelFiles writes each level's vLLM-format result into the run
+// directory's save_result/ as the level ends: it sees the run's events as
+// the client does (tap), so its files are those `--save-result` writes.
+// Its errors become warnings of the run (warn).
+type levelFiles struct {
+	dir  string
+	exp  *results.SweepExporter
+	mu   sync.Mutex
+	errs []error
+}
+
+func newLevelFiles() *levelFiles {
+	// vLLM's default options cannot fail validation.
+	exp, _ := results.NewSweepExporter(results.ExportOptions{})
+	return &levelFiles{exp: exp}
+}
+
+// tap passes every event on to emit and writes a level's file at its
+// level_end. The recorder calls it under its emit lock, in record order.
+func (lf *levelFiles) tap(emit func(results.Event)) func(results.Event) {
+	return func(ev results.Event) {
+		f, err := lf.exp.Add(ev)
+		if err == nil && f != nil {
+			err = results.SaveLevelFile(lf.dir, f)
+		}
+		if err != nil {
+			lf.mu.Lock()
+			lf.errs = append(lf.errs, err)
+			lf.mu.Unlock()
+		}
+		if emit != nil {
+			emit(ev)
+		}
+	}
+}
+
+// warn records the errors of the files written so far as warnings.
+func (lf *levelFiles) warn(r *recorder) {
+	lf.mu.Lock()
+	errs := lf.errs
+	lf.errs = nil
+	lf.mu.Unlock()
+	for _, err := range errs {
+		r.record(results.EventWarning, results.Warning{Message: "save_result: " + err.Error()})
+	}
+}
+
+func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec, lf *levelFiles) error {
 	l, err := c.waitForMembers(ctx, r, memberNeed{Experiment: "sweep", Selection: spec.Selection, NeedGPU: spec.BaseURL == "", MaxAgents: spec.MaxAgents})
 	if err != nil {
 		return err
@@ -269,6 +319,7 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec) er
 		}
 		dur, why := levelDuration(spec, li, level, prevE2E)
 		lost, e2e, err := c.runLevel(ctx, r, spec, li, level, dur, why, agentMs, baseURL, model)
+		lf.warn(r)
 		if err != nil {
 			return err
 		}

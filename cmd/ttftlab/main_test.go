@@ -40,7 +40,8 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2", "--repeats", "2",
-		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16", "--progress"}, &stdout, &stderr)
+		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16",
+		"--save-result", filepath.Join(out, "vllm"), "--result-label", "lab", "--metric-percentiles", "50,99.9", "--percentile-metrics", "ttft,e2el", "--progress"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -131,6 +132,36 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	if !strings.Contains(stdout.String(), "# Load sweep") {
 		t.Error("up did not print the sweep report")
 	}
+	// --save-result DIR: one vLLM-format file per level, with the options
+	// asked for; the run directory's save_result/ has vLLM's defaults.
+	for i, name := range []string{"level-01-c1.json", "level-02-c4.json"} {
+		b, err := os.ReadFile(filepath.Join(out, "vllm", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		l := sw.Levels[i]
+		if got["label"] != "lab" || got["completed"] != float64(l.Successes) || got["total_input_tokens"] != float64(64*l.Successes) {
+			t.Errorf("%s: label %v completed %v total_input_tokens %v; want lab, %d, %d", name, got["label"], got["completed"], got["total_input_tokens"], l.Successes, 64*l.Successes)
+		}
+		for _, k := range []string{"p50_ttft_ms", "p99.9_ttft_ms", "mean_e2el_ms", "p99.9_e2el_ms"} {
+			if _, ok := got[k].(float64); !ok {
+				t.Errorf("%s: %s = %v, want a number", name, k, got[k])
+			}
+		}
+		if _, ok := got["mean_tpot_ms"]; ok {
+			t.Errorf("%s has tpot keys; --percentile-metrics asked for ttft,e2el", name)
+		}
+		if _, err := os.Stat(filepath.Join(out, "t1-sweep", results.SaveResultDir, name)); err != nil {
+			t.Errorf("the run directory lacks its own copy: %v", err)
+		}
+	}
+	if sw.PromptLenSource != "tokenize" || !strings.Contains(stdout.String(), "Prompt lengths: tokenize") {
+		t.Errorf("results.json prompt_len_source %q; sweep.md must say where the prompt lengths came from", sw.PromptLenSource)
+	}
 }
 
 func TestUpRejectsBadFlags(t *testing.T) {
@@ -160,6 +191,10 @@ func TestUpRejectsBadFlags(t *testing.T) {
 		{[]string{"--gpunodes", "0"}, "--gpunodes 0 is out of range: use 1..16"},
 		{[]string{"--gpunodes", "17"}, "--gpunodes 17 is out of range: use 1..16"},
 		{[]string{"--gpunodes", "2", "--levels", "1,8"}, `--levels 1,8 with --gpunodes 2: a fleet compares the nodes' cold starts and runs no sweep; pass --levels ""`},
+		{[]string{"--gpunodes", "2", "--levels", "", "--save-result", "unused"}, "--save-result with --gpunodes 2: a fleet runs no sweep"},
+		{[]string{"--levels", "", "--save-result", "unused"}, "--save-result with --levels \"\": no sweep runs"},
+		{[]string{"--save-detailed"}, "--save-detailed is not available on a sweep: the per-request arrays"},
+		{[]string{"--result-label", "x"}, "--result-label shapes the --save-result files: add --save-result DIR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

@@ -44,6 +44,11 @@ func TestSweepFlagErrors(t *testing.T) {
 		{"out dir escapes", []string{"--out", "/etc"}, `--out "/etc" must be a relative path`},
 		{"short error window", []string{"--error-window", "10ms"}, "--error-window 10ms is invalid"},
 		{"stray argument", []string{"x"}, `unexpected argument "x"`},
+		{"save-detailed", []string{"--save-detailed"}, "--save-detailed is not available on a sweep: the per-request arrays"},
+		{"percentiles without a directory", []string{"--metric-percentiles", "50"}, "--metric-percentiles shapes the --save-result files: add --save-result DIR"},
+		{"queue times from merged levels", []string{"--save-result", "unused", "--percentile-metrics", "ttft,client_queue_time"}, `percentile metric "client_queue_time" needs every request's queue time`},
+		{"bad percentile", []string{"--save-result", "unused", "--metric-percentiles", "101"}, `--metric-percentiles: percentile "101" is invalid`},
+		{"save-result is a file", []string{"--save-result", "remote_test.go"}, "--save-result remote_test.go is a file: a sweep writes one file per level, give a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ type sweepFlags struct {
 	// ignore_eos, and the generator's output length.
 	outputLen int
 	names     flagNames
+	export    sweepExportFlags
 }
 
 // sweepFlagNames maps SweepSpec's fields to the sweep flags of `sweep` and
@@ -87,6 +89,7 @@ func (f *sweepFlags) register(fs *flag.FlagSet, oldPrefix, defaultLevels string,
 	fs.Var(errorRateFlag{&lm.MaxErrorRate}, "max-error-rate", "end a level, and the sweep, as failed when more than this fraction of an agent's attempts in one window failed (1 or off: never)")
 	fs.Var(msFlag{&lm.ErrorWindowMs}, "error-window", "sliding window of the error budget")
 	f.names = sweepFlagNames()
+	f.export.register(fs)
 
 	// The old names.
 	p := oldPrefix + "-"
@@ -192,12 +195,16 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	exp, err := sf.export.exporter(setFlags(fs))
+	if err != nil {
+		return err
+	}
 	client, closer, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
-	dir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, progress))
+	dir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, progress), exp)
 	if err != nil {
 		return err
 	}
@@ -209,8 +216,9 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // streamSweep runs a sweep and follows it. err is set when the sweep did
 // not finish (the coordinator's error, results so far kept); failure when
-// it finished but measured no success in some level.
-func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunSweepRequest, stderr io.Writer) (dir string, failure, err error) {
+// it finished but measured no success in some level, or a --save-result
+// file (exp, nil without one) could not be written.
+func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *pb.RunSweepRequest, stderr io.Writer, exp *sweepExport) (dir string, failure, err error) {
 	st, err := client.RunSweep(ctx, req)
 	if err != nil {
 		return "", nil, fmt.Errorf("start sweep: %w", err)
@@ -218,15 +226,16 @@ func streamSweep(ctx context.Context, client pb.CoordinatorServiceClient, req *p
 	var t runTally
 	dir, err = followEvents(func() (*pb.RunEvent, error) {
 		resp, err := st.Recv()
+		exp.add(resp.GetEvent(), stderr)
 		return resp.GetEvent(), err
 	}, stderr, &t)
 	if err != nil {
-		return dir, nil, fmt.Errorf("sweep: %w", err)
+		return dir, nil, errors.Join(fmt.Errorf("sweep: %w", err), exp.err())
 	}
 	if f := t.sweepFailure(); f != "" {
 		failure = fmt.Errorf("sweep failed: %s (results in %s)", f, dir)
 	}
-	return dir, failure, nil
+	return dir, errors.Join(failure, exp.err()), nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

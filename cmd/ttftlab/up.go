@@ -31,6 +31,8 @@ type upConfig struct {
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
 	sweep         sweepFlags
+	// sweepExport writes the sweep's --save-result files; nil without.
+	sweepExport *sweepExport
 	// gpunodes is how many in-process gpunodes to start; more than one runs
 	// the fleet baseline.
 	gpunodes int
@@ -156,6 +158,9 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 	}
 	if c.gpunodes > 1 {
 		set := setFlags(fs)
+		if set["save-result"] {
+			return c, fmt.Errorf("--save-result with --gpunodes %d: a fleet runs no sweep, so there is no level to save; leave it out, or use --gpunodes 1", c.gpunodes)
+		}
 		if set["levels"] && len(c.sweep.spec.Levels) > 0 {
 			return c, fmt.Errorf("--levels %s with --gpunodes %d: a fleet compares the nodes' cold starts and runs no sweep; pass --levels \"\", or --gpunodes 1 for a sweep", levelsFlag{&c.sweep.spec.Levels}, c.gpunodes)
 		}
@@ -194,6 +199,13 @@ func parseUp(args []string, stderr io.Writer) (upConfig, error) {
 			return c, fmt.Errorf("--sim-slowdown applies to the sim profile, not --profile %s: drop it", c.baseline.Profile)
 		}
 		c.simArgs = append(c.simArgs, "--slowdown", fmt.Sprint(slowdown))
+	}
+	if set := setFlags(fs); set["save-result"] && len(c.sweep.spec.Levels) == 0 && c.gpunodes == 1 {
+		return c, fmt.Errorf("--save-result with --levels \"\": no sweep runs, so there is no level to save; give --levels or leave it out")
+	}
+	var err error
+	if c.sweepExport, err = c.sweep.export.exporter(setFlags(fs)); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -272,7 +284,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.baseline.RunID != "" {
 		req.RunId = cfg.baseline.RunID + "-sweep"
 	}
-	sdir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, cfg.progress))
+	sdir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, cfg.progress), cfg.sweepExport)
 	if err != nil {
 		return err
 	}

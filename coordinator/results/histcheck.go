@@ -2,6 +2,7 @@ package results
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -66,6 +67,8 @@ func ReportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
 		if c, sent := count(hdr.DispatchLag), ok+int64(rep.GetRequestsFailed())+int64(rep.GetRequestsInterrupted()); c > sent {
 			problems = append(problems, fmt.Sprintf("dispatch_lag holds %d values, more than the %d requests sent", c, sent))
 		}
+		problems = append(problems, checkMoments(rep, set)...)
+		problems = append(problems, checkPromptLens(rep)...)
 	}
 	if len(problems) > 0 {
 		at := ""
@@ -143,4 +146,95 @@ func ParseUsage(name string) pb.UsageSource {
 		}
 	}
 	return pb.UsageSource_USAGE_SOURCE_UNSPECIFIED
+}
+
+// momentMetric reports whether m is a metric whose moments an agent sends.
+func momentMetric(m string) bool {
+	switch m {
+	case hdr.TTFT, hdr.TPOT, hdr.ITL, hdr.ICL, hdr.E2E:
+		return true
+	}
+	return false
+}
+
+// momentSlack is the relative rounding a float64 sum of squares may show
+// against sum²/n; far above float64's, far below any real inconsistency.
+const momentSlack = 1e-9
+
+// checkMoments checks a report's exact moments against its decoded
+// histograms: a known metric, once; count equal to the histogram's count;
+// sums finite and non-negative; sum of squares at least sum²/count (within
+// rounding) and at most count × max²; the mean inside the histogram's
+// [min, max], widened by one HDR bucket (0.1 %) and the 1 µs the
+// histogram rounds to. A report from an older agent carries none.
+func checkMoments(rep *pb.IntervalReport, set hdr.Set) []string {
+	var problems []string
+	seen := map[string]bool{}
+	for _, mo := range rep.GetMoments() {
+		m := mo.GetMetric()
+		switch {
+		case !momentMetric(m):
+			problems = append(problems, fmt.Sprintf("moments of unknown metric %q", m))
+			continue
+		case seen[m]:
+			problems = append(problems, fmt.Sprintf("moments of %s sent twice", m))
+			continue
+		}
+		seen[m] = true
+		n, sum, sq := mo.GetCount(), mo.GetSumMs(), mo.GetSumSqMs()
+		var hc int64
+		h := set[m]
+		if h != nil {
+			hc = h.Count()
+		}
+		if int64(n) != hc || n > math.MaxInt64 {
+			problems = append(problems, fmt.Sprintf("moments of %s count %d values but its histogram holds %d", m, n, hc))
+			continue
+		}
+		if !finite(sum) || !finite(sq) || sum < 0 || sq < 0 {
+			problems = append(problems, fmt.Sprintf("moments of %s are not finite and non-negative (sum %v ms, sum of squares %v ms²)", m, sum, sq))
+			continue
+		}
+		if n == 0 {
+			if sum != 0 || sq != 0 {
+				problems = append(problems, fmt.Sprintf("moments of %s sum %v ms over no values", m, sum))
+			}
+			continue
+		}
+		fn := float64(n)
+		if sq < sum*sum/fn*(1-momentSlack) {
+			problems = append(problems, fmt.Sprintf("moments of %s: sum of squares %v ms² is below sum²/count = %v ms²: the sums are inconsistent", m, sq, sum*sum/fn))
+			continue
+		}
+		s := h.Summarize()
+		lo, hi := s.Min*(1-2e-3)-1e-3, s.Max*(1+2e-3)+1e-3
+		if mean := sum / fn; mean < lo || (s.Max < float64(hdr.Highest)/1000 && mean > hi) {
+			problems = append(problems, fmt.Sprintf("moments of %s: mean %v ms lies outside the histogram's [%v, %v] ms", m, mean, s.Min, s.Max))
+			continue
+		}
+		if s.Max < float64(hdr.Highest)/1000 && sq > fn*hi*hi {
+			problems = append(problems, fmt.Sprintf("moments of %s: sum of squares %v ms² is above count × max² = %v ms²", m, sq, fn*hi*hi))
+		}
+	}
+	return problems
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// checkPromptLens checks a report's prompt-length provenance: a known
+// source, and counts that add up to the successful requests (or are all
+// zero, from an older agent).
+func checkPromptLens(rep *pb.IntervalReport) []string {
+	var problems []string
+	switch src := rep.GetPromptLenSource(); src {
+	case "", PromptLenTokenize, PromptLenUsage, PromptLenEstimate:
+	default:
+		problems = append(problems, fmt.Sprintf("prompt_len_source %q is unknown", src))
+	}
+	pl := rep.GetPromptLens()
+	t, u, e := pl.GetTokenize(), pl.GetUsage(), pl.GetEstimate()
+	if ok := rep.GetRequestsOk(); t|u|e != 0 && (t > ok || u > ok-t || e != ok-t-u) {
+		problems = append(problems, fmt.Sprintf("prompt_lens count %d+%d+%d requests but the report counts %d successful requests", t, u, e, rep.GetRequestsOk()))
+	}
+	return problems
 }

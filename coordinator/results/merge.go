@@ -2,6 +2,7 @@ package results
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
@@ -76,6 +77,119 @@ type Merger struct {
 	// fallback for agents that send no measured span.
 	MeasuredStartNs, MeasuredEndNs int64
 	IntervalStartNs, IntervalEndNs int64
+	// PromptTokens sums the measured successful requests' input lengths
+	// (vLLM's total_input_tokens); PromptLens counts those requests by
+	// the source of their length.
+	PromptTokens uint64
+	PromptLens   PromptLenCounts
+	// moments are the exact sums of the merged reports, by metric;
+	// noMoments names the metrics some merged report had values of but
+	// no moments for (an older agent): their exact mean is unknown.
+	moments   map[string]*Moment
+	noMoments map[string]bool
+}
+
+// Moment is one metric's exact count, sum and sum of squares, in
+// milliseconds, merged over reports: sums add, so the merge is lossless.
+type Moment struct {
+	Count      uint64
+	Sum, SumSq float64
+}
+
+// Mean and Std are the exact mean and population standard deviation
+// (numpy's np.std), in milliseconds; NaN when no value was added.
+func (m Moment) Mean() float64 {
+	if m.Count == 0 {
+		return math.NaN()
+	}
+	return m.Sum / float64(m.Count)
+}
+
+// Std is the population standard deviation; see Mean.
+func (m Moment) Std() float64 {
+	if m.Count == 0 {
+		return math.NaN()
+	}
+	n := float64(m.Count)
+	return math.Sqrt(max(m.SumSq-m.Sum*m.Sum/n, 0) / n)
+}
+
+// Prompt-length sources (docs/metrics.md, "Exact prompt lengths"); a merge
+// of several is PromptLenMixed.
+const (
+	PromptLenTokenize = "tokenize"
+	PromptLenUsage    = "usage"
+	PromptLenEstimate = "estimate"
+	PromptLenMixed    = "mixed"
+)
+
+// PromptLenCounts counts successful requests by the source of their input
+// length.
+type PromptLenCounts struct {
+	Tokenize uint64 `json:"tokenize"`
+	Usage    uint64 `json:"usage"`
+	Estimate uint64 `json:"estimate"`
+}
+
+// Source is the one source every counted request had, PromptLenMixed when
+// they differ, or "" when none was counted.
+func (p PromptLenCounts) Source() string {
+	var src []string
+	for _, c := range []struct {
+		name string
+		n    uint64
+	}{{PromptLenTokenize, p.Tokenize}, {PromptLenUsage, p.Usage}, {PromptLenEstimate, p.Estimate}} {
+		if c.n > 0 {
+			src = append(src, c.name)
+		}
+	}
+	switch len(src) {
+	case 0:
+		return ""
+	case 1:
+		return src[0]
+	}
+	return PromptLenMixed
+}
+
+// String is the source, with the counts when mixed: "mixed (tokenize 120,
+// estimate 30)"; "n/a" when none was counted.
+func (p PromptLenCounts) String() string {
+	src := p.Source()
+	switch src {
+	case "":
+		return "n/a"
+	case PromptLenMixed:
+		var parts []string
+		for _, c := range []struct {
+			name string
+			n    uint64
+		}{{PromptLenTokenize, p.Tokenize}, {PromptLenUsage, p.Usage}, {PromptLenEstimate, p.Estimate}} {
+			if c.n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", c.name, c.n))
+			}
+		}
+		return src + " (" + strings.Join(parts, ", ") + ")"
+	}
+	return src
+}
+
+func (p *PromptLenCounts) add(o PromptLenCounts) {
+	p.Tokenize += o.Tokenize
+	p.Usage += o.Usage
+	p.Estimate += o.Estimate
+}
+
+// reportPromptLens is a measured report's provenance counts; a report from
+// an older agent that counts none but says its prompts were sized counts
+// every success as tokenize.
+func reportPromptLens(rep *pb.IntervalReport) PromptLenCounts {
+	pl := rep.GetPromptLens()
+	c := PromptLenCounts{Tokenize: pl.GetTokenize(), Usage: pl.GetUsage(), Estimate: pl.GetEstimate()}
+	if c == (PromptLenCounts{}) && rep.GetPromptLenSource() == PromptLenTokenize {
+		c.Tokenize = rep.GetRequestsOk()
+	}
+	return c
 }
 
 // Abort is an agent's report that its share ended early as failed.
@@ -105,7 +219,8 @@ type mergeKey struct {
 // NewMerger returns an empty Merger.
 func NewMerger() *Merger {
 	return &Merger{seen: map[mergeKey]bool{}, set: hdr.Set{}, ttftByAgent: map[string]int64{},
-		agents: map[string]*Coverage{}, ErrorsByKind: map[string]uint64{}}
+		agents: map[string]*Coverage{}, ErrorsByKind: map[string]uint64{},
+		moments: map[string]*Moment{}, noMoments: map[string]bool{}}
 }
 
 // Add merges one report. A duplicate is not counted again. The error is
@@ -160,11 +275,31 @@ func (m *Merger) Add(rep *pb.IntervalReport) (Added, error) {
 		m.IntervalStartNs = s
 	}
 	m.IntervalEndNs = max(m.IntervalEndNs, rep.GetEndUnixNano())
+	m.PromptTokens += rep.GetPromptTokens()
 	set, err := ReportHistograms(rep)
 	if err != nil {
 		return Refused, err
 	}
+	// Validated with the histograms: the counts add up.
+	m.PromptLens.add(reportPromptLens(rep))
 	m.histOK += int64(rep.GetRequestsOk())
+	sent := map[string]bool{}
+	for _, mo := range rep.GetMoments() {
+		sent[mo.GetMetric()] = true
+		t := m.moments[mo.GetMetric()]
+		if t == nil {
+			t = &Moment{}
+			m.moments[mo.GetMetric()] = t
+		}
+		t.Count += mo.GetCount()
+		t.Sum += mo.GetSumMs()
+		t.SumSq += mo.GetSumSqMs()
+	}
+	for name, h := range set {
+		if momentMetric(name) && !sent[name] && h.Count() > 0 {
+			m.noMoments[name] = true
+		}
+	}
 	for name, h := range set {
 		if name == hdr.TTFT {
 			m.ttftByAgent[rep.GetAgentId()] += h.Count()
@@ -215,4 +350,17 @@ func (m *Merger) Span() (startNs, endNs int64) {
 		return m.IntervalStartNs, m.IntervalEndNs
 	}
 	return m.MeasuredStartNs, m.MeasuredEndNs
+}
+
+// Moments returns a metric's exact moments over the merged reports; false
+// when some merged report had values of it but sent no moments (an older
+// agent), so that the exact mean is unknown.
+func (m *Merger) Moments(metric string) (Moment, bool) {
+	if m.noMoments[metric] {
+		return Moment{}, false
+	}
+	if t := m.moments[metric]; t != nil {
+		return *t, true
+	}
+	return Moment{}, true
 }

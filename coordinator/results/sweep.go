@@ -30,8 +30,13 @@ type SweepResults struct {
 	Engine        *EngineFacts    `json:"engine,omitempty"`
 	TargetVersion string          `json:"target_version,omitempty"`
 	Levels        []LevelResult   `json:"levels"`
-	Observations  []string        `json:"observations"`
-	Warnings      []string        `json:"warnings,omitempty"`
+	// PromptLenSource is the levels' prompt-length source merged (mixed
+	// when they differ), PromptLenCounts their counts; absent when no
+	// agent said.
+	PromptLenSource string           `json:"prompt_len_source,omitempty"`
+	PromptLenCounts *PromptLenCounts `json:"prompt_len_counts,omitempty"`
+	Observations    []string         `json:"observations"`
+	Warnings        []string         `json:"warnings,omitempty"`
 }
 
 // LevelResult is one level of a sweep, merged over its agents.
@@ -91,6 +96,14 @@ type LevelResult struct {
 	Metrics     map[string]hdr.Summary `json:"metrics_ms"`
 	ClientBound bool                   `json:"client_bound"`
 	UsageSource string                 `json:"usage_source,omitempty"`
+	// InputTokens sums the successful requests' input lengths (vLLM's
+	// total_input_tokens), from agents that count them. PromptLenSource says where they came from
+	// (tokenize, usage, estimate, or mixed), PromptLenCounts how many
+	// requests each source counted; both absent for agents that do not say.
+	InputTokens     *uint64          `json:"input_tokens,omitempty"`
+	PromptLenSource string           `json:"prompt_len_source,omitempty"`
+	PromptLenCounts *PromptLenCounts `json:"prompt_len_counts,omitempty"`
+	merger          *Merger
 	// Coverage is, per agent, the intervals received and whether its final
 	// report arrived; a lost agent keeps every interval it delivered.
 	Coverage map[string]*LevelCoverage `json:"coverage"`
@@ -274,6 +287,15 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		l.ClientBound = m.ClientBound
 		l.UsageSource = UsageName(m.Usage)
 		l.Error = m.AbortError()
+		l.merger = m
+		levelPromptLens(l, m)
+		if l.PromptLenCounts != nil {
+			if res.PromptLenCounts == nil {
+				res.PromptLenCounts = &PromptLenCounts{}
+			}
+			res.PromptLenCounts.add(*l.PromptLenCounts)
+			res.PromptLenSource = res.PromptLenCounts.Source()
+		}
 		// Throughput divides by the measured span (earliest intended send
 		// to latest finish of a measured request), not the intervals,
 		// whose first ones may hold only warm-up. Older agents send no
@@ -509,6 +531,9 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	}
 	if t := SettingsTable(res.Load, res.Workload, res.Generator); t != "" {
 		p("Settings (the load template; each level sets its own %s):\n\n%s\n", levelSetting(res), t)
+	}
+	if res.PromptLenCounts != nil {
+		p("Prompt lengths: %s (docs/metrics.md, \"Exact prompt lengths\").\n\n", res.PromptLenCounts)
 	}
 	if res.TargetVersion != "" {
 		p("Target version: `%s`.\n\n", sanitizeOneLine(res.TargetVersion))

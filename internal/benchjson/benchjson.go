@@ -189,12 +189,7 @@ const maxBuckets = int(24 * time.Hour / bucket)
 // New returns an Accumulator for a run that sends no request before
 // origin.
 func New(opts Options, origin time.Time) *Accumulator {
-	if len(opts.Percentiles) == 0 {
-		opts.Percentiles = DefaultPercentiles
-	}
-	if len(opts.Metrics) == 0 {
-		opts.Metrics = DefaultMetrics
-	}
+	opts = withDefaults(opts)
 	a := &Accumulator{opts: opts, origin: origin, stats: map[string]*stat{}}
 	for _, m := range []string{MetricTTFT, MetricTPOT, MetricITL, MetricE2EL, MetricQueue, MetricE2ELQueued, statTTFTlab, statITLlab} {
 		a.stats[m] = newStat()
@@ -334,6 +329,103 @@ type Run struct {
 	PromptLenSource string
 	UsageSource     string
 	ErrorsByKind    map[string]uint64
+	// Extra are further ttftlab keys, written last in order; each key
+	// should start with "ttftlab_".
+	Extra []KV
+}
+
+// KV is one extra key of a result.
+type KV struct {
+	Key   string
+	Value any
+}
+
+// Stat is one metric's statistics merged elsewhere: its histogram, for the
+// median and percentiles (nearest rank), and its exact mean and
+// population standard deviation in milliseconds (NaN when unknown: null).
+type Stat struct {
+	Hist      *hdr.Histogram
+	Mean, Std float64
+}
+
+// Stat names of a Summary besides vLLM's metrics: ttftlab's own TTFT and
+// ITL, written as ttftlab_*_ttft_ms and ttftlab_*_itl_ms.
+const (
+	StatTTFTlab = statTTFTlab
+	StatITLlab  = statITLlab
+)
+
+// Summary is a result merged elsewhere, for example a sweep level merged
+// over its agents' interval reports: what an Accumulator otherwise folds
+// from requests. It has no per-request values, so Write writes latencies
+// and queue_times as empty arrays and refuses Options.Detailed, and the
+// queue-time metrics (MetricQueue, MetricE2ELQueued).
+type Summary struct {
+	Completed, Failed int
+	TotalIn, TotalOut int64
+	// Stats are by metric name: MetricTTFT, MetricTPOT, MetricITL,
+	// MetricE2EL, StatTTFTlab, StatITLlab. A missing one is written null.
+	Stats               map[string]Stat
+	MaxOutputTokensPerS float64
+	MaxConcurrent       int
+}
+
+// CheckSummaryOptions says why opts cannot be written from a Summary, or
+// returns nil.
+func CheckSummaryOptions(opts Options) error {
+	if opts.Detailed {
+		return fmt.Errorf("--save-detailed needs every request's values, which a merged result does not keep: leave it out, or use ttftlab load")
+	}
+	for _, m := range opts.Metrics {
+		if m == MetricQueue || m == MetricE2ELQueued {
+			return fmt.Errorf("percentile metric %q needs every request's queue time, which a merged result does not keep: use ttft, tpot, itl and e2el, or ttftlab load", m)
+		}
+	}
+	return nil
+}
+
+// WriteSummary writes a merged result as one JSON object, as Write does.
+func WriteSummary(w io.Writer, opts Options, s Settings, run Run, sum Summary) error {
+	opts = withDefaults(opts)
+	if err := CheckSummaryOptions(opts); err != nil {
+		return err
+	}
+	b, err := json.Marshal(build(opts, s, run, sum.body()))
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// body is what a result is written from, folded or merged.
+type body struct {
+	completed, failed int
+	totalIn, totalOut int64
+	stats             map[string]Stat
+	// arrays are the per-request arrays in vLLM's order (latencies and
+	// queue_times always, the rest with Detailed).
+	latencies, queues []pyFloat
+	detailed          object
+	starts            []pyFloat
+	texts, errs       []string
+	peakRate          float64
+	peakConc          int
+}
+
+func (s Summary) body() body {
+	return body{completed: s.Completed, failed: s.Failed, totalIn: s.TotalIn, totalOut: s.TotalOut, stats: s.Stats,
+		latencies: []pyFloat{}, queues: []pyFloat{}, peakRate: s.MaxOutputTokensPerS, peakConc: s.MaxConcurrent}
+}
+
+func withDefaults(opts Options) Options {
+	if len(opts.Percentiles) == 0 {
+		opts.Percentiles = DefaultPercentiles
+	}
+	if len(opts.Metrics) == 0 {
+		opts.Metrics = DefaultMetrics
+	}
+	return opts
 }
 
 // kv is one key of an ordered JSON object.
@@ -427,6 +519,34 @@ func floats(v []float64) []pyFloat {
 }
 
 func (a *Accumulator) result(s Settings, run Run) object {
+	return build(a.opts, s, run, a.body())
+}
+
+// body converts the folded requests.
+func (a *Accumulator) body() body {
+	b := body{completed: a.completed, failed: a.failed, totalIn: a.totalIn, totalOut: a.totalOut,
+		stats: map[string]Stat{}, latencies: floats(a.latencies), queues: floats(a.queues)}
+	for name, st := range a.stats {
+		mean, std := math.NaN(), math.NaN()
+		if st.n > 0 {
+			mean, std = st.mean, math.Sqrt(st.m2/float64(st.n))
+		}
+		b.stats[name] = Stat{Hist: st.h, Mean: mean, Std: std}
+	}
+	if a.opts.Detailed {
+		b.detailed = object{
+			{"input_lens", nonNil(a.inputLens)},
+			{"output_lens", nonNil(a.outLens)},
+			{"ttfts", floats(a.ttfts)},
+			{"itls", a.itlArrays()},
+		}
+		b.starts, b.texts, b.errs = floats(a.starts), nonNil(a.texts), nonNil(a.errs)
+	}
+	b.peakRate, b.peakConc = a.peaks()
+	return b
+}
+
+func build(opts Options, s Settings, run Run, b body) object {
 	o := object{
 		{"date", s.Date.Format("20060102-150405")},
 		{"endpoint_type", s.Backend},
@@ -459,45 +579,39 @@ func (a *Accumulator) result(s Settings, run Run) object {
 	}
 	o = append(o,
 		kv{"duration", num(dur)},
-		kv{"completed", a.completed},
-		kv{"failed", a.failed},
-		kv{"total_input_tokens", a.totalIn},
-		kv{"total_output_tokens", a.totalOut},
-		kv{"request_throughput", per(float64(a.completed))},
+		kv{"completed", b.completed},
+		kv{"failed", b.failed},
+		kv{"total_input_tokens", b.totalIn},
+		kv{"total_output_tokens", b.totalOut},
+		kv{"request_throughput", per(float64(b.completed))},
 		kv{"request_goodput", goodput},
-		kv{"output_throughput", per(float64(a.totalOut))},
-		kv{"total_token_throughput", per(float64(a.totalIn + a.totalOut))},
+		kv{"output_throughput", per(float64(b.totalOut))},
+		kv{"total_token_throughput", per(float64(b.totalIn + b.totalOut))},
 	)
-	if a.opts.Detailed {
-		o = append(o,
-			kv{"input_lens", nonNil(a.inputLens)},
-			kv{"output_lens", nonNil(a.outLens)},
-			kv{"ttfts", floats(a.ttfts)},
-			kv{"itls", a.itlArrays()},
-		)
+	if opts.Detailed {
+		o = append(o, b.detailed...)
 	}
-	o = append(o, kv{"latencies", floats(a.latencies)})
-	if a.opts.Detailed {
-		o = append(o, kv{"start_times", floats(a.starts)})
+	o = append(o, kv{"latencies", b.latencies})
+	if opts.Detailed {
+		o = append(o, kv{"start_times", b.starts})
 	}
-	o = append(o, kv{"queue_times", floats(a.queues)})
-	if a.opts.Detailed {
-		o = append(o, kv{"generated_texts", nonNil(a.texts)}, kv{"errors", nonNil(a.errs)})
+	o = append(o, kv{"queue_times", b.queues})
+	if opts.Detailed {
+		o = append(o, kv{"generated_texts", b.texts}, kv{"errors", b.errs})
 	}
-	peakRate, peakConc := a.peaks()
 	o = append(o,
-		kv{"max_output_tokens_per_s", pyFloat(peakRate)},
-		kv{"max_concurrent_requests", peakConc},
+		kv{"max_output_tokens_per_s", pyFloat(b.peakRate)},
+		kv{"max_concurrent_requests", b.peakConc},
 		kv{"rtfx", pyFloat(0)},
 	)
 	for _, m := range []string{MetricTTFT, MetricTPOT, MetricITL, MetricE2EL, MetricQueue, MetricE2ELQueued} {
-		if slices.Contains(a.opts.Metrics, m) {
-			o = a.appendStats(o, "", m, a.stats[m])
+		if slices.Contains(opts.Metrics, m) {
+			o = appendStats(o, opts, "", m, b.stats[m])
 		}
 	}
 	// ttftlab's own definitions, where they differ from vLLM's.
-	o = a.appendStats(o, "ttftlab_", "ttft", a.stats[statTTFTlab])
-	o = a.appendStats(o, "ttftlab_", "itl", a.stats[statITLlab])
+	o = appendStats(o, opts, "ttftlab_", "ttft", b.stats[statTTFTlab])
+	o = appendStats(o, opts, "ttftlab_", "itl", b.stats[statITLlab])
 	var usage any
 	if run.UsageSource != "" {
 		usage = run.UsageSource
@@ -516,6 +630,9 @@ func (a *Accumulator) result(s Settings, run Run) object {
 		kv{"ttftlab_percentile_method", "hdrhistogram nearest rank, 3 significant digits; mean and std exact"},
 		kv{"ttftlab_vllm_keys_from", VLLMVersion},
 	)
+	for _, e := range run.Extra {
+		o = append(o, kv{e.Key, e.Value})
+	}
 	return o
 }
 
@@ -535,25 +652,29 @@ func nonNil[T any](s []T) []T {
 }
 
 // appendStats adds mean, median, std and the percentiles of one metric; all
-// null when it has no samples.
-func (a *Accumulator) appendStats(o object, prefix, name string, st *stat) object {
+// null when it has no samples, and the mean and std null when unknown.
+func appendStats(o object, opts Options, prefix, name string, st Stat) object {
 	key := func(stat string) string { return prefix + stat + "_" + name + "_ms" }
-	if st.n == 0 {
+	var n int64
+	if st.Hist != nil {
+		n = st.Hist.Count()
+	}
+	if n == 0 {
 		o = append(o, kv{key("mean"), nil}, kv{key("median"), nil}, kv{key("std"), nil})
-		for _, p := range a.opts.Percentiles {
+		for _, p := range opts.Percentiles {
 			o = append(o, kv{key("p" + PercentileWord(p)), nil})
 		}
 		return o
 	}
 	q := func(p float64) float64 {
-		return st.h.ValueAtRankMs(int64(math.Ceil(p / 100 * float64(st.n))))
+		return st.Hist.ValueAtRankMs(int64(math.Ceil(p / 100 * float64(n))))
 	}
 	o = append(o,
-		kv{key("mean"), pyFloat(st.mean)},
+		kv{key("mean"), num(st.Mean)},
 		kv{key("median"), pyFloat(q(50))},
-		kv{key("std"), pyFloat(math.Sqrt(st.m2 / float64(st.n)))},
+		kv{key("std"), num(st.Std)},
 	)
-	for _, p := range a.opts.Percentiles {
+	for _, p := range opts.Percentiles {
 		o = append(o, kv{key("p" + PercentileWord(p)), pyFloat(q(p))})
 	}
 	return o

@@ -48,6 +48,17 @@ type Config struct {
 	// NextProtos (ALPN) are set per host by the transport unless given.
 	// nil means the system roots.
 	TLS *tls.Config
+	// RxTimestamps picks the clock of h1's arrival stamps (FirstChunk,
+	// FirstToken, every mark): ClockKernelRx (the default when empty) asks
+	// the kernel for each socket read's receive timestamp on Linux
+	// (SO_TIMESTAMPNS), so a stamp is when the bytes reached the socket,
+	// not when the client was scheduled to read them; where the kernel
+	// gives none (other platforms, the option refused) the read's return
+	// time is used. ClockReadReturn always stamps a read when it returns.
+	// Result.FirstTokenClock says which one a request's first token got.
+	// net/http and h2 always stamp when bytes are handed on. NewClient
+	// refuses any other value.
+	RxTimestamps string
 }
 
 // Transports accepted in Config.Transport.
@@ -93,6 +104,11 @@ func (cfg *Config) validate() error {
 		return fmt.Errorf("client timeout %v is negative: set it > 0, or 0 for none", cfg.Timeout)
 	case cfg.MaxLineBytes < 0:
 		return fmt.Errorf("client max line bytes %d is negative: set it > 0, or 0 for %d", cfg.MaxLineBytes, defaultMaxLine)
+	}
+	switch cfg.RxTimestamps {
+	case "", ClockKernelRx, ClockReadReturn:
+	default:
+		return fmt.Errorf("client rx timestamps %q is unknown: use %q (the kernel's receive time, the default) or %q (the time the read returned)", cfg.RxTimestamps, ClockKernelRx, ClockReadReturn)
 	}
 	switch cfg.Transport {
 	case "", TransportH1, TransportNetHTTP, TransportH2:
@@ -163,7 +179,7 @@ func NewClient(cfg Config) (*Client, error) {
 		},
 	}
 	if cfg.Transport == "" || cfg.Transport == TransportH1 {
-		c.h1 = newH1(d, cfg.MaxConns, tr.IdleConnTimeout, cfg.TLS, cfg.ConnectTimeout)
+		c.h1 = newH1(d, cfg.MaxConns, tr.IdleConnTimeout, cfg.TLS, cfg.ConnectTimeout, cfg.RxTimestamps != ClockReadReturn)
 	}
 	return c, nil
 }

@@ -48,6 +48,8 @@ type h1 struct {
 	// handshake, as TLSHandshakeTimeout does for net/http.
 	tls              *tls.Config
 	handshakeTimeout time.Duration
+	// rx turns on kernel receive timestamps (Config.RxTimestamps).
+	rx bool
 	// closed is set by closeIdle; put reads it under a host's mu, after
 	// closeIdle set it and before closeIdle takes that mu, so that no
 	// connection is left idle once closeIdle returns.
@@ -105,11 +107,11 @@ func (e *h1Error) Error() string { return e.msg }
 
 // newH1 returns an h1 transport; tlsConf (nil for the defaults: the
 // system roots) is the base configuration of https:// connections.
-func newH1(d *net.Dialer, maxConns int, idleTimeout time.Duration, tlsConf *tls.Config, handshakeTimeout time.Duration) *h1 {
+func newH1(d *net.Dialer, maxConns int, idleTimeout time.Duration, tlsConf *tls.Config, handshakeTimeout time.Duration, rx bool) *h1 {
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
-	return &h1{dialer: d, max: maxConns, idleTimeout: idleTimeout, tls: tlsConf, handshakeTimeout: handshakeTimeout, hosts: map[string]*h1Host{}}
+	return &h1{dialer: d, max: maxConns, idleTimeout: idleTimeout, tls: tlsConf, handshakeTimeout: handshakeTimeout, rx: rx, hosts: map[string]*h1Host{}}
 }
 
 // host returns the pool of t's target, one per scheme and host:port.
@@ -225,7 +227,7 @@ func (h *h1Host) dial(ctx context.Context) (*h1Conn, bool, error) {
 		h.grantSlot()
 		return nil, false, err
 	}
-	sc := &stampConn{Conn: raw}
+	sc := newStampConn(raw, h.t.rx)
 	c := &h1Conn{nc: sc, sc: sc, host: h}
 	if h.tls != nil {
 		tc := tls.Client(sc, h.tls)
@@ -282,22 +284,65 @@ func (e *handshakeTimeoutError) Timeout() bool   { return true }
 func (e *handshakeTimeoutError) Temporary() bool { return true }
 func (e *handshakeTimeoutError) Unwrap() error   { return context.DeadlineExceeded }
 
-// stampConn is a TCP connection that remembers when its last read that
-// returned bytes came back: the arrival time of the bytes a response's
-// body reads hand on (h1Body.arrived), taken before any TLS decryption,
-// chunk framing or SSE parsing. Only the request's goroutine reads it.
+// stampConn is a TCP connection that remembers when the bytes of its last
+// read that returned bytes arrived: the arrival time of the bytes a
+// response's body reads hand on (h1Body.arrived), taken before any TLS
+// decryption, chunk framing or SSE parsing. With rx set (Linux, kernel
+// receive timestamps on), that is the kernel's receive time of the newest
+// byte read, converted to the monotonic clock (kernelArrival); else, or when
+// the kernel returned no timestamp, the time the read returned. Only the
+// request's goroutine reads it; Write runs on that goroutine too.
 type stampConn struct {
 	net.Conn
+	rx *rxReader // nil: stamp in user space
 	at time.Time
+	// kernel says whether at is a kernel receive timestamp.
+	kernel bool
+	// floor is the earliest a read's bytes can have arrived: the start of
+	// the last write (the request) or the last read's arrival, whichever
+	// is later.
+	floor time.Time
+}
+
+// newStampConn wraps raw, with kernel receive timestamps when rx is set
+// and the platform and connection support them.
+func newStampConn(raw net.Conn, rx bool) *stampConn {
+	c := &stampConn{Conn: raw}
+	if rx {
+		c.rx = newRxReader(raw)
+	}
+	return c
 }
 
 // Read reads from the connection and stamps a read that returned bytes.
 func (c *stampConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	if c.rx == nil {
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			c.at, c.kernel = time.Now(), false
+		}
+		return n, err
+	}
+	n, sec, nsec, stamped, err := c.rx.read(p)
 	if n > 0 {
-		c.at = time.Now()
+		now := time.Now()
+		if stamped {
+			c.at, c.kernel = kernelArrival(now, time.Unix(sec, nsec), c.floor), true
+		} else {
+			c.at, c.kernel = now, false
+		}
+		c.floor = c.at
 	}
 	return n, err
+}
+
+// Write writes to the connection; its start is the floor of later reads'
+// arrival.
+func (c *stampConn) Write(p []byte) (int, error) {
+	if c.rx != nil {
+		c.floor = time.Now()
+	}
+	return c.Conn.Write(p)
 }
 
 // put hands c to the first waiter or keeps it idle, or closes it once the
@@ -715,6 +760,9 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// arrivedKernel reports whether arrived is a kernel receive timestamp.
+func (b *h1Body) arrivedKernel() bool { return b.sc != nil && b.sc.kernel }
+
 // arrived returns when the connection's last read that returned bytes
 // came back: for the bytes a Read just handed on, the arrival of the read
 // that completed them (bytes already buffered arrived with an earlier
@@ -920,7 +968,14 @@ func (c *Client) roundTripH1(ctx context.Context, cancel context.CancelCauseFunc
 		r.Err = classify(ctx, err, false)
 		return
 	}
+	// The head arrived with the connection's last read, which may also have
+	// carried the first chunk: stamp both alike, so the head is never
+	// "after" the first chunk (a stamp older than the send is a previous
+	// response's, and cannot be this one's).
 	r.Header = time.Now()
+	if at := conn.sc.at; !at.IsZero() && !at.Before(r.Send) && at.Before(r.Header) {
+		r.Header = at
+	}
 	r.Status = resp.status
 	c.readBody(ctx, cancel, req, s, resp.status, resp.contentType, &hb)
 	if stop() && hb.done && !resp.close && !out.reqClose {

@@ -39,8 +39,14 @@ type Result struct {
 	Header time.Time
 	// FirstChunk is the first SSE data line, including the chat role chunk.
 	FirstChunk time.Time
-	// FirstToken is the first chunk with non-empty text or delta.content.
+	// FirstToken is the first chunk with non-empty text or delta.content:
+	// when the bytes carrying it arrived (see FirstTokenClock).
 	FirstToken time.Time
+	// FirstTokenClock says where FirstToken's time came from:
+	// ClockKernelRx (the kernel's receive timestamp of the socket read that
+	// brought it) or ClockReadReturn (the time that read returned, or the
+	// transport handed the bytes on); empty without a first token.
+	FirstTokenClock string
 	// FirstReasoning is the first chunk with non-empty reasoning content.
 	FirstReasoning time.Time
 	// Last is the last token-bearing chunk (content or reasoning).

@@ -24,12 +24,17 @@ import (
 type lineReader struct {
 	rd    io.Reader
 	clock arrivalClock // rd's arrival stamps; nil when it has none
-	buf   []byte       // small, or a larger buffer while a long line is read
-	small []byte
-	r, w  int
-	at    time.Time
-	err   error
-	max   int // longest line accepted, end-of-line included
+	// kclock says whether rd's stamps are kernel receive timestamps;
+	// nil when it cannot.
+	kclock kernelClock
+	buf    []byte // small, or a larger buffer while a long line is read
+	small  []byte
+	r, w   int
+	at     time.Time
+	// kernel says whether at is a kernel receive timestamp.
+	kernel bool
+	err    error
+	max    int // longest line accepted, end-of-line included
 
 	// preview backs the stream's Result.Preview bytes.
 	preview [previewBytes + utf8.UTFMax]byte
@@ -39,6 +44,12 @@ type lineReader struct {
 // arrived: the time the socket read that brought them returned.
 type arrivalClock interface {
 	arrived() time.Time
+}
+
+// kernelClock is an arrivalClock that can say whether its last stamp was
+// the kernel's receive timestamp.
+type kernelClock interface {
+	arrivedKernel() bool
 }
 
 var lineReaders = sync.Pool{New: func() any {
@@ -53,12 +64,13 @@ func getLineReader(rd io.Reader, maxLine int) *lineReader {
 	l := lineReaders.Get().(*lineReader)
 	l.rd, l.max = rd, maxLine
 	l.clock, _ = rd.(arrivalClock)
+	l.kclock, _ = rd.(kernelClock)
 	return l
 }
 
 // put returns l to the pool.
 func (l *lineReader) put() {
-	l.rd, l.clock, l.err, l.at = nil, nil, nil, time.Time{}
+	l.rd, l.clock, l.kclock, l.err, l.at, l.kernel = nil, nil, nil, nil, time.Time{}, false
 	l.buf, l.r, l.w = l.small, 0, 0
 	lineReaders.Put(l)
 }
@@ -102,7 +114,7 @@ func (l *lineReader) next() ([]byte, time.Time, error) {
 		l.makeRoom()
 		n, err := l.rd.Read(l.buf[l.w:])
 		if n > 0 {
-			l.at = l.arrival()
+			l.at, l.kernel = l.arrival()
 		} else if err == nil {
 			continue
 		}
@@ -112,14 +124,15 @@ func (l *lineReader) next() ([]byte, time.Time, error) {
 }
 
 // arrival returns when the bytes of the read that just returned arrived:
-// the body's own stamp when it has one, else now.
-func (l *lineReader) arrival() time.Time {
+// the body's own stamp when it has one, else now; kernel says whether that
+// is the kernel's receive timestamp.
+func (l *lineReader) arrival() (at time.Time, kernel bool) {
 	if l.clock != nil {
 		if at := l.clock.arrived(); !at.IsZero() {
-			return at
+			return at, l.kclock != nil && l.kclock.arrivedKernel()
 		}
 	}
-	return time.Now()
+	return time.Now(), false
 }
 
 // makeRoom moves the unread bytes to the front of the buffer, going back to

@@ -28,6 +28,9 @@ type stream struct {
 	counted    int
 	preview    []byte
 	doneSeen   bool
+	// kernelAt says whether the current line's time is a kernel receive
+	// timestamp (Result.FirstTokenClock).
+	kernelAt bool
 }
 
 // read reads an SSE stream to [DONE], EOF or failure. It returns true when
@@ -50,6 +53,7 @@ func (s *stream) read(ctx context.Context, lr *lineReader) bool {
 			}
 			return false
 		}
+		s.kernelAt = lr.kernel
 		if stop := s.line(at, trimEOL(b)); stop {
 			return s.doneSeen
 		}
@@ -158,6 +162,10 @@ func (s *stream) observe(now time.Time, c *chunkScan) {
 	}
 	if content && r.FirstToken.IsZero() {
 		r.FirstToken = now
+		r.FirstTokenClock = ClockReadReturn
+		if s.kernelAt {
+			r.FirstTokenClock = ClockKernelRx
+		}
 	}
 	if reasoning && r.FirstReasoning.IsZero() {
 		r.FirstReasoning = now

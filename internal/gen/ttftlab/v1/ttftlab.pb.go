@@ -2975,8 +2975,25 @@ type IntervalReport struct {
 	CachedTokens       uint64 `protobuf:"varint,26,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
 	CachedRequests     uint64 `protobuf:"varint,27,opt,name=cached_requests,json=cachedRequests,proto3" json:"cached_requests,omitempty"`
 	CachedPromptTokens uint64 `protobuf:"varint,28,opt,name=cached_prompt_tokens,json=cachedPromptTokens,proto3" json:"cached_prompt_tokens,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// moments are the exact count, sum and sum of squares, in milliseconds,
+	// of the values of the ttft, tpot, itl, icl and e2e histograms of this
+	// report (one entry per metric, count equal to the histogram's count),
+	// so that means and standard deviations merge exactly across agents and
+	// intervals. Empty from older agents.
+	Moments []*Moments `protobuf:"bytes,29,rep,name=moments,proto3" json:"moments,omitempty"`
+	// prompt_tokens sums the input lengths of the report's successful
+	// requests: the server's usage.prompt_tokens where it sent one, else the
+	// prompt's length as the generator built it (vLLM's total_input_tokens).
+	PromptTokens uint64 `protobuf:"varint,30,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// prompt_len_source is "tokenize" when the run's synthetic prompts were
+	// sized with the server's /tokenize; empty otherwise.
+	PromptLenSource string `protobuf:"bytes,31,opt,name=prompt_len_source,json=promptLenSource,proto3" json:"prompt_len_source,omitempty"`
+	// prompt_lens counts the report's successful requests by where their
+	// input length came from; their sum is requests_ok (all zero from older
+	// agents).
+	PromptLens    *PromptLenCounts `protobuf:"bytes,32,opt,name=prompt_lens,json=promptLens,proto3" json:"prompt_lens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntervalReport) Reset() {
@@ -3206,6 +3223,170 @@ func (x *IntervalReport) GetCachedPromptTokens() uint64 {
 	return 0
 }
 
+func (x *IntervalReport) GetMoments() []*Moments {
+	if x != nil {
+		return x.Moments
+	}
+	return nil
+}
+
+func (x *IntervalReport) GetPromptTokens() uint64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *IntervalReport) GetPromptLenSource() string {
+	if x != nil {
+		return x.PromptLenSource
+	}
+	return ""
+}
+
+func (x *IntervalReport) GetPromptLens() *PromptLenCounts {
+	if x != nil {
+		return x.PromptLens
+	}
+	return nil
+}
+
+// Moments are one metric's exact running sums over an interval, in
+// milliseconds.
+type Moments struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metric is one of ttft, tpot, itl, icl, e2e.
+	Metric        string  `protobuf:"bytes,1,opt,name=metric,proto3" json:"metric,omitempty"`
+	Count         uint64  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	SumMs         float64 `protobuf:"fixed64,3,opt,name=sum_ms,json=sumMs,proto3" json:"sum_ms,omitempty"`
+	SumSqMs       float64 `protobuf:"fixed64,4,opt,name=sum_sq_ms,json=sumSqMs,proto3" json:"sum_sq_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Moments) Reset() {
+	*x = Moments{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Moments) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Moments) ProtoMessage() {}
+
+func (x *Moments) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Moments.ProtoReflect.Descriptor instead.
+func (*Moments) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Moments) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Moments) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Moments) GetSumMs() float64 {
+	if x != nil {
+		return x.SumMs
+	}
+	return 0
+}
+
+func (x *Moments) GetSumSqMs() float64 {
+	if x != nil {
+		return x.SumSqMs
+	}
+	return 0
+}
+
+// PromptLenCounts counts successful requests by the source of their input
+// length (docs/metrics.md, "Exact prompt lengths").
+type PromptLenCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokenize: sized with the server's tokenizer, exact.
+	Tokenize uint64 `protobuf:"varint,1,opt,name=tokenize,proto3" json:"tokenize,omitempty"`
+	// usage: the server's usage.prompt_tokens.
+	Usage uint64 `protobuf:"varint,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// estimate: the word-count estimate.
+	Estimate      uint64 `protobuf:"varint,3,opt,name=estimate,proto3" json:"estimate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromptLenCounts) Reset() {
+	*x = PromptLenCounts{}
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromptLenCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromptLenCounts) ProtoMessage() {}
+
+func (x *PromptLenCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromptLenCounts.ProtoReflect.Descriptor instead.
+func (*PromptLenCounts) Descriptor() ([]byte, []int) {
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PromptLenCounts) GetTokenize() uint64 {
+	if x != nil {
+		return x.Tokenize
+	}
+	return 0
+}
+
+func (x *PromptLenCounts) GetUsage() uint64 {
+	if x != nil {
+		return x.Usage
+	}
+	return 0
+}
+
+func (x *PromptLenCounts) GetEstimate() uint64 {
+	if x != nil {
+		return x.Estimate
+	}
+	return 0
+}
+
 // EncodedHistogram is one metric's histogram.
 type EncodedHistogram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3218,7 +3399,7 @@ type EncodedHistogram struct {
 
 func (x *EncodedHistogram) Reset() {
 	*x = EncodedHistogram{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3411,7 @@ func (x *EncodedHistogram) String() string {
 func (*EncodedHistogram) ProtoMessage() {}
 
 func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[32]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3424,7 @@ func (x *EncodedHistogram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncodedHistogram.ProtoReflect.Descriptor instead.
 func (*EncodedHistogram) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{32}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EncodedHistogram) GetMetric() string {
@@ -3283,7 +3464,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3476,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[33]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3489,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{33}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestRecord) GetLabel() string {
@@ -3409,7 +3590,7 @@ type Selection struct {
 
 func (x *Selection) Reset() {
 	*x = Selection{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3602,7 @@ func (x *Selection) String() string {
 func (*Selection) ProtoMessage() {}
 
 func (x *Selection) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[34]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3615,7 @@ func (x *Selection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selection.ProtoReflect.Descriptor instead.
 func (*Selection) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{34}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Selection) GetGpunode() string {
@@ -3474,7 +3655,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3667,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[35]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3680,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{35}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
 }
 
 // ListRunsResponse lists the coordinator's runs.
@@ -3512,7 +3693,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3524,7 +3705,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[36]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3537,7 +3718,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{36}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListRunsResponse) GetRuns() []*RunInfo {
@@ -3575,7 +3756,7 @@ type RunInfo struct {
 
 func (x *RunInfo) Reset() {
 	*x = RunInfo{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3768,7 @@ func (x *RunInfo) String() string {
 func (*RunInfo) ProtoMessage() {}
 
 func (x *RunInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[37]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3781,7 @@ func (x *RunInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
 func (*RunInfo) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{37}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RunInfo) GetRunId() string {
@@ -3720,7 +3901,7 @@ type RunPrefixRequest struct {
 
 func (x *RunPrefixRequest) Reset() {
 	*x = RunPrefixRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3732,7 +3913,7 @@ func (x *RunPrefixRequest) String() string {
 func (*RunPrefixRequest) ProtoMessage() {}
 
 func (x *RunPrefixRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[38]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3745,7 +3926,7 @@ func (x *RunPrefixRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPrefixRequest.ProtoReflect.Descriptor instead.
 func (*RunPrefixRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{38}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RunPrefixRequest) GetRunId() string {
@@ -3877,7 +4058,7 @@ type RunPrefixResponse struct {
 
 func (x *RunPrefixResponse) Reset() {
 	*x = RunPrefixResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3889,7 +4070,7 @@ func (x *RunPrefixResponse) String() string {
 func (*RunPrefixResponse) ProtoMessage() {}
 
 func (x *RunPrefixResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[39]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3902,7 +4083,7 @@ func (x *RunPrefixResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPrefixResponse.ProtoReflect.Descriptor instead.
 func (*RunPrefixResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{39}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RunPrefixResponse) GetEvent() *RunEvent {
@@ -3942,7 +4123,7 @@ type RunKVScaleRequest struct {
 
 func (x *RunKVScaleRequest) Reset() {
 	*x = RunKVScaleRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4135,7 @@ func (x *RunKVScaleRequest) String() string {
 func (*RunKVScaleRequest) ProtoMessage() {}
 
 func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[40]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4148,7 @@ func (x *RunKVScaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleRequest.ProtoReflect.Descriptor instead.
 func (*RunKVScaleRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{40}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RunKVScaleRequest) GetRunId() string {
@@ -4078,7 +4259,7 @@ type RunKVScaleResponse struct {
 
 func (x *RunKVScaleResponse) Reset() {
 	*x = RunKVScaleResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4090,7 +4271,7 @@ func (x *RunKVScaleResponse) String() string {
 func (*RunKVScaleResponse) ProtoMessage() {}
 
 func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[41]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4103,7 +4284,7 @@ func (x *RunKVScaleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunKVScaleResponse.ProtoReflect.Descriptor instead.
 func (*RunKVScaleResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{41}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RunKVScaleResponse) GetEvent() *RunEvent {
@@ -4150,7 +4331,7 @@ type RunPresetsRequest struct {
 
 func (x *RunPresetsRequest) Reset() {
 	*x = RunPresetsRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4162,7 +4343,7 @@ func (x *RunPresetsRequest) String() string {
 func (*RunPresetsRequest) ProtoMessage() {}
 
 func (x *RunPresetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[42]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4175,7 +4356,7 @@ func (x *RunPresetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPresetsRequest.ProtoReflect.Descriptor instead.
 func (*RunPresetsRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{42}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunPresetsRequest) GetRunId() string {
@@ -4314,7 +4495,7 @@ type RunPresetsResponse struct {
 
 func (x *RunPresetsResponse) Reset() {
 	*x = RunPresetsResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4507,7 @@ func (x *RunPresetsResponse) String() string {
 func (*RunPresetsResponse) ProtoMessage() {}
 
 func (x *RunPresetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[43]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4520,7 @@ func (x *RunPresetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunPresetsResponse.ProtoReflect.Descriptor instead.
 func (*RunPresetsResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{43}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunPresetsResponse) GetEvent() *RunEvent {
@@ -4385,7 +4566,7 @@ type RunSweepRequest struct {
 
 func (x *RunSweepRequest) Reset() {
 	*x = RunSweepRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4397,7 +4578,7 @@ func (x *RunSweepRequest) String() string {
 func (*RunSweepRequest) ProtoMessage() {}
 
 func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[44]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4410,7 +4591,7 @@ func (x *RunSweepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepRequest.ProtoReflect.Descriptor instead.
 func (*RunSweepRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{44}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RunSweepRequest) GetRunId() string {
@@ -4535,7 +4716,7 @@ type RunSweepResponse struct {
 
 func (x *RunSweepResponse) Reset() {
 	*x = RunSweepResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4728,7 @@ func (x *RunSweepResponse) String() string {
 func (*RunSweepResponse) ProtoMessage() {}
 
 func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[45]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4741,7 @@ func (x *RunSweepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunSweepResponse.ProtoReflect.Descriptor instead.
 func (*RunSweepResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{45}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RunSweepResponse) GetEvent() *RunEvent {
@@ -4579,7 +4760,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4591,7 +4772,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[46]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4604,7 +4785,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{46}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
 }
 
 // ListMembersResponse is the membership view.
@@ -4617,7 +4798,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4629,7 +4810,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[47]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4642,7 +4823,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{47}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -4669,7 +4850,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4681,7 +4862,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[48]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4694,7 +4875,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{48}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Member) GetName() string {
@@ -4763,7 +4944,7 @@ type RunBaselineRequest struct {
 
 func (x *RunBaselineRequest) Reset() {
 	*x = RunBaselineRequest{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4775,7 +4956,7 @@ func (x *RunBaselineRequest) String() string {
 func (*RunBaselineRequest) ProtoMessage() {}
 
 func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[49]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4788,7 +4969,7 @@ func (x *RunBaselineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineRequest.ProtoReflect.Descriptor instead.
 func (*RunBaselineRequest) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{49}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RunBaselineRequest) GetProfile() string {
@@ -4878,7 +5059,7 @@ type RunBaselineResponse struct {
 
 func (x *RunBaselineResponse) Reset() {
 	*x = RunBaselineResponse{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +5071,7 @@ func (x *RunBaselineResponse) String() string {
 func (*RunBaselineResponse) ProtoMessage() {}
 
 func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[50]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +5084,7 @@ func (x *RunBaselineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBaselineResponse.ProtoReflect.Descriptor instead.
 func (*RunBaselineResponse) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{50}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RunBaselineResponse) GetEvent() *RunEvent {
@@ -4931,7 +5112,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4943,7 +5124,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[51]
+	mi := &file_ttftlab_v1_ttftlab_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4956,7 +5137,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{51}
+	return file_ttftlab_v1_ttftlab_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RunEvent) GetRunId() string {
@@ -5297,7 +5478,8 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\x12\x1c\n" +
 	"\tscheduled\x18\x02 \x01(\x04R\tscheduled\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x1b\n" +
-	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xbf\t\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\"\xfd\n" +
+	"\n" +
 	"\x0eIntervalReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -5330,10 +5512,24 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x05usage\x18\x19 \x01(\x0e2\x17.ttftlab.v1.UsageSourceR\x05usage\x12#\n" +
 	"\rcached_tokens\x18\x1a \x01(\x04R\fcachedTokens\x12'\n" +
 	"\x0fcached_requests\x18\x1b \x01(\x04R\x0ecachedRequests\x120\n" +
-	"\x14cached_prompt_tokens\x18\x1c \x01(\x04R\x12cachedPromptTokens\x1a?\n" +
+	"\x14cached_prompt_tokens\x18\x1c \x01(\x04R\x12cachedPromptTokens\x12-\n" +
+	"\amoments\x18\x1d \x03(\v2\x13.ttftlab.v1.MomentsR\amoments\x12#\n" +
+	"\rprompt_tokens\x18\x1e \x01(\x04R\fpromptTokens\x12*\n" +
+	"\x11prompt_len_source\x18\x1f \x01(\tR\x0fpromptLenSource\x12<\n" +
+	"\vprompt_lens\x18  \x01(\v2\x1b.ttftlab.v1.PromptLenCountsR\n" +
+	"promptLens\x1a?\n" +
 	"\x11ErrorsByKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\":\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"j\n" +
+	"\aMoments\x12\x16\n" +
+	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x15\n" +
+	"\x06sum_ms\x18\x03 \x01(\x01R\x05sumMs\x12\x1a\n" +
+	"\tsum_sq_ms\x18\x04 \x01(\x01R\asumSqMs\"_\n" +
+	"\x0fPromptLenCounts\x12\x1a\n" +
+	"\btokenize\x18\x01 \x01(\x04R\btokenize\x12\x14\n" +
+	"\x05usage\x18\x02 \x01(\x04R\x05usage\x12\x1a\n" +
+	"\bestimate\x18\x03 \x01(\x04R\bestimate\":\n" +
 	"\x10EncodedHistogram\x12\x16\n" +
 	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x0e\n" +
 	"\x02v2\x18\x02 \x01(\fR\x02v2\"\xdc\x02\n" +
@@ -5553,7 +5749,7 @@ func file_ttftlab_v1_ttftlab_proto_rawDescGZIP() []byte {
 }
 
 var file_ttftlab_v1_ttftlab_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_ttftlab_v1_ttftlab_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(OptionalBool)(0),                // 0: ttftlab.v1.OptionalBool
 	(UsageSource)(0),                 // 1: ttftlab.v1.UsageSource
@@ -5589,36 +5785,38 @@ var file_ttftlab_v1_ttftlab_proto_goTypes = []any{
 	(*RunProbeResponse)(nil),         // 31: ttftlab.v1.RunProbeResponse
 	(*Heartbeat)(nil),                // 32: ttftlab.v1.Heartbeat
 	(*IntervalReport)(nil),           // 33: ttftlab.v1.IntervalReport
-	(*EncodedHistogram)(nil),         // 34: ttftlab.v1.EncodedHistogram
-	(*RequestRecord)(nil),            // 35: ttftlab.v1.RequestRecord
-	(*Selection)(nil),                // 36: ttftlab.v1.Selection
-	(*ListRunsRequest)(nil),          // 37: ttftlab.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),         // 38: ttftlab.v1.ListRunsResponse
-	(*RunInfo)(nil),                  // 39: ttftlab.v1.RunInfo
-	(*RunPrefixRequest)(nil),         // 40: ttftlab.v1.RunPrefixRequest
-	(*RunPrefixResponse)(nil),        // 41: ttftlab.v1.RunPrefixResponse
-	(*RunKVScaleRequest)(nil),        // 42: ttftlab.v1.RunKVScaleRequest
-	(*RunKVScaleResponse)(nil),       // 43: ttftlab.v1.RunKVScaleResponse
-	(*RunPresetsRequest)(nil),        // 44: ttftlab.v1.RunPresetsRequest
-	(*RunPresetsResponse)(nil),       // 45: ttftlab.v1.RunPresetsResponse
-	(*RunSweepRequest)(nil),          // 46: ttftlab.v1.RunSweepRequest
-	(*RunSweepResponse)(nil),         // 47: ttftlab.v1.RunSweepResponse
-	(*ListMembersRequest)(nil),       // 48: ttftlab.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 49: ttftlab.v1.ListMembersResponse
-	(*Member)(nil),                   // 50: ttftlab.v1.Member
-	(*RunBaselineRequest)(nil),       // 51: ttftlab.v1.RunBaselineRequest
-	(*RunBaselineResponse)(nil),      // 52: ttftlab.v1.RunBaselineResponse
-	(*RunEvent)(nil),                 // 53: ttftlab.v1.RunEvent
-	nil,                              // 54: ttftlab.v1.EngineMetricsResponse.MetricsEntry
-	nil,                              // 55: ttftlab.v1.HostSample.EngineMetricsEntry
-	nil,                              // 56: ttftlab.v1.Target.HeadersEntry
-	nil,                              // 57: ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	nil,                              // 58: ttftlab.v1.Selection.SelectorEntry
-	nil,                              // 59: ttftlab.v1.Selection.AgentsSelectorEntry
-	nil,                              // 60: ttftlab.v1.Member.LabelsEntry
+	(*Moments)(nil),                  // 34: ttftlab.v1.Moments
+	(*PromptLenCounts)(nil),          // 35: ttftlab.v1.PromptLenCounts
+	(*EncodedHistogram)(nil),         // 36: ttftlab.v1.EncodedHistogram
+	(*RequestRecord)(nil),            // 37: ttftlab.v1.RequestRecord
+	(*Selection)(nil),                // 38: ttftlab.v1.Selection
+	(*ListRunsRequest)(nil),          // 39: ttftlab.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),         // 40: ttftlab.v1.ListRunsResponse
+	(*RunInfo)(nil),                  // 41: ttftlab.v1.RunInfo
+	(*RunPrefixRequest)(nil),         // 42: ttftlab.v1.RunPrefixRequest
+	(*RunPrefixResponse)(nil),        // 43: ttftlab.v1.RunPrefixResponse
+	(*RunKVScaleRequest)(nil),        // 44: ttftlab.v1.RunKVScaleRequest
+	(*RunKVScaleResponse)(nil),       // 45: ttftlab.v1.RunKVScaleResponse
+	(*RunPresetsRequest)(nil),        // 46: ttftlab.v1.RunPresetsRequest
+	(*RunPresetsResponse)(nil),       // 47: ttftlab.v1.RunPresetsResponse
+	(*RunSweepRequest)(nil),          // 48: ttftlab.v1.RunSweepRequest
+	(*RunSweepResponse)(nil),         // 49: ttftlab.v1.RunSweepResponse
+	(*ListMembersRequest)(nil),       // 50: ttftlab.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 51: ttftlab.v1.ListMembersResponse
+	(*Member)(nil),                   // 52: ttftlab.v1.Member
+	(*RunBaselineRequest)(nil),       // 53: ttftlab.v1.RunBaselineRequest
+	(*RunBaselineResponse)(nil),      // 54: ttftlab.v1.RunBaselineResponse
+	(*RunEvent)(nil),                 // 55: ttftlab.v1.RunEvent
+	nil,                              // 56: ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	nil,                              // 57: ttftlab.v1.HostSample.EngineMetricsEntry
+	nil,                              // 58: ttftlab.v1.Target.HeadersEntry
+	nil,                              // 59: ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	nil,                              // 60: ttftlab.v1.Selection.SelectorEntry
+	nil,                              // 61: ttftlab.v1.Selection.AgentsSelectorEntry
+	nil,                              // 62: ttftlab.v1.Member.LabelsEntry
 }
 var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
-	54, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
+	56, // 0: ttftlab.v1.EngineMetricsResponse.metrics:type_name -> ttftlab.v1.EngineMetricsResponse.MetricsEntry
 	8,  // 1: ttftlab.v1.InfoResponse.gpus:type_name -> ttftlab.v1.GPUInfo
 	0,  // 2: ttftlab.v1.EngineKnobs.enforce_eager:type_name -> ttftlab.v1.OptionalBool
 	0,  // 3: ttftlab.v1.EngineKnobs.enable_prefix_caching:type_name -> ttftlab.v1.OptionalBool
@@ -5632,7 +5830,7 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	21, // 11: ttftlab.v1.StreamSamplesResponse.sample:type_name -> ttftlab.v1.HostSample
 	20, // 12: ttftlab.v1.StreamSamplesResponse.engine_exit:type_name -> ttftlab.v1.EngineExit
 	22, // 13: ttftlab.v1.HostSample.gpus:type_name -> ttftlab.v1.GPUSample
-	55, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
+	57, // 14: ttftlab.v1.HostSample.engine_metrics:type_name -> ttftlab.v1.HostSample.EngineMetricsEntry
 	23, // 15: ttftlab.v1.GPUSample.processes:type_name -> ttftlab.v1.GPUProcess
 	29, // 16: ttftlab.v1.RunProbeRequest.target:type_name -> ttftlab.v1.Target
 	30, // 17: ttftlab.v1.RunProbeRequest.workload:type_name -> ttftlab.v1.Workload
@@ -5641,70 +5839,72 @@ var file_ttftlab_v1_ttftlab_proto_depIdxs = []int32{
 	27, // 20: ttftlab.v1.RunProbeRequest.generator:type_name -> ttftlab.v1.WorkloadGen
 	28, // 21: ttftlab.v1.WorkloadGen.input_len:type_name -> ttftlab.v1.LengthDist
 	28, // 22: ttftlab.v1.WorkloadGen.output_len:type_name -> ttftlab.v1.LengthDist
-	56, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
+	58, // 23: ttftlab.v1.Target.headers:type_name -> ttftlab.v1.Target.HeadersEntry
 	33, // 24: ttftlab.v1.RunProbeResponse.report:type_name -> ttftlab.v1.IntervalReport
 	32, // 25: ttftlab.v1.RunProbeResponse.heartbeat:type_name -> ttftlab.v1.Heartbeat
-	34, // 26: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
-	57, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
-	35, // 28: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
+	36, // 26: ttftlab.v1.IntervalReport.histograms:type_name -> ttftlab.v1.EncodedHistogram
+	59, // 27: ttftlab.v1.IntervalReport.errors_by_kind:type_name -> ttftlab.v1.IntervalReport.ErrorsByKindEntry
+	37, // 28: ttftlab.v1.IntervalReport.requests:type_name -> ttftlab.v1.RequestRecord
 	1,  // 29: ttftlab.v1.IntervalReport.usage:type_name -> ttftlab.v1.UsageSource
-	58, // 30: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
-	59, // 31: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
-	39, // 32: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
-	36, // 33: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
-	9,  // 34: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	36, // 35: ttftlab.v1.RunPrefixRequest.selection:type_name -> ttftlab.v1.Selection
-	53, // 36: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 37: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	36, // 38: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
-	53, // 39: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 40: ttftlab.v1.RunPresetsRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	36, // 41: ttftlab.v1.RunPresetsRequest.selection:type_name -> ttftlab.v1.Selection
-	53, // 42: ttftlab.v1.RunPresetsResponse.event:type_name -> ttftlab.v1.RunEvent
-	9,  // 43: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	25, // 44: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
-	30, // 45: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
-	27, // 46: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
-	36, // 47: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
-	53, // 48: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
-	50, // 49: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
-	60, // 50: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
-	9,  // 51: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
-	36, // 52: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
-	53, // 53: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
-	6,  // 54: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
-	10, // 55: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
-	16, // 56: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
-	18, // 57: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
-	2,  // 58: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
-	4,  // 59: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
-	24, // 60: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
-	48, // 61: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
-	51, // 62: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
-	46, // 63: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
-	42, // 64: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
-	40, // 65: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
-	44, // 66: ttftlab.v1.CoordinatorService.RunPresets:input_type -> ttftlab.v1.RunPresetsRequest
-	37, // 67: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
-	7,  // 68: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
-	11, // 69: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
-	17, // 70: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
-	19, // 71: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
-	3,  // 72: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
-	5,  // 73: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
-	31, // 74: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
-	49, // 75: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
-	52, // 76: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
-	47, // 77: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
-	43, // 78: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
-	41, // 79: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
-	45, // 80: ttftlab.v1.CoordinatorService.RunPresets:output_type -> ttftlab.v1.RunPresetsResponse
-	38, // 81: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
-	68, // [68:82] is the sub-list for method output_type
-	54, // [54:68] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	34, // 30: ttftlab.v1.IntervalReport.moments:type_name -> ttftlab.v1.Moments
+	35, // 31: ttftlab.v1.IntervalReport.prompt_lens:type_name -> ttftlab.v1.PromptLenCounts
+	60, // 32: ttftlab.v1.Selection.selector:type_name -> ttftlab.v1.Selection.SelectorEntry
+	61, // 33: ttftlab.v1.Selection.agents_selector:type_name -> ttftlab.v1.Selection.AgentsSelectorEntry
+	41, // 34: ttftlab.v1.ListRunsResponse.runs:type_name -> ttftlab.v1.RunInfo
+	38, // 35: ttftlab.v1.RunInfo.selection:type_name -> ttftlab.v1.Selection
+	9,  // 36: ttftlab.v1.RunPrefixRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	38, // 37: ttftlab.v1.RunPrefixRequest.selection:type_name -> ttftlab.v1.Selection
+	55, // 38: ttftlab.v1.RunPrefixResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 39: ttftlab.v1.RunKVScaleRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	38, // 40: ttftlab.v1.RunKVScaleRequest.selection:type_name -> ttftlab.v1.Selection
+	55, // 41: ttftlab.v1.RunKVScaleResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 42: ttftlab.v1.RunPresetsRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	38, // 43: ttftlab.v1.RunPresetsRequest.selection:type_name -> ttftlab.v1.Selection
+	55, // 44: ttftlab.v1.RunPresetsResponse.event:type_name -> ttftlab.v1.RunEvent
+	9,  // 45: ttftlab.v1.RunSweepRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	25, // 46: ttftlab.v1.RunSweepRequest.load:type_name -> ttftlab.v1.LoadModel
+	30, // 47: ttftlab.v1.RunSweepRequest.workload:type_name -> ttftlab.v1.Workload
+	27, // 48: ttftlab.v1.RunSweepRequest.generator:type_name -> ttftlab.v1.WorkloadGen
+	38, // 49: ttftlab.v1.RunSweepRequest.selection:type_name -> ttftlab.v1.Selection
+	55, // 50: ttftlab.v1.RunSweepResponse.event:type_name -> ttftlab.v1.RunEvent
+	52, // 51: ttftlab.v1.ListMembersResponse.members:type_name -> ttftlab.v1.Member
+	62, // 52: ttftlab.v1.Member.labels:type_name -> ttftlab.v1.Member.LabelsEntry
+	9,  // 53: ttftlab.v1.RunBaselineRequest.knobs:type_name -> ttftlab.v1.EngineKnobs
+	38, // 54: ttftlab.v1.RunBaselineRequest.selection:type_name -> ttftlab.v1.Selection
+	55, // 55: ttftlab.v1.RunBaselineResponse.event:type_name -> ttftlab.v1.RunEvent
+	6,  // 56: ttftlab.v1.GPUNodeService.Info:input_type -> ttftlab.v1.InfoRequest
+	10, // 57: ttftlab.v1.GPUNodeService.StartEngine:input_type -> ttftlab.v1.StartEngineRequest
+	16, // 58: ttftlab.v1.GPUNodeService.StopEngine:input_type -> ttftlab.v1.StopEngineRequest
+	18, // 59: ttftlab.v1.GPUNodeService.StreamSamples:input_type -> ttftlab.v1.StreamSamplesRequest
+	2,  // 60: ttftlab.v1.GPUNodeService.ResetPrefixCache:input_type -> ttftlab.v1.ResetPrefixCacheRequest
+	4,  // 61: ttftlab.v1.GPUNodeService.EngineMetrics:input_type -> ttftlab.v1.EngineMetricsRequest
+	24, // 62: ttftlab.v1.AgentService.RunProbe:input_type -> ttftlab.v1.RunProbeRequest
+	50, // 63: ttftlab.v1.CoordinatorService.ListMembers:input_type -> ttftlab.v1.ListMembersRequest
+	53, // 64: ttftlab.v1.CoordinatorService.RunBaseline:input_type -> ttftlab.v1.RunBaselineRequest
+	48, // 65: ttftlab.v1.CoordinatorService.RunSweep:input_type -> ttftlab.v1.RunSweepRequest
+	44, // 66: ttftlab.v1.CoordinatorService.RunKVScale:input_type -> ttftlab.v1.RunKVScaleRequest
+	42, // 67: ttftlab.v1.CoordinatorService.RunPrefix:input_type -> ttftlab.v1.RunPrefixRequest
+	46, // 68: ttftlab.v1.CoordinatorService.RunPresets:input_type -> ttftlab.v1.RunPresetsRequest
+	39, // 69: ttftlab.v1.CoordinatorService.ListRuns:input_type -> ttftlab.v1.ListRunsRequest
+	7,  // 70: ttftlab.v1.GPUNodeService.Info:output_type -> ttftlab.v1.InfoResponse
+	11, // 71: ttftlab.v1.GPUNodeService.StartEngine:output_type -> ttftlab.v1.StartEngineResponse
+	17, // 72: ttftlab.v1.GPUNodeService.StopEngine:output_type -> ttftlab.v1.StopEngineResponse
+	19, // 73: ttftlab.v1.GPUNodeService.StreamSamples:output_type -> ttftlab.v1.StreamSamplesResponse
+	3,  // 74: ttftlab.v1.GPUNodeService.ResetPrefixCache:output_type -> ttftlab.v1.ResetPrefixCacheResponse
+	5,  // 75: ttftlab.v1.GPUNodeService.EngineMetrics:output_type -> ttftlab.v1.EngineMetricsResponse
+	31, // 76: ttftlab.v1.AgentService.RunProbe:output_type -> ttftlab.v1.RunProbeResponse
+	51, // 77: ttftlab.v1.CoordinatorService.ListMembers:output_type -> ttftlab.v1.ListMembersResponse
+	54, // 78: ttftlab.v1.CoordinatorService.RunBaseline:output_type -> ttftlab.v1.RunBaselineResponse
+	49, // 79: ttftlab.v1.CoordinatorService.RunSweep:output_type -> ttftlab.v1.RunSweepResponse
+	45, // 80: ttftlab.v1.CoordinatorService.RunKVScale:output_type -> ttftlab.v1.RunKVScaleResponse
+	43, // 81: ttftlab.v1.CoordinatorService.RunPrefix:output_type -> ttftlab.v1.RunPrefixResponse
+	47, // 82: ttftlab.v1.CoordinatorService.RunPresets:output_type -> ttftlab.v1.RunPresetsResponse
+	40, // 83: ttftlab.v1.CoordinatorService.ListRuns:output_type -> ttftlab.v1.ListRunsResponse
+	70, // [70:84] is the sub-list for method output_type
+	56, // [56:70] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_ttftlab_v1_ttftlab_proto_init() }
@@ -5720,7 +5920,7 @@ func file_ttftlab_v1_ttftlab_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ttftlab_v1_ttftlab_proto_rawDesc), len(file_ttftlab_v1_ttftlab_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
