@@ -83,12 +83,14 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzReadCompareRun \
 	./coordinator/results:FuzzRenderPrefix \
 	./coordinator/results:FuzzRenderPresets \
+	./coordinator/results:FuzzBuildFleet \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \
 	./internal/oai:FuzzSanitizeExcerpt \
 	./internal/oai:FuzzH1Response \
 	./internal/oai:FuzzParseTokenizeResponse \
+	./internal/oai:FuzzParseRxCmsg \
 	./coordinator:FuzzEngineExitFromWire \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig

@@ -80,6 +80,22 @@ func startHeartbeat(ctx context.Context, period time.Duration, send func(*ttftla
 		defer close(h.exited)
 		t := time.NewTicker(period)
 		defer t.Stop()
+		beat := func(now time.Time) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.sendFn(&ttftlabv1.RunProbeResponse{Heartbeat: &ttftlabv1.Heartbeat{
+				UnixNano: now.UnixNano(), Scheduled: h.scheduled, Completed: h.completed, InFlight: h.inFlight,
+			}})
+		}
+		// The first beat goes at once: the coordinator's silence clock runs
+		// from its call, connection set-up included, and with 50 agents
+		// connecting at once on a busy host a first beat one period later
+		// came too late (TestScaleSweep50AgentsE2E in coordinator).
+		// A failed send means the stream is gone; the run sees it on its
+		// next report.
+		if beat(time.Now()) != nil {
+			return
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -87,13 +103,7 @@ func startHeartbeat(ctx context.Context, period time.Duration, send func(*ttftla
 			case <-h.done:
 				return
 			case now := <-t.C:
-				h.mu.Lock()
-				err := h.sendFn(&ttftlabv1.RunProbeResponse{Heartbeat: &ttftlabv1.Heartbeat{
-					UnixNano: now.UnixNano(), Scheduled: h.scheduled, Completed: h.completed, InFlight: h.inFlight,
-				}})
-				h.mu.Unlock()
-				if err != nil {
-					// The stream is gone; the run sees it on its next report.
+				if beat(now) != nil {
 					return
 				}
 			}

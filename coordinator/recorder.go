@@ -10,6 +10,7 @@ import (
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
 )
 
 // recorder appends a run's events to its log and passes them on, and owns
@@ -209,10 +210,15 @@ func (r *recorder) nextSample(ctx context.Context, wait time.Duration) {
 // checkInterval validates a report's histograms as it arrives and records a
 // warning event for a bad one, its text starting with prefix; the report
 // itself is recorded as received, and the results builders leave its
-// histograms out with the same warning.
-func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) {
-	if _, err := results.ReportHistograms(rep); err != nil {
+// histograms out with the same warning. It returns the decoded histograms,
+// nil for a bad report, so that a caller that merges them live does not
+// decode them twice.
+func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) hdr.Set {
+	set, err := results.ReportHistograms(rep)
+	if err != nil {
 		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
 		r.record(results.EventWarning, results.Warning{Message: prefix + results.BadHistogramsWarning(err)})
+		return nil
 	}
+	return set
 }

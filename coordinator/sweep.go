@@ -458,9 +458,9 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			// A stream silent for AgentSilenceLimit is cancelled: the agent
 			// is lost with what it delivered, and nothing it sends later counts.
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
-				r.checkInterval(results.LevelPrefix(li), rep)
+				set := r.checkInterval(results.LevelPrefix(li), rep)
 				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep})
-				if set, err := results.ReportHistograms(rep); err == nil && !rep.GetWarmup() {
+				if set != nil && !rep.GetWarmup() {
 					if h, ok := set[hdr.E2E]; ok {
 						mu.Lock()
 						e2e.Merge(h)

@@ -9,7 +9,7 @@ func (h *Histogram) Buckets(fn func(lowUs, highUs, count int64)) {
 	if h == nil || h.Count() == 0 {
 		return
 	}
-	for _, b := range h.h.Distribution() {
+	for _, b := range h.dense().Distribution() {
 		if b.Count > 0 {
 			fn(b.From, b.To, b.Count)
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,8 +98,8 @@ func TestDecodeAcceptsCraftedValidHistogram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Count() != 7 || h.h.Min() != 3 || h.h.Max() != 4 {
-		t.Fatalf("count %d min %d max %d, want 7, 3, 4", h.Count(), h.h.Min(), h.h.Max())
+	if h.Count() != 7 || h.dense().Min() != 3 || h.dense().Max() != 4 {
+		t.Fatalf("count %d min %d max %d, want 7, 3, 4", h.Count(), h.dense().Min(), h.dense().Max())
 	}
 }
 
@@ -118,7 +119,7 @@ func TestDecodeRoundTripsEveryCounter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !d.h.Equals(src.h) {
+	if !d.dense().Equals(src.dense()) {
 		t.Fatalf("decoded histogram differs from the source: %+v vs %+v", d.Summarize(), src.Summarize())
 	}
 }
@@ -244,4 +245,131 @@ func TestSummaryOfNothingIsNull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestValueAtIndexMatchesLibrary records valueAtIndex(i) for every counter
+// index i and checks that the library counts each at i, so Decode sets
+// exactly the counters it read.
+func TestValueAtIndexMatchesLibrary(t *testing.T) {
+	h := hdrhistogram.New(Lowest, Highest, SigFigs)
+	for i := int64(0); i < CountsLen; i++ {
+		if err := h.RecordValue(valueAtIndex(i)); err != nil {
+			t.Fatalf("index %d: value %d: %v", i, valueAtIndex(i), err)
+		}
+	}
+	for i, c := range h.Export().Counts {
+		if c != 1 {
+			t.Fatalf("counter %d holds %d, want 1: valueAtIndex disagrees with the library's layout", i, c)
+		}
+	}
+}
+
+// TestDecodeMatchesImport checks the sparse decode against the library's
+// own dense import on histograms of realistic and extreme spreads.
+func TestDecodeMatchesImport(t *testing.T) {
+	tests := []struct {
+		name string
+		fill func(*Histogram)
+	}{
+		{"itl around 15 ms", func(h *Histogram) {
+			for i := range 5000 {
+				h.Record(time.Duration(12000+i%7000) * time.Microsecond)
+			}
+		}},
+		{"every power of two", func(h *Histogram) {
+			for d := time.Microsecond; d <= time.Hour; d *= 2 {
+				h.Record(d)
+			}
+			h.Record(time.Hour)
+		}},
+		{"one value", func(h *Histogram) { h.Record(time.Microsecond) }},
+		{"empty", func(*Histogram) {}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := New()
+			tc.fill(src)
+			b, err := src.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := hdrhistogram.Import(src.dense().Export())
+			if !got.dense().Equals(want) || got.Count() != src.Count() {
+				t.Fatalf("decoded %+v, the library imports %+v", got.Summarize(), want)
+			}
+		})
+	}
+}
+
+// TestDecodedHistogramBehavesAsDense checks the decoded (sparse) form
+// against the dense one: counts, merges in both directions, a change
+// after decoding, and concurrent readers (run with -race).
+func TestDecodedHistogramBehavesAsDense(t *testing.T) {
+	src := New()
+	for i := range 3000 {
+		src.Record(time.Duration(1000+i*37) * time.Microsecond)
+	}
+	b, err := src.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode := func(t *testing.T) *Histogram {
+		t.Helper()
+		d, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	t.Run("merge from decoded", func(t *testing.T) {
+		dst := New()
+		dst.Merge(decode(t))
+		dst.Merge(decode(t))
+		want := src.Summarize()
+		want.Count *= 2
+		if dst.Summarize() != want {
+			t.Fatalf("merged %+v, want twice %+v", dst.Summarize(), src.Summarize())
+		}
+	})
+	t.Run("merge into decoded", func(t *testing.T) {
+		d := decode(t)
+		d.Merge(src)
+		if d.Count() != 2*src.Count() {
+			t.Fatalf("count %d, want %d", d.Count(), 2*src.Count())
+		}
+	})
+	t.Run("record after decode", func(t *testing.T) {
+		d := decode(t)
+		d.Record(time.Hour)
+		if d.Count() != src.Count()+1 || d.Summarize().Max < 3.5e6 {
+			t.Fatalf("after one more value: %+v", d.Summarize())
+		}
+	})
+	t.Run("reset after decode", func(t *testing.T) {
+		d := decode(t)
+		d.Reset()
+		if d.Count() != 0 {
+			t.Fatalf("count %d after Reset", d.Count())
+		}
+	})
+	t.Run("concurrent readers", func(t *testing.T) {
+		d := decode(t)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dst := New()
+				dst.Merge(d)
+				if s := d.Summarize(); s != src.Summarize() || dst.Count() != src.Count() {
+					t.Errorf("reader saw %+v", s)
+				}
+			}()
+		}
+		wg.Wait()
+	})
 }

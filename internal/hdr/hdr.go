@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -45,7 +46,21 @@ const (
 
 // Histogram is a latency histogram in the shared configuration.
 type Histogram struct {
+	// h holds the counters. A decoded histogram starts as sparse alone
+	// and gets h on first need (dense): an interval histogram fills a few
+	// hundred of the 23,552 counters, and the coordinator mostly validates,
+	// counts and merges what it decodes, which the sparse form does without
+	// allocating and clearing the dense array (BenchmarkMerge200Agents in
+	// coordinator).
 	h *hdrhistogram.Histogram
+	// once builds h from sparse, so that concurrent readers of a decoded
+	// histogram (Summarize, Merge from it) stay as safe as with a dense one.
+	once sync.Once
+	// sparse is a decoded histogram's non-empty counters in index order,
+	// and total their sum; both are immutable and dropped by the first
+	// change to the histogram (Record, Merge into it, Reset).
+	sparse []counter
+	total  int64
 	// clamped counts values outside [Lowest, Highest] that were clamped
 	// rather than dropped, so nothing measured is silently lost.
 	clamped int64
@@ -54,6 +69,31 @@ type Histogram struct {
 // New returns an empty histogram in the shared configuration.
 func New() *Histogram {
 	return &Histogram{h: hdrhistogram.New(Lowest, Highest, SigFigs)}
+}
+
+// dense returns the counters as a library histogram, building it from the
+// decoded counters on first use. It does not change what h holds.
+func (h *Histogram) dense() *hdrhistogram.Histogram {
+	h.once.Do(func() {
+		if h.h != nil {
+			return
+		}
+		d := hdrhistogram.New(Lowest, Highest, SigFigs)
+		for _, c := range h.sparse {
+			// In range by construction: decodeCounts bounds every index.
+			_ = d.RecordValues(valueAtIndex(c.idx), c.n)
+		}
+		h.h = d
+	})
+	return h.h
+}
+
+// mutable returns the library histogram for a change, after which the
+// decoded counters no longer describe h.
+func (h *Histogram) mutable() *hdrhistogram.Histogram {
+	d := h.dense()
+	h.sparse, h.total = nil, 0
+	return d
 }
 
 // Record adds one duration. Values below 1 µs count as 1 µs and values above
@@ -68,14 +108,19 @@ func (h *Histogram) Record(d time.Duration) {
 		h.clamped++
 	}
 	// RecordValue only fails for values out of range, which the clamp rules out.
-	_ = h.h.RecordValue(us)
+	_ = h.mutable().RecordValue(us)
 }
 
 // Clamped returns how many recorded values were clamped into range.
 func (h *Histogram) Clamped() int64 { return h.clamped }
 
 // Count returns the number of recorded values.
-func (h *Histogram) Count() int64 { return h.h.TotalCount() }
+func (h *Histogram) Count() int64 {
+	if h.sparse != nil {
+		return h.total
+	}
+	return h.dense().TotalCount()
+}
 
 // Merge adds every value of o into h. Both use the shared configuration, so
 // the merge is exact: no value moves bucket.
@@ -83,19 +128,26 @@ func (h *Histogram) Merge(o *Histogram) {
 	if o == nil {
 		return
 	}
-	h.h.Merge(o.h)
+	d := h.mutable()
+	if o.sparse != nil {
+		for _, c := range o.sparse {
+			_ = d.RecordValues(valueAtIndex(c.idx), c.n)
+		}
+	} else {
+		d.Merge(o.dense())
+	}
 	h.clamped += o.clamped
 }
 
 // Reset empties the histogram, keeping its allocation.
 func (h *Histogram) Reset() {
-	h.h.Reset()
+	h.mutable().Reset()
 	h.clamped = 0
 }
 
 // Encode returns the histogram in HdrHistogram's V2 compressed encoding.
 func (h *Histogram) Encode() ([]byte, error) {
-	b, err := h.h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	b, err := h.dense().Encode(hdrhistogram.V2CompressedEncodingCookieBase)
 	if err != nil {
 		return nil, fmt.Errorf("encode histogram: %w", err)
 	}
@@ -143,14 +195,37 @@ func Decode(b []byte) (*Histogram, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode histogram: %w", err)
 	}
-	h := hdrhistogram.Import(&hdrhistogram.Snapshot{
-		LowestTrackableValue: Lowest, HighestTrackableValue: Highest, SignificantFigures: SigFigs, Counts: counts,
-	})
-	return &Histogram{h: h}, nil
+	h := &Histogram{sparse: counts}
+	if h.sparse == nil {
+		h.sparse = []counter{} // empty, yet decoded: Count reads total
+	}
+	for _, c := range counts {
+		h.total += c.n
+	}
+	return h, nil
 }
 
-// decodeCounts checks and decodes b into the shared configuration's counters.
-func decodeCounts(b []byte) ([]int64, error) {
+// The shared configuration's bucket layout (HdrHistogram's): index i below
+// 2·subBucketHalf is value i; above, bucket b = i/subBucketHalf − 1 holds
+// the values (subBucketHalf + i mod subBucketHalf) << b.
+const subBucketHalfMagnitude = 10 // log2(subBucketCount/2) for 3 significant figures
+
+// valueAtIndex is the lowest value counted at counter index idx.
+func valueAtIndex(idx int64) int64 {
+	const half = 1 << subBucketHalfMagnitude
+	if idx < 2*half {
+		return idx
+	}
+	bucket := idx>>subBucketHalfMagnitude - 1
+	return (half + idx&(half-1)) << bucket
+}
+
+// counter is one non-empty counter of a decoded histogram.
+type counter struct{ idx, n int64 }
+
+// decodeCounts checks and decodes b into the shared configuration's
+// non-empty counters, in index order.
+func decodeCounts(b []byte) ([]counter, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty input")
 	}
@@ -209,7 +284,7 @@ func decodeCounts(b []byte) ([]int64, error) {
 	if (offset != 0 && offset != 1) || ratio != 1 {
 		return nil, fmt.Errorf("normalizing offset %d and conversion ratio %g: only offsets 0 or 1 and ratio 1 are produced by the shared configuration", offset, ratio)
 	}
-	counts := make([]int64, CountsLen)
+	var counts []counter
 	var idx, total int64
 	for p := payload[v2HeaderLen:]; len(p) > 0; {
 		v, n, err := zigzag(p)
@@ -231,7 +306,9 @@ func decodeCounts(b []byte) ([]int64, error) {
 		if v > MaxCount-total {
 			return nil, fmt.Errorf("counter %d: count %d takes the total past the limit of %d values", idx, v, MaxCount)
 		}
-		counts[idx] = v
+		if v > 0 {
+			counts = append(counts, counter{idx, v})
+		}
 		total += v
 		idx++
 	}
@@ -287,15 +364,16 @@ func (h *Histogram) Summarize() Summary {
 		return Summary{}
 	}
 	ms := func(us int64) float64 { return float64(us) / 1000 }
+	d := h.dense()
 	return Summary{
 		Count: h.Count(),
-		Mean:  h.h.Mean() / 1000,
-		Min:   ms(h.h.Min()),
-		P50:   ms(h.h.ValueAtQuantile(50)),
-		P90:   ms(h.h.ValueAtQuantile(90)),
-		P95:   ms(h.h.ValueAtQuantile(95)),
-		P99:   ms(h.h.ValueAtQuantile(99)),
-		Max:   ms(h.h.Max()),
+		Mean:  d.Mean() / 1000,
+		Min:   ms(d.Min()),
+		P50:   ms(d.ValueAtQuantile(50)),
+		P90:   ms(d.ValueAtQuantile(90)),
+		P95:   ms(d.ValueAtQuantile(95)),
+		P99:   ms(d.ValueAtQuantile(99)),
+		Max:   ms(d.Max()),
 	}
 }
 
@@ -309,7 +387,7 @@ func (h *Histogram) ValueAtRankMs(rank int64) float64 {
 		return 0
 	}
 	rank = min(max(rank, 1), n)
-	return float64(h.h.ValueAtQuantile(100*float64(rank)/float64(n))) / 1000
+	return float64(h.dense().ValueAtQuantile(100*float64(rank)/float64(n))) / 1000
 }
 
 // Set is a group of named histograms, one per metric. It is not safe for

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -29,6 +30,15 @@ const (
 	CertKeyFile = "node-key.pem"
 )
 
+// LabName is a DNS name every node certificate made by Generate carries.
+// A client whose own certificate carries it verifies a server against it,
+// not against the address it dialled: nodes are dialled at addresses not
+// known when the certificates are made (pod IPs on Kubernetes, DHCP
+// leases), and every node shares the one node certificate anyway, so the
+// dialled name proves nothing more than the lab CA's signature does. The
+// .invalid top-level domain never resolves.
+const LabName = "node.ttftlab.invalid"
+
 // validity is how long lab certificates last.
 const validity = 365 * 24 * time.Hour
 
@@ -36,6 +46,12 @@ const validity = 365 * 24 * time.Hour
 // addresses; localhost and 127.0.0.1 are always added) into dir. Existing
 // files are not overwritten: remove them first to rotate.
 func Generate(dir string, hosts []string, now time.Time) error {
+	return generate(dir, hosts, now, true)
+}
+
+// generate is Generate; withLabName false makes a certificate as older
+// versions did, without LabName (kept for the test of that case).
+func generate(dir string, hosts []string, now time.Time, withLabName bool) error {
 	for _, f := range []string{CAFile, CAKeyFile, CertFile, CertKeyFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			return fmt.Errorf("%s already exists: remove the old certificates from %s to make new ones", filepath.Join(dir, f), dir)
@@ -77,7 +93,11 @@ func Generate(dir string, hosts []string, now time.Time) error {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	for _, h := range append([]string{"localhost", "127.0.0.1", "::1"}, hosts...) {
+	names := []string{"localhost", "127.0.0.1", "::1"}
+	if withLabName {
+		names = append(names, LabName)
+	}
+	for _, h := range append(names, hosts...) {
 		if h == "" {
 			continue
 		}
@@ -157,14 +177,22 @@ func ServerConfig(dir string) (*tls.Config, error) {
 }
 
 // ClientConfig presents the node certificate and trusts only the lab CA.
+// When the node certificate carries LabName (every certificate Generate
+// makes), servers are verified against LabName instead of the dialled
+// address (see LabName); certificates of older versions keep the check of
+// the dialled address.
 func ClientConfig(dir string) (*tls.Config, error) {
 	cert, pool, err := load(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		RootCAs:      pool,
-	}, nil
+	}
+	if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil && slices.Contains(leaf.DNSNames, LabName) {
+		cfg.ServerName = LabName
+	}
+	return cfg, nil
 }

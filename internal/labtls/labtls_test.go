@@ -25,7 +25,9 @@ func handshake(t *testing.T, srv, cli *tls.Config, serverName string) error {
 		_, _ = io.Copy(io.Discard, c)
 	}()
 	cfg := cli.Clone()
-	cfg.ServerName = serverName
+	if cfg.ServerName == "" { // as gRPC does: the dialled host, unless the config names one
+		cfg.ServerName = serverName
+	}
 	c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
 	if err != nil {
 		return err
@@ -62,8 +64,13 @@ func TestMutualTLSWithinOneCA(t *testing.T) {
 	if err := handshake(t, srvA, cliA, "127.0.0.1"); err != nil {
 		t.Errorf("same CA by IP: %v", err)
 	}
-	if err := handshake(t, srvA, cliA, "other.lab"); err == nil {
-		t.Error("a host name outside the certificate was accepted")
+	// Nodes are dialled at addresses the certificate cannot know (pod
+	// IPs): the lab name, not the address, is checked.
+	if cliA.ServerName != LabName {
+		t.Errorf("client ServerName %q, want the lab name %q", cliA.ServerName, LabName)
+	}
+	if err := handshake(t, srvA, cliA, "10.244.3.17"); err != nil {
+		t.Errorf("same CA dialled at an address outside the certificate: %v", err)
 	}
 	if err := handshake(t, srvA, cliB, "localhost"); err == nil {
 		t.Error("a client from another CA was accepted")
@@ -85,5 +92,31 @@ func TestMutualTLSWithinOneCA(t *testing.T) {
 	}
 	if _, err := ServerConfig(t.TempDir()); err == nil || !strings.Contains(err.Error(), "ttftlab certs") {
 		t.Errorf("missing certificates: %v, want the fix named", err)
+	}
+}
+
+// TestOlderCertificatesCheckTheDialledAddress: a certificate made before
+// LabName existed keeps the check of the dialled address.
+func TestOlderCertificatesCheckTheDialledAddress(t *testing.T) {
+	dir := t.TempDir()
+	if err := generate(dir, []string{"gpu-1.lab"}, time.Now(), false); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ServerConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := ClientConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cli.ServerName != "" {
+		t.Fatalf("client ServerName %q for a certificate without the lab name, want empty", cli.ServerName)
+	}
+	if err := handshake(t, srv, cli, "gpu-1.lab"); err != nil {
+		t.Errorf("listed host: %v", err)
+	}
+	if err := handshake(t, srv, cli, "other.lab"); err == nil {
+		t.Error("a host name outside an older certificate was accepted")
 	}
 }

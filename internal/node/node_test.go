@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -345,4 +346,48 @@ func TestParseJoin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAgentStartedBeforeItsCoordinatorJoinsLater: an agent whose --join
+// does not answer yet starts anyway and joins the coordinator once it is
+// up; a coordinator's own failed --join stays an error.
+func TestAgentStartedBeforeItsCoordinatorJoinsLater(t *testing.T) {
+	// A free gossip port: memberlist binds TCP and UDP on it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	acfg := loopback("agent-early")
+	acfg.Join = addr
+	agent, err := Start(t.Context(), acfg, membership.RoleAgent, func(Registrar) {}, nil)
+	if err != nil {
+		t.Fatalf("agent with an unanswered --join: %v, want it to start and retry", err)
+	}
+	t.Cleanup(func() { agent.Close() })
+
+	ccfg := loopback("coord-joins")
+	ccfg.Join = addr
+	if s, err := Start(t.Context(), ccfg, membership.RoleCoordinator, func(Registrar) {}, nil); err == nil {
+		s.Close()
+		t.Fatal("a coordinator with an unanswered --join started; want the --join error")
+	} else if !strings.Contains(err.Error(), "--join") {
+		t.Errorf("coordinator error %q does not name --join", err)
+	}
+
+	ccfg = loopback("coord")
+	ccfg.GossipAddr = addr
+	startCoordinator(t, ccfg, pb.UnimplementedCoordinatorServiceServer{})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range agent.Members().Members() {
+			if m.Role == membership.RoleCoordinator {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the agent never joined the coordinator that came up at %s", addr)
 }

@@ -85,8 +85,14 @@ func Start(ctx context.Context, cfg Config, role membership.Role, register func(
 	s.mem = mem
 	if len(seeds) > 0 {
 		if _, err := mem.Join(seeds); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("--join %s: %w", cfg.Join, err)
+			if role == membership.RoleCoordinator {
+				s.Close()
+				return nil, fmt.Errorf("--join %s: %w", cfg.Join, err)
+			}
+			// An agent or gpunode started before its coordinator (a pod
+			// scheduled first, a Slurm step started early) keeps the seeds
+			// and its rejoin loop retries them with backoff.
+			logger.Warn("the coordinator does not answer at --join yet; retrying in the background", "join", cfg.Join, "err", err)
 		}
 	}
 	return s, nil
