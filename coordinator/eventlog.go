@@ -11,13 +11,21 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator/results"
 )
 
-// eventLog appends events to a file and syncs each one, so that nothing
-// measured is lost if the coordinator dies. It is safe for concurrent use.
+// eventLog appends events to a file and syncs each one before Append
+// returns, so that nothing measured is lost if the coordinator dies. It is
+// safe for concurrent use, and commits in groups: an Append that finds its
+// line already covered by another caller's fsync returns without one of its
+// own, so 200 agents reporting at once cost a few fsyncs, not 200.
 type eventLog struct {
-	mu  sync.Mutex
-	f   *os.File
-	now func() time.Time
-	err error
+	mu      sync.Mutex // guards f's writes, written and err
+	f       *os.File
+	now     func() time.Time
+	err     error
+	written uint64 // lines written
+
+	syncMu sync.Mutex // one fsync at a time; guards synced
+	synced uint64     // lines known to be on disk
+	sync   func() error
 }
 
 func openEventLog(path string, now func() time.Time) (*eventLog, error) {
@@ -30,39 +38,71 @@ func openEventLog(path string, now func() time.Time) (*eventLog, error) {
 		f.Close()
 		return nil, fmt.Errorf("open event log: %w", err)
 	}
-	return &eventLog{f: f, now: now}, nil
+	return &eventLog{f: f, now: now, sync: f.Sync}, nil
 }
 
-// Append writes one event and syncs it to disk. The first write error is
-// kept and returned by every later call, so a failing disk fails the run.
+// Append writes one event and returns once it is synced to disk. The first
+// write or sync error is kept and returned by every later call, so a
+// failing disk fails the run.
 func (l *eventLog) Append(kind string, v any) (results.Event, error) {
 	data, err := results.EncodeData(v)
 	if err != nil {
 		return results.Event{}, fmt.Errorf("encode %s event: %w", kind, err)
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	ev := results.Event{T: l.now().UnixNano(), Kind: kind, Data: data}
 	if l.err != nil {
-		return ev, l.err
+		err := l.err
+		l.mu.Unlock()
+		return ev, err
 	}
 	line, err := json.Marshal(ev)
 	if err != nil {
+		l.mu.Unlock()
 		return ev, fmt.Errorf("encode %s event: %w", kind, err)
 	}
 	line = append(line, '\n')
 	if _, err := l.f.Write(line); err != nil {
 		l.err = fmt.Errorf("append to event log: %w", err)
+		l.mu.Unlock()
 		return ev, l.err
 	}
-	if err := l.f.Sync(); err != nil {
-		l.err = fmt.Errorf("sync event log: %w", err)
-		return ev, l.err
+	l.written++
+	mine := l.written
+	l.mu.Unlock()
+	return ev, l.syncThrough(mine)
+}
+
+// syncThrough returns once the first n lines are on disk, syncing the file
+// itself unless another caller's sync already covered them.
+func (l *eventLog) syncThrough(n uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	target, err := l.written, l.err
+	l.mu.Unlock()
+	if err != nil {
+		return err
 	}
-	return ev, nil
+	if l.synced >= n {
+		return nil
+	}
+	if err := l.sync(); err != nil {
+		l.mu.Lock()
+		if l.err == nil {
+			l.err = fmt.Errorf("sync event log: %w", err)
+		}
+		err = l.err
+		l.mu.Unlock()
+		return err
+	}
+	l.synced = target
+	return nil
 }
 
 func (l *eventLog) Close() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.f.Close()
