@@ -72,11 +72,16 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 	if pl.pacer != nil {
 		conns = pl.inflightCap
 	}
+	tlsCfg, err := spec.Target.TLSConfig()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
 	sender, err := a.cfg.NewSender(oai.Config{
 		MaxConns:       max(conns, 1),
 		ConnectTimeout: spec.ConnectTimeout,
 		TTFTTimeout:    spec.TTFTTimeout,
 		Timeout:        spec.Timeout,
+		TLS:            tlsCfg,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)

@@ -203,6 +203,9 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 			API:     t.GetApi(),
 			APIKey:  t.GetApiKey(),
 			Headers: t.GetHeaders(),
+			// Validate parses and caps ca_pem.
+			CAPEM:              t.GetCaPem(),
+			InsecureSkipVerify: t.GetInsecureSkipVerify(),
 		},
 		Workload: Workload{
 			Prompt:      w.GetPrompt(),

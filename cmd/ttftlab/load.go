@@ -31,8 +31,11 @@ Load model (one of):
                               --duration; --max-in-flight caps requests in flight
                               (the wait then shows as dispatch lag)
 Bounds: --requests K and/or --duration D (the first reached ends the run;
-  default --requests 100). Warm-up (--warmup D or --warmup-requests K) runs
-  first and is left out of the statistics.
+  default --requests 100). Warm-up (--warmup W or --warmup-requests K) runs
+  first and is left out of the statistics. --duration bounds the whole
+  command's wall time, warm-up and drain included (the measured schedule is
+  D minus W): requests still in flight at D are cancelled and counted as
+  interrupted, and the run is marked cut_at_deadline (status stays ok).
 Prompts (one of): --prompt P (default), --input-len N (synthetic prompts of
   N tokens; --input-len-dist uniform|normal with --input-len-min/-max or
   --input-len-stddev), --prefix-len N --num-prefixes K (shared prefixes),
@@ -79,18 +82,25 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
+	// --duration bounds the whole command from here: model lookup,
+	// warm-up, the measured schedule and the drain.
+	ctx, stopBound, bound := wallBound(ctx, c.wall)
+	defer stopBound()
 	if spec.Target.APIKey == "" {
 		spec.Target.APIKey = os.Getenv("OPENAI_API_KEY")
 	}
 
 	if spec.Target.Model == "" {
-		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: spec.ConnectTimeout, Timeout: min(spec.Timeout, 30*time.Second)})
+		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: spec.ConnectTimeout, Timeout: min(spec.Timeout, 30*time.Second), TLS: c.tls})
 		if err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
 		ids, err := c.Models(ctx, spec.Target.BaseURL, spec.Target.APIKey)
 		c.Close()
 		if err != nil {
+			if cutAtBound(ctx) {
+				return fmt.Errorf("load: --duration %v ran out while listing the models: pass --model or a longer --duration", bound)
+			}
 			return fmt.Errorf("load: --model not given and the model list is unavailable: %w", err)
 		}
 		if len(ids) != 1 {
@@ -138,11 +148,15 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "warning: %v\n", err)
 		}
 		if progress && !r.Warmup && !r.Final {
-			fmt.Fprintf(stderr, "%s%s\n", progressLine(time.Since(start), agg.merge.OK+agg.merge.Failed, agg.merge.Failed, spec.Load.Requests, spec.Load.Duration, r.InFlight),
+			fmt.Fprintf(stderr, "%s%s\n", progressLine(time.Since(start), agg.merge.OK+agg.merge.Failed, agg.merge.Failed, spec.Load.Requests, bound, r.InFlight),
 				map[bool]string{true: "  CLIENT-BOUND"}[r.ClientBound])
 		}
 		return nil
 	})
+	cut := runErr != nil && cutAtBound(ctx)
+	if cut {
+		runErr = nil
+	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return fmt.Errorf("load: %w", runErr)
 	}
@@ -151,6 +165,12 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		interrupted = runErr
 	}
 	sum := results.SummarizeLoad(agg.merge, agg.sloSet, interrupted)
+	if cut {
+		sum.CutAtDeadline = true
+		if sum.Status == "ok" {
+			sum.Note = fmt.Sprintf("cut at --duration %v: %d requests still in flight were interrupted (left out of the statistics)", bound, sum.Interrupted)
+		}
+	}
 	var failure error
 	switch {
 	case runErr != nil:
@@ -254,4 +274,25 @@ func writeJSONLine(f *os.File, v any) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// errWallBound is the cause of a context ended by --duration.
+var errWallBound = errors.New("--duration reached")
+
+// wallBound bounds ctx to d from now when d > 0 (--duration is a
+// wall-clock bound on the whole command); it returns the context, its
+// cancel function and d.
+func wallBound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc, time.Duration) {
+	if d <= 0 {
+		ctx, cancel := context.WithCancel(ctx)
+		return ctx, cancel, 0
+	}
+	ctx, cancel := context.WithDeadlineCause(ctx, time.Now().Add(d), errWallBound)
+	return ctx, cancel, d
+}
+
+// cutAtBound says whether ctx ended because its --duration ran out, not
+// because of Ctrl-C or its parent.
+func cutAtBound(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errWallBound)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -36,36 +37,50 @@ type fakeOpenAI struct {
 func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 	t.Helper()
 	f := &fakeOpenAI{}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/models" {
-			io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
-			return
-		}
-		if !strings.HasPrefix(r.URL.Path, "/v1/") {
-			http.NotFound(w, r) // no /tokenize: not vLLM
-			return
-		}
-		var body map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&body)
-		f.mu.Lock()
-		f.bodies = append(f.bodies, body)
-		f.hdrs = append(f.hdrs, r.Header.Clone())
-		f.mu.Unlock()
-		n := 3
-		if mt, ok := body["max_tokens"].(float64); ok {
-			n = int(mt)
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		fl := w.(http.Flusher)
-		for i := 1; i <= n; i++ {
-			fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t%d "},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", i, i, 5+i)
-			fl.Flush()
-		}
-		fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, 5+n)
-		io.WriteString(w, "data: [DONE]\n\n")
-	}))
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// newFakeOpenAITLS is newFakeOpenAI over TLS, with httptest's self-signed
+// certificate (for 127.0.0.1).
+func newFakeOpenAITLS(t *testing.T) *fakeOpenAI {
+	t.Helper()
+	f := &fakeOpenAI{}
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
+	f.StartTLS()
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/models" {
+		io.WriteString(w, `{"object":"list","data":[{"id":"fake-model","object":"model"}]}`)
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		http.NotFound(w, r) // no /tokenize: not vLLM
+		return
+	}
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	f.mu.Lock()
+	f.bodies = append(f.bodies, body)
+	f.hdrs = append(f.hdrs, r.Header.Clone())
+	f.mu.Unlock()
+	n := 3
+	if mt, ok := body["max_tokens"].(float64); ok {
+		n = int(mt)
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	fl := w.(http.Flusher)
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t%d "},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", i, i, 5+i)
+		fl.Flush()
+	}
+	fmt.Fprintf(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, 5+n)
+	io.WriteString(w, "data: [DONE]\n\n")
 }
 
 func TestLoadJSONFields(t *testing.T) {
@@ -88,7 +103,7 @@ func TestLoadJSONFields(t *testing.T) {
 	}
 	wantKeys := []string{"status", "requests", "successes", "errors", "interrupted", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
 		"dispatch_lag_ms", "output_tokens", "output_tokens_per_s", "requests_per_s", "client_bound",
-		"usage_source", "duration_s", "warmup_excluded"}
+		"usage_source", "duration_s", "warmup_excluded", "cut_at_deadline"}
 	slices.Sort(wantKeys)
 	if diff := cmp.Diff(wantKeys, slices.Sorted(maps.Keys(got))); diff != "" {
 		t.Errorf("JSON fields (-want +got):\n%s", diff)
@@ -368,5 +383,72 @@ func TestProbeFlagErrors(t *testing.T) {
 				t.Errorf("runProbe = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadDurationBoundsWallTime checks that --duration bounds the whole
+// command, warm-up and drain included: long requests still in flight at
+// the bound are cancelled and counted as interrupted, the run stays ok and
+// says it was cut, and the interval file holds what was measured.
+func TestLoadDurationBoundsWallTime(t *testing.T) {
+	url := startSim(t)
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "closed loop", args: []string{"--concurrency", "4"}},
+		{name: "open loop with warm-up", args: []string{"--rate", "5", "--arrival", "constant", "--warmup", "500ms"}},
+		{name: "open loop", args: []string{"--rate", "5", "--arrival", "constant"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "intervals.jsonl")
+			// Every other request asks for 20000 tokens: those are still
+			// running at the bound; the short ones succeed.
+			ds := filepath.Join(dir, "prompts.jsonl")
+			if err := os.WriteFile(ds, []byte(`{"prompt": "short", "max_tokens": 4}`+"\n"+`{"prompt": "long", "max_tokens": 20000}`+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"load", "--url", url, "--json", "--duration", "2s", "--interval", "200ms",
+				"--dataset", ds, "--ignore-eos", "--out", out}, tt.args...)
+			var stdout bytes.Buffer
+			start := time.Now()
+			err := run(t.Context(), args, &stdout, io.Discard)
+			took := time.Since(start)
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			// Generous grace for a loaded CI host; without the bound the
+			// long requests would run for minutes.
+			if took > 2*time.Second+1500*time.Millisecond {
+				t.Errorf("load with --duration 2s took %v", took)
+			}
+			var sum results.LoadSummary
+			if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
+				t.Fatalf("decode %q: %v", stdout.String(), err)
+			}
+			if sum.Status != "ok" || !sum.CutAtDeadline || sum.Interrupted == 0 || !strings.Contains(sum.Note, "cut at --duration 2s") {
+				t.Errorf("status %q, cut %v, interrupted %d, note %q: want ok, cut, some interrupted and a note",
+					sum.Status, sum.CutAtDeadline, sum.Interrupted, sum.Note)
+			}
+			if sum.Requests != sum.Successes+sum.Errors+sum.Interrupted {
+				t.Errorf("requests %d != %d + %d + %d", sum.Requests, sum.Successes, sum.Errors, sum.Interrupted)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(b, []byte(`"final":true`)) || !bytes.Contains(b, []byte(`"type":"summary"`)) {
+				t.Errorf("--out lacks the final report or the summary:\n%s", b)
+			}
+		})
+	}
+}
+
+func TestLoadWarmupMustFitDuration(t *testing.T) {
+	err := run(t.Context(), []string{"load", "--url", "http://127.0.0.1:1", "--model", "m", "--duration", "1s", "--warmup", "2s"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--warmup 2s does not fit in --duration 1s") {
+		t.Errorf("err = %v, want the warm-up named as not fitting", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -66,6 +67,13 @@ type loadCLI struct {
 	asJSON   bool
 	outPath  string
 	progress progressMode
+	// wall is --duration as given: the bound on the command's wall time,
+	// warm-up included (spec.Load.Duration is then the measured part).
+	wall time.Duration
+	// tls is the TLS configuration from --ca-file and
+	// --insecure-skip-verify; nil for the system roots.
+	tls      *tls.Config
+	tlsFlags *tlsFlags
 	// vLLM bench serve's settings that map onto several of ours.
 	rateInf     bool
 	maxConc     int
@@ -96,7 +104,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Float64Var(&s.Load.StartRate, "ramp-from", 0, "ramp the rate linearly from this rate to --rate over --duration")
 	fs.IntVar(&s.Load.MaxInFlight, "max-in-flight", 0, "open loop: cap on requests in flight (0: none)")
 	fs.Int64Var(&s.Load.Requests, "requests", 0, "measured requests to send (default 100 when --duration is not given)")
-	fs.DurationVar(&s.Load.Duration, "duration", 0, "measured duration of the schedule")
+	fs.DurationVar(&s.Load.Duration, "duration", 0, "wall-clock bound on the whole run, warm-up included; requests in flight at the end are interrupted")
 	fs.DurationVar(&s.Load.Warmup, "warmup", 0, "warm-up duration before the measured part, left out of the statistics")
 	fs.Int64Var(&s.Load.WarmupRequests, "warmup-requests", 0, "warm-up requests before the measured part, left out of the statistics")
 	fs.IntVar(&s.Generator.PrefixLen, "prefix-len", 0, "shared-prefix prompts: tokens of shared prefix (needs --input-len)")
@@ -130,6 +138,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
+	c.tlsFlags = registerTLSFlags(fs)
 	registerVLLMLoadAliases(fs, c)
 	return c
 }
@@ -267,6 +276,14 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 	set := setFlags(fs)
 	s := c.spec
 	m := &s.Load
+	if err := c.tlsFlags.apply(&s.Target); err != nil {
+		return s, err
+	}
+	tc, err := s.Target.TLSConfig()
+	if err != nil {
+		return s, loadFlagNames().rename(err)
+	}
+	c.tls = tc
 	if set["rate"] {
 		switch {
 		case set["ramp-from"]:
@@ -313,6 +330,15 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 		if set[z.name] && z.zero {
 			return s, fmt.Errorf("--%s %s is invalid: give a positive value (leave the flag out for its default)", z.name, fs.Lookup(z.name).Value)
 		}
+	}
+
+	// --duration bounds the wall time; a time-based warm-up runs inside it.
+	c.wall = m.Duration
+	if m.Duration > 0 && m.Warmup > 0 {
+		if m.Warmup >= m.Duration {
+			return s, fmt.Errorf("--warmup %v does not fit in --duration %v, which bounds the whole run with its warm-up: shorten --warmup or lengthen --duration", m.Warmup, m.Duration)
+		}
+		m.Duration -= m.Warmup
 	}
 
 	// Workload.

@@ -41,9 +41,13 @@ func TestUpRunsTheWholeBaseline(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(ctx, []string{"up", "--out", out, "--run-id", "t1", "--warm-runs", "4", "--sim-startup-scale", "0.05", "--agents", "2", "--repeats", "2",
 		"--levels", "1,4", "--level-duration", "1500ms", "--warmup", "0", "--input-len", "64", "--output-len", "16",
-		"--save-result", filepath.Join(out, "vllm"), "--result-label", "lab", "--metric-percentiles", "50,99.9", "--percentile-metrics", "ttft,e2el"}, &stdout, &stderr)
+		"--save-result", filepath.Join(out, "vllm"), "--result-label", "lab", "--metric-percentiles", "50,99.9", "--percentile-metrics", "ttft,e2el", "--progress"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("up: %v\nstderr:\n%s", err, stderr.String())
+	}
+	// --progress shows the sweep's progress on a pipe too.
+	if !strings.Contains(stderr.String(), "progress: level 2 of 2, ") {
+		t.Errorf("stderr lacks the sweep's progress line:\n%s", stderr.String())
 	}
 	dir := filepath.Join(out, "t1")
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))

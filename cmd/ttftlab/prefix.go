@@ -37,6 +37,7 @@ type prefixConfig struct {
 	out, runID    string
 	agents        int
 	quiet         bool
+	progress      progressMode
 	startupScale  float64
 	noopReset     bool
 	gpunodeConfig string
@@ -75,6 +76,7 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	fs.Float64Var(&c.startupScale, "sim-startup-scale", prefixStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
 	fs.BoolVar(&c.noopReset, "sim-noop-reset", false, "TEST HOOK (in-process sim only): the simulator answers /reset_prefix_cache with 200 but resets nothing, so the run must fail its reset verification")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	fs.Var(&c.progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -246,7 +248,7 @@ func runPrefix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 		return resp.GetEvent(), err
-	}, stderr, &t)
+	}, withRunProgress(stderr, c.progress), &t)
 	if err != nil {
 		if lc != nil && runID != "" {
 			// In-process, render what was measured before exiting.

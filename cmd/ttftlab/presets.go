@@ -35,6 +35,7 @@ type presetsConfig struct {
 	out, runID    string
 	agents        int
 	quiet         bool
+	progress      progressMode
 	startupScale  float64
 	gpunodeConfig string
 	req           *pb.RunPresetsRequest
@@ -100,6 +101,7 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 	fs.StringVar(&c.gpunodeConfig, "gpunode-config", "", "YAML `file` of engine profiles for the in-process gpunode (default: the built-in sim and vllm profiles)")
 	fs.Float64Var(&c.startupScale, "sim-startup-scale", presetsStartupScale, "TEST HOOK (in-process sim only): scale the simulated startup durations so that the restarts are short; the report says so; 1 is realistic")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	fs.Var(&c.progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
 	var sel coordinator.Selection
 	registerSelectionFlags(fs, &sel)
 	if err := fs.Parse(args); err != nil {
@@ -226,7 +228,7 @@ func runPresets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 		}
 		return resp.GetEvent(), err
-	}, stderr, &t)
+	}, withRunProgress(stderr, c.progress), &t)
 	if err != nil {
 		if lc != nil && runID != "" {
 			// In-process, an interrupted run would exit before the

@@ -58,6 +58,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&t.API, "api", oai.APIChat, "API: chat or completions")
 	fs.StringVar(&t.APIKey, "api-key", "", "bearer token for the server, if it needs one")
 	fs.DurationVar(&spec.Timeout, "timeout", 2*time.Minute, "limit for the whole request")
+	tf := registerTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -67,15 +68,23 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("probe: unexpected argument %q: pass options as flags, for example --url http://127.0.0.1:8000", fs.Arg(0))
 	}
+	if err := tf.apply(t); err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
 	if err := checkProbeSpec(spec); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
 	base, model, api, timeout := t.BaseURL, t.Model, t.API, spec.Timeout
+	tlsCfg, err := t.TLSConfig()
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
 
 	client, err := oai.NewClient(oai.Config{
 		MaxConns:       1,
 		ConnectTimeout: min(10*time.Second, timeout),
 		Timeout:        timeout,
+		TLS:            tlsCfg,
 	})
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/coordinator/results"
 )
 
 // fakeTTY is a stderr that says it is a terminal.
@@ -75,6 +77,92 @@ func TestLoadProgress(t *testing.T) {
 			on := strings.Contains(out, " of 30 (")
 			if on != tt.wantOn {
 				t.Errorf("progress shown %v, want %v; stderr:\n%s", on, tt.wantOn, out)
+			}
+		})
+	}
+}
+
+// TestRunProgress feeds a sweep's and a grid's events to runProgress and
+// checks its lines: level i of n, point p of P, elapsed, the estimate from
+// the planned level durations, the errors.
+func TestRunProgress(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	type step struct {
+		at      float64
+		payload any
+		failed  uint64
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		want  []string // the last line must contain each
+		lines int
+	}{
+		{name: "sweep, second of four levels", steps: []step{
+			{0, results.SweepStart{Levels: []float64{1, 2, 4, 8}}, 0},
+			{1, results.LevelStart{Level: 0, DurationMs: 5000, WarmupMs: 1000}, 0},
+			{7, results.LevelStart{Level: 1, DurationMs: 5000, WarmupMs: 1000}, 2},
+			{9, results.SweepInterval{Level: 1}, 3},
+		}, want: []string{"level 2 of 4", "9s elapsed", "≈16s left", "3 errors"}, lines: 4},
+		{name: "events within a second print once", steps: []step{
+			{0, results.SweepStart{Levels: []float64{1}}, 0},
+			{0.1, results.LevelStart{DurationMs: 2000}, 0},
+			{0.5, results.SweepInterval{}, 0},
+			{0.9, results.SweepInterval{}, 0},
+		}, want: []string{"level 1 of 1", "≈2s left"}, lines: 2},
+		{name: "grid, second of three points", steps: []step{
+			{0, results.GridStart{Points: make([]results.GridPointInfo, 3)}, 0},
+			{0, results.GridPointInfo{Point: 0}, 0},
+			{20, results.GridPointInfo{Point: 1}, 0},
+			{21, results.GridPointReady{Point: 1, Plan: []byte(`{"steps":[1,2]}`)}, 0},
+			{22, results.LevelStart{DurationMs: 4000}, 1},
+		}, want: []string{"point 2 of 3", "level 1 of 2", "22s elapsed", "≈28s left", "1 errors"}, lines: 5},
+		{name: "nothing planned yet", steps: []step{
+			{0, results.SweepStart{Levels: []float64{1, 2}}, 0},
+		}, want: []string{"0s elapsed", "n/a left", "0 errors"}, lines: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &runProgress{w: &buf, start: t0, every: time.Second}
+			for _, s := range tt.steps {
+				p.observe(s.payload, at(s.at), s.failed)
+			}
+			lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+			if len(lines) != tt.lines {
+				t.Errorf("%d lines, want %d:\n%s", len(lines), tt.lines, buf.String())
+			}
+			last := lines[len(lines)-1]
+			for _, w := range tt.want {
+				if !strings.Contains(last, w) {
+					t.Errorf("%q lacks %q", last, w)
+				}
+			}
+		})
+	}
+}
+
+func TestWithRunProgress(t *testing.T) {
+	tests := []struct {
+		name   string
+		tty    bool
+		mode   progressMode
+		wantOn bool
+	}{
+		{name: "terminal", tty: true, wantOn: true},
+		{name: "pipe", tty: false},
+		{name: "pipe with --progress", mode: "on", wantOn: true},
+		{name: "terminal with --progress=off", tty: true, mode: "off"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w io.Writer = &bytes.Buffer{}
+			if tt.tty {
+				w = &fakeTTY{}
+			}
+			if on := runProgressOf(withRunProgress(w, tt.mode)) != nil; on != tt.wantOn {
+				t.Errorf("progress on %v, want %v", on, tt.wantOn)
 			}
 		})
 	}

@@ -183,6 +183,8 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
+	var progress progressMode
+	fs.Var(&progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -202,7 +204,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closer.Close()
-	dir, failure, err := streamSweep(ctx, client, req, stderr, exp)
+	dir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, progress), exp)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ type upConfig struct {
 	baseline coordinator.BaselineSpec
 	simArgs  []string
 	quiet    bool
+	progress progressMode
 	// gpunodeConfig is the in-process gpunode's profile file.
 	gpunodeConfig string
 	sweep         sweepFlags
@@ -94,6 +95,7 @@ func registerBaselineFlags(fs *flag.FlagSet, c *upConfig, defaultOut, outHelp st
 	fs.StringVar(&b.Prompt, "prompt", coordinator.DefaultPrompt, "probe prompt")
 	fs.IntVar(&b.MaxTokens, "max-tokens", 64, "max_tokens of each probe")
 	fs.BoolVar(&c.quiet, "quiet", false, "do not print the report at the end")
+	fs.Var(&c.progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
 	// Engine flags, typed and named as in vLLM.
 	fs.StringVar(&k.Model, "model", "Qwen/Qwen2.5-1.5B-Instruct", "model to serve")
 	fs.StringVar(&k.ServedModelName, "served-model-name", "", "name the engine serves the model as (default: --model)")
@@ -237,7 +239,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "ttftlab up: coordinator %s, gpunode, %d agent(s); profile %s, model %s\n",
 			lc.addr, cfg.agents, cfg.baseline.Profile, cfg.baseline.Knobs.GetModel())
 	}
-	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), stderr)
+	dir, failure, err := streamBaseline(ctx, client, cfg.baselineRequest(), withRunProgress(stderr, cfg.progress))
 	if err != nil {
 		return err
 	}
@@ -282,7 +284,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.baseline.RunID != "" {
 		req.RunId = cfg.baseline.RunID + "-sweep"
 	}
-	sdir, failure, err := streamSweep(ctx, client, req, stderr, cfg.sweepExport)
+	sdir, failure, err := streamSweep(ctx, client, req, withRunProgress(stderr, cfg.progress), cfg.sweepExport)
 	if err != nil {
 		return err
 	}
@@ -346,6 +348,9 @@ func followEvents(recv func() (*pb.RunEvent, error), stderr io.Writer, t *runTal
 		}
 		t.observe(ev)
 		fmt.Fprintf(stderr, "[%6.2fs] %s\n", time.Since(start).Seconds(), describeEvent(ev))
+		if p := runProgressOf(stderr); p != nil {
+			p.observe(decodeAny(ev), time.Now(), t.failed)
+		}
 	}
 	if dir == "" {
 		return "", errors.New("the run ended without naming its results directory")

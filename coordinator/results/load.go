@@ -34,6 +34,12 @@ type LoadSummary struct {
 	// was interrupted, or no request succeeded; Reason then says why.
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
+	// CutAtDeadline is true when the wall-clock bound (`load --duration`)
+	// ended the run with requests still in flight: they are counted as
+	// Interrupted, and the status stays "ok" unless something else failed.
+	// Note then says so.
+	CutAtDeadline bool   `json:"cut_at_deadline"`
+	Note          string `json:"note,omitempty"`
 	// Requests is the measured attempts sent: Successes + Errors +
 	// Interrupted (docs/metrics.md).
 	Requests         uint64            `json:"requests"`
@@ -179,6 +185,9 @@ func LoadTable(s LoadSummary, run LoadRun) Reporter {
 		fmt.Fprintf(tw, "Status:\t%s\n", s.Status)
 		if s.Reason != "" {
 			fmt.Fprintf(tw, "Reason:\t%s\n", s.Reason)
+		}
+		if s.Note != "" {
+			fmt.Fprintf(tw, "Note:\t%s\n", s.Note)
 		}
 		fmt.Fprintf(tw, "Requests (measured):\t%d\n", s.Requests)
 		fmt.Fprintf(tw, "Successes:\t%d\n", s.Successes)

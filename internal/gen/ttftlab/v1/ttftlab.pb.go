@@ -2612,11 +2612,18 @@ type Target struct {
 	BaseUrl string                 `protobuf:"bytes,1,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
 	Model   string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	// api is "completions" or "chat".
-	Api           string            `protobuf:"bytes,3,opt,name=api,proto3" json:"api,omitempty"`
-	ApiKey        string            `protobuf:"bytes,4,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
-	Headers       map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Api     string            `protobuf:"bytes,3,opt,name=api,proto3" json:"api,omitempty"`
+	ApiKey  string            `protobuf:"bytes,4,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// ca_pem, when set, holds the PEM certificates (at most 64 KiB) that an
+	// https:// base_url's certificate must chain to, instead of the agent's
+	// system roots.
+	CaPem []byte `protobuf:"bytes,6,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// insecure_skip_verify skips the https:// certificate check; for a
+	// trusted test network only.
+	InsecureSkipVerify bool `protobuf:"varint,7,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Target) Reset() {
@@ -2682,6 +2689,20 @@ func (x *Target) GetHeaders() map[string]string {
 		return x.Headers
 	}
 	return nil
+}
+
+func (x *Target) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *Target) GetInsecureSkipVerify() bool {
+	if x != nil {
+		return x.InsecureSkipVerify
+	}
+	return false
 }
 
 // Workload says what to send.
@@ -5430,13 +5451,15 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x04mean\x18\x02 \x01(\x01R\x04mean\x12\x10\n" +
 	"\x03min\x18\x03 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x04 \x01(\x01R\x03max\x12\x16\n" +
-	"\x06stddev\x18\x05 \x01(\x01R\x06stddev\"\xdb\x01\n" +
+	"\x06stddev\x18\x05 \x01(\x01R\x06stddev\"\xa4\x02\n" +
 	"\x06Target\x12\x19\n" +
 	"\bbase_url\x18\x01 \x01(\tR\abaseUrl\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
 	"\x03api\x18\x03 \x01(\tR\x03api\x12\x17\n" +
 	"\aapi_key\x18\x04 \x01(\tR\x06apiKey\x129\n" +
-	"\aheaders\x18\x05 \x03(\v2\x1f.ttftlab.v1.Target.HeadersEntryR\aheaders\x1a:\n" +
+	"\aheaders\x18\x05 \x03(\v2\x1f.ttftlab.v1.Target.HeadersEntryR\aheaders\x12\x15\n" +
+	"\x06ca_pem\x18\x06 \x01(\fR\x05caPem\x120\n" +
+	"\x14insecure_skip_verify\x18\a \x01(\bR\x12insecureSkipVerify\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
