@@ -57,6 +57,8 @@ test-browser: ## Install chromium if missing, then test report.html and the dash
 .PHONY: test-e2e
 test-e2e: build ## Run the heavy multi-process scenarios.
 	TTFTLAB_BIN=$(CURDIR)/$(BIN) go test -race -count=1 -run 'TestRealSimEngine|E2E' ./...
+	# 50 agents in one process starve on 2 cores under the race detector.
+	TTFTLAB_SCALE_E2E=1 go test -count=1 -run 'TestScaleSweep50AgentsE2E' ./coordinator/
 
 # The multi-host scenarios across Linux network namespaces (e2e/netns):
 # root, iproute2 and, for the delay scenario, the kernel's netem qdisc. A

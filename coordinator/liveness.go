@@ -20,6 +20,14 @@ import (
 // do.
 const AgentSilenceLimit = 1500 * time.Millisecond
 
+// AgentFirstMessageLimit bounds the wait for a run stream's first message
+// (the agent's first heartbeat goes out as soon as it accepts the call).
+// Until then the stream is still being set up: a connection to dial, the
+// call to route, and with dozens of agents starting at once on a busy host
+// that alone took longer than AgentSilenceLimit (TestScaleSweep50AgentsE2E).
+// A dead agent's call fails at once; this only bounds a stuck set-up.
+const AgentFirstMessageLimit = 5 * time.Second
+
 // EngineExitError fails a run whose engine exited on its own.
 type EngineExitError struct {
 	GPUNode string
@@ -128,6 +136,7 @@ func runWatched(ctx context.Context, ag Agent, agentName string, req *pb.RunProb
 	var (
 		mu       sync.Mutex
 		lastSeen = time.Now()
+		heard    bool // a first message arrived
 		lost     error
 		got      watchedRun
 	)
@@ -145,8 +154,12 @@ func runWatched(ctx context.Context, ag Agent, agentName string, req *pb.RunProb
 				return
 			case <-t.C:
 				mu.Lock()
-				if quiet := time.Since(lastSeen); quiet > silence && lost == nil {
-					lost = &AgentLostError{Agent: agentName, Silence: silence}
+				limit := silence
+				if !heard {
+					limit = max(silence, AgentFirstMessageLimit)
+				}
+				if quiet := time.Since(lastSeen); quiet > limit && lost == nil {
+					lost = &AgentLostError{Agent: agentName, Silence: limit}
 					cancel(lost)
 				}
 				mu.Unlock()
@@ -159,7 +172,7 @@ func runWatched(ctx context.Context, ag Agent, agentName string, req *pb.RunProb
 		if lost != nil {
 			return lost
 		}
-		lastSeen = time.Now()
+		lastSeen, heard = time.Now(), true
 		rep := m.GetReport()
 		if rep == nil {
 			return nil // a heartbeat
@@ -167,7 +180,12 @@ func runWatched(ctx context.Context, ag Agent, agentName string, req *pb.RunProb
 		got.Intervals++
 		got.Requests += rep.GetRequestsOk() + rep.GetRequestsFailed()
 		got.InFlight = rep.GetInFlight()
-		return onReport(rep)
+		err := onReport(rep)
+		// The time spent recording the report (validation, the event log's
+		// fsync, a busy host) is the coordinator's, not the agent's
+		// silence: the agent's next message could not be read meanwhile.
+		lastSeen = time.Now()
+		return err
 	})
 	close(done)
 	<-exited

@@ -368,3 +368,64 @@ func BuildSweepDir(dir string) (*results.SweepResults, error) {
 	}
 	return results.BuildSweep(evs)
 }
+
+// probeFunc is an Agent whose RunProbe is a function.
+type probeFunc func(ctx context.Context, fn func(*pb.RunProbeResponse) error) error
+
+func (f probeFunc) RunProbe(ctx context.Context, _ *pb.RunProbeRequest, fn func(*pb.RunProbeResponse) error) error {
+	return f(ctx, fn)
+}
+
+// TestRunWatchedSilenceClock: a stream still being set up has
+// AgentFirstMessageLimit for its first message; once heard from, an agent
+// may be silent for AgentSilenceLimit; and the time the coordinator spends
+// recording a report is not counted as the agent's silence.
+func TestRunWatchedSilenceClock(t *testing.T) {
+	beat := &pb.RunProbeResponse{Heartbeat: &pb.Heartbeat{}}
+	report := &pb.RunProbeResponse{Report: &pb.IntervalReport{RequestsOk: 1}}
+	t.Run("slow set-up is not silence", func(t *testing.T) {
+		ag := probeFunc(func(ctx context.Context, fn func(*pb.RunProbeResponse) error) error {
+			select {
+			case <-time.After(AgentSilenceLimit + 700*time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return fn(beat)
+		})
+		if _, err := runWatched(t.Context(), ag, "slow", &pb.RunProbeRequest{}, AgentSilenceLimit, func(*pb.IntervalReport) error { return nil }); err != nil {
+			t.Fatalf("an agent whose first message took %s was lost: %v", AgentSilenceLimit+700*time.Millisecond, err)
+		}
+	})
+	t.Run("silence after the first message", func(t *testing.T) {
+		ag := probeFunc(func(ctx context.Context, fn func(*pb.RunProbeResponse) error) error {
+			if err := fn(beat); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		start := time.Now()
+		_, err := runWatched(t.Context(), ag, "quiet", &pb.RunProbeRequest{}, AgentSilenceLimit, func(*pb.IntervalReport) error { return nil })
+		var lost *AgentLostError
+		if !errors.As(err, &lost) || lost.Silence != AgentSilenceLimit {
+			t.Fatalf("runWatched = %v, want lost after %s", err, AgentSilenceLimit)
+		}
+		if took := time.Since(start); took > AgentFirstMessageLimit {
+			t.Errorf("lost after %s, want about %s", took, AgentSilenceLimit)
+		}
+	})
+	t.Run("recording time is not silence", func(t *testing.T) {
+		ag := probeFunc(func(ctx context.Context, fn func(*pb.RunProbeResponse) error) error {
+			for range 2 {
+				if err := fn(report); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		slowRecord := func(*pb.IntervalReport) error { time.Sleep(AgentSilenceLimit + 300*time.Millisecond); return nil }
+		if _, err := runWatched(t.Context(), ag, "busy", &pb.RunProbeRequest{}, AgentSilenceLimit, slowRecord); err != nil {
+			t.Fatalf("an agent was lost while the coordinator was recording its reports: %v", err)
+		}
+	})
+}
