@@ -21,7 +21,8 @@ func SweepSpecFromProto(req *pb.RunSweepRequest) SweepSpec {
 		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
 		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
 		AutoDuration: req.GetAutoDuration(), MaxDuration: msSaturated(req.GetMaxDurationMs()),
-		Selection: SelectionFromProto(req.GetSelection()),
+		Selection:   SelectionFromProto(req.GetSelection()),
+		TargetCAPEM: req.GetTargetCaPem(), TargetInsecureSkipVerify: req.GetTargetInsecureSkipVerify(),
 	}
 }
 

@@ -47,6 +47,10 @@ type SweepSpec struct {
 	MaxDuration  time.Duration
 	// Selection picks the gpunode and the agents that share the levels.
 	Selection Selection
+	// TargetCAPEM and TargetInsecureSkipVerify are the TLS settings of an
+	// https:// BaseURL, passed to every agent (agent.Target).
+	TargetCAPEM              []byte
+	TargetInsecureSkipVerify bool
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -108,6 +112,13 @@ func (s SweepSpec) Validate() error {
 	lm := s.Load
 	if len(s.Levels) == 0 {
 		bad("levels", nil, "is empty: give at least one concurrency or rate, e.g. 1,4,16")
+	}
+	if len(s.TargetCAPEM) > 0 {
+		if s.TargetInsecureSkipVerify {
+			bad("target_ca_pem", "(set)", "is set with target_insecure_skip_verify: skipping verification ignores the CA; drop one")
+		} else if _, err := agent.ParseCAPEM(s.TargetCAPEM); err != nil {
+			bad("target_ca_pem", fmt.Sprintf("(%d bytes)", len(s.TargetCAPEM)), "%v", err)
+		}
 	}
 	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
@@ -200,7 +211,7 @@ func (s SweepSpec) Request() *pb.RunSweepRequest {
 		RunId: s.RunID, OutDir: s.OutDir, Profile: s.Profile, Knobs: s.Knobs, BaseUrl: s.BaseURL, Model: s.Model, Api: s.API,
 		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
 		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
-		Selection: s.Selection.Proto(),
+		Selection: s.Selection.Proto(), TargetCaPem: s.TargetCAPEM, TargetInsecureSkipVerify: s.TargetInsecureSkipVerify,
 	}
 }
 
@@ -456,7 +467,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			req := &pb.RunProbeRequest{
 				RunId:         spec.RunID,
 				AgentId:       cl.m.Name,
-				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API},
+				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify},
 				Workload:      spec.Workload,
 				Generator:     spec.Generator,
 				Load:          load,
