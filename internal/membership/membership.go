@@ -14,11 +14,13 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -185,6 +187,10 @@ type Config struct {
 	// pushPullInterval, when set, overrides memberlist's full state sync
 	// interval, for tests that must not be rescued by a periodic sync.
 	pushPullInterval time.Duration
+	// noCatchUp turns off the catch-up exchanges after a join, for the
+	// same tests; catchUpFirst, when set, replaces their first pause.
+	noCatchUp    bool
+	catchUpFirst time.Duration
 }
 
 // The rejoin loop's defaults.
@@ -236,6 +242,13 @@ type Node struct {
 
 	// ex records the coordinators this node exchanged state with.
 	ex *exchanges
+	// dlg is memberlist's delegate, which counts the exchanges.
+	dlg *delegate
+
+	// catchUps counts the catch-up goroutines Join started; Close waits
+	// for them. catchingUp is true while one runs.
+	catchUps   sync.WaitGroup
+	catchingUp atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -251,6 +264,9 @@ type delegate struct {
 	meta  []byte
 	hello []byte
 	ex    *exchanges
+	// exchanged counts the pushes and pulls this node took part in, for
+	// tests.
+	exchanged atomic.Int64
 }
 
 func (d *delegate) NodeMeta(limit int) []byte                  { return d.meta }
@@ -261,6 +277,7 @@ func (d *delegate) LocalState(join bool) []byte                { return d.hello 
 // MergeRemoteState receives the peer's hello at the end of a push and pull,
 // after memberlist has merged the peer's member list.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	d.exchanged.Add(1)
 	h, err := decodeHello(buf)
 	if err != nil || h.Role != RoleCoordinator {
 		return // an older peer sends none; a malformed one proves nothing.
@@ -398,7 +415,8 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	ex := &exchanges{boots: map[string]string{}}
-	mc.Delegate = &delegate{meta: meta, hello: hello, ex: ex}
+	dlg := &delegate{meta: meta, hello: hello, ex: ex}
+	mc.Delegate = dlg
 	ev := &events{changes: changes, nodes: map[string]memberlist.Node{}}
 	mc.Events = ev
 	pd := &pings{payload: []byte(boot), ready: make(chan struct{})}
@@ -408,7 +426,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
 	n := &Node{list: list, view: ev, logger: logger, changes: changes, name: cfg.Name, boot: boot, cfg: cfg,
-		stop: make(chan struct{}), wake: make(chan struct{}, 1), ex: ex}
+		stop: make(chan struct{}), wake: make(chan struct{}, 1), ex: ex, dlg: dlg}
 	pd.node = n
 	close(pd.ready)
 	if cfg.KeepJoined {
@@ -442,7 +460,71 @@ func (n *Node) Join(addrs []string) (int, error) {
 	if err != nil {
 		return k, fmt.Errorf("membership: join %v: %w", addrs, err)
 	}
+	n.startCatchUp(addrs)
 	return k, nil
+}
+
+// Catch-up exchanges after a join. A join is one push and pull with each
+// seed, which hands the joiner the members the seed knew at that moment. In
+// a cluster that starts at once (a lab's daemons, 200 agents) the early
+// joiners learn of the later ones only by gossip, which at 200 nodes carries
+// 200 alive messages through 1,400-byte packets, and by the periodic full
+// sync, which memberlist stretches with the cluster's size (5 s × 4 at 200
+// nodes). The seeds, though, hear from every joiner directly. So after a
+// successful join the node exchanges state with one of its seeds again
+// catchUpRounds times, catchUpFirst after the join and then at doubling
+// pauses (1, 2 and 4 s: about 1, 3 and 7 s after it), each ±20 % jittered
+// so that 200 joiners do not come back in lockstep. A node that joined
+// alone costs three small exchanges.
+const (
+	catchUpFirst  = time.Second
+	catchUpRounds = 3
+)
+
+// startCatchUp starts the catch-up exchanges with seeds unless some are
+// already under way or the node is closed (or a test turned them off).
+func (n *Node) startCatchUp(seeds []string) {
+	if n.cfg.noCatchUp {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed || !n.catchingUp.CompareAndSwap(false, true) {
+		return
+	}
+	n.catchUps.Add(1)
+	seeds = slices.Clone(seeds)
+	go func() {
+		defer n.catchUps.Done()
+		defer n.catchingUp.Store(false) // not n.mu: Close holds it while it waits
+		n.catchUp(seeds)
+	}()
+}
+
+// catchUp runs the catch-up exchanges, each with the next seed (from a
+// random one on), until done or the node closes.
+func (n *Node) catchUp(seeds []string) {
+	next := mrand.IntN(len(seeds))
+	pause := catchUpFirst
+	if n.cfg.catchUpFirst > 0 {
+		pause = n.cfg.catchUpFirst
+	}
+	for range catchUpRounds {
+		t := time.NewTimer(pause + time.Duration((mrand.Float64()*0.4-0.2)*float64(pause)))
+		select {
+		case <-n.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		// A seed that does not answer is tried again next round; the
+		// periodic sync and the rejoin loop cover the rest.
+		if _, err := n.list.Join([]string{seeds[next]}); err != nil {
+			n.logger.Debug("catch-up exchange after join failed", "seed", seeds[next], "err", err)
+		}
+		next = (next + 1) % len(seeds)
+		pause *= 2
+	}
 }
 
 // Changes returns a channel that receives a value after the membership
@@ -505,6 +587,7 @@ func (n *Node) Close() error {
 	if n.loopDone != nil {
 		<-n.loopDone
 	}
+	n.catchUps.Wait()
 	leaveErr := n.list.Leave(time.Second)
 	if err := n.list.Shutdown(); err != nil {
 		return fmt.Errorf("membership: shutdown: %w", err)

@@ -125,3 +125,46 @@ func TestMemberlistConfigTimers(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinCatchesUpWithSeeds checks the catch-up exchanges after a join: a
+// joiner exchanges state with its seed once to join and catchUpRounds times
+// more, so that it learns of the nodes that joined the seed after it, and
+// not at all more when they are off. No periodic full sync runs in the test.
+func TestJoinCatchesUpWithSeeds(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noCatchUp bool
+		want      int64
+	}{
+		{"catch-up", false, 1 + catchUpRounds},
+		{"off", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := func(name string, role Role) *Node {
+				n, err := New(Config{Name: name, BindAddr: "127.0.0.1", Fast: true,
+					Meta:             Meta{Role: role, GRPCAddr: "127.0.0.1:1234"},
+					pushPullInterval: time.Hour, noCatchUp: tc.noCatchUp, catchUpFirst: 50 * time.Millisecond}, nil)
+				if err != nil {
+					t.Fatalf("start %s: %v", name, err)
+				}
+				t.Cleanup(func() { n.Close() })
+				return n
+			}
+			seed := start("seed", RoleCoordinator)
+			joiner := start("joiner", RoleAgent)
+			if _, err := joiner.Join([]string{seed.Addr()}); err != nil {
+				t.Fatal(err)
+			}
+			// The rounds end 50 + 100 + 200 ms (+20 %) after the join; wait
+			// for the count, then well past the last round for any extra.
+			waitFor(t, fmt.Sprintf("%d exchanges at the seed", tc.want), func() bool { return seed.dlg.exchanged.Load() >= tc.want })
+			time.Sleep(time.Second)
+			if got := seed.dlg.exchanged.Load(); got != tc.want {
+				t.Errorf("the seed took part in %d exchanges, want %d", got, tc.want)
+			}
+			if got := joiner.dlg.exchanged.Load(); got != tc.want {
+				t.Errorf("the joiner took part in %d exchanges, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -28,9 +28,9 @@ func startTimed(t *testing.T, name string, role Role, port int, key []byte, keep
 	n, err := New(Config{Name: name, BindAddr: "127.0.0.1", BindPort: port, Fast: true, SecretKey: key,
 		KeepJoined: keep, RejoinInterval: interval, RejoinMaxBackoff: 4 * interval,
 		Meta: Meta{Role: role, GRPCAddr: "127.0.0.1:1234"},
-		// No periodic full sync within a test: only the rejoin logic may
-		// bring a restarted coordinator back.
-		pushPullInterval: time.Hour}, logger)
+		// No periodic full sync and no catch-up after a join within a
+		// test: only the rejoin logic may bring a restarted coordinator back.
+		pushPullInterval: time.Hour, noCatchUp: true}, logger)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
