@@ -246,9 +246,11 @@ type Node struct {
 	dlg *delegate
 
 	// catchUps counts the catch-up goroutines Join started; Close waits
-	// for them. catchingUp is true while one runs.
+	// for them. catchingUp is true while one runs. catchMu guards closing
+	// stop against starting one.
 	catchUps   sync.WaitGroup
 	catchingUp atomic.Bool
+	catchMu    sync.Mutex
 
 	mu     sync.Mutex
 	closed bool
@@ -487,9 +489,16 @@ func (n *Node) startCatchUp(seeds []string) {
 	if n.cfg.noCatchUp {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed || !n.catchingUp.CompareAndSwap(false, true) {
+	// Not n.mu: the rejoin loop calls this, and Close holds n.mu while it
+	// waits for the loop. catchMu orders the Add before Close's Wait.
+	n.catchMu.Lock()
+	defer n.catchMu.Unlock()
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
+	if !n.catchingUp.CompareAndSwap(false, true) {
 		return
 	}
 	n.catchUps.Add(1)
@@ -583,7 +592,9 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
+	n.catchMu.Lock()
 	close(n.stop)
+	n.catchMu.Unlock()
 	if n.loopDone != nil {
 		<-n.loopDone
 	}

@@ -339,6 +339,8 @@ func (n *Node) rejoin(targets []string) (int, error) {
 		}
 	}
 	if k > 0 {
+		// A re-join is a join: catch up with the seeds as Join does.
+		n.startCatchUp(targets)
 		return k, nil
 	}
 	return 0, errors.Join(errs...)
