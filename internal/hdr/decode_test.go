@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -204,10 +205,20 @@ func FuzzDecode(f *testing.F) {
 	f.Add(craft(sharedHeader(), counters(math.MinInt64)))
 	f.Add([]byte("HISTFAAAACl4nJNpmSzMwMDAxQABzFCaEUzOmNZg/wEi0NzIyMzAwMTAxAAAqZYEiQ=="))
 	f.Add([]byte{})
+	// One Decoder across all inputs, as the coordinator keeps one: its
+	// reused buffers must give Decode's answer for every input.
+	var dec Decoder
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := Decode(b)
+		h2, err2 := dec.Decode(b)
+		if (err == nil) != (err2 == nil) || err != nil && err.Error() != err2.Error() {
+			t.Fatalf("Decode says %v, a reused Decoder %v", err, err2)
+		}
 		if err != nil {
 			return
+		}
+		if !slices.Equal(h.sparse, h2.sparse) || h.total != h2.total {
+			t.Fatalf("a reused Decoder decoded %d counters (total %d), Decode %d (total %d)", len(h2.sparse), h2.total, len(h.sparse), h.total)
 		}
 		if h.Count() < 0 || h.Count() > MaxCount {
 			t.Fatalf("decoded count %d out of [0, %d]", h.Count(), MaxCount)
@@ -367,6 +378,85 @@ func TestDecodedHistogramBehavesAsDense(t *testing.T) {
 				dst.Merge(d)
 				if s := d.Summarize(); s != src.Summarize() || dst.Count() != src.Count() {
 					t.Errorf("reader saw %+v", s)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+}
+
+// TestDecoderReuse checks that a Decoder's reused buffers leak nothing from
+// one decode into the next: every bad input is refused with Decode's error
+// between good decodes of two different histograms, each of which must come
+// out with its own counters, and histograms decoded earlier are not changed
+// by later decodes. Concurrent decodes share one Decoder under -race.
+func TestDecoderReuse(t *testing.T) {
+	small, big := New(), New()
+	small.Record(5 * time.Millisecond)
+	for i := 1; i < 5000; i++ {
+		big.Record(time.Duration(i*i) * time.Microsecond)
+	}
+	smallEnc, err := small.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigEnc, err := big.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := [][]byte{
+		nil,
+		[]byte("not a histogram"),
+		craft(sharedHeader(), counters(-(CountsLen + 1))),
+		craft(sharedHeader(), []byte{0x80, 0x80}),
+		craft(sharedHeader(), counters(math.MaxInt64)),
+	}
+	var dec Decoder
+	var kept []*Histogram
+	for i := range 3 {
+		for _, enc := range [][]byte{bigEnc, smallEnc} {
+			h, err := dec.Decode(enc)
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+			kept = append(kept, h)
+		}
+		for _, b := range bad {
+			_, want := Decode(b)
+			if _, err := dec.Decode(b); err == nil || err.Error() != want.Error() {
+				t.Errorf("round %d: a reused Decoder says %v, Decode %v", i, err, want)
+			}
+		}
+	}
+	for i, h := range kept {
+		want := big
+		if i%2 == 1 {
+			want = small
+		}
+		if h.Count() != want.Count() || h.Summarize() != want.Summarize() {
+			t.Errorf("histogram %d: count %d, summary %+v; want %d, %+v", i, h.Count(), h.Summarize(), want.Count(), want.Summarize())
+		}
+	}
+	t.Run("concurrent", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 50 {
+					enc, want := bigEnc, big.Count()
+					if (g+i)%2 == 1 {
+						enc, want = smallEnc, small.Count()
+					}
+					h, err := dec.Decode(enc)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if h.Count() != want {
+						t.Errorf("goroutine %d decode %d: count %d, want %d", g, i, h.Count(), want)
+						return
+					}
 				}
 			}()
 		}
