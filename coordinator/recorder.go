@@ -32,6 +32,10 @@ type recorder struct {
 	failMu  sync.Mutex
 	failure error
 
+	// dec decodes the agents' histograms as they arrive (checkInterval),
+	// reusing its buffers across reports.
+	dec hdr.Decoder
+
 	// sched is the run's entry in the coordinator's scheduler, through
 	// which waitForMembers leases its gpunode and agents.
 	sched *schedRun
@@ -214,7 +218,7 @@ func (r *recorder) nextSample(ctx context.Context, wait time.Duration) {
 // nil for a bad report, so that a caller that merges them live does not
 // decode them twice.
 func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) hdr.Set {
-	set, err := results.ReportHistograms(rep)
+	set, err := results.ReportHistogramsWith(&r.dec, rep)
 	if err != nil {
 		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
 		r.record(results.EventWarning, results.Warning{Message: prefix + results.BadHistogramsWarning(err)})

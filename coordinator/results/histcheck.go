@@ -29,6 +29,16 @@ func knownMetric(m string) bool {
 // is refused whole, so the merged metrics keep describing one set of
 // requests; the error names the agent, the interval and the reason.
 func ReportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
+	return ReportHistogramsWith(nil, rep)
+}
+
+// ReportHistogramsWith is ReportHistograms decoding with dec, which reuses
+// its buffers across calls; a nil dec decodes with hdr.Decode.
+func ReportHistogramsWith(dec *hdr.Decoder, rep *pb.IntervalReport) (hdr.Set, error) {
+	decode := hdr.Decode
+	if dec != nil {
+		decode = dec.Decode
+	}
 	set := hdr.Set{}
 	var problems []string
 	for _, eh := range rep.GetHistograms() {
@@ -41,7 +51,7 @@ func ReportHistograms(rep *pb.IntervalReport) (hdr.Set, error) {
 			problems = append(problems, fmt.Sprintf("metric %s sent twice", m))
 			continue
 		}
-		h, err := hdr.Decode(eh.GetV2())
+		h, err := decode(eh.GetV2())
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", m, err))
 			continue

@@ -47,6 +47,8 @@ type Coverage struct {
 // kept), and keeps each agent's coverage. Check asserts that the merge was
 // lossless. A Merger is not safe for concurrent use.
 type Merger struct {
+	// dec decodes the reports' histograms, reusing its buffers.
+	dec  hdr.Decoder
 	seen map[mergeKey]bool
 	set  hdr.Set
 	// ttftByAgent is each agent's TTFT count as its reports said it.
@@ -276,7 +278,7 @@ func (m *Merger) Add(rep *pb.IntervalReport) (Added, error) {
 	}
 	m.IntervalEndNs = max(m.IntervalEndNs, rep.GetEndUnixNano())
 	m.PromptTokens += rep.GetPromptTokens()
-	set, err := ReportHistograms(rep)
+	set, err := ReportHistogramsWith(&m.dec, rep)
 	if err != nil {
 		return Refused, err
 	}
