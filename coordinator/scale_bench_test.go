@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -114,13 +117,19 @@ func wireReports(tb testing.TB, n int, s scaleShape) [][]byte {
 // fsynced to events.jsonl by recorder.record, its E2E merged into the
 // level's live histogram as runLevel does, and the report merged by the
 // results layer's Merger, the one merge that builds the level's statistics.
+// It is safe for concurrent use, as the coordinator's receiving end is: one
+// goroutine per agent stream validates and appends on its own, and the
+// merges take a lock, as runLevel's live E2E merge does.
 type scaleSink struct {
-	r      *recorder
-	log    *eventLog
+	r   *recorder
+	log *eventLog
+	// decode, append and merge are the wall time spent in each step,
+	// summed over the goroutines, in nanoseconds.
+	decode, append, merge atomic.Int64
+
+	mu     sync.Mutex // guards merger and e2e
 	merger *results.Merger
 	e2e    *hdr.Histogram
-	// decode, append and merge are the wall time spent in each step.
-	decode, append, merge time.Duration
 }
 
 func newScaleSink(tb testing.TB) *scaleSink {
@@ -155,13 +164,16 @@ func (s *scaleSink) receive(wire []byte, seq uint64) error {
 	if set == nil {
 		return fmt.Errorf("report of %s seq %d refused", rep.GetAgentId(), seq)
 	}
+	s.mu.Lock()
 	s.e2e.Merge(set[hdr.E2E])
-	if added, err := s.merger.Add(rep); added != results.Merged {
+	added, err := s.merger.Add(rep)
+	s.mu.Unlock()
+	if added != results.Merged {
 		return fmt.Errorf("report of %s seq %d: %v, %v", rep.GetAgentId(), seq, added, err)
 	}
-	s.decode += t1.Sub(t0)
-	s.append += t2.Sub(t1)
-	s.merge += time.Since(t2)
+	s.decode.Add(int64(t1.Sub(t0)))
+	s.append.Add(int64(t2.Sub(t1)))
+	s.merge.Add(int64(time.Since(t2)))
 	return nil
 }
 
@@ -177,12 +189,19 @@ func cpuTime(tb testing.TB) time.Duration {
 // BenchmarkMerge200Agents is issue 12's "the coordinator merges 200 agents
 // × 7 histograms per second using under 10 % of a core": one op is one
 // second of cluster traffic, 200 agents' interval reports, received on the
-// coordinator's real path one after another (scaleSink). The custom metrics:
+// coordinator's real path (scaleSink) by one goroutine per agent, as the
+// coordinator reads each agent's stream in its own goroutine, so that the
+// event log's group commit covers concurrent appends with shared fsyncs.
+// The custom metrics:
 //
-//   - cpu-fraction-of-a-core: ns/op ÷ 1e9, the wall time of handling one
-//     second of traffic serially, the issue's figure (fsync waits included);
 //   - rusage-cpu-fraction: the process's user + system CPU per op ÷ 1e9,
-//     the CPU actually burnt (GC on the other core included, fsync waits not);
+//     the CPU actually burnt (GC included, fsync waits not), the issue's
+//     figure;
+//   - wall-fraction: ns/op ÷ 1e9, the wall time of handling one second of
+//     traffic (fsync waits included; under 1 keeps up);
+//   - decode-ms/op, append-ms/op and merge-ms/op: the wall time of each
+//     step summed over the goroutines (waits for the lock and the CPU
+//     included, so they add up to more than ns/op);
 //   - wire-KB/report and log-KB/report: what crosses the wire and what
 //     events.jsonl grows by per report.
 func BenchmarkMerge200Agents(b *testing.B) {
@@ -197,11 +216,19 @@ func BenchmarkMerge200Agents(b *testing.B) {
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	var seq uint64
+	errs := make([]error, agents)
 	for b.Loop() {
-		for _, w := range wire {
-			if err := sink.receive(w, seq); err != nil {
-				b.Fatal(err)
-			}
+		var wg sync.WaitGroup
+		for i, w := range wire {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = sink.receive(w, seq)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
 		}
 		seq++
 	}
@@ -217,12 +244,12 @@ func BenchmarkMerge200Agents(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e9, "cpu-fraction-of-a-core")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e9, "wall-fraction")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/1e9, "rusage-cpu-fraction")
 	b.ReportMetric(float64(wireBytes)/agents/1024, "wire-KB/report")
-	b.ReportMetric(float64(sink.decode.Nanoseconds())/float64(b.N)/1e6, "decode-ms/op")
-	b.ReportMetric(float64(sink.append.Nanoseconds())/float64(b.N)/1e6, "append-ms/op")
-	b.ReportMetric(float64(sink.merge.Nanoseconds())/float64(b.N)/1e6, "merge-ms/op")
+	b.ReportMetric(float64(sink.decode.Load())/float64(b.N)/1e6, "decode-ms/op")
+	b.ReportMetric(float64(sink.append.Load())/float64(b.N)/1e6, "append-ms/op")
+	b.ReportMetric(float64(sink.merge.Load())/float64(b.N)/1e6, "merge-ms/op")
 	b.ReportMetric(float64(st.Size())/float64(int(seq)*agents)/1024, "log-KB/report")
 }
 
@@ -338,6 +365,8 @@ func (s *scaleSink) receiveLive(wire []byte, seq uint64, withMerger bool) error 
 	if set == nil {
 		return fmt.Errorf("report of %s seq %d refused", rep.GetAgentId(), seq)
 	}
+	s.mu.Lock()
 	s.e2e.Merge(set[hdr.E2E])
+	s.mu.Unlock()
 	return nil
 }
