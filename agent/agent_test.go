@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ttftlab/ttftlab/internal/specerr"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/oai"
@@ -104,7 +106,7 @@ func checkSequence(t *testing.T, reps []Report) (ok, failed uint64, errs map[str
 }
 
 func TestRunLabelsInOrder(t *testing.T) {
-	f := newFakeServer(t, streamTokens(4, 10*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(4, 10*time.Millisecond))
 	spec := testSpec(f.URL)
 	spec.Labels = []string{"cold_1", "warm_1", "warm_2", "warm_3", "warm_4"}
 	spec.Requests = len(spec.Labels)
@@ -143,9 +145,7 @@ func TestRunLabelsInOrder(t *testing.T) {
 			t.Errorf("record %d sent at %v before record %d ended", i, rec.Send, i-1)
 		}
 	}
-	f.mu.Lock()
-	maxOpen := f.maxOpen
-	f.mu.Unlock()
+	maxOpen := f.MaxOpen()
 	if maxOpen != 1 {
 		t.Errorf("server saw %d requests at once, want 1", maxOpen)
 	}
@@ -164,7 +164,7 @@ func TestRunLabelsInOrder(t *testing.T) {
 }
 
 func TestRunConcurrency(t *testing.T) {
-	f := newFakeServer(t, streamTokens(3, 5*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(3, 5*time.Millisecond))
 	spec := testSpec(f.URL)
 	spec.Concurrency = 4
 	spec.Requests = 24
@@ -173,12 +173,10 @@ func TestRunConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok, failed, _ := checkSequence(t, reps)
-	if ok != 24 || failed != 0 || f.requests.Load() != 24 {
-		t.Fatalf("ok %d failed %d server saw %d; want 24, 0, 24", ok, failed, f.requests.Load())
+	if ok != 24 || failed != 0 || f.Requests.Load() != 24 {
+		t.Fatalf("ok %d failed %d server saw %d; want 24, 0, 24", ok, failed, f.Requests.Load())
 	}
-	f.mu.Lock()
-	maxOpen := f.maxOpen
-	f.mu.Unlock()
+	maxOpen := f.MaxOpen()
 	if maxOpen > 4 || maxOpen < 2 {
 		t.Errorf("server saw at most %d at once, want 2..4", maxOpen)
 	}
@@ -193,7 +191,7 @@ func TestRunConcurrency(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"error":{"message":"overloaded","type":"x","param":null,"code":503}}`))
 	})
@@ -227,7 +225,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestRunCancelStopsLoad(t *testing.T) {
-	f := newFakeServer(t, streamTokens(1000, 10*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(1000, 10*time.Millisecond))
 	spec := testSpec(f.URL)
 	spec.Concurrency = 4
 	spec.Requests = 1000
@@ -250,17 +248,15 @@ func TestRunCancelStopsLoad(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("Run took %v after cancel at 200 ms, want prompt return", took)
 	}
-	sent := f.requests.Load()
+	sent := f.Requests.Load()
 	time.Sleep(200 * time.Millisecond)
-	if after := f.requests.Load(); after != sent {
+	if after := f.Requests.Load(); after != sent {
 		t.Errorf("server saw %d requests after Run returned, had %d", after, sent)
 	}
 	if sent != 4 {
 		t.Errorf("server saw %d requests, want the 4 first ones only", sent)
 	}
-	f.mu.Lock()
-	open := f.open
-	f.mu.Unlock()
+	open := f.Open()
 	if open != 0 {
 		t.Errorf("%d requests still open on the server", open)
 	}
@@ -277,9 +273,9 @@ func TestRunCancelStopsLoad(t *testing.T) {
 func TestRunBarrier(t *testing.T) {
 	var first time.Time
 	var once sync.Once
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		once.Do(func() { first = time.Now() })
-		streamTokens(1, 0)(w, r)
+		oaitest.StreamTokens(1, 0)(w, r)
 	})
 	spec := testSpec(f.URL)
 	spec.Start = time.Now().Add(150 * time.Millisecond)
@@ -292,7 +288,7 @@ func TestRunBarrier(t *testing.T) {
 }
 
 func TestRunCancelDuringBarrier(t *testing.T) {
-	f := newFakeServer(t, streamTokens(1, 0))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(1, 0))
 	spec := testSpec(f.URL)
 	spec.Start = time.Now().Add(time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -301,13 +297,13 @@ func TestRunCancelDuringBarrier(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run = %v, want DeadlineExceeded", err)
 	}
-	if len(reps) != 1 || !reps[0].Final || f.requests.Load() != 0 {
-		t.Errorf("reports %+v, requests %d; want one empty final report and no load", reps, f.requests.Load())
+	if len(reps) != 1 || !reps[0].Final || f.Requests.Load() != 0 {
+		t.Errorf("reports %+v, requests %d; want one empty final report and no load", reps, f.Requests.Load())
 	}
 }
 
 func TestRunEmitErrorStops(t *testing.T) {
-	f := newFakeServer(t, streamTokens(1000, 5*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(1000, 5*time.Millisecond))
 	spec := testSpec(f.URL)
 	spec.Requests = 100
 	spec.Concurrency = 2
@@ -316,10 +312,10 @@ func TestRunEmitErrorStops(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("Run = %v, want the emit error", err)
 	}
-	sent := f.requests.Load()
+	sent := f.Requests.Load()
 	time.Sleep(100 * time.Millisecond)
-	if f.requests.Load() != sent || sent > 2 {
-		t.Errorf("server saw %d then %d requests; want load to stop at the first failed report", sent, f.requests.Load())
+	if f.Requests.Load() != sent || sent > 2 {
+		t.Errorf("server saw %d then %d requests; want load to stop at the first failed report", sent, f.Requests.Load())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/oai"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
 
 // fixedRand returns vs in turn, then the last one for ever.
@@ -160,7 +161,7 @@ func TestErrorBudget(t *testing.T) {
 
 func TestClosedLoopBacksOffAfterConnectErrors(t *testing.T) {
 	spec := loadSpec(LoadModel{Kind: LoadClosed, Concurrency: 4, Duration: time.Second, MaxErrorRate: -1})
-	spec.Target.BaseURL = refusedURL(t)
+	spec.Target.BaseURL = oaitest.RefusedURL(t)
 	spec.Records = false
 	start := time.Now()
 	reps, err := collect(t, context.Background(), New(DefaultConfig(), nil), spec)
@@ -192,11 +193,11 @@ func TestRunErrorBudgetAborts(t *testing.T) {
 			// A server per case: a request interrupted at the abort may
 			// still reach its server afterwards, and must not be counted
 			// against the next case.
-			f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+			f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = w.Write([]byte(`{"error":{"message":"overloaded"}}`))
 			})
-			before := f.requests.Load()
+			before := f.Requests.Load()
 			spec := loadSpec(tt.m)
 			spec.Target.BaseURL = f.URL
 			spec.Records = false
@@ -226,7 +227,7 @@ func TestRunErrorBudgetAborts(t *testing.T) {
 			}
 			// An interrupted attempt may or may not have reached the server
 			// when the run stopped; every finished one did.
-			sent := uint64(f.requests.Load() - before)
+			sent := uint64(f.Requests.Load() - before)
 			if ok != 0 || failed < minBudgetAttempts || failed > 1000 || errs["http_503"] != failed || sent < ok+failed || sent > ok+failed+intr {
 				t.Errorf("ok %d failed %d interrupted %d errors %v, server saw %d; want ≥ 10 failures, stopped early, every attempt counted once",
 					ok, failed, intr, errs, sent)
@@ -237,10 +238,10 @@ func TestRunErrorBudgetAborts(t *testing.T) {
 
 func TestRunCancelCountsInterrupted(t *testing.T) {
 	var started atomic.Int32
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		started.Add(1)
-		s := startSSE(w)
-		s.data(chatRole(0))
+		s := oaitest.StartSSE(w)
+		s.Data(oaitest.ChatRole(0))
 		<-r.Context().Done()
 	})
 	tests := []struct {

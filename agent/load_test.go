@@ -16,6 +16,7 @@ import (
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/oai"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -406,14 +407,14 @@ func TestOpenLoopAgainstStallingServer(t *testing.T) {
 	const stall = 400 * time.Millisecond
 	var once sync.Once
 	release := make(chan struct{})
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		once.Do(func() { time.AfterFunc(stall, func() { close(release) }) })
 		select {
 		case <-release:
 		case <-r.Context().Done():
 			return
 		}
-		streamTokens(2, 0)(w, r)
+		oaitest.StreamTokens(2, 0)(w, r)
 	})
 	spec := testSpec(f.URL)
 	spec.Concurrency, spec.Requests = 0, 0
@@ -426,9 +427,7 @@ func TestOpenLoopAgainstStallingServer(t *testing.T) {
 	if ok != 10 || failed != 0 {
 		t.Fatalf("ok %d failed %d, want 10, 0", ok, failed)
 	}
-	f.mu.Lock()
-	maxOpen := f.maxOpen
-	f.mu.Unlock()
+	maxOpen := f.MaxOpen()
 	if maxOpen > 2 {
 		t.Errorf("server saw %d at once with max_in_flight 2", maxOpen)
 	}
@@ -506,13 +505,13 @@ func TestPoolSizedToInFlightCap(t *testing.T) {
 // server's alone.
 func TestOpenLoopConnectionWaitIsDispatchLag(t *testing.T) {
 	const hold = 150 * time.Millisecond
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(hold):
 		case <-r.Context().Done():
 			return
 		}
-		streamTokens(1, 0)(w, r)
+		oaitest.StreamTokens(1, 0)(w, r)
 	})
 	cfg := DefaultConfig()
 	cfg.MaxConcurrency = 2
@@ -527,9 +526,7 @@ func TestOpenLoopConnectionWaitIsDispatchLag(t *testing.T) {
 	if ok != 4 || len(recs) != 4 {
 		t.Fatalf("ok %d, %d records; want 4, 4", ok, len(recs))
 	}
-	f.mu.Lock()
-	maxOpen := f.maxOpen
-	f.mu.Unlock()
+	maxOpen := f.MaxOpen()
 	if maxOpen > 2 {
 		t.Errorf("server saw %d requests at once, want at most 2", maxOpen)
 	}

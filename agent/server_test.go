@@ -22,6 +22,7 @@ import (
 	ttftlabv1 "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/oai"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/segment"
 )
 
@@ -57,7 +58,7 @@ func protoRequest(base string) *ttftlabv1.RunProbeRequest {
 }
 
 func TestServerStreamsReports(t *testing.T) {
-	f := newFakeServer(t, streamTokens(3, 5*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(3, 5*time.Millisecond))
 	client := startAgentServer(t, New(DefaultConfig(), nil))
 	stream, err := client.RunProbe(context.Background(), protoRequest(f.URL))
 	if err != nil {
@@ -126,7 +127,7 @@ func TestServerRejectsInvalidSpec(t *testing.T) {
 }
 
 func TestServerCancelEndsRun(t *testing.T) {
-	f := newFakeServer(t, streamTokens(1000, 10*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(1000, 10*time.Millisecond))
 	client := startAgentServer(t, New(DefaultConfig(), nil))
 	req := protoRequest(f.URL)
 	req.Labels = nil
@@ -143,9 +144,7 @@ func TestServerCancelEndsRun(t *testing.T) {
 	cancel()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		f.mu.Lock()
-		open := f.open
-		f.mu.Unlock()
+		open := f.Open()
 		if open == 0 {
 			break
 		}
@@ -154,10 +153,10 @@ func TestServerCancelEndsRun(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	sent := f.requests.Load()
+	sent := f.Requests.Load()
 	time.Sleep(100 * time.Millisecond)
-	if f.requests.Load() != sent {
-		t.Errorf("load continued after the lease ended: %d then %d requests", sent, f.requests.Load())
+	if f.Requests.Load() != sent {
+		t.Errorf("load continued after the lease ended: %d then %d requests", sent, f.Requests.Load())
 	}
 }
 
@@ -390,7 +389,7 @@ func TestProtoMillisecondsRangeChecked(t *testing.T) {
 // reports, each message holds exactly one of them, and they stop with the
 // stream.
 func TestServerSendsHeartbeats(t *testing.T) {
-	f := newFakeServer(t, streamTokens(1000, 10*time.Millisecond))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(1000, 10*time.Millisecond))
 	client := startAgentServer(t, New(DefaultConfig(), nil))
 	req := protoRequest(f.URL)
 	req.Labels = nil

@@ -167,11 +167,22 @@ type LoadModel struct {
 }
 
 // Bounds of LoadModel.ErrorWindow (when set): shorter windows hold too few
-// attempts to judge a rate by.
+// attempts to judge a rate by. They are the one definition: the
+// coordinator checks a sweep's load.error_window_ms with CheckErrorWindow.
 const (
-	minErrorWindow = 100 * time.Millisecond
-	maxErrorWindow = time.Hour
+	MinErrorWindow = 100 * time.Millisecond
+	MaxErrorWindow = time.Hour
 )
+
+// CheckErrorWindow returns nil when w is a valid error-budget window (0 for
+// DefaultErrorWindow, or MinErrorWindow..MaxErrorWindow), else a
+// specerr.FieldError that names field, the value and the fix.
+func CheckErrorWindow(field string, w time.Duration) error {
+	if w < 0 || (w > 0 && w < MinErrorWindow) || w > MaxErrorWindow {
+		return specerr.New(field, w, "is invalid: set a window from %v to %v, such as 5s (0 means %v)", MinErrorWindow, MaxErrorWindow, DefaultErrorWindow)
+	}
+	return nil
+}
 
 // MaxConcurrency caps a load model's concurrency and max_in_flight: each
 // request in flight is a goroutine and a connection (a file descriptor) of
@@ -338,10 +349,7 @@ func (m *LoadModel) validate() error {
 	if r := m.MaxErrorRate; math.IsNaN(r) || r > 1 {
 		return bad("load.max_error_rate", r, "is invalid: set a fraction of failed attempts in [0, 1] (0 means %g; 1 or a negative value turns the error budget off)", DefaultMaxErrorRate)
 	}
-	if w := m.ErrorWindow; w < 0 || (w > 0 && w < minErrorWindow) || w > maxErrorWindow {
-		return bad("load.error_window", w, "is invalid: set a window from %v to %v, such as 5s (0 means %v)", minErrorWindow, maxErrorWindow, DefaultErrorWindow)
-	}
-	return nil
+	return CheckErrorWindow("load.error_window", m.ErrorWindow)
 }
 
 // Spec is one segment of a load plan; it mirrors RunProbeRequest.

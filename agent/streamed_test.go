@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
 
 // Tokens are counted in the interval they arrive in, while their request is
@@ -21,7 +23,7 @@ func TestStreamedTokensCountedPerIntervalWhileInFlight(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// One request streams its tokens 40 ms apart across 100 ms intervals.
-			srv := newFakeServer(t, streamTokens(tt.tokens, 40*time.Millisecond))
+			srv := oaitest.NewServer(t, oaitest.StreamTokens(tt.tokens, 40*time.Millisecond))
 			spec := testSpec(srv.URL)
 			spec.Interval = 100 * time.Millisecond
 			ctx := context.Background()

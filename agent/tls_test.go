@@ -6,9 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,17 +13,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
 // newTLSFake is an https:// SSE fake streaming three tokens, and its
 // certificate as PEM.
-func newTLSFake(t *testing.T) (*httptest.Server, []byte) {
+func newTLSFake(t *testing.T) (*oaitest.Server, []byte) {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(streamTokens(3, time.Millisecond)))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	srv := oaitest.NewTLSServer(t, oaitest.StreamTokens(3, time.Millisecond))
 	return srv, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 }
 

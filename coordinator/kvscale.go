@@ -11,6 +11,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/kvcalc"
 	"github.com/ttftlab/ttftlab/internal/sim"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -78,54 +79,55 @@ func (s KVScaleSpec) withDefaults() KVScaleSpec {
 	return s
 }
 
-// Validate names the bad field and the fix.
+// Validate names the bad field and the fix: each error about one field is a
+// specerr.FieldError under the field's name in RunKVScaleRequest, so that a
+// front end can name its own flag. Call it on the spec withDefaults fills
+// in, so that a zero field means its default and a negative one is named.
 func (s KVScaleSpec) Validate() error {
 	var errs []error
+	bad := func(field string, v any, format string, a ...any) {
+		errs = append(errs, specerr.New(field, v, format, a...))
+	}
 	if len(s.MaxModelLens) == 0 {
-		errs = append(errs, errors.New("max_model_lens is empty: give at least one, e.g. 2048,4096,8192"))
+		bad("max_model_lens", nil, "is empty: give at least one, e.g. 2048,4096,8192")
 	}
 	if len(s.Utilizations) == 0 {
-		errs = append(errs, errors.New("gpu_memory_utilizations is empty: give at least one, e.g. 0.5,0.9"))
+		bad("gpu_memory_utilizations", nil, "is empty: give at least one, e.g. 0.5,0.9")
 	}
 	if n := len(s.MaxModelLens) * len(s.Utilizations); n > maxKVScaleGridPoints {
-		errs = append(errs, fmt.Errorf("the grid has %d points (%d max_model_lens × %d utilizations); each restarts the engine: give at most %d", n, len(s.MaxModelLens), len(s.Utilizations), maxKVScaleGridPoints))
+		errs = append(errs, fmt.Errorf("the grid has %d points (%d lengths × %d utilizations); each restarts the engine: give at most %d", n, len(s.MaxModelLens), len(s.Utilizations), maxKVScaleGridPoints))
 	}
 	if s.OutputLen < 1 || s.OutputLen > 4096 {
-		errs = append(errs, fmt.Errorf("output_len %d is out of range: use 1..4096 tokens (short keeps the run fast)", s.OutputLen))
+		bad("output_len", s.OutputLen, "is out of range: use 1..4096 tokens (short keeps the run fast)")
 	}
 	for _, m := range s.MaxModelLens {
 		if m < 2*(s.OutputLen+1) || m > 1<<20 {
-			errs = append(errs, fmt.Errorf("max_model_len %d is out of range: the prompts are max_model_len/2 tokens plus %d output tokens, so use %d..%d", m, s.OutputLen, 2*(s.OutputLen+1), 1<<20))
+			bad("max_model_lens", m, "is out of range: the prompts are max_model_len/2 tokens plus %d output tokens, so use %d..%d", s.OutputLen, 2*(s.OutputLen+1), 1<<20)
 		}
 	}
 	for _, u := range s.Utilizations {
 		if !(u > 0 && u <= 1) {
-			errs = append(errs, fmt.Errorf("gpu_memory_utilization %g is out of range: use a fraction in (0, 1], e.g. 0.9", u))
+			bad("gpu_memory_utilizations", u, "is out of range: use a fraction in (0, 1], e.g. 0.9")
 		}
 	}
 	if s.MaxNumSeqs < 0 {
-		errs = append(errs, fmt.Errorf("max_num_seqs %d is negative: use 0 for the engine default", s.MaxNumSeqs))
+		bad("max_num_seqs", s.MaxNumSeqs, "is negative: use 0 for the engine default")
 	}
 	if s.MaxConcurrency < 1 || s.MaxConcurrency > 4096 {
-		errs = append(errs, fmt.Errorf("max_concurrency %d is out of range: use 1..4096", s.MaxConcurrency))
+		bad("max_concurrency", s.MaxConcurrency, "is out of range: use 1..4096")
 	}
-	if s.LevelDuration < 500*time.Millisecond || s.LevelDuration > time.Hour {
-		errs = append(errs, fmt.Errorf("level duration %s is out of range: use 500ms..1h", s.LevelDuration))
-	}
-	if s.Warmup < 0 || s.Warmup > time.Hour {
-		errs = append(errs, fmt.Errorf("warm-up %s is out of range: use 0..1h", s.Warmup))
-	}
+	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
-		errs = append(errs, fmt.Errorf("api %q is unknown: use completions (exact prompt lengths) or chat", s.API))
+		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use completions (exact prompt lengths) or chat")
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
-		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+		bad("run_id", fmt.Sprintf("%q", s.RunID), "is not a safe directory name: use letters, digits, '.', '_' and '-'")
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
 	if s.MaxAgents < 0 {
-		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
 	}
 	if err := s.Selection.Validate(false); err != nil {
 		errs = append(errs, err)

@@ -161,12 +161,7 @@ func (s PrefixSpec) Validate() error {
 			errs = append(errs, fmt.Errorf("max_model_len %d is shorter than the longest request (prefix %d + suffix %d + output %d = %d tokens): raise max_model_len or shorten the prefixes", mml, longest, s.SuffixLen, s.OutputLen, need))
 		}
 	}
-	if s.LevelDuration < 500*time.Millisecond || s.LevelDuration > time.Hour {
-		errs = append(errs, fmt.Errorf("level duration %s is out of range: use 500ms..1h", s.LevelDuration))
-	}
-	if s.Warmup < 0 || s.Warmup > time.Hour {
-		errs = append(errs, fmt.Errorf("warm-up %s is out of range: use 0..1h", s.Warmup))
-	}
+	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
 		errs = append(errs, fmt.Errorf("api %q is unknown: use completions (exact prompt lengths) or chat", s.API))
 	}

@@ -174,12 +174,7 @@ func (s PresetsSpec) Validate() error {
 	if s.SLOTTFTMs > s.MaxTTFTMs {
 		errs = append(errs, fmt.Errorf("slo_ttft_ms %g is above max_ttft_ms %g: the interactive SLO must be the tighter bound", s.SLOTTFTMs, s.MaxTTFTMs))
 	}
-	if s.LevelDuration < 500*time.Millisecond || s.LevelDuration > time.Hour {
-		errs = append(errs, fmt.Errorf("level duration %s is out of range: use 500ms..1h", s.LevelDuration))
-	}
-	if s.Warmup < 0 || s.Warmup > time.Hour {
-		errs = append(errs, fmt.Errorf("warm-up %s is out of range: use 0..1h", s.Warmup))
-	}
+	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
 		errs = append(errs, fmt.Errorf("api %q is unknown: use completions (exact prompt lengths) or chat", s.API))
 	}

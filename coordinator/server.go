@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
@@ -43,11 +42,7 @@ func (s *Server) ListRuns(context.Context, *pb.ListRunsRequest) (*pb.ListRunsRes
 
 // RunBaseline implements CoordinatorService.
 func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreamingServer[pb.RunBaselineResponse]) error {
-	spec := BaselineSpec{
-		Profile: req.GetProfile(), Knobs: req.GetKnobs(), Prompt: req.GetPrompt(), MaxTokens: int(req.GetMaxTokens()),
-		WarmRuns: int(req.GetWarmRuns()), API: req.GetApi(), ColdMode: req.GetColdMode(), OutDir: req.GetOutDir(), RunID: req.GetRunId(),
-		Repeats: int(req.GetRepeats()), Selection: SelectionFromProto(req.GetSelection()),
-	}
+	spec := BaselineSpecFromProto(req)
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -59,13 +54,7 @@ func (s *Server) RunBaseline(req *pb.RunBaselineRequest, st grpc.ServerStreaming
 
 // RunSweep implements CoordinatorService.
 func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer[pb.RunSweepResponse]) error {
-	spec := SweepSpec{
-		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), BaseURL: req.GetBaseUrl(),
-		Model: req.GetModel(), API: req.GetApi(), Load: req.GetLoad(), Levels: req.GetLevels(), Workload: req.GetWorkload(),
-		Generator: req.GetGenerator(), AgentLoss: req.GetAgentLoss(), MaxAgents: int(req.GetMaxAgents()),
-		AutoDuration: req.GetAutoDuration(), MaxDuration: time.Duration(req.GetMaxDurationMs()) * time.Millisecond,
-		Selection: SelectionFromProto(req.GetSelection()),
-	}
+	spec := SweepSpecFromProto(req)
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -77,19 +66,7 @@ func (s *Server) RunSweep(req *pb.RunSweepRequest, st grpc.ServerStreamingServer
 
 // RunKVScale implements CoordinatorService.
 func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingServer[pb.RunKVScaleResponse]) error {
-	spec := KVScaleSpec{
-		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
-		MaxNumSeqs: int(req.GetMaxNumSeqs()), OutputLen: int(req.GetOutputLen()),
-		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
-		MaxConcurrency: int(req.GetMaxConcurrency()), MaxAgents: int(req.GetMaxAgents()), Utilizations: req.GetGpuMemoryUtilizations(),
-		Selection: SelectionFromProto(req.GetSelection()),
-	}
-	for _, m := range req.GetMaxModelLens() {
-		spec.MaxModelLens = append(spec.MaxModelLens, int(m))
-	}
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
-	}
+	spec := KVScaleSpecFromProto(req)
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -101,19 +78,7 @@ func (s *Server) RunKVScale(req *pb.RunKVScaleRequest, st grpc.ServerStreamingSe
 
 // RunPrefix implements CoordinatorService.
 func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServer[pb.RunPrefixResponse]) error {
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
-	}
-	spec := PrefixSpec{
-		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
-		SuffixLen: int(req.GetSuffixLen()), HitRatios: req.GetHitRatios(), HitPrefixLen: int(req.GetHitPrefixLen()),
-		Concurrency: int(req.GetConcurrency()), Repeats: int(req.GetRepeats()), OutputLen: int(req.GetOutputLen()),
-		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
-		SkipOff: req.GetSkipOff(), MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
-	}
-	for _, l := range req.GetPrefixLens() {
-		spec.PrefixLens = append(spec.PrefixLens, int(l))
-	}
+	spec := PrefixSpecFromProto(req)
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -125,17 +90,7 @@ func (s *Server) RunPrefix(req *pb.RunPrefixRequest, st grpc.ServerStreamingServ
 
 // RunPresets implements CoordinatorService.
 func (s *Server) RunPresets(req *pb.RunPresetsRequest, st grpc.ServerStreamingServer[pb.RunPresetsResponse]) error {
-	spec := PresetsSpec{
-		RunID: req.GetRunId(), OutDir: req.GetOutDir(), Profile: req.GetProfile(), Knobs: req.GetKnobs(), API: req.GetApi(),
-		MaxNumBatchedTokens: int32s(req.GetMaxNumBatchedTokens()), MaxNumSeqs: int32s(req.GetMaxNumSeqs()),
-		ChunkedPrefill: req.GetChunkedPrefill(), Concurrencies: int32s(req.GetConcurrencies()), MaxModelLen: int(req.GetMaxModelLen()),
-		InputLen: int(req.GetInputLen()), OutputLen: int(req.GetOutputLen()), SLOTTFTMs: req.GetSloTtftMs(), MaxTTFTMs: req.GetMaxTtftMs(),
-		LevelDuration: time.Duration(req.GetLevelDurationMs()) * time.Millisecond, Warmup: time.Duration(req.GetWarmupMs()) * time.Millisecond,
-		MaxAgents: int(req.GetMaxAgents()), Selection: SelectionFromProto(req.GetSelection()),
-	}
-	if req.GetLevelDurationMs() < 0 || req.GetWarmupMs() < 0 {
-		return status.Errorf(codes.InvalidArgument, "level_duration_ms %d / warmup_ms %d: must not be negative", req.GetLevelDurationMs(), req.GetWarmupMs())
-	}
+	spec := PresetsSpecFromProto(req)
 	if err := spec.withDefaults().Validate(); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -143,18 +98,6 @@ func (s *Server) RunPresets(req *pb.RunPresetsRequest, st grpc.ServerStreamingSe
 	return streamRun(st.Context(), "presets", send, func(ctx context.Context, emit func(results.Event)) (RunResult, error) {
 		return s.c.RunPresets(ctx, spec, emit)
 	})
-}
-
-// int32s widens a repeated int32 field; nil stays nil (the default).
-func int32s(v []int32) []int {
-	if v == nil {
-		return nil
-	}
-	out := make([]int, len(v))
-	for i, x := range v {
-		out[i] = int(x)
-	}
-	return out
 }
 
 // streamRun runs one experiment for a streaming RPC: it forwards every

@@ -58,6 +58,47 @@ func TestRemoteRunsNameTheBadField(t *testing.T) {
 			}
 		})
 	}
+	kvscales := []struct {
+		name string
+		req  *pb.RunKVScaleRequest
+		want string
+	}{
+		{"negative level duration", &pb.RunKVScaleRequest{MaxModelLens: []int32{2048}, GpuMemoryUtilizations: []float64{0.9}, LevelDurationMs: -1},
+			"level_duration_ms -1ms is negative"},
+		{"negative warm-up", &pb.RunKVScaleRequest{MaxModelLens: []int32{2048}, GpuMemoryUtilizations: []float64{0.9}, WarmupMs: -5},
+			"warmup_ms -5ms is negative"},
+		{"utilization above 1", &pb.RunKVScaleRequest{MaxModelLens: []int32{2048}, GpuMemoryUtilizations: []float64{1.5}},
+			"gpu_memory_utilizations 1.5 is out of range"},
+	}
+	for _, tt := range kvscales {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := client.RunKVScale(context.Background(), tt.req)
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("RunKVScale = %v, want InvalidArgument containing %q", err, tt.want)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		req  *pb.RunPrefixRequest
+		want string
+	}{
+		{"prefix negative level duration", &pb.RunPrefixRequest{PrefixLens: []int32{0, 256}, LevelDurationMs: -2000}, "level_duration_ms -2s is negative"},
+		{"prefix warm-up over an hour", &pb.RunPrefixRequest{PrefixLens: []int32{0, 256}, WarmupMs: 7_200_000}, "warmup_ms 2h0m0s is out of range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := client.RunPrefix(context.Background(), tt.req)
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("RunPrefix = %v, want InvalidArgument containing %q", err, tt.want)
+			}
+		})
+	}
 	t.Run("baseline warm runs", func(t *testing.T) {
 		st, err := client.RunBaseline(context.Background(), &pb.RunBaselineRequest{WarmRuns: -1})
 		if err == nil {

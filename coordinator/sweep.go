@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -46,6 +47,10 @@ type SweepSpec struct {
 	MaxDuration  time.Duration
 	// Selection picks the gpunode and the agents that share the levels.
 	Selection Selection
+	// TargetCAPEM and TargetInsecureSkipVerify are the TLS settings of an
+	// https:// BaseURL, passed to every agent (agent.Target).
+	TargetCAPEM              []byte
+	TargetInsecureSkipVerify bool
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -82,10 +87,19 @@ func (s SweepSpec) withDefaults() SweepSpec {
 const maxLevelConcurrency = 100_000
 
 // Bounds of the error budget's window, as the agents take it.
-const (
-	minErrorWindowMs = 100
-	maxErrorWindowMs = 3_600_000
-)
+// msSaturated converts milliseconds from a request to a Duration, holding
+// values beyond Duration's range at its ends instead of wrapping around, so
+// that a huge value cannot pass a range check as a small one.
+func msSaturated(ms int64) time.Duration {
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	switch {
+	case ms > limit:
+		return math.MaxInt64
+	case ms < -limit:
+		return math.MinInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // Validate names the bad field and the fix: each error is a
 // specerr.FieldError, so that a front end can name its own flag.
@@ -98,6 +112,13 @@ func (s SweepSpec) Validate() error {
 	lm := s.Load
 	if len(s.Levels) == 0 {
 		bad("levels", nil, "is empty: give at least one concurrency or rate, e.g. 1,4,16")
+	}
+	if len(s.TargetCAPEM) > 0 {
+		if s.TargetInsecureSkipVerify {
+			bad("target_ca_pem", "(set)", "is set with target_insecure_skip_verify: skipping verification ignores the CA; drop one")
+		} else if _, err := agent.ParseCAPEM(s.TargetCAPEM); err != nil {
+			bad("target_ca_pem", fmt.Sprintf("(%d bytes)", len(s.TargetCAPEM)), "%v", err)
+		}
 	}
 	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
@@ -145,8 +166,8 @@ func (s SweepSpec) Validate() error {
 	if r := lm.GetMaxErrorRate(); math.IsNaN(r) || r > 1 {
 		bad("load.max_error_rate", r, "is invalid: set a fraction of failed attempts in [0, 1] (0 means the default; 1 or a negative value turns the error budget off)")
 	}
-	if w := lm.GetErrorWindowMs(); w < 0 || (w > 0 && w < minErrorWindowMs) || w > maxErrorWindowMs {
-		bad("load.error_window_ms", msD(w), "is invalid: set a window from %v to %v, such as 5s (0 means the default)", msD(minErrorWindowMs), msD(maxErrorWindowMs))
+	if err := agent.CheckErrorWindow("load.error_window_ms", msSaturated(lm.GetErrorWindowMs())); err != nil {
+		errs = append(errs, err)
 	}
 	if mt := s.Workload.GetMaxTokens(); mt < 1 && s.Workload != nil {
 		bad("workload.max_tokens", mt, "is invalid: set max_tokens ≥ 1")
@@ -190,7 +211,7 @@ func (s SweepSpec) Request() *pb.RunSweepRequest {
 		RunId: s.RunID, OutDir: s.OutDir, Profile: s.Profile, Knobs: s.Knobs, BaseUrl: s.BaseURL, Model: s.Model, Api: s.API,
 		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
 		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
-		Selection: s.Selection.Proto(),
+		Selection: s.Selection.Proto(), TargetCaPem: s.TargetCAPEM, TargetInsecureSkipVerify: s.TargetInsecureSkipVerify,
 	}
 }
 
@@ -446,7 +467,7 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			req := &pb.RunProbeRequest{
 				RunId:         spec.RunID,
 				AgentId:       cl.m.Name,
-				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API},
+				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify},
 				Workload:      spec.Workload,
 				Generator:     spec.Generator,
 				Load:          load,

@@ -222,7 +222,10 @@ func TestSweepSpecValidation(t *testing.T) {
 		{"no bound", SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "closed"}}, "load", "load has no bound"},
 		{"gamma without burstiness", SweepSpec{Levels: []float64{1}, Load: &pb.LoadModel{Kind: "gamma", DurationMs: 1000}}, "load.burstiness", "load.burstiness 0 is invalid for gamma arrivals"},
 		{"error rate above 1", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.MaxErrorRate = 2 })}, "load.max_error_rate", "load.max_error_rate 2 is invalid"},
-		{"short error window", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.ErrorWindowMs = 1 })}, "load.error_window_ms", "load.error_window_ms 1ms is invalid"},
+		{"short error window", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.ErrorWindowMs = 1 })}, "load.error_window_ms", "load.error_window_ms 1ms is invalid: set a window from 100ms to 1h0m0s"},
+		{"long error window", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.ErrorWindowMs = 3_600_001 })}, "load.error_window_ms", "load.error_window_ms 1h0m0.001s is invalid"},
+		// 2⁶⁴ ns + 100.45 ms: converted with wrap-around it would read as a valid 100ms window.
+		{"error window beyond Duration", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.ErrorWindowMs = 18_446_744_073_810 })}, "load.error_window_ms", "load.error_window_ms 2562047h47m16.854775807s is invalid"},
 		{"negative warm-up", SweepSpec{Levels: []float64{1}, Load: closed(func(l *pb.LoadModel) { l.WarmupMs = -5 })}, "load.warmup_ms", "load.warmup_ms -5ms is negative"},
 		{"zero max tokens", SweepSpec{Levels: []float64{1}, Workload: &pb.Workload{}}, "workload.max_tokens", "workload.max_tokens 0 is invalid"},
 		{"zero input len", SweepSpec{Levels: []float64{1}, Generator: &pb.WorkloadGen{Kind: "synthetic", InputLen: &pb.LengthDist{Kind: "fixed"}}}, "generator.input_len", "generator.input_len 0 is invalid"},

@@ -115,26 +115,27 @@ func parseKVScale(args []string, stderr io.Writer) (kvscaleConfig, error) {
 	} else if set["agents"] || set["sim-startup-scale"] || set["gpunode-config"] {
 		return c, errors.New("--agents, --sim-startup-scale and --gpunode-config configure the in-process cluster: leave them out with --coordinator")
 	}
-	c.req = &pb.RunKVScaleRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, MaxModelLens: ml, GpuMemoryUtilizations: us,
-		MaxNumSeqs: int32(*seqs), OutputLen: int32(*outLen), LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(),
-		MaxConcurrency: int32(*maxConc), MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks the rest (ranges that depend on each other)
 	// and names the field; check here too, so that a typo fails before a
 	// cluster starts.
-	spec := coordinator.KVScaleSpec{MaxModelLens: toInts(ml), Utilizations: us, MaxNumSeqs: *seqs, OutputLen: *outLen, LevelDuration: *dur,
-		Warmup: *warm, MaxConcurrency: *maxConc, API: *api, RunID: c.runID, Profile: *profile, Selection: sel}
+	spec := coordinator.KVScaleSpec{RunID: c.runID, Profile: *profile, Knobs: knobs, API: *api, MaxModelLens: toInts(ml), Utilizations: us,
+		MaxNumSeqs: *seqs, OutputLen: *outLen, LevelDuration: *dur, Warmup: *warm, MaxConcurrency: *maxConc, MaxAgents: *maxAgents, Selection: sel}
+	c.req = spec.Request()
 	if err := spec.Validate(); err != nil {
-		return c, kvscaleFlagNames(selectionFlagNames().rename(err))
+		return c, kvscaleFlagNames().rename(err)
 	}
 	return c, nil
 }
 
-// kvscaleFlagNames rewrites a spec error's field names as this command's flags.
-func kvscaleFlagNames(err error) error {
-	r := strings.NewReplacer("max_model_lens", "--max-model-len", "max_model_len", "--max-model-len", "gpu_memory_utilizations", "--gpu-memory-utilization",
-		"gpu_memory_utilization", "--gpu-memory-utilization", "output_len", "--output-len", "max_concurrency", "--max-concurrency",
-		"max_num_seqs", "--max-num-seqs", "level duration", "--step-duration", "warm-up", "--step-warmup", "api", "--api", "run_id", "--run-id")
-	return errors.New(r.Replace(err.Error()))
+// kvscaleFlagNames maps KVScaleSpec's fields (named as in
+// RunKVScaleRequest) to this command's flags.
+func kvscaleFlagNames() flagNames {
+	return withSelectionNames(flagNames{
+		"max_model_lens": "--max-model-len", "gpu_memory_utilizations": "--gpu-memory-utilization",
+		"output_len": "--output-len", "max_concurrency": "--max-concurrency", "max_num_seqs": "--max-num-seqs",
+		"level_duration_ms": "--step-duration", "warmup_ms": "--step-warmup", "api": "--api", "run_id": "--run-id",
+		"max_agents": "--max-agents",
+	})
 }
 
 func toInts(v []int32) []int {

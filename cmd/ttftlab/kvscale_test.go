@@ -27,6 +27,10 @@ func TestKVScaleFlagErrors(t *testing.T) {
 		{"length too short for the prompts", []string{"--max-model-len", "100"}, "--max-model-len 100 is out of range"},
 		{"too many points", []string{"--max-model-len", "1024,2048,3072,4096,5120,6144,7168,8192,9216", "--gpu-memory-utilization", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"}, "the grid has 72 points"},
 		{"unknown api", []string{"--api", "embeddings"}, `--api "embeddings" is unknown`},
+		// The names come from a rename table, not a text replacer: "api" in
+		// a value stays as written.
+		{"run id containing api", []string{"--run-id", "x/api"}, `--run-id "x/api" is not a safe directory name`},
+		{"output length out of range", []string{"--output-len", "5000"}, "--output-len 5000 is out of range"},
 		{"cluster flags with --coordinator", []string{"--coordinator", "127.0.0.1:1", "--agents", "3"}, "configure the in-process cluster"},
 		{"startup scale out of range", []string{"--sim-startup-scale", "0"}, "--sim-startup-scale 0 is out of range"},
 		{"stray argument", []string{"now"}, `unexpected argument "now"`},

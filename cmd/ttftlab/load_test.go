@@ -9,7 +9,6 @@ import (
 	"io"
 	"log"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,7 +20,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/ttftlab/ttftlab/coordinator/results"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
 
 // fakeOpenAI serves /v1/models with one model and streams n chat or
@@ -266,18 +267,6 @@ func TestParseSLO(t *testing.T) {
 	}
 }
 
-// refusedURL returns a loopback URL nothing listens on.
-func refusedURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
-}
-
 func TestLoadAgainstClosedPort(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -296,7 +285,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"--url", refusedURL(t), "--model", "m", "--json", "--interval", "200ms"}, tt.args...)
+			args := append([]string{"--url", oaitest.RefusedURL(t), "--model", "m", "--json", "--interval", "200ms"}, tt.args...)
 			var stdout, stderr bytes.Buffer
 			start := time.Now()
 			err := run(context.Background(), append([]string{"load"}, args...), &stdout, &stderr)
@@ -325,12 +314,7 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 }
 
 func TestLoadAllFailedPrintsNA(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, `{"object":"error","message":"boom","type":"InternalServerError","param":null,"code":500}`)
-	}))
-	t.Cleanup(srv.Close)
+	srv := oaitest.NewServer(t, oaitest.Stream{Status: http.StatusInternalServerError, Message: "boom"}.Handler())
 	base := []string{"--url", srv.URL, "--model", "m", "--requests", "4", "--max-error-rate", "off"}
 	t.Run("json nulls", func(t *testing.T) {
 		var stdout bytes.Buffer

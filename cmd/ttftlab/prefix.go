@@ -131,13 +131,12 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 	} else if set["agents"] || set["sim-startup-scale"] || set["gpunode-config"] || set["sim-noop-reset"] {
 		return c, errors.New("--agents, --sim-startup-scale, --sim-noop-reset and --gpunode-config configure the in-process cluster: leave them out with --coordinator")
 	}
-	c.req = &pb.RunPrefixRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, PrefixLens: toInt32s(pl), SuffixLen: int32(*suffix),
-		HitRatios: hr, HitPrefixLen: int32(*hitPrefix), Concurrency: int32(*conc), Repeats: int32(*repeats), OutputLen: int32(*outLen),
-		LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), SkipOff: *skipOff, MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks again and names the field; check here too, so
 	// that a typo fails before a cluster starts.
 	spec := coordinator.PrefixSpec{RunID: c.runID, Profile: *profile, Knobs: knobs, API: *api, PrefixLens: pl, SuffixLen: *suffix, HitRatios: hr,
-		HitPrefixLen: *hitPrefix, Concurrency: *conc, Repeats: *repeats, OutputLen: *outLen, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents, Selection: sel}
+		HitPrefixLen: *hitPrefix, Concurrency: *conc, Repeats: *repeats, OutputLen: *outLen, LevelDuration: *dur, Warmup: *warm, SkipOff: *skipOff,
+		MaxAgents: *maxAgents, Selection: sel}
+	c.req = spec.Request()
 	if err := coordinator.ValidatePrefix(spec); err != nil {
 		return c, prefixFlagNames(err)
 	}
@@ -148,17 +147,9 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 func prefixFlagNames(err error) error {
 	r := strings.NewReplacer("prefix_lens", "--prefix-lens", "prefix_len", "--prefix-lens", "hit_ratios", "--hit-ratios", "hit_ratio", "--hit-ratios",
 		"hit_prefix_len", "--hit-prefix-len", "suffix_len", "--suffix-len", "output_len", "--output-len", "max_model_len", "--max-model-len",
-		"repeats", "--repeats", "concurrency", "--concurrency", "level duration", "--step-duration", "warm-up", "--step-warmup",
+		"repeats", "--repeats", "concurrency", "--concurrency", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup",
 		"api ", "--api ", "run_id", "--run-id")
 	return errors.New(r.Replace(err.Error()))
-}
-
-func toInt32s(v []int) []int32 {
-	out := make([]int32, len(v))
-	for i, x := range v {
-		out[i] = int32(x)
-	}
-	return out
 }
 
 // parseNonNegList reads "0,256,1024".

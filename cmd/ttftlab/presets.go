@@ -151,14 +151,12 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 	} else if set["agents"] || set["sim-startup-scale"] || set["gpunode-config"] {
 		return c, errors.New("--agents, --sim-startup-scale and --gpunode-config configure the in-process cluster: leave them out with --coordinator")
 	}
-	c.req = &pb.RunPresetsRequest{RunId: c.runID, Profile: *profile, Knobs: knobs, Api: *api, MaxNumBatchedTokens: bs, MaxNumSeqs: ss,
-		ChunkedPrefill: ch, MaxModelLen: int32(*mml), Concurrencies: cs, InputLen: int32(*inLen), OutputLen: int32(*outLen),
-		SloTtftMs: *slo, MaxTtftMs: *maxTTFT, LevelDurationMs: dur.Milliseconds(), WarmupMs: warm.Milliseconds(), MaxAgents: int32(*maxAgents), Selection: sel.Proto()}
 	// The coordinator checks again and names the field; check here too, so
 	// that a typo fails before a cluster starts.
-	spec := coordinator.PresetsSpec{RunID: c.runID, Profile: *profile, API: *api, MaxNumBatchedTokens: toInts(bs), MaxNumSeqs: toInts(ss),
+	spec := coordinator.PresetsSpec{RunID: c.runID, Profile: *profile, Knobs: knobs, API: *api, MaxNumBatchedTokens: toInts(bs), MaxNumSeqs: toInts(ss),
 		ChunkedPrefill: ch, MaxModelLen: *mml, Concurrencies: toInts(cs), InputLen: *inLen, OutputLen: *outLen, SLOTTFTMs: *slo,
 		MaxTTFTMs: *maxTTFT, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents, Selection: sel}
+	c.req = spec.Request()
 	if err := spec.Validate(); err != nil {
 		return c, presetsFlagNames(selectionFlagNames().rename(err))
 	}
@@ -170,7 +168,7 @@ func presetsFlagNames(err error) error {
 	r := strings.NewReplacer("max_num_batched_tokens", "--max-num-batched-tokens", "max_num_seqs", "--max-num-seqs",
 		"chunked_prefill", "--chunked-prefill", "max_model_len", "--max-model-len", "concurrencies", "--concurrency",
 		"concurrency", "--concurrency", "input_len", "--input-len", "output_len", "--output-len", "slo_ttft_ms", "--slo-ttft-ms",
-		"max_ttft_ms", "--max-ttft-ms", "level duration", "--step-duration", "warm-up", "--step-warmup", "api ", "--api ",
+		"max_ttft_ms", "--max-ttft-ms", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup", "api ", "--api ",
 		"run_id", "--run-id", "max_agents", "--max-agents")
 	return errors.New(r.Replace(err.Error()))
 }

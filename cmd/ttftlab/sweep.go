@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ttftlab/ttftlab/agent"
 	"github.com/ttftlab/ttftlab/coordinator"
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
@@ -180,8 +181,9 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sp.OutDir, "out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	fs.StringVar(&sp.RunID, "run-id", "", "run directory name (default: timestamp)")
 	registerSelectionFlags(fs, &sp.Selection)
+	tf := registerTLSFlags(fs)
 	maps.Copy(sf.names, selectionFlagNames())
-	maps.Copy(sf.names, flagNames{"base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
+	maps.Copy(sf.names, flagNames{"target_ca_pem": "--ca-file", "target_insecure_skip_verify": "--insecure-skip-verify", "base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	var progress progressMode
 	fs.Var(&progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
@@ -191,6 +193,11 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: sweep takes only flags", fs.Arg(0))
 	}
+	var tt agent.Target
+	if err := tf.apply(&tt); err != nil {
+		return err
+	}
+	sp.TargetCAPEM, sp.TargetInsecureSkipVerify = tt.CAPEM, tt.InsecureSkipVerify
 	req, err := sf.request()
 	if err != nil {
 		return err

@@ -213,3 +213,63 @@ func TestOAIIsALeaf(t *testing.T) {
 		t.Error("agent does not import internal/oai; update this test with the package map in docs/design.md")
 	}
 }
+
+// TestOAITestIsForTestsOnly keeps the fake OpenAI server
+// (internal/oai/oaitest) out of the binary: only _test.go files may import
+// it, and it imports no module package, so internal/oai's own tests can use
+// it without an import cycle.
+func TestOAITestIsForTestsOnly(t *testing.T) {
+	const fake = "internal/oai/oaitest"
+	n := 0
+	for _, f := range sources(t) {
+		if f.pkg == fake {
+			n++
+		}
+		for _, im := range f.imports {
+			if im == module+"/"+fake && f.pkg != fake {
+				t.Errorf("%s/%s imports %s: only tests may use the fake server", f.pkg, f.name, im)
+			}
+			if f.pkg == fake && strings.HasPrefix(im, module+"/") {
+				t.Errorf("%s/%s imports %s: the fake must stay a leaf so internal/oai's tests can import it", f.pkg, f.name, im)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no internal/oai/oaitest source found; the walk is broken")
+	}
+}
+
+// TestPureLayersReachGRPCOnlyThroughGen keeps gRPC out of the pure layers'
+// dependencies: the results layer, the plots and the leaf libraries import
+// no package that imports gRPC, except the generated package
+// internal/gen/ttftlab/v1 for its messages. That one remains because
+// protoc-gen-go-grpc writes a file's service stubs into the Go package of
+// its messages: taking it away means moving the services into a .proto file
+// of their own, a different proto package (buf's STANDARD lint wants one
+// go_package per package), so new full method names on the wire.
+func TestPureLayersReachGRPCOnlyThroughGen(t *testing.T) {
+	const gen = "internal/gen/ttftlab/v1"
+	importsGRPC, have := map[string]bool{}, map[string]bool{}
+	for _, f := range sources(t) {
+		have[f.pkg] = true
+		for _, im := range f.imports {
+			if im == "google.golang.org/grpc" || strings.HasPrefix(im, "google.golang.org/grpc/") {
+				importsGRPC[f.pkg] = true
+			}
+		}
+	}
+	if !importsGRPC[gen] {
+		t.Fatalf("%s imports no gRPC: the service stubs moved out; make this rule strict (no exception)", gen)
+	}
+	graph := moduleGraph(t)
+	for _, root := range []string{"coordinator/results", "internal/plot", "internal/hdr", "internal/kvcalc", "internal/specerr", "internal/vllmlog"} {
+		if !have[root] {
+			t.Errorf("%s has no source: update this test", root)
+		}
+		for p := range reaches(graph, root) {
+			if importsGRPC[p] && p != gen {
+				t.Errorf("%s reaches %s, which imports gRPC: keep gRPC in the adapters", root, p)
+			}
+		}
+	}
+}

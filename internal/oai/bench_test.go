@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ttftlab/ttftlab/internal/hdr"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
@@ -79,14 +80,14 @@ func BenchmarkParseChunk(b *testing.B) {
 func BenchmarkStream(b *testing.B) {
 	const tokens = 1000
 	var body strings.Builder
-	body.WriteString("data: " + chatRole(0) + "\n\n")
+	body.WriteString("data: " + oaitest.ChatRole(0) + "\n\n")
 	for i := 1; i <= tokens; i++ {
-		body.WriteString("data: " + chatContent(" tok", i) + "\n\n")
+		body.WriteString("data: " + oaitest.ChatContent(" tok", i) + "\n\n")
 	}
-	body.WriteString("data: " + finalUsage(7, tokens) + "\n\ndata: [DONE]\n\n")
+	body.WriteString("data: " + oaitest.FinalUsage(7, tokens) + "\n\ndata: [DONE]\n\n")
 	payload := body.String()
-	f := newFakeServer(b, func(w http.ResponseWriter, r *http.Request) {
-		startSSE(w).raw(payload)
+	f := oaitest.NewServer(b, func(w http.ResponseWriter, r *http.Request) {
+		oaitest.StartSSE(w).Raw(payload)
 	})
 	c := newClient(b, Config{MaxConns: 1})
 	defer c.Close()

@@ -15,20 +15,21 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
 func TestChatRoleChunkDoesNotEndTTFT(t *testing.T) {
 	const pause = 150 * time.Millisecond
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		s := startSSE(w)
-		s.data(chatRole(0))
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := oaitest.StartSSE(w)
+		s.Data(oaitest.ChatRole(0))
 		time.Sleep(pause)
-		s.data(chatContent("Hello", 1))
-		s.data(chatContent(" world", 2))
-		s.data(chatChunkJSON(`{"content":""}`, 3)) // finish chunk: no text
-		s.data(finalUsage(7, 3))
-		s.done()
+		s.Data(oaitest.ChatContent("Hello", 1))
+		s.Data(oaitest.ChatContent(" world", 2))
+		s.Data(oaitest.ChatChunk(`{"content":""}`, 3)) // finish chunk: no text
+		s.Data(oaitest.FinalUsage(7, 3))
+		s.Done()
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
@@ -60,9 +61,7 @@ func TestChatRoleChunkDoesNotEndTTFT(t *testing.T) {
 		t.Fatalf("Marks = %+v, want 2 token-bearing chunks", r.Marks)
 	}
 
-	f.mu.Lock()
-	body := f.bodies[0]
-	f.mu.Unlock()
+	body := f.Bodies()[0]
 	so, _ := body["stream_options"].(map[string]any)
 	if body["stream"] != true || so["include_usage"] != true || so["continuous_usage_stats"] != true {
 		t.Errorf("request body = %v, want stream with include_usage and continuous_usage_stats", body)
@@ -75,14 +74,14 @@ func TestChatRoleChunkDoesNotEndTTFT(t *testing.T) {
 func TestCompletionsTTFT(t *testing.T) {
 	const pause = 80 * time.Millisecond
 	var path string
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		path = r.URL.Path
-		s := startSSE(w)
+		s := oaitest.StartSSE(w)
 		time.Sleep(pause)
-		s.data(completionText(" Paris", -1))
-		s.data(completionText(" is", -1))
-		s.data(`{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`)
-		s.done()
+		s.Data(oaitest.CompletionText(" Paris", -1))
+		s.Data(oaitest.CompletionText(" is", -1))
+		s.Data(`{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`)
+		s.Done()
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
@@ -108,14 +107,14 @@ func TestCompletionsTTFT(t *testing.T) {
 }
 
 func TestContinuousUsageSplitsITL(t *testing.T) {
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		s := startSSE(w)
-		s.data(chatRole(0))
-		s.data(chatContent("a", 1))
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := oaitest.StartSSE(w)
+		s.Data(oaitest.ChatRole(0))
+		s.Data(oaitest.ChatContent("a", 1))
 		time.Sleep(60 * time.Millisecond)
-		s.data(chatContent("bcd", 4)) // three tokens in one chunk
-		s.data(finalUsage(7, 4))
-		s.done()
+		s.Data(oaitest.ChatContent("bcd", 4)) // three tokens in one chunk
+		s.Data(oaitest.FinalUsage(7, 4))
+		s.Done()
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
@@ -148,37 +147,37 @@ func TestTokenCountingFallbacks(t *testing.T) {
 	}{
 		{
 			name:       "no usage counts one token per content chunk",
-			chunks:     []string{chatRole(-1), chatContent("a", -1), chatContent("b", -1), chatContent("", -1), chatContent("c", -1)},
+			chunks:     []string{oaitest.ChatRole(-1), oaitest.ChatContent("a", -1), oaitest.ChatContent("b", -1), oaitest.ChatContent("", -1), oaitest.ChatContent("c", -1)},
 			wantSource: UsageCounted,
 			wantOut:    3,
 		},
 		{
 			name:       "final usage only",
-			chunks:     []string{chatRole(-1), chatContent("ab", -1), chatContent("cd", -1), finalUsage(7, 4)},
+			chunks:     []string{oaitest.ChatRole(-1), oaitest.ChatContent("ab", -1), oaitest.ChatContent("cd", -1), oaitest.FinalUsage(7, 4)},
 			wantSource: UsageFinal,
 			wantOut:    4,
 		},
 		{
 			name:       "continuous usage",
-			chunks:     []string{chatRole(0), chatContent("ab", 2), chatContent("cd", 4), finalUsage(7, 4)},
+			chunks:     []string{oaitest.ChatRole(0), oaitest.ChatContent("ab", 2), oaitest.ChatContent("cd", 4), oaitest.FinalUsage(7, 4)},
 			wantSource: UsageContinuous,
 			wantOut:    4,
 		},
 		{
 			name:       "completions without usage",
-			chunks:     []string{completionText("x", -1), completionText("y", -1)},
+			chunks:     []string{oaitest.CompletionText("x", -1), oaitest.CompletionText("y", -1)},
 			wantSource: UsageCounted,
 			wantOut:    2,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
+			f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+				s := oaitest.StartSSE(w)
 				for _, c := range tt.chunks {
-					s.data(c)
+					s.Data(c)
 				}
-				s.done()
+				s.Done()
 			})
 			c := newClient(t, Config{})
 			defer c.Close()
@@ -203,16 +202,16 @@ func TestSSEFraming(t *testing.T) {
 		name string
 		raw  string
 	}{
-		{"CRLF line endings", "data: " + chatRole(0) + "\r\n\r\ndata: " + chatContent("hi", 1) + "\r\n\r\ndata: [DONE]\r\n\r\n"},
-		{"comments, event and id lines", ": keep-alive\n\nevent: message\nid: 1\ndata: " + chatContent("hi", 1) + "\n\nretry: 10\n:\ndata: [DONE]\n\n"},
-		{"no space after colon, no blank lines", "data:" + chatContent("hi", 1) + "\ndata:[DONE]\n"},
-		{"[DONE] without trailing newline", "data: " + chatContent("hi", 1) + "\n\ndata: [DONE]"},
-		{"unknown lines ignored", "garbage line\n\ndata: " + chatContent("hi", 1) + "\n\ndata: [DONE]\n\n"},
+		{"CRLF line endings", "data: " + oaitest.ChatRole(0) + "\r\n\r\ndata: " + oaitest.ChatContent("hi", 1) + "\r\n\r\ndata: [DONE]\r\n\r\n"},
+		{"comments, event and id lines", ": keep-alive\n\nevent: message\nid: 1\ndata: " + oaitest.ChatContent("hi", 1) + "\n\nretry: 10\n:\ndata: [DONE]\n\n"},
+		{"no space after colon, no blank lines", "data:" + oaitest.ChatContent("hi", 1) + "\ndata:[DONE]\n"},
+		{"[DONE] without trailing newline", "data: " + oaitest.ChatContent("hi", 1) + "\n\ndata: [DONE]"},
+		{"unknown lines ignored", "garbage line\n\ndata: " + oaitest.ChatContent("hi", 1) + "\n\ndata: [DONE]\n\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-				startSSE(w).raw(tt.raw)
+			f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+				oaitest.StartSSE(w).Raw(tt.raw)
 			})
 			c := newClient(t, Config{})
 			defer c.Close()
@@ -227,12 +226,12 @@ func TestSSEFraming(t *testing.T) {
 
 func TestLongSSELine(t *testing.T) {
 	big := strings.Repeat("x", 4<<20)
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		s := startSSE(w)
-		s.data(chatRole(0))
-		s.data(chatContent(big, 1))
-		s.data(chatContent("y", 2))
-		s.done()
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := oaitest.StartSSE(w)
+		s.Data(oaitest.ChatRole(0))
+		s.Data(oaitest.ChatContent(big, 1))
+		s.Data(oaitest.ChatContent("y", 2))
+		s.Done()
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
@@ -247,13 +246,13 @@ func TestLongSSELine(t *testing.T) {
 }
 
 func TestReasoningTrackedSeparately(t *testing.T) {
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
-		s := startSSE(w)
-		s.data(chatRole(0))
-		s.data(chatChunkJSON(`{"reasoning_content":"think"}`, 1))
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
+		s := oaitest.StartSSE(w)
+		s.Data(oaitest.ChatRole(0))
+		s.Data(oaitest.ChatChunk(`{"reasoning_content":"think"}`, 1))
 		time.Sleep(50 * time.Millisecond)
-		s.data(chatContent("answer", 2))
-		s.done()
+		s.Data(oaitest.ChatContent("answer", 2))
+		s.Done()
 	})
 	c := newClient(t, Config{})
 	defer c.Close()
@@ -284,37 +283,37 @@ func TestErrors(t *testing.T) {
 		{
 			name: "mid-stream error chunk (0.10.1+)",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(chatRole(0))
-				s.data(chatContent("a", 1))
-				s.data(`{"error": {"message": "boom", "type": "BadRequestError", "param": null, "code": 400}}`)
-				s.done()
+				s := oaitest.StartSSE(w)
+				s.Data(oaitest.ChatRole(0))
+				s.Data(oaitest.ChatContent("a", 1))
+				s.Data(`{"error": {"message": "boom", "type": "BadRequestError", "param": null, "code": 400}}`)
+				s.Done()
 			},
 			wantKind: KindStreamError, wantClass: KindStreamError, wantDetail: "boom", wantBody: `"boom"`,
 		},
 		{
 			name: "mid-stream error chunk (old shape)",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(chatRole(0))
-				s.data(`{"object": "error", "message": "old boom", "type": "BadRequestError", "param": null, "code": 400}`)
-				s.done()
+				s := oaitest.StartSSE(w)
+				s.Data(oaitest.ChatRole(0))
+				s.Data(`{"object": "error", "message": "old boom", "type": "BadRequestError", "param": null, "code": 400}`)
+				s.Done()
 			},
 			wantKind: KindStreamError, wantClass: KindStreamError, wantDetail: "old boom",
 		},
 		{
 			name: "EOF without [DONE]",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(chatContent("a", 1))
+				s := oaitest.StartSSE(w)
+				s.Data(oaitest.ChatContent("a", 1))
 			},
 			wantKind: KindTruncated, wantClass: KindTruncated,
 		},
 		{
 			name: "connection cut mid-stream",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(chatContent("a", 1))
+				s := oaitest.StartSSE(w)
+				s.Data(oaitest.ChatContent("a", 1))
 				conn, _, err := http.NewResponseController(w).Hijack()
 				if err == nil {
 					conn.Close()
@@ -368,9 +367,9 @@ func TestErrors(t *testing.T) {
 		{
 			name: "malformed JSON chunk",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(`{"choices":[{"delta":{"content":"a"}`)
-				s.done()
+				s := oaitest.StartSSE(w)
+				s.Data(`{"choices":[{"delta":{"content":"a"}`)
+				s.Done()
 			},
 			wantKind: KindMalformedJSON, wantClass: KindMalformedJSON, wantBody: `{"choices"`,
 		},
@@ -382,8 +381,8 @@ func TestErrors(t *testing.T) {
 		{
 			name: "TTFT timeout",
 			handler: func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
-				s.data(chatRole(0))
+				s := oaitest.StartSSE(w)
+				s.Data(oaitest.ChatRole(0))
 				select {
 				case <-time.After(5 * time.Second):
 				case <-r.Context().Done():
@@ -396,7 +395,7 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:       "total timeout after tokens",
-			handler:    streamTokens(100, 20*time.Millisecond),
+			handler:    oaitest.StreamTokens(100, 20*time.Millisecond),
 			cfg:        Config{TTFTTimeout: time.Second, Timeout: 150 * time.Millisecond},
 			wantKind:   KindTimeoutTotal,
 			wantClass:  KindTimeoutTotal,
@@ -404,7 +403,7 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name:    "caller cancels",
-			handler: streamTokens(100, 20*time.Millisecond),
+			handler: oaitest.StreamTokens(100, 20*time.Millisecond),
 			ctx: func() (context.Context, context.CancelFunc) {
 				return context.WithTimeout(context.Background(), 100*time.Millisecond)
 			},
@@ -417,9 +416,9 @@ func TestErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			url := tt.url
 			if url == "refused" {
-				url = refusedURL(t)
+				url = oaitest.RefusedURL(t)
 			} else {
-				url = newFakeServer(t, tt.handler).URL
+				url = oaitest.NewServer(t, tt.handler).URL
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			if tt.ctx != nil {
@@ -454,7 +453,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestKeepAliveReusesConnection(t *testing.T) {
-	f := newFakeServer(t, streamTokens(3, 0))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(3, 0))
 	c := newClient(t, Config{MaxConns: 1})
 	defer c.Close()
 	for i := range 3 {
@@ -470,7 +469,7 @@ func TestKeepAliveReusesConnection(t *testing.T) {
 }
 
 func TestNonStreamingJSONBody(t *testing.T) {
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"total_tokens":8,"completion_tokens":5}}`))
 	})
@@ -487,7 +486,7 @@ func TestNonStreamingJSONBody(t *testing.T) {
 }
 
 func TestModels(t *testing.T) {
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/models" {
 			http.NotFound(w, r)
 			return
@@ -525,7 +524,7 @@ func TestBadRequestNeverSends(t *testing.T) {
 // FuzzStream feeds arbitrary bytes to the SSE reader: it must never panic,
 // and must always end with Done set and either [DONE] or an error.
 func FuzzStream(f *testing.F) {
-	f.Add([]byte("data: " + chatRole(0) + "\n\ndata: " + chatContent("hi", 1) + "\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("data: " + oaitest.ChatRole(0) + "\n\ndata: " + oaitest.ChatContent("hi", 1) + "\n\ndata: [DONE]\n\n"))
 	f.Add([]byte("data: {\"choices\":[{\"delta\":{\"content\":null}}],\"usage\":{\"completion_tokens\":-5}}\n"))
 	f.Add([]byte("data: {\"error\": 3}\n"))
 	f.Add([]byte("data: [1,2]\n:x\r\nevent: error\ndata: {}\n"))
@@ -684,7 +683,7 @@ func TestBadContentType(t *testing.T) {
 	for _, tr := range []string{TransportH1, TransportNetHTTP} {
 		for _, tt := range tests {
 			t.Run(tr+"/"+tt.name, func(t *testing.T) {
-				f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+				f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 					w.Header()["Content-Type"] = tt.contentType
 					w.WriteHeader(http.StatusOK)
 					_, _ = io.WriteString(w, tt.body)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 	"github.com/ttftlab/ttftlab/internal/ssebench"
 )
 
@@ -80,10 +81,10 @@ const sseHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-
 // sseEvents is a short chat stream: role, two tokens, usage, [DONE].
 func sseEvents() []string {
 	return []string{
-		"data: " + chatRole(0) + "\n\n",
-		"data: " + chatContent("a", 1) + "\n\n",
-		"data: " + chatContent("b", 2) + "\n\n",
-		"data: " + finalUsage(7, 2) + "\n\n",
+		"data: " + oaitest.ChatRole(0) + "\n\n",
+		"data: " + oaitest.ChatContent("a", 1) + "\n\n",
+		"data: " + oaitest.ChatContent("b", 2) + "\n\n",
+		"data: " + oaitest.FinalUsage(7, 2) + "\n\n",
 		"data: [DONE]\n\n",
 	}
 }
@@ -227,11 +228,11 @@ func TestH1ServerClosedIdle(t *testing.T) {
 func TestH1RequestHeaders(t *testing.T) {
 	var got http.Header
 	var host string
-	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+	f := oaitest.NewServer(t, func(w http.ResponseWriter, r *http.Request) {
 		got, host = r.Header.Clone(), r.Host
-		s := startSSE(w)
+		s := oaitest.StartSSE(w)
 		for _, e := range sseEvents() {
-			s.raw(e)
+			s.Raw(e)
 		}
 	})
 	c := newClient(t, Config{MaxConns: 1})
@@ -244,9 +245,7 @@ func TestH1RequestHeaders(t *testing.T) {
 		got.Get("Authorization") != "Bearer k" || got.Get("Accept") != "text/event-stream" || host != strings.TrimPrefix(f.URL, "http://") {
 		t.Errorf("headers %v, host %q", got, host)
 	}
-	f.mu.Lock()
-	body := f.bodies[0]
-	f.mu.Unlock()
+	body := f.Bodies()[0]
 	if body["model"] != "m" {
 		t.Errorf("body %v", body)
 	}
@@ -338,7 +337,7 @@ func TestH1NoGoroutineLeak(t *testing.T) {
 }
 
 func TestTransportConfig(t *testing.T) {
-	f := newFakeServer(t, streamTokens(2, 0))
+	f := oaitest.NewServer(t, oaitest.StreamTokens(2, 0))
 	tests := []struct {
 		name      string
 		cfg       Config
@@ -488,4 +487,24 @@ func FuzzH1Response(f *testing.F) {
 			t.Fatalf("body done with error %v", err)
 		}
 	})
+}
+
+// TestH1HeaderNotAfterFirstChunk: when the header and the first chunks
+// arrive in one read, the header is stamped with that read's arrival, like
+// the chunks, so Header ≤ FirstChunk ≤ FirstToken (agent's FirstByte ≤
+// FirstChunk ≤ TTFT). Parsing the header used to stamp it later.
+func TestH1HeaderNotAfterFirstChunk(t *testing.T) {
+	s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
+		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
+		return false
+	})
+	c := newClient(t, Config{MaxConns: 1})
+	for i := range 20 {
+		r := c.Do(context.Background(), chatReq(s.URL))
+		wantTwoTokens(t, r)
+		if r.Header.IsZero() || r.FirstChunk.Before(r.Header) || r.FirstToken.Before(r.FirstChunk) {
+			t.Fatalf("request %d: header %v, first chunk %v, first token %v; want header ≤ first chunk ≤ first token",
+				i, r.Header, r.FirstChunk, r.FirstToken)
+		}
+	}
 }

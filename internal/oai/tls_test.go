@@ -3,66 +3,16 @@ package oai
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
-
-// tlsFake is an httptest TLS server (HTTP/2 offered by ALPN) that records
-// what each client's handshake and requests carried.
-type tlsFake struct {
-	*httptest.Server
-	mu     sync.Mutex
-	sni    []string   // ServerName of each ClientHello
-	alpn   [][]string // protocols each ClientHello offered
-	protos []int      // ProtoMajor of each request
-	conns  atomic.Int64
-}
-
-func newTLSFake(t *testing.T, h http.HandlerFunc) *tlsFake {
-	t.Helper()
-	f := &tlsFake{}
-	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		f.protos = append(f.protos, r.ProtoMajor)
-		f.mu.Unlock()
-		_, _ = io.Copy(io.Discard, r.Body)
-		h(w, r)
-	}))
-	f.EnableHTTP2 = true
-	f.Config.ErrorLog = log.New(io.Discard, "", 0) // the failed handshakes tested below
-	f.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			f.conns.Add(1)
-		}
-	}
-	f.StartTLS()
-	base := f.TLS.Clone()
-	f.TLS.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		f.mu.Lock()
-		f.sni = append(f.sni, hello.ServerName)
-		f.alpn = append(f.alpn, hello.SupportedProtos)
-		f.mu.Unlock()
-		return base, nil
-	}
-	t.Cleanup(f.Close)
-	return f
-}
-
-// roots returns a TLS configuration that trusts f's certificate.
-func (f *tlsFake) roots() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(f.Certificate())
-	return &tls.Config{RootCAs: pool}
-}
 
 // TestTLSTransports: an https:// target is served by h1 over TLS (ALPN
 // http/1.1 even though the server offers h2, SNI set from the URL's host,
@@ -83,8 +33,8 @@ func TestTLSTransports(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newTLSFake(t, streamTokens(5, 0))
-			c := newClient(t, Config{Transport: tt.transport, TLS: f.roots(), MaxConns: 4})
+			f := oaitest.NewTLSServer(t, oaitest.StreamTokens(5, 0))
+			c := newClient(t, Config{Transport: tt.transport, TLS: f.RootCAs(), MaxConns: 4})
 			if (c.h1 != nil) != tt.wantH1 {
 				t.Fatalf("h1 transport %v, want %v", c.h1 != nil, tt.wantH1)
 			}
@@ -99,21 +49,20 @@ func TestTLSTransports(t *testing.T) {
 				}
 				r.Release()
 			}
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			for i, p := range f.protos {
+			for i, p := range f.Protos() {
 				if p != tt.wantProto {
 					t.Errorf("request %d over HTTP/%d, want HTTP/%d", i, p, tt.wantProto)
 				}
 			}
-			if n := f.conns.Load(); n != 1 {
+			if n := f.Conns.Load(); n != 1 {
 				t.Errorf("%d connections for 3 sequential requests, want 1", n)
 			}
-			if len(f.alpn) != 1 || (tt.wantALPN != "" && !containsString(f.alpn[0], tt.wantALPN)) {
-				t.Errorf("ClientHellos offered %v, want one offering %q", f.alpn, tt.wantALPN)
+			alpn := f.ALPN()
+			if len(alpn) != 1 || (tt.wantALPN != "" && !containsString(alpn[0], tt.wantALPN)) {
+				t.Fatalf("ClientHellos offered %v, want one offering %q", alpn, tt.wantALPN)
 			}
-			if tt.wantH1 && (len(f.alpn[0]) != 1 || f.alpn[0][0] != "http/1.1") {
-				t.Errorf("h1 offered ALPN %v, want only http/1.1", f.alpn[0])
+			if tt.wantH1 && (len(alpn[0]) != 1 || alpn[0][0] != "http/1.1") {
+				t.Errorf("h1 offered ALPN %v, want only http/1.1", alpn[0])
 			}
 		})
 	}
@@ -134,7 +83,7 @@ func containsString(ss []string, s string) bool {
 // an error that names the host and the fix, and passes with
 // InsecureSkipVerify, sending SNI "localhost"; an untrusted CA fails too.
 func TestH1TLSServerNameAndVerification(t *testing.T) {
-	f := newTLSFake(t, streamTokens(2, 0))
+	f := oaitest.NewTLSServer(t, oaitest.StreamTokens(2, 0))
 	port := f.URL[strings.LastIndexByte(f.URL, ':')+1:]
 	localhost := "https://localhost:" + port
 	tests := []struct {
@@ -144,16 +93,14 @@ func TestH1TLSServerNameAndVerification(t *testing.T) {
 		wantErr []string // substrings of the error; nil for success
 		wantSNI string
 	}{
-		{"trusted IP", f.URL, f.roots(), nil, ""},
-		{"name mismatch", localhost, f.roots(), []string{"TLS handshake with localhost:" + port, `server name "localhost"`, "certificate", "RootCAs"}, "localhost"},
+		{"trusted IP", f.URL, f.RootCAs(), nil, ""},
+		{"name mismatch", localhost, f.RootCAs(), []string{"TLS handshake with localhost:" + port, `server name "localhost"`, "certificate", "RootCAs"}, "localhost"},
 		{"insecure skip verify", localhost, &tls.Config{InsecureSkipVerify: true}, nil, "localhost"},
 		{"untrusted CA", f.URL, nil, []string{"TLS handshake with 127.0.0.1:" + port, "certificate", "RootCAs"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f.mu.Lock()
-			f.sni = nil
-			f.mu.Unlock()
+			f.ResetHandshakes()
 			c := newClient(t, Config{TLS: tt.tls})
 			r := c.Do(context.Background(), chatReq(tt.url))
 			if tt.wantErr == nil {
@@ -171,10 +118,8 @@ func TestH1TLSServerNameAndVerification(t *testing.T) {
 					}
 				}
 			}
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			if len(f.sni) == 0 || f.sni[0] != tt.wantSNI {
-				t.Errorf("SNI %q, want %q", f.sni, tt.wantSNI)
+			if sni := f.SNI(); len(sni) == 0 || sni[0] != tt.wantSNI {
+				t.Errorf("SNI %q, want %q", sni, tt.wantSNI)
 			}
 		})
 	}
@@ -274,20 +219,20 @@ func TestH1FirstTokenIsSocketArrival(t *testing.T) {
 	for _, scheme := range []string{"http", "https"} {
 		t.Run(scheme, func(t *testing.T) {
 			h := func(w http.ResponseWriter, r *http.Request) {
-				s := startSSE(w)
+				s := oaitest.StartSSE(w)
 				time.Sleep(20 * time.Millisecond)
 				// Two token chunks in one write: one read, one stamp.
-				s.raw("data: " + chatContent("a", 1) + "\n\ndata: " + chatContent("b", 2) + "\n\n")
-				s.data(finalUsage(7, 2))
-				s.done()
+				s.Raw("data: " + oaitest.ChatContent("a", 1) + "\n\ndata: " + oaitest.ChatContent("b", 2) + "\n\n")
+				s.Data(oaitest.FinalUsage(7, 2))
+				s.Done()
 			}
 			var url string
 			var cfg Config
 			if scheme == "https" {
-				f := newTLSFake(t, h)
-				url, cfg = f.URL, Config{TLS: f.roots()}
+				f := oaitest.NewTLSServer(t, h)
+				url, cfg = f.URL, Config{TLS: f.RootCAs()}
 			} else {
-				url = newFakeServer(t, h).URL
+				url = oaitest.NewServer(t, h).URL
 			}
 			c := newClient(t, cfg)
 			r := c.Do(context.Background(), chatReq(url))

@@ -63,15 +63,10 @@ func parseHFConfig(b []byte) (Model, error) {
 	if err != nil {
 		return Model{}, err
 	}
-	m := Model{
-		Name: c.Name, Architecture: c.Architecture,
-		Layers: c.Layers, Hidden: c.Hidden, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		FFN: c.FFN, Vocab: c.Vocab, TiedEmbeddings: c.TiedEmbeddings, QKVBias: c.QKVBias,
-		MaxPositionEmbeddings: c.MaxPositionEmbeddings, SlidingWindow: c.SlidingWindow, FullLayers: c.FullLayers,
-		// vLLM's --dtype auto runs a float32 checkpoint in 16 bits, so its
-		// weights take 2 bytes a parameter on the GPU, as the KV plan assumes.
-		DTypeBytes: kvcalc.RuntimeDTypeBytes(c.DType),
-	}
+	// The whole config, dtype included: vLLM's --dtype auto runs a float32
+	// checkpoint in 16 bits, and Model's arithmetic does the same
+	// (kvcalc.RuntimeDTypeBytes), as the KV plan assumes.
+	m := Model{Config: c}
 	return m, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
 func TestParseHFConfig(t *testing.T) {
@@ -21,21 +23,25 @@ func TestParseHFConfig(t *testing.T) {
 			  "num_hidden_layers": 28, "hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 2,
 			  "intermediate_size": 8960, "vocab_size": 151936, "tie_word_embeddings": true, "max_position_embeddings": 32768,
 			  "torch_dtype": "bfloat16", "sliding_window": 32768, "use_sliding_window": false}`,
-			want: func() Model { m, _ := LookupModel("Qwen/Qwen2.5-1.5B-Instruct"); m.DTypeBytes = 2; return m }(),
+			want: func() Model {
+				m, _ := LookupModel("Qwen/Qwen2.5-1.5B-Instruct")
+				m.ModelType, m.DType = "qwen2", "bfloat16"
+				return m
+			}(),
 		},
 		{
 			name: "phi-3 sliding window",
 			json: `{"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "num_hidden_layers": 32, "hidden_size": 3072,
 			  "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 8192, "vocab_size": 32064,
 			  "tie_word_embeddings": false, "max_position_embeddings": 4096, "torch_dtype": "bfloat16", "sliding_window": 2047}`,
-			want: Model{Architecture: "Phi3ForCausalLM", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, MaxPositionEmbeddings: 4096, SlidingWindow: 2047, DTypeBytes: 2},
+			want: Model{kvcalc.Config{Architecture: "Phi3ForCausalLM", ModelType: "phi3", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, MaxPositionEmbeddings: 4096, SlidingWindow: 2047, DType: "bfloat16"}},
 		},
 		{
 			name: "llava text_config, float32, default kv heads",
 			json: `{"architectures": ["LlavaNextForConditionalGeneration"], "torch_dtype": "float32",
 			  "text_config": {"model_type": "mistral", "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
 			  "intermediate_size": 14336, "vocab_size": 32064, "max_position_embeddings": 32768}}`,
-			want: Model{Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 14336, Vocab: 32064, MaxPositionEmbeddings: 32768, DTypeBytes: 2},
+			want: Model{kvcalc.Config{Architecture: "LlavaNextForConditionalGeneration", ModelType: "mistral", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 14336, Vocab: 32064, MaxPositionEmbeddings: 32768, DType: "float32"}},
 		},
 		{
 			name:    "missing fields",

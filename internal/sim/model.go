@@ -9,99 +9,33 @@ import (
 	"github.com/ttftlab/ttftlab/internal/kvcalc"
 )
 
-// Model is the part of a Hugging Face config.json that the simulator needs.
-// All built-in models are bf16 decoder-only transformers.
+// Model is a model as the simulator sees it: kvcalc's Config, the one
+// definition of the config.json fields that size the weights and the KV
+// cache (layers, KV heads, head dim, dtype, sliding window, ...), so that
+// the simulator and `ttftlab kv` compute from the same inputs, with the
+// simulator's methods on it. Built-in models are bf16 (DType ""); a model
+// read from a config.json keeps its checkpoint dtype, which vLLM's
+// --dtype auto runs in 16-bit elements (kvcalc.RuntimeDTypeBytes).
 type Model struct {
-	// Name is the Hugging Face repository id, e.g. "Qwen/Qwen2.5-1.5B-Instruct".
-	Name string
-	// Architecture is the HF architectures[0] entry, e.g. "Qwen2ForCausalLM".
-	Architecture string
-	// Layers is num_hidden_layers.
-	Layers int
-	// Hidden is hidden_size.
-	Hidden int
-	// Heads is num_attention_heads.
-	Heads int
-	// KVHeads is num_key_value_heads.
-	KVHeads int
-	// HeadDim is head_dim (hidden_size / num_attention_heads when absent).
-	HeadDim int
-	// FFN is intermediate_size.
-	FFN int
-	// Vocab is vocab_size.
-	Vocab int
-	// TiedEmbeddings is tie_word_embeddings: the lm_head shares the embedding.
-	TiedEmbeddings bool
-	// QKVBias reports whether the q, k and v projections carry a bias (Qwen2).
-	QKVBias bool
-	// MaxPositionEmbeddings is max_position_embeddings, vLLM's default max_model_len.
-	MaxPositionEmbeddings int
-	// SlidingWindow is the effective sliding window (0 when none); it only
-	// changes the per-request KV budget vLLM uses for "Maximum concurrency".
-	SlidingWindow int
-	// FullLayers is how many layers attend globally although SlidingWindow
-	// is set (Gemma-2 interleaves); 0 means every layer slides.
-	FullLayers int
-	// DTypeBytes is the size of one parameter or KV element (torch_dtype):
-	// 2 for bfloat16 and float16, 4 for float32; 0 means 2.
-	DTypeBytes int
-	// ExtraParams are weights outside the language model (a vision tower
-	// and projector): loaded at startup and counted in "Model loading
-	// took", but not read by a text-only step.
-	ExtraParams int64
+	kvcalc.Config
 }
 
-// bytesPerParam is the size of one bf16 parameter or KV element.
-const bytesPerParam = 2
-
-// dtypeBytes returns the element size of the model's weights.
-func (m Model) dtypeBytes() int64 {
-	if m.DTypeBytes > 0 {
-		return int64(m.DTypeBytes)
-	}
-	return bytesPerParam
-}
+// dtypeBytes returns the element size the model's weights take on the GPU.
+func (m Model) dtypeBytes() int64 { return int64(kvcalc.RuntimeDTypeBytes(m.DType)) }
 
 // KVConfig returns m as the KV calculator's config, so that the simulator
 // and `ttftlab kv` share one implementation of vLLM's arithmetic.
-func (m Model) KVConfig() kvcalc.Config {
-	dtype := ""
-	switch m.DTypeBytes {
-	case 2:
-		dtype = "bfloat16"
-	case 4:
-		dtype = "float32"
-	}
-	return kvcalc.Config{
-		Name: m.Name, Architecture: m.Architecture,
-		Layers: m.Layers, Hidden: m.Hidden, Heads: m.Heads, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
-		FFN: m.FFN, Vocab: m.Vocab, TiedEmbeddings: m.TiedEmbeddings, QKVBias: m.QKVBias,
-		MaxPositionEmbeddings: m.MaxPositionEmbeddings, SlidingWindow: m.SlidingWindow, FullLayers: m.FullLayers,
-		DType: dtype, ExtraParams: m.ExtraParams,
-	}
-}
+func (m Model) KVConfig() kvcalc.Config { return m.Config }
 
 // KVLayout returns the model's KV layout on one GPU with vLLM's defaults:
 // --kv-cache-dtype auto, no tensor parallelism, 16-token blocks.
 func (m Model) KVLayout() kvcalc.Layout {
-	c := m.KVConfig()
 	return kvcalc.Layout{
-		Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		DTypeBytes: kvcalc.RuntimeDTypeBytes(c.DType), BlockSize: BlockSize,
-		SlidingWindow: c.SlidingWindow, FullLayers: c.FullLayers,
+		Layers: m.Layers, KVHeads: m.KVHeads, HeadDim: m.HeadDim,
+		DTypeBytes: kvcalc.RuntimeDTypeBytes(m.DType), BlockSize: BlockSize,
+		SlidingWindow: m.SlidingWindow, FullLayers: m.FullLayers,
 	}
 }
-
-// NonEmbeddingParams returns the parameter count of the transformer layers
-// and the final norm, excluding the embedding and the lm_head.
-func (m Model) NonEmbeddingParams() int64 { return m.KVConfig().NonEmbeddingParams() }
-
-// LMHeadParams returns V·d, the parameters the lm_head multiplies by per
-// sequence (read every step whether or not they are tied to the embedding).
-func (m Model) LMHeadParams() int64 { return m.KVConfig().LMHeadParams() }
-
-// TotalParams returns the parameter count as Hugging Face reports it.
-func (m Model) TotalParams() int64 { return m.KVConfig().TotalParams() }
 
 // WeightBytes returns the size of the weights in their dtype, which is both
 // the safetensors payload read from disk and the GPU memory they take.
@@ -120,20 +54,20 @@ func (m Model) KVBytesPerToken() int64 { return m.KVLayout().BytesPerToken() }
 
 // builtinModels holds the real HF config numbers of the supported models.
 var builtinModels = []Model{
-	{Name: "Qwen/Qwen2.5-0.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 24, Hidden: 896, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "Qwen/Qwen2.5-1.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 1536, Heads: 12, KVHeads: 2, HeadDim: 128, FFN: 8960, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "Qwen/Qwen2.5-3B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 36, Hidden: 2048, Heads: 16, KVHeads: 2, HeadDim: 128, FFN: 11008, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "Qwen/Qwen2.5-7B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 3584, Heads: 28, KVHeads: 4, HeadDim: 128, FFN: 18944, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "Qwen/Qwen2.5-14B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 48, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 13824, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "Qwen/Qwen2.5-32B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 64, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 27648, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768},
-	{Name: "microsoft/Phi-3-mini-4k-instruct", Architecture: "Phi3ForCausalLM", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 4096, SlidingWindow: 2047},
-	{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
-	{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072},
-	{Name: "meta-llama/Llama-3.1-8B-Instruct", Architecture: "LlamaForCausalLM", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, TiedEmbeddings: false, MaxPositionEmbeddings: 131072},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-0.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 24, Hidden: 896, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-1.5B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 1536, Heads: 12, KVHeads: 2, HeadDim: 128, FFN: 8960, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-3B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 36, Hidden: 2048, Heads: 16, KVHeads: 2, HeadDim: 128, FFN: 11008, Vocab: 151936, TiedEmbeddings: true, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-7B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 28, Hidden: 3584, Heads: 28, KVHeads: 4, HeadDim: 128, FFN: 18944, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-14B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 48, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 13824, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "Qwen/Qwen2.5-32B-Instruct", Architecture: "Qwen2ForCausalLM", Layers: 64, Hidden: 5120, Heads: 40, KVHeads: 8, HeadDim: 128, FFN: 27648, Vocab: 152064, TiedEmbeddings: false, QKVBias: true, MaxPositionEmbeddings: 32768}},
+	{Config: kvcalc.Config{Name: "microsoft/Phi-3-mini-4k-instruct", Architecture: "Phi3ForCausalLM", Layers: 32, Hidden: 3072, Heads: 32, KVHeads: 32, HeadDim: 96, FFN: 8192, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 4096, SlidingWindow: 2047}},
+	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072}},
+	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072}},
+	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.1-8B-Instruct", Architecture: "LlamaForCausalLM", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, TiedEmbeddings: false, MaxPositionEmbeddings: 131072}},
 	// The text model is Mistral-7B (vocab 32064); ExtraParams is the
 	// CLIP ViT-L/14-336 vision tower (303,507,456) plus the 1024→4096→4096
 	// projector and the image_newline vector (20,983,808).
-	{Name: "llava-hf/llava-v1.6-mistral-7b-hf", Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 32768, ExtraParams: 324_491_264},
+	{Config: kvcalc.Config{Name: "llava-hf/llava-v1.6-mistral-7b-hf", Architecture: "LlavaNextForConditionalGeneration", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 32064, TiedEmbeddings: false, MaxPositionEmbeddings: 32768, ExtraParams: 324_491_264}},
 }
 
 // ModelNames returns the names of the built-in models, sorted.

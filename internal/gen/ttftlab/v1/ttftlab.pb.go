@@ -4560,8 +4560,15 @@ type RunSweepRequest struct {
 	// max_duration_ms caps an auto-sized level; 0 means 180000.
 	MaxDurationMs int64      `protobuf:"varint,15,opt,name=max_duration_ms,json=maxDurationMs,proto3" json:"max_duration_ms,omitempty"`
 	Selection     *Selection `protobuf:"bytes,16,opt,name=selection,proto3" json:"selection,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// target_ca_pem are PEM CA certificates an https:// base_url must chain
+	// to (at most 64 KiB; empty: the agents' system roots), passed to every
+	// agent's target.
+	TargetCaPem []byte `protobuf:"bytes,17,opt,name=target_ca_pem,json=targetCaPem,proto3" json:"target_ca_pem,omitempty"`
+	// target_insecure_skip_verify skips the https:// certificate check (a
+	// trusted test network only).
+	TargetInsecureSkipVerify bool `protobuf:"varint,18,opt,name=target_insecure_skip_verify,json=targetInsecureSkipVerify,proto3" json:"target_insecure_skip_verify,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *RunSweepRequest) Reset() {
@@ -4704,6 +4711,20 @@ func (x *RunSweepRequest) GetSelection() *Selection {
 		return x.Selection
 	}
 	return nil
+}
+
+func (x *RunSweepRequest) GetTargetCaPem() []byte {
+	if x != nil {
+		return x.TargetCaPem
+	}
+	return nil
+}
+
+func (x *RunSweepRequest) GetTargetInsecureSkipVerify() bool {
+	if x != nil {
+		return x.TargetInsecureSkipVerify
+	}
+	return false
 }
 
 // RunSweepResponse carries one event.
@@ -5648,7 +5669,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"max_agents\x18\x11 \x01(\x05R\tmaxAgents\x123\n" +
 	"\tselection\x18\x12 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
 	"\x12RunPresetsResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\xb9\x04\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x9c\x05\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -5668,7 +5689,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"max_agents\x18\r \x01(\x05R\tmaxAgents\x12#\n" +
 	"\rauto_duration\x18\x0e \x01(\bR\fautoDuration\x12&\n" +
 	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\x123\n" +
-	"\tselection\x18\x10 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\">\n" +
+	"\tselection\x18\x10 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\x12\"\n" +
+	"\rtarget_ca_pem\x18\x11 \x01(\fR\vtargetCaPem\x12=\n" +
+	"\x1btarget_insecure_skip_verify\x18\x12 \x01(\bR\x18targetInsecureSkipVerify\">\n" +
 	"\x10RunSweepResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +

@@ -1,0 +1,61 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/pem"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ttftlab/ttftlab/coordinator/results"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
+)
+
+// TestSweepOverHTTPSWithTargetCA: a sweep of an https:// base_url reaches
+// the agents with the target's CA, so their requests verify and succeed;
+// without it every request fails the certificate check; a CA that is not
+// PEM is refused naming target_ca_pem.
+func TestSweepOverHTTPSWithTargetCA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real agents for a few seconds")
+	}
+	srv := oaitest.NewTLSServer(t, oaitest.StreamTokens(4, time.Millisecond))
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	c := sweepCoordinator(t, map[string]Agent{"a": startAgentServer(t)})
+	sweep := func(id string, ca []byte) (*results.SweepResults, error) {
+		res, err := c.RunSweep(context.Background(), SweepSpec{RunID: id, BaseURL: srv.URL, Model: "m", API: "chat", Levels: []float64{2},
+			Load:        &pb.LoadModel{Kind: "closed", DurationMs: 1000, MaxErrorRate: 1},
+			Workload:    &pb.Workload{MaxTokens: 4, IgnoreEos: true},
+			Generator:   &pb.WorkloadGen{Kind: "synthetic", Seed: 1, InputLen: &pb.LengthDist{Kind: "fixed", Mean: 8}, OutputLen: &pb.LengthDist{Kind: "fixed", Mean: 4}},
+			TargetCAPEM: ca,
+		}, nil)
+		if res.Dir == "" {
+			return nil, err
+		}
+		evs, rerr := ReadEvents(filepath.Join(res.Dir, "events.jsonl"))
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		sr, berr := results.BuildSweep(evs)
+		if berr != nil {
+			t.Fatal(berr)
+		}
+		return sr, err
+	}
+	sr, err := sweep("with-ca", caPEM)
+	if err != nil {
+		t.Fatalf("sweep with the target's CA: %v", err)
+	}
+	if l := sr.Levels[0]; l.Successes == 0 || l.Errors != 0 {
+		t.Errorf("with the CA: %d successes, %d errors; want successes only", l.Successes, l.Errors)
+	}
+	sr, _ = sweep("without-ca", nil)
+	if sr == nil || len(sr.Levels) == 0 || sr.Levels[0].Successes != 0 || sr.Levels[0].Errors == 0 {
+		t.Errorf("without the CA: %+v; want every request refused by the certificate check", sr)
+	}
+	if _, err := sweep("bad-ca", []byte("not pem")); err == nil || !strings.Contains(err.Error(), "target_ca_pem") {
+		t.Errorf("sweep with a CA that is not PEM: %v, want an error naming target_ca_pem", err)
+	}
+}
