@@ -86,6 +86,9 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzRenderPrefix \
 	./coordinator/results:FuzzRenderPresets \
 	./coordinator/results:FuzzBuildFleet \
+	./coordinator/results:FuzzNumericJSON \
+	./agent:FuzzParseCAPEM \
+	./internal/sim:FuzzChunkTemplate \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
 	./internal/oai:FuzzStream \

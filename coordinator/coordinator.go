@@ -72,6 +72,21 @@ type Config struct {
 	Now func() time.Time
 	// Observer, when set, sees every run's events live (metrics).
 	Observer Observer
+	// AgentSilence is how long an agent's run stream may carry nothing
+	// before the agent is lost; 0 means AgentSilenceLimit. An in-process
+	// cluster (ttftlab up and the in-process experiments) sets it longer:
+	// its agents share the process, so they cannot freeze on their own,
+	// and on a starved host its own scheduling delays were taken for
+	// frozen agents.
+	AgentSilence time.Duration
+}
+
+// agentSilence returns the configured silence limit.
+func (c *Coordinator) agentSilence() time.Duration {
+	if c.cfg.AgentSilence > 0 {
+		return c.cfg.AgentSilence
+	}
+	return AgentSilenceLimit
 }
 
 // DefaultConfig returns the defaults.
@@ -456,7 +471,7 @@ func (r *baselineRun) round(ctx context.Context, round int, gn GPUNode, ag Agent
 			TimeoutMs:   c.cfg.RequestTimeout.Milliseconds(),
 		}
 		// The baseline has one agent: a frozen one fails the run.
-		_, err := runWatched(ctx, ag, agentName, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
+		_, err := runWatched(ctx, ag, agentName, req, c.agentSilence(), func(rep *pb.IntervalReport) error {
 			r.checkInterval("", rep)
 			r.record(results.EventInterval, rep)
 			return nil

@@ -510,7 +510,7 @@ func (pp *prefixPoint) probe(ctx context.Context, prompt, label string) error {
 	}
 	var failure string
 	var ok bool
-	_, err = runWatched(ctx, ag, am.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
+	_, err = runWatched(ctx, ag, am.Name, req, g.c.agentSilence(), func(rep *pb.IntervalReport) error {
 		for _, rec := range rep.GetRequests() {
 			if rec.GetError() != "" {
 				failure = rec.GetError()

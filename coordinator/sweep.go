@@ -476,9 +476,9 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 				StartUnixNano: start.UnixNano(),
 				TimeoutMs:     c.cfg.RequestTimeout.Milliseconds(),
 			}
-			// A stream silent for AgentSilenceLimit is cancelled: the agent
+			// A stream silent for the silence limit is cancelled: the agent
 			// is lost with what it delivered, and nothing it sends later counts.
-			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, AgentSilenceLimit, func(rep *pb.IntervalReport) error {
+			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, c.agentSilence(), func(rep *pb.IntervalReport) error {
 				set := r.checkInterval(results.LevelPrefix(li), rep)
 				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep})
 				if set != nil && !rep.GetWarmup() {

@@ -103,6 +103,10 @@ func startLocalCluster(ctx context.Context, cfg localClusterConfig) (lc *localCl
 	ccfg := coordinator.DefaultConfig()
 	ccfg.OutDir = cfg.out
 	ccfg.DiscoveryTimeout = 20 * time.Second
+	// Every member lives in this process: an agent cannot freeze alone, so
+	// a long silence limit only keeps a starved host's own scheduling
+	// delays from being taken for frozen agents.
+	ccfg.AgentSilence = 10 * time.Second
 	if cfg.httpAddr != "" {
 		stop, err := startDashboard(cfg.httpAddr, cfg.out, token, nil, &ccfg, cfg.stderr, logger)
 		if err != nil {

@@ -214,7 +214,11 @@ func readyAfter(t *testing.T, c Config) (*testEngine, time.Duration) {
 func TestColdDiskRestart(t *testing.T) {
 	c := testConfig(t)
 	c.StartupScale = 0.02
-	c.Model = "Qwen/Qwen2.5-7B-Instruct" // 15 GB: 10 s from disk, 3 s from the page cache
+	c.Model = "Qwen/Qwen2.5-7B-Instruct" // 15 GB: 3 s from the page cache
+	// A slow disk (30 s of reads, 0.6 s scaled) keeps the cold load well
+	// clear of the warm one even when a loaded host stretches the warm
+	// one's sleeps (0.09 s became 0.19 s under a parallel make test).
+	c.Startup.DiskReadBps = 0.5e9
 	first, _ := readyAfter(t, c)
 	first.Close()
 	warm, warmReady := readyAfter(t, c)

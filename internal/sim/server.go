@@ -774,29 +774,23 @@ type sseWriter struct {
 	rc *http.ResponseController
 }
 
-// send writes one SSE event and flushes it to the client.
-func (s sseWriter) send(payload []byte) error {
-	if err := s.queue(payload); err != nil {
+// sendRaw writes events already framed by appendSSE in one write and
+// flushes them: the events of one engine step reach the client in one
+// syscall per stream. An empty ev writes nothing.
+func (s sseWriter) sendRaw(ev []byte) error {
+	if len(ev) == 0 {
+		return nil
+	}
+	if _, err := s.w.Write(ev); err != nil {
 		return err
 	}
 	return s.rc.Flush()
 }
 
-// queue writes one SSE event into the response's buffer without flushing,
-// so that the events of one engine step reach the client in one write
-// (one syscall per stream per step, not one per event).
-func (s sseWriter) queue(payload []byte) error {
-	for _, b := range [][]byte{sseData, payload, sseEnd} {
-		if _, err := s.w.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 var (
 	sseData = []byte("data: ")
 	sseEnd  = []byte("\n\n")
+	sseDone = []byte("[DONE]")
 )
 
 // stream writes the SSE response of req as vLLM 0.11 does.
@@ -811,7 +805,30 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 	model := e.cfg.ServedModelName
 	sent := 0
 	fail := func() { e.sched.abort(req) }
+	// The plain token chunk (no finish_reason, no usage) is the one sent on
+	// every step: it is cut once into a template around its text.
+	var tmpl chunkTemplate
+	if !g.continuousUsage {
+		text := chunkSentinel
+		if g.chat {
+			tmpl = newChunkTemplate(marshal(chatChunk{
+				ID: g.id, Object: "chat.completion.chunk", Created: created, Model: model,
+				Choices: []chatChunkChoice{{Delta: chatDelta{Content: &text}, Logprobs: jsonNull, TokenIDs: jsonNull}},
+			}))
+		} else {
+			tmpl = newChunkTemplate(marshal(completionChunk{
+				ID: g.id, Object: "text_completion", Created: created, Model: model,
+				Choices: []completionChunkChoice{{
+					Text: text, Logprobs: jsonNull, StopReason: jsonNull, PromptTokenIDs: jsonNull, TokenIDs: jsonNull,
+				}},
+			}))
+		}
+	}
+	// ev holds the events of one wake; they leave in one write and one
+	// flush, and the buffer is reused from wake to wake.
+	var ev []byte
 	for {
+		ev = ev[:0]
 		p := req.progress()
 		if p.out > sent {
 			text := e.tok.outputText(sent, p.out)
@@ -819,8 +836,8 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 			if p.done && p.err == nil {
 				reason = &p.reason
 			}
-			var chunks [][]byte
-			if g.chat {
+			switch {
+			case g.chat:
 				var usage *usageUnset
 				if g.continuousUsage {
 					u := usageUnset(g.usage(0, p.cached))
@@ -828,12 +845,16 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 				}
 				if sent == 0 {
 					empty := ""
-					chunks = append(chunks, marshal(chatChunk{
+					ev = appendSSE(ev, marshal(chatChunk{
 						ID: g.id, Object: "chat.completion.chunk", Created: created, Model: model,
 						Choices:        []chatChunkChoice{{Delta: chatDelta{Role: "assistant", Content: &empty}, Logprobs: jsonNull}},
 						Usage:          usage,
 						PromptTokenIDs: jsonNull,
 					}))
+				}
+				if reason == nil && tmpl.ok() {
+					ev = tmpl.appendEvent(ev, text)
+					break
 				}
 				c := chatChunkChoice{Delta: chatDelta{Content: &text}, Logprobs: jsonNull, FinishReason: reason, TokenIDs: jsonNull}
 				if reason != nil {
@@ -843,17 +864,19 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 					u := usageUnset(g.usage(p.out, p.cached))
 					usage = &u
 				}
-				chunks = append(chunks, marshal(chatChunk{
+				ev = appendSSE(ev, marshal(chatChunk{
 					ID: g.id, Object: "chat.completion.chunk", Created: created, Model: model,
 					Choices: []chatChunkChoice{c}, Usage: usage,
 				}))
-			} else {
+			case reason == nil && tmpl.ok():
+				ev = tmpl.appendEvent(ev, text)
+			default:
 				var usage *usageInfo
 				if g.continuousUsage {
 					u := g.usage(p.out, p.cached)
 					usage = &u
 				}
-				chunks = append(chunks, marshal(completionChunk{
+				ev = appendSSE(ev, marshal(completionChunk{
 					ID: g.id, Object: "text_completion", Created: created, Model: model,
 					Choices: []completionChunkChoice{{
 						Text: text, Logprobs: jsonNull, FinishReason: reason, StopReason: jsonNull,
@@ -862,15 +885,9 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 					Usage: usage,
 				}))
 			}
-			for _, c := range chunks {
-				if err := sw.queue(c); err != nil {
-					fail()
-					return
-				}
-			}
 			sent = p.out
 			if !p.done {
-				if err := sw.rc.Flush(); err != nil {
+				if err := sw.sendRaw(ev); err != nil {
 					fail()
 					return
 				}
@@ -879,22 +896,19 @@ func (e *Engine) stream(ctx context.Context, w http.ResponseWriter, g generation
 		if p.done {
 			if p.err != nil {
 				msg := marshal(map[string]errorInfo{"error": {Message: p.err.Error(), Type: "InternalServerError", Code: http.StatusInternalServerError}})
-				sw.send(pyJSONSpacing(msg)) //nolint:errcheck // ending anyway
+				ev = appendSSE(ev, pyJSONSpacing(msg))
 			} else if g.includeUsage {
 				u := g.usage(p.out, p.cached)
-				var payload []byte
 				if g.chat {
 					uu := usageUnset(u)
-					payload = marshal(chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: created, Model: model, Choices: []chatChunkChoice{}, Usage: &uu})
+					ev = appendSSE(ev, marshal(chatChunk{ID: g.id, Object: "chat.completion.chunk", Created: created, Model: model, Choices: []chatChunkChoice{}, Usage: &uu}))
 				} else {
-					payload = marshal(completionChunk{ID: g.id, Object: "text_completion", Created: created, Model: model, Choices: []completionChunkChoice{}, Usage: &u})
-				}
-				if err := sw.queue(payload); err != nil {
-					return
+					ev = appendSSE(ev, marshal(completionChunk{ID: g.id, Object: "text_completion", Created: created, Model: model, Choices: []completionChunkChoice{}, Usage: &u}))
 				}
 			}
 			// The last token, the usage chunk and [DONE] leave in one write.
-			sw.send([]byte("[DONE]")) //nolint:errcheck // ending anyway
+			ev = appendSSE(ev, sseDone)
+			sw.sendRaw(ev) //nolint:errcheck // ending anyway
 			return
 		}
 		select {

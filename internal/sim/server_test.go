@@ -900,14 +900,28 @@ func TestLatencyMatchesModel(t *testing.T) {
 			for k := 1; k < out; k++ {
 				want += te.perf.StepTime([]SeqWork{{NewTokens: 1, Context: prompt + k - 1}})
 			}
-			_, ev := te.stream(t, "/v1/completions", map[string]any{"prompt": words(prompt), "max_tokens": out, "stream": true})
-			got, gotTTFT := ev[len(ev)-1].at, ttft(ev)
-			t.Logf("TTFT %v (model %v), e2e %v (model %v)", gotTTFT, wantTTFT, got, want)
-			if got < want*98/100 || got > want*125/100 {
-				t.Errorf("e2e %v, want the model's %v (−2%%/+25%%)", got, want)
+			// A loaded host can only stretch the sleeps, never shorten
+			// them: the best of three requests is the one to hold to +25%.
+			var got, gotTTFT time.Duration
+			for attempt := range 3 {
+				_, ev := te.stream(t, "/v1/completions", map[string]any{"prompt": words(prompt), "max_tokens": out, "stream": true})
+				e2e, tt := ev[len(ev)-1].at, ttft(ev)
+				t.Logf("attempt %d: TTFT %v (model %v), e2e %v (model %v)", attempt+1, tt, wantTTFT, e2e, want)
+				if e2e < want*98/100 {
+					t.Errorf("e2e %v below the model's %v (−2%%)", e2e, want)
+				}
+				if tt < wantTTFT {
+					t.Errorf("TTFT %v below the model's %v", tt, wantTTFT)
+				}
+				if attempt == 0 || e2e < got {
+					got, gotTTFT = e2e, tt
+				}
+				if got <= want*125/100 {
+					break
+				}
 			}
-			if gotTTFT < wantTTFT {
-				t.Errorf("TTFT %v below the model's %v", gotTTFT, wantTTFT)
+			if got > want*125/100 {
+				t.Errorf("best e2e of 3 %v (TTFT %v), want the model's %v (+25%%)", got, gotTTFT, want)
 			}
 		})
 	}

@@ -25,9 +25,18 @@ func TestSlowdownScalesServing(t *testing.T) {
 		t.Errorf("the log does not warn of --slowdown:\n%s", slowE.log)
 	}
 	body := map[string]any{"prompt": words(200), "max_tokens": 40, "stream": true}
-	_, evFast := fast.stream(t, "/v1/completions", body)
-	_, evSlow := slowE.stream(t, "/v1/completions", body)
-	eFast, eSlow := evFast[len(evFast)-1].at, evSlow[len(evSlow)-1].at
+	// The best of three of each: a loaded host only stretches sleeps.
+	best := func(te *testEngine) time.Duration {
+		var b time.Duration
+		for i := range 3 {
+			_, ev := te.stream(t, "/v1/completions", body)
+			if e := ev[len(ev)-1].at; i == 0 || e < b {
+				b = e
+			}
+		}
+		return b
+	}
+	eFast, eSlow := best(fast), best(slowE)
 	t.Logf("e2e %v at 1, %v at 1.5", eFast, eSlow)
 	if eSlow < eFast*13/10 {
 		t.Errorf("e2e %v with --slowdown 1.5 is not clearly slower than %v", eSlow, eFast)
