@@ -82,7 +82,7 @@ func (h *Histogram) dense() *hdrhistogram.Histogram {
 		d := hdrhistogram.New(Lowest, Highest, SigFigs)
 		for _, c := range h.sparse {
 			// In range by construction: decodeCounts bounds every index.
-			_ = d.RecordValues(valueAtIndex(c.idx), c.n)
+			_ = d.RecordValues(valueAtIndex(int64(c.idx)), int64(c.n))
 		}
 		h.h = d
 	})
@@ -132,7 +132,7 @@ func (h *Histogram) Merge(o *Histogram) {
 	d := h.mutable()
 	if o.sparse != nil {
 		for _, c := range o.sparse {
-			_ = d.RecordValues(valueAtIndex(c.idx), c.n)
+			_ = d.RecordValues(valueAtIndex(int64(c.idx)), int64(c.n))
 		}
 	} else {
 		d.Merge(o.dense())
@@ -237,7 +237,7 @@ func decode(sc *scratch, b []byte) (*Histogram, error) {
 		h.sparse = []counter{} // empty, yet decoded: Count reads total
 	}
 	for _, c := range counts {
-		h.total += c.n
+		h.total += int64(c.n)
 	}
 	return h, nil
 }
@@ -257,8 +257,13 @@ func valueAtIndex(idx int64) int64 {
 	return (half + idx&(half-1)) << bucket
 }
 
-// counter is one non-empty counter of a decoded histogram.
-type counter struct{ idx, n int64 }
+// counter is one non-empty counter of a decoded histogram: an index below
+// CountsLen and a count of at most MaxCount, both well within int32, so
+// that a decoded histogram's counters take half the memory.
+type counter struct{ idx, n int32 }
+
+// Both limits fit a counter's int32 fields (a compile error otherwise).
+const _ = uint32(math.MaxInt32-MaxCount) + uint32(math.MaxInt32-CountsLen)
 
 // decodeCounts checks and decodes b into the shared configuration's
 // non-empty counters, in index order. The slice it returns is sc's and is
@@ -354,7 +359,7 @@ func (sc *scratch) decodeCounts(b []byte) ([]counter, error) {
 			return nil, fmt.Errorf("counter %d: count %d takes the total past the limit of %d values", idx, v, MaxCount)
 		}
 		if v > 0 {
-			counts = append(counts, counter{idx, v})
+			counts = append(counts, counter{int32(idx), int32(v)}) // idx < CountsLen, v ≤ MaxCount
 		}
 		total += v
 		idx++
