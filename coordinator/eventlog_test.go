@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/coordinator/results"
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/hdr"
 )
 
 // TestEventLogGroupCommit: concurrent appends all reach the file, each
@@ -83,5 +89,59 @@ func TestEventLogSyncErrorIsSticky(t *testing.T) {
 	}
 	if _, err := os.Stat(l.f.Name()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEventLineMatchesJSONMarshal: the hand-built event line is the JSON
+// json.Marshal makes of the event (up to the whitespace protojson may put
+// in Data, which json.Marshal would have compacted), on one line, and reads
+// back as the same event.
+func TestEventLineMatchesJSONMarshal(t *testing.T) {
+	rep := &pb.IntervalReport{RunId: "r", AgentId: "agent-1", Seq: 3, RequestsOk: 2,
+		Histograms: []*pb.EncodedHistogram{{Metric: hdr.TTFT, V2: []byte("HISTFAAAAB94nJNpmSzMwMDAzgABzFCaEUzOmNZgvwEiAAA2NwL5")}}}
+	tests := []struct {
+		name string
+		kind string
+		v    any
+	}{
+		{"interval report", results.EventSweepInterval, results.SweepInterval{Level: 2, Report: rep}},
+		{"mark", results.EventMark, results.Mark{Name: "ready"}},
+		{"warning with quotes and newlines", results.EventWarning, results.Warning{Message: "a \"bad\"\nline\u2028<tag>&"}},
+		{"kind that needs escaping", "we\"ird\n\u00e9", results.Mark{Name: "x"}},
+		{"no data", results.EventMark, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data, err := results.EncodeData(tc.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := results.Event{T: 1_700_000_000_123_456_789, Kind: tc.kind, Data: data}
+			line, err := appendEventLine(nil, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.IndexByte(line, '\n') != len(line)-1 {
+				t.Fatalf("line %q is not one line ending in a newline", line)
+			}
+			want, err := json.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if err := json.Compact(&got, line[:len(line)-1]); err != nil {
+				t.Fatalf("line %q is not JSON: %v", line, err)
+			}
+			if got.String() != string(want) {
+				t.Errorf("line\n%s\nwant\n%s", got.String(), want)
+			}
+			back, err := results.ReadEvents(bytes.NewReader(line), "line")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(back) != 1 || back[0].T != ev.T || back[0].Kind != ev.Kind {
+				t.Fatalf("read back %+v, want %+v", back, ev)
+			}
+		})
 	}
 }
