@@ -103,10 +103,12 @@ func TestMemberlistConfigTimers(t *testing.T) {
 		probeTimeout         time.Duration
 		suspicionMultAtLeast int
 		pushPull             time.Duration
+		tcpTimeout           time.Duration
 	}{
-		{"lan", Config{}, 500 * time.Millisecond, 4, 5 * time.Second},
-		{"fast", Config{Fast: true}, 100 * time.Millisecond, 2, 2 * time.Second},
-		{"in process", Config{Fast: true, InProcess: true}, time.Second, 8, 2 * time.Second},
+		{"lan", Config{}, 500 * time.Millisecond, 4, 5 * time.Second, 10 * time.Second},
+		{"fast", Config{Fast: true}, 100 * time.Millisecond, 2, 2 * time.Second, time.Second},
+		// A starved host must not fail the joins of an in-process cluster.
+		{"in process", Config{Fast: true, InProcess: true}, time.Second, 8, 2 * time.Second, 10 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := memberlistConfig(tc.cfg)
@@ -118,6 +120,9 @@ func TestMemberlistConfigTimers(t *testing.T) {
 			}
 			if mc.PushPullInterval != tc.pushPull {
 				t.Errorf("push-pull interval %v, want %v", mc.PushPullInterval, tc.pushPull)
+			}
+			if mc.TCPTimeout != tc.tcpTimeout {
+				t.Errorf("TCP timeout %v, want %v", mc.TCPTimeout, tc.tcpTimeout)
 			}
 			if mc.DeadNodeReclaimTime != time.Millisecond {
 				t.Errorf("dead node reclaim time %v, want 1ms", mc.DeadNodeReclaimTime)
@@ -155,7 +160,7 @@ func TestJoinCatchesUpWithSeeds(t *testing.T) {
 			if _, err := joiner.Join([]string{seed.Addr()}); err != nil {
 				t.Fatal(err)
 			}
-			// The rounds end 50 + 100 + 200 ms (+20 %) after the join; wait
+			// The rounds end 50 + 100 + 200 ms (+50 %) after the join; wait
 			// for the count, then well past the last round for any extra.
 			waitFor(t, fmt.Sprintf("%d exchanges at the seed", tc.want), func() bool { return seed.dlg.exchanged.Load() >= tc.want })
 			time.Sleep(time.Second)
