@@ -387,6 +387,9 @@ func TestResetPrefixCacheInMetrics(t *testing.T) {
 func TestResetPrefixCacheWhileRunning(t *testing.T) {
 	c := testConfig(t)
 	c.EnablePromptTokensDetails = true
+	// Slowed 3×, the long request runs for seconds, so that a loaded host
+	// cannot let it finish between the check that it runs and the reset.
+	c.Slowdown = 3
 	te := start(t, c)
 	p := sharedPrompt(512, 8, 'w')
 	completionUsage(t, te, p)
@@ -422,6 +425,10 @@ func TestResetPrefixCacheWhileRunning(t *testing.T) {
 func TestHotPrefixTTFT(t *testing.T) {
 	c := testConfig(t)
 	c.EnablePromptTokensDetails = true
+	// Slowed 10× (step times and t_api alike, so the modelled ratio is
+	// unchanged), the hot TTFT is ~90 ms instead of ~9 ms, and a loaded
+	// host's few milliseconds of scheduling delay no longer move the ratio.
+	c.Slowdown = 10
 	te := start(t, c)
 	const prefix, suffix = 4096, 64
 	body := func(tag byte) map[string]any {
@@ -450,7 +457,7 @@ func TestHotPrefixTTFT(t *testing.T) {
 		}
 	}
 	model := func(newTokens, ctx int) time.Duration {
-		return c.Perf.TAPI + te.perf.StepTime([]SeqWork{{NewTokens: newTokens, Context: ctx}})
+		return te.cfg.Perf.TAPI + te.perf.StepTime([]SeqWork{{NewTokens: newTokens, Context: ctx}})
 	}
 	t.Logf("TTFT cold %v (model %v), hot %v (model %v): %.2f× (model %.2f×)", cold, model(prefix+suffix, 0), hot,
 		model(suffix, prefix), float64(cold)/float64(hot), float64(model(prefix+suffix, 0))/float64(model(suffix, prefix)))
