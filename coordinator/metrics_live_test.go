@@ -81,6 +81,7 @@ func TestSweepServesLiveTTFTHistogram(t *testing.T) {
 	cfg.OutDir = t.TempDir()
 	cfg.DiscoveryTimeout = time.Second
 	cfg.Observer = obs
+	cfg.AgentSilence = 10 * time.Second // in-process agent, as in sim_sweep_test.go
 	c := New(cfg, ms, multiDialer{gpu: &fakeGPU{}, agents: map[string]Agent{"a": startAgentServer(t)}}, nil)
 
 	done := make(chan error, 1)

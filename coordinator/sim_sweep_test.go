@@ -81,6 +81,10 @@ func TestSimSweepWithLongRequestsMarksLevelsAndKeepsThroughput(t *testing.T) {
 	}
 	url, model := startSimEngine(t)
 	c := sweepCoordinator(t, map[string]Agent{"a": startAgentServer(t)})
+	// The agent and the engine share this test's process: the in-process
+	// cluster's silence limit applies (a loaded host's scheduling delays
+	// are not a frozen agent; TestFrozenAgentIsLostWithin2s tests liveness).
+	c.cfg.AgentSilence = 10 * time.Second
 	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "long", BaseURL: url, Model: model, Levels: []float64{1, 4},
 		// No warm-up: with E2E over the window, a worker's first request
 		// is the only one it starts inside the window.

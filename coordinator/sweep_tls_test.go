@@ -24,6 +24,7 @@ func TestSweepOverHTTPSWithTargetCA(t *testing.T) {
 	srv := oaitest.NewTLSServer(t, oaitest.StreamTokens(4, time.Millisecond))
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	c := sweepCoordinator(t, map[string]Agent{"a": startAgentServer(t)})
+	c.cfg.AgentSilence = 10 * time.Second // in-process agent, as in sim_sweep_test.go
 	sweep := func(id string, ca []byte) (*results.SweepResults, error) {
 		res, err := c.RunSweep(context.Background(), SweepSpec{RunID: id, BaseURL: srv.URL, Model: "m", API: "chat", Levels: []float64{2},
 			Load:        &pb.LoadModel{Kind: "closed", DurationMs: 1000, MaxErrorRate: 1},
