@@ -84,7 +84,7 @@ func TestSimSweepSavesVLLMResultPerLevel(t *testing.T) {
 	const inputLen = 48
 	url, model := startSimEngine(t)
 	c := sweepCoordinator(t, map[string]Agent{"a": startAgentServer(t), "b": startAgentServer(t)})
-	c.cfg.AgentSilence = 10 * time.Second // in-process agents, as in sim_sweep_test.go
+	c.cfg.AgentSilence = 10e9 // 10 s: in-process agents, as in sim_sweep_test.go
 	res, err := c.RunSweep(context.Background(), SweepSpec{RunID: "export", BaseURL: url, Model: model, Levels: []float64{2, 4},
 		Load:     &pb.LoadModel{Kind: "closed", DurationMs: 1500, WarmupMs: 300},
 		Workload: &pb.Workload{MaxTokens: 16, IgnoreEos: true},
