@@ -46,7 +46,10 @@ func BenchmarkMemberlistConverge200(b *testing.B) {
 		// memberlist alone, without the catch-up exchanges after a join:
 		// the figure before they existed, for comparison.
 		{"config=lan-no-catch-up", Config{noCatchUp: true}},
-		{"config=fast", Config{Fast: true}},
+		// Fast (100 ms probe timeout, 2× suspicion) is for tests and small
+		// one-host clusters: at 200 nodes on a starved host it declares live
+		// nodes dead and does not converge in 60 s (docs/benchmarks.md), so
+		// it is not run here.
 		{"config=in-process", Config{Fast: true, InProcess: true}},
 	}
 	for _, tc := range configs {
