@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -33,15 +31,9 @@ const (
 
 // prefixConfig is everything `ttftlab prefix` needs.
 type prefixConfig struct {
-	cf            coordinatorFlags
-	out, runID    string
-	agents        int
-	quiet         bool
-	progress      progressMode
-	startupScale  float64
-	noopReset     bool
-	gpunodeConfig string
-	req           *pb.RunPrefixRequest
+	gridCLI
+	noopReset bool
+	req       *pb.RunPrefixRequest
 }
 
 func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
@@ -189,90 +181,30 @@ func parseRatioList(flagName, s string) ([]float64, error) {
 	return out, nil
 }
 
-// runPrefix runs `ttftlab prefix`: in-process on the embedded defaults, or
-// on a running cluster with --coordinator.
+// runPrefix runs `ttftlab prefix`: in-process on the embedded defaults, or on a
+// running cluster with --coordinator.
 func runPrefix(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parsePrefix(args, stderr)
 	if err != nil {
 		return err
 	}
-	client := pb.CoordinatorServiceClient(nil)
-	var lc *localCluster
-	if c.cf.addr != "" {
-		cl, closer, err := c.cf.dial(ctx)
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
-		client = cl
-		c.req.OutDir = c.out
-		if c.out == "results" {
-			c.req.OutDir = "" // the default: the coordinator's own --out
-		}
-	} else {
-		logger := newLogger(io.Discard, false)
-		if os.Getenv("TTFTLAB_DEBUG") != "" {
-			logger = newLogger(stderr, true)
-		}
+	return c.run(ctx, gridRun{name: "prefix", report: results.PrefixReport, knobs: c.req.GetKnobs(), profile: c.req.GetProfile(), simArgs: func() []string {
 		// The simulator reports cached_tokens only when asked, as vLLM does.
-		simArgs := []string{"--enable-prompt-tokens-details"}
-		if c.startupScale != 1 {
-			simArgs = append(simArgs, "--startup-scale", strconv.FormatFloat(c.startupScale, 'g', -1, 64))
-		}
+		a := []string{"--enable-prompt-tokens-details"}
 		if c.noopReset {
-			simArgs = append(simArgs, "--test-noop-prefix-reset")
+			a = append(a, "--test-noop-prefix-reset")
 		}
-		lc, err = startLocalCluster(ctx, localClusterConfig{out: c.out, agents: c.agents, gpunodeConfig: c.gpunodeConfig, simArgs: simArgs, logger: logger})
-		if err != nil {
-			return err
-		}
-		defer lc.Close()
-		client = lc.client
-		fmt.Fprintf(stderr, "ttftlab prefix: in-process coordinator %s, gpunode, %d agent(s); profile %s, model %s, GPU %s\n",
-			lc.addr, c.agents, c.req.GetProfile(), c.req.GetKnobs().GetModel(), c.req.GetKnobs().GetGpu())
-	}
-	st, err := client.RunPrefix(ctx, c.req)
-	if err != nil {
-		return fmt.Errorf("start prefix: %w", err)
-	}
-	var t runTally
-	runID := c.runID
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
-		resp, err := st.Recv()
-		if ev := resp.GetEvent(); ev.GetKind() == results.EventGridStart {
-			var d struct {
-				RunID string `json:"run_id"`
+		return a
+	}(),
+		setOutDir: func(d string) { c.req.OutDir = d },
+		start: func(ctx context.Context, cl pb.CoordinatorServiceClient) (func() (*pb.RunEvent, error), error) {
+			st, err := cl.RunPrefix(ctx, c.req)
+			if err != nil {
+				return nil, err
 			}
-			if json.Unmarshal([]byte(ev.GetJson()), &d) == nil {
-				runID = d.RunID
-			}
-		}
-		return resp.GetEvent(), err
-	}, withRunProgress(stderr, c.progress), &t)
-	if err != nil {
-		if lc != nil && runID != "" {
-			// In-process, render what was measured before exiting.
-			lc.Close()
-			rdir := filepath.Join(c.out, runID)
-			if _, rerr := results.RenderDir(rdir); rerr == nil {
-				fmt.Fprintf(stderr, "rendered what was measured in %s\n", rdir)
-			}
-		}
-		return fmt.Errorf("prefix: %w", err)
-	}
-	if err := printReport(stdout, stderr, dir, results.PrefixReport, c.quiet); err != nil {
-		return err
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
-		var res struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-		}
-		if json.Unmarshal(b, &res) == nil && res.Status != "ok" {
-			return fmt.Errorf("prefix %s: %s (results in %s)", res.Status, res.Error, dir)
-		}
-	}
-	return nil
+			return func() (*pb.RunEvent, error) { resp, err := st.Recv(); return resp.GetEvent(), err }, nil
+		},
+	}, stdout, stderr)
 }
 
 // describePrefixEvent renders a prefix event's progress line, or "" for

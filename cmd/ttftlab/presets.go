@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -31,14 +28,8 @@ const (
 
 // presetsConfig is everything `ttftlab presets` needs.
 type presetsConfig struct {
-	cf            coordinatorFlags
-	out, runID    string
-	agents        int
-	quiet         bool
-	progress      progressMode
-	startupScale  float64
-	gpunodeConfig string
-	req           *pb.RunPresetsRequest
+	gridCLI
+	req *pb.RunPresetsRequest
 }
 
 // joinInts renders a default list for a flag.
@@ -173,88 +164,21 @@ func presetsFlagNames(err error) error {
 	return errors.New(r.Replace(err.Error()))
 }
 
-// runPresets runs `ttftlab presets`: in-process on the embedded defaults,
-// or on a running cluster with --coordinator.
+// runPresets runs `ttftlab presets`: in-process on the embedded defaults, or on a
+// running cluster with --coordinator.
 func runPresets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parsePresets(args, stderr)
 	if err != nil {
 		return err
 	}
-	client := pb.CoordinatorServiceClient(nil)
-	var lc *localCluster
-	if c.cf.addr != "" {
-		cl, closer, err := c.cf.dial(ctx)
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
-		client = cl
-		c.req.OutDir = c.out
-		if c.out == "results" {
-			c.req.OutDir = "" // the default: the coordinator's own --out
-		}
-	} else {
-		logger := newLogger(io.Discard, false)
-		if os.Getenv("TTFTLAB_DEBUG") != "" {
-			logger = newLogger(stderr, true)
-		}
-		var simArgs []string
-		if c.startupScale != 1 {
-			simArgs = []string{"--startup-scale", strconv.FormatFloat(c.startupScale, 'g', -1, 64)}
-		}
-		lc, err = startLocalCluster(ctx, localClusterConfig{out: c.out, agents: c.agents, gpunodeConfig: c.gpunodeConfig, simArgs: simArgs, logger: logger})
-		if err != nil {
-			return err
-		}
-		defer lc.Close()
-		client = lc.client
-		fmt.Fprintf(stderr, "ttftlab presets: in-process coordinator %s, gpunode, %d agent(s); profile %s, model %s, GPU %s\n",
-			lc.addr, c.agents, c.req.GetProfile(), c.req.GetKnobs().GetModel(), c.req.GetKnobs().GetGpu())
-	}
-	st, err := client.RunPresets(ctx, c.req)
-	if err != nil {
-		return fmt.Errorf("start presets: %w", err)
-	}
-	var t runTally
-	runID := c.runID
-	dir, err := followEvents(func() (*pb.RunEvent, error) {
-		resp, err := st.Recv()
-		if ev := resp.GetEvent(); ev.GetKind() == results.EventGridStart {
-			var d struct {
-				RunID string `json:"run_id"`
+	return c.run(ctx, gridRun{name: "presets", report: results.PresetsReport, knobs: c.req.GetKnobs(), profile: c.req.GetProfile(),
+		setOutDir: func(d string) { c.req.OutDir = d },
+		start: func(ctx context.Context, cl pb.CoordinatorServiceClient) (func() (*pb.RunEvent, error), error) {
+			st, err := cl.RunPresets(ctx, c.req)
+			if err != nil {
+				return nil, err
 			}
-			if json.Unmarshal([]byte(ev.GetJson()), &d) == nil {
-				runID = d.RunID
-			}
-		}
-		return resp.GetEvent(), err
-	}, withRunProgress(stderr, c.progress), &t)
-	if err != nil {
-		if lc != nil && runID != "" {
-			// In-process, an interrupted run would exit before the
-			// coordinator renders it: stop the cluster, then render what
-			// was measured from events.jsonl.
-			lc.Close()
-			rdir := filepath.Join(c.out, runID)
-			if _, rerr := results.RenderDir(rdir); rerr == nil {
-				fmt.Fprintf(stderr, "rendered what was measured in %s\n", rdir)
-			}
-		}
-		return fmt.Errorf("presets: %w", err)
-	}
-	if err := printReport(stdout, stderr, dir, results.PresetsReport, c.quiet); err != nil {
-		return err
-	}
-	// A run can end without an error and still have failed a step:
-	// results.json's status says so.
-	if b, err := os.ReadFile(filepath.Join(dir, results.ResultsFile)); err == nil {
-		var res struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-		}
-		if json.Unmarshal(b, &res) == nil && res.Status != "ok" {
-			return fmt.Errorf("presets %s: %s (results in %s)", res.Status, res.Error, dir)
-		}
-	}
-	return nil
+			return func() (*pb.RunEvent, error) { resp, err := st.Recv(); return resp.GetEvent(), err }, nil
+		},
+	}, stdout, stderr)
 }
