@@ -212,6 +212,11 @@ type LevelStart struct {
 type SweepInterval struct {
 	Level  int
 	Report *pb.IntervalReport
+	// Checked, when set, is the report's histograms as the recorder
+	// decoded and checked them on arrival, so that an observer that merges
+	// the report (the dashboard) does not decode it again. It is not
+	// written to events.jsonl.
+	Checked *Checked
 }
 
 type sweepIntervalJSON struct {

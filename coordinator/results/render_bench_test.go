@@ -222,3 +222,17 @@ func TestScanRunKeepsNoSweepReports(t *testing.T) {
 		t.Errorf("agent-3 covered %d intervals, want 10", got)
 	}
 }
+
+// BenchmarkMergeCompareRun reads a 50-agent × 100-interval sweep for
+// `ttftlab compare`, which merges each report into its agent's Merger and
+// the level's (docs/benchmarks.md).
+func BenchmarkMergeCompareRun(b *testing.B) {
+	events := largeSweepEvents(b, 50, 100)
+	b.SetBytes(int64(len(events)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadCompareRun(bytes.NewReader(events), "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
