@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
@@ -110,6 +111,9 @@ type Coordinator struct {
 	dialer  Dialer
 	logger  *slog.Logger
 	sched   *scheduler
+	// diskRuns reads the finished runs under OutDir back once, at the
+	// first Runs, so a restarted coordinator still lists them.
+	diskRuns sync.Once
 }
 
 // New returns a Coordinator.
@@ -123,8 +127,20 @@ func New(cfg Config, members Members, dialer Dialer, logger *slog.Logger) *Coord
 	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: newScheduler(cfg.Now)}
 }
 
-// Runs lists the runs queued, running and (the most recent) done.
-func (c *Coordinator) Runs() []RunInfo { return c.sched.list() }
+// Runs lists the runs queued, running and (the most recent) done. The
+// first call also reads back the finished runs under OutDir (at most
+// maxDoneRuns, the newest), so that runs of a previous coordinator over
+// the same directory are listed too.
+func (c *Coordinator) Runs() []RunInfo {
+	c.diskRuns.Do(func() {
+		runs, skipped := DoneRunsOnDisk(c.cfg.OutDir, maxDoneRuns)
+		for _, err := range skipped {
+			c.logger.Warn("a finished run in the results directory is not listed", "err", err)
+		}
+		c.sched.addDone(runs)
+	})
+	return c.sched.list()
+}
 
 // Members returns the current membership view.
 func (c *Coordinator) Members() []membership.Member { return c.members.Members() }

@@ -55,7 +55,7 @@ func commands() []command {
 		{"members", "List the cluster's members and their labels as the coordinator sees them.",
 			"ttftlab members --coordinator ADDR [flags]", runMembers},
 		{"runs", "List the coordinator's runs: queued (with their place), running and done.",
-			"ttftlab runs --coordinator ADDR [--json]", runRuns},
+			"ttftlab runs --coordinator ADDR [--limit N] [--json]", runRuns},
 		{"load", "Drive load against an OpenAI-compatible server from this process, no cluster needed.",
 			"ttftlab load --url URL [--model M] [flags]", runLoad},
 		{"probe", "Stream one request and print its TTFT, E2E and token counts as one JSON line.",
