@@ -68,8 +68,8 @@ func commands() []command {
 			"ttftlab certs --dir DIR [--hosts h1,h2]", runCerts},
 		{"compare", "Compare two runs level by level with bootstrap intervals, and gate CI on --fail-on rules.",
 			"ttftlab compare RUN_A RUN_B [--fail-on RULES] [--json] [--out FILE]", runCompare},
-		{"report", "Re-render results.json and the reports of a run directory from events.jsonl.",
-			"ttftlab report RUN_DIR", runReport},
+		{"report", "Re-render results.json, the reports and a sweep's save_result/ of a run directory from events.jsonl.",
+			"ttftlab report [--save-result DIR [--metric-percentiles P] [--percentile-metrics M] [--result-label L]] RUN_DIR", runReport},
 		{"version", "Print the version.",
 			"ttftlab version", runVersion},
 	}
