@@ -48,6 +48,51 @@ type Target struct {
 	// InsecureSkipVerify skips the https:// certificate check; for a
 	// trusted test network only.
 	InsecureSkipVerify bool
+	// Transport is the HTTP client: oai.TransportH1 (empty means it),
+	// oai.TransportNetHTTP or oai.TransportH2 (oai.Config.Transport).
+	Transport string
+	// FirstTokenClock is the clock of h1's arrival stamps: oai.ClockKernelRx
+	// (empty means it on h1) or oai.ClockReadReturn
+	// (oai.Config.RxTimestamps). net/http and h2 stamp reads when they
+	// return, so they accept only oai.ClockReadReturn or empty.
+	FirstTokenClock string
+}
+
+// ClientSettings returns t's transport and first-token clock with the
+// defaults filled in: what a run's results record as the client's
+// settings. An unknown value is returned as given (Validate refuses it).
+func (t Target) ClientSettings() (transport, clock string) {
+	transport, clock = t.Transport, t.FirstTokenClock
+	if transport == "" {
+		transport = oai.TransportH1
+	}
+	if clock == "" {
+		clock = oai.ClockReadReturn
+		if transport == oai.TransportH1 {
+			clock = oai.ClockKernelRx
+		}
+	}
+	return transport, clock
+}
+
+// validClient checks Transport and FirstTokenClock; errors name the proto
+// field, the value and the accepted ones.
+func (t Target) validClient() error {
+	switch t.Transport {
+	case "", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2:
+	default:
+		return specerr.New("target.transport", fmt.Sprintf("%q", t.Transport), "is unknown: use %q (the default), %q or %q", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2)
+	}
+	switch t.FirstTokenClock {
+	case "", oai.ClockReadReturn:
+	case oai.ClockKernelRx:
+		if t.Transport != "" && t.Transport != oai.TransportH1 {
+			return specerr.New("target.first_token_clock", fmt.Sprintf("%q", t.FirstTokenClock), "needs transport %q: transport %q stamps reads when they return; use %q or leave it empty", oai.TransportH1, t.Transport, oai.ClockReadReturn)
+		}
+	default:
+		return specerr.New("target.first_token_clock", fmt.Sprintf("%q", t.FirstTokenClock), "is unknown: use %q (the kernel's receive time, h1's default) or %q (the time the read returned)", oai.ClockKernelRx, oai.ClockReadReturn)
+	}
+	return nil
 }
 
 // MaxCAPEM caps Target.CAPEM: a few CA certificates are a few KiB.
@@ -429,6 +474,9 @@ func (s *Spec) Validate() error {
 		return bad("target.api", fmt.Sprintf("%q", s.Target.API), "is unknown: use %q or %q", oai.APIChat, oai.APICompletions)
 	}
 	if _, err := s.Target.TLSConfig(); err != nil {
+		return wrap(err)
+	}
+	if err := s.Target.validClient(); err != nil {
 		return wrap(err)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
