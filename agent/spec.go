@@ -75,9 +75,10 @@ func (t Target) ClientSettings() (transport, clock string) {
 	return transport, clock
 }
 
-// validClient checks Transport and FirstTokenClock; errors name the proto
-// field, the value and the accepted ones.
-func (t Target) validClient() error {
+// ValidateClient checks Transport and FirstTokenClock; errors name the
+// proto field (target.transport, target.first_token_clock), the value and
+// the accepted ones. It returns nil when both are valid.
+func (t Target) ValidateClient() *specerr.FieldError {
 	switch t.Transport {
 	case "", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2:
 	default:
@@ -476,8 +477,8 @@ func (s *Spec) Validate() error {
 	if _, err := s.Target.TLSConfig(); err != nil {
 		return wrap(err)
 	}
-	if err := s.Target.validClient(); err != nil {
-		return wrap(err)
+	if fe := s.Target.ValidateClient(); fe != nil {
+		return wrap(fe)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
 		return wrap(specerr.New("target.headers", nil, "%s", strings.TrimPrefix(err.Error(), "target.headers ")))

@@ -51,6 +51,11 @@ type SweepSpec struct {
 	// https:// BaseURL, passed to every agent (agent.Target).
 	TargetCAPEM              []byte
 	TargetInsecureSkipVerify bool
+	// TargetTransport and TargetFirstTokenClock pick every agent's HTTP
+	// client and first-token clock (agent.Target.Transport and
+	// FirstTokenClock); empty means h1 and its kernel receive time.
+	TargetTransport       string
+	TargetFirstTokenClock string
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -119,6 +124,12 @@ func (s SweepSpec) Validate() error {
 		} else if _, err := agent.ParseCAPEM(s.TargetCAPEM); err != nil {
 			bad("target_ca_pem", fmt.Sprintf("(%d bytes)", len(s.TargetCAPEM)), "%v", err)
 		}
+	}
+	if fe := (agent.Target{Transport: s.TargetTransport, FirstTokenClock: s.TargetFirstTokenClock}).ValidateClient(); fe != nil {
+		// The request's top-level names: target.transport → target_transport.
+		named := *fe
+		named.Field = "target_" + strings.TrimPrefix(fe.Field, "target.")
+		errs = append(errs, &named)
 	}
 	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
@@ -212,6 +223,7 @@ func (s SweepSpec) Request() *pb.RunSweepRequest {
 		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
 		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
 		Selection: s.Selection.Proto(), TargetCaPem: s.TargetCAPEM, TargetInsecureSkipVerify: s.TargetInsecureSkipVerify,
+		TargetTransport: s.TargetTransport, TargetFirstTokenClock: s.TargetFirstTokenClock,
 	}
 }
 
@@ -330,8 +342,10 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec, lf
 		// engine answers "…+sim"); an unreachable /version is not an error.
 		r.record(results.EventTargetVersion, results.TargetVersion{Version: targetVersion(ctx, spec.BaseURL)})
 	}
+	transport, clock := agent.Target{Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock}.ClientSettings()
 	r.record(results.EventSweepStart, results.SweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
-		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
+		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss,
+		Transport: transport, FirstTokenClock: clock})
 
 	var prevE2E time.Duration
 	for li, level := range spec.Levels {
@@ -465,9 +479,10 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 		go func() {
 			defer wg.Done()
 			req := &pb.RunProbeRequest{
-				RunId:         spec.RunID,
-				AgentId:       cl.m.Name,
-				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify},
+				RunId:   spec.RunID,
+				AgentId: cl.m.Name,
+				Target: &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify,
+					Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock},
 				Workload:      spec.Workload,
 				Generator:     spec.Generator,
 				Load:          load,

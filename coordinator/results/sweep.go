@@ -29,7 +29,12 @@ type SweepResults struct {
 	Node          NodeFacts       `json:"node"`
 	Engine        *EngineFacts    `json:"engine,omitempty"`
 	TargetVersion string          `json:"target_version,omitempty"`
-	Levels        []LevelResult   `json:"levels"`
+	// Transport and FirstTokenClock are the agents' HTTP client and the
+	// clock TTFT was taken with (SweepStart); absent for runs recorded
+	// before they were chosen.
+	Transport       string        `json:"transport,omitempty"`
+	FirstTokenClock string        `json:"first_token_clock,omitempty"`
+	Levels          []LevelResult `json:"levels"`
 	// PromptLenSource is the levels' prompt-length source merged (mixed
 	// when they differ), PromptLenCounts their counts; absent when no
 	// agent said.
@@ -208,6 +213,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		switch p := payloads[i].(type) {
 		case SweepStart:
 			res.RunID, res.BaseURL, res.Model, res.API = p.RunID, p.BaseURL, p.Model, p.API
+			res.Transport, res.FirstTokenClock = p.Transport, p.FirstTokenClock
 			// Settings as numbers, not protojson's int64 strings.
 			res.Load, res.Workload = NumericJSON[pb.LoadModel](p.Load), NumericJSON[pb.Workload](p.Workload)
 			if !isNull(p.Generator) {
@@ -529,7 +535,7 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
-	if t := SettingsTable(res.Load, res.Workload, res.Generator); t != "" {
+	if t := SettingsTable(res.Load, res.Workload, res.Generator, ClientSettings(res.Transport, res.FirstTokenClock)...); t != "" {
 		p("Settings (the load template; each level sets its own %s):\n\n%s\n", levelSetting(res), t)
 	}
 	if res.PromptLenCounts != nil {
