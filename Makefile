@@ -88,6 +88,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzBuildFleet \
 	./coordinator/results:FuzzNumericJSON \
 	./agent:FuzzParseCAPEM \
+	./agent:FuzzValidateClient \
 	./internal/sim:FuzzChunkTemplate \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \

@@ -159,3 +159,26 @@ func TestServerRejectsBadClientSettings(t *testing.T) {
 		t.Errorf("server saw %d requests, want none", n)
 	}
 }
+
+// FuzzValidateClient feeds target.transport and target.first_token_clock,
+// which cross the gRPC boundary, to ValidateClient: it accepts exactly
+// oai's values (kernel_rx only on h1) and refuses anything else naming the
+// field and quoting the value.
+func FuzzValidateClient(f *testing.F) {
+	f.Add("", "")
+	f.Add("h2", "read_return")
+	f.Add("h2", "kernel_rx")
+	f.Add("net/http", "x")
+	f.Add("h3\n", "")
+	f.Fuzz(func(t *testing.T, transport, clock string) {
+		fe := Target{Transport: transport, FirstTokenClock: clock}.ValidateClient()
+		trOK := slices.Contains([]string{"", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2}, transport)
+		clockOK := clock == "" || clock == oai.ClockReadReturn || (clock == oai.ClockKernelRx && (transport == "" || transport == oai.TransportH1))
+		if (fe == nil) != (trOK && clockOK) {
+			t.Fatalf("ValidateClient(%q, %q) = %v; want an error exactly when a value is not accepted", transport, clock, fe)
+		}
+		if fe != nil && fe.Field != "target.transport" && fe.Field != "target.first_token_clock" {
+			t.Fatalf("ValidateClient(%q, %q) names field %q", transport, clock, fe.Field)
+		}
+	})
+}
