@@ -30,7 +30,10 @@ func TestCompareFlagsASlowerEngine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three short loads against in-process sims")
 	}
-	base, slow := startSim(t), startSim(t, "--slowdown", "1.2")
+	// An L4 makes the engine's time, which --slowdown scales, dominate the
+	// host's scheduling noise on a loaded CI machine: on the default H200 a
+	// 512-token TTFT is a few ms and CPU contention alone can hide 20%.
+	base, slow := startSim(t, "--gpu", "l4"), startSim(t, "--gpu", "l4", "--slowdown", "1.2")
 	a := loadRun(t, base, "a")
 	a2 := loadRun(t, base, "a2")
 	b := loadRun(t, slow, "b")
