@@ -206,9 +206,8 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 			// Validate parses and caps ca_pem.
 			CAPEM:              t.GetCaPem(),
 			InsecureSkipVerify: t.GetInsecureSkipVerify(),
-			// Validate checks both against oai's values.
-			Transport:       t.GetTransport(),
-			FirstTokenClock: t.GetFirstTokenClock(),
+			Transport:          t.GetTransport(),
+			FirstTokenClock:    t.GetFirstTokenClock(),
 		},
 		Workload: Workload{
 			Prompt:      w.GetPrompt(),

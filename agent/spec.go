@@ -48,52 +48,52 @@ type Target struct {
 	// InsecureSkipVerify skips the https:// certificate check; for a
 	// trusted test network only.
 	InsecureSkipVerify bool
-	// Transport is the HTTP client: oai.TransportH1 (empty means it),
-	// oai.TransportNetHTTP or oai.TransportH2 (oai.Config.Transport).
+	// Transport is the HTTP client (oai.Config.Transport): oai.TransportH1
+	// (the default when empty), oai.TransportNetHTTP or oai.TransportH2.
 	Transport string
-	// FirstTokenClock is the clock of h1's arrival stamps: oai.ClockKernelRx
-	// (empty means it on h1) or oai.ClockReadReturn
-	// (oai.Config.RxTimestamps). net/http and h2 stamp reads when they
-	// return, so they accept only oai.ClockReadReturn or empty.
+	// FirstTokenClock is where h1 takes a chunk's arrival time
+	// (oai.Config.RxTimestamps): oai.ClockKernelRx (the default when
+	// empty) or oai.ClockReadReturn.
 	FirstTokenClock string
 }
 
-// ClientSettings returns t's transport and first-token clock with the
-// defaults filled in: what a run's results record as the client's
-// settings. An unknown value is returned as given (Validate refuses it).
-func (t Target) ClientSettings() (transport, clock string) {
+// EffectiveClient returns the HTTP transport and first-token clock t's
+// settings give: the defaults filled in, and oai.ClockReadReturn for the
+// transports that always stamp when bytes are handed on. With
+// oai.ClockKernelRx a request whose read got no kernel timestamp still
+// falls back to the read's return (oai.Result.FirstTokenClock).
+func (t Target) EffectiveClient() (transport, clock string) {
 	transport, clock = t.Transport, t.FirstTokenClock
 	if transport == "" {
 		transport = oai.TransportH1
 	}
 	if clock == "" {
+		clock = oai.ClockKernelRx
+	}
+	if transport != oai.TransportH1 {
 		clock = oai.ClockReadReturn
-		if transport == oai.TransportH1 {
-			clock = oai.ClockKernelRx
-		}
 	}
 	return transport, clock
 }
 
-// ValidateClient checks Transport and FirstTokenClock; errors name the
-// proto field (target.transport, target.first_token_clock), the value and
-// the accepted ones. It returns nil when both are valid.
-func (t Target) ValidateClient() *specerr.FieldError {
-	switch t.Transport {
+// CheckTransport checks a Target.Transport value; the error (to follow the
+// field's name and value) says which are accepted.
+func CheckTransport(v string) error {
+	switch v {
 	case "", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2:
-	default:
-		return specerr.New("target.transport", fmt.Sprintf("%q", t.Transport), "is unknown: use %q (the default), %q or %q", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2)
+		return nil
 	}
-	switch t.FirstTokenClock {
-	case "", oai.ClockReadReturn:
-	case oai.ClockKernelRx:
-		if t.Transport != "" && t.Transport != oai.TransportH1 {
-			return specerr.New("target.first_token_clock", fmt.Sprintf("%q", t.FirstTokenClock), "needs transport %q: transport %q stamps reads when they return; use %q or leave it empty", oai.TransportH1, t.Transport, oai.ClockReadReturn)
-		}
-	default:
-		return specerr.New("target.first_token_clock", fmt.Sprintf("%q", t.FirstTokenClock), "is unknown: use %q (the kernel's receive time, h1's default) or %q (the time the read returned)", oai.ClockKernelRx, oai.ClockReadReturn)
+	return fmt.Errorf("is unknown: use %q (the default), %q or %q", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2)
+}
+
+// CheckFirstTokenClock checks a Target.FirstTokenClock value; the error
+// (to follow the field's name and value) says which are accepted.
+func CheckFirstTokenClock(v string) error {
+	switch v {
+	case "", oai.ClockKernelRx, oai.ClockReadReturn:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("is unknown: use %q (the default) or %q", oai.ClockKernelRx, oai.ClockReadReturn)
 }
 
 // MaxCAPEM caps Target.CAPEM: a few CA certificates are a few KiB.
@@ -477,8 +477,11 @@ func (s *Spec) Validate() error {
 	if _, err := s.Target.TLSConfig(); err != nil {
 		return wrap(err)
 	}
-	if fe := s.Target.ValidateClient(); fe != nil {
-		return wrap(fe)
+	if err := CheckTransport(s.Target.Transport); err != nil {
+		return bad("target.transport", fmt.Sprintf("%q", s.Target.Transport), "%v", err)
+	}
+	if err := CheckFirstTokenClock(s.Target.FirstTokenClock); err != nil {
+		return bad("target.first_token_clock", fmt.Sprintf("%q", s.Target.FirstTokenClock), "%v", err)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
 		return wrap(specerr.New("target.headers", nil, "%s", strings.TrimPrefix(err.Error(), "target.headers ")))

@@ -13,56 +13,23 @@ import (
 
 	"github.com/ttftlab/ttftlab/internal/oai"
 	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 )
 
-// TestValidateClientSettings: Validate accepts oai's transports and clocks,
-// and refuses anything else naming the proto field, the value and the
-// accepted values.
-func TestValidateClientSettings(t *testing.T) {
-	tests := []struct {
-		transport, clock string
-		want             string // "" accepts
-	}{
-		{"", "", ""},
-		{oai.TransportH1, oai.ClockKernelRx, ""},
-		{oai.TransportH1, oai.ClockReadReturn, ""},
-		{oai.TransportNetHTTP, "", ""},
-		{oai.TransportH2, oai.ClockReadReturn, ""},
-		{"", oai.ClockKernelRx, ""},
-		{"h3", "", `target.transport "h3" is unknown: use "h1" (the default), "net/http" or "h2"`},
-		{"H2", "", `target.transport "H2" is unknown`},
-		{"", "kernel", `target.first_token_clock "kernel" is unknown: use "kernel_rx" (the kernel's receive time, h1's default) or "read_return"`},
-		{oai.TransportH2, oai.ClockKernelRx, `target.first_token_clock "kernel_rx" needs transport "h1": transport "h2" stamps reads when they return; use "read_return"`},
-		{oai.TransportNetHTTP, oai.ClockKernelRx, `transport "net/http" stamps reads`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.transport+"/"+tt.clock, func(t *testing.T) {
-			s := testSpec("http://127.0.0.1:8000")
-			s.Target.Transport, s.Target.FirstTokenClock = tt.transport, tt.clock
-			err := s.Validate()
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("Validate = %v, want nil", err)
-			case tt.want != "" && (!errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("Validate = %v, want an invalid-spec error saying %q", err, tt.want)
-			}
-		})
-	}
-}
-
-// TestClientSettingsDefaults: the settings a run records fill in the
-// transport's default clock.
-func TestClientSettingsDefaults(t *testing.T) {
+// TestEffectiveClient: the settings a run records fill in the defaults,
+// and net/http and h2 always stamp when reads return.
+func TestEffectiveClient(t *testing.T) {
 	tests := []struct{ transport, clock, wantTr, wantClock string }{
 		{"", "", oai.TransportH1, oai.ClockKernelRx},
 		{oai.TransportH1, oai.ClockReadReturn, oai.TransportH1, oai.ClockReadReturn},
 		{oai.TransportH2, "", oai.TransportH2, oai.ClockReadReturn},
 		{oai.TransportNetHTTP, "", oai.TransportNetHTTP, oai.ClockReadReturn},
+		{oai.TransportH2, oai.ClockKernelRx, oai.TransportH2, oai.ClockReadReturn},
 	}
 	for _, tt := range tests {
-		tr, clock := Target{Transport: tt.transport, FirstTokenClock: tt.clock}.ClientSettings()
+		tr, clock := Target{Transport: tt.transport, FirstTokenClock: tt.clock}.EffectiveClient()
 		if tr != tt.wantTr || clock != tt.wantClock {
-			t.Errorf("ClientSettings(%q, %q) = %q, %q; want %q, %q", tt.transport, tt.clock, tr, clock, tt.wantTr, tt.wantClock)
+			t.Errorf("EffectiveClient(%q, %q) = %q, %q; want %q, %q", tt.transport, tt.clock, tr, clock, tt.wantTr, tt.wantClock)
 		}
 	}
 }
@@ -160,25 +127,26 @@ func TestServerRejectsBadClientSettings(t *testing.T) {
 	}
 }
 
-// FuzzValidateClient feeds target.transport and target.first_token_clock,
-// which cross the gRPC boundary, to ValidateClient: it accepts exactly
-// oai's values (kernel_rx only on h1) and refuses anything else naming the
-// field and quoting the value.
-func FuzzValidateClient(f *testing.F) {
+// FuzzCheckClient feeds target.transport and target.first_token_clock,
+// which cross the gRPC boundary, to Validate: it accepts exactly oai's
+// values and refuses anything else naming the field and quoting the value.
+func FuzzCheckClient(f *testing.F) {
 	f.Add("", "")
 	f.Add("h2", "read_return")
-	f.Add("h2", "kernel_rx")
 	f.Add("net/http", "x")
-	f.Add("h3\n", "")
+	f.Add("h3\n", "kernel_rx")
 	f.Fuzz(func(t *testing.T, transport, clock string) {
-		fe := Target{Transport: transport, FirstTokenClock: clock}.ValidateClient()
+		s := testSpec("http://127.0.0.1:8000")
+		s.Target.Transport, s.Target.FirstTokenClock = transport, clock
+		err := s.Validate()
 		trOK := slices.Contains([]string{"", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2}, transport)
-		clockOK := clock == "" || clock == oai.ClockReadReturn || (clock == oai.ClockKernelRx && (transport == "" || transport == oai.TransportH1))
-		if (fe == nil) != (trOK && clockOK) {
-			t.Fatalf("ValidateClient(%q, %q) = %v; want an error exactly when a value is not accepted", transport, clock, fe)
+		clockOK := slices.Contains([]string{"", oai.ClockKernelRx, oai.ClockReadReturn}, clock)
+		if (err == nil) != (trOK && clockOK) {
+			t.Fatalf("Validate with transport %q, clock %q = %v; want an error exactly when a value is not accepted", transport, clock, err)
 		}
-		if fe != nil && fe.Field != "target.transport" && fe.Field != "target.first_token_clock" {
-			t.Fatalf("ValidateClient(%q, %q) names field %q", transport, clock, fe.Field)
+		var fe *specerr.FieldError
+		if err != nil && (!errors.Is(err, ErrInvalidSpec) || !errors.As(err, &fe) || (fe.Field != "target.transport" && fe.Field != "target.first_token_clock")) {
+			t.Fatalf("Validate with transport %q, clock %q = %v; want an invalid-spec error naming the field", transport, clock, err)
 		}
 	})
 }

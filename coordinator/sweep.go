@@ -51,9 +51,8 @@ type SweepSpec struct {
 	// https:// BaseURL, passed to every agent (agent.Target).
 	TargetCAPEM              []byte
 	TargetInsecureSkipVerify bool
-	// TargetTransport and TargetFirstTokenClock pick every agent's HTTP
-	// client and first-token clock (agent.Target.Transport and
-	// FirstTokenClock); empty means h1 and its kernel receive time.
+	// TargetTransport and TargetFirstTokenClock are the agents' HTTP
+	// client and first-token clock (agent.Target); empty: the defaults.
 	TargetTransport       string
 	TargetFirstTokenClock string
 }
@@ -125,11 +124,11 @@ func (s SweepSpec) Validate() error {
 			bad("target_ca_pem", fmt.Sprintf("(%d bytes)", len(s.TargetCAPEM)), "%v", err)
 		}
 	}
-	if fe := (agent.Target{Transport: s.TargetTransport, FirstTokenClock: s.TargetFirstTokenClock}).ValidateClient(); fe != nil {
-		// The request's top-level names: target.transport → target_transport.
-		named := *fe
-		named.Field = "target_" + strings.TrimPrefix(fe.Field, "target.")
-		errs = append(errs, &named)
+	if err := agent.CheckTransport(s.TargetTransport); err != nil {
+		bad("target_transport", fmt.Sprintf("%q", s.TargetTransport), "%v", err)
+	}
+	if err := agent.CheckFirstTokenClock(s.TargetFirstTokenClock); err != nil {
+		bad("target_first_token_clock", fmt.Sprintf("%q", s.TargetFirstTokenClock), "%v", err)
 	}
 	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
@@ -342,10 +341,10 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec, lf
 		// engine answers "…+sim"); an unreachable /version is not an error.
 		r.record(results.EventTargetVersion, results.TargetVersion{Version: targetVersion(ctx, spec.BaseURL)})
 	}
-	transport, clock := agent.Target{Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock}.ClientSettings()
+	transport, clock := agent.Target{Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock}.EffectiveClient()
 	r.record(results.EventSweepStart, results.SweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
-		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss,
-		Transport: transport, FirstTokenClock: clock})
+		Transport: transport, FirstTokenClock: clock,
+		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
 
 	var prevE2E time.Duration
 	for li, level := range spec.Levels {

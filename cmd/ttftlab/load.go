@@ -91,8 +91,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	if spec.Target.Model == "" {
-		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: spec.ConnectTimeout, Timeout: min(spec.Timeout, 30*time.Second), TLS: c.tls,
-			Transport: spec.Target.Transport})
+		c, err := oai.NewClient(oai.Config{MaxConns: 1, ConnectTimeout: spec.ConnectTimeout, Timeout: min(spec.Timeout, 30*time.Second), TLS: c.tls})
 		if err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
@@ -166,7 +165,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		interrupted = runErr
 	}
 	sum := results.SummarizeLoad(agg.merge, agg.sloSet, interrupted)
-	sum.Transport, sum.FirstTokenClock = spec.Target.ClientSettings()
+	sum.Transport, sum.FirstTokenClock = spec.Target.EffectiveClient()
 	if cut {
 		sum.CutAtDeadline = true
 		if sum.Status == "ok" {

@@ -21,14 +21,14 @@ type tlsFlags struct {
 	clock     string
 }
 
-// transportNames map --http-transport's spellings to oai's transports.
-var transportNames = map[string]string{
-	"h1": oai.TransportH1, "net-http": oai.TransportNetHTTP, "net/http": oai.TransportNetHTTP, "h2": oai.TransportH2,
+// httpTransports maps --http-transport's values to oai's transports.
+var httpTransports = map[string]string{
+	"h1": oai.TransportH1, "net-http": oai.TransportNetHTTP, oai.TransportNetHTTP: oai.TransportNetHTTP, "h2": oai.TransportH2,
 }
 
-// clockNames map --first-token-clock's spellings to oai's clocks.
-var clockNames = map[string]string{
-	"kernel": oai.ClockKernelRx, "kernel-rx": oai.ClockKernelRx, oai.ClockKernelRx: oai.ClockKernelRx,
+// firstTokenClocks maps --first-token-clock's values to oai's clocks.
+var firstTokenClocks = map[string]string{
+	"kernel": oai.ClockKernelRx, oai.ClockKernelRx: oai.ClockKernelRx,
 	"read-return": oai.ClockReadReturn, oai.ClockReadReturn: oai.ClockReadReturn,
 }
 
@@ -38,39 +38,24 @@ func registerTLSFlags(fs *flag.FlagSet) *tlsFlags {
 	f := &tlsFlags{}
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM file of the CA certificates an https:// --url must chain to (default the system roots)")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "skip the https:// certificate check (a trusted test network only)")
-	fs.StringVar(&f.transport, "http-transport", "h1", "HTTP client: h1 (ttftlab's own HTTP/1.1 client), net-http (Go's, HTTP/1.1) or h2 (Go's with HTTP/2, negotiated on https://; for gateways that speak only HTTP/2)")
-	fs.StringVar(&f.clock, "first-token-clock", "", "clock of the first-token (and every arrival) stamp: kernel (the kernel's receive time of the bytes; h1's default, Linux) or read-return (the time the read returned; always so on net-http and h2)")
+	fs.StringVar(&f.transport, "http-transport", "h1", "HTTP client: h1 (ttftlab's HTTP/1.1 client, plain or TLS; lowest overhead), h2 (HTTP/2 by ALPN on https://, for gateways that serve streams over HTTP/2) or net-http (Go's HTTP/1.1 client, a reference)")
+	fs.StringVar(&f.clock, "first-token-clock", "kernel", "where h1 takes a chunk's arrival time: kernel (the kernel's receive timestamp where Linux gives one, so the client's own scheduling is not in TTFT) or read-return (when the socket read returns); net-http and h2 always stamp when bytes are handed on")
 	return f
 }
 
-// applyClient sets t's transport and first-token clock from
-// --http-transport and --first-token-clock; errors name the flag, the
-// value and the choices.
-func (f *tlsFlags) applyClient(t *agent.Target) error {
-	tr, ok := transportNames[f.transport]
+// apply sets t's client settings from the flags and reads --ca-file (at
+// most agent.MaxCAPEM bytes), checking it parses; errors name the flag, the
+// value and the fix.
+func (f *tlsFlags) apply(t *agent.Target) error {
+	tr, ok := httpTransports[f.transport]
 	if !ok {
-		return fmt.Errorf("--http-transport %q is unknown: use h1 (the default), net-http or h2", f.transport)
+		return fmt.Errorf("--http-transport %q is unknown: use h1 (the default), h2 or net-http", f.transport)
 	}
-	clock := ""
-	if f.clock != "" {
-		if clock, ok = clockNames[f.clock]; !ok {
-			return fmt.Errorf("--first-token-clock %q is unknown: use kernel (the kernel's receive time, h1's default) or read-return (the time the read returned)", f.clock)
-		}
-		if clock == oai.ClockKernelRx && tr != oai.TransportH1 {
-			return fmt.Errorf("--first-token-clock %s needs --http-transport h1: %s stamps reads when they return; use --first-token-clock read-return or leave it out", f.clock, f.transport)
-		}
+	clock, ok := firstTokenClocks[f.clock]
+	if !ok {
+		return fmt.Errorf("--first-token-clock %q is unknown: use kernel (the default) or read-return", f.clock)
 	}
 	t.Transport, t.FirstTokenClock = tr, clock
-	return nil
-}
-
-// apply sets t's client settings (applyClient) and reads --ca-file (at
-// most agent.MaxCAPEM bytes) into t and checks it parses; errors name the
-// flag, the file and the fix.
-func (f *tlsFlags) apply(t *agent.Target) error {
-	if err := f.applyClient(t); err != nil {
-		return err
-	}
 	t.InsecureSkipVerify = f.insecure
 	if f.caFile == "" {
 		return nil

@@ -189,9 +189,9 @@ type SweepStart struct {
 	Workload  json.RawMessage `json:"workload"`
 	Generator json.RawMessage `json:"generator,omitempty"`
 	AgentLoss string          `json:"agent_loss"`
-	// Transport and FirstTokenClock are the agents' HTTP client and the
-	// clock of their arrival stamps, defaults filled in; absent in runs
-	// recorded before they were chosen (always h1, kernel_rx).
+	// Transport and FirstTokenClock are the agents' HTTP client and
+	// first-token clock (agent.Target.EffectiveClient); absent in runs
+	// recorded before they were.
 	Transport       string `json:"transport,omitempty"`
 	FirstTokenClock string `json:"first_token_clock,omitempty"`
 }

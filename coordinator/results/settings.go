@@ -22,11 +22,10 @@ type Setting struct {
 
 // SettingsTable renders a run's load model, workload and generator
 // (protojson, as recorded in the events) as a Markdown table of settings
-// in human units, then the extra rows (ClientSettings). A part that does
-// not decode is shown as its raw JSON on one line, so nothing recorded is
-// hidden.
-func SettingsTable(load, workload, generator json.RawMessage, extra ...Setting) string {
-	rows := append(Settings(load, workload, generator), extra...)
+// in human units. A part that does not decode is shown as its raw JSON on
+// one line, so nothing recorded is hidden.
+func SettingsTable(load, workload, generator json.RawMessage) string {
+	rows := Settings(load, workload, generator)
 	if len(rows) == 0 {
 		return ""
 	}
@@ -287,29 +286,4 @@ func levelSetting(res *SweepResults) string {
 		return "concurrency"
 	}
 	return "rate"
-}
-
-// Clock descriptions for the settings table.
-var clockNames = map[string]string{
-	"kernel_rx":   "kernel_rx (the kernel's receive time of the bytes)",
-	"read_return": "read_return (the time the read returned)",
-}
-
-// ClientSettings are the settings rows of the agents' HTTP client: its
-// transport and the clock TTFT was taken with (docs/metrics.md, "TTFT
-// clock"). A run recorded before they were chosen has neither and gets
-// no rows.
-func ClientSettings(transport, clock string) []Setting {
-	var rows []Setting
-	if transport != "" {
-		rows = append(rows, Setting{"HTTP transport", transport})
-	}
-	if clock != "" {
-		name, ok := clockNames[clock]
-		if !ok {
-			name = clock
-		}
-		rows = append(rows, Setting{"first-token clock", name})
-	}
-	return rows
 }

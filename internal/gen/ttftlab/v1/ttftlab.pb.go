@@ -2622,14 +2622,15 @@ type Target struct {
 	// insecure_skip_verify skips the https:// certificate check; for a
 	// trusted test network only.
 	InsecureSkipVerify bool `protobuf:"varint,7,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
-	// transport is the agent's HTTP client: "h1" (ttftlab's own HTTP/1.1
-	// client, the default when empty), "net/http" (Go's, HTTP/1.1 only) or
-	// "h2" (Go's with HTTP/2, negotiated by ALPN on https://).
+	// transport is the agent's HTTP client: "h1" (the default when empty:
+	// ttftlab's own HTTP/1.1 client, plain or TLS), "net/http" (Go's
+	// HTTP/1.1 client, a reference) or "h2" (HTTP/2 negotiated by ALPN on
+	// https://, for gateways that serve streams over HTTP/2).
 	Transport string `protobuf:"bytes,8,opt,name=transport,proto3" json:"transport,omitempty"`
-	// first_token_clock is the clock of h1's arrival stamps: "kernel_rx"
-	// (the kernel's receive time of the bytes, the default when empty on
-	// h1) or "read_return" (the time the read returned; net/http and h2
-	// always stamp this way).
+	// first_token_clock is where h1 takes a chunk's arrival time:
+	// "kernel_rx" (the default when empty: the kernel's receive timestamp,
+	// where the platform gives one) or "read_return" (when the socket read
+	// returns). net/http and h2 always stamp when bytes are handed on.
 	FirstTokenClock string `protobuf:"bytes,9,opt,name=first_token_clock,json=firstTokenClock,proto3" json:"first_token_clock,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -4590,11 +4591,9 @@ type RunSweepRequest struct {
 	// target_insecure_skip_verify skips the https:// certificate check (a
 	// trusted test network only).
 	TargetInsecureSkipVerify bool `protobuf:"varint,18,opt,name=target_insecure_skip_verify,json=targetInsecureSkipVerify,proto3" json:"target_insecure_skip_verify,omitempty"`
-	// target_transport is every agent's target.transport ("h1", "net/http"
-	// or "h2"; empty: h1).
-	TargetTransport string `protobuf:"bytes,19,opt,name=target_transport,json=targetTransport,proto3" json:"target_transport,omitempty"`
-	// target_first_token_clock is every agent's target.first_token_clock
-	// ("kernel_rx" or "read_return"; empty: the transport's default).
+	// target_transport and target_first_token_clock are passed to every
+	// agent's target (Target.transport, Target.first_token_clock).
+	TargetTransport       string `protobuf:"bytes,19,opt,name=target_transport,json=targetTransport,proto3" json:"target_transport,omitempty"`
 	TargetFirstTokenClock string `protobuf:"bytes,20,opt,name=target_first_token_clock,json=targetFirstTokenClock,proto3" json:"target_first_token_clock,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
