@@ -97,6 +97,7 @@ FUZZ_TARGETS := \
 	./internal/oai:FuzzParseTokenizeResponse \
 	./internal/oai:FuzzParseRxCmsg \
 	./coordinator:FuzzEngineExitFromWire \
+	./coordinator:FuzzParseRunHeader \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig
 

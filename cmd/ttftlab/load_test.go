@@ -103,7 +103,7 @@ func TestLoadJSONFields(t *testing.T) {
 	}
 	wantKeys := []string{"status", "requests", "successes", "errors", "interrupted", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
 		"dispatch_lag_ms", "output_tokens", "output_tokens_per_s", "requests_per_s", "client_bound",
-		"usage_source", "duration_s", "warmup_excluded", "cut_at_deadline"}
+		"usage_source", "duration_s", "warmup_excluded", "cut_at_deadline", "transport", "first_token_clock"}
 	slices.Sort(wantKeys)
 	if diff := cmp.Diff(wantKeys, slices.Sorted(maps.Keys(got))); diff != "" {
 		t.Errorf("JSON fields (-want +got):\n%s", diff)

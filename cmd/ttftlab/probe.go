@@ -85,6 +85,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConnectTimeout: min(10*time.Second, timeout),
 		Timeout:        timeout,
 		TLS:            tlsCfg,
+		Transport:      t.Transport,
+		RxTimestamps:   t.FirstTokenClock,
 	})
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
