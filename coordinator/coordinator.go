@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
@@ -111,9 +110,6 @@ type Coordinator struct {
 	dialer  Dialer
 	logger  *slog.Logger
 	sched   *scheduler
-	// diskRuns reads the finished runs under OutDir back once, at the
-	// first Runs, so a restarted coordinator still lists them.
-	diskRuns sync.Once
 }
 
 // New returns a Coordinator.
@@ -124,23 +120,15 @@ func New(cfg Config, members Members, dialer Dialer, logger *slog.Logger) *Coord
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: newScheduler(cfg.Now)}
+	sched := newScheduler(cfg.Now)
+	// Finished runs from an earlier life of this coordinator, so that
+	// ListRuns still shows them after a restart.
+	sched.done = loadDoneRuns(cfg.OutDir, maxDoneRuns, logger)
+	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: sched}
 }
 
-// Runs lists the runs queued, running and (the most recent) done. The
-// first call also reads back the finished runs under OutDir (at most
-// maxDoneRuns, the newest), so that runs of a previous coordinator over
-// the same directory are listed too.
-func (c *Coordinator) Runs() []RunInfo {
-	c.diskRuns.Do(func() {
-		runs, skipped := DoneRunsOnDisk(c.cfg.OutDir, maxDoneRuns)
-		for _, err := range skipped {
-			c.logger.Warn("a finished run in the results directory is not listed", "err", err)
-		}
-		c.sched.addDone(runs)
-	})
-	return c.sched.list()
-}
+// Runs lists the runs queued, running and (the most recent) done.
+func (c *Coordinator) Runs() []RunInfo { return c.sched.list() }
 
 // Members returns the current membership view.
 func (c *Coordinator) Members() []membership.Member { return c.members.Members() }

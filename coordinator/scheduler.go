@@ -347,32 +347,6 @@ func (s *scheduler) finish(r *schedRun, status, errMsg string) {
 	s.broadcast()
 }
 
-// addDone adds finished runs read back from disk (newest first) before
-// the ones this process finished, leaving out any it already knows, and
-// keeps the newest maxDoneRuns.
-func (s *scheduler) addDone(runs []RunInfo) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	known := map[string]bool{}
-	for _, r := range s.done {
-		known[r.RunID] = true
-	}
-	for _, r := range s.active {
-		known[r.info.RunID] = true
-	}
-	var older []RunInfo
-	for _, r := range slices.Backward(runs) {
-		if !known[r.RunID] {
-			known[r.RunID] = true
-			older = append(older, r)
-		}
-	}
-	s.done = append(older, s.done...)
-	if len(s.done) > maxDoneRuns {
-		s.done = slices.Delete(s.done, 0, len(s.done)-maxDoneRuns)
-	}
-}
-
 // list returns the runs: the remembered finished ones, then the running
 // and queued ones, each group in arrival order.
 func (s *scheduler) list() []RunInfo {
