@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,11 +271,21 @@ func (c *cluster) startDaemon(role, name string, extra ...string) *daemon {
 	return d
 }
 
-func (c *cluster) startCoordinator() *daemon {
+// e2eAgentSilence is the coordinator's --agent-silence in these tests: a
+// loaded 2-core CI host once stalled an agent process past the 1.5 s
+// default, losing it with nothing wrong. The test of a frozen agent passes
+// the default back (startCoordinator("--agent-silence", "1.5s")).
+const e2eAgentSilence = "5s"
+
+func (c *cluster) startCoordinator(extra ...string) *daemon {
 	c.t.Helper()
 	// The coordinator's own --out: a run whose request names no out_dir
 	// lands here. The CLI always sends its --out, so tests pass that.
-	c.coord = c.startDaemon("coordinator", "coord", "--out", filepath.Join(c.dir, "coordinator-results"))
+	args := []string{"--out", filepath.Join(c.dir, "coordinator-results")}
+	if !slices.Contains(extra, "--agent-silence") {
+		args = append(args, "--agent-silence", e2eAgentSilence)
+	}
+	c.coord = c.startDaemon("coordinator", "coord", append(args, extra...)...)
 	return c.coord
 }
 

@@ -253,7 +253,7 @@ func TestE2EGPUNodeKilledMidSweep(t *testing.T) {
 // from it is counted.
 func TestE2EAgentFrozenMidLevel(t *testing.T) {
 	c := newCluster(t)
-	c.startCoordinator()
+	c.startCoordinator("--agent-silence", "1.5s") // the default, whose bound this test checks
 	c.startGPUNode("gpu")
 	c.startAgent("agent1")
 	victim := c.startAgent("agent2")

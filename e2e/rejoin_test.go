@@ -108,7 +108,7 @@ func TestE2ECoordinatorRestartIsRejoined(t *testing.T) {
 func (c *cluster) restartCoordinator(name, gossip string) *daemon {
 	c.t.Helper()
 	p := start(c.t, c.bin, c.dir, name+"-restarted", "coordinator", "--name", name, "--grpc-addr", "127.0.0.1:0",
-		"--gossip-addr", gossip, "--gossip-key-file", c.keyFile, "--out", filepath.Join(c.dir, "coordinator-results"))
+		"--gossip-addr", gossip, "--gossip-key-file", c.keyFile, "--out", filepath.Join(c.dir, "coordinator-results"), "--agent-silence", e2eAgentSilence)
 	m := p.waitLog(servingRE, 15*time.Second)
 	if m[1] != name {
 		c.t.Fatalf("restarted coordinator logged serving name=%s, want %s", m[1], name)

@@ -48,11 +48,15 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	verbose := fs.Bool("v", false, "debug logging")
 	metricsAddr := metricsAddrFlag(fs)
 	httpAddr := httpAddrFlag(fs)
+	silence := fs.Duration("agent-silence", coordinator.AgentSilenceLimit, "how long an agent's run stream may carry nothing (agents send a heartbeat every 500 ms) before the agent is lost and its share of the load marked short; raise it for agents on hosts so busy they can stall for seconds")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkMetricsAddr(*metricsAddr); err != nil {
 		return err
+	}
+	if *silence < time.Second || *silence > 5*time.Minute {
+		return fmt.Errorf("--agent-silence %v is out of range: give 1s to 5m (the default %v spans three of the agents' 500 ms heartbeats)", *silence, coordinator.AgentSilenceLimit)
 	}
 	if err := sc.Load(); err != nil {
 		return err
@@ -60,6 +64,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	logger := newLogger(stderr, *verbose)
 	cfg := coordinator.DefaultConfig()
 	cfg.OutDir = *out
+	cfg.AgentSilence = *silence
 	if *httpAddr != "" {
 		stop, err := startDashboard(*httpAddr, *out, sc.Token, sc.ServerTLS, &cfg, stderr, logger)
 		if err != nil {
