@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -78,16 +76,7 @@ type PresetsPlan struct {
 // PresetsResults is results.json of a presets run, built from events.jsonl
 // alone.
 type PresetsResults struct {
-	Kind         string        `json:"kind"`
-	RunID        string        `json:"run_id"`
-	Status       string        `json:"status"`
-	Error        string        `json:"error,omitempty"`
-	Simulated    bool          `json:"simulated"`
-	StartedAt    time.Time     `json:"started_at"`
-	FinishedAt   time.Time     `json:"finished_at"`
-	Profile      string        `json:"profile"`
-	API          string        `json:"api"`
-	StartupScale float64       `json:"startup_scale,omitempty"`
+	GridRun
 	Params       PresetsParams `json:"params"`
 	Node         NodeFacts     `json:"node"`
 	Points       []PresetPoint `json:"points"`
@@ -220,111 +209,40 @@ func onOff(b bool) string {
 // levels' latencies are the sweep's lossless merge of the agents'
 // histograms (BuildSweep), and the presets are chosen from them.
 func BuildPresets(events []Event) (*PresetsResults, error) {
-	res := &PresetsResults{Kind: ExperimentPresets, Status: "incomplete", Points: []PresetPoint{}}
-	sw, err := BuildSweep(events)
+	res := &PresetsResults{Points: []PresetPoint{}}
+	r, err := newGridRun(events)
 	if err != nil {
 		return nil, err
 	}
-	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
-	byLevel := map[int]LevelResult{}
-	for _, l := range sw.Levels {
-		byLevel[l.Level] = l
-	}
-	point := func(i int) (*PresetPoint, error) {
-		if i < 0 || i >= len(res.Points) {
-			return nil, fmt.Errorf("grid point %d is not in grid_start's %d points", i, len(res.Points))
-		}
-		return &res.Points[i], nil
-	}
-	started := false
-	for i, ev := range events {
-		switch ev.Kind {
-		case EventRunEnd:
-			v, err := Decode(ev)
-			if err != nil {
-				return nil, err
-			}
-			e := v.(RunEnd)
-			res.Status, res.Error = e.Status, e.Error
-			continue
-		case EventEngineReady:
-			var e pb.EngineInfo
-			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
-			}
-			res.Simulated = res.Simulated || e.GetSimulated()
-			if s := startupScale(e.GetArgv()); s != 0 {
-				res.StartupScale = s
-			}
-			for j := len(res.Points) - 1; j >= 0; j-- {
-				if res.Points[j].Status == "running" {
-					res.Points[j].ReadyS = ptr(e.GetReadyS())
-					break
-				}
-			}
-			continue
-		}
-		if !IsGridKind(ev.Kind) {
-			continue
-		}
-		v, err := DecodeGrid(ev)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", i+1, err)
-		}
-		if _, ok := v.(GridStart); !ok && !started {
-			return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
-		}
-		switch d := v.(type) {
-		case GridStart:
-			if started {
-				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
-			}
-			started = true
+	err = r.walk(events, gridHandlers{
+		Start: func(i int) error {
+			d := r.Start
 			if d.Experiment != ExperimentPresets {
-				return nil, fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPresets)
+				return fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPresets)
 			}
 			var params PresetsParams
 			if err := json.Unmarshal(d.Params, &params); err != nil {
-				return nil, fmt.Errorf("event %d: presets params: %w", i+1, err)
+				return fmt.Errorf("event %d: presets params: %w", i+1, err)
 			}
 			if len(params.Points) != len(d.Points) {
-				return nil, fmt.Errorf("event %d: grid_start has %d points and %d point specs", i+1, len(d.Points), len(params.Points))
+				return fmt.Errorf("event %d: grid_start has %d points and %d point specs", i+1, len(d.Points), len(params.Points))
 			}
 			if !(params.SLOTTFTMs > 0) || !(params.MaxTTFTMs > 0) || math.IsInf(params.SLOTTFTMs, 0) || math.IsInf(params.MaxTTFTMs, 0) {
-				return nil, fmt.Errorf("event %d: slo_ttft_ms %g / max_ttft_ms %g: both must be positive", i+1, params.SLOTTFTMs, params.MaxTTFTMs)
+				return fmt.Errorf("event %d: slo_ttft_ms %g / max_ttft_ms %g: both must be positive", i+1, params.SLOTTFTMs, params.MaxTTFTMs)
 			}
-			res.RunID, res.Profile, res.API, res.Params = d.RunID, d.Profile, d.API, params
-			res.StartedAt = time.Unix(0, ev.T).UTC()
+			res.Params = params
 			for j, p := range d.Points {
-				k := &pb.EngineKnobs{}
-				if !isNull(p.Knobs) {
-					if err := pjsonIn.Unmarshal(p.Knobs, k); err != nil {
-						return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
-					}
-				}
-				ps := params.Points[j]
+				k, ps := r.Knobs[j], params.Points[j]
 				res.Points = append(res.Points, PresetPoint{Point: j, Label: p.Label, MaxNumBatchedTokens: ps.MaxNumBatchedTokens,
 					MaxNumSeqs: ps.MaxNumSeqs, ChunkedPrefill: ps.ChunkedPrefill, MaxModelLen: int(k.GetMaxModelLen()),
-					Status: "not run", ExpectedRefusal: ps.ExpectedRefusal, Flags: VLLMFlags(k), Levels: []PresetLevel{}})
+					ExpectedRefusal: ps.ExpectedRefusal, Flags: VLLMFlags(k), Levels: []PresetLevel{}})
 			}
-		case GridPointInfo:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status = "running"
-		case GridPointReady:
-			if _, err := point(d.Point); err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-		case LevelObservation:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
+			return nil
+		},
+		Level: func(_ int, d LevelObservation) error {
 			l := PresetLevel{Level: d.Level, Concurrency: d.Concurrency, Status: "not measured", Error: d.Error,
 				Metrics: map[string]hdr.Summary{}, Preemptions: d.Preemptions, WaitingMax: d.WaitingMax}
-			if lr, ok := byLevel[d.Level]; ok {
+			if lr, ok := r.Levels[d.Level]; ok {
 				l.Status, l.Requests, l.Successes, l.Errors = lr.Status, lr.Requests, lr.Successes, lr.Errors
 				l.TokensPerS, l.RequestsPerS, l.Metrics = lr.TokensPerS, lr.RequestsPerS, lr.Metrics
 				l.Insufficient, l.InsufficientReasons = lr.Insufficient, lr.InsufficientReasons
@@ -333,23 +251,17 @@ func BuildPresets(events []Event) (*PresetsResults, error) {
 				}
 			}
 			judgePresetLevel(&l, res.Params)
-			p.Levels = append(p.Levels, l)
-		case GridPointEnd:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status, p.Error = d.Status, d.Error
-		}
+			res.Points[d.Point].Levels = append(res.Points[d.Point].Levels, l)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	if !started {
-		return nil, errors.New("no grid_start event: this is not a grid run")
-	}
+	res.GridRun, res.Node, res.Warnings = r.head(ExperimentPresets), r.Sweep.Node, r.Sweep.Warnings
+	copyPoints(r, res.Points, func(p *PresetPoint) (*string, *string, **float64) { return &p.Status, &p.Error, &p.ReadyS })
 	for i := range res.Points {
 		p := &res.Points[i]
-		if p.Status == "running" {
-			p.Status = "interrupted"
-		}
 		for _, l := range p.Levels {
 			if l.Status == "failed" && res.Status == StatusOK {
 				res.Status, res.Error = StatusFailed, fmt.Sprintf("%s, concurrency %d failed: %s", p.Label, l.Concurrency, l.Error)
