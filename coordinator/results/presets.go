@@ -13,6 +13,7 @@ import (
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/plot"
+	"github.com/ttftlab/ttftlab/internal/vllmflag"
 )
 
 // ExperimentPresets names the presets grid in grid_start.
@@ -165,36 +166,20 @@ type Preset struct {
 // the command's positional argument and the simulator's GPU is not a vLLM
 // flag, so neither is included.
 func VLLMFlags(k *pb.EngineKnobs) string {
-	var f []string
-	if v := k.GetMaxModelLen(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-model-len %d", v))
-	}
-	if v := k.GetMaxNumBatchedTokens(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-num-batched-tokens %d", v))
-	}
-	if v := k.GetMaxNumSeqs(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-num-seqs %d", v))
-	}
-	tri := func(v pb.OptionalBool, on, off string) {
+	tri := func(v pb.OptionalBool) *bool {
 		switch v {
 		case pb.OptionalBool_OPTIONAL_BOOL_TRUE:
-			f = append(f, on)
+			return boolPtr(true)
 		case pb.OptionalBool_OPTIONAL_BOOL_FALSE:
-			f = append(f, off)
+			return boolPtr(false)
 		}
+		return nil
 	}
-	tri(k.GetEnableChunkedPrefill(), "--enable-chunked-prefill", "--no-enable-chunked-prefill")
-	if v := k.GetGpuMemoryUtilization(); v > 0 {
-		f = append(f, "--gpu-memory-utilization "+strconv.FormatFloat(v, 'f', -1, 64))
-	}
-	tri(k.GetEnablePrefixCaching(), "--enable-prefix-caching", "--no-enable-prefix-caching")
-	if k.GetEnforceEager() == pb.OptionalBool_OPTIONAL_BOOL_TRUE {
-		f = append(f, "--enforce-eager")
-	}
-	if v := k.GetServedModelName(); v != "" {
-		f = append(f, "--served-model-name "+v)
-	}
-	return strings.Join(f, " ")
+	args := vllmflag.Knobs{MaxModelLen: int(k.GetMaxModelLen()), MaxNumBatchedTokens: int(k.GetMaxNumBatchedTokens()),
+		MaxNumSeqs: int(k.GetMaxNumSeqs()), EnableChunkedPrefill: tri(k.GetEnableChunkedPrefill()),
+		GPUMemoryUtilization: k.GetGpuMemoryUtilization(), EnablePrefixCaching: tri(k.GetEnablePrefixCaching()),
+		EnforceEager: k.GetEnforceEager() == pb.OptionalBool_OPTIONAL_BOOL_TRUE, ServedModelName: k.GetServedModelName()}.Args()
+	return strings.Join(args, " ")
 }
 
 // onOff names a chunked-prefill setting.

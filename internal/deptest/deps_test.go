@@ -273,3 +273,30 @@ func TestPureLayersReachGRPCOnlyThroughGen(t *testing.T) {
 		}
 	}
 }
+
+// TestVLLMFlagIsALeaf keeps internal/vllmflag, the one knobs → `vllm serve`
+// flags mapping, importable by both gpunode and the results layer: it
+// imports only the standard library.
+func TestVLLMFlagIsALeaf(t *testing.T) {
+	n := 0
+	for _, f := range sources(t) {
+		if f.pkg != "internal/vllmflag" {
+			continue
+		}
+		n++
+		for _, im := range f.imports {
+			if strings.Contains(strings.SplitN(im, "/", 2)[0], ".") {
+				t.Errorf("%s/%s imports %s: internal/vllmflag imports only the standard library, so gpunode and coordinator/results can share it", f.pkg, f.name, im)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no internal/vllmflag source found; the walk is broken")
+	}
+	graph := moduleGraph(t)
+	for _, p := range []string{"gpunode", "coordinator/results"} {
+		if !slices.Contains(graph[p], "internal/vllmflag") {
+			t.Errorf("%s does not import internal/vllmflag: the knobs → flags mapping is written twice again", p)
+		}
+	}
+}
