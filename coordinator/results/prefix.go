@@ -371,6 +371,31 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 	return res, nil
 }
 
+// prefixSettings lists a prefix run's settings for its report.
+func prefixSettings(pr PrefixParams) []Setting {
+	ratios := make([]string, len(pr.HitRatios))
+	for i, r := range pr.HitRatios {
+		ratios[i] = strconv.FormatFloat(r, 'g', -1, 64)
+	}
+	lens := "none"
+	if len(pr.PrefixLens) > 0 {
+		lens = joinInts(pr.PrefixLens) + " tokens"
+	}
+	if len(ratios) == 0 {
+		ratios = []string{"none"}
+	}
+	return []Setting{
+		{"prefix lengths", lens},
+		{"suffix", fmt.Sprintf("%d tokens", pr.SuffixLen)},
+		{"output", fmt.Sprintf("%d tokens", pr.OutputLen)},
+		{"requests per cold, repeat and hot step", strconv.Itoa(pr.Repeats)},
+		{"hit ratios", strings.Join(ratios, ", ")},
+		{"shared prefix of the hit-ratio sweep", fmt.Sprintf("%d tokens", pr.HitPrefixLen)},
+		{"hit-ratio concurrency", strconv.Itoa(pr.Concurrency)},
+		{"hit-ratio step", fmt.Sprintf("%s measured after %s of warm-up", HumanMs(pr.LevelDurationS*1000), HumanMs(pr.WarmupS*1000))},
+	}
+}
+
 // prefixColdRef returns the row r's speedup is measured against.
 func prefixColdRef(rows []PrefixRow, r *PrefixRow) *PrefixRow {
 	for i := range rows {
@@ -763,8 +788,8 @@ func RenderPrefixMarkdown(res *PrefixResults) string {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
 	pr := res.Params
-	p("The engine is started with prefix caching on, then off. At each prefix length %v (suffix %d tokens, %d output tokens) three steps of %d requests run one at a time: **cold** (each request its own prefix, right after a prefix-cache reset verified from the metrics), **repeat** (the cold prompts again, word for word) and **hot** (the cold prefixes with new suffixes). Then at concurrency %d, a closed loop of %.1f s after %.1f s of warm-up at each hit ratio %v: that fraction of the requests shares one %d-token prefix, the rest have their own. TTFT in ms (p50 is the median; p95 needs %d requests).\n\n",
-		pr.PrefixLens, pr.SuffixLen, pr.OutputLen, pr.Repeats, pr.Concurrency, pr.LevelDurationS, pr.WarmupS, pr.HitRatios, pr.HitPrefixLen, minP95Requests)
+	p("The engine is started with prefix caching on, then off. At each prefix length three steps run one request at a time: **cold** (each request its own prefix, right after a prefix-cache reset verified from the metrics), **repeat** (the cold prompts again, word for word) and **hot** (the cold prefixes with new suffixes). Then, at each hit ratio, a closed loop in which that fraction of the requests shares one prefix and the rest have their own. TTFT in ms (p50 is the median; p95 needs %d requests).\n\n", minP95Requests)
+	p("Settings:\n\n%s\n", renderSettings(prefixSettings(pr)))
 	p("## Engine starts\n\n| point | mode | status | ready (s) |\n|---|---|---|---:|\n")
 	for _, pt := range res.Points {
 		p("| %s | %s | %s | %s |\n", pt.Label, pt.Mode, pt.Status, fmtPtr(pt.ReadyS, "%.2f"))

@@ -182,6 +182,35 @@ func VLLMFlags(k *pb.EngineKnobs) string {
 	return strings.Join(args, " ")
 }
 
+// presetsSettings lists a presets run's settings for its report.
+func presetsSettings(pr PresetsParams) []Setting {
+	onOffs := make([]string, len(pr.ChunkedPrefill))
+	for i, c := range pr.ChunkedPrefill {
+		onOffs[i] = onOff(c)
+	}
+	return []Setting{
+		{"max_num_batched_tokens", joinInts(pr.MaxNumBatchedTokens)},
+		{"max_num_seqs", joinInts(pr.MaxNumSeqs)},
+		{"chunked prefill", strings.Join(onOffs, ", ")},
+		{"max_model_len", strconv.Itoa(pr.MaxModelLen)},
+		{"concurrency", joinInts(pr.Concurrencies)},
+		{"prompt tokens", fmt.Sprintf("%d–%d (uniform, mean %d)", pr.InputLenMin, pr.InputLenMax, pr.InputLen)},
+		{"output tokens", strconv.Itoa(pr.OutputLen)},
+		{"step", fmt.Sprintf("%s measured after %s of warm-up", HumanMs(pr.LevelDurationS*1000), HumanMs(pr.WarmupS*1000))},
+		{"TTFT p95 SLO (interactive)", fmt.Sprintf("%g ms", pr.SLOTTFTMs)},
+		{"TTFT p95 bound (throughput)", fmt.Sprintf("%g ms", pr.MaxTTFTMs)},
+	}
+}
+
+// joinInts writes a list of numbers as "8, 32, 64".
+func joinInts(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ", ")
+}
+
 // onOff names a chunked-prefill setting.
 func onOff(b bool) string {
 	if b {
@@ -768,9 +797,9 @@ func RenderPresetsMarkdown(res *PresetsResults) string {
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
-	p("Each point restarts the engine with its `--max-num-batched-tokens` × `--max-num-seqs` × chunked prefill (at `--max-model-len %d`), then runs closed loops at concurrency %v with prompts of %d–%d tokens (uniform, mean %d) and %d output tokens (each step %.1f s measured after %.1f s of warm-up). ",
-		pr.MaxModelLen, pr.Concurrencies, pr.InputLenMin, pr.InputLenMax, pr.InputLen, pr.OutputLen, pr.LevelDurationS, pr.WarmupS)
+	p("Each point restarts the engine with its `--max-num-batched-tokens` × `--max-num-seqs` × chunked prefill, then runs a closed loop at each concurrency, each step measured after its warm-up. ")
 	p("The **interactive** preset is the highest output throughput whose TTFT p95 is at most %g ms; the **throughput** preset the highest whose TTFT p95 is at most %g ms. A measurement with too few samples (docs/metrics.md, \"Enough samples\") is never chosen.\n\n", pr.SLOTTFTMs, pr.MaxTTFTMs)
+	p("Settings:\n\n%s\n", renderSettings(presetsSettings(pr)))
 
 	p("## Presets\n\n")
 	for _, x := range []Preset{res.Interactive, res.Throughput} {
