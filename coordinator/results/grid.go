@@ -485,33 +485,28 @@ func (r *gridRun) walk(events []Event, h gridHandlers) error {
 				r.Points[j].Status = "not run"
 			}
 		case GridPointInfo:
-			if err := checkPoint(i, d.Point); err != nil {
-				return err
+			err = checkPoint(i, d.Point)
+			if err == nil {
+				r.Points[d.Point].Status = "running"
 			}
-			r.Points[d.Point].Status = "running"
 		case GridPointReady:
-			if err := checkPoint(i, d.Point); err != nil {
-				return err
-			}
-			if h.PointReady != nil {
-				if err := h.PointReady(i, d); err != nil {
-					return err
-				}
+			err = checkPoint(i, d.Point)
+			if err == nil && h.PointReady != nil {
+				err = h.PointReady(i, d)
 			}
 		case LevelObservation:
-			if err := checkPoint(i, d.Point); err != nil {
-				return err
-			}
-			if h.Level != nil {
-				if err := h.Level(i, d); err != nil {
-					return err
-				}
+			err = checkPoint(i, d.Point)
+			if err == nil && h.Level != nil {
+				err = h.Level(i, d)
 			}
 		case GridPointEnd:
-			if err := checkPoint(i, d.Point); err != nil {
-				return err
+			err = checkPoint(i, d.Point)
+			if err == nil {
+				r.Points[d.Point].Status, r.Points[d.Point].Error = d.Status, d.Error
 			}
-			r.Points[d.Point].Status, r.Points[d.Point].Error = d.Status, d.Error
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if !started {
