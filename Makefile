@@ -88,6 +88,7 @@ FUZZ_TARGETS := \
 	./coordinator/results:FuzzBuildFleet \
 	./coordinator/results:FuzzNumericJSON \
 	./agent:FuzzParseCAPEM \
+	./agent:FuzzCheckClient \
 	./internal/sim:FuzzChunkTemplate \
 	./agent:FuzzReadJSONL \
 	./internal/oai:FuzzScanChunk \
@@ -97,6 +98,7 @@ FUZZ_TARGETS := \
 	./internal/oai:FuzzParseTokenizeResponse \
 	./internal/oai:FuzzParseRxCmsg \
 	./coordinator:FuzzEngineExitFromWire \
+	./coordinator:FuzzParseRunHeader \
 	./internal/membership:FuzzPeerData \
 	./internal/kvcalc:FuzzParseConfig
 

@@ -389,6 +389,8 @@ func TestSpecValidate(t *testing.T) {
 		{"relative url", func(s *Spec) { s.Target.BaseURL = "localhost:8000" }, "not an absolute http(s) URL"},
 		{"no model", func(s *Spec) { s.Target.Model = "" }, "target.model is empty"},
 		{"bad api", func(s *Spec) { s.Target.API = "responses" }, `target.api "responses" is unknown`},
+		{"bad transport", func(s *Spec) { s.Target.Transport = "h3" }, `target.transport "h3" is unknown: use "h1" (the default), "net/http" or "h2"`},
+		{"bad first-token clock", func(s *Spec) { s.Target.FirstTokenClock = "tsc" }, `target.first_token_clock "tsc" is unknown: use "kernel_rx" (the default) or "read_return"`},
 		{"zero max tokens", func(s *Spec) { s.Workload.MaxTokens = 0 }, "workload.max_tokens 0 is invalid"},
 		{"negative temperature", func(s *Spec) { s.Workload.Temperature = -1 }, "workload.temperature -1 is invalid"},
 		{"negative interval", func(s *Spec) { s.Interval = -time.Second }, "interval -1s is negative"},

@@ -82,6 +82,8 @@ func (a *Agent) Run(ctx context.Context, spec Spec, emit func(Report) error) err
 		TTFTTimeout:    spec.TTFTTimeout,
 		Timeout:        spec.Timeout,
 		TLS:            tlsCfg,
+		Transport:      spec.Target.Transport,
+		RxTimestamps:   spec.Target.FirstTokenClock,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)

@@ -206,6 +206,8 @@ func specFromProto(req *ttftlabv1.RunProbeRequest) (Spec, error) {
 			// Validate parses and caps ca_pem.
 			CAPEM:              t.GetCaPem(),
 			InsecureSkipVerify: t.GetInsecureSkipVerify(),
+			Transport:          t.GetTransport(),
+			FirstTokenClock:    t.GetFirstTokenClock(),
 		},
 		Workload: Workload{
 			Prompt:      w.GetPrompt(),

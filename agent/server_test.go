@@ -141,6 +141,14 @@ func TestServerCancelEndsRun(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatal(err)
 	}
+	// Both workers are mid-stream (10 s streams) before the client goes:
+	// a request still on its way to the server when the lease ends would
+	// otherwise arrive after it and read as new load.
+	for deadline := time.Now().Add(10 * time.Second); f.Open() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the 2 workers' requests reached the server within 10 s", f.Open())
+		}
+	}
 	cancel()
 	deadline := time.Now().Add(2 * time.Second)
 	for {

@@ -48,6 +48,52 @@ type Target struct {
 	// InsecureSkipVerify skips the https:// certificate check; for a
 	// trusted test network only.
 	InsecureSkipVerify bool
+	// Transport is the HTTP client (oai.Config.Transport): oai.TransportH1
+	// (the default when empty), oai.TransportNetHTTP or oai.TransportH2.
+	Transport string
+	// FirstTokenClock is where h1 takes a chunk's arrival time
+	// (oai.Config.RxTimestamps): oai.ClockKernelRx (the default when
+	// empty) or oai.ClockReadReturn.
+	FirstTokenClock string
+}
+
+// EffectiveClient returns the HTTP transport and first-token clock t's
+// settings give: the defaults filled in, and oai.ClockReadReturn for the
+// transports that always stamp when bytes are handed on. With
+// oai.ClockKernelRx a request whose read got no kernel timestamp still
+// falls back to the read's return (oai.Result.FirstTokenClock).
+func (t Target) EffectiveClient() (transport, clock string) {
+	transport, clock = t.Transport, t.FirstTokenClock
+	if transport == "" {
+		transport = oai.TransportH1
+	}
+	if clock == "" {
+		clock = oai.ClockKernelRx
+	}
+	if transport != oai.TransportH1 {
+		clock = oai.ClockReadReturn
+	}
+	return transport, clock
+}
+
+// CheckTransport checks a Target.Transport value; the error (to follow the
+// field's name and value) says which are accepted.
+func CheckTransport(v string) error {
+	switch v {
+	case "", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2:
+		return nil
+	}
+	return fmt.Errorf("is unknown: use %q (the default), %q or %q", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2)
+}
+
+// CheckFirstTokenClock checks a Target.FirstTokenClock value; the error
+// (to follow the field's name and value) says which are accepted.
+func CheckFirstTokenClock(v string) error {
+	switch v {
+	case "", oai.ClockKernelRx, oai.ClockReadReturn:
+		return nil
+	}
+	return fmt.Errorf("is unknown: use %q (the default) or %q", oai.ClockKernelRx, oai.ClockReadReturn)
 }
 
 // MaxCAPEM caps Target.CAPEM: a few CA certificates are a few KiB.
@@ -430,6 +476,12 @@ func (s *Spec) Validate() error {
 	}
 	if _, err := s.Target.TLSConfig(); err != nil {
 		return wrap(err)
+	}
+	if err := CheckTransport(s.Target.Transport); err != nil {
+		return bad("target.transport", fmt.Sprintf("%q", s.Target.Transport), "%v", err)
+	}
+	if err := CheckFirstTokenClock(s.Target.FirstTokenClock); err != nil {
+		return bad("target.first_token_clock", fmt.Sprintf("%q", s.Target.FirstTokenClock), "%v", err)
 	}
 	if err := validHeaders(s.Target.Headers); err != nil {
 		return wrap(specerr.New("target.headers", nil, "%s", strings.TrimPrefix(err.Error(), "target.headers ")))

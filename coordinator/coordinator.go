@@ -120,7 +120,11 @@ func New(cfg Config, members Members, dialer Dialer, logger *slog.Logger) *Coord
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: newScheduler(cfg.Now)}
+	sched := newScheduler(cfg.Now)
+	// Finished runs from an earlier life of this coordinator, so that
+	// ListRuns still shows them after a restart.
+	sched.done = loadDoneRuns(cfg.OutDir, maxDoneRuns, logger)
+	return &Coordinator{cfg: cfg, members: members, dialer: dialer, logger: logger, sched: sched}
 }
 
 // Runs lists the runs queued, running and (the most recent) done.

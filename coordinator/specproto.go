@@ -23,6 +23,7 @@ func SweepSpecFromProto(req *pb.RunSweepRequest) SweepSpec {
 		AutoDuration: req.GetAutoDuration(), MaxDuration: msSaturated(req.GetMaxDurationMs()),
 		Selection:   SelectionFromProto(req.GetSelection()),
 		TargetCAPEM: req.GetTargetCaPem(), TargetInsecureSkipVerify: req.GetTargetInsecureSkipVerify(),
+		TargetTransport: req.GetTargetTransport(), TargetFirstTokenClock: req.GetTargetFirstTokenClock(),
 	}
 }
 

@@ -32,7 +32,7 @@ func TestSpecRequestRoundTrip(t *testing.T) {
 	sweep := SweepSpec{RunID: "r", OutDir: "o", Profile: "sim", Knobs: knobs, BaseURL: "http://h/v1", Model: "m", API: "chat",
 		Load: &pb.LoadModel{Kind: "closed", DurationMs: 1000}, Levels: []float64{1, 2}, Workload: &pb.Workload{MaxTokens: 8},
 		Generator: &pb.WorkloadGen{Kind: "synthetic"}, AgentLoss: "abort", MaxAgents: 3, AutoDuration: true, MaxDuration: 3 * time.Minute, Selection: sel,
-		TargetCAPEM: []byte("-----BEGIN CERTIFICATE-----"), TargetInsecureSkipVerify: true}
+		TargetCAPEM: []byte("-----BEGIN CERTIFICATE-----"), TargetInsecureSkipVerify: true, TargetTransport: "h2", TargetFirstTokenClock: "read_return"}
 	baseline := BaselineSpec{Profile: "sim", Knobs: knobs, Prompt: "p", MaxTokens: 9, WarmRuns: 2, Repeats: 3, API: "chat", ColdMode: "page-cache",
 		OutDir: "o", RunID: "r", Selection: sel}
 	kv := KVScaleSpec{RunID: "r", OutDir: "o", Profile: "sim", Knobs: knobs, API: "completions", MaxModelLens: []int{2048, 4096},

@@ -51,6 +51,10 @@ type SweepSpec struct {
 	// https:// BaseURL, passed to every agent (agent.Target).
 	TargetCAPEM              []byte
 	TargetInsecureSkipVerify bool
+	// TargetTransport and TargetFirstTokenClock are the agents' HTTP
+	// client and first-token clock (agent.Target); empty: the defaults.
+	TargetTransport       string
+	TargetFirstTokenClock string
 }
 
 func (s SweepSpec) withDefaults() SweepSpec {
@@ -119,6 +123,12 @@ func (s SweepSpec) Validate() error {
 		} else if _, err := agent.ParseCAPEM(s.TargetCAPEM); err != nil {
 			bad("target_ca_pem", fmt.Sprintf("(%d bytes)", len(s.TargetCAPEM)), "%v", err)
 		}
+	}
+	if err := agent.CheckTransport(s.TargetTransport); err != nil {
+		bad("target_transport", fmt.Sprintf("%q", s.TargetTransport), "%v", err)
+	}
+	if err := agent.CheckFirstTokenClock(s.TargetFirstTokenClock); err != nil {
+		bad("target_first_token_clock", fmt.Sprintf("%q", s.TargetFirstTokenClock), "%v", err)
 	}
 	closed := lm.GetKind() == "closed"
 	for _, l := range s.Levels {
@@ -212,6 +222,7 @@ func (s SweepSpec) Request() *pb.RunSweepRequest {
 		Load: s.Load, Levels: s.Levels, Workload: s.Workload, Generator: s.Generator, AgentLoss: s.AgentLoss,
 		MaxAgents: int32(s.MaxAgents), AutoDuration: s.AutoDuration, MaxDurationMs: s.MaxDuration.Milliseconds(),
 		Selection: s.Selection.Proto(), TargetCaPem: s.TargetCAPEM, TargetInsecureSkipVerify: s.TargetInsecureSkipVerify,
+		TargetTransport: s.TargetTransport, TargetFirstTokenClock: s.TargetFirstTokenClock,
 	}
 }
 
@@ -330,7 +341,9 @@ func (c *Coordinator) sweep(ctx context.Context, r *recorder, spec SweepSpec, lf
 		// engine answers "…+sim"); an unreachable /version is not an error.
 		r.record(results.EventTargetVersion, results.TargetVersion{Version: targetVersion(ctx, spec.BaseURL)})
 	}
+	transport, clock := agent.Target{Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock}.EffectiveClient()
 	r.record(results.EventSweepStart, results.SweepStart{RunID: spec.RunID, BaseURL: baseURL, Model: model, API: spec.API, Levels: spec.Levels,
+		Transport: transport, FirstTokenClock: clock,
 		Load: results.ProtoJSON(spec.Load), Workload: results.ProtoJSON(spec.Workload), Generator: results.ProtoJSON(spec.Generator), AgentLoss: spec.AgentLoss})
 
 	var prevE2E time.Duration
@@ -465,9 +478,10 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 		go func() {
 			defer wg.Done()
 			req := &pb.RunProbeRequest{
-				RunId:         spec.RunID,
-				AgentId:       cl.m.Name,
-				Target:        &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify},
+				RunId:   spec.RunID,
+				AgentId: cl.m.Name,
+				Target: &pb.Target{BaseUrl: baseURL, Model: model, Api: spec.API, CaPem: spec.TargetCAPEM, InsecureSkipVerify: spec.TargetInsecureSkipVerify,
+					Transport: spec.TargetTransport, FirstTokenClock: spec.TargetFirstTokenClock},
 				Workload:      spec.Workload,
 				Generator:     spec.Generator,
 				Load:          load,

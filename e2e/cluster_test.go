@@ -208,15 +208,7 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 		return err == nil && n == 0, err
 	})
 	t.Logf("engine idle %s after the coordinator's SIGKILL", time.Since(killed).Round(time.Millisecond))
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		n, err := engineLoad(url)
-		if err != nil {
-			t.Fatalf("scrape engine: %v", err)
-		}
-		if n != 0 {
-			t.Fatalf("orphan load: %g requests running or waiting %s after the coordinator's SIGKILL", n, time.Since(killed).Round(time.Millisecond))
-		}
-	}
+	noOrphanLoad(t, url, killed, "the coordinator's SIGKILL", a1, a2)
 	// The agents outlive their coordinator, and the CLI notices it is gone.
 	for _, a := range []*daemon{a1, a2} {
 		if a.Exited() {
@@ -330,33 +322,5 @@ func TestE2ECoordinatorFrozenStopsLoad(t *testing.T) {
 		return err == nil && n == 0, err
 	})
 	t.Logf("engine idle %s after the coordinator froze", time.Since(frozen).Round(time.Millisecond))
-	// The load has ended when both agents have ended their runs: no worker
-	// starts a request after that.
-	for _, a := range agents {
-		a.WaitLog(runEndRE, 4*time.Second)
-	}
-	// A request an agent wrote just before it cancelled can still reach
-	// the engine after it went idle; the engine drops it as soon as it
-	// sees the closed connection. Orphan load is load that stays: any
-	// reading above 0 must clear within a second.
-	var busySince time.Time
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		n, err := engineLoad(url)
-		if err != nil {
-			t.Fatalf("engine metrics %s after the coordinator froze: %v", time.Since(frozen).Round(time.Millisecond), err)
-		}
-		switch {
-		case n == 0:
-			busySince = time.Time{}
-		case busySince.IsZero():
-			busySince = time.Now()
-			t.Logf("%g straggling request(s) on the engine %s after the coordinator froze", n, time.Since(frozen).Round(time.Millisecond))
-		case time.Since(busySince) > time.Second:
-			t.Fatalf("orphan load %s after the coordinator froze: %g requests running or waiting for %s", time.Since(frozen).Round(time.Millisecond), n, time.Since(busySince).Round(time.Millisecond))
-		}
-	}
+	noOrphanLoad(t, url, frozen, "the coordinator froze", agents...)
 }
-
-// runEndRE matches the line an agent logs when its run ends, finished or
-// aborted.
-var runEndRE = regexp.MustCompile(`msg="run (finished|aborted)"`)

@@ -381,6 +381,40 @@ func engineLoad(url string) (float64, error) {
 	return r + w, nil
 }
 
+// runEndRE matches the line an agent logs when its run ends, finished or
+// aborted.
+var runEndRE = regexp.MustCompile(`msg="run (finished|aborted)"`)
+
+// noOrphanLoad checks that the engine at url, idle after what happened at
+// since, has no load left: the agents end their runs (no worker starts a
+// request after that), and the engine stays idle for 2 s. A request an
+// agent wrote just before it cancelled can still reach the engine after it
+// went idle; the engine drops it as soon as it sees the closed connection.
+// Orphan load is load that stays: a reading above 0 must clear within a
+// second.
+func noOrphanLoad(t *testing.T, url string, since time.Time, what string, agents ...*daemon) {
+	t.Helper()
+	for _, a := range agents {
+		a.WaitLog(runEndRE, 4*time.Second)
+	}
+	var busySince time.Time
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		n, err := engineLoad(url)
+		if err != nil {
+			t.Fatalf("engine metrics %s after %s: %v", time.Since(since).Round(time.Millisecond), what, err)
+		}
+		switch {
+		case n == 0:
+			busySince = time.Time{}
+		case busySince.IsZero():
+			busySince = time.Now()
+			t.Logf("%g straggling request(s) on the engine %s after %s", n, time.Since(since).Round(time.Millisecond), what)
+		case time.Since(busySince) > time.Second:
+			t.Fatalf("orphan load %s after %s: %g requests running or waiting for %s", time.Since(since).Round(time.Millisecond), what, n, time.Since(busySince).Round(time.Millisecond))
+		}
+	}
+}
+
 // procAlive reports whether pid is a live process: it exists and is not a
 // zombie waiting for a reaper.
 func procAlive(pid int) bool {

@@ -23,9 +23,12 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
 fi
 echo "chromium: installing with apt-get (Debian's chromium package)"
-if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/tmp/ttftlab-install-chromium.log 2>&1; then
-  $SUDO apt-get update >>/tmp/ttftlab-install-chromium.log 2>&1 || true
-  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >>/tmp/ttftlab-install-chromium.log 2>&1; then
+# Bounded: a host without a reachable mirror gives up in about a minute, not
+# after apt's default retries, and the tests skip saying why.
+APT_OPTS=(-o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -o Acquire::Retries=1)
+if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y --no-install-recommends chromium >/tmp/ttftlab-install-chromium.log 2>&1; then
+  $SUDO apt-get "${APT_OPTS[@]}" update >>/tmp/ttftlab-install-chromium.log 2>&1 || true
+  if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y --no-install-recommends chromium >>/tmp/ttftlab-install-chromium.log 2>&1; then
     echo "chromium: apt-get install failed (log: /tmp/ttftlab-install-chromium.log); the browser tests will be skipped" >&2
     exit 0
   fi

@@ -165,6 +165,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		interrupted = runErr
 	}
 	sum := results.SummarizeLoad(agg.merge, agg.sloSet, interrupted)
+	sum.Transport, sum.FirstTokenClock = spec.Target.EffectiveClient()
 	if cut {
 		sum.CutAtDeadline = true
 		if sum.Status == "ok" {

@@ -103,7 +103,7 @@ func TestLoadJSONFields(t *testing.T) {
 	}
 	wantKeys := []string{"status", "requests", "successes", "errors", "interrupted", "errors_by_kind", "ttft_ms", "ttft_sched_ms", "itl_ms", "icl_ms", "tpot_ms", "e2e_ms",
 		"dispatch_lag_ms", "output_tokens", "output_tokens_per_s", "requests_per_s", "client_bound",
-		"usage_source", "duration_s", "warmup_excluded", "cut_at_deadline"}
+		"usage_source", "duration_s", "warmup_excluded", "cut_at_deadline", "transport", "first_token_clock"}
 	slices.Sort(wantKeys)
 	if diff := cmp.Diff(wantKeys, slices.Sorted(maps.Keys(got))); diff != "" {
 		t.Errorf("JSON fields (-want +got):\n%s", diff)
@@ -268,19 +268,22 @@ func TestParseSLO(t *testing.T) {
 }
 
 func TestLoadAgainstClosedPort(t *testing.T) {
+	// No wall-clock bound is asserted (a loaded CI host once took 8 s for a
+	// run that ends in well under one here): what ends each run is read
+	// from its summary instead.
 	tests := []struct {
 		name     string
 		args     []string
-		maxTook  time.Duration
 		maxTries uint64
 		wantErr  string
 	}{
 		// Without the budget the run lasts its 3 s: backoff alone keeps the
 		// attempts to about ten per worker, where a hot loop made 100,000.
-		{"backoff without a budget", []string{"--concurrency", "8", "--duration", "3s", "--max-error-rate", "off"}, 6 * time.Second, 300,
+		{"backoff without a budget", []string{"--concurrency", "8", "--duration", "3s", "--max-error-rate", "off"}, 300,
 			"no request succeeded"},
-		// With the default budget the run ends as soon as ten attempts failed.
-		{"default error budget", []string{"--concurrency", "8", "--duration", "3s"}, 2 * time.Second, 300,
+		// With the default budget the run ends as soon as ten attempts
+		// failed, before its --duration cuts it.
+		{"default error budget", []string{"--concurrency", "8", "--duration", "3s"}, 300,
 			"run failed: error budget spent"},
 	}
 	for _, tt := range tests {
@@ -293,12 +296,12 @@ func TestLoadAgainstClosedPort(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("run = %v, want a one-line error containing %q", err, tt.wantErr)
 			}
-			if took > tt.maxTook {
-				t.Errorf("run took %v, want at most %v", took, tt.maxTook)
-			}
 			var s results.LoadSummary
 			if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
 				t.Fatalf("stdout: %v\n%s", err, stdout.String())
+			}
+			if strings.Contains(tt.wantErr, "budget") && s.CutAtDeadline {
+				t.Errorf("the --duration bound cut the run (%v); want the error budget to end it first", took)
 			}
 			if s.Status != "failed" || !strings.Contains(s.Reason, tt.wantErr) {
 				t.Errorf("status %q reason %q, want failed naming %q", s.Status, s.Reason, tt.wantErr)

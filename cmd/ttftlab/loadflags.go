@@ -24,6 +24,8 @@ func loadFlagNames() flagNames {
 		"target.model":              "--model",
 		"target.api":                "--api",
 		"target.headers":            "--header",
+		"target.transport":          "--http-transport",
+		"target.first_token_clock":  "--first-token-clock",
 		"workload.prompt":           "--prompt",
 		"workload.max_tokens":       "--max-tokens",
 		"workload.temperature":      "--temperature",

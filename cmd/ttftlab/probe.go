@@ -21,24 +21,28 @@ const defaultProbePrompt = "Explain what time-to-first-token measures in one par
 // command (model lookup and connecting included). A null time did not
 // happen.
 type probeOutput struct {
-	WallS         float64  `json:"wall_s"`
-	TTFTS         *float64 `json:"ttft_s"`
-	E2ES          *float64 `json:"e2e_s"`
-	FirstByteS    *float64 `json:"first_byte_s"`
-	FirstChunkS   *float64 `json:"first_chunk_s"`
-	PromptTokens  int      `json:"prompt_tokens"`
-	OutputTokens  int      `json:"output_tokens"`
-	TotalTokens   int      `json:"total_tokens"`
-	CachedTokens  *int     `json:"cached_tokens,omitempty"`
-	UsageSource   string   `json:"usage_source"`
-	Chunks        int      `json:"chunks"`
-	FinishReason  string   `json:"finish_reason,omitempty"`
-	Model         string   `json:"model"`
-	API           string   `json:"api"`
-	OutputPreview string   `json:"output_preview"`
-	Error         string   `json:"error,omitempty"`
-	ErrorKind     string   `json:"error_kind,omitempty"`
-	ErrorBody     string   `json:"error_body,omitempty"`
+	WallS        float64  `json:"wall_s"`
+	TTFTS        *float64 `json:"ttft_s"`
+	E2ES         *float64 `json:"e2e_s"`
+	FirstByteS   *float64 `json:"first_byte_s"`
+	FirstChunkS  *float64 `json:"first_chunk_s"`
+	PromptTokens int      `json:"prompt_tokens"`
+	OutputTokens int      `json:"output_tokens"`
+	TotalTokens  int      `json:"total_tokens"`
+	CachedTokens *int     `json:"cached_tokens,omitempty"`
+	UsageSource  string   `json:"usage_source"`
+	Chunks       int      `json:"chunks"`
+	FinishReason string   `json:"finish_reason,omitempty"`
+	Model        string   `json:"model"`
+	API          string   `json:"api"`
+	// Transport is the HTTP client; FirstTokenClock the clock the first
+	// token was stamped with (absent when none came).
+	Transport       string `json:"transport"`
+	FirstTokenClock string `json:"first_token_clock,omitempty"`
+	OutputPreview   string `json:"output_preview"`
+	Error           string `json:"error,omitempty"`
+	ErrorKind       string `json:"error_kind,omitempty"`
+	ErrorBody       string `json:"error_body,omitempty"`
 }
 
 // runProbe streams one request to an OpenAI-compatible server and prints
@@ -85,6 +89,8 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConnectTimeout: min(10*time.Second, timeout),
 		Timeout:        timeout,
 		TLS:            tlsCfg,
+		Transport:      t.Transport,
+		RxTimestamps:   t.FirstTokenClock,
 	})
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
@@ -112,16 +118,18 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		APIKey:    t.APIKey,
 	})
 	out := probeOutput{
-		WallS:         time.Since(start).Seconds(),
-		PromptTokens:  res.PromptTokens,
-		OutputTokens:  res.OutputTokens,
-		TotalTokens:   res.PromptTokens + res.OutputTokens,
-		UsageSource:   res.UsageSource,
-		Chunks:        res.Chunks,
-		FinishReason:  res.FinishReason,
-		Model:         model,
-		API:           api,
-		OutputPreview: res.Preview,
+		WallS:           time.Since(start).Seconds(),
+		PromptTokens:    res.PromptTokens,
+		OutputTokens:    res.OutputTokens,
+		TotalTokens:     res.PromptTokens + res.OutputTokens,
+		UsageSource:     res.UsageSource,
+		Chunks:          res.Chunks,
+		FinishReason:    res.FinishReason,
+		Model:           model,
+		API:             api,
+		OutputPreview:   res.Preview,
+		Transport:       t.Transport,
+		FirstTokenClock: res.FirstTokenClock,
 	}
 	since := func(t time.Time) *float64 {
 		if t.IsZero() || res.Send.IsZero() {
@@ -160,6 +168,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func probeFlagNames() flagNames {
 	return flagNames{
 		"target.base_url": "--url", "target.model": "--model", "target.api": "--api",
+		"target.transport": "--http-transport", "target.first_token_clock": "--first-token-clock",
 		"workload.prompt": "--prompt", "workload.max_tokens": "--max-tokens", "timeout": "--timeout",
 	}
 }

@@ -183,7 +183,8 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	registerSelectionFlags(fs, &sp.Selection)
 	tf := registerTLSFlags(fs)
 	maps.Copy(sf.names, selectionFlagNames())
-	maps.Copy(sf.names, flagNames{"target_ca_pem": "--ca-file", "target_insecure_skip_verify": "--insecure-skip-verify", "base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
+	maps.Copy(sf.names, flagNames{"target_ca_pem": "--ca-file", "target_insecure_skip_verify": "--insecure-skip-verify",
+		"target_transport": "--http-transport", "target_first_token_clock": "--first-token-clock", "base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})
 	quiet := fs.Bool("quiet", false, "do not print the report at the end")
 	var progress progressMode
 	fs.Var(&progress, "progress", "compact progress on stderr (level i of n, elapsed, time left, errors): auto (when stderr is a terminal), on or off")
@@ -198,6 +199,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	sp.TargetCAPEM, sp.TargetInsecureSkipVerify = tt.CAPEM, tt.InsecureSkipVerify
+	sp.TargetTransport, sp.TargetFirstTokenClock = tt.Transport, tt.FirstTokenClock
 	req, err := sf.request()
 	if err != nil {
 		return err

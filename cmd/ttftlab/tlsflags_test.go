@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
+	"github.com/ttftlab/ttftlab/internal/oai"
+	"github.com/ttftlab/ttftlab/internal/oai/oaitest"
 )
 
 // writeCA writes the TLS fake's certificate as a PEM CA file.
@@ -98,6 +100,8 @@ func TestTLSFlagErrors(t *testing.T) {
 		{name: "a key", args: []string{"--ca-file", key}, want: `"PRIVATE KEY" PEM block`},
 		{name: "too big", args: []string{"--ca-file", big}, want: "over the 65536-byte cap"},
 		{name: "both", args: []string{"--ca-file", notPEM, "--insecure-skip-verify"}, want: "drop one"},
+		{name: "unknown transport", args: []string{"--http-transport", "h3"}, want: `--http-transport "h3" is unknown: use h1 (the default), h2 or net-http`},
+		{name: "unknown clock", args: []string{"--first-token-clock", "tsc"}, want: `--first-token-clock "tsc" is unknown: use kernel (the default) or read-return`},
 	}
 	for _, tt := range tests {
 		for _, cmd := range []string{"load", "probe"} {
@@ -109,5 +113,56 @@ func TestTLSFlagErrors(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestLoadHTTPTransport runs load and probe against a TLS server that offers
+// HTTP/2: --http-transport h2 reaches it over HTTP/2, h1 and net-http over
+// HTTP/1.1, and the load's summary names the client and the first-token
+// clock it used.
+func TestLoadHTTPTransport(t *testing.T) {
+	tests := []struct {
+		args      []string
+		wantProto int
+		transport string
+		clock     string
+	}{
+		{args: nil, wantProto: 1, transport: oai.TransportH1, clock: oai.ClockKernelRx},
+		{args: []string{"--first-token-clock", "read-return"}, wantProto: 1, transport: oai.TransportH1, clock: oai.ClockReadReturn},
+		{args: []string{"--http-transport", "net-http"}, wantProto: 1, transport: oai.TransportNetHTTP, clock: oai.ClockReadReturn},
+		{args: []string{"--http-transport", "h2"}, wantProto: 2, transport: oai.TransportH2, clock: oai.ClockReadReturn},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(append([]string{"default"}, tt.args...), " "), func(t *testing.T) {
+			s := oaitest.NewTLSServer(t, oaitest.StreamTokens(3, 0))
+			ca := filepath.Join(t.TempDir(), "ca.pem")
+			if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout bytes.Buffer
+			args := append([]string{"load", "--url", s.URL, "--model", "m", "--requests", "4", "--concurrency", "2", "--max-tokens", "3", "--ca-file", ca, "--json"}, tt.args...)
+			if err := run(t.Context(), args, &stdout, io.Discard); err != nil {
+				t.Fatalf("load %v: %v\n%s", tt.args, err, stdout.String())
+			}
+			var sum results.LoadSummary
+			if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
+				t.Fatal(err)
+			}
+			if sum.Successes != 4 || sum.Transport != tt.transport || sum.FirstTokenClock != tt.clock {
+				t.Errorf("successes %d, transport %q, clock %q; want 4, %q, %q", sum.Successes, sum.Transport, sum.FirstTokenClock, tt.transport, tt.clock)
+			}
+			if err := run(t.Context(), append([]string{"probe", "--url", s.URL, "--model", "m", "--max-tokens", "3", "--ca-file", ca}, tt.args...), io.Discard, io.Discard); err != nil {
+				t.Fatalf("probe %v: %v", tt.args, err)
+			}
+			protos := s.Protos()
+			if len(protos) == 0 {
+				t.Fatal("the server saw no request")
+			}
+			for i, p := range protos {
+				if p != tt.wantProto {
+					t.Fatalf("request %d reached the server over HTTP/%d, want HTTP/%d (all: %v)", i, p, tt.wantProto, protos)
+				}
+			}
+		})
 	}
 }

@@ -189,6 +189,11 @@ type SweepStart struct {
 	Workload  json.RawMessage `json:"workload"`
 	Generator json.RawMessage `json:"generator,omitempty"`
 	AgentLoss string          `json:"agent_loss"`
+	// Transport and FirstTokenClock are the agents' HTTP client and
+	// first-token clock (agent.Target.EffectiveClient); absent in runs
+	// recorded before they were.
+	Transport       string `json:"transport,omitempty"`
+	FirstTokenClock string `json:"first_token_clock,omitempty"`
 }
 
 // LevelStart is the payload of a level_start event.

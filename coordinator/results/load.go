@@ -64,6 +64,10 @@ type LoadSummary struct {
 	UsageSource    *string  `json:"usage_source"`
 	DurationS      *float64 `json:"duration_s"`
 	WarmupExcluded uint64   `json:"warmup_excluded"`
+	// Transport and FirstTokenClock are the HTTP client and the clock TTFT
+	// was taken with (docs/metrics.md); the caller sets them.
+	Transport       string `json:"transport"`
+	FirstTokenClock string `json:"first_token_clock"`
 }
 
 // SummarizeLoad digests the run that m merged. sloSet says whether
@@ -182,6 +186,9 @@ func LoadTable(s LoadSummary, run LoadRun) Reporter {
 		fmt.Fprintln(tw, "============ ttftlab load ============")
 		fmt.Fprintf(tw, "Target:\t%s (%s, %s)\n", run.BaseURL, run.Model, run.API)
 		fmt.Fprintf(tw, "Load:\t%s\n", run.Load)
+		if s.Transport != "" {
+			fmt.Fprintf(tw, "Client:\t%s, first-token clock %s\n", s.Transport, s.FirstTokenClock)
+		}
 		fmt.Fprintf(tw, "Status:\t%s\n", s.Status)
 		if s.Reason != "" {
 			fmt.Fprintf(tw, "Reason:\t%s\n", s.Reason)

@@ -13,23 +13,28 @@ import (
 
 // SweepResults is results.json of a sweep, built from events.jsonl alone.
 type SweepResults struct {
-	Kind          string          `json:"kind"`
-	RunID         string          `json:"run_id"`
-	Status        string          `json:"status"`
-	Error         string          `json:"error,omitempty"`
-	Simulated     bool            `json:"simulated"`
-	StartedAt     time.Time       `json:"started_at"`
-	FinishedAt    time.Time       `json:"finished_at"`
-	BaseURL       string          `json:"base_url"`
-	Model         string          `json:"model"`
-	API           string          `json:"api"`
-	Load          json.RawMessage `json:"load"`
-	Workload      json.RawMessage `json:"workload"`
-	Generator     json.RawMessage `json:"generator,omitempty"`
-	Node          NodeFacts       `json:"node"`
-	Engine        *EngineFacts    `json:"engine,omitempty"`
-	TargetVersion string          `json:"target_version,omitempty"`
-	Levels        []LevelResult   `json:"levels"`
+	Kind       string    `json:"kind"`
+	RunID      string    `json:"run_id"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error,omitempty"`
+	Simulated  bool      `json:"simulated"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	BaseURL    string    `json:"base_url"`
+	Model      string    `json:"model"`
+	API        string    `json:"api"`
+	// Transport and FirstTokenClock are the agents' HTTP client and the
+	// clock TTFT was taken with (docs/metrics.md); absent in runs recorded
+	// before they were.
+	Transport       string          `json:"transport,omitempty"`
+	FirstTokenClock string          `json:"first_token_clock,omitempty"`
+	Load            json.RawMessage `json:"load"`
+	Workload        json.RawMessage `json:"workload"`
+	Generator       json.RawMessage `json:"generator,omitempty"`
+	Node            NodeFacts       `json:"node"`
+	Engine          *EngineFacts    `json:"engine,omitempty"`
+	TargetVersion   string          `json:"target_version,omitempty"`
+	Levels          []LevelResult   `json:"levels"`
 	// PromptLenSource is the levels' prompt-length source merged (mixed
 	// when they differ), PromptLenCounts their counts; absent when no
 	// agent said.
@@ -208,6 +213,7 @@ func BuildSweep(events []Event) (*SweepResults, error) {
 		switch p := payloads[i].(type) {
 		case SweepStart:
 			res.RunID, res.BaseURL, res.Model, res.API = p.RunID, p.BaseURL, p.Model, p.API
+			res.Transport, res.FirstTokenClock = p.Transport, p.FirstTokenClock
 			// Settings as numbers, not protojson's int64 strings.
 			res.Load, res.Workload = NumericJSON[pb.LoadModel](p.Load), NumericJSON[pb.Workload](p.Workload)
 			if !isNull(p.Generator) {
@@ -525,7 +531,11 @@ func RenderSweepMarkdown(res *SweepResults) string {
 	if res.Simulated {
 		p("> **Simulated engine.** These numbers come from `ttftlab sim`, a performance model of vLLM, not from a real GPU.\n\n")
 	}
-	p("Run `%s`, status **%s**; target `%s`, model `%s`, %s API.\n\n", res.RunID, res.Status, res.BaseURL, res.Model, res.API)
+	client := ""
+	if res.Transport != "" {
+		client = fmt.Sprintf("; client `%s`, first-token clock `%s`", res.Transport, res.FirstTokenClock)
+	}
+	p("Run `%s`, status **%s**; target `%s`, model `%s`, %s API%s.\n\n", res.RunID, res.Status, res.BaseURL, res.Model, res.API, client)
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}

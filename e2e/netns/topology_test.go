@@ -92,10 +92,22 @@ func skipReason() string {
 	if err := ipCmd("ip", "netns", "add", probe); err != nil {
 		return fmt.Sprintf("cannot create a network namespace: %v", err)
 	}
-	if err := ipCmd("ip", "netns", "del", probe); err != nil {
-		return fmt.Sprintf("cannot delete the probe network namespace: %v", err)
+	// A kernel without bridge or veth support (CONFIG_BRIDGE, CONFIG_VETH)
+	// is found here too, not halfway through a topology.
+	reason := ""
+	br, veth := linkPrefix+pid36(os.Getpid())+"pb", linkPrefix+pid36(os.Getpid())+"pv"
+	if err := ipCmd("ip", "link", "add", br, "type", "bridge"); err != nil {
+		reason = fmt.Sprintf("cannot create a bridge (kernel without CONFIG_BRIDGE?): %v", err)
+	} else {
+		if err := ipCmd("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", probe); err != nil {
+			reason = fmt.Sprintf("cannot create a veth pair (kernel without CONFIG_VETH?): %v", err)
+		}
+		_ = ipCmd("ip", "link", "del", br)
 	}
-	return ""
+	if err := ipCmd("ip", "netns", "del", probe); err != nil && reason == "" { // deletes the veth pair with it
+		reason = fmt.Sprintf("cannot delete the probe network namespace: %v", err)
+	}
+	return reason
 }
 
 // requireNetns skips t when the machine cannot run these tests.

@@ -494,8 +494,14 @@ func FuzzH1Response(f *testing.F) {
 // the chunks, so Header ≤ FirstChunk ≤ FirstToken (agent's FirstByte ≤
 // FirstChunk ≤ TTFT). Parsing the header used to stamp it later.
 func TestH1HeaderNotAfterFirstChunk(t *testing.T) {
+	// Each response comes whole in a new connection's first read. The
+	// server says Connection: close, so the client never reuses a
+	// connection the server is about to close (without it, a request
+	// written before the server's FIN arrives is reset, as with net/http:
+	// TestH1ServerClosedIdle).
+	const head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
 	s := newRawServer(t, func(c net.Conn, req *http.Request) bool {
-		_, _ = io.WriteString(c, sseHead+chunked(sseEvents(), "", ""))
+		_, _ = io.WriteString(c, head+chunked(sseEvents(), "", ""))
 		return false
 	})
 	c := newClient(t, Config{MaxConns: 1})

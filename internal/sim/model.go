@@ -64,6 +64,9 @@ var builtinModels = []Model{
 	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.2-1B-Instruct", Architecture: "LlamaForCausalLM", Layers: 16, Hidden: 2048, Heads: 32, KVHeads: 8, HeadDim: 64, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072}},
 	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.2-3B-Instruct", Architecture: "LlamaForCausalLM", Layers: 28, Hidden: 3072, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 128256, TiedEmbeddings: true, MaxPositionEmbeddings: 131072}},
 	{Config: kvcalc.Config{Name: "meta-llama/Llama-3.1-8B-Instruct", Architecture: "LlamaForCausalLM", Layers: 32, Hidden: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, TiedEmbeddings: false, MaxPositionEmbeddings: 131072}},
+	// Qwen3-4B: config.json of Qwen/Qwen3-4B (hidden 2560, 36 layers, 32 heads, 8 KV heads, head_dim 128,
+	// intermediate 9728, vocab 151936, tied embeddings, max_position_embeddings 40960).
+	{Config: kvcalc.Config{Name: "Qwen/Qwen3-4B", Architecture: "Qwen3ForCausalLM", Layers: 36, Hidden: 2560, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 9728, Vocab: 151936, TiedEmbeddings: true, MaxPositionEmbeddings: 40960}},
 	// The text model is Mistral-7B (vocab 32064); ExtraParams is the
 	// CLIP ViT-L/14-336 vision tower (303,507,456) plus the 1024→4096→4096
 	// projector and the image_newline vector (20,983,808).

@@ -2622,8 +2622,18 @@ type Target struct {
 	// insecure_skip_verify skips the https:// certificate check; for a
 	// trusted test network only.
 	InsecureSkipVerify bool `protobuf:"varint,7,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// transport is the agent's HTTP client: "h1" (the default when empty:
+	// ttftlab's own HTTP/1.1 client, plain or TLS), "net/http" (Go's
+	// HTTP/1.1 client, a reference) or "h2" (HTTP/2 negotiated by ALPN on
+	// https://, for gateways that serve streams over HTTP/2).
+	Transport string `protobuf:"bytes,8,opt,name=transport,proto3" json:"transport,omitempty"`
+	// first_token_clock is where h1 takes a chunk's arrival time:
+	// "kernel_rx" (the default when empty: the kernel's receive timestamp,
+	// where the platform gives one) or "read_return" (when the socket read
+	// returns). net/http and h2 always stamp when bytes are handed on.
+	FirstTokenClock string `protobuf:"bytes,9,opt,name=first_token_clock,json=firstTokenClock,proto3" json:"first_token_clock,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Target) Reset() {
@@ -2703,6 +2713,20 @@ func (x *Target) GetInsecureSkipVerify() bool {
 		return x.InsecureSkipVerify
 	}
 	return false
+}
+
+func (x *Target) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *Target) GetFirstTokenClock() string {
+	if x != nil {
+		return x.FirstTokenClock
+	}
+	return ""
 }
 
 // Workload says what to send.
@@ -4567,8 +4591,12 @@ type RunSweepRequest struct {
 	// target_insecure_skip_verify skips the https:// certificate check (a
 	// trusted test network only).
 	TargetInsecureSkipVerify bool `protobuf:"varint,18,opt,name=target_insecure_skip_verify,json=targetInsecureSkipVerify,proto3" json:"target_insecure_skip_verify,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// target_transport and target_first_token_clock are passed to every
+	// agent's target (Target.transport, Target.first_token_clock).
+	TargetTransport       string `protobuf:"bytes,19,opt,name=target_transport,json=targetTransport,proto3" json:"target_transport,omitempty"`
+	TargetFirstTokenClock string `protobuf:"bytes,20,opt,name=target_first_token_clock,json=targetFirstTokenClock,proto3" json:"target_first_token_clock,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RunSweepRequest) Reset() {
@@ -4725,6 +4753,20 @@ func (x *RunSweepRequest) GetTargetInsecureSkipVerify() bool {
 		return x.TargetInsecureSkipVerify
 	}
 	return false
+}
+
+func (x *RunSweepRequest) GetTargetTransport() string {
+	if x != nil {
+		return x.TargetTransport
+	}
+	return ""
+}
+
+func (x *RunSweepRequest) GetTargetFirstTokenClock() string {
+	if x != nil {
+		return x.TargetFirstTokenClock
+	}
+	return ""
 }
 
 // RunSweepResponse carries one event.
@@ -5472,7 +5514,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x04mean\x18\x02 \x01(\x01R\x04mean\x12\x10\n" +
 	"\x03min\x18\x03 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x04 \x01(\x01R\x03max\x12\x16\n" +
-	"\x06stddev\x18\x05 \x01(\x01R\x06stddev\"\xa4\x02\n" +
+	"\x06stddev\x18\x05 \x01(\x01R\x06stddev\"\xee\x02\n" +
 	"\x06Target\x12\x19\n" +
 	"\bbase_url\x18\x01 \x01(\tR\abaseUrl\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
@@ -5480,7 +5522,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\aapi_key\x18\x04 \x01(\tR\x06apiKey\x129\n" +
 	"\aheaders\x18\x05 \x03(\v2\x1f.ttftlab.v1.Target.HeadersEntryR\aheaders\x12\x15\n" +
 	"\x06ca_pem\x18\x06 \x01(\fR\x05caPem\x120\n" +
-	"\x14insecure_skip_verify\x18\a \x01(\bR\x12insecureSkipVerify\x1a:\n" +
+	"\x14insecure_skip_verify\x18\a \x01(\bR\x12insecureSkipVerify\x12\x1c\n" +
+	"\ttransport\x18\b \x01(\tR\ttransport\x12*\n" +
+	"\x11first_token_clock\x18\t \x01(\tR\x0ffirstTokenClock\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
@@ -5669,7 +5713,7 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"max_agents\x18\x11 \x01(\x05R\tmaxAgents\x123\n" +
 	"\tselection\x18\x12 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\"@\n" +
 	"\x12RunPresetsResponse\x12*\n" +
-	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x9c\x05\n" +
+	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x80\x06\n" +
 	"\x0fRunSweepRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\aout_dir\x18\x02 \x01(\tR\x06outDir\x12\x18\n" +
@@ -5691,7 +5735,9 @@ const file_ttftlab_v1_ttftlab_proto_rawDesc = "" +
 	"\x0fmax_duration_ms\x18\x0f \x01(\x03R\rmaxDurationMs\x123\n" +
 	"\tselection\x18\x10 \x01(\v2\x15.ttftlab.v1.SelectionR\tselection\x12\"\n" +
 	"\rtarget_ca_pem\x18\x11 \x01(\fR\vtargetCaPem\x12=\n" +
-	"\x1btarget_insecure_skip_verify\x18\x12 \x01(\bR\x18targetInsecureSkipVerify\">\n" +
+	"\x1btarget_insecure_skip_verify\x18\x12 \x01(\bR\x18targetInsecureSkipVerify\x12)\n" +
+	"\x10target_transport\x18\x13 \x01(\tR\x0ftargetTransport\x127\n" +
+	"\x18target_first_token_clock\x18\x14 \x01(\tR\x15targetFirstTokenClock\">\n" +
 	"\x10RunSweepResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.ttftlab.v1.RunEventR\x05event\"\x14\n" +
 	"\x12ListMembersRequest\"C\n" +
