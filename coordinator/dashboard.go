@@ -208,10 +208,10 @@ func (d *Dashboard) RunEvent(runID, kind string, payload any) {
 		}
 	case results.SweepInterval:
 		if p.Level == r.level {
-			r.addReport(p.Report)
+			r.addReport(p.Report, p.Checked)
 		}
 	case *pb.IntervalReport:
-		r.addReport(p)
+		r.addReport(p, nil)
 	case results.AgentLost:
 		if a := r.agents[p.Agent]; a != nil && p.Level == r.level {
 			a.Lost = p.Error
@@ -221,7 +221,9 @@ func (d *Dashboard) RunEvent(runID, kind string, payload any) {
 	}
 }
 
-func (r *liveRun) addReport(rep *pb.IntervalReport) {
+// addReport merges a report into the level's live merge; checked is its
+// histograms as the recorder decoded them (nil: decode them here).
+func (r *liveRun) addReport(rep *pb.IntervalReport, checked *results.Checked) {
 	if rep == nil {
 		return
 	}
@@ -232,7 +234,7 @@ func (r *liveRun) addReport(rep *pb.IntervalReport) {
 	}
 	a.Intervals++
 	a.Final = a.Final || rep.GetFinal()
-	if added, _ := r.merger.Add(rep); added == results.Merged || added == results.Refused {
+	if added, _ := r.merger.AddChecked(rep, checked); added == results.Merged || added == results.Refused {
 		r.ok += rep.GetRequestsOk()
 		r.failed += rep.GetRequestsFailed()
 		t := rep.GetOutputTokensStreamed()

@@ -214,15 +214,14 @@ func (r *recorder) nextSample(ctx context.Context, wait time.Duration) {
 // checkInterval validates a report's histograms as it arrives and records a
 // warning event for a bad one, its text starting with prefix; the report
 // itself is recorded as received, and the results builders leave its
-// histograms out with the same warning. It returns the decoded histograms,
-// nil for a bad report, so that a caller that merges them live does not
-// decode them twice.
-func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) hdr.Set {
+// histograms out with the same warning. It returns the decoded histograms
+// (Set nil for a bad report, Err saying why), so that a caller or an
+// observer that merges them live does not decode them twice.
+func (r *recorder) checkInterval(prefix string, rep *pb.IntervalReport) *results.Checked {
 	set, err := results.ReportHistogramsWith(&r.dec, rep)
 	if err != nil {
 		r.logger.Warn("interval histograms refused", "agent", rep.GetAgentId(), "seq", rep.GetSeq(), "err", err)
 		r.record(results.EventWarning, results.Warning{Message: prefix + results.BadHistogramsWarning(err)})
-		return nil
 	}
-	return set
+	return &results.Checked{Set: set, Err: err}
 }

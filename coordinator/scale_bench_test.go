@@ -157,16 +157,16 @@ func (s *scaleSink) receive(wire []byte, seq uint64) error {
 	rep.EndUnixNano += shift
 	rep.MeasuredEndUnixNano += shift
 	t0 := time.Now()
-	set := s.r.checkInterval(results.LevelPrefix(0), rep)
+	checked := s.r.checkInterval(results.LevelPrefix(0), rep)
 	t1 := time.Now()
-	s.r.record(results.EventSweepInterval, results.SweepInterval{Level: 0, Report: rep})
+	s.r.record(results.EventSweepInterval, results.SweepInterval{Level: 0, Report: rep, Checked: checked})
 	t2 := time.Now()
-	if set == nil {
+	if checked.Set == nil {
 		return fmt.Errorf("report of %s seq %d refused", rep.GetAgentId(), seq)
 	}
 	s.mu.Lock()
-	s.e2e.Merge(set[hdr.E2E])
-	added, err := s.merger.Add(rep)
+	s.e2e.Merge(checked.Set[hdr.E2E])
+	added, err := s.merger.AddChecked(rep, checked)
 	s.mu.Unlock()
 	if added != results.Merged {
 		return fmt.Errorf("report of %s seq %d: %v, %v", rep.GetAgentId(), seq, added, err)
@@ -360,13 +360,13 @@ func (s *scaleSink) receiveLive(wire []byte, seq uint64, withMerger bool) error 
 	rep.Seq = seq
 	rep.StartUnixNano += int64(seq) * int64(time.Second)
 	rep.EndUnixNano += int64(seq) * int64(time.Second)
-	set := s.r.checkInterval(results.LevelPrefix(0), rep)
-	s.r.record(results.EventSweepInterval, results.SweepInterval{Level: 0, Report: rep})
-	if set == nil {
+	checked := s.r.checkInterval(results.LevelPrefix(0), rep)
+	s.r.record(results.EventSweepInterval, results.SweepInterval{Level: 0, Report: rep, Checked: checked})
+	if checked.Set == nil {
 		return fmt.Errorf("report of %s seq %d refused", rep.GetAgentId(), seq)
 	}
 	s.mu.Lock()
-	s.e2e.Merge(set[hdr.E2E])
+	s.e2e.Merge(checked.Set[hdr.E2E])
 	s.mu.Unlock()
 	return nil
 }

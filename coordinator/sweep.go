@@ -493,10 +493,10 @@ func (c *Coordinator) runLevel(ctx context.Context, r *recorder, spec SweepSpec,
 			// A stream silent for the silence limit is cancelled: the agent
 			// is lost with what it delivered, and nothing it sends later counts.
 			got, err := runWatched(ctx, cl.ag, cl.m.Name, req, c.agentSilence(), func(rep *pb.IntervalReport) error {
-				set := r.checkInterval(results.LevelPrefix(li), rep)
-				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep})
-				if set != nil && !rep.GetWarmup() {
-					if h, ok := set[hdr.E2E]; ok {
+				checked := r.checkInterval(results.LevelPrefix(li), rep)
+				r.record(results.EventSweepInterval, results.SweepInterval{Level: li, Report: rep, Checked: checked})
+				if checked.Set != nil && !rep.GetWarmup() {
+					if h, ok := checked.Set[hdr.E2E]; ok {
 						mu.Lock()
 						e2e.Merge(h)
 						mu.Unlock()

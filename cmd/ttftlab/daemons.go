@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -267,6 +269,8 @@ func agentLabels(operator map[string]string) map[string]string {
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("report", stderr)
+	var ef sweepExportFlags
+	ef.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -274,10 +278,46 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("report takes one run directory (results/<run>), got %d arguments", fs.NArg())
 	}
 	dir := fs.Arg(0)
+	set := setFlags(fs)
+	if ef.detailed {
+		return errors.New("--save-detailed cannot be rebuilt: the per-request arrays (ttfts, itls, input_lens, ...) never reach events.jsonl, which holds the agents' histograms and exact sums; leave it out")
+	}
+	if ef.dir == "" {
+		for _, name := range []string{"metric-percentiles", "percentile-metrics", "result-label"} {
+			if set[name] {
+				return fmt.Errorf("--%s shapes the --save-result files: add --save-result DIR", name)
+			}
+		}
+	}
+	opts, err := ef.options()
+	if err != nil {
+		return err
+	}
 	if _, err := results.RenderDir(dir); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "rendered results.json and the reports in %s\n", dir)
+	// A sweep's run directory always holds save_result/ with vLLM's
+	// default options, as the coordinator wrote it; a client's
+	// --save-result copy (its own options, on its own disk) is not
+	// recorded in the run, so it is rebuilt only when asked, here.
+	written, err := results.ExportSweepDir(dir, "", results.ExportOptions{})
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", results.SaveResultDir, err)
+	}
+	if len(written) > 0 {
+		fmt.Fprintf(stdout, "rebuilt %d vLLM --save-result files (default options) in %s\n", len(written), filepath.Join(dir, results.SaveResultDir))
+	}
+	if ef.dir != "" {
+		w, err := results.ExportSweepDir(dir, ef.dir, opts)
+		if err != nil {
+			return fmt.Errorf("--save-result: %w", err)
+		}
+		if len(w) == 0 {
+			return fmt.Errorf("--save-result %s: %s is not a sweep's run (no sweep_start, or a restart grid or fleet): only sweeps have vLLM --save-result files; ttftlab load writes its own at the end of the run", ef.dir, dir)
+		}
+		fmt.Fprintf(stdout, "wrote %d vLLM --save-result files in %s\n", len(w), ef.dir)
+	}
 	return nil
 }
 

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,8 +37,12 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var cf coordinatorFlags
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "write the runs as a JSON array instead of a table")
+	limit := fs.Int("limit", 20, "list at most this many done runs, the newest first (0: every one the coordinator keeps, at most 100); queued and running runs are always listed")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *limit < 0 {
+		return fmt.Errorf("--limit %d: give 0 (every done run the coordinator keeps) or a positive count", *limit)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: runs takes only flags", fs.Arg(0))
@@ -50,10 +56,36 @@ func runRuns(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("list runs: %w", err)
 	}
+	runs := newestDone(resp.GetRuns(), *limit)
 	if *asJSON {
-		return writeRunsJSON(stdout, resp.GetRuns())
+		return writeRunsJSON(stdout, runs)
 	}
-	return writeRunsTable(stdout, resp.GetRuns())
+	return writeRunsTable(stdout, runs)
+}
+
+// newestDone orders the done runs newest first (by end, then start) and
+// keeps at most limit of them (0: all), followed by the queued and running
+// runs in the coordinator's order. The coordinator also lists the runs it
+// read back from its results directory after a restart.
+func newestDone(runs []*pb.RunInfo, limit int) []*pb.RunInfo {
+	var done, active []*pb.RunInfo
+	for _, r := range runs {
+		if r.GetState() == "done" {
+			done = append(done, r)
+		} else {
+			active = append(active, r)
+		}
+	}
+	slices.SortStableFunc(done, func(a, b *pb.RunInfo) int {
+		if c := cmp.Compare(b.GetEndUnixNano(), a.GetEndUnixNano()); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.GetStartUnixNano(), a.GetStartUnixNano())
+	})
+	if limit > 0 && len(done) > limit {
+		done = done[:limit]
+	}
+	return append(done, active...)
 }
 
 func unixTime(ns int64) *time.Time {

@@ -170,3 +170,30 @@ func TestDescribeQueueEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestRunsLimitKeepsTheNewestDone checks --limit: the newest done runs
+// first, at most the limit, every queued and running run kept, and a
+// negative limit refused naming it.
+func TestRunsLimitKeepsTheNewestDone(t *testing.T) {
+	runs := []*pb.RunInfo{
+		{RunId: "old", State: "done", EndUnixNano: 1},
+		{RunId: "newest", State: "done", EndUnixNano: 3},
+		{RunId: "mid", State: "done", EndUnixNano: 2},
+		{RunId: "running", State: "running"},
+		{RunId: "waiting", State: "queued", Position: 1},
+	}
+	var ids []string
+	for _, r := range newestDone(runs, 2) {
+		ids = append(ids, r.GetRunId())
+	}
+	if got := strings.Join(ids, ","); got != "newest,mid,running,waiting" {
+		t.Errorf("--limit 2 lists %s", got)
+	}
+	if got := len(newestDone(runs, 0)); got != 5 {
+		t.Errorf("--limit 0 lists %d runs, want 5", got)
+	}
+	err := run(t.Context(), []string{"runs", "--coordinator", "127.0.0.1:1", "--limit", "-1"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--limit -1") {
+		t.Errorf("--limit -1: %v, want an error naming it", err)
+	}
+}

@@ -46,16 +46,9 @@ func (f *sweepExportFlags) exporter(set map[string]bool) (*sweepExport, error) {
 		}
 		return nil, nil
 	}
-	if fi, err := os.Stat(f.dir); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("--save-result %s is a file: a sweep writes one file per level, give a directory", f.dir)
-	}
-	opts := results.ExportOptions{Label: f.label}
-	var err error
-	if opts.Percentiles, err = benchjson.ParsePercentiles(f.percentiles); err != nil {
-		return nil, fmt.Errorf("--metric-percentiles: %w", err)
-	}
-	if opts.Metrics, err = benchjson.ParseMetrics(f.metrics); err != nil {
-		return nil, fmt.Errorf("--percentile-metrics: %w", err)
+	opts, err := f.options()
+	if err != nil {
+		return nil, err
 	}
 	exp, err := results.NewSweepExporter(opts)
 	if err != nil {
@@ -65,6 +58,26 @@ func (f *sweepExportFlags) exporter(set map[string]bool) (*sweepExport, error) {
 		return nil, fmt.Errorf("--save-result: %w", err)
 	}
 	return &sweepExport{dir: f.dir, exp: exp}, nil
+}
+
+// options checks --save-result DIR (not a file) and parses the options
+// that shape its files.
+func (f *sweepExportFlags) options() (results.ExportOptions, error) {
+	if fi, err := os.Stat(f.dir); err == nil && !fi.IsDir() {
+		return results.ExportOptions{}, fmt.Errorf("--save-result %s is a file: a sweep writes one file per level, give a directory", f.dir)
+	}
+	opts := results.ExportOptions{Label: f.label}
+	var err error
+	if opts.Percentiles, err = benchjson.ParsePercentiles(f.percentiles); err != nil {
+		return opts, fmt.Errorf("--metric-percentiles: %w", err)
+	}
+	if opts.Metrics, err = benchjson.ParseMetrics(f.metrics); err != nil {
+		return opts, fmt.Errorf("--percentile-metrics: %w", err)
+	}
+	if err := opts.Validate(); err != nil {
+		return opts, fmt.Errorf("--percentile-metrics: %w", err)
+	}
+	return opts, nil
 }
 
 // sweepExport writes each level's file into dir as the level_end event

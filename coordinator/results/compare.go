@@ -69,6 +69,8 @@ type CompareLevel struct {
 	All   *Merger
 	// Agents are each agent's reports merged alone, by agent id.
 	Agents map[string]*Merger
+	// dec decodes each report's histograms once, for both merges.
+	dec hdr.Decoder
 }
 
 func (l *CompareLevel) add(rep *pb.IntervalReport) error {
@@ -84,8 +86,11 @@ func (l *CompareLevel) add(rep *pb.IntervalReport) error {
 	// A report whose histograms are refused keeps its counts (as the
 	// run's own report does); the comparison notes it through the merger's
 	// lossless check.
-	_, _ = m.Add(rep)
-	_, _ = l.All.Add(rep)
+	// Decoded once for both merges.
+	set, err := ReportHistogramsWith(&l.dec, rep)
+	c := &Checked{Set: set, Err: err}
+	_, _ = m.AddChecked(rep, c)
+	_, _ = l.All.AddChecked(rep, c)
 	return nil
 }
 

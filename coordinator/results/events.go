@@ -2,6 +2,7 @@ package results
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,6 +217,11 @@ type LevelStart struct {
 type SweepInterval struct {
 	Level  int
 	Report *pb.IntervalReport
+	// Checked, when set, is the report's histograms as the recorder
+	// decoded and checked them on arrival, so that an observer that merges
+	// the report (the dashboard) does not decode it again. It is not
+	// written to events.jsonl.
+	Checked *Checked
 }
 
 type sweepIntervalJSON struct {
@@ -455,33 +461,59 @@ func EncodeData(v any) (json.RawMessage, error) {
 	return json.Marshal(v)
 }
 
+// MaxEventLine is the longest events.jsonl line a reader accepts: an
+// interval report with every histogram at full size is far below it.
+const MaxEventLine = 64 << 20
+
 // ReadEvents reads events.jsonl from r. A torn last line (the process died
 // mid-write) is skipped; any other bad line is an error naming its number.
 // name names the source in errors.
 func ReadEvents(r io.Reader, name string) ([]Event, error) {
 	var out []Event
+	err := ScanEvents(r, name, func(ev Event) error {
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ScanEvents reads events.jsonl from r one line at a time and calls fn with
+// each event, so that a reader keeps only what it needs; fn's error stops
+// the scan and is returned. The checks are ReadEvents': a line longer than
+// MaxEventLine is an error, a torn last line is skipped, any other bad line
+// is an error naming its number (fn has then seen the lines before it).
+// The event's Data is its own copy; fn may keep it.
+func ScanEvents(r io.Reader, name string, fn func(Event) error) error {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 64*1024*1024)
+	sc.Buffer(make([]byte, 0, 64*1024), MaxEventLine)
 	lineNo := 0
 	var pendingErr error
 	for sc.Scan() {
 		lineNo++
 		if pendingErr != nil {
-			return nil, pendingErr
+			return pendingErr
 		}
-		line := strings.TrimSpace(sc.Text())
+		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		var ev Event
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+		if err := json.Unmarshal(line, &ev); err != nil {
 			pendingErr = fmt.Errorf("%s line %d: %w", name, lineNo, err)
 			continue
 		}
-		out = append(out, ev)
+		if err := fn(ev); err != nil {
+			return err
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("%s line %d is longer than %d MiB, the most an event may be: not an events.jsonl ttftlab wrote", name, lineNo+1, MaxEventLine>>20)
+		}
+		return fmt.Errorf("read events: %w", err)
 	}
-	return out, nil
+	return nil
 }

@@ -294,3 +294,58 @@ func levelPromptLens(l *LevelResult, m *Merger) {
 		l.PromptLenCounts, l.PromptLenSource, l.InputTokens = &c, c.Source(), &n
 	}
 }
+
+// ExportSweepDir rebuilds a sweep's vLLM-format level files from runDir's
+// events.jsonl, read one line at a time through a SweepExporter with opts,
+// and writes them into dir (runDir's save_result/ when dir is ""). The
+// files are those the run wrote as its levels ended, since the exporter sees
+// the same events in the same order. It returns the paths written; none,
+// and no error, for a run that is not a sweep (a baseline, a restart grid or
+// a fleet writes no save_result/).
+func ExportSweepDir(runDir, dir string, opts ExportOptions) ([]string, error) {
+	exp, err := NewSweepExporter(opts)
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		dir = filepath.Join(runDir, SaveResultDir)
+	}
+	path := filepath.Join(runDir, EventsFile)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer f.Close()
+	var files []*LevelFile
+	sweep, other := false, false
+	err = ScanEvents(f, path, func(ev Event) error {
+		switch ev.Kind {
+		case EventSweepStart:
+			sweep = true
+		case EventGridStart, EventFleetStart:
+			other = true
+		}
+		if other {
+			return nil
+		}
+		lf, err := exp.Add(ev)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if lf != nil {
+			files = append(files, lf)
+		}
+		return nil
+	})
+	if err != nil || !sweep || other {
+		return nil, err
+	}
+	var written []string
+	for _, lf := range files {
+		if err := SaveLevelFile(dir, lf); err != nil {
+			return written, err
+		}
+		written = append(written, filepath.Join(dir, lf.Name))
+	}
+	return written, nil
+}

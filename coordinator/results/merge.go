@@ -228,6 +228,28 @@ func NewMerger() *Merger {
 // Add merges one report. A duplicate is not counted again. The error is
 // set only with Refused, naming the agent, the interval and the reason.
 func (m *Merger) Add(rep *pb.IntervalReport) (Added, error) {
+	return m.add(rep, nil)
+}
+
+// Checked is a report's histograms as ReportHistograms (or
+// ReportHistogramsWith) returned them: the decoded set, or the error that
+// refused it.
+type Checked struct {
+	Set hdr.Set
+	Err error
+}
+
+// AddChecked is Add for a report whose histograms the caller already
+// decoded and checked with ReportHistograms: c is what that returned for
+// this very report. It lets a caller that validates each report as it
+// arrives (the coordinator's recorder), or that merges one report into
+// several Mergers (compare), decode it once. The histograms are only read.
+// A nil c decodes as Add does.
+func (m *Merger) AddChecked(rep *pb.IntervalReport, c *Checked) (Added, error) {
+	return m.add(rep, c)
+}
+
+func (m *Merger) add(rep *pb.IntervalReport, c *Checked) (Added, error) {
 	// One agent runs several probes per baseline, each numbering its
 	// reports from the start, so a duplicate is the same agent, sequence
 	// number and interval.
@@ -278,7 +300,13 @@ func (m *Merger) Add(rep *pb.IntervalReport) (Added, error) {
 	}
 	m.IntervalEndNs = max(m.IntervalEndNs, rep.GetEndUnixNano())
 	m.PromptTokens += rep.GetPromptTokens()
-	set, err := ReportHistogramsWith(&m.dec, rep)
+	var set hdr.Set
+	var err error
+	if c != nil {
+		set, err = c.Set, c.Err
+	} else {
+		set, err = ReportHistogramsWith(&m.dec, rep)
+	}
 	if err != nil {
 		return Refused, err
 	}

@@ -42,9 +42,15 @@ func Render(events []Event) (*Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.addHTML(events)
+	return r, nil
+}
+
+// addHTML renders report.html from the report, the plots and the events'
+// settings.
+func (r *Rendered) addHTML(events []Event) {
 	runID, status := r.identity()
 	r.Files[HTMLReport] = renderHTML(string(r.Files[r.Report]), r.Files, events, runID, status)
-	return r, nil
 }
 
 // identity returns the rendered run's id and status.
@@ -76,15 +82,7 @@ func render(events []Event) (*Rendered, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build sweep results: %w", err)
 		}
-		out := &Rendered{Sweep: res, Report: SweepReport, Files: map[string][]byte{}}
-		for name, svg := range renderSweepPlots(res) {
-			out.Files[name] = []byte(svg)
-		}
-		if c, ok := sweepTimeline(events, res); ok {
-			out.Files[SweepTimelineSVG] = []byte(c.SVG())
-		}
-		out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
-		return out, nil
+		return renderSweep(events, res), nil
 	}
 	res, err := Build(events)
 	if err != nil {
@@ -102,6 +100,20 @@ func render(events []Event) (*Rendered, error) {
 	}
 	out.Files[BaselineReport] = []byte(RenderMarkdown(res))
 	return out, nil
+}
+
+// renderSweep renders a sweep's report and plots; events need hold only
+// the samples and the settings (RenderDir leaves the interval reports out).
+func renderSweep(events []Event, res *SweepResults) *Rendered {
+	out := &Rendered{Sweep: res, Report: SweepReport, Files: map[string][]byte{}}
+	for name, svg := range renderSweepPlots(res) {
+		out.Files[name] = []byte(svg)
+	}
+	if c, ok := sweepTimeline(events, res); ok {
+		out.Files[SweepTimelineSVG] = []byte(c.SVG())
+	}
+	out.Files[SweepReport] = []byte(RenderSweepMarkdown(res))
+	return out
 }
 
 // WriteJSON writes the results (results.json) as indented JSON.
@@ -143,12 +155,7 @@ func RenderDir(dir string) (res *Results, err error) {
 // that a node directory cannot lead back into a fleet.
 func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 	defer recoverRender(dir, &res, &err)
-	f, err := os.Open(filepath.Join(dir, EventsFile))
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	events, err := ReadEvents(f, filepath.Join(dir, EventsFile))
-	f.Close()
+	events, sweep, err := scanRun(filepath.Join(dir, EventsFile))
 	if err != nil {
 		return nil, err
 	}
@@ -158,8 +165,15 @@ func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 		}
 		return nil, renderFleetDir(dir, events)
 	}
-	r, err := Render(events)
-	if err != nil {
+	var r *Rendered
+	if sweep != nil {
+		res, err := sweep.finish()
+		if err != nil {
+			return nil, fmt.Errorf("%s: build sweep results: %w", dir, err)
+		}
+		r = renderSweep(events, res)
+		r.addHTML(events)
+	} else if r, err = Render(events); err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	var js strings.Builder
@@ -182,6 +196,55 @@ func renderDir(dir string, allowFleet bool) (res *Results, err error) {
 		return r.Baseline, err
 	}
 	return r.Baseline, nil
+}
+
+// scanRun reads a run's events.jsonl one line at a time. A sweep's events
+// go to a sweepBuilder as they are read and its interval reports are not
+// kept: the builder keeps each level's merged histograms instead, so a long
+// sweep or one of many agents renders in memory that grows with its levels
+// and samples, not with its reports. It returns the events kept and the
+// builder; for any other run (a baseline, a restart grid, a fleet, whose
+// reports are few) it returns every event and a nil builder.
+func scanRun(path string) ([]Event, *sweepBuilder, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read events: %w", err)
+	}
+	defer f.Close()
+	var kept []Event
+	b := newSweepBuilder()
+	other, dropped := false, false
+	err = ScanEvents(f, path, func(ev Event) error {
+		switch ev.Kind {
+		case EventGridStart, EventFleetStart:
+			other = true
+		}
+		if !other {
+			b.add(ev)
+		}
+		if ev.Kind == EventSweepInterval && !other {
+			dropped = true
+			return nil
+		}
+		kept = append(kept, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !other && isSweep(kept) {
+		return kept, b, nil
+	}
+	if !dropped {
+		return kept, nil, nil
+	}
+	// Not a sweep after all (a grid's sweep intervals came before its
+	// grid_start, or a stray sweep_interval): read it whole.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, fmt.Errorf("read events: %w", err)
+	}
+	kept, err = ReadEvents(f, path)
+	return kept, nil, err
 }
 
 // ResultFileMode is the mode of result files: readable by all, as results

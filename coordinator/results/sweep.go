@@ -2,6 +2,7 @@ package results
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -183,94 +184,137 @@ func isSweep(events []Event) bool {
 // BuildSweep turns a sweep's events into SweepResults. It asserts, per level,
 // that the merged TTFT count equals the sum of the agents' counts.
 func BuildSweep(events []Event) (*SweepResults, error) {
-	payloads, err := decodeAll(events)
+	b := newSweepBuilder()
+	for _, ev := range events {
+		b.add(ev)
+	}
+	return b.finish()
+}
+
+// sweepBuilder builds SweepResults one event at a time, so that RenderDir
+// can stream a sweep's events.jsonl: it keeps each level's merged
+// histograms, the host samples and the small per-interval token spans, not
+// the interval reports themselves. Each payload is decoded once.
+type sweepBuilder struct {
+	res     *SweepResults
+	samples []timedSample
+	mergers map[int]*Merger
+	warns   warnings
+	byLevel map[int]*LevelResult
+	// n counts the events added; err is the first bad event's error, after
+	// which events are ignored.
+	n   int
+	err error
+}
+
+func newSweepBuilder() *sweepBuilder {
+	return &sweepBuilder{res: &SweepResults{Kind: "sweep", Status: "incomplete", Levels: []LevelResult{}},
+		mergers: map[int]*Merger{}, byLevel: map[int]*LevelResult{}}
+}
+
+func (b *sweepBuilder) level(i int) *LevelResult {
+	l, ok := b.byLevel[i]
+	if !ok {
+		l = &LevelResult{Level: i, ErrorsByKind: map[string]uint64{}, Metrics: map[string]hdr.Summary{}, Coverage: map[string]*LevelCoverage{}}
+		b.byLevel[i] = l
+		b.mergers[i] = NewMerger()
+	}
+	return l
+}
+
+func levelCoverage(l *LevelResult, agent string) *LevelCoverage {
+	cov, ok := l.Coverage[agent]
+	if !ok {
+		cov = &LevelCoverage{}
+		l.Coverage[agent] = cov
+	}
+	return cov
+}
+
+// add decodes one event and adds it; an event of a kind this version does
+// not know is skipped, a bad one stops the build (finish returns its error).
+func (b *sweepBuilder) add(ev Event) {
+	if b.err != nil {
+		return
+	}
+	b.n++
+	v, err := Decode(ev)
+	if errors.Is(err, ErrUnknownKind) {
+		return
+	}
 	if err != nil {
-		return nil, err
+		b.err = fmt.Errorf("event %d: %w", b.n, err)
+		return
 	}
-	res := &SweepResults{Kind: "sweep", Status: "incomplete", Levels: []LevelResult{}}
-	var samples []timedSample
-	mergers := map[int]*Merger{}
-	var warns warnings
-	byLevel := map[int]*LevelResult{}
-	level := func(i int) *LevelResult {
-		l, ok := byLevel[i]
-		if !ok {
-			l = &LevelResult{Level: i, ErrorsByKind: map[string]uint64{}, Metrics: map[string]hdr.Summary{}, Coverage: map[string]*LevelCoverage{}}
-			byLevel[i] = l
-			mergers[i] = NewMerger()
+	res, mergers, level, coverage := b.res, b.mergers, b.level, levelCoverage
+	switch p := v.(type) {
+	case SweepStart:
+		res.RunID, res.BaseURL, res.Model, res.API = p.RunID, p.BaseURL, p.Model, p.API
+		res.Transport, res.FirstTokenClock = p.Transport, p.FirstTokenClock
+		// Settings as numbers, not protojson's int64 strings.
+		res.Load, res.Workload = NumericJSON[pb.LoadModel](p.Load), NumericJSON[pb.Workload](p.Workload)
+		if !isNull(p.Generator) {
+			res.Generator = NumericJSON[pb.WorkloadGen](p.Generator)
 		}
-		return l
-	}
-	coverage := func(l *LevelResult, agent string) *LevelCoverage {
-		cov, ok := l.Coverage[agent]
-		if !ok {
-			cov = &LevelCoverage{}
-			l.Coverage[agent] = cov
+		res.StartedAt = time.Unix(0, ev.T).UTC()
+	case *pb.InfoResponse:
+		res.Node = nodeFacts(p)
+	case *pb.EngineInfo:
+		e := engineFacts(p)
+		res.Engine, res.Simulated = &e, p.GetSimulated()
+	case Warning:
+		b.warns.addRecorded(p.Message)
+	case RunEnd:
+		res.Status, res.Error, res.FinishedAt = p.Status, p.Error, time.Unix(0, ev.T).UTC()
+	case TargetVersion:
+		res.TargetVersion = p.Version
+		res.Simulated = res.Simulated || strings.Contains(p.Version, "+sim")
+	case *pb.HostSample:
+		b.samples = append(b.samples, timed(ev, p))
+	case LevelStart:
+		l := level(p.Level)
+		l.Value, l.Agents, l.barrierNs = p.Value, p.Agents, p.StartNs
+		l.DurationMs, l.warmupMs, l.DurationReason = p.DurationMs, p.WarmupMs, p.DurationReason
+		for _, a := range p.Agents {
+			l.Coverage[a] = &LevelCoverage{}
 		}
-		return cov
-	}
-	for i, ev := range events {
-		switch p := payloads[i].(type) {
-		case SweepStart:
-			res.RunID, res.BaseURL, res.Model, res.API = p.RunID, p.BaseURL, p.Model, p.API
-			res.Transport, res.FirstTokenClock = p.Transport, p.FirstTokenClock
-			// Settings as numbers, not protojson's int64 strings.
-			res.Load, res.Workload = NumericJSON[pb.LoadModel](p.Load), NumericJSON[pb.Workload](p.Workload)
-			if !isNull(p.Generator) {
-				res.Generator = NumericJSON[pb.WorkloadGen](p.Generator)
-			}
-			res.StartedAt = time.Unix(0, ev.T).UTC()
-		case *pb.InfoResponse:
-			res.Node = nodeFacts(p)
-		case *pb.EngineInfo:
-			e := engineFacts(p)
-			res.Engine, res.Simulated = &e, p.GetSimulated()
-		case Warning:
-			warns.addRecorded(p.Message)
-		case RunEnd:
-			res.Status, res.Error, res.FinishedAt = p.Status, p.Error, time.Unix(0, ev.T).UTC()
-		case TargetVersion:
-			res.TargetVersion = p.Version
-			res.Simulated = res.Simulated || strings.Contains(p.Version, "+sim")
-		case *pb.HostSample:
-			samples = append(samples, timed(ev, p))
-		case LevelStart:
-			l := level(p.Level)
-			l.Value, l.Agents, l.barrierNs = p.Value, p.Agents, p.StartNs
-			l.DurationMs, l.warmupMs, l.DurationReason = p.DurationMs, p.WarmupMs, p.DurationReason
-			for _, a := range p.Agents {
-				l.Coverage[a] = &LevelCoverage{}
-			}
-		case SweepInterval:
-			rep := p.Report
-			l := level(p.Level)
-			added, err := mergers[p.Level].Add(rep)
-			switch added {
-			case Duplicate:
-				// A report recorded twice (a retried write, a replayed log) counts once.
-				warns.addDerived(fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", p.Level+1, rep.GetAgentId(), rep.GetSeq()))
-				continue
-			case Warmup:
-				l.WarmupIntervals++
-			case Refused:
-				// A bad report's histograms are left out; the sweep goes on.
-				warns.addDerived(LevelPrefix(p.Level) + BadHistogramsWarning(err))
-			}
-			cov := coverage(l, rep.GetAgentId())
-			cov.Intervals++
-			cov.Final = cov.Final || rep.GetFinal()
-			cov.lastEndNs = max(cov.lastEndNs, rep.GetEndUnixNano())
-			if n := rep.GetOutputTokensStreamed(); n > 0 {
-				// Warm-up requests' tokens count too when they arrive inside
-				// the window: they are load the server carried in it.
-				l.streamed = append(l.streamed, tokenSpan{rep.GetStartUnixNano(), rep.GetEndUnixNano(), n})
-			}
-		case AgentLost:
-			cov := coverage(level(p.Level), p.Agent)
-			cov.Lost, cov.Error, cov.InFlight = true, p.Error, p.InFlight
+	case SweepInterval:
+		rep := p.Report
+		l := level(p.Level)
+		added, err := mergers[p.Level].Add(rep)
+		switch added {
+		case Duplicate:
+			// A report recorded twice (a retried write, a replayed log) counts once.
+			b.warns.addDerived(fmt.Sprintf("level %d: agent %s report %d recorded twice; counted once", p.Level+1, rep.GetAgentId(), rep.GetSeq()))
+			return
+		case Warmup:
+			l.WarmupIntervals++
+		case Refused:
+			// A bad report's histograms are left out; the sweep goes on.
+			b.warns.addDerived(LevelPrefix(p.Level) + BadHistogramsWarning(err))
 		}
+		cov := coverage(l, rep.GetAgentId())
+		cov.Intervals++
+		cov.Final = cov.Final || rep.GetFinal()
+		cov.lastEndNs = max(cov.lastEndNs, rep.GetEndUnixNano())
+		if n := rep.GetOutputTokensStreamed(); n > 0 {
+			// Warm-up requests' tokens count too when they arrive inside
+			// the window: they are load the server carried in it.
+			l.streamed = append(l.streamed, tokenSpan{rep.GetStartUnixNano(), rep.GetEndUnixNano(), n})
+		}
+	case AgentLost:
+		cov := coverage(level(p.Level), p.Agent)
+		cov.Lost, cov.Error, cov.InFlight = true, p.Error, p.InFlight
 	}
-	res.Warnings = warns.list
+}
+
+// finish asserts each level's merge and returns the results.
+func (b *sweepBuilder) finish() (*SweepResults, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	res, samples, mergers, byLevel := b.res, b.samples, b.mergers, b.byLevel
+	res.Warnings = b.warns.list
 	keys := make([]int, 0, len(byLevel))
 	for k := range byLevel {
 		keys = append(keys, k)
