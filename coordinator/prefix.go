@@ -12,6 +12,7 @@ import (
 
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -117,9 +118,14 @@ func (s PrefixSpec) withDefaults() PrefixSpec {
 	return s
 }
 
-// Validate names the bad field and the fix.
+// Validate names the bad field and the fix: each error about one field is a
+// specerr.FieldError under the field's name in RunPrefixRequest, so that a
+// front end can name its own flag.
 func (s PrefixSpec) Validate() error {
 	var errs []error
+	bad := func(field string, v any, format string, a ...any) {
+		errs = append(errs, specerr.New(field, v, format, a...))
+	}
 	const maxLen = 1 << 20
 	if len(s.PrefixLens) == 0 && len(s.HitRatios) == 0 {
 		errs = append(errs, errors.New("prefix_lens and hit_ratios are both empty: give at least one prefix length, e.g. 0,256,1024,4096"))
@@ -129,28 +135,28 @@ func (s PrefixSpec) Validate() error {
 	}
 	for _, l := range s.PrefixLens {
 		if l < 0 || l > maxLen {
-			errs = append(errs, fmt.Errorf("prefix_len %d is out of range: use 0..%d tokens", l, maxLen))
+			bad("prefix_lens", l, "is out of range: use 0..%d tokens", maxLen)
 		}
 	}
 	for _, h := range s.HitRatios {
 		if !(h >= 0 && h <= 1) {
-			errs = append(errs, fmt.Errorf("hit_ratio %g is out of range: use a fraction in [0, 1], e.g. 0,0.5,1", h))
+			bad("hit_ratios", h, "is out of range: use a fraction in [0, 1], e.g. 0,0.5,1")
 		}
 	}
 	if s.SuffixLen < 1 || s.SuffixLen > maxLen {
-		errs = append(errs, fmt.Errorf("suffix_len %d is out of range: use 1..%d tokens", s.SuffixLen, maxLen))
+		bad("suffix_len", s.SuffixLen, "is out of range: use 1..%d tokens", maxLen)
 	}
 	if len(s.HitRatios) > 0 && (s.HitPrefixLen < 16 || s.HitPrefixLen > maxLen) {
-		errs = append(errs, fmt.Errorf("hit_prefix_len %d is out of range: the hit-ratio sweep shares a prefix of at least one 16-token block; use 16..%d", s.HitPrefixLen, maxLen))
+		bad("hit_prefix_len", s.HitPrefixLen, "is out of range: the hit-ratio sweep shares a prefix of at least one 16-token block; use 16..%d", maxLen)
 	}
 	if s.Concurrency < 1 || s.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("concurrency %d is out of range: use 1..4096", s.Concurrency))
+		bad("concurrency", s.Concurrency, "is out of range: use 1..4096")
 	}
 	if s.Repeats < 1 || s.Repeats > 1000 {
-		errs = append(errs, fmt.Errorf("repeats %d is out of range: use 1..1000 requests per cold and hot step", s.Repeats))
+		bad("repeats", s.Repeats, "is out of range: use 1..1000 requests per cold and hot step")
 	}
 	if s.OutputLen < 1 || s.OutputLen > 4096 {
-		errs = append(errs, fmt.Errorf("output_len %d is out of range: use 1..4096 tokens", s.OutputLen))
+		bad("output_len", s.OutputLen, "is out of range: use 1..4096 tokens")
 	}
 	if mml := int(s.Knobs.GetMaxModelLen()); mml > 0 {
 		longest := s.HitPrefixLen
@@ -158,21 +164,21 @@ func (s PrefixSpec) Validate() error {
 			longest = max(longest, slices.Max(s.PrefixLens))
 		}
 		if need := longest + s.SuffixLen + s.OutputLen; need > mml {
-			errs = append(errs, fmt.Errorf("max_model_len %d is shorter than the longest request (prefix %d + suffix %d + output %d = %d tokens): raise max_model_len or shorten the prefixes", mml, longest, s.SuffixLen, s.OutputLen, need))
+			errs = append(errs, specerr.New("knobs.max_model_len", mml, "is shorter than the longest request (prefix %d + suffix %d + output %d = %d tokens): raise {knobs.max_model_len} or shorten the prefixes", longest, s.SuffixLen, s.OutputLen, need).Refer("knobs.max_model_len"))
 		}
 	}
 	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
-		errs = append(errs, fmt.Errorf("api %q is unknown: use completions (exact prompt lengths) or chat", s.API))
+		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use completions (exact prompt lengths) or chat")
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
-		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+		bad("run_id", fmt.Sprintf("%q", s.RunID), "is not a safe directory name: use letters, digits, '.', '_' and '-'")
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
 	if s.MaxAgents < 0 {
-		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
 	}
 	if err := s.Selection.Validate(false); err != nil {
 		errs = append(errs, err)

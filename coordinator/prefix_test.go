@@ -69,8 +69,8 @@ func TestPrefixSpecValidate(t *testing.T) {
 		spec PrefixSpec
 		want string
 	}{
-		{"negative prefix", PrefixSpec{PrefixLens: []int{-1}}, "prefix_len -1 is out of range"},
-		{"hit ratio above 1", PrefixSpec{HitRatios: []float64{1.5}}, "hit_ratio 1.5 is out of range"},
+		{"negative prefix", PrefixSpec{PrefixLens: []int{-1}}, "prefix_lens -1 is out of range"},
+		{"hit ratio above 1", PrefixSpec{HitRatios: []float64{1.5}}, "hit_ratios 1.5 is out of range"},
 		{"requests longer than the context", PrefixSpec{PrefixLens: []int{4096}, Knobs: knobsMML(2048)}, "max_model_len 2048 is shorter than the longest request"},
 		{"no shareable prefix for the hit-ratio sweep", PrefixSpec{PrefixLens: []int{0}}, "hit_prefix_len 0 is out of range"},
 		{"short level", PrefixSpec{LevelDuration: time.Millisecond}, "level_duration_ms 1ms is out of range"},

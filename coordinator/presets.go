@@ -10,6 +10,7 @@ import (
 	"github.com/ttftlab/ttftlab/coordinator/results"
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/sim"
+	"github.com/ttftlab/ttftlab/internal/specerr"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -119,17 +120,22 @@ func (s PresetsSpec) inputRange() (lo, hi int) {
 	return max(1, s.InputLen/2), s.InputLen + s.InputLen/2
 }
 
-// Validate names the bad field and the fix.
+// Validate names the bad field and the fix: each error about one field is a
+// specerr.FieldError under the field's name in RunPresetsRequest, so that a
+// front end can name its own flag.
 func (s PresetsSpec) Validate() error {
 	var errs []error
+	bad := func(field string, v any, format string, a ...any) {
+		errs = append(errs, specerr.New(field, v, format, a...))
+	}
 	if len(s.MaxNumBatchedTokens) == 0 {
-		errs = append(errs, errors.New("max_num_batched_tokens is empty: give at least one, e.g. 2048,8192"))
+		bad("max_num_batched_tokens", nil, "is empty: give at least one, e.g. 2048,8192")
 	}
 	if len(s.MaxNumSeqs) == 0 {
-		errs = append(errs, errors.New("max_num_seqs is empty: give at least one, e.g. 32,128"))
+		bad("max_num_seqs", nil, "is empty: give at least one, e.g. 32,128")
 	}
 	if len(s.ChunkedPrefill) == 0 || len(s.ChunkedPrefill) > 2 || (len(s.ChunkedPrefill) == 2 && s.ChunkedPrefill[0] == s.ChunkedPrefill[1]) {
-		errs = append(errs, fmt.Errorf("chunked_prefill %v: give on, off or on,off (each once)", s.ChunkedPrefill))
+		bad("chunked_prefill", s.ChunkedPrefill, "names no setting or one twice: give on, off or on,off (each once)")
 	}
 	if n := len(s.MaxNumBatchedTokens) * len(s.MaxNumSeqs) * len(s.ChunkedPrefill); n > maxPresetsGridPoints {
 		errs = append(errs, fmt.Errorf("the grid has %d points (%d max_num_batched_tokens × %d max_num_seqs × %d chunked_prefill); each restarts the engine: give at most %d",
@@ -139,53 +145,53 @@ func (s PresetsSpec) Validate() error {
 		seen := map[int]bool{}
 		for _, v := range vs {
 			if v < lo || v > hi {
-				errs = append(errs, fmt.Errorf("%s %d is out of range: use %d..%d", name, v, lo, hi))
+				bad(name, v, "is out of range: use %d..%d", lo, hi)
 			}
 			if seen[v] {
-				errs = append(errs, fmt.Errorf("%s %d is given twice: list each value once", name, v))
+				bad(name, v, "is given twice: list each value once")
 			}
 			seen[v] = true
 		}
 	}
 	checkList("max_num_batched_tokens", s.MaxNumBatchedTokens, 1, 1<<22)
 	checkList("max_num_seqs", s.MaxNumSeqs, 1, 1<<16)
-	checkList("concurrency", s.Concurrencies, 1, 4096)
+	checkList("concurrencies", s.Concurrencies, 1, 4096)
 	if len(s.Concurrencies) == 0 || len(s.Concurrencies) > maxPresetsConcurrencies {
-		errs = append(errs, fmt.Errorf("concurrencies %v: give 1..%d closed-loop concurrencies, e.g. 8,32,64", s.Concurrencies, maxPresetsConcurrencies))
+		bad("concurrencies", s.Concurrencies, "is not 1..%d closed-loop concurrencies: give for example 8,32,64", maxPresetsConcurrencies)
 	}
 	if s.OutputLen < 1 || s.OutputLen > 4096 {
-		errs = append(errs, fmt.Errorf("output_len %d is out of range: use 1..4096 tokens", s.OutputLen))
+		bad("output_len", s.OutputLen, "is out of range: use 1..4096 tokens")
 	}
 	if s.InputLen < 2 || s.InputLen > 1<<20 {
-		errs = append(errs, fmt.Errorf("input_len %d is out of range: use 2..%d tokens (prompts are uniform in [input_len/2, 1.5·input_len])", s.InputLen, 1<<20))
+		bad("input_len", s.InputLen, "is out of range: use 2..%d tokens (prompts are uniform in [input_len/2, 1.5·input_len])", 1<<20)
 	}
 	if _, hi := s.inputRange(); s.MaxModelLen < hi+s.OutputLen || s.MaxModelLen > 1<<22 {
-		errs = append(errs, fmt.Errorf("max_model_len %d is out of range: the longest prompt (%d tokens, 1.5 × input_len) plus %d output tokens must fit, so use %d..%d, or shorten input_len",
-			s.MaxModelLen, hi, s.OutputLen, hi+s.OutputLen, 1<<22))
+		errs = append(errs, specerr.New("max_model_len", s.MaxModelLen, "is out of range: the longest prompt (%d tokens, 1.5 × {input_len}) plus %d output tokens must fit, so use %d..%d, or shorten {input_len}",
+			hi, s.OutputLen, hi+s.OutputLen, 1<<22).Refer("input_len"))
 	}
 	for _, v := range []struct {
 		name string
 		ms   float64
 	}{{"slo_ttft_ms", s.SLOTTFTMs}, {"max_ttft_ms", s.MaxTTFTMs}} {
 		if !(v.ms > 0 && v.ms <= 3.6e6) || math.IsNaN(v.ms) {
-			errs = append(errs, fmt.Errorf("%s %g is out of range: use a TTFT p95 bound in ms, 0 < bound ≤ 3600000", v.name, v.ms))
+			bad(v.name, v.ms, "is out of range: use a TTFT p95 bound in ms, 0 < bound ≤ 3600000")
 		}
 	}
 	if s.SLOTTFTMs > s.MaxTTFTMs {
-		errs = append(errs, fmt.Errorf("slo_ttft_ms %g is above max_ttft_ms %g: the interactive SLO must be the tighter bound", s.SLOTTFTMs, s.MaxTTFTMs))
+		errs = append(errs, specerr.New("slo_ttft_ms", s.SLOTTFTMs, "is above {max_ttft_ms} %g: the interactive SLO must be the tighter bound", s.MaxTTFTMs).Refer("max_ttft_ms"))
 	}
 	errs = append(errs, checkStepTimes(s.LevelDuration, s.Warmup)...)
 	if s.API != "chat" && s.API != "completions" {
-		errs = append(errs, fmt.Errorf("api %q is unknown: use completions (exact prompt lengths) or chat", s.API))
+		bad("api", fmt.Sprintf("%q", s.API), "is unknown: use completions (exact prompt lengths) or chat")
 	}
 	if s.RunID != "" && !runIDRe.MatchString(s.RunID) {
-		errs = append(errs, fmt.Errorf("run_id %q is not a safe directory name: use letters, digits, '.', '_' and '-'", s.RunID))
+		bad("run_id", fmt.Sprintf("%q", s.RunID), "is not a safe directory name: use letters, digits, '.', '_' and '-'")
 	}
 	if err := checkOutDir(s.OutDir); err != nil {
 		errs = append(errs, err)
 	}
 	if s.MaxAgents < 0 {
-		errs = append(errs, fmt.Errorf("max_agents %d is negative: use 0 for all agents", s.MaxAgents))
+		bad("max_agents", s.MaxAgents, "is negative: use 0 for all agents")
 	}
 	if err := s.Selection.Validate(false); err != nil {
 		errs = append(errs, err)

@@ -246,7 +246,7 @@ func TestPresetsSpecValidate(t *testing.T) {
 		{"prompt does not fit", func(s *PresetsSpec) { s.MaxModelLen = 2048 }, "max_model_len 2048 is out of range"},
 		{"SLO above max", func(s *PresetsSpec) { s.SLOTTFTMs, s.MaxTTFTMs = 500, 200 }, "slo_ttft_ms 500 is above max_ttft_ms 200"},
 		{"negative SLO", func(s *PresetsSpec) { s.SLOTTFTMs = -1 }, "slo_ttft_ms -1 is out of range"},
-		{"zero concurrency", func(s *PresetsSpec) { s.Concurrencies = []int{0} }, "concurrency 0 is out of range"},
+		{"zero concurrency", func(s *PresetsSpec) { s.Concurrencies = []int{0} }, "concurrencies 0 is out of range"},
 		{"too many points", func(s *PresetsSpec) {
 			s.MaxNumBatchedTokens = []int{1024, 2048, 4096, 8192, 16384, 32768}
 			s.MaxNumSeqs = []int{1, 2, 4, 8, 16, 32}

@@ -129,15 +129,15 @@ func TestE2EAgentKilledMidSweep(t *testing.T) {
 	began := time.Now()
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "lost", "--levels", "4", "--level-duration", "6s", "--agent-loss", "continue")...)
 	// Two intervals (≈2 s of load) in, while its requests are in flight.
-	sweep.waitLog(intervalLine("agent2", 1), 30*time.Second)
-	victim.kill()
+	sweep.WaitLog(intervalLine("agent2", 1), 30*time.Second)
+	victim.Kill()
 	killedAt := time.Since(began)
 
-	if err := sweep.wait(30 * time.Second); err != nil {
+	if err := sweep.Wait(30 * time.Second); err != nil {
 		t.Fatalf("sweep after losing agent2 (killed at %s): %v", killedAt.Round(time.Millisecond), err)
 	}
 	t.Logf("agent2 killed at %s, sweep done after %s", killedAt.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
-	if !strings.Contains(sweep.log.String(), "run ok") {
+	if !strings.Contains(sweep.Log.String(), "run ok") {
 		t.Errorf("sweep did not report `run ok`")
 	}
 
@@ -188,7 +188,7 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 		"--base-url", url, "--model", simModel)...)
 	// Both agents are sending, and the engine sees it.
 	for _, a := range []string{"agent1", "agent2"} {
-		m := sweep.waitLog(intervalLine(a, 0), 30*time.Second)
+		m := sweep.WaitLog(intervalLine(a, 0), 30*time.Second)
 		if m[1] == "0" && m[3] == "0" {
 			t.Fatalf("%s's first interval shows no load: %q", a, m[0])
 		}
@@ -198,7 +198,7 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 		return n > 0, err
 	})
 
-	coord.kill()
+	coord.Kill()
 	killed := time.Now()
 	waitUntil(t, 3*time.Second, "engine running+waiting to drop to 0 after the coordinator's SIGKILL", func() (bool, error) {
 		n, err := engineLoad(url)
@@ -211,11 +211,11 @@ func TestE2ECoordinatorKilledStopsLoad(t *testing.T) {
 	noOrphanLoad(t, url, killed, "the coordinator's SIGKILL", a1, a2)
 	// The agents outlive their coordinator, and the CLI notices it is gone.
 	for _, a := range []*daemon{a1, a2} {
-		if a.exited() {
-			t.Errorf("%s exited when the coordinator died: %v", a.name, a.err)
+		if a.Exited() {
+			t.Errorf("%s exited when the coordinator died: %v", a.Name, a.Err())
 		}
 	}
-	if err := sweep.wait(10 * time.Second); err == nil {
+	if err := sweep.Wait(10 * time.Second); err == nil {
 		t.Errorf("sweep exited 0 although its coordinator was killed")
 	}
 }
@@ -250,7 +250,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 	// The engine is the gpunode's child running `ttftlab sim` with the
 	// argv results.json recorded.
 	var engine int
-	for pid, argv := range childrenOf(gpu.pid()) {
+	for pid, argv := range childrenOf(gpu.Pid()) {
 		if len(argv) > 1 && argv[1] == "sim" {
 			if engine != 0 {
 				t.Fatalf("two sim engines under the gpunode: %d and %d", engine, pid)
@@ -262,7 +262,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 		}
 	}
 	if engine == 0 {
-		t.Fatalf("no `ttftlab sim` child of the gpunode (pid %d): %v", gpu.pid(), childrenOf(gpu.pid()))
+		t.Fatalf("no `ttftlab sim` child of the gpunode (pid %d): %v", gpu.Pid(), childrenOf(gpu.Pid()))
 	}
 	t.Cleanup(func() {
 		if procAlive(engine) {
@@ -270,7 +270,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 		}
 	})
 	pgid, err := syscall.Getpgid(engine)
-	if err != nil || pgid == gpu.pid() {
+	if err != nil || pgid == gpu.Pid() {
 		t.Errorf("engine pgid %d (%v): want its own group, not the gpunode's", pgid, err)
 	}
 
@@ -278,7 +278,7 @@ func TestE2EGPUNodeKilledLeavesNoEngine(t *testing.T) {
 		t.Fatalf("engine pid %d is not running before the gpunode is killed", engine)
 	}
 	// Only the gpunode itself: its engine must not need the group kill.
-	if err := syscall.Kill(gpu.pid(), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(gpu.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
@@ -303,14 +303,14 @@ func TestE2ECoordinatorFrozenStopsLoad(t *testing.T) {
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "8", "--level-duration", "60s",
 		"--base-url", url, "--model", simModel)...)
 	for _, a := range []string{"agent1", "agent2"} {
-		sweep.waitLog(intervalLine(a, 0), 30*time.Second)
+		sweep.WaitLog(intervalLine(a, 0), 30*time.Second)
 	}
 	waitUntil(t, 10*time.Second, "vllm:num_requests_running > 0", func() (bool, error) {
 		n, err := engineGauge(url, "vllm:num_requests_running")
 		return n > 0, err
 	})
 
-	if err := syscall.Kill(coord.pid(), syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(coord.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	frozen := time.Now()

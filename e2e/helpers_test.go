@@ -24,10 +24,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/e2e/e2eutil"
 )
 
 // simModel is the sim's default model.
@@ -39,178 +40,22 @@ const simStartupScale = "0.02"
 // ttftlabBin returns the binary under test, or skips the test.
 func ttftlabBin(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("TTFTLAB_BIN")
-	if bin == "" {
-		t.Skip("TTFTLAB_BIN not set; run `make test-e2e` (or build bin/ttftlab and set TTFTLAB_BIN to it)")
-	}
-	abs, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatalf("TTFTLAB_BIN %q: %v", bin, err)
-	}
-	if fi, err := os.Stat(abs); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		t.Fatalf("TTFTLAB_BIN %q is not an executable file (%v): build it with `go build -o bin/ttftlab ./cmd/ttftlab`", bin, err)
-	}
-	return abs
+	return e2eutil.Bin(t, "run `make test-e2e` (or build bin/ttftlab and set TTFTLAB_BIN to it)")
 }
 
-// waitUntil polls cond every 20 ms until it returns true or timeout passes;
-// it fails the test with what, and the last error cond gave, on timeout.
+// waitUntil polls cond every 20 ms until it returns true or timeout passes.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logBuf keeps a process's output in memory, for matching, and in a file
-// under the test's temporary directory, for the post-mortem.
-type logBuf struct {
-	mu  sync.Mutex
-	f   *os.File
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	return l.f.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	e2eutil.WaitUntil(t, timeout, 20*time.Millisecond, what, cond)
 }
 
 // proc is one ttftlab process, in its own process group.
-type proc struct {
-	t       *testing.T
-	name    string
-	cmd     *exec.Cmd
-	out     *logBuf // stdout
-	log     *logBuf // stderr
-	logPath string
-	done    chan struct{} // closed once the process is reaped
-	err     error         // Wait's result, valid after done
-}
+type proc = e2eutil.Proc
 
-// start runs `bin args...` as name. Its stderr (and stdout) go to files in
-// dir; it is SIGKILLed with its whole group in t.Cleanup, and its stderr is
-// dumped when the test failed.
+// start runs `bin args...` as name, its stderr and stdout in files in dir.
 func start(t *testing.T, bin, dir, name string, args ...string) *proc {
 	t.Helper()
-	errPath := filepath.Join(dir, name+".stderr")
-	ef, err := os.Create(errPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	of, err := os.Create(filepath.Join(dir, name+".stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, name: name, out: &logBuf{f: of}, log: &logBuf{f: ef}, logPath: errPath, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.log
-	// Its own group, so a kill reaches whatever it forked in it; and it
-	// dies with the test binary, so a crashed test leaves nothing behind.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		ef.Close()
-		of.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("---- %s (pid %d) %s; stderr (%s):\n%s", name, p.pid(), strings.Join(args, " "), errPath, tail(p.log.String(), 12_000))
-			if s := p.out.String(); s != "" {
-				t.Logf("---- %s stdout:\n%s", name, tail(s, 4_000))
-			}
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// kill SIGKILLs the process group and waits until the process is reaped.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.t.Errorf("%s (pid %d) not reaped 10 s after SIGKILL", p.name, p.pid())
-	}
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to timeout for the process to exit and returns Wait's error.
-func (p *proc) wait(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		return fmt.Errorf("%s still running after %s", p.name, timeout)
-	}
-}
-
-// waitLog waits until the process's stderr matches re and returns the
-// submatches; it fails at once when the process exits first.
-func (p *proc) waitLog(re *regexp.Regexp, timeout time.Duration) []string {
-	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindStringSubmatch(p.log.String()); m != nil {
-			return m
-		}
-		if m := re.FindStringSubmatch(p.out.String()); m != nil {
-			return m
-		}
-		if p.exited() {
-			p.t.Fatalf("%s exited (%v) before logging /%s/", p.name, p.err, re)
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not log /%s/ within %s", p.name, re, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return e2eutil.Start(t, dir, name, false, append([]string{bin}, args...)...)
 }
 
 // servingRE matches the line every daemon logs once its gRPC server and
@@ -262,7 +107,7 @@ func (c *cluster) startDaemon(role, name string, extra ...string) *daemon {
 	}
 	args = append(args, extra...)
 	p := start(c.t, c.bin, c.dir, name, args...)
-	m := p.waitLog(servingRE, 15*time.Second)
+	m := p.WaitLog(servingRE, 15*time.Second)
 	if m[1] != name {
 		c.t.Fatalf("%s logged serving name=%s", name, m[1])
 	}
@@ -417,26 +262,10 @@ type sweepResults struct {
 	} `json:"levels"`
 }
 
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("decode %s: %v", path, err)
-	}
-}
+var readJSON = e2eutil.ReadJSON
 
 // u64 is a protojson uint64: a JSON string, or a number.
-type u64 uint64
-
-func (u *u64) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	v, err := strconv.ParseUint(s, 10, 64)
-	*u = u64(v)
-	return err
-}
+type u64 = e2eutil.U64
 
 // agentRequests sums, per level and agent, requests_ok over the non-warm-up
 // interval reports in events.jsonl, as the agents sent them.
@@ -494,7 +323,7 @@ func startSim(t *testing.T, bin, dir string, extra ...string) (*proc, string) {
 	args := append([]string{"sim", "--port", "0", "--startup-scale", simStartupScale, "--sim-first-request-delay", "0",
 		"--state-dir", filepath.Join(dir, "sim-state"), "--disable-log-stats", "--disable-uvicorn-access-log"}, extra...)
 	p := start(t, bin, dir, "sim", args...)
-	url := p.waitLog(uvicornRE, 20*time.Second)[1]
+	url := p.WaitLog(uvicornRE, 20*time.Second)[1]
 	waitUntil(t, 10*time.Second, "sim /health", func() (bool, error) {
 		resp, err := http.Get(url + "/health")
 		if err != nil {
@@ -577,7 +406,7 @@ var runEndRE = regexp.MustCompile(`msg="run (finished|aborted)"`)
 func noOrphanLoad(t *testing.T, url string, since time.Time, what string, agents ...*daemon) {
 	t.Helper()
 	for _, a := range agents {
-		a.waitLog(runEndRE, 4*time.Second)
+		a.WaitLog(runEndRE, 4*time.Second)
 	}
 	var busySince time.Time
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {

@@ -13,17 +13,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/e2e/e2eutil"
 )
 
 // simChild returns the pid of the `ttftlab sim` engine the gpunode runs.
 func simChild(t *testing.T, gpu *daemon) int {
 	t.Helper()
-	for pid, argv := range childrenOf(gpu.pid()) {
+	for pid, argv := range childrenOf(gpu.Pid()) {
 		if len(argv) > 1 && argv[1] == "sim" {
 			return pid
 		}
 	}
-	t.Fatalf("no `ttftlab sim` child of the gpunode (pid %d): %v", gpu.pid(), childrenOf(gpu.pid()))
+	t.Fatalf("no `ttftlab sim` child of the gpunode (pid %d): %v", gpu.Pid(), childrenOf(gpu.Pid()))
 	return 0
 }
 
@@ -33,13 +35,13 @@ var runFinishedRE = regexp.MustCompile(`(?m)^time=(\S+) level=INFO msg="run fini
 // lastRunFinished returns when the agent last logged "run finished".
 func lastRunFinished(t *testing.T, a *daemon) (time.Time, bool) {
 	t.Helper()
-	ms := runFinishedRE.FindAllStringSubmatch(a.log.String(), -1)
+	ms := runFinishedRE.FindAllStringSubmatch(a.Log.String(), -1)
 	if len(ms) == 0 {
 		return time.Time{}, false
 	}
 	at, err := time.Parse(time.RFC3339Nano, ms[len(ms)-1][1])
 	if err != nil {
-		t.Fatalf("%s: run finished at %q: %v", a.name, ms[len(ms)-1][1], err)
+		t.Fatalf("%s: run finished at %q: %v", a.Name, ms[len(ms)-1][1], err)
 	}
 	return at, true
 }
@@ -91,19 +93,19 @@ func checkAgentsStopped(t *testing.T, evs []event, agents ...*daemon) {
 	failedAt := time.Unix(0, end.T)
 	for _, a := range agents {
 		var fin time.Time
-		waitUntil(t, 5*time.Second, a.name+" to log run finished", func() (bool, error) {
+		waitUntil(t, 5*time.Second, a.Name+" to log run finished", func() (bool, error) {
 			var ok bool
 			fin, ok = lastRunFinished(t, a)
 			return ok, nil
 		})
 		if lag := fin.Sub(failedAt); lag > time.Second {
-			t.Errorf("%s finished its segment %s after the run failed, want within 1 s", a.name, lag.Round(time.Millisecond))
+			t.Errorf("%s finished its segment %s after the run failed, want within 1 s", a.Name, lag.Round(time.Millisecond))
 		}
 		// And no later segment starts: the counts stay where they stopped.
-		before := strings.Count(a.log.String(), `msg="run started"`)
+		before := strings.Count(a.Log.String(), `msg="run started"`)
 		time.Sleep(time.Second)
-		if after := strings.Count(a.log.String(), `msg="run started"`); after != before {
-			t.Errorf("%s started %d more segments after the run failed", a.name, after-before)
+		if after := strings.Count(a.Log.String(), `msg="run started"`); after != before {
+			t.Errorf("%s started %d more segments after the run failed", a.Name, after-before)
 		}
 	}
 }
@@ -121,13 +123,13 @@ func TestE2EEngineKilledMidSweep(t *testing.T) {
 
 	out := "sweeps"
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "enginekill", "--levels", "4", "--level-duration", "60s")...)
-	sweep.waitLog(intervalLine("agent1", 1), 30*time.Second)
+	sweep.WaitLog(intervalLine("agent1", 1), 30*time.Second)
 	engine := simChild(t, gpu)
 	if err := syscall.Kill(engine, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	err := sweep.wait(15 * time.Second)
+	err := sweep.Wait(15 * time.Second)
 	took := time.Since(killed)
 	t.Logf("sweep exited %s after the engine's SIGKILL: %v", took.Round(time.Millisecond), err)
 	if err == nil {
@@ -136,8 +138,8 @@ func TestE2EEngineKilledMidSweep(t *testing.T) {
 	if took > 4*time.Second {
 		t.Errorf("sweep took %s to fail after the engine died, want about 2 s", took.Round(time.Millisecond))
 	}
-	if s := sweep.log.String(); !strings.Contains(s, "SIGKILL") {
-		t.Errorf("the CLI's output does not name the signal:\n%s", tail(s, 2000))
+	if s := sweep.Log.String(); !strings.Contains(s, "SIGKILL") {
+		t.Errorf("the CLI's output does not name the signal:\n%s", e2eutil.Tail(s, 2000))
 	}
 
 	dir := filepath.Join(c.dir, "coordinator-results", out, "enginekill")
@@ -180,12 +182,12 @@ func TestE2EEngineKilledDuringBaseline(t *testing.T) {
 
 	base := start(t, c.bin, c.dir, "baseline", "baseline", "--coordinator", c.coord.grpc, "--warm-runs", "2000", "--max-tokens", "16",
 		"--out", "baselines", "--run-id", "basekill")
-	base.waitLog(regexp.MustCompile(`warm_\d+ ttft`), 60*time.Second)
+	base.WaitLog(regexp.MustCompile(`warm_\d+ ttft`), 60*time.Second)
 	if err := syscall.Kill(simChild(t, gpu), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	err := base.wait(15 * time.Second)
+	err := base.Wait(15 * time.Second)
 	took := time.Since(killed)
 	t.Logf("baseline exited %s after the engine's SIGKILL: %v", took.Round(time.Millisecond), err)
 	if err == nil {
@@ -222,12 +224,12 @@ func TestE2EGPUNodeKilledMidSweep(t *testing.T) {
 
 	out := "sweeps"
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "gpukill", "--levels", "2", "--level-duration", "60s")...)
-	sweep.waitLog(intervalLine("agent1", 1), 30*time.Second)
-	if err := syscall.Kill(gpu.pid(), syscall.SIGKILL); err != nil {
+	sweep.WaitLog(intervalLine("agent1", 1), 30*time.Second)
+	if err := syscall.Kill(gpu.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	err := sweep.wait(15 * time.Second)
+	err := sweep.Wait(15 * time.Second)
 	took := time.Since(killed)
 	t.Logf("sweep exited %s after the gpunode's SIGKILL: %v", took.Round(time.Millisecond), err)
 	if err == nil {
@@ -261,23 +263,23 @@ func TestE2EAgentFrozenMidLevel(t *testing.T) {
 
 	out := "sweeps"
 	sweep := start(t, c.bin, c.dir, "sweep", c.sweepArgs(out, "frozen", "--levels", "4", "--level-duration", "16s", "--agent-loss", "continue")...)
-	sweep.waitLog(intervalLine("agent2", 1), 30*time.Second)
-	if err := syscall.Kill(victim.pid(), syscall.SIGSTOP); err != nil {
+	sweep.WaitLog(intervalLine("agent2", 1), 30*time.Second)
+	if err := syscall.Kill(victim.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	t.Cleanup(func() { _ = syscall.Kill(victim.pid(), syscall.SIGCONT) })
-	sweep.waitLog(regexp.MustCompile(`AGENT LOST: agent2`), 10*time.Second)
+	t.Cleanup(func() { _ = syscall.Kill(victim.Pid(), syscall.SIGCONT) })
+	sweep.WaitLog(regexp.MustCompile(`AGENT LOST: agent2`), 10*time.Second)
 	lostAfter := time.Since(stopped)
 	t.Logf("agent2 marked lost %s after SIGSTOP", lostAfter.Round(time.Millisecond))
 	if lostAfter > 2500*time.Millisecond {
 		t.Errorf("agent2 marked lost %s after it froze, want within 2 s", lostAfter.Round(time.Millisecond))
 	}
 	time.Sleep(10*time.Second - time.Since(stopped))
-	if err := syscall.Kill(victim.pid(), syscall.SIGCONT); err != nil {
+	if err := syscall.Kill(victim.Pid(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	if err := sweep.wait(60 * time.Second); err != nil {
+	if err := sweep.Wait(60 * time.Second); err != nil {
 		t.Fatalf("sweep with agent_loss continue: %v", err)
 	}
 

@@ -44,10 +44,10 @@ func TestE2ECoordinatorRestartIsRejoined(t *testing.T) {
 			// coordinator and hide whether the members find it themselves.
 			time.Sleep(2 * time.Second)
 
-			old.kill()
+			old.Kill()
 			if tt.noticed {
-				gpu.waitLog(lostCoordinatorRE, 30*time.Second)
-				agent.waitLog(lostCoordinatorRE, 30*time.Second)
+				gpu.WaitLog(lostCoordinatorRE, 30*time.Second)
+				agent.WaitLog(lostCoordinatorRE, 30*time.Second)
 			}
 			restarted := c.restartCoordinator("coord", old.gossip)
 			began := time.Now()
@@ -90,12 +90,12 @@ func TestE2ECoordinatorRestartIsRejoined(t *testing.T) {
 			// The members warned at most once each about the lost
 			// coordinator, and did not repeat it while re-joining.
 			for _, d := range []*daemon{gpu, agent} {
-				log := d.log.String()
+				log := d.Log.String()
 				if n := len(lostCoordinatorRE.FindAllStringIndex(log, -1)); n > 1 {
-					t.Errorf("%s warned %d times that the coordinator was lost, want at most once", d.name, n)
+					t.Errorf("%s warned %d times that the coordinator was lost, want at most once", d.Name, n)
 				}
 				if n := strings.Count(log, "still no coordinator"); n > 1 {
-					t.Errorf("%s repeated %d times that re-joining fails, within one 30 s log interval", d.name, n)
+					t.Errorf("%s repeated %d times that re-joining fails, within one 30 s log interval", d.Name, n)
 				}
 			}
 		})
@@ -109,7 +109,7 @@ func (c *cluster) restartCoordinator(name, gossip string) *daemon {
 	c.t.Helper()
 	p := start(c.t, c.bin, c.dir, name+"-restarted", "coordinator", "--name", name, "--grpc-addr", "127.0.0.1:0",
 		"--gossip-addr", gossip, "--gossip-key-file", c.keyFile, "--out", filepath.Join(c.dir, "coordinator-results"), "--agent-silence", e2eAgentSilence)
-	m := p.waitLog(servingRE, 15*time.Second)
+	m := p.WaitLog(servingRE, 15*time.Second)
 	if m[1] != name {
 		c.t.Fatalf("restarted coordinator logged serving name=%s, want %s", m[1], name)
 	}

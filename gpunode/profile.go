@@ -18,6 +18,8 @@ import (
 
 	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/token"
+
+	"github.com/ttftlab/ttftlab/internal/vllmflag"
 )
 
 // Engine kinds a Profile can have.
@@ -587,24 +589,11 @@ func (p Profile) Argv(k Knobs, port int) ([]string, error) {
 	case KindSim:
 		argv = append(argv, "--model", k.Model)
 	}
-	argv = append(argv, "--host", p.host(), "--port", strconv.Itoa(port), "--served-model-name", k.Served())
-	if k.MaxModelLen != 0 {
-		argv = append(argv, "--max-model-len", strconv.Itoa(k.MaxModelLen))
-	}
-	if k.GPUMemoryUtilization != 0 {
-		argv = append(argv, "--gpu-memory-utilization", strconv.FormatFloat(k.GPUMemoryUtilization, 'f', -1, 64))
-	}
-	if k.MaxNumSeqs != 0 {
-		argv = append(argv, "--max-num-seqs", strconv.Itoa(k.MaxNumSeqs))
-	}
-	if k.MaxNumBatchedTokens != 0 {
-		argv = append(argv, "--max-num-batched-tokens", strconv.Itoa(k.MaxNumBatchedTokens))
-	}
-	if k.EnforceEager != nil && *k.EnforceEager {
-		argv = append(argv, "--enforce-eager")
-	}
-	argv = appendBool(argv, "enable-prefix-caching", k.EnablePrefixCaching)
-	argv = appendBool(argv, "enable-chunked-prefill", k.EnableChunkedPrefill)
+	argv = append(argv, "--host", p.host(), "--port", strconv.Itoa(port))
+	argv = append(argv, vllmflag.Knobs{MaxModelLen: k.MaxModelLen, MaxNumBatchedTokens: k.MaxNumBatchedTokens,
+		MaxNumSeqs: k.MaxNumSeqs, EnableChunkedPrefill: k.EnableChunkedPrefill, GPUMemoryUtilization: k.GPUMemoryUtilization,
+		EnablePrefixCaching: k.EnablePrefixCaching, EnforceEager: k.EnforceEager != nil && *k.EnforceEager,
+		ServedModelName: k.Served()}.Args()...)
 	if p.Kind == KindSim && k.GPU != "" {
 		argv = append(argv, "--gpu", k.GPU)
 	}
@@ -621,18 +610,6 @@ func (p Profile) Argv(k Knobs, port int) ([]string, error) {
 		argv = append(argv, "--tensor-parallel-size", strconv.Itoa(p.TensorParallelSize))
 	}
 	return argv, nil
-}
-
-// appendBool appends argparse's BooleanOptionalAction form of a tri-state.
-func appendBool(argv []string, name string, v *bool) []string {
-	switch {
-	case v == nil:
-		return argv
-	case *v:
-		return append(argv, "--"+name)
-	default:
-		return append(argv, "--no-"+name)
-	}
 }
 
 func (p Profile) commandArgv(argv []string, k Knobs, port int) ([]string, error) {

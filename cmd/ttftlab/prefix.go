@@ -130,18 +130,20 @@ func parsePrefix(args []string, stderr io.Writer) (prefixConfig, error) {
 		MaxAgents: *maxAgents, Selection: sel}
 	c.req = spec.Request()
 	if err := coordinator.ValidatePrefix(spec); err != nil {
-		return c, prefixFlagNames(err)
+		return c, prefixFlagNames().rename(err)
 	}
 	return c, nil
 }
 
-// prefixFlagNames rewrites a spec error's field names as this command's flags.
-func prefixFlagNames(err error) error {
-	r := strings.NewReplacer("prefix_lens", "--prefix-lens", "prefix_len", "--prefix-lens", "hit_ratios", "--hit-ratios", "hit_ratio", "--hit-ratios",
-		"hit_prefix_len", "--hit-prefix-len", "suffix_len", "--suffix-len", "output_len", "--output-len", "max_model_len", "--max-model-len",
-		"repeats", "--repeats", "concurrency", "--concurrency", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup",
-		"api ", "--api ", "run_id", "--run-id")
-	return errors.New(r.Replace(err.Error()))
+// prefixFlagNames maps PrefixSpec's fields (named as in RunPrefixRequest)
+// to this command's flags.
+func prefixFlagNames() flagNames {
+	return withSelectionNames(flagNames{
+		"prefix_lens": "--prefix-lens", "hit_ratios": "--hit-ratios", "hit_prefix_len": "--hit-prefix-len",
+		"suffix_len": "--suffix-len", "output_len": "--output-len", "knobs.max_model_len": "--max-model-len",
+		"repeats": "--repeats", "concurrency": "--concurrency", "level_duration_ms": "--step-duration",
+		"warmup_ms": "--step-warmup", "api": "--api", "run_id": "--run-id", "max_agents": "--max-agents",
+	})
 }
 
 // parseNonNegList reads "0,256,1024".

@@ -149,19 +149,21 @@ func parsePresets(args []string, stderr io.Writer) (presetsConfig, error) {
 		MaxTTFTMs: *maxTTFT, LevelDuration: *dur, Warmup: *warm, MaxAgents: *maxAgents, Selection: sel}
 	c.req = spec.Request()
 	if err := spec.Validate(); err != nil {
-		return c, presetsFlagNames(selectionFlagNames().rename(err))
+		return c, presetsFlagNames().rename(err)
 	}
 	return c, nil
 }
 
-// presetsFlagNames rewrites a spec error's field names as this command's flags.
-func presetsFlagNames(err error) error {
-	r := strings.NewReplacer("max_num_batched_tokens", "--max-num-batched-tokens", "max_num_seqs", "--max-num-seqs",
-		"chunked_prefill", "--chunked-prefill", "max_model_len", "--max-model-len", "concurrencies", "--concurrency",
-		"concurrency", "--concurrency", "input_len", "--input-len", "output_len", "--output-len", "slo_ttft_ms", "--slo-ttft-ms",
-		"max_ttft_ms", "--max-ttft-ms", "level_duration_ms", "--step-duration", "warmup_ms", "--step-warmup", "api ", "--api ",
-		"run_id", "--run-id", "max_agents", "--max-agents")
-	return errors.New(r.Replace(err.Error()))
+// presetsFlagNames maps PresetsSpec's fields (named as in
+// RunPresetsRequest) to this command's flags.
+func presetsFlagNames() flagNames {
+	return withSelectionNames(flagNames{
+		"max_num_batched_tokens": "--max-num-batched-tokens", "max_num_seqs": "--max-num-seqs",
+		"chunked_prefill": "--chunked-prefill", "max_model_len": "--max-model-len", "concurrencies": "--concurrency",
+		"input_len": "--input-len", "output_len": "--output-len", "slo_ttft_ms": "--slo-ttft-ms", "max_ttft_ms": "--max-ttft-ms",
+		"level_duration_ms": "--step-duration", "warmup_ms": "--step-warmup", "api": "--api", "run_id": "--run-id",
+		"max_agents": "--max-agents",
+	})
 }
 
 // runPresets runs `ttftlab presets`: in-process on the embedded defaults, or on a

@@ -24,7 +24,7 @@ func TestPresetsFlagErrors(t *testing.T) {
 		{"bad budget", []string{"--max-num-batched-tokens", "2048,lots"}, `--max-num-batched-tokens: "lots" is not a positive whole number`},
 		{"empty seqs", []string{"--max-num-seqs", ","}, "--max-num-seqs is empty"},
 		{"chunked typo", []string{"--chunked-prefill", "on,maybe"}, `--chunked-prefill: "maybe" is neither on nor off`},
-		{"chunked twice", []string{"--chunked-prefill", "on,on"}, "--chunked-prefill [true true]: give on, off or on,off"},
+		{"chunked twice", []string{"--chunked-prefill", "on,on"}, "--chunked-prefill [true true] names no setting or one twice: give on, off or on,off"},
 		{"prompts too long for max-model-len", []string{"--max-model-len", "1024"}, "--max-model-len 1024 is out of range"},
 		{"SLO above the max", []string{"--slo-ttft-ms", "2000", "--max-ttft-ms", "1000"}, "--slo-ttft-ms 2000 is above --max-ttft-ms 1000"},
 		{"concurrency 0", []string{"--concurrency", "8,0"}, `--concurrency: "0" is not a positive whole number`},

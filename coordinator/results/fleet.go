@@ -559,8 +559,11 @@ func RenderFleetMarkdown(f *FleetResults) string {
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	metrics := FleetMetrics()
 	p("# Fleet cold-start baseline\n\n")
-	p("Run `%s`: %d gpunode(s), run %s; profile %s, cold mode %s, %d warm runs per node. Status: **%s**.\n\n",
-		f.RunID, len(f.Rows), orNA(f.Order), orNA(f.Profile), orNA(f.ColdMode), f.WarmRuns, f.Status)
+	p("Run `%s`, %d gpunode(s). Status: **%s**.\n\n", f.RunID, len(f.Rows), f.Status)
+	p("Settings:\n\n%s\n", renderSettings([]Setting{
+		{"gpunodes run", orNA(f.Order)}, {"profile", orNA(f.Profile)}, {"cold mode", orNA(f.ColdMode)},
+		{"warm runs per node", fmt.Sprint(f.WarmRuns)},
+	}))
 	if f.Status != StatusOK && f.Error != "" {
 		p("**The fleet run failed:** %s\n\n", sanitizeOneLine(f.Error))
 	}

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
+
+	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 )
 
 // Restart-grid event kinds. A grid run's events.jsonl holds, in order:
@@ -302,4 +305,217 @@ func KVOnset(o *LevelObservation) bool {
 		return false
 	}
 	return (o.Preemptions != nil && *o.Preemptions > 0) || (!o.Inconclusive && KVQueued(o))
+}
+
+// GridRun is the head of a grid experiment's results.json, the same for
+// every experiment: the run, its end and the engine it ran.
+type GridRun struct {
+	Kind       string    `json:"kind"`
+	RunID      string    `json:"run_id"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error,omitempty"`
+	Simulated  bool      `json:"simulated"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	Profile    string    `json:"profile"`
+	API        string    `json:"api"`
+	// StartupScale is the simulator's test-only --startup-scale, when ≠ 1.
+	StartupScale float64 `json:"startup_scale,omitempty"`
+}
+
+// head returns the GridRun of the walked run, for an experiment named
+// kind. The run's status is its own end, not the sweep's verdict: the
+// experiment's builder judges its steps.
+func (r *gridRun) head(kind string) GridRun {
+	return GridRun{Kind: kind, RunID: r.Start.RunID, Status: r.Status, Error: r.Error, Simulated: r.Simulated,
+		StartedAt: r.StartedAt, FinishedAt: r.Sweep.FinishedAt, Profile: r.Start.Profile, API: r.Start.API, StartupScale: r.StartupScale}
+}
+
+// gridPointState is what every grid builder tracks of a point: its status
+// ("not run", "running", then grid_point_end's, or "interrupted" when the
+// run ended inside it), the error grid_point_end gave and the engine's
+// spawn → ready time.
+type gridPointState struct {
+	Status string
+	Error  string
+	ReadyS *float64
+}
+
+// copyPoints gives an experiment's points the states walk followed:
+// fields returns where a point keeps its status, error and ready time.
+func copyPoints[P any](r *gridRun, points []P, fields func(*P) (status, err *string, readyS **float64)) {
+	for i, st := range r.Points {
+		status, err, readyS := fields(&points[i])
+		*status, *err, *readyS = st.Status, st.Error, st.ReadyS
+	}
+}
+
+// gridRun is what walk reads from a grid's events for every
+// experiment: the run's own end, the engine facts, grid_start with each
+// point's knobs, the points' states and the sweep the levels were measured
+// by.
+type gridRun struct {
+	// Status and Error are run_end's; "incomplete" when there is none.
+	Status, Error string
+	Simulated     bool
+	// StartupScale is the simulator's --startup-scale when ≠ 1, and Model
+	// the last engine_ready's model.
+	StartupScale float64
+	Model        string
+	Start        GridStart
+	StartedAt    time.Time
+	Knobs        []*pb.EngineKnobs
+	Points       []gridPointState
+	Sweep        *SweepResults
+	// Levels are the sweep's levels by grid-wide level number.
+	Levels map[int]LevelResult
+}
+
+// gridHandlers are an experiment's parts of walk. Every handler gets
+// the event's index (its line is i+1); an error it returns ends the walk
+// as it is, so it names the event itself. Nil handlers are skipped.
+type gridHandlers struct {
+	// Start checks grid_start (its experiment and params) and builds the
+	// experiment's points from it; r.Start, r.StartedAt and r.Knobs are set.
+	Start func(i int) error
+	// PointReady and Level get grid_point_ready and grid_level_end of a
+	// point grid_start named.
+	PointReady func(i int, d GridPointReady) error
+	Level      func(i int, d LevelObservation) error
+	// Other gets every event that is neither a grid event, run_end nor
+	// engine_ready.
+	Other func(i int, ev Event) error
+}
+
+// walk is the one walk over a restart grid's events that the grid
+// experiments' builders share: it checks the grid events' order (one
+// grid_start, first) and their points, follows each point from "not run"
+// to its end, gives each engine_ready's ready time to the point it started
+// for, and hands the experiment's parts to h.
+// newGridRun builds the sweep a grid's levels were measured by (its
+// lossless merge of the agents' histograms, BuildSweep); walk reads the
+// rest.
+func newGridRun(events []Event) (*gridRun, error) {
+	sw, err := BuildSweep(events)
+	if err != nil {
+		return nil, err
+	}
+	r := &gridRun{Status: "incomplete", Sweep: sw, Levels: map[int]LevelResult{}}
+	for _, l := range sw.Levels {
+		r.Levels[l.Level] = l
+	}
+	return r, nil
+}
+
+func (r *gridRun) walk(events []Event, h gridHandlers) error {
+	checkPoint := func(i, p int) error {
+		if p < 0 || p >= len(r.Points) {
+			return fmt.Errorf("event %d: grid point %d is not in grid_start's %d points", i+1, p, len(r.Points))
+		}
+		return nil
+	}
+	started := false
+	for i, ev := range events {
+		switch ev.Kind {
+		case EventRunEnd:
+			v, err := Decode(ev)
+			if err != nil {
+				return err
+			}
+			e := v.(RunEnd)
+			r.Status, r.Error = e.Status, e.Error
+			continue
+		case EventEngineReady:
+			var e pb.EngineInfo
+			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
+				return fmt.Errorf("event %d (engine_ready): %w", i+1, err)
+			}
+			r.Simulated = r.Simulated || e.GetSimulated()
+			if s := startupScale(e.GetArgv()); s != 0 {
+				r.StartupScale = s
+			}
+			r.Model = e.GetModel()
+			// The point it belongs to is the last one started.
+			for j := len(r.Points) - 1; j >= 0; j-- {
+				if r.Points[j].Status == "running" {
+					r.Points[j].ReadyS = ptr(e.GetReadyS())
+					break
+				}
+			}
+			continue
+		}
+		if !IsGridKind(ev.Kind) {
+			if h.Other != nil {
+				if err := h.Other(i, ev); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		v, err := DecodeGrid(ev)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i+1, err)
+		}
+		if _, ok := v.(GridStart); !ok && !started {
+			return fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
+		}
+		switch d := v.(type) {
+		case GridStart:
+			if started {
+				return fmt.Errorf("event %d: a second grid_start", i+1)
+			}
+			started = true
+			r.Start, r.StartedAt = d, time.Unix(0, ev.T).UTC()
+			for j, p := range d.Points {
+				k := &pb.EngineKnobs{}
+				if !isNull(p.Knobs) {
+					if err := pjsonIn.Unmarshal(p.Knobs, k); err != nil {
+						return fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
+					}
+				}
+				r.Knobs = append(r.Knobs, k)
+			}
+			if h.Start != nil {
+				if err := h.Start(i); err != nil {
+					return err
+				}
+			}
+			r.Points = make([]gridPointState, len(d.Points))
+			for j := range r.Points {
+				r.Points[j].Status = "not run"
+			}
+		case GridPointInfo:
+			err = checkPoint(i, d.Point)
+			if err == nil {
+				r.Points[d.Point].Status = "running"
+			}
+		case GridPointReady:
+			err = checkPoint(i, d.Point)
+			if err == nil && h.PointReady != nil {
+				err = h.PointReady(i, d)
+			}
+		case LevelObservation:
+			err = checkPoint(i, d.Point)
+			if err == nil && h.Level != nil {
+				err = h.Level(i, d)
+			}
+		case GridPointEnd:
+			err = checkPoint(i, d.Point)
+			if err == nil {
+				r.Points[d.Point].Status, r.Points[d.Point].Error = d.Status, d.Error
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !started {
+		return errors.New("no grid_start event: this is not a grid run")
+	}
+	for j := range r.Points {
+		if r.Points[j].Status == "running" {
+			r.Points[j].Status = "interrupted" // the run ended inside this point
+		}
+	}
+	return nil
 }

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -31,17 +29,7 @@ var KVScaleColumns = []string{"max_model_len", "gpu_memory_utilization", "max_nu
 // KVScaleResults is results.json of a kvscale run, built from events.jsonl
 // alone.
 type KVScaleResults struct {
-	Kind       string    `json:"kind"`
-	RunID      string    `json:"run_id"`
-	Status     string    `json:"status"`
-	Error      string    `json:"error,omitempty"`
-	Simulated  bool      `json:"simulated"`
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at"`
-	Profile    string    `json:"profile"`
-	API        string    `json:"api"`
-	// StartupScale is the simulator's test-only --startup-scale, when ≠ 1.
-	StartupScale float64         `json:"startup_scale,omitempty"`
+	GridRun
 	Params       KVScaleParams   `json:"params"`
 	Node         NodeFacts       `json:"node"`
 	Points       []KVPointResult `json:"points"`
@@ -123,111 +111,42 @@ func renderGrid(events []Event) (*Rendered, error) {
 // levels' latencies are the sweep's lossless merge of the agents'
 // histograms (BuildSweep).
 func BuildKVScale(events []Event) (*KVScaleResults, error) {
-	res := &KVScaleResults{Kind: ExperimentKVScale, Status: "incomplete", Points: []KVPointResult{}}
-	sw, err := BuildSweep(events)
+	res := &KVScaleResults{Points: []KVPointResult{}}
+	r, err := newGridRun(events)
 	if err != nil {
 		return nil, err
 	}
-	// The run's own end, not the sweep's verdict: a step that measured no
-	// request because it was inconclusive (and so run again) does not fail
-	// the run; a failed step that counted does, below.
-	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
-	for _, ev := range events {
-		if ev.Kind != EventRunEnd {
-			continue
-		}
-		v, err := Decode(ev)
-		if err != nil {
-			return nil, err
-		}
-		e := v.(RunEnd)
-		res.Status, res.Error = e.Status, e.Error
-	}
-	byLevel := map[int]LevelResult{}
-	for _, l := range sw.Levels {
-		byLevel[l.Level] = l
-	}
-	point := func(i int) (*KVPointResult, error) {
-		if i < 0 || i >= len(res.Points) {
-			return nil, fmt.Errorf("grid point %d is not in grid_start's %d points", i, len(res.Points))
-		}
-		return &res.Points[i], nil
-	}
-	started := false
-	for i, ev := range events {
-		if ev.Kind == EventEngineReady {
-			var e pb.EngineInfo
-			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
-			}
-			res.Simulated = res.Simulated || e.GetSimulated()
-			if s := startupScale(e.GetArgv()); s != 0 {
-				res.StartupScale = s
-			}
-			// The point it belongs to is the last one started.
-			for j := len(res.Points) - 1; j >= 0; j-- {
-				if res.Points[j].Status == "running" {
-					res.Points[j].ReadyS = ptr(e.GetReadyS())
-					break
-				}
-			}
-			continue
-		}
-		if !IsGridKind(ev.Kind) {
-			continue
-		}
-		v, err := DecodeGrid(ev)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", i+1, err)
-		}
-		if _, ok := v.(GridStart); !ok && !started {
-			return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
-		}
-		switch d := v.(type) {
-		case GridStart:
-			if started {
-				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
-			}
-			started = true
+	err = r.walk(events, gridHandlers{
+		Start: func(i int) error {
+			d := r.Start
 			if d.Experiment != ExperimentKVScale {
-				return nil, fmt.Errorf("event %d: grid experiment %q has no report here: this ttftlab renders %q grids", i+1, d.Experiment, ExperimentKVScale)
+				return fmt.Errorf("event %d: grid experiment %q has no report here: this ttftlab renders %q grids", i+1, d.Experiment, ExperimentKVScale)
 			}
 			var params KVScaleParams
 			if err := json.Unmarshal(d.Params, &params); err != nil {
-				return nil, fmt.Errorf("event %d: kvscale params: %w", i+1, err)
+				return fmt.Errorf("event %d: kvscale params: %w", i+1, err)
 			}
 			if len(params.Predictions) != len(d.Points) {
-				return nil, fmt.Errorf("event %d: grid_start has %d points and %d predictions", i+1, len(d.Points), len(params.Predictions))
+				return fmt.Errorf("event %d: grid_start has %d points and %d predictions", i+1, len(d.Points), len(params.Predictions))
 			}
-			res.RunID, res.Profile, res.API, res.Params = d.RunID, d.Profile, d.API, params
-			res.StartedAt = time.Unix(0, ev.T).UTC()
+			res.Params = params
 			for j, p := range d.Points {
-				var k pb.EngineKnobs
-				if err := pjsonIn.Unmarshal(p.Knobs, &k); err != nil {
-					return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
-				}
+				k := r.Knobs[j]
 				pr := KVPointResult{Point: j, Label: p.Label, MaxModelLen: int(k.GetMaxModelLen()), GPUMemoryUtilization: k.GetGpuMemoryUtilization(),
-					Status: "not run", Prediction: params.Predictions[j], Levels: []KVLevel{}}
+					Prediction: params.Predictions[j], Levels: []KVLevel{}}
 				if v := int(k.GetMaxNumSeqs()); v > 0 {
 					pr.MaxNumSeqs = &v
 				}
 				res.Points = append(res.Points, pr)
 			}
-		case GridPointInfo:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status = "running"
-		case GridPointReady:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
+			return nil
+		},
+		PointReady: func(i int, d GridPointReady) error {
+			p := &res.Points[d.Point]
 			var f pb.EngineFigures
 			if !isNull(d.Figures) {
 				if err := pjsonIn.Unmarshal(d.Figures, &f); err != nil {
-					return nil, fmt.Errorf("event %d: figures: %w", i+1, err)
+					return fmt.Errorf("event %d: figures: %w", i+1, err)
 				}
 			}
 			if f.KvCacheTokens != nil {
@@ -242,19 +161,17 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 			if !isNull(d.Plan) {
 				var plan KVPlan
 				if err := json.Unmarshal(d.Plan, &plan); err != nil {
-					return nil, fmt.Errorf("event %d: kvscale plan: %w", i+1, err)
+					return fmt.Errorf("event %d: kvscale plan: %w", i+1, err)
 				}
 				p.Plan, p.Prediction = &plan, plan.Prediction
 			}
-		case LevelObservation:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			o := d
+			return nil
+		},
+		Level: func(_ int, o LevelObservation) error {
+			p := &res.Points[o.Point]
 			l := KVLevel{Level: o.Level, Concurrency: o.Concurrency, Status: "not measured", Error: o.Error, Metrics: map[string]hdr.Summary{},
 				Preemptions: o.Preemptions, WaitingMax: o.WaitingMax, WaitingFrac: o.WaitingFrac, WarmupMs: o.WarmupMs, QueuedSamples: o.QueuedSamples, KVUsageMax: o.KVUsageMax, Inconclusive: o.Inconclusive, Onset: KVOnset(&o)}
-			if lr, ok := byLevel[o.Level]; ok {
+			if lr, ok := r.Levels[o.Level]; ok {
 				l.Status, l.Requests, l.Errors, l.TokensPerS, l.Metrics = lr.Status, lr.Requests, lr.Errors, lr.TokensPerS, lr.Metrics
 				if l.Error == "" {
 					l.Error = lr.Error
@@ -268,22 +185,19 @@ func BuildKVScale(events []Event) (*KVScaleResults, error) {
 					p.OnsetKind = "preemption"
 				}
 			}
-		case GridPointEnd:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status, p.Error = d.Status, d.Error
-		}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	if !started {
-		return nil, errors.New("no grid_start event: this is not a grid run")
-	}
+	// The run's own end, not the sweep's verdict: a step that measured no
+	// request because it was inconclusive (and so run again) does not fail
+	// the run; a failed step that counted does, below.
+	res.GridRun, res.Node, res.Warnings = r.head(ExperimentKVScale), r.Sweep.Node, r.Sweep.Warnings
+	copyPoints(r, res.Points, func(p *KVPointResult) (*string, *string, **float64) { return &p.Status, &p.Error, &p.ReadyS })
 	for i := range res.Points {
 		p := &res.Points[i]
-		if p.Status == "running" {
-			p.Status = "interrupted" // the run ended inside this point
-		}
 		for _, l := range p.Levels {
 			if l.Status == "failed" && !l.Inconclusive && res.Status == StatusOK {
 				res.Status, res.Error = StatusFailed, fmt.Sprintf("%s, concurrency %d failed: %s", p.Label, l.Concurrency, l.Error)

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
@@ -147,16 +146,7 @@ func (s PrefixStep) check() error {
 // PrefixResults is results.json of a prefix run, built from events.jsonl
 // alone.
 type PrefixResults struct {
-	Kind         string             `json:"kind"`
-	RunID        string             `json:"run_id"`
-	Status       string             `json:"status"`
-	Error        string             `json:"error,omitempty"`
-	Simulated    bool               `json:"simulated"`
-	StartedAt    time.Time          `json:"started_at"`
-	FinishedAt   time.Time          `json:"finished_at"`
-	Profile      string             `json:"profile"`
-	API          string             `json:"api"`
-	StartupScale float64            `json:"startup_scale,omitempty"`
+	GridRun
 	Model        string             `json:"model,omitempty"`
 	GPU          string             `json:"gpu,omitempty"`
 	Params       PrefixParams       `json:"params"`
@@ -249,161 +239,104 @@ func renderPrefix(events []Event) (*Rendered, error) {
 // latencies are the sweep's lossless merge of the agents' histograms
 // (BuildSweep).
 func BuildPrefix(events []Event) (*PrefixResults, error) {
-	res := &PrefixResults{Kind: ExperimentPrefix, Status: "incomplete", Points: []PrefixPoint{}, Resets: []PrefixResetCheck{}, Rows: []PrefixRow{}}
-	sw, err := BuildSweep(events)
+	res := &PrefixResults{Points: []PrefixPoint{}, Resets: []PrefixResetCheck{}, Rows: []PrefixRow{}}
+	type cachedSum struct{ tokens, reqs, ok, prompt uint64 }
+	cached := map[int]*cachedSum{}
+	r, err := newGridRun(events)
 	if err != nil {
 		return nil, err
 	}
-	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
-	byLevel := map[int]LevelResult{}
-	for _, l := range sw.Levels {
-		byLevel[l.Level] = l
-	}
-	type cachedSum struct{ tokens, reqs, ok, prompt uint64 }
-	cached := map[int]*cachedSum{}
-	started := false
-	for i, ev := range events {
-		switch ev.Kind {
-		case EventRunEnd:
-			v, err := Decode(ev)
-			if err != nil {
-				return nil, err
+	err = r.walk(events, gridHandlers{
+		Start: func(i int) error {
+			d := r.Start
+			if d.Experiment != ExperimentPrefix {
+				return fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPrefix)
 			}
-			e := v.(RunEnd)
-			res.Status, res.Error = e.Status, e.Error
-		case EventSweepInterval:
-			v, err := Decode(ev)
-			if err != nil {
-				continue // BuildSweep has warned about it
-			}
-			s := v.(SweepInterval)
-			if s.Report.GetWarmup() {
-				continue
-			}
-			c := cached[s.Level]
-			if c == nil {
-				c = &cachedSum{}
-				cached[s.Level] = c
-			}
-			c.tokens += s.Report.GetCachedTokens()
-			c.reqs += s.Report.GetCachedRequests()
-			c.prompt += s.Report.GetCachedPromptTokens()
-			c.ok += s.Report.GetRequestsOk()
-		case EventEngineReady:
-			var e pb.EngineInfo
-			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
-			}
-			res.Simulated = res.Simulated || e.GetSimulated()
-			if s := startupScale(e.GetArgv()); s != 0 {
-				res.StartupScale = s
-			}
-			res.Model = e.GetModel()
-			for j := len(res.Points) - 1; j >= 0; j-- {
-				if res.Points[j].Status == "running" {
-					res.Points[j].ReadyS = ptr(e.GetReadyS())
-					break
-				}
-			}
-		case EventGridStart:
-			v, err := DecodeGrid(ev)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			d := v.(GridStart)
-			if started {
-				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
-			}
-			started = true
 			if err := json.Unmarshal(d.Params, &res.Params); err != nil {
-				return nil, fmt.Errorf("event %d: prefix params: %w", i+1, err)
+				return fmt.Errorf("event %d: prefix params: %w", i+1, err)
 			}
-			res.RunID, res.Profile, res.API = d.RunID, d.Profile, d.API
-			res.StartedAt = time.Unix(0, ev.T).UTC()
 			for j, p := range d.Points {
-				var k pb.EngineKnobs
-				if err := pjsonIn.Unmarshal(p.Knobs, &k); err != nil {
-					return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
-				}
+				k := r.Knobs[j]
 				mode := ModeOn
 				if k.GetEnablePrefixCaching() == pb.OptionalBool_OPTIONAL_BOOL_FALSE {
 					mode = ModeOff
 				}
 				res.GPU = k.GetGpu()
-				res.Points = append(res.Points, PrefixPoint{Point: j, Label: p.Label, Mode: mode, Status: "not run"})
+				res.Points = append(res.Points, PrefixPoint{Point: j, Label: p.Label, Mode: mode})
 			}
-		case EventGridPointStart, EventGridPointEnd:
-			if !started {
-				return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
-			}
-			v, err := DecodeGrid(ev)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			switch d := v.(type) {
-			case GridPointInfo:
-				if d.Point >= len(res.Points) {
-					return nil, fmt.Errorf("event %d: point %d is not in grid_start", i+1, d.Point)
+			return nil
+		},
+		Other: func(i int, ev Event) error {
+			switch ev.Kind {
+			case EventSweepInterval:
+				v, err := Decode(ev)
+				if err != nil {
+					return nil // BuildSweep has warned about it
 				}
-				res.Points[d.Point].Status = "running"
-			case GridPointEnd:
-				if d.Point >= len(res.Points) {
-					return nil, fmt.Errorf("event %d: point %d is not in grid_start", i+1, d.Point)
+				s := v.(SweepInterval)
+				if s.Report.GetWarmup() {
+					return nil
 				}
-				res.Points[d.Point].Status, res.Points[d.Point].Error = d.Status, d.Error
-			}
-		case EventPrefixReset:
-			c, err := decodeJSON[PrefixResetCheck](ev.Data)
-			if err != nil {
-				return nil, fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
-			}
-			c.Body, c.Error = sanitizeOneLine(c.Body), sanitizeOneLine(c.Error)
-			res.Resets = append(res.Resets, c)
-		case EventPrefixStep:
-			s, err := decodeJSON[PrefixStep](ev.Data)
-			if err == nil {
-				err = s.check()
-			}
-			if err != nil {
-				return nil, fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
-			}
-			row := PrefixRow{Mode: s.Mode, Sweep: s.Sweep, PrefixLen: s.PrefixLen, SuffixLen: s.SuffixLen, HitRatio: s.HitRatio,
-				Phase: s.Phase, Concurrency: s.Concurrency, Level: s.Level, Status: "not measured"}
-			if l, ok := byLevel[s.Level]; ok {
-				row.Status, row.Error, row.Requests, row.Errors = l.Status, l.Error, l.Requests, l.Errors
-				if t, ok := l.Metrics[hdr.TTFT]; ok && t.Count > 0 {
-					row.TTFT = t
-					row.TTFTP50Ms = ptr(t.P50)
-					if t.Count >= minP95Requests {
-						row.TTFTP95Ms = ptr(t.P95)
+				c := cached[s.Level]
+				if c == nil {
+					c = &cachedSum{}
+					cached[s.Level] = c
+				}
+				c.tokens += s.Report.GetCachedTokens()
+				c.reqs += s.Report.GetCachedRequests()
+				c.prompt += s.Report.GetCachedPromptTokens()
+				c.ok += s.Report.GetRequestsOk()
+			case EventPrefixReset:
+				c, err := decodeJSON[PrefixResetCheck](ev.Data)
+				if err != nil {
+					return fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
+				}
+				c.Body, c.Error = sanitizeOneLine(c.Body), sanitizeOneLine(c.Error)
+				res.Resets = append(res.Resets, c)
+			case EventPrefixStep:
+				s, err := decodeJSON[PrefixStep](ev.Data)
+				if err == nil {
+					err = s.check()
+				}
+				if err != nil {
+					return fmt.Errorf("event %d (%s): %w", i+1, ev.Kind, err)
+				}
+				row := PrefixRow{Mode: s.Mode, Sweep: s.Sweep, PrefixLen: s.PrefixLen, SuffixLen: s.SuffixLen, HitRatio: s.HitRatio,
+					Phase: s.Phase, Concurrency: s.Concurrency, Level: s.Level, Status: "not measured"}
+				if l, ok := r.Levels[s.Level]; ok {
+					row.Status, row.Error, row.Requests, row.Errors = l.Status, l.Error, l.Requests, l.Errors
+					if t, ok := l.Metrics[hdr.TTFT]; ok && t.Count > 0 {
+						row.TTFT = t
+						row.TTFTP50Ms = ptr(t.P50)
+						if t.Count >= minP95Requests {
+							row.TTFTP95Ms = ptr(t.P95)
+						}
 					}
 				}
-			}
-			if s.Hits != nil && s.Queries != nil && *s.Queries > 0 {
-				row.HitRateMetric = ptr(min(1, *s.Hits / *s.Queries))
-			}
-			// vLLM leaves cached_tokens out when nothing was cached: once a
-			// request of the step carried it, the others count as 0.
-			if c := cached[s.Level]; c != nil && c.reqs > 0 && c.ok > 0 {
-				row.CachedTokensMean = ptr(float64(c.tokens) / float64(max(c.ok, c.reqs)))
-				if c.prompt > 0 {
-					row.UncachedFraction, row.UncachedSource = ptr(max(0, 1-float64(c.tokens)/float64(c.prompt))), "cached_tokens"
+				if s.Hits != nil && s.Queries != nil && *s.Queries > 0 {
+					row.HitRateMetric = ptr(min(1, *s.Hits / *s.Queries))
 				}
+				// vLLM leaves cached_tokens out when nothing was cached: once a
+				// request of the step carried it, the others count as 0.
+				if c := cached[s.Level]; c != nil && c.reqs > 0 && c.ok > 0 {
+					row.CachedTokensMean = ptr(float64(c.tokens) / float64(max(c.ok, c.reqs)))
+					if c.prompt > 0 {
+						row.UncachedFraction, row.UncachedSource = ptr(max(0, 1-float64(c.tokens)/float64(c.prompt))), "cached_tokens"
+					}
+				}
+				if row.UncachedFraction == nil && row.HitRateMetric != nil {
+					row.UncachedFraction, row.UncachedSource = ptr(1-*row.HitRateMetric), "metrics"
+				}
+				res.Rows = append(res.Rows, row)
 			}
-			if row.UncachedFraction == nil && row.HitRateMetric != nil {
-				row.UncachedFraction, row.UncachedSource = ptr(1-*row.HitRateMetric), "metrics"
-			}
-			res.Rows = append(res.Rows, row)
-		}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	if !started {
-		return nil, errors.New("no grid_start event: this is not a grid run")
-	}
-	for i := range res.Points {
-		if res.Points[i].Status == "running" {
-			res.Points[i].Status = "interrupted"
-		}
-	}
+	res.GridRun, res.Node, res.Warnings, res.Model = r.head(ExperimentPrefix), r.Sweep.Node, r.Sweep.Warnings, r.Model
+	copyPoints(r, res.Points, func(p *PrefixPoint) (*string, *string, **float64) { return &p.Status, &p.Error, &p.ReadyS })
 	// Speedups against each row's cold reference.
 	for i := range res.Rows {
 		r := &res.Rows[i]
@@ -436,6 +369,31 @@ func BuildPrefix(events []Event) (*PrefixResults, error) {
 	}
 	res.Observations = prefixObservations(res)
 	return res, nil
+}
+
+// prefixSettings lists a prefix run's settings for its report.
+func prefixSettings(pr PrefixParams) []Setting {
+	ratios := make([]string, len(pr.HitRatios))
+	for i, r := range pr.HitRatios {
+		ratios[i] = strconv.FormatFloat(r, 'g', -1, 64)
+	}
+	lens := "none"
+	if len(pr.PrefixLens) > 0 {
+		lens = joinInts(pr.PrefixLens) + " tokens"
+	}
+	if len(ratios) == 0 {
+		ratios = []string{"none"}
+	}
+	return []Setting{
+		{"prefix lengths", lens},
+		{"suffix", fmt.Sprintf("%d tokens", pr.SuffixLen)},
+		{"output", fmt.Sprintf("%d tokens", pr.OutputLen)},
+		{"requests per cold, repeat and hot step", strconv.Itoa(pr.Repeats)},
+		{"hit ratios", strings.Join(ratios, ", ")},
+		{"shared prefix of the hit-ratio sweep", fmt.Sprintf("%d tokens", pr.HitPrefixLen)},
+		{"hit-ratio concurrency", strconv.Itoa(pr.Concurrency)},
+		{"hit-ratio step", fmt.Sprintf("%s measured after %s of warm-up", HumanMs(pr.LevelDurationS*1000), HumanMs(pr.WarmupS*1000))},
+	}
 }
 
 // prefixColdRef returns the row r's speedup is measured against.
@@ -830,8 +788,8 @@ func RenderPrefixMarkdown(res *PrefixResults) string {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
 	pr := res.Params
-	p("The engine is started with prefix caching on, then off. At each prefix length %v (suffix %d tokens, %d output tokens) three steps of %d requests run one at a time: **cold** (each request its own prefix, right after a prefix-cache reset verified from the metrics), **repeat** (the cold prompts again, word for word) and **hot** (the cold prefixes with new suffixes). Then at concurrency %d, a closed loop of %.1f s after %.1f s of warm-up at each hit ratio %v: that fraction of the requests shares one %d-token prefix, the rest have their own. TTFT in ms (p50 is the median; p95 needs %d requests).\n\n",
-		pr.PrefixLens, pr.SuffixLen, pr.OutputLen, pr.Repeats, pr.Concurrency, pr.LevelDurationS, pr.WarmupS, pr.HitRatios, pr.HitPrefixLen, minP95Requests)
+	p("The engine is started with prefix caching on, then off. At each prefix length three steps run one request at a time: **cold** (each request its own prefix, right after a prefix-cache reset verified from the metrics), **repeat** (the cold prompts again, word for word) and **hot** (the cold prefixes with new suffixes). Then, at each hit ratio, a closed loop in which that fraction of the requests shares one prefix and the rest have their own. TTFT in ms (p50 is the median; p95 needs %d requests).\n\n", minP95Requests)
+	p("Settings:\n\n%s\n", renderSettings(prefixSettings(pr)))
 	p("## Engine starts\n\n| point | mode | status | ready (s) |\n|---|---|---|---:|\n")
 	for _, pt := range res.Points {
 		p("| %s | %s | %s | %s |\n", pt.Label, pt.Mode, pt.Status, fmtPtr(pt.ReadyS, "%.2f"))

@@ -16,7 +16,7 @@ import (
 func syntheticPrefix() *PrefixResults {
 	const suffix = 128
 	ttft := func(uncached float64) float64 { return 20 + 0.05*uncached }
-	res := &PrefixResults{Kind: ExperimentPrefix, Status: "ok", Params: PrefixParams{
+	res := &PrefixResults{GridRun: GridRun{Kind: ExperimentPrefix, Status: "ok"}, Params: PrefixParams{
 		PrefixLens: []int{4096, 0, 256, 1024}, SuffixLen: suffix, HitRatios: []float64{0, 0.25, 0.5, 0.75, 1},
 		HitPrefixLen: 1024, Concurrency: 8, Repeats: 3, OutputLen: 16,
 	}}

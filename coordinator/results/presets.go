@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	pb "github.com/ttftlab/ttftlab/internal/gen/ttftlab/v1"
 	"github.com/ttftlab/ttftlab/internal/hdr"
 	"github.com/ttftlab/ttftlab/internal/plot"
+	"github.com/ttftlab/ttftlab/internal/vllmflag"
 )
 
 // ExperimentPresets names the presets grid in grid_start.
@@ -78,16 +77,7 @@ type PresetsPlan struct {
 // PresetsResults is results.json of a presets run, built from events.jsonl
 // alone.
 type PresetsResults struct {
-	Kind         string        `json:"kind"`
-	RunID        string        `json:"run_id"`
-	Status       string        `json:"status"`
-	Error        string        `json:"error,omitempty"`
-	Simulated    bool          `json:"simulated"`
-	StartedAt    time.Time     `json:"started_at"`
-	FinishedAt   time.Time     `json:"finished_at"`
-	Profile      string        `json:"profile"`
-	API          string        `json:"api"`
-	StartupScale float64       `json:"startup_scale,omitempty"`
+	GridRun
 	Params       PresetsParams `json:"params"`
 	Node         NodeFacts     `json:"node"`
 	Points       []PresetPoint `json:"points"`
@@ -176,36 +166,49 @@ type Preset struct {
 // the command's positional argument and the simulator's GPU is not a vLLM
 // flag, so neither is included.
 func VLLMFlags(k *pb.EngineKnobs) string {
-	var f []string
-	if v := k.GetMaxModelLen(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-model-len %d", v))
-	}
-	if v := k.GetMaxNumBatchedTokens(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-num-batched-tokens %d", v))
-	}
-	if v := k.GetMaxNumSeqs(); v > 0 {
-		f = append(f, fmt.Sprintf("--max-num-seqs %d", v))
-	}
-	tri := func(v pb.OptionalBool, on, off string) {
+	tri := func(v pb.OptionalBool) *bool {
 		switch v {
 		case pb.OptionalBool_OPTIONAL_BOOL_TRUE:
-			f = append(f, on)
+			return boolPtr(true)
 		case pb.OptionalBool_OPTIONAL_BOOL_FALSE:
-			f = append(f, off)
+			return boolPtr(false)
 		}
+		return nil
 	}
-	tri(k.GetEnableChunkedPrefill(), "--enable-chunked-prefill", "--no-enable-chunked-prefill")
-	if v := k.GetGpuMemoryUtilization(); v > 0 {
-		f = append(f, "--gpu-memory-utilization "+strconv.FormatFloat(v, 'f', -1, 64))
+	args := vllmflag.Knobs{MaxModelLen: int(k.GetMaxModelLen()), MaxNumBatchedTokens: int(k.GetMaxNumBatchedTokens()),
+		MaxNumSeqs: int(k.GetMaxNumSeqs()), EnableChunkedPrefill: tri(k.GetEnableChunkedPrefill()),
+		GPUMemoryUtilization: k.GetGpuMemoryUtilization(), EnablePrefixCaching: tri(k.GetEnablePrefixCaching()),
+		EnforceEager: k.GetEnforceEager() == pb.OptionalBool_OPTIONAL_BOOL_TRUE, ServedModelName: k.GetServedModelName()}.Args()
+	return strings.Join(args, " ")
+}
+
+// presetsSettings lists a presets run's settings for its report.
+func presetsSettings(pr PresetsParams) []Setting {
+	onOffs := make([]string, len(pr.ChunkedPrefill))
+	for i, c := range pr.ChunkedPrefill {
+		onOffs[i] = onOff(c)
 	}
-	tri(k.GetEnablePrefixCaching(), "--enable-prefix-caching", "--no-enable-prefix-caching")
-	if k.GetEnforceEager() == pb.OptionalBool_OPTIONAL_BOOL_TRUE {
-		f = append(f, "--enforce-eager")
+	return []Setting{
+		{"max_num_batched_tokens", joinInts(pr.MaxNumBatchedTokens)},
+		{"max_num_seqs", joinInts(pr.MaxNumSeqs)},
+		{"chunked prefill", strings.Join(onOffs, ", ")},
+		{"max_model_len", strconv.Itoa(pr.MaxModelLen)},
+		{"concurrency", joinInts(pr.Concurrencies)},
+		{"prompt tokens", fmt.Sprintf("%d–%d (uniform, mean %d)", pr.InputLenMin, pr.InputLenMax, pr.InputLen)},
+		{"output tokens", strconv.Itoa(pr.OutputLen)},
+		{"step", fmt.Sprintf("%s measured after %s of warm-up", HumanMs(pr.LevelDurationS*1000), HumanMs(pr.WarmupS*1000))},
+		{"TTFT p95 SLO (interactive)", fmt.Sprintf("%g ms", pr.SLOTTFTMs)},
+		{"TTFT p95 bound (throughput)", fmt.Sprintf("%g ms", pr.MaxTTFTMs)},
 	}
-	if v := k.GetServedModelName(); v != "" {
-		f = append(f, "--served-model-name "+v)
+}
+
+// joinInts writes a list of numbers as "8, 32, 64".
+func joinInts(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
 	}
-	return strings.Join(f, " ")
+	return strings.Join(s, ", ")
 }
 
 // onOff names a chunked-prefill setting.
@@ -220,111 +223,40 @@ func onOff(b bool) string {
 // levels' latencies are the sweep's lossless merge of the agents'
 // histograms (BuildSweep), and the presets are chosen from them.
 func BuildPresets(events []Event) (*PresetsResults, error) {
-	res := &PresetsResults{Kind: ExperimentPresets, Status: "incomplete", Points: []PresetPoint{}}
-	sw, err := BuildSweep(events)
+	res := &PresetsResults{Points: []PresetPoint{}}
+	r, err := newGridRun(events)
 	if err != nil {
 		return nil, err
 	}
-	res.Node, res.Warnings, res.FinishedAt = sw.Node, sw.Warnings, sw.FinishedAt
-	byLevel := map[int]LevelResult{}
-	for _, l := range sw.Levels {
-		byLevel[l.Level] = l
-	}
-	point := func(i int) (*PresetPoint, error) {
-		if i < 0 || i >= len(res.Points) {
-			return nil, fmt.Errorf("grid point %d is not in grid_start's %d points", i, len(res.Points))
-		}
-		return &res.Points[i], nil
-	}
-	started := false
-	for i, ev := range events {
-		switch ev.Kind {
-		case EventRunEnd:
-			v, err := Decode(ev)
-			if err != nil {
-				return nil, err
-			}
-			e := v.(RunEnd)
-			res.Status, res.Error = e.Status, e.Error
-			continue
-		case EventEngineReady:
-			var e pb.EngineInfo
-			if err := pjsonIn.Unmarshal(ev.Data, &e); err != nil {
-				return nil, fmt.Errorf("event %d (engine_ready): %w", i+1, err)
-			}
-			res.Simulated = res.Simulated || e.GetSimulated()
-			if s := startupScale(e.GetArgv()); s != 0 {
-				res.StartupScale = s
-			}
-			for j := len(res.Points) - 1; j >= 0; j-- {
-				if res.Points[j].Status == "running" {
-					res.Points[j].ReadyS = ptr(e.GetReadyS())
-					break
-				}
-			}
-			continue
-		}
-		if !IsGridKind(ev.Kind) {
-			continue
-		}
-		v, err := DecodeGrid(ev)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", i+1, err)
-		}
-		if _, ok := v.(GridStart); !ok && !started {
-			return nil, fmt.Errorf("event %d: %s before grid_start", i+1, ev.Kind)
-		}
-		switch d := v.(type) {
-		case GridStart:
-			if started {
-				return nil, fmt.Errorf("event %d: a second grid_start", i+1)
-			}
-			started = true
+	err = r.walk(events, gridHandlers{
+		Start: func(i int) error {
+			d := r.Start
 			if d.Experiment != ExperimentPresets {
-				return nil, fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPresets)
+				return fmt.Errorf("event %d: grid experiment %q is not %q", i+1, d.Experiment, ExperimentPresets)
 			}
 			var params PresetsParams
 			if err := json.Unmarshal(d.Params, &params); err != nil {
-				return nil, fmt.Errorf("event %d: presets params: %w", i+1, err)
+				return fmt.Errorf("event %d: presets params: %w", i+1, err)
 			}
 			if len(params.Points) != len(d.Points) {
-				return nil, fmt.Errorf("event %d: grid_start has %d points and %d point specs", i+1, len(d.Points), len(params.Points))
+				return fmt.Errorf("event %d: grid_start has %d points and %d point specs", i+1, len(d.Points), len(params.Points))
 			}
 			if !(params.SLOTTFTMs > 0) || !(params.MaxTTFTMs > 0) || math.IsInf(params.SLOTTFTMs, 0) || math.IsInf(params.MaxTTFTMs, 0) {
-				return nil, fmt.Errorf("event %d: slo_ttft_ms %g / max_ttft_ms %g: both must be positive", i+1, params.SLOTTFTMs, params.MaxTTFTMs)
+				return fmt.Errorf("event %d: slo_ttft_ms %g / max_ttft_ms %g: both must be positive", i+1, params.SLOTTFTMs, params.MaxTTFTMs)
 			}
-			res.RunID, res.Profile, res.API, res.Params = d.RunID, d.Profile, d.API, params
-			res.StartedAt = time.Unix(0, ev.T).UTC()
+			res.Params = params
 			for j, p := range d.Points {
-				k := &pb.EngineKnobs{}
-				if !isNull(p.Knobs) {
-					if err := pjsonIn.Unmarshal(p.Knobs, k); err != nil {
-						return nil, fmt.Errorf("event %d: point %d knobs: %w", i+1, j, err)
-					}
-				}
-				ps := params.Points[j]
+				k, ps := r.Knobs[j], params.Points[j]
 				res.Points = append(res.Points, PresetPoint{Point: j, Label: p.Label, MaxNumBatchedTokens: ps.MaxNumBatchedTokens,
 					MaxNumSeqs: ps.MaxNumSeqs, ChunkedPrefill: ps.ChunkedPrefill, MaxModelLen: int(k.GetMaxModelLen()),
-					Status: "not run", ExpectedRefusal: ps.ExpectedRefusal, Flags: VLLMFlags(k), Levels: []PresetLevel{}})
+					ExpectedRefusal: ps.ExpectedRefusal, Flags: VLLMFlags(k), Levels: []PresetLevel{}})
 			}
-		case GridPointInfo:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status = "running"
-		case GridPointReady:
-			if _, err := point(d.Point); err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-		case LevelObservation:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
+			return nil
+		},
+		Level: func(_ int, d LevelObservation) error {
 			l := PresetLevel{Level: d.Level, Concurrency: d.Concurrency, Status: "not measured", Error: d.Error,
 				Metrics: map[string]hdr.Summary{}, Preemptions: d.Preemptions, WaitingMax: d.WaitingMax}
-			if lr, ok := byLevel[d.Level]; ok {
+			if lr, ok := r.Levels[d.Level]; ok {
 				l.Status, l.Requests, l.Successes, l.Errors = lr.Status, lr.Requests, lr.Successes, lr.Errors
 				l.TokensPerS, l.RequestsPerS, l.Metrics = lr.TokensPerS, lr.RequestsPerS, lr.Metrics
 				l.Insufficient, l.InsufficientReasons = lr.Insufficient, lr.InsufficientReasons
@@ -333,23 +265,17 @@ func BuildPresets(events []Event) (*PresetsResults, error) {
 				}
 			}
 			judgePresetLevel(&l, res.Params)
-			p.Levels = append(p.Levels, l)
-		case GridPointEnd:
-			p, err := point(d.Point)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", i+1, err)
-			}
-			p.Status, p.Error = d.Status, d.Error
-		}
+			res.Points[d.Point].Levels = append(res.Points[d.Point].Levels, l)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
-	if !started {
-		return nil, errors.New("no grid_start event: this is not a grid run")
-	}
+	res.GridRun, res.Node, res.Warnings = r.head(ExperimentPresets), r.Sweep.Node, r.Sweep.Warnings
+	copyPoints(r, res.Points, func(p *PresetPoint) (*string, *string, **float64) { return &p.Status, &p.Error, &p.ReadyS })
 	for i := range res.Points {
 		p := &res.Points[i]
-		if p.Status == "running" {
-			p.Status = "interrupted"
-		}
 		for _, l := range p.Levels {
 			if l.Status == "failed" && res.Status == StatusOK {
 				res.Status, res.Error = StatusFailed, fmt.Sprintf("%s, concurrency %d failed: %s", p.Label, l.Concurrency, l.Error)
@@ -871,9 +797,9 @@ func RenderPresetsMarkdown(res *PresetsResults) string {
 	if res.Error != "" {
 		p("**The run failed:** %s\n\n", sanitizeOneLine(res.Error))
 	}
-	p("Each point restarts the engine with its `--max-num-batched-tokens` × `--max-num-seqs` × chunked prefill (at `--max-model-len %d`), then runs closed loops at concurrency %v with prompts of %d–%d tokens (uniform, mean %d) and %d output tokens (each step %.1f s measured after %.1f s of warm-up). ",
-		pr.MaxModelLen, pr.Concurrencies, pr.InputLenMin, pr.InputLenMax, pr.InputLen, pr.OutputLen, pr.LevelDurationS, pr.WarmupS)
+	p("Each point restarts the engine with its `--max-num-batched-tokens` × `--max-num-seqs` × chunked prefill, then runs a closed loop at each concurrency, each step measured after its warm-up. ")
 	p("The **interactive** preset is the highest output throughput whose TTFT p95 is at most %g ms; the **throughput** preset the highest whose TTFT p95 is at most %g ms. A measurement with too few samples (docs/metrics.md, \"Enough samples\") is never chosen.\n\n", pr.SLOTTFTMs, pr.MaxTTFTMs)
+	p("Settings:\n\n%s\n", renderSettings(presetsSettings(pr)))
 
 	p("## Presets\n\n")
 	for _, x := range []Preset{res.Interactive, res.Throughput} {

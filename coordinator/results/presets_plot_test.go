@@ -12,7 +12,7 @@ import (
 // max_num_seqs 32 and 128, chunked prefill on and off) at concurrencies 8,
 // 32 and 64, one point refused, with both presets chosen.
 func syntheticPresets() *PresetsResults {
-	res := &PresetsResults{Kind: ExperimentPresets, Status: "ok", Params: PresetsParams{
+	res := &PresetsResults{GridRun: GridRun{Kind: ExperimentPresets, Status: "ok"}, Params: PresetsParams{
 		MaxNumBatchedTokens: []int{2048, 8192}, MaxNumSeqs: []int{32, 128}, ChunkedPrefill: []bool{true, false},
 		Concurrencies: []int{8, 32, 64}, SLOTTFTMs: 500, MaxTTFTMs: 2000,
 	}}

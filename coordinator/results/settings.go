@@ -25,7 +25,12 @@ type Setting struct {
 // in human units. A part that does not decode is shown as its raw JSON on
 // one line, so nothing recorded is hidden.
 func SettingsTable(load, workload, generator json.RawMessage) string {
-	rows := Settings(load, workload, generator)
+	return renderSettings(Settings(load, workload, generator))
+}
+
+// renderSettings renders rows as the reports' settings table, "" when
+// there are none. Every report shows its run's settings this way.
+func renderSettings(rows []Setting) string {
 	if len(rows) == 0 {
 		return ""
 	}

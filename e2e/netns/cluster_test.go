@@ -19,10 +19,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/e2e/e2eutil"
 )
 
 // Ports every daemon uses: each host has its own namespace, so they never
@@ -49,163 +50,24 @@ func TestMain(m *testing.M) {
 // ttftlabBin returns the binary under test, or skips the test.
 func ttftlabBin(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("TTFTLAB_BIN")
-	if bin == "" {
-		t.Skip("TTFTLAB_BIN not set: run `make test-netns`, which builds bin/ttftlab and sets it")
-	}
-	abs, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatalf("TTFTLAB_BIN %q: %v", bin, err)
-	}
-	if fi, err := os.Stat(abs); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		t.Fatalf("TTFTLAB_BIN %q is not an executable file (%v): build it with `go build -o bin/ttftlab ./cmd/ttftlab`", bin, err)
-	}
-	return abs
+	return e2eutil.Bin(t, "run `make test-netns`, which builds bin/ttftlab and sets it")
 }
 
-// waitUntil polls cond every 50 ms until it returns true or timeout passes;
-// it fails the test with what, and the last error cond gave, on timeout.
+// waitUntil polls cond every 50 ms until it returns true or timeout passes.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// logBuf keeps a process's output in memory, for matching, and in a file,
-// for the post-mortem.
-type logBuf struct {
-	mu  sync.Mutex
-	f   *os.File
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	return l.f.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	e2eutil.WaitUntil(t, timeout, 50*time.Millisecond, what, cond)
 }
 
 // proc is one ttftlab process run with `ip netns exec`, which execs the
 // binary in place: the pid is ttftlab's own.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	log  *logBuf // stdout and stderr
-	done chan struct{}
-	err  error // Wait's result, valid after done
-}
+type proc = e2eutil.Proc
 
 // start runs `ip netns exec NS bin args...` in its own process group, with
-// its output in dir/name.log. It is SIGKILLed with its group in t.Cleanup,
-// before the namespaces go, and its log is dumped when the test failed.
+// its output in dir/name.log.
 func start(t *testing.T, ns, bin, dir, name string, args ...string) *proc {
 	t.Helper()
-	f, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{t: t, name: name, log: &logBuf{f: f}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	// Its own group, so a kill reaches the engine a gpunode forked; and
-	// it dies with the test binary, so a crash leaves no daemon holding a
-	// namespace.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("---- %s (pid %d) in %s: %s\n%s", name, p.cmd.Process.Pid, ns, strings.Join(args, " "), tail(p.log.String(), 8000))
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
-}
-
-// kill SIGKILLs the process group and waits until the process is reaped.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.t.Errorf("%s (pid %d) not reaped 10 s after SIGKILL", p.name, p.cmd.Process.Pid)
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to timeout for the process to exit and returns Wait's error.
-func (p *proc) wait(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		return fmt.Errorf("%s still running after %s", p.name, timeout)
-	}
-}
-
-// waitLog waits until the process's output matches re and returns the
-// submatches; it fails at once when the process exits first.
-func (p *proc) waitLog(re *regexp.Regexp, timeout time.Duration) []string {
-	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindStringSubmatch(p.log.String()); m != nil {
-			return m
-		}
-		if p.exited() {
-			p.t.Fatalf("%s exited (%v) before logging /%s/:\n%s", p.name, p.err, re, tail(p.log.String(), 4000))
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not log /%s/ within %s", p.name, re, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return e2eutil.Start(t, dir, name, true, append([]string{"ip", "netns", "exec", ns, bin}, args...)...)
 }
 
 // servingRE matches the line every daemon logs once it serves.
@@ -267,7 +129,7 @@ func (c *cluster) startDaemon(role, name string, extra ...string) *daemon {
 	// Debug logging, for the post-mortem of a failed test.
 	args = append(append(args, extra...), "-v")
 	p := start(c.t, h.ns, c.bin, c.dir, name, args...)
-	m := p.waitLog(servingRE, 20*time.Second)
+	m := p.WaitLog(servingRE, 20*time.Second)
 	if m[1] != name || m[2] != h.addr(grpcPort) {
 		c.t.Fatalf("%s logged serving name=%s grpc=%s; want %s on %s", name, m[1], m[2], name, h.addr(grpcPort))
 	}
@@ -441,25 +303,10 @@ type sweepResults struct {
 	} `json:"levels"`
 }
 
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("decode %s: %v", path, err)
-	}
-}
+var readJSON = e2eutil.ReadJSON
 
 // u64 is a protojson uint64: a JSON string, or a number.
-type u64 uint64
-
-func (u *u64) UnmarshalJSON(b []byte) error {
-	v, err := strconv.ParseUint(strings.Trim(string(b), `"`), 10, 64)
-	*u = u64(v)
-	return err
-}
+type u64 = e2eutil.U64
 
 // report is the part of an agent's interval report the tests count.
 type report struct {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ttftlab/ttftlab/e2e/e2eutil"
 )
 
 // The hosts of a topology and their addresses in subnet.
@@ -51,7 +53,7 @@ func (c *cluster) runSweep(runID string, extra ...string) (sweepResults, []event
 	_, stderr, err := c.cli(120*time.Second, c.sweepArgs(runID, extra...)...)
 	c.t.Logf("sweep %s took %s", runID, time.Since(began).Round(time.Millisecond))
 	if err != nil {
-		c.t.Fatalf("sweep %s: %v\n%s", runID, err, tail(stderr, 4000))
+		c.t.Fatalf("sweep %s: %v\n%s", runID, err, e2eutil.Tail(stderr, 4000))
 	}
 	var res sweepResults
 	readJSON(c.t, filepath.Join(c.runDir("sweeps", runID), "results.json"), &res)
@@ -147,10 +149,10 @@ func TestNetnsAgentLinkCutAndRestored(t *testing.T) {
 	c.start4()
 
 	sweep := c.startCLI("sweep", c.sweepArgs("agentcut", "--levels", "4,4", "--level-duration", "6s", "--agent-loss", "continue")...)
-	sweep.waitLog(intervalLine("agent2", 1), 60*time.Second)
+	sweep.WaitLog(intervalLine("agent2", 1), 60*time.Second)
 	tp.cut("agent2")
 	cut := time.Now()
-	sweep.waitLog(regexp.MustCompile(`AGENT LOST: agent2`), 10*time.Second)
+	sweep.WaitLog(regexp.MustCompile(`AGENT LOST: agent2`), 10*time.Second)
 	t.Logf("agent2 marked lost %s after its link went down", time.Since(cut).Round(time.Millisecond))
 	// Gossip too must see it gone, so that being listed again is a rejoin.
 	waitUntil(t, 30*time.Second, "agent2 to be listed as not alive", func() (bool, error) {
@@ -164,7 +166,7 @@ func TestNetnsAgentLinkCutAndRestored(t *testing.T) {
 	tp.restore("agent2")
 	restored := time.Now()
 
-	if err := sweep.wait(90 * time.Second); err != nil {
+	if err := sweep.Wait(90 * time.Second); err != nil {
 		t.Fatalf("sweep with agent_loss continue after agent2's link was cut: %v", err)
 	}
 	dir := c.runDir("sweeps", "agentcut")
@@ -223,7 +225,7 @@ func TestNetnsCoordinatorLinkCutStopsLoad(t *testing.T) {
 
 	sweep := c.startCLI("sweep", c.sweepArgs("coordcut", "--levels", "8", "--level-duration", "60s")...)
 	for _, a := range []string{"agent1", "agent2"} {
-		sweep.waitLog(intervalLine(a, 0), 60*time.Second)
+		sweep.WaitLog(intervalLine(a, 0), 60*time.Second)
 	}
 	waitUntil(t, 10*time.Second, "vllm:num_requests_running > 0", func() (bool, error) {
 		n, err := engineGauge(gpu, url, "vllm:num_requests_running")
@@ -258,7 +260,7 @@ func TestNetnsCoordinatorLinkCutStopsLoad(t *testing.T) {
 
 	// The coordinator lost every peer: the sweep fails, says so and keeps
 	// what it received.
-	err := sweep.wait(60 * time.Second)
+	err := sweep.Wait(60 * time.Second)
 	t.Logf("sweep ended %s after the cut: %v", time.Since(cut).Round(time.Millisecond), err)
 	if err == nil {
 		t.Errorf("sweep exited 0 although its coordinator was cut off from every node")
@@ -286,16 +288,16 @@ func TestNetnsGPUNodeLinkCutFailsBaseline(t *testing.T) {
 	args := append([]string{"baseline"}, c.clientArgs()...)
 	args = append(args, "--warm-runs", "2000", "--max-tokens", "16", "--out", "baselines", "--run-id", "gpucut")
 	base := c.startCLI("baseline", args...)
-	base.waitLog(regexp.MustCompile(`warm_\d+ ttft`), 60*time.Second)
+	base.WaitLog(regexp.MustCompile(`warm_\d+ ttft`), 60*time.Second)
 	tp.cut("gpu")
 	cut := time.Now()
-	err := base.wait(30 * time.Second)
+	err := base.Wait(30 * time.Second)
 	t.Logf("baseline exited %s after the gpunode's link went down: %v", time.Since(cut).Round(time.Millisecond), err)
 	if err == nil {
 		t.Fatal("baseline exited 0 after its gpunode was cut off")
 	}
-	if s := base.log.String(); !strings.Contains(s, "gpunode gpu lost") {
-		t.Errorf("the CLI's output does not name the lost gpunode:\n%s", tail(s, 2000))
+	if s := base.Log.String(); !strings.Contains(s, "gpunode gpu lost") {
+		t.Errorf("the CLI's output does not name the lost gpunode:\n%s", e2eutil.Tail(s, 2000))
 	}
 
 	dir := c.runDir("baselines", "gpucut")
@@ -362,7 +364,7 @@ func TestNetnsConcurrentExperiments(t *testing.T) {
 			"--gpunode", r.gpunode, "--agents-selector", r.pool)...))
 	}
 	for i, p := range procs {
-		if err := p.wait(120 * time.Second); err != nil {
+		if err := p.Wait(120 * time.Second); err != nil {
 			t.Fatalf("sweep %s: %v", runs[i].id, err)
 		}
 	}

@@ -190,12 +190,7 @@ func TestAgentAndCoordinatorBuildWithoutCGO(t *testing.T) {
 // contract) and no gRPC, even in a server.go; agent takes it through its
 // Sender interface.
 func TestOAIIsALeaf(t *testing.T) {
-	n := 0
-	for _, f := range sources(t) {
-		if f.pkg != "internal/oai" {
-			continue
-		}
-		n++
+	for _, f := range packageSources(t, "internal/oai") {
 		for _, im := range f.imports {
 			if strings.HasPrefix(im, module+"/") {
 				t.Errorf("%s/%s imports %s: internal/oai is a leaf; move what needs it into agent", f.pkg, f.name, im)
@@ -204,9 +199,6 @@ func TestOAIIsALeaf(t *testing.T) {
 				t.Errorf("%s/%s imports %s: the client speaks HTTP only", f.pkg, f.name, im)
 			}
 		}
-	}
-	if n == 0 {
-		t.Fatal("no internal/oai source found; the walk is broken")
 	}
 	graph := moduleGraph(t)
 	if !slices.Contains(graph["agent"], "internal/oai") {
@@ -272,4 +264,39 @@ func TestPureLayersReachGRPCOnlyThroughGen(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestVLLMFlagIsALeaf keeps internal/vllmflag, the one knobs → `vllm serve`
+// flags mapping, importable by both gpunode and the results layer: it
+// imports only the standard library.
+func TestVLLMFlagIsALeaf(t *testing.T) {
+	for _, f := range packageSources(t, "internal/vllmflag") {
+		for _, im := range f.imports {
+			if strings.Contains(strings.SplitN(im, "/", 2)[0], ".") {
+				t.Errorf("%s/%s imports %s: internal/vllmflag imports only the standard library, so gpunode and coordinator/results can share it", f.pkg, f.name, im)
+			}
+		}
+	}
+	graph := moduleGraph(t)
+	for _, p := range []string{"gpunode", "coordinator/results"} {
+		if !slices.Contains(graph[p], "internal/vllmflag") {
+			t.Errorf("%s does not import internal/vllmflag: the knobs → flags mapping is written twice again", p)
+		}
+	}
+}
+
+// packageSources returns the non-test files of one package, failing when
+// there are none (the walk would be broken).
+func packageSources(t *testing.T, pkg string) []file {
+	t.Helper()
+	var out []file
+	for _, f := range sources(t) {
+		if f.pkg == pkg {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %s source found; the walk is broken", pkg)
+	}
+	return out
 }

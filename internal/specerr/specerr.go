@@ -19,6 +19,10 @@ type FieldError struct {
 	// Reason says what is wrong and the fix, and reads on from the value:
 	// for example "is invalid: set concurrency ≥ 1".
 	Reason string
+	// Refs are other fields the reason names, each written "{field}" in
+	// it, so that a front end shows them under its own names too (see
+	// Refer).
+	Refs []string
 }
 
 // New returns a FieldError for field with value v (nil for none) and the
@@ -33,13 +37,35 @@ func New(field string, v any, format string, args ...any) *FieldError {
 
 // Error renders "field value reason", or "field reason" without a value:
 // for example "load.concurrency 0 is invalid: set concurrency ≥ 1".
-func (e *FieldError) Error() string { return e.render(e.Field) }
+func (e *FieldError) Error() string { return e.render(e.Field, nil) }
 
-func (e *FieldError) render(name string) string {
-	if e.Value == "" {
-		return name + " " + e.Reason
+// Refer records that the reason names the other fields given, each written
+// "{field}" in it: for example New("slo_ttft_ms", 900, "is above
+// {max_ttft_ms} %g", 500).Refer("max_ttft_ms") renders "slo_ttft_ms 900 is
+// above max_ttft_ms 500", and under a CLI's names "--slo-ttft-ms 900 is
+// above --max-ttft-ms 500".
+func (e *FieldError) Refer(fields ...string) *FieldError {
+	e.Refs = append(e.Refs, fields...)
+	return e
+}
+
+// render writes the error under name, with each referred field under the
+// name that names returns (nil, or ok false: the spec's field name).
+func (e *FieldError) render(name string, names func(string) (string, bool)) string {
+	reason := e.Reason
+	for _, f := range e.Refs {
+		n := f
+		if names != nil {
+			if v, ok := names(f); ok {
+				n = v
+			}
+		}
+		reason = strings.ReplaceAll(reason, "{"+f+"}", n)
 	}
-	return name + " " + e.Value + " " + e.Reason
+	if e.Value == "" {
+		return name + " " + reason
+	}
+	return name + " " + e.Value + " " + reason
 }
 
 // Renamed is a FieldError shown under a front end's name for its field (a
@@ -47,10 +73,12 @@ func (e *FieldError) render(name string) string {
 type Renamed struct {
 	Name string
 	*FieldError
+	// names renames the fields the reason refers to.
+	names func(string) (string, bool)
 }
 
 // Error renders the FieldError with Name in place of its field.
-func (r *Renamed) Error() string { return r.render(r.Name) }
+func (r *Renamed) Error() string { return r.render(r.Name, r.names) }
 
 // Unwrap returns the FieldError.
 func (r *Renamed) Unwrap() error { return r.FieldError }
@@ -77,7 +105,7 @@ func Rename(err error, name func(field string) (string, bool)) error {
 		return err
 	}
 	if n, ok := name(fe.Field); ok {
-		return &Renamed{Name: n, FieldError: fe}
+		return &Renamed{Name: n, FieldError: fe, names: name}
 	}
 	return err
 }

@@ -39,3 +39,21 @@ func TestRename(t *testing.T) {
 		t.Error("Rename(nil) is not nil")
 	}
 }
+
+func TestRenameReferredFields(t *testing.T) {
+	e := New("slo_ttft_ms", 900, "is above {max_ttft_ms} %g: keep {slo_ttft_ms} the tighter bound ({other} stays)", 500.0).Refer("max_ttft_ms", "slo_ttft_ms")
+	if got, want := e.Error(), "slo_ttft_ms 900 is above max_ttft_ms 500: keep slo_ttft_ms the tighter bound ({other} stays)"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	names := Table(map[string]string{"slo_ttft_ms": "--slo-ttft-ms", "max_ttft_ms": "--max-ttft-ms"})
+	got := Rename(errors.Join(e, errors.New("plain")), names).Error()
+	want := "--slo-ttft-ms 900 is above --max-ttft-ms 500: keep --slo-ttft-ms the tighter bound ({other} stays)\nplain"
+	if got != want {
+		t.Errorf("renamed = %q, want %q", got, want)
+	}
+	// A referred field the table does not name keeps the spec's name.
+	got = Rename(e, Table(map[string]string{"slo_ttft_ms": "--slo"})).Error()
+	if want := "--slo 900 is above max_ttft_ms 500: keep --slo the tighter bound ({other} stays)"; got != want {
+		t.Errorf("partly renamed = %q, want %q", got, want)
+	}
+}
