@@ -120,9 +120,10 @@ func judgeSamples(successes uint64, windowS, e2eP50S *float64) sampleVerdict {
 }
 
 // insufficientObservation says what a marked level measured and what it
-// would have needed, e.g. "c=4: 2 requests in 6.0 s with E2E p50 6.5 s; a
-// window of at least 19.5 s (3 × E2E p50) and 20 successes are needed for
-// p99."
+// would have needed, e.g. "c=4 …: 2 successes in a 6.0 s window with E2E
+// p50 6.5 s; a window of at least 19.5 s (3 × E2E p50) and 20 successes are
+// needed for p99 (at the measured 0.33 successes/s, 20 take about 60 s)".
+// The window clause is left out when the window already met its rule.
 func insufficientObservation(name string, l LevelResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s has too few samples for the percentiles marked ⚠: %d successes", name, l.Successes)
@@ -133,13 +134,21 @@ func insufficientObservation(name string, l LevelResult) string {
 		fmt.Fprintf(&b, " with E2E p50 %.1f s", s.P50/1000)
 	}
 	var need []string
-	if l.NeedWindowS != nil {
+	if l.NeedWindowS != nil && (l.WindowS == nil || *l.WindowS < *l.NeedWindowS) {
 		need = append(need, fmt.Sprintf("a window of at least %.1f s (%g × E2E p50)", *l.NeedWindowS, MinWindowE2E))
 	}
 	need = append(need, fmt.Sprintf("%d successes", MinSuccessesP99))
 	fmt.Fprintf(&b, "; %s are needed for p99", strings.Join(need, " and "))
-	if l.DurationReason == "" || strings.HasPrefix(l.DurationReason, "pinned") {
-		b.WriteString(" (leave the level duration unpinned and ttftlab sizes the windows from the level before)")
+	// How long a window would have collected them at the rate measured.
+	if l.Successes > 0 && l.Successes < MinSuccessesP99 && l.WindowS != nil && *l.WindowS > 0 {
+		rate := float64(l.Successes) / *l.WindowS
+		fmt.Fprintf(&b, " (at the measured %.2f successes/s, %d take about %.0f s)", rate, MinSuccessesP99, float64(MinSuccessesP99)/rate)
+	}
+	switch {
+	case l.Level == 0:
+		b.WriteString("; the first level has no level before it to be sized from: give the levels a longer duration")
+	case l.DurationReason == "" || strings.HasPrefix(l.DurationReason, "pinned"):
+		b.WriteString("; leave the level duration unpinned and ttftlab sizes the windows from the level before")
 	}
 	b.WriteString(".")
 	return b.String()

@@ -92,7 +92,7 @@ func TestSweepThroughputCountsStreamedTokensInsideTheWindow(t *testing.T) {
 		t.Errorf("insufficient %v for %v (need %s s), want all percentiles and a 12 s window", l.Insufficient, l.InsufficientFor, fmtPtr(l.NeedWindowS, "%g"))
 	}
 	obs := strings.Join(sr.Observations, "\n")
-	for _, want := range []string{"c=4 has too few samples", "3 successes in a 3.0 s window with E2E p50 4.0 s", "a window of at least 12.0 s (3 × E2E p50) and 20 successes are needed for p99"} {
+	for _, want := range []string{"c=4 has too few samples", "3 successes in a 3.0 s window with E2E p50 4.0 s", "a window of at least 12.0 s (3 × E2E p50) and 20 successes are needed for p99 (at the measured 1.00 successes/s, 20 take about 20 s)"} {
 		if !strings.Contains(obs, want) {
 			t.Errorf("observations lack %q:\n%s", want, obs)
 		}
@@ -165,5 +165,18 @@ func TestBaselineWarmRunsMarkedInsufficient(t *testing.T) {
 				t.Errorf("merged histogram table marked %v, want %v:\n%s", got, tt.marked != nil, md)
 			}
 		})
+	}
+}
+
+// TestInsufficientObservationWindowLongEnough: a level whose window met the
+// 3 × E2E rule but collected too few successes is not told its window was
+// short; it is told how long one would have collected 20 at its rate.
+func TestInsufficientObservationWindowLongEnough(t *testing.T) {
+	w, need := 5.0, 2.7
+	l := LevelResult{Successes: 5, WindowS: &w, NeedWindowS: &need, Metrics: map[string]hdr.Summary{hdr.E2E: {Count: 5, P50: 900}}}
+	got := insufficientObservation("c=1", l)
+	want := "c=1 has too few samples for the percentiles marked ⚠: 5 successes in a 5.0 s window with E2E p50 0.9 s; 20 successes are needed for p99 (at the measured 1.00 successes/s, 20 take about 20 s)"
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("observation\n%s\nwant it to start\n%s", got, want)
 	}
 }
