@@ -109,7 +109,14 @@ func TestKernelRxLoopback(t *testing.T) {
 				rd, w = cl, srv
 			}
 			var buf [256]byte
-			for i := range 3 {
+			// Three stamped reads are checked. A read without a stamp is
+			// retried, a few times at most: the kernel's global switch for
+			// receive timestamps flips with deferred work when other
+			// tests' sockets come and go, and can miss a read even after
+			// warmRx saw one (CI once did); h1 then falls back to the
+			// read's return, which other tests cover.
+			unstamped := 0
+			for i := 0; i < 3; {
 				before := time.Now()
 				if _, err := w.Write([]byte("data: {\"choices\":[{\"text\":\"x\"}]}\n\n")); err != nil {
 					t.Fatal(err)
@@ -122,7 +129,11 @@ func TestKernelRxLoopback(t *testing.T) {
 					t.Fatalf("read %d: %d, %v", i, n, err)
 				}
 				if !sc.kernel {
-					t.Fatalf("read %d: no kernel timestamp", i)
+					if unstamped++; unstamped > 5 {
+						t.Fatalf("read %d: no kernel timestamp on %d reads", i, unstamped)
+					}
+					t.Logf("read %d: no kernel timestamp; again", i)
+					continue
 				}
 				if sc.at.Before(before) || sc.at.After(written) {
 					t.Errorf("read %d: kernel arrival %v not within the write [%v, %v]", i, sc.at, before, written)
@@ -130,6 +141,7 @@ func TestKernelRxLoopback(t *testing.T) {
 				if lag := after.Sub(sc.at); lag < wait || lag > wait+time.Second {
 					t.Errorf("read %d: arrival %v before the read's return, want about %v", i, lag, wait)
 				}
+				i++
 			}
 		})
 	}
