@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,8 +80,7 @@ func (t Target) EffectiveClient() (transport, clock string) {
 // CheckTransport checks a Target.Transport value; the error (to follow the
 // field's name and value) says which are accepted.
 func CheckTransport(v string) error {
-	switch v {
-	case "", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2:
+	if v == "" || slices.Contains(oai.Transports, v) {
 		return nil
 	}
 	return fmt.Errorf("is unknown: use %q (the default), %q or %q", oai.TransportH1, oai.TransportNetHTTP, oai.TransportH2)
@@ -89,8 +89,7 @@ func CheckTransport(v string) error {
 // CheckFirstTokenClock checks a Target.FirstTokenClock value; the error
 // (to follow the field's name and value) says which are accepted.
 func CheckFirstTokenClock(v string) error {
-	switch v {
-	case "", oai.ClockKernelRx, oai.ClockReadReturn:
+	if v == "" || slices.Contains(oai.Clocks, v) {
 		return nil
 	}
 	return fmt.Errorf("is unknown: use %q (the default) or %q", oai.ClockKernelRx, oai.ClockReadReturn)

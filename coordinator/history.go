@@ -143,7 +143,7 @@ func (h runHeader) info() (RunInfo, error) {
 		kind = "baseline" // baselines' results.json carries no kind
 	}
 	if len(h.Error) > 4096 {
-		h.Error = h.Error[:4096] + "…"
+		h.Error = strings.ToValidUTF8(h.Error[:4096], "") + "…" // never half a character
 	}
 	return RunInfo{RunID: h.RunID, Experiment: kind, State: RunDone, Queued: h.StartedAt, Start: h.StartedAt, End: h.FinishedAt,
 		Status: h.Status, Error: h.Error}, nil

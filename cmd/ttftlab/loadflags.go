@@ -74,8 +74,8 @@ type loadCLI struct {
 	wall time.Duration
 	// tls is the TLS configuration from --ca-file and
 	// --insecure-skip-verify; nil for the system roots.
-	tls      *tls.Config
-	tlsFlags *tlsFlags
+	tls         *tls.Config
+	clientFlags *clientFlags
 	// vLLM bench serve's settings that map onto several of ours.
 	rateInf     bool
 	maxConc     int
@@ -140,7 +140,7 @@ func registerLoadFlags(fs *flag.FlagSet) *loadCLI {
 	fs.Var(headerFlags{&s.Target.Headers}, "header", "extra request header KEY:VALUE (repeatable)")
 	registerDist(fs, &s.Generator.InputLen, "input-len", "synthetic prompt length")
 	registerDist(fs, &s.Generator.OutputLen, "output-len", "output length (sets max_tokens and ignore_eos)")
-	c.tlsFlags = registerTLSFlags(fs)
+	c.clientFlags = registerClientFlags(fs)
 	registerVLLMLoadAliases(fs, c)
 	return c
 }
@@ -278,7 +278,7 @@ func (c *loadCLI) build(fs *flag.FlagSet) (agent.Spec, error) {
 	set := setFlags(fs)
 	s := c.spec
 	m := &s.Load
-	if err := c.tlsFlags.apply(&s.Target); err != nil {
+	if err := c.clientFlags.apply(&s.Target); err != nil {
 		return s, err
 	}
 	tc, err := s.Target.TLSConfig()

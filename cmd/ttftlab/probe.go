@@ -62,7 +62,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&t.API, "api", oai.APIChat, "API: chat or completions")
 	fs.StringVar(&t.APIKey, "api-key", "", "bearer token for the server, if it needs one")
 	fs.DurationVar(&spec.Timeout, "timeout", 2*time.Minute, "limit for the whole request")
-	tf := registerTLSFlags(fs)
+	tf := registerClientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

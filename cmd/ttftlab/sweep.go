@@ -181,7 +181,7 @@ func runSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&sp.OutDir, "out", "", "subdirectory of the coordinator's --out for results/<run>/ (default: the coordinator's --out itself)")
 	fs.StringVar(&sp.RunID, "run-id", "", "run directory name (default: timestamp)")
 	registerSelectionFlags(fs, &sp.Selection)
-	tf := registerTLSFlags(fs)
+	tf := registerClientFlags(fs)
 	maps.Copy(sf.names, selectionFlagNames())
 	maps.Copy(sf.names, flagNames{"target_ca_pem": "--ca-file", "target_insecure_skip_verify": "--insecure-skip-verify",
 		"target_transport": "--http-transport", "target_first_token_clock": "--first-token-clock", "base_url": "--base-url", "model": "--model", "api": "--api", "profile": "--profile", "out_dir": "--out", "run_id": "--run-id"})

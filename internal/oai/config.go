@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -60,6 +61,14 @@ type Config struct {
 	// refuses any other value.
 	RxTimestamps string
 }
+
+// Transports and Clocks are the values Config.Transport and
+// Config.RxTimestamps accept besides "" (the default), for callers that
+// check a setting before they build a client.
+var (
+	Transports = []string{TransportH1, TransportNetHTTP, TransportH2}
+	Clocks     = []string{ClockKernelRx, ClockReadReturn}
+)
 
 // Transports accepted in Config.Transport.
 const (
@@ -105,14 +114,10 @@ func (cfg *Config) validate() error {
 	case cfg.MaxLineBytes < 0:
 		return fmt.Errorf("client max line bytes %d is negative: set it > 0, or 0 for %d", cfg.MaxLineBytes, defaultMaxLine)
 	}
-	switch cfg.RxTimestamps {
-	case "", ClockKernelRx, ClockReadReturn:
-	default:
+	if cfg.RxTimestamps != "" && !slices.Contains(Clocks, cfg.RxTimestamps) {
 		return fmt.Errorf("client rx timestamps %q is unknown: use %q (the kernel's receive time, the default) or %q (the time the read returned)", cfg.RxTimestamps, ClockKernelRx, ClockReadReturn)
 	}
-	switch cfg.Transport {
-	case "", TransportH1, TransportNetHTTP, TransportH2:
-	default:
+	if cfg.Transport != "" && !slices.Contains(Transports, cfg.Transport) {
 		return fmt.Errorf("client transport %q is unknown: use %q, %q or %q", cfg.Transport, TransportH1, TransportNetHTTP, TransportH2)
 	}
 	return nil

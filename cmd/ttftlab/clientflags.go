@@ -11,10 +11,10 @@ import (
 	"github.com/ttftlab/ttftlab/internal/oai"
 )
 
-// tlsFlags are the client settings of a target: the TLS settings of an
+// clientFlags are the client settings of a target: the TLS settings of an
 // https:// target (--ca-file, --insecure-skip-verify), the HTTP transport
 // (--http-transport) and the first-token clock (--first-token-clock).
-type tlsFlags struct {
+type clientFlags struct {
 	caFile    string
 	insecure  bool
 	transport string
@@ -32,10 +32,10 @@ var firstTokenClocks = map[string]string{
 	"read-return": oai.ClockReadReturn, oai.ClockReadReturn: oai.ClockReadReturn,
 }
 
-// registerTLSFlags registers --ca-file, --insecure-skip-verify,
+// registerClientFlags registers --ca-file, --insecure-skip-verify,
 // --http-transport and --first-token-clock on fs.
-func registerTLSFlags(fs *flag.FlagSet) *tlsFlags {
-	f := &tlsFlags{}
+func registerClientFlags(fs *flag.FlagSet) *clientFlags {
+	f := &clientFlags{}
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM file of the CA certificates an https:// --url must chain to (default the system roots)")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "skip the https:// certificate check (a trusted test network only)")
 	fs.StringVar(&f.transport, "http-transport", "h1", "HTTP client: h1 (ttftlab's HTTP/1.1 client, plain or TLS; lowest overhead), h2 (HTTP/2 by ALPN on https://, for gateways that serve streams over HTTP/2) or net-http (Go's HTTP/1.1 client, a reference)")
@@ -46,7 +46,7 @@ func registerTLSFlags(fs *flag.FlagSet) *tlsFlags {
 // apply sets t's client settings from the flags and reads --ca-file (at
 // most agent.MaxCAPEM bytes), checking it parses; errors name the flag, the
 // value and the fix.
-func (f *tlsFlags) apply(t *agent.Target) error {
+func (f *clientFlags) apply(t *agent.Target) error {
 	tr, ok := httpTransports[f.transport]
 	if !ok {
 		return fmt.Errorf("--http-transport %q is unknown: use h1 (the default), h2 or net-http", f.transport)
